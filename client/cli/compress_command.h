@@ -1,0 +1,26 @@
+// The `llmc` command-line tool's subcommands. Each Run* returns the process exit status.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace llmc::cli {
+
+struct CompressArgs {
+  std::string model, output, scheme, recipe, algorithm = "rtn", max_shard_size = "5GB", observer;
+  std::vector<std::string> ignore;
+  bool ignore_given = false;
+  int threads = 0;
+  bool overwrite = false, json = false, no_progress = false;
+};
+int RunCompressCommand(const CompressArgs& args);
+
+struct InspectArgs {
+  std::string checkpoint;
+  bool json = false, verbose = false;
+};
+int RunInspectCommand(const InspectArgs& args);
+
+int RunSchemesCommand(bool json);
+
+}  // namespace llmc::cli

@@ -1,0 +1,50 @@
+// `llmc`: the command-line entry point. Parses flags and calls the library.
+#include <CLI/CLI.hpp>
+
+#include "client/cli/compress_command.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"llmc: compress Hugging Face LLMs into compressed-tensors checkpoints"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "llmc 0.1.0");
+
+  llmc::cli::CompressArgs c;
+  auto* compress = app.add_subcommand("compress", "Quantize MODEL into a compressed-tensors checkpoint at OUTPUT");
+  compress->add_option("MODEL", c.model, "Hugging Face model directory (safetensors)")->required();
+  compress->add_option("OUTPUT", c.output, "output directory (created; see --overwrite)")->required();
+  compress->add_option("--scheme", c.scheme, "preset scheme, e.g. W4A16, FP8_DYNAMIC, NVFP4A16 (see `llmc schemes`)");
+  compress->add_option("--recipe", c.recipe, "llm-compressor recipe YAML (QuantizationModifier)");
+  compress->add_option("--algorithm", c.algorithm, "rtn (data-free); calibrated algorithms need --dataset")
+      ->capture_default_str();
+  auto* ign = compress->add_option("--ignore", c.ignore,
+                                   "module to leave unquantized: exact name, re:REGEX or class name (repeatable; default lm_head)");
+  compress->add_option("--observer", c.observer, "weight observer: minmax (default) or mse");
+  compress->add_option("--max-shard-size", c.max_shard_size, "largest output shard, e.g. 5GB, 500MB")->capture_default_str();
+  compress->add_option("--threads", c.threads, "worker threads (default: one per core)");
+  compress->add_flag("--overwrite", c.overwrite, "replace OUTPUT if it exists");
+  compress->add_flag("--json", c.json, "print the summary as one JSON object");
+  compress->add_flag("--no-progress", c.no_progress, "no progress bar");
+
+  llmc::cli::InspectArgs i;
+  auto* inspect = app.add_subcommand("inspect", "Describe a checkpoint: schemes, per-module formats, sizes");
+  inspect->add_option("CHECKPOINT", i.checkpoint, "model or compressed checkpoint directory")->required();
+  inspect->add_flag("--json", i.json, "print one JSON object");
+  inspect->add_flag("-v,--verbose", i.verbose, "list every module");
+
+  bool schemes_json = false;
+  auto* schemes = app.add_subcommand("schemes", "List the preset schemes");
+  schemes->add_flag("--json", schemes_json, "print JSON");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (compress->parsed()) {
+    c.ignore_given = ign->count() > 0;
+    return llmc::cli::RunCompressCommand(c);
+  }
+  if (inspect->parsed()) return llmc::cli::RunInspectCommand(i);
+  if (schemes->parsed()) return llmc::cli::RunSchemesCommand(schemes_json);
+  return 1;
+}

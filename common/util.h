@@ -1,0 +1,32 @@
+// Small utilities shared by every llmc component: sizes, errno messages, time.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include "absl/status/statusor.h"
+
+namespace llmc {
+
+// Parses a size such as "5GB", "500MB", "1.5GiB", "4096" (bytes). Decimal units (KB, MB, GB, TB) are powers
+// of 1000 as in Hugging Face's max_shard_size; binary units (KiB, MiB, GiB, TiB) powers of 1024.
+absl::StatusOr<uint64_t> ParseByteSize(absl::string_view text);
+
+// Formats a byte count for people: "1.23 GB" (decimal units).
+std::string FormatBytes(uint64_t bytes);
+
+// "strerror(errno)" for a given errno value, thread-safe.
+std::string ErrnoString(int err);
+
+// Builds an absl::Status from an errno value: ENOSPC/EDQUOT -> RESOURCE_EXHAUSTED, ENOENT -> NOT_FOUND,
+// EACCES/EPERM -> PERMISSION_DENIED, otherwise INTERNAL. The message is "<what>: <strerror>".
+absl::Status ErrnoToStatus(int err, absl::string_view what);
+
+// Monotonic seconds since an arbitrary point.
+double NowSeconds();
+
+// Peak resident set size of this process in bytes (from getrusage).
+uint64_t PeakRssBytes();
+
+}  // namespace llmc

@@ -1,0 +1,32 @@
+#include "common/util.h"
+
+#include <gtest/gtest.h>
+
+namespace llmc {
+namespace {
+
+TEST(ParseByteSizeTest, UnitsAndErrors) {
+  EXPECT_EQ(*ParseByteSize("4096"), 4096u);
+  EXPECT_EQ(*ParseByteSize("5GB"), 5000000000u);
+  EXPECT_EQ(*ParseByteSize("500MB"), 500000000u);
+  EXPECT_EQ(*ParseByteSize("2MiB"), 2u * 1024 * 1024);
+  EXPECT_EQ(*ParseByteSize(" 1.5 kb "), 1500u);
+  EXPECT_FALSE(ParseByteSize("").ok());
+  EXPECT_FALSE(ParseByteSize("GB").ok());
+  EXPECT_FALSE(ParseByteSize("5XB").ok());
+  EXPECT_FALSE(ParseByteSize("-5").ok());
+}
+
+TEST(FormatBytesTest, Units) {
+  EXPECT_EQ(FormatBytes(12), "12 B");
+  EXPECT_EQ(FormatBytes(1234567), "1.23 MB");
+}
+
+TEST(ErrnoToStatusTest, Codes) {
+  EXPECT_EQ(ErrnoToStatus(ENOSPC, "x").code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(ErrnoToStatus(ENOENT, "x").code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(ErrnoToStatus(ENOSPC, "writing f").message().find("writing f: "), std::string::npos);
+}
+
+}  // namespace
+}  // namespace llmc

@@ -1,0 +1,176 @@
+#include "engine/format/quant_config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace llmc {
+
+using json = nlohmann::json;
+
+absl::StatusOr<TargetMatcher> TargetMatcher::Create(const std::string& target) {
+  TargetMatcher m;
+  m.text_ = target;
+  if (target.empty()) return absl::InvalidArgumentError("empty target or ignore pattern");
+  if (absl::StartsWith(target, "re:")) {
+    m.kind_ = Kind::kRegex;
+    try {
+      m.re_ = std::regex(target.substr(3), std::regex::ECMAScript | std::regex::optimize);
+    } catch (const std::regex_error& e) {
+      return absl::InvalidArgumentError(absl::StrCat("invalid regular expression in '", target, "': ", e.what()));
+    }
+  } else if (target.find('.') == std::string::npos && !target.empty() && std::isupper(static_cast<unsigned char>(target[0]))) {
+    m.kind_ = Kind::kClass;  // "Linear", "Embedding", "LlamaDecoderLayer"
+  } else {
+    m.kind_ = Kind::kExact;
+  }
+  return m;
+}
+
+bool TargetMatcher::Matches(const std::string& name, const std::string& cls) const {
+  switch (kind_) {
+    case Kind::kExact: return name == text_;
+    case Kind::kRegex: return std::regex_search(name, re_, std::regex_constants::match_continuous);
+    case Kind::kClass: return cls == text_;
+  }
+  return false;
+}
+
+absl::StatusOr<QuantConfig> QuantConfig::Create(std::vector<std::pair<std::string, QuantScheme>> groups,
+                                                std::vector<std::string> ignore) {
+  QuantConfig c;
+  if (groups.empty()) return absl::InvalidArgumentError("the recipe quantizes nothing (no scheme or config_groups)");
+  for (auto& [name, scheme] : groups) {
+    ConfigGroup g;
+    g.name = name;
+    if (scheme.weights) LLMC_RETURN_IF_ERROR(scheme.weights->Validate(absl::StrCat(name, ".weights")));
+    if (scheme.input_activations)
+      LLMC_RETURN_IF_ERROR(scheme.input_activations->Validate(absl::StrCat(name, ".input_activations")));
+    if (scheme.format) {
+      g.format = *scheme.format;
+    } else {
+      LLMC_ASSIGN_OR_RETURN(g.format, InferFormat(scheme));
+    }
+    for (const auto& t : scheme.targets) {
+      auto m = TargetMatcher::Create(t);
+      if (!m.ok()) return absl::InvalidArgumentError(absl::StrCat(name, ".targets: ", m.status().message()));
+      g.matchers.push_back(std::move(*m));
+    }
+    g.scheme = std::move(scheme);
+    c.groups_.push_back(std::move(g));
+  }
+  for (const auto& i : ignore) {
+    auto m = TargetMatcher::Create(i);
+    if (!m.ok()) return absl::InvalidArgumentError(absl::StrCat("ignore: ", m.status().message()));
+    c.ignore_matchers_.push_back(std::move(*m));
+  }
+  c.ignore_ = std::move(ignore);
+  return c;
+}
+
+bool QuantConfig::IsIgnored(const std::string& name, const std::string& cls) const {
+  for (const auto& m : ignore_matchers_)
+    if (m.Matches(name, cls)) return true;
+  return false;
+}
+
+int QuantConfig::Match(const std::string& name, const std::string& cls) const {
+  if (IsIgnored(name, cls)) return -1;
+  int best = -1;
+  int best_kind = 99;
+  for (size_t gi = 0; gi < groups_.size(); ++gi) {
+    for (const auto& m : groups_[gi].matchers) {
+      int k = static_cast<int>(m.kind());
+      if (m.Matches(name, cls) && k < best_kind) {
+        best_kind = k;
+        best = static_cast<int>(gi);
+      }
+    }
+  }
+  return best;
+}
+
+std::string QuantConfig::TopFormat() const {
+  std::string f = groups_.front().format;
+  for (const auto& g : groups_)
+    if (g.format != f) return "mixed-precision";
+  return f;
+}
+
+json QuantConfig::ToJson(const std::vector<std::string>& ignored_modules) const {
+  json groups = json::object();
+  for (const auto& g : groups_) groups[g.name] = g.scheme.ToJson(g.format);
+  json j = json::object();
+  j["config_groups"] = groups;
+  j["format"] = TopFormat();
+  j["global_compression_ratio"] = nullptr;
+  j["ignore"] = ignored_modules;
+  j["kv_cache_scheme"] = nullptr;
+  j["quant_method"] = "compressed-tensors";
+  j["quantization_status"] = "compressed";
+  j["sparsity_config"] = json::object();
+  j["transform_config"] = json::object();
+  j["version"] = kCompressedTensorsVersion;
+  return j;
+}
+
+namespace {
+void EmitArgs(YAML::Emitter& e, const QuantArgs& a) {
+  json j = a.ToJson();
+  e << YAML::BeginMap;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    e << YAML::Key << it.key() << YAML::Value;
+    const json& v = it.value();
+    if (v.is_null()) e << YAML::Null;
+    else if (v.is_boolean()) e << v.get<bool>();
+    else if (v.is_number_integer()) e << v.get<int64_t>();
+    else if (v.is_string()) e << v.get<std::string>();
+    else if (v.is_array()) {
+      e << YAML::Flow << YAML::BeginSeq;
+      for (const auto& x : v) e << x.get<int64_t>();
+      e << YAML::EndSeq;
+    } else if (v.is_object()) {
+      e << YAML::Flow << YAML::BeginMap;
+      for (auto k = v.begin(); k != v.end(); ++k) e << YAML::Key << k.key() << YAML::Value << k.value().dump();
+      e << YAML::EndMap;
+    }
+  }
+  e << YAML::EndMap;
+}
+}  // namespace
+
+std::string QuantConfig::RecipeYaml() const {
+  YAML::Emitter e;
+  e << YAML::BeginMap << YAML::Key << "default_stage" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "default_modifiers" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "QuantizationModifier" << YAML::Value << YAML::BeginMap;
+  if (!preset_name.empty()) {
+    e << YAML::Key << "targets" << YAML::Value << YAML::Flow << groups_.front().scheme.targets;
+    e << YAML::Key << "ignore" << YAML::Value << YAML::Flow << ignore_;
+    e << YAML::Key << "scheme" << YAML::Value << preset_name;
+  } else {
+    e << YAML::Key << "ignore" << YAML::Value << YAML::Flow << ignore_;
+    e << YAML::Key << "config_groups" << YAML::Value << YAML::BeginMap;
+    for (const auto& g : groups_) {
+      e << YAML::Key << g.name << YAML::Value << YAML::BeginMap;
+      e << YAML::Key << "targets" << YAML::Value << YAML::Flow << g.scheme.targets;
+      if (g.scheme.weights) {
+        e << YAML::Key << "weights" << YAML::Value;
+        EmitArgs(e, *g.scheme.weights);
+      }
+      if (g.scheme.input_activations) {
+        e << YAML::Key << "input_activations" << YAML::Value;
+        EmitArgs(e, *g.scheme.input_activations);
+      }
+      e << YAML::Key << "format" << YAML::Value << g.format;
+      e << YAML::EndMap;
+    }
+    e << YAML::EndMap;
+  }
+  e << YAML::EndMap << YAML::EndMap << YAML::EndMap << YAML::EndMap;
+  return std::string(e.c_str()) + "\n";
+}
+
+}  // namespace llmc

@@ -1,0 +1,434 @@
+#include "engine/pipeline/compress_job.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+#include "common/thread_pool.h"
+#include "common/util.h"
+#include "engine/io/model_dir.h"
+#include "engine/quant/weight_quantizer.h"
+
+namespace llmc {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+std::string ModuleClass(const std::string& tensor_name, size_t rank) {
+  if (!absl::EndsWith(tensor_name, ".weight") || rank != 2) return "";
+  for (const char* e : {"embed_tokens.", "wte.", "word_embeddings.", "embed_in.", "wpe.", "embed_positions."})
+    if (absl::StrContains(tensor_name, e)) return "Embedding";
+  return "Linear";
+}
+
+json CompressSummary::ToJson() const {
+  json mods = json::array();
+  for (const auto& m : modules)
+    mods.push_back({{"name", m.name}, {"group", m.group}, {"format", m.format}, {"bytes_in", m.bytes_in}, {"bytes_out", m.bytes_out}});
+  return {{"model", model_path},
+          {"output", output_path},
+          {"scheme", scheme},
+          {"input_bytes", input_bytes},
+          {"output_bytes", output_bytes},
+          {"compression_ratio", output_bytes ? static_cast<double>(input_bytes) / output_bytes : 0.0},
+          {"seconds", seconds},
+          {"input_mb_per_s", seconds > 0 ? input_bytes / 1e6 / seconds : 0.0},
+          {"modules_quantized", modules_quantized},
+          {"modules_ignored", modules_ignored},
+          {"shards", shards},
+          {"threads", threads},
+          {"peak_rss_bytes", peak_rss_bytes},
+          {"modules", mods}};
+}
+
+namespace {
+
+// One unit of work: a quantized module (or fused set of modules sharing an NVFP4 global scale), or a plain
+// tensor copied unchanged.
+struct Item {
+  // For a quantized module:
+  std::string module;
+  int group = -1;
+  const ModelTensor* weight = nullptr;
+  std::vector<OutputTensor> outputs;
+  // For a copied tensor:
+  const ModelTensor* copy = nullptr;
+  // Where each output goes: (shard index, tensor index in that shard)
+  std::vector<std::pair<int, int>> dest;
+  uint64_t out_bytes = 0;
+};
+
+// Modules whose NVFP4 global scales are fused: siblings of the same parent in one of these families.
+std::string FusedKey(const std::string& module) {
+  auto dot = module.rfind('.');
+  if (dot == std::string::npos) return "";
+  std::string parent = module.substr(0, dot), leaf = module.substr(dot + 1);
+  if (leaf == "q_proj" || leaf == "k_proj" || leaf == "v_proj") return parent + "#qkv";
+  if (leaf == "gate_proj" || leaf == "up_proj") return parent + "#gate_up";
+  if (leaf == "w1" || leaf == "w3") return parent + "#w13";
+  return "";
+}
+
+class Job {
+ public:
+  Job(const CompressOptions& o, const QuantConfig& c) : opt_(o), cfg_(c) {}
+
+  absl::StatusOr<CompressSummary> Run() {
+    double t0 = NowSeconds();
+    LLMC_RETURN_IF_ERROR(CheckPaths());
+    LLMC_ASSIGN_OR_RETURN(model_, ModelDir::Open(opt_.model_path));
+    if (model_->config().has_quantization_config)
+      return absl::FailedPreconditionError(absl::StrCat(opt_.model_path, "/config.json has a quantization_config: ",
+                                                        "the model is already quantized; compress the original model"));
+    LLMC_RETURN_IF_ERROR(Plan());
+    LLMC_RETURN_IF_ERROR(MakeStaging());
+    absl::Status s = Execute();
+    if (s.ok()) s = Finalize();
+    if (!s.ok()) {
+      std::error_code ec;
+      shards_.clear();
+      fs::remove_all(staging_, ec);
+      return s;
+    }
+    summary_.seconds = NowSeconds() - t0;
+    summary_.peak_rss_bytes = PeakRssBytes();
+    return summary_;
+  }
+
+ private:
+  absl::Status CheckPaths() {
+    std::error_code ec;
+    fs::path out = fs::absolute(opt_.output_path, ec);
+    fs::path in = fs::absolute(opt_.model_path, ec);
+    out_ = out.lexically_normal();
+    if (out_.filename().empty()) out_ = out_.parent_path();
+    if (fs::exists(out_, ec)) {
+      if (!opt_.overwrite)
+        return absl::AlreadyExistsError(absl::StrCat(opt_.output_path, ": output already exists; pass --overwrite to replace it"));
+      if (!fs::is_directory(out_, ec))
+        return absl::FailedPreconditionError(absl::StrCat(opt_.output_path, ": exists and is not a directory; remove it first"));
+    }
+    fs::path inn = in.lexically_normal();
+    if (fs::exists(inn, ec) && fs::exists(out_, ec) && fs::equivalent(inn, out_, ec))
+      return absl::InvalidArgumentError(absl::StrCat(opt_.output_path, ": output is the model directory itself; choose another OUTPUT"));
+    auto rel = out_.lexically_relative(inn);
+    if (!rel.empty() && *rel.begin() != "..")
+      return absl::InvalidArgumentError(absl::StrCat(opt_.output_path, ": output lies inside the model directory; choose another OUTPUT"));
+    return absl::OkStatus();
+  }
+
+  absl::Status Plan() {
+    const auto& mc = model_->config();
+    summary_.model_path = opt_.model_path;
+    summary_.output_path = opt_.output_path;
+    summary_.scheme = cfg_.preset_name.empty() ? "custom" : cfg_.preset_name;
+    // Which modules are Linear: every 2-D `.weight` that is not an embedding.
+    bool has_lm_head = model_->Find("lm_head.weight") != nullptr;
+    for (const auto& t : model_->tensors()) {
+      const std::string& name = t.info->name;
+      std::string cls = ModuleClass(name, t.info->shape.size());
+      Item item;
+      if (!cls.empty()) {
+        std::string module = name.substr(0, name.size() - 7);
+        int g = cfg_.Match(module, cls);
+        if (g >= 0 && cfg_.groups()[g].scheme.weights) {
+          const auto& grp = cfg_.groups()[g];
+          LLMC_ASSIGN_OR_RETURN(item.outputs, PlanQuantizedWeight(module, t.info->shape[0], t.info->shape[1], t.info->dtype,
+                                                                  *grp.scheme.weights, grp.format));
+          item.module = module;
+          item.group = g;
+          item.weight = &t;
+          ++summary_.modules_quantized;
+          summary_.modules.push_back({module, grp.name, grp.format, t.info->nbytes(), 0});
+        } else {
+          if (cls == "Linear") {
+            ignored_.push_back(module);
+            ++summary_.modules_ignored;
+          }
+          item.copy = &t;
+          summary_.modules.push_back({module, "", "dense", t.info->nbytes(), t.info->nbytes()});
+        }
+      } else {
+        item.copy = &t;
+      }
+      items_.push_back(std::move(item));
+    }
+    if (mc.tie_word_embeddings && !has_lm_head) {
+      if (cfg_.Match("lm_head", "Linear") >= 0)
+        return absl::InvalidArgumentError(absl::StrCat(opt_.model_path, ": lm_head is tied to the embeddings and cannot be ",
+                                                       "quantized on its own; add lm_head to --ignore"));
+      ignored_.push_back("lm_head");
+      ++summary_.modules_ignored;
+    }
+    if (summary_.modules_quantized == 0)
+      return absl::InvalidArgumentError(absl::StrCat(opt_.model_path, ": no module matches the targets of the scheme ",
+                                                     "(after ignore); check targets and --ignore"));
+    // Shards: consecutive items, a new shard when the next item would exceed the limit.
+    std::vector<std::vector<TensorSpec>> shard_specs(1);
+    uint64_t cur = 0;
+    for (auto& item : items_) {
+      std::vector<TensorSpec> specs;
+      if (item.copy) {
+        specs.push_back({item.copy->info->name, item.copy->info->dtype, item.copy->info->shape});
+      } else {
+        for (const auto& o : item.outputs) specs.push_back({absl::StrCat(item.module, ".", o.suffix), o.dtype, o.shape});
+      }
+      uint64_t bytes = 0;
+      for (const auto& s : specs) bytes += s.nbytes();
+      if (cur > 0 && cur + bytes > opt_.max_shard_size) {
+        shard_specs.emplace_back();
+        cur = 0;
+      }
+      cur += bytes;
+      item.out_bytes = bytes;
+      int shard = static_cast<int>(shard_specs.size()) - 1;
+      for (auto& s : specs) {
+        item.dest.emplace_back(shard, static_cast<int>(shard_specs[shard].size()));
+        shard_specs[shard].push_back(std::move(s));
+      }
+    }
+    int n = static_cast<int>(shard_specs.size());
+    for (int i = 0; i < n; ++i)
+      shard_names_.push_back(n == 1 ? "model.safetensors" : absl::StrFormat("model-%05d-of-%05d.safetensors", i + 1, n));
+    shard_specs_ = std::move(shard_specs);
+    summary_.shards = n;
+    // NVFP4 fused sets.
+    for (size_t i = 0; i < items_.size(); ++i) {
+      const Item& it = items_[i];
+      if (!it.weight) continue;
+      const auto& w = *cfg_.groups()[it.group].scheme.weights;
+      if (!w.is_fp4() || w.strategy != Strategy::kTensorGroup) continue;
+      std::string key = FusedKey(it.module);
+      if (!key.empty()) fused_[key].push_back(i);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status MakeStaging() {
+    std::error_code ec;
+    fs::path parent = out_.parent_path();
+    fs::create_directories(parent, ec);
+    if (ec) return absl::PermissionDeniedError(absl::StrCat(parent.string(), ": cannot create output parent directory: ", ec.message()));
+    staging_ = parent / absl::StrCat(".", out_.filename().string(), ".llmc-staging-", getpid());
+    fs::remove_all(staging_, ec);
+    if (!fs::create_directory(staging_, ec) || ec)
+      return absl::PermissionDeniedError(absl::StrCat(staging_.string(), ": cannot create staging directory: ", ec.message()));
+    for (size_t i = 0; i < shard_specs_.size(); ++i) {
+      LLMC_ASSIGN_OR_RETURN(auto w, SafetensorsWriter::Create((staging_ / shard_names_[i]).string(), shard_specs_[i]));
+      summary_.output_bytes += w->total_size();
+      shards_.push_back(std::move(w));
+    }
+    return absl::OkStatus();
+  }
+
+  bool Stopped() const { return failed_.load() || (opt_.cancel && opt_.cancel->load()); }
+
+  void Fail(absl::Status s) {
+    std::lock_guard<std::mutex> lock(err_mu_);
+    if (err_.ok()) err_ = std::move(s);
+    failed_ = true;
+  }
+
+  absl::Status CopyTensor(const Item& item) {
+    const ModelTensor& t = *item.copy;
+    auto data = t.file->Data(*t.info);
+    const uint64_t chunk = 16u << 20;
+    bool is_float = t.info->dtype == DType::kBF16 || t.info->dtype == DType::kF16 || t.info->dtype == DType::kF32;
+    for (uint64_t off = 0; off < data.size(); off += chunk) {
+      if (Stopped()) return absl::OkStatus();
+      uint64_t n = std::min<uint64_t>(chunk, data.size() - off);
+      if (is_float) {
+        size_t es = DTypeSize(t.info->dtype);
+        for (uint64_t i = 0; i < n / es; ++i) {
+          float x = LoadAsFloat(data.data() + off, t.info->dtype, i);
+          if (!std::isfinite(x))
+            return absl::InvalidArgumentError(absl::StrCat(t.info->name, ": tensor contains NaN or Inf (in ", t.file->path(),
+                                                           "); fix the checkpoint"));
+        }
+      }
+      auto [shard, idx] = item.dest[0];
+      LLMC_RETURN_IF_ERROR(shards_[shard]->Write(idx, off, data.subspan(off, n)));
+      t.file->Release(*t.info, off, n);
+      bytes_done_ += n;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status QuantizeItem(const Item& item, std::optional<float> global_scale) {
+    const ModelTensor& t = *item.weight;
+    WeightView w{item.module, t.file->Data(*t.info).data(), t.info->dtype, t.info->shape[0], t.info->shape[1]};
+    const auto& grp = cfg_.groups()[item.group];
+    LLMC_ASSIGN_OR_RETURN(auto bufs, QuantizeWeight(w, *grp.scheme.weights, grp.format, global_scale));
+    for (size_t i = 0; i < bufs.size(); ++i) {
+      auto [shard, idx] = item.dest[i];
+      LLMC_RETURN_IF_ERROR(shards_[shard]->Write(idx, 0, absl::MakeConstSpan(bufs[i])));
+    }
+    t.file->Release(*t.info);
+    bytes_done_ += t.info->nbytes();
+    ++modules_done_;
+    return absl::OkStatus();
+  }
+
+  // A fused NVFP4 set: the global scale from the max over all members, then each member.
+  absl::Status QuantizeFused(const std::vector<size_t>& members) {
+    float amax = 0;
+    DType dt = DType::kBF16;
+    for (size_t i : members) {
+      const Item& it = items_[i];
+      const ModelTensor& t = *it.weight;
+      dt = t.info->dtype;
+      WeightView w{it.module, t.file->Data(*t.info).data(), t.info->dtype, t.info->shape[0], t.info->shape[1]};
+      LLMC_ASSIGN_OR_RETURN(float a, WeightAbsMax(w));
+      amax = std::max(amax, a);
+    }
+    float g = NvFp4GlobalScale(amax, dt);
+    for (size_t i : members) {
+      if (Stopped()) return absl::OkStatus();
+      LLMC_RETURN_IF_ERROR(QuantizeItem(items_[i], g));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Execute() {
+    summary_.input_bytes = model_->total_tensor_bytes();
+    int threads = opt_.threads > 0 ? opt_.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    summary_.threads = threads;
+    std::map<size_t, const std::vector<size_t>*> fused_first;  // first member index -> set
+    std::vector<bool> in_fused(items_.size(), false);
+    for (const auto& [k, v] : fused_) {
+      fused_first[v.front()] = &v;
+      for (size_t i : v) in_fused[i] = true;
+    }
+    int modules_total = summary_.modules_quantized;
+    {
+      ThreadPool pool(threads);
+      for (size_t i = 0; i < items_.size(); ++i) {
+        if (in_fused[i] && !fused_first.count(i)) continue;
+        pool.Submit([this, i, &fused_first] {
+          if (Stopped()) return;
+          absl::Status s;
+          if (auto f = fused_first.find(i); f != fused_first.end()) s = QuantizeFused(*f->second);
+          else if (items_[i].copy) s = CopyTensor(items_[i]);
+          else s = QuantizeItem(items_[i], std::nullopt);
+          if (!s.ok()) Fail(std::move(s));
+        });
+      }
+      // Report progress while the pool works.
+      std::atomic<bool> done{false};
+      std::thread waiter([&] {
+        pool.Wait();
+        done = true;
+      });
+      while (!done.load()) {
+        if (opt_.on_progress)
+          opt_.on_progress({bytes_done_.load(), summary_.input_bytes, modules_done_.load(), modules_total});
+        for (int k = 0; k < 10 && !done.load(); ++k) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      waiter.join();
+    }
+    if (failed_) return err_;
+    if (opt_.cancel && opt_.cancel->load()) return absl::CancelledError("compression cancelled; no output was written");
+    if (opt_.on_progress) opt_.on_progress({bytes_done_.load(), summary_.input_bytes, modules_done_.load(), modules_total});
+    for (auto& s : shards_) LLMC_RETURN_IF_ERROR(s->Close());
+    size_t mi = 0;
+    for (const auto& item : items_) {
+      if (item.copy && ModuleClass(item.copy->info->name, item.copy->info->shape.size()).empty()) continue;
+      summary_.modules[mi++].bytes_out = item.out_bytes;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status WriteFile(const fs::path& p, const std::string& text) {
+    std::ofstream out(p, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) return ErrnoToStatus(errno ? errno : EIO, absl::StrCat("cannot write ", p.string()));
+    return absl::OkStatus();
+  }
+
+  absl::Status Finalize() {
+    // config.json with quantization_config (keys sorted, as transformers writes it).
+    json config = model_->config_json();
+    config["quantization_config"] = cfg_.ToJson(ignored_);
+    LLMC_RETURN_IF_ERROR(WriteFile(staging_ / "config.json", config.dump(2) + "\n"));
+    LLMC_RETURN_IF_ERROR(WriteFile(staging_ / "recipe.yaml", cfg_.RecipeYaml()));
+    if (shards_.size() > 1) {
+      json index;
+      uint64_t total = 0;
+      json wm = json::object();
+      for (size_t s = 0; s < shard_specs_.size(); ++s)
+        for (const auto& spec : shard_specs_[s]) {
+          wm[spec.name] = shard_names_[s];
+          total += spec.nbytes();
+        }
+      index["metadata"] = {{"total_size", total}};
+      index["weight_map"] = wm;
+      LLMC_RETURN_IF_ERROR(WriteFile(staging_ / "model.safetensors.index.json", index.dump(2) + "\n"));
+    }
+    for (const auto& aux : model_->auxiliary_files()) {
+      std::error_code ec;
+      fs::copy_file(fs::path(opt_.model_path) / aux, staging_ / aux, fs::copy_options::overwrite_existing, ec);
+      if (!ec) fs::permissions(staging_ / aux, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read, ec);
+      if (ec) return absl::InternalError(absl::StrCat("cannot copy ", aux, " from ", opt_.model_path, ": ", ec.message()));
+    }
+    // Make it durable, then visible.
+    int dfd = ::open(staging_.c_str(), O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+      fsync(dfd);
+      ::close(dfd);
+    }
+    if (opt_.cancel && opt_.cancel->load()) return absl::CancelledError("compression cancelled; no output was written");
+    std::error_code ec;
+    fs::path old;
+    if (fs::exists(out_, ec)) {
+      old = out_.parent_path() / absl::StrCat(".", out_.filename().string(), ".llmc-old-", getpid());
+      fs::rename(out_, old, ec);
+      if (ec) return absl::InternalError(absl::StrCat("cannot move the existing ", out_.string(), " aside: ", ec.message()));
+    }
+    fs::rename(staging_, out_, ec);
+    if (ec) {
+      std::error_code ec2;
+      if (!old.empty()) fs::rename(old, out_, ec2);
+      return absl::InternalError(absl::StrCat("cannot move the result into ", out_.string(), ": ", ec.message()));
+    }
+    if (!old.empty()) fs::remove_all(old, ec);
+    return absl::OkStatus();
+  }
+
+  const CompressOptions& opt_;
+  const QuantConfig& cfg_;
+  std::unique_ptr<ModelDir> model_;
+  fs::path out_, staging_;
+  std::vector<Item> items_;
+  std::vector<std::string> ignored_;
+  std::map<std::string, std::vector<size_t>> fused_;
+  std::vector<std::vector<TensorSpec>> shard_specs_;
+  std::vector<std::string> shard_names_;
+  std::vector<std::unique_ptr<SafetensorsWriter>> shards_;
+  CompressSummary summary_;
+  std::atomic<uint64_t> bytes_done_{0};
+  std::atomic<int> modules_done_{0};
+  std::atomic<bool> failed_{false};
+  std::mutex err_mu_;
+  absl::Status err_;
+};
+
+}  // namespace
+
+absl::StatusOr<CompressSummary> RunCompress(const CompressOptions& options, const QuantConfig& config) {
+  Job job(options, config);
+  return job.Run();
+}
+
+}  // namespace llmc
