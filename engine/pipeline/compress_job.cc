@@ -92,8 +92,8 @@ class Job {
       return absl::FailedPreconditionError(absl::StrCat(opt_.model_path, "/config.json has a quantization_config: ",
                                                         "the model is already quantized; compress the original model"));
     LLMC_RETURN_IF_ERROR(Plan());
-    LLMC_RETURN_IF_ERROR(MakeStaging());
-    absl::Status s = Execute();
+    absl::Status s = MakeStaging();
+    if (s.ok()) s = Execute();
     if (s.ok()) s = Finalize();
     if (!s.ok()) {
       std::error_code ec;

@@ -1,0 +1,185 @@
+// End-to-end tests of the `llmc` binary: real processes, real files, exit codes and one-line errors.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "bench/synthetic_model.h"
+#include "tests/integration/test_paths.h"
+
+namespace llmc {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using testing::TempDir;
+
+struct Result {
+  int code;
+  std::string out;
+  std::string err;
+};
+
+std::string ReadAll(const std::string& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Runs `llmc ARGS` and captures exit status, stdout and stderr.
+Result Llmc(const std::string& args) {
+  TempDir t;
+  std::string cmd = std::string(LLMC_BINARY_DIR) + "/bin/llmc " + args + " >" + (t / "out") + " 2>" + (t / "err") + " </dev/null";
+  int rc = std::system(cmd.c_str());
+  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, ReadAll(t / "out"), ReadAll(t / "err")};
+}
+
+// An error is one line on stderr that starts with "llmc: error:".
+void ExpectOneLineError(const Result& r, const std::string& needle) {
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.err, HasSubstr("llmc: error:"));
+  EXPECT_THAT(r.err, HasSubstr(needle));
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(WriteSyntheticLlama(tmp_ / "model", SyntheticLlamaShape{}, DType::kBF16, 11, 1u << 20).ok());
+  }
+  TempDir tmp_;
+};
+
+TEST_F(CliTest, CompressPrintsSummaryAndJson) {
+  Result r = Llmc("compress " + (tmp_ / "model") + " " + (tmp_ / "out") + " --scheme W4A16");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("smaller"));
+  EXPECT_THAT(r.out, HasSubstr("MB/s"));
+  r = Llmc("compress " + (tmp_ / "model") + " " + (tmp_ / "out2") + " --scheme FP8_DYNAMIC --json --threads 1");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["scheme"], "FP8_DYNAMIC");
+  EXPECT_EQ(j["modules_quantized"], 14);
+  EXPECT_GT(j["compression_ratio"].get<double>(), 1.5);
+  EXPECT_EQ(j["threads"], 1);
+}
+
+TEST_F(CliTest, InspectDescribesTheCheckpoint) {
+  ASSERT_EQ(Llmc("compress " + (tmp_ / "model") + " " + (tmp_ / "out") + " --scheme NVFP4A16 --max-shard-size 400KB").code, 0);
+  Result r = Llmc("inspect " + (tmp_ / "out") + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["format"], "nvfp4-pack-quantized");
+  EXPECT_EQ(j["formats"]["nvfp4-pack-quantized"], 14);
+  EXPECT_GT(j["shards"].size(), 1u);
+  r = Llmc("inspect " + (tmp_ / "out"));
+  ASSERT_EQ(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("nvfp4-pack-quantized: 14"));
+  r = Llmc("inspect " + (tmp_ / "model") + " --json");
+  ASSERT_EQ(r.code, 0);
+  EXPECT_EQ(nlohmann::json::parse(r.out)["format"], "dense");
+}
+
+TEST_F(CliTest, RecipeAndIgnore) {
+  std::ofstream(tmp_ / "r.yaml") << "default_stage:\n  default_modifiers:\n    QuantizationModifier:\n"
+                                    "      targets: [Linear]\n      scheme: W8A8\n      ignore: [lm_head]\n";
+  Result r = Llmc("compress " + (tmp_ / "model") + " " + (tmp_ / "out") + " --recipe " + (tmp_ / "r.yaml") +
+                  " --ignore 're:.*down_proj'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto cfg = nlohmann::json::parse(ReadAll(tmp_ / "out/config.json"));
+  EXPECT_EQ(cfg["quantization_config"]["format"], "int-quantized");
+  EXPECT_EQ(cfg["quantization_config"]["ignore"],
+            nlohmann::json({"model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj", "lm_head"}));
+  EXPECT_THAT(ReadAll(tmp_ / "out/recipe.yaml"), HasSubstr("QuantizationModifier"));
+}
+
+TEST_F(CliTest, FixtureCompressesWithEveryDataFreePreset) {
+  if (!testing::HaveShared("models/llmc-fixture-llama")) GTEST_SKIP() << "no ../shared/models/llmc-fixture-llama";
+  std::string model = testing::Shared("models/llmc-fixture-llama");
+  for (const char* s : {"W4A16", "W4A16_ASYM", "W8A16", "W8A8", "W4AFP8", "FP8_DYNAMIC", "FP8_BLOCK", "NVFP4A16",
+                        "MXFP4A16", "MXFP8A16", "W4A8", "W2A16", "W3A16", "W6A16", "MXFP4", "MXFP8"}) {
+    std::string out = tmp_ / (std::string("fx_") + s);
+    Result r = Llmc("compress " + model + " " + out + " --scheme " + s + " --json");
+    ASSERT_EQ(r.code, 0) << s << ": " << r.err;
+    EXPECT_EQ(nlohmann::json::parse(r.out)["modules_quantized"], 42) << s;
+    EXPECT_TRUE(fs::exists(out + "/tokenizer.json")) << s;
+    Result i = Llmc("inspect " + out + " --json");
+    ASSERT_EQ(i.code, 0) << s << ": " << i.err;
+  }
+}
+
+TEST_F(CliTest, BadInputsEndInOneLineErrors) {
+  std::string m = tmp_ / "model";
+  // Unknown scheme lists the known ones.
+  Result r = Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme W5A5");
+  ExpectOneLineError(r, "unknown scheme 'W5A5'");
+  EXPECT_THAT(r.err, HasSubstr("W4A16"));
+  // Missing model directory / config.
+  ExpectOneLineError(Llmc("compress " + (tmp_ / "nope") + " " + (tmp_ / "o") + " --scheme W4A16"), "no such model directory");
+  TempDir bad;
+  fs::create_directories(bad / "m");
+  ExpectOneLineError(Llmc("compress " + (bad / "m") + " " + (tmp_ / "o") + " --scheme W4A16"), "config.json: not found");
+  // Malformed config.json.
+  fs::copy(m, bad / "m2", fs::copy_options::recursive);
+  std::ofstream(bad / "m2/config.json") << "{\"hidden_size\": 12,,}";
+  ExpectOneLineError(Llmc("compress " + (bad / "m2") + " " + (tmp_ / "o") + " --scheme W4A16"), "config.json: not valid JSON");
+  // Truncated shard.
+  fs::copy(m, bad / "m3", fs::copy_options::recursive);
+  auto shards = [](const std::string& dir) {
+    std::vector<std::string> v;
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.path().extension() == ".safetensors") v.push_back(e.path().string());
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  ASSERT_GE(shards(bad / "m3").size(), 2u);
+  std::string shard = shards(bad / "m3").back();
+  fs::resize_file(shard, fs::file_size(shard) / 2);
+  ExpectOneLineError(Llmc("compress " + (bad / "m3") + " " + (tmp_ / "o") + " --scheme W4A16"), "truncated");
+  // Corrupt header.
+  fs::copy(m, bad / "m4", fs::copy_options::recursive);
+  {
+    std::fstream f(shards(bad / "m4").front(), std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(8);
+    f.write("}}garbage", 9);
+  }
+  ExpectOneLineError(Llmc("compress " + (bad / "m4") + " " + (tmp_ / "o") + " --scheme W4A16"), "not valid JSON");
+  // Group size that does not divide.
+  std::ofstream(bad / "g.yaml") << "QuantizationModifier:\n  config_groups:\n    g:\n      targets: [Linear]\n"
+                                   "      weights: {num_bits: 4, type: int, strategy: group, group_size: 100}\n";
+  r = Llmc("compress " + m + " " + (tmp_ / "o") + " --recipe " + (bad / "g.yaml"));
+  ExpectOneLineError(r, "is not divisible by group_size 100");
+  EXPECT_THAT(r.err, HasSubstr("add the module to ignore"));
+  // Unknown modifier.
+  std::ofstream(bad / "u.yaml") << "stage:\n  mods:\n    FooModifier: {}\n";
+  ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --recipe " + (bad / "u.yaml")), "unknown modifier");
+  // Invalid YAML.
+  std::ofstream(bad / "y.yaml") << "a: [1, 2\n";
+  ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --recipe " + (bad / "y.yaml")), "invalid YAML");
+  // None of the failures left an output.
+  EXPECT_FALSE(fs::exists(tmp_ / "o"));
+  // Existing output.
+  fs::create_directories(tmp_ / "exists");
+  ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "exists") + " --scheme W4A16"), "--overwrite");
+  // Bad shard size.
+  ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme W4A16 --max-shard-size 5XB"), "max-shard-size");
+}
+
+TEST_F(CliTest, FullDiskFailsCleanly) {
+  TempDir mnt;
+  if (geteuid() != 0 || mount("tmpfs", mnt.path().c_str(), "tmpfs", 0, "size=256k") != 0)
+    GTEST_SKIP() << "needs root to mount a small tmpfs (a full disk)";
+  Result r = Llmc("compress " + (tmp_ / "model") + " " + (mnt / "out") + " --scheme W8A16");
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(mnt.path())) left.push_back(e.path().filename());
+  umount(mnt.path().c_str());
+  ExpectOneLineError(r, "No space left on device");
+  EXPECT_TRUE(left.empty()) << "left behind: " << left.front();
+}
+
+}  // namespace
+}  // namespace llmc
