@@ -29,7 +29,7 @@ struct Num<DType::kBF16> {
     std::memcpy(&h, p + 2 * i, 2);
     return BF16ToFloat(h);
   }
-  static float R(float x) { return RoundBF16(x); }
+  static float R(float x) { return RoundBF16Finite(x); }
   static void Store(float x, uint8_t* p, int64_t i) {
     uint16_t h = FloatToBF16(x);
     std::memcpy(p + 2 * i, &h, 2);
@@ -174,15 +174,31 @@ absl::StatusOr<std::vector<OutputTensor>> PlanQuantizedWeight(absl::string_view 
   return out;
 }
 
+namespace {
+template <DType D>
+bool AbsMaxT(const uint8_t* p, int64_t n, float* out) {
+  float amax = 0.0f;
+  bool finite = true;
+  for (int64_t i = 0; i < n; ++i) {
+    float x = Num<D>::Load(p, i);
+    finite &= std::fabs(x) <= 3.4028235e38f;  // false for NaN and Inf
+    amax = std::max(amax, std::fabs(x));
+  }
+  *out = amax;
+  return finite;
+}
+}  // namespace
+
 absl::StatusOr<float> WeightAbsMax(const WeightView& w) {
   const auto* p = static_cast<const uint8_t*>(w.data);
   int64_t n = w.rows * w.cols;
   float amax = 0.0f;
-  bool finite = true;
-  for (int64_t i = 0; i < n; ++i) {
-    float x = LoadAsFloat(p, w.dtype, i);
-    finite &= std::isfinite(x);
-    amax = std::max(amax, std::fabs(x));
+  bool finite;
+  switch (w.dtype) {
+    case DType::kBF16: finite = AbsMaxT<DType::kBF16>(p, n, &amax); break;
+    case DType::kF16: finite = AbsMaxT<DType::kF16>(p, n, &amax); break;
+    case DType::kF32: finite = AbsMaxT<DType::kF32>(p, n, &amax); break;
+    default: return absl::InvalidArgumentError(absl::StrCat(w.module, ": unsupported weight dtype"));
   }
   if (!finite)
     return absl::InvalidArgumentError(absl::StrCat(w.module, ": weight contains NaN or Inf; fix the checkpoint or add the module to ignore"));
@@ -276,7 +292,7 @@ class Impl {
   float IntQ(float x, const IntParams& q) const {
     float s = N::R(x / q.scale);
     if (!a_.symmetric) s = N::R(s + q.zp);
-    return std::nearbyint(std::clamp(s, qmin_, qmax_));
+    return RoundHalfEvenSmall(std::clamp(s, qmin_, qmax_));
   }
   float IntDq(float x, const IntParams& q) const { return N::R(N::R(IntQ(x, q) - q.zp) * q.scale); }
 
@@ -286,7 +302,7 @@ class Impl {
     return s == 0.0f ? N::kEps : s;
   }
   uint8_t Fp8Q(float x, float scale) const {
-    return FloatToF8E4M3(std::clamp(N::R(x / scale), -kF8E4M3Max, kF8E4M3Max));
+    return FloatToF8E4M3Clamped(std::clamp(N::R(x / scale), -kF8E4M3Max, kF8E4M3Max));
   }
 
   // MSE observer: shrink the range by p = 1 - i/100 for i in [0, 20) and keep the lowest sum |err|^2.4.
@@ -436,7 +452,7 @@ class Impl {
         float amax = std::max(-mn, mx);
         // local scale = fp8(clamp(global * (amax / 6)))  (amax / 6 in the weight dtype, product in fp32)
         float local = std::clamp(g * N::R(amax / kFP4Max), -kF8E4M3Max, kF8E4M3Max);
-        uint8_t s8 = FloatToF8E4M3(local);
+        uint8_t s8 = std::isfinite(local) ? FloatToF8E4M3Clamped(local) : FloatToF8E4M3(local);
         float sf = F8E4M3ToFloat(s8);
         if (sf == 0.0f) {
           s8 = FloatToF8E4M3(kF8Eps);
@@ -477,7 +493,7 @@ class Impl {
             uint8_t& byte = q[r * (C / 2) + (c0 + j) / 2];
             byte = (j % 2 == 0) ? code : static_cast<uint8_t>(byte | (code << 4));
           } else {
-            q[r * C + c0 + j] = FloatToF8E4M3(std::clamp(x, -kF8E4M3Max, kF8E4M3Max));
+            q[r * C + c0 + j] = FloatToF8E4M3Clamped(std::clamp(x, -kF8E4M3Max, kF8E4M3Max));
           }
         }
       }

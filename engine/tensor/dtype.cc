@@ -133,25 +133,6 @@ namespace {
 constexpr float kFP4Values[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
 }
 
-uint8_t FloatToFP4(float f) {
-  if (std::isnan(f)) return 0;
-  // The sign nibble follows the value's sign, so a small negative value rounding to zero is -0 (code 8), while
-  // an exact +/-0.0 input stays code 0 (as compressed-tensors' cast and pack do).
-  uint8_t sign = f < 0.0f ? 0x8 : 0x0;
-  float a = std::fabs(f);
-  // Midpoints between consecutive values; at a tie pick the even code.
-  uint8_t code;
-  if (a <= 0.25f) code = 0;        // tie 0.25 -> 0 (even)
-  else if (a < 0.75f) code = 1;    // tie 0.75 -> 2 (even)
-  else if (a <= 1.25f) code = 2;   // tie 1.25 -> 2
-  else if (a < 1.75f) code = 3;    // tie 1.75 -> 4
-  else if (a <= 2.5f) code = 4;    // tie 2.5 -> 4
-  else if (a < 3.5f) code = 5;     // tie 3.5 -> 6
-  else if (a <= 5.0f) code = 6;    // tie 5 -> 6
-  else code = 7;
-  return sign | code;
-}
-
 float FP4ToFloat(uint8_t code) {
   float v = kFP4Values[code & 0x7];
   return (code & 0x8) ? -v : v;

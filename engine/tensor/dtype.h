@@ -4,6 +4,7 @@
 // `tensor.to(dtype)` does on CPU and CUDA. All functions are pure and thread-safe.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -63,6 +64,18 @@ inline uint16_t FloatToBF16(float f) {
 inline float BF16ToFloat(uint16_t h) { return BitsFloat(static_cast<uint32_t>(h) << 16); }
 // Rounds a float to the nearest bfloat16 value (RNE) and returns it as float.
 inline float RoundBF16(float f) { return BF16ToFloat(FloatToBF16(f)); }
+// RoundBF16 for finite inputs only (no NaN branch, so loops vectorize).
+inline float RoundBF16Finite(float f) {
+  uint32_t u = FloatBits(f);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return BitsFloat(u & 0xffff0000u);
+}
+// Round half to even to an integer for |x| <= 2^22 (inlined; std::nearbyint is a libcall without SSE4.1).
+inline float RoundHalfEvenSmall(float x) {
+  // (x + 1.5 * 2^23) - 1.5 * 2^23 under IEEE round-to-nearest-even; not folded without -ffast-math.
+  constexpr float m = 12582912.0f;
+  return (x + m) - m;
+}
 
 // ---- float16 (IEEE binary16) ----
 uint16_t FloatToF16(float f);
@@ -72,6 +85,20 @@ inline float RoundF16(float f) { return F16ToFloat(FloatToF16(f)); }
 // ---- float8 e4m3fn (no infinities, max 448, NaN = 0x7f/0xff) ----
 // Values whose magnitude rounds above 448 become NaN, as in PyTorch (callers clamp first).
 uint8_t FloatToF8E4M3(float f);
+// FloatToF8E4M3 for finite |f| <= 448 (the clamped values quantizers pass): branch-light bit arithmetic.
+inline uint8_t FloatToF8E4M3Clamped(float f) {
+  uint32_t u = FloatBits(f);
+  uint8_t sign = static_cast<uint8_t>((u >> 24) & 0x80);
+  u &= 0x7fffffffu;
+  if (u < 0x3c800000u) {  // below 2^-6: subnormal codes, steps of 2^-9
+    float r = BitsFloat(u) * 512.0f;
+    constexpr float m = 12582912.0f;
+    return sign | static_cast<uint8_t>(static_cast<int>((r + m) - m));
+  }
+  uint32_t rounded = u + 0x7ffffu + ((u >> 20) & 1u);  // keep 3 mantissa bits, ties to even
+  uint32_t code = (rounded >> 20) - (120u << 3);       // rebias exponent 127 -> 7
+  return sign | static_cast<uint8_t>(code > 0x7e ? 0x7f : code);
+}
 float F8E4M3ToFloat(uint8_t b);
 inline float RoundF8E4M3(float f) { return F8E4M3ToFloat(FloatToF8E4M3(f)); }
 constexpr float kF8E4M3Max = 448.0f;
@@ -90,7 +117,17 @@ inline float E8M0ToFloat(uint8_t e) {
 // ---- fp4 e2m1: codes 0..15, sign bit 3, magnitudes {0, .5, 1, 1.5, 2, 3, 4, 6} ----
 // Rounds to the nearest representable value with ties to the even code; |f| > 6 saturates to 6 (callers
 // clamp first). NaN maps to +0.
-uint8_t FloatToFP4(float f);
+inline uint8_t FloatToFP4(float f) {
+  // The sign nibble follows the value's sign, so a small negative value rounding to zero is -0 (code 8), while
+  // an exact +/-0.0 input stays code 0 (as compressed-tensors' cast and pack do).
+  uint8_t sign = f < 0.0f ? 0x8 : 0x0;
+  float a = std::fabs(f);
+  // Count the thresholds passed; at a midpoint the comparison picks the even code (0.25 -> 0, 0.75 -> 1.0,
+  // 1.25 -> 1.0, 1.75 -> 2.0, 2.5 -> 2.0, 3.5 -> 4.0, 5.0 -> 4.0). Branch-free; NaN compares false -> 0.
+  uint8_t code = static_cast<uint8_t>((a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) +
+                                      (a >= 3.5f) + (a > 5.0f));
+  return sign | code;
+}
 float FP4ToFloat(uint8_t code);
 constexpr float kFP4Max = 6.0f;
 
