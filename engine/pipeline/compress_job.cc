@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <numeric>
 #include <mutex>
 #include <thread>
 
@@ -265,17 +266,77 @@ class Job {
     return absl::OkStatus();
   }
 
+  // Rows per piece of a module: about piece_bytes of input, a multiple of what the format needs to keep the
+  // pieces independent (whole tensor for per-tensor scales, 128-row blocks, packed zero-point rows).
+  int64_t PieceRows(const ModelTensor& t, const QuantArgs& a, const std::string& format) const {
+    const int64_t rows = t.info->shape[0];
+    const uint64_t row_bytes = static_cast<uint64_t>(t.info->shape[1]) * DTypeSize(t.info->dtype);
+    if (a.strategy == Strategy::kTensor) return rows;
+    int64_t align = 1;
+    if (a.strategy == Strategy::kBlock) align = (*a.block_structure)[0];
+    if (format == "pack-quantized" && !a.symmetric) align = std::lcm(align, static_cast<int64_t>(32 / a.num_bits));
+    int64_t want = static_cast<int64_t>(std::max<uint64_t>(1, opt_.piece_bytes / std::max<uint64_t>(1, row_bytes)));
+    return std::max(align, want / align * align);
+  }
+
+  // max |w| of a module, read piece by piece so its pages leave memory as it goes.
+  absl::StatusOr<float> AbsMax(const Item& item) {
+    const ModelTensor& t = *item.weight;
+    const int64_t rows = t.info->shape[0], cols = t.info->shape[1];
+    const uint64_t row_bytes = static_cast<uint64_t>(cols) * DTypeSize(t.info->dtype);
+    const int64_t piece = std::max<int64_t>(1, opt_.piece_bytes / row_bytes);
+    const uint8_t* base = t.file->Data(*t.info).data();
+    float amax = 0;
+    for (int64_t r0 = 0; r0 < rows; r0 += piece) {
+      int64_t n = std::min(piece, rows - r0);
+      LLMC_ASSIGN_OR_RETURN(float a, WeightAbsMax({item.module, base + r0 * row_bytes, t.info->dtype, n, cols}));
+      amax = std::max(amax, a);
+      t.file->Release(*t.info, r0 * row_bytes, n * row_bytes);
+    }
+    return amax;
+  }
+
+  // Quantizes one module in row pieces (each piece's outputs are contiguous rows of the output tensors),
+  // writing each piece at once and dropping its input pages: memory stays at about one piece per thread.
   absl::Status QuantizeItem(const Item& item, std::optional<float> global_scale) {
     const ModelTensor& t = *item.weight;
-    WeightView w{item.module, t.file->Data(*t.info).data(), t.info->dtype, t.info->shape[0], t.info->shape[1]};
     const auto& grp = cfg_.groups()[item.group];
-    LLMC_ASSIGN_OR_RETURN(auto bufs, QuantizeWeight(w, *grp.scheme.weights, grp.format, global_scale));
-    for (size_t i = 0; i < bufs.size(); ++i) {
-      auto [shard, idx] = item.dest[i];
-      LLMC_RETURN_IF_ERROR(shards_[shard]->Write(idx, 0, absl::MakeConstSpan(bufs[i])));
+    const QuantArgs& a = *grp.scheme.weights;
+    const int64_t rows = t.info->shape[0], cols = t.info->shape[1];
+    const uint64_t row_bytes = static_cast<uint64_t>(cols) * DTypeSize(t.info->dtype);
+    if (grp.format == "nvfp4-pack-quantized" && !global_scale) {
+      LLMC_ASSIGN_OR_RETURN(float amax, AbsMax(item));
+      global_scale = NvFp4GlobalScale(amax, t.info->dtype);
     }
-    t.file->Release(*t.info);
-    bytes_done_ += t.info->nbytes();
+    const int64_t piece = PieceRows(t, a, grp.format);
+    const uint8_t* base = t.file->Data(*t.info).data();
+    std::vector<uint64_t> offsets(item.outputs.size(), 0);
+    for (int64_t r0 = 0; r0 < rows; r0 += piece) {
+      if (Stopped()) return absl::OkStatus();
+      const int64_t n = std::min(piece, rows - r0);
+      WeightView w{item.module, base + r0 * row_bytes, t.info->dtype, n, cols};
+      LLMC_ASSIGN_OR_RETURN(auto bufs, QuantizeWeight(w, a, grp.format, global_scale));
+      for (size_t i = 0; i < bufs.size(); ++i) {
+        auto [shard, idx] = item.dest[i];
+        const OutputTensor& out = item.outputs[i];
+        if (out.suffix == "weight_shape") {
+          if (r0 == 0) {
+            int64_t shape[2] = {rows, cols};
+            LLMC_RETURN_IF_ERROR(shards_[shard]->Write(idx, 0, absl::MakeConstSpan(reinterpret_cast<uint8_t*>(shape), 16)));
+          }
+          continue;
+        }
+        // A tensor whose size does not grow with rows (global scale) is written once.
+        if (n < rows && bufs[i].size() == out.nbytes()) {
+          if (r0 == 0) LLMC_RETURN_IF_ERROR(shards_[shard]->Write(idx, 0, absl::MakeConstSpan(bufs[i])));
+          continue;
+        }
+        LLMC_RETURN_IF_ERROR(shards_[shard]->Write(idx, offsets[i], absl::MakeConstSpan(bufs[i])));
+        offsets[i] += bufs[i].size();
+      }
+      t.file->Release(*t.info, r0 * row_bytes, n * row_bytes);
+      bytes_done_ += n * row_bytes;
+    }
     ++modules_done_;
     return absl::OkStatus();
   }
@@ -285,11 +346,8 @@ class Job {
     float amax = 0;
     DType dt = DType::kBF16;
     for (size_t i : members) {
-      const Item& it = items_[i];
-      const ModelTensor& t = *it.weight;
-      dt = t.info->dtype;
-      WeightView w{it.module, t.file->Data(*t.info).data(), t.info->dtype, t.info->shape[0], t.info->shape[1]};
-      LLMC_ASSIGN_OR_RETURN(float a, WeightAbsMax(w));
+      dt = items_[i].weight->info->dtype;
+      LLMC_ASSIGN_OR_RETURN(float a, AbsMax(items_[i]));
       amax = std::max(amax, a);
     }
     float g = NvFp4GlobalScale(amax, dt);

@@ -32,6 +32,9 @@ struct CompressOptions {
   uint64_t max_shard_size = 5'000'000'000ull;  // as Hugging Face's default "5GB"
   int threads = 0;                             // 0: one per core
   bool overwrite = false;
+  // Modules are quantized in row pieces of about this many input bytes (bounds memory per thread). The output
+  // does not depend on it.
+  uint64_t piece_bytes = 8u << 20;
   // Called from the calling thread about every 100 ms while the job runs.
   std::function<void(const CompressProgress&)> on_progress;
   // Set to true (e.g. from a signal handler) to stop the job; it then fails with CANCELLED and cleans up.

@@ -145,7 +145,7 @@ absl::StatusOr<std::vector<OutputTensor>> PlanQuantizedWeight(absl::string_view 
       if (a.strategy != Strategy::kGroup && a.strategy != Strategy::kChannel) return unsupported();
       out.push_back({"weight_zero_point", DType::kI32, {CeilDiv(g.scale_rows, pf), g.scale_cols}});
     }
-  } else if (format == "int-quantized" || format == "naive-quantized" && a.type == QuantType::kInt) {
+  } else if (format == "int-quantized" || (format == "naive-quantized" && a.type == QuantType::kInt)) {
     if (a.type != QuantType::kInt) return unsupported();
     out.push_back({"weight", DType::kI8, {rows, cols}});
     out.push_back({"weight_scale", dtype, scale_shape});
@@ -343,7 +343,7 @@ class Impl {
     const int64_t words = CeilDiv(C, pf);
     std::vector<IntParams> params(g_.scale_cols);
     auto observe = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) -> absl::StatusOr<IntParams> {
-      float mn, mx;
+      float mn = 0.0f, mx = 0.0f;
       LLMC_RETURN_IF_ERROR(Range(r0, r1, c0, c1, &mn, &mx));
       if (IsMse(a_))
         MseSearch(r0, r1, c0, c1, &mn, &mx, [&](float a, float b) { return IntQParams(a, b); },
@@ -410,7 +410,7 @@ class Impl {
     uint8_t* scale_out = out[1].data();
     auto fp8_dq = [&](float x, float s) { return N::R(F8E4M3ToFloat(Fp8Q(x, s)) * s); };
     auto observe = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) -> absl::StatusOr<float> {
-      float mn, mx;
+      float mn = 0.0f, mx = 0.0f;
       LLMC_RETURN_IF_ERROR(Range(r0, r1, c0, c1, &mn, &mx));
       if (IsMse(a_)) MseSearch(r0, r1, c0, c1, &mn, &mx, [&](float a, float b) { return Fp8Scale(a, b); }, fp8_dq);
       return Fp8Scale(mn, mx);
@@ -447,7 +447,7 @@ class Impl {
     for (int64_t r = 0; r < R; ++r) {
       for (int64_t gi = 0; gi < g_.scale_cols; ++gi) {
         int64_t c0 = gi * gs;
-        float mn, mx;
+        float mn = 0.0f, mx = 0.0f;
         LLMC_RETURN_IF_ERROR(Range(r, r + 1, c0, c0 + gs, &mn, &mx));
         float amax = std::max(-mn, mx);
         // local scale = fp8(clamp(global * (amax / 6)))  (amax / 6 in the weight dtype, product in fp32)
@@ -481,7 +481,7 @@ class Impl {
     for (int64_t r = 0; r < R; ++r) {
       for (int64_t gi = 0; gi < g_.scale_cols; ++gi) {
         int64_t c0 = gi * gs;
-        float mn, mx;
+        float mn = 0.0f, mx = 0.0f;
         LLMC_RETURN_IF_ERROR(Range(r, r + 1, c0, c0 + gs, &mn, &mx));
         uint8_t e = MxExponent(std::max(-mn, mx), fp4 ? 2 : 8);
         scales[r * g_.scale_cols + gi] = e;
