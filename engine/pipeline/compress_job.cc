@@ -19,6 +19,7 @@
 #include "common/thread_pool.h"
 #include "common/util.h"
 #include "engine/io/model_dir.h"
+#include "engine/quant/simd_kernels.h"
 #include "engine/quant/weight_quantizer.h"
 
 namespace llmc {
@@ -250,13 +251,14 @@ class Job {
       if (Stopped()) return absl::OkStatus();
       uint64_t n = std::min<uint64_t>(chunk, data.size() - off);
       if (is_float) {
-        size_t es = DTypeSize(t.info->dtype);
-        for (uint64_t i = 0; i < n / es; ++i) {
-          float x = LoadAsFloat(data.data() + off, t.info->dtype, i);
-          if (!std::isfinite(x))
-            return absl::InvalidArgumentError(absl::StrCat(t.info->name, ": tensor contains NaN or Inf (in ", t.file->path(),
-                                                           "); fix the checkpoint"));
-        }
+        const uint8_t* p = data.data() + off;
+        bool finite = t.info->dtype == DType::kF32
+                          ? simd::AllFinite32(reinterpret_cast<const uint32_t*>(p), n / 4)
+                          : simd::AllFinite16(reinterpret_cast<const uint16_t*>(p), n / 2,
+                                              t.info->dtype == DType::kBF16 ? 0x7f80 : 0x7c00);
+        if (!finite)
+          return absl::InvalidArgumentError(absl::StrCat(t.info->name, ": tensor contains NaN or Inf (in ", t.file->path(),
+                                                         "); fix the checkpoint"));
       }
       auto [shard, idx] = item.dest[0];
       LLMC_RETURN_IF_ERROR(shards_[shard]->Write(idx, off, data.subspan(off, n)));

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "engine/quant/simd_kernels.h"
 
 namespace llmc {
 
@@ -255,6 +256,12 @@ class Impl {
 
   // Observed range of the group of rows [r0, r1) x cols [c0, c1), widened to include 0.
   absl::Status Range(int64_t r0, int64_t r1, int64_t c0, int64_t c1, float* mn, float* mx) const {
+    if constexpr (D == DType::kBF16) {
+      if (r1 == r0 + 1) {
+        if (!simd::RangeBF16(reinterpret_cast<const uint16_t*>(p_) + r0 * w_.cols + c0, c1 - c0, mn, mx)) return NonFinite();
+        return absl::OkStatus();
+      }
+    }
     float lo = 0.0f, hi = 0.0f;
     bool finite = true;
     for (int64_t r = r0; r < r1; ++r) {
@@ -371,21 +378,19 @@ class Impl {
       for (int64_t gi = 0; gi < g_.scale_cols; ++gi) {
         int64_t c0 = gi * g_.group_cols, c1 = std::min(C, c0 + g_.group_cols);
         const IntParams q = params[gi];
-        for (int64_t c = c0; c < c1; ++c) qrow[c] = static_cast<int8_t>(IntQ(N::Load(p_, base + c), q));
+        if constexpr (D == DType::kBF16) {
+          simd::QuantIntBF16(reinterpret_cast<const uint16_t*>(p_) + base + c0, c1 - c0, q.scale, q.zp, !a_.symmetric,
+                             qmin_, qmax_, qrow.data() + c0);
+        } else {
+          for (int64_t c = c0; c < c1; ++c) qrow[c] = static_cast<int8_t>(IntQ(N::Load(p_, base + c), q));
+        }
       }
       if (packed) {
         const uint32_t offset = 1u << (bits - 1);
         const uint32_t mask = (1u << bits) - 1;
-        uint8_t* dst = out[0].data() + r * words * 4;
-        for (int64_t wi = 0; wi < words; ++wi) {
-          uint32_t word = 0;
-          for (int i = 0; i < pf; ++i) {
-            int64_t c = wi * pf + i;
-            if (c >= C) break;
-            word |= ((static_cast<uint32_t>(qrow[c] + static_cast<int32_t>(offset))) & mask) << (i * bits);
-          }
-          std::memcpy(dst + 4 * wi, &word, 4);
-        }
+        (void)offset;
+        (void)mask;
+        simd::PackRow(qrow.data(), C, bits, reinterpret_cast<uint32_t*>(out[0].data() + r * words * 4));
       } else {
         std::memcpy(out[0].data() + base, qrow.data(), C);
       }
@@ -422,8 +427,13 @@ class Impl {
         int64_t c0 = bc * g_.group_cols, c1 = std::min(C, c0 + g_.group_cols);
         LLMC_ASSIGN_OR_RETURN(float s, observe(r0, r1, c0, c1));
         N::Store(s, scale_out, br * g_.scale_cols + bc);
-        for (int64_t r = r0; r < r1; ++r)
-          for (int64_t c = c0; c < c1; ++c) q[r * C + c] = Fp8Q(N::Load(p_, r * C + c), s);
+        for (int64_t r = r0; r < r1; ++r) {
+          if constexpr (D == DType::kBF16) {
+            simd::QuantFp8BF16(reinterpret_cast<const uint16_t*>(p_) + r * C + c0, c1 - c0, s, q + r * C + c0);
+          } else {
+            for (int64_t c = c0; c < c1; ++c) q[r * C + c] = Fp8Q(N::Load(p_, r * C + c), s);
+          }
+        }
       }
     }
     return absl::OkStatus();
