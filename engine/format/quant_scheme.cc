@@ -1,5 +1,6 @@
 #include "engine/format/quant_scheme.h"
 
+#include <cmath>
 #include <set>
 
 #include "absl/strings/ascii.h"
@@ -19,6 +20,16 @@ constexpr std::pair<Strategy, absl::string_view> kStrategies[] = {
 };
 
 json OptStr(const std::optional<std::string>& s) { return s ? json(*s) : json(nullptr); }
+
+// An integer in [lo, hi] without truncation (JSON/YAML integers may be any size).
+bool IntIn(const json& v, int64_t lo, int64_t hi, int* out) {
+  if (!v.is_number_integer()) return false;
+  if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(hi)) return false;
+  int64_t x = v.get<int64_t>();
+  if (x < lo || x > hi) return false;
+  *out = static_cast<int>(x);
+  return true;
+}
 }  // namespace
 
 absl::string_view StrategyName(Strategy s) {
@@ -65,8 +76,7 @@ absl::StatusOr<QuantArgs> QuantArgs::FromJson(const json& j, absl::string_view w
     const std::string& k = it.key();
     const json& v = it.value();
     if (k == "num_bits") {
-      if (!v.is_number_integer() || v.get<int>() < 1 || v.get<int>() > 8) return err(k, "must be an integer from 1 to 8");
-      a.num_bits = v.get<int>();
+      if (!IntIn(v, 1, 8, &a.num_bits)) return err(k, "must be an integer from 1 to 8");
     } else if (k == "type") {
       std::string t = v.is_string() ? absl::AsciiStrToLower(v.get<std::string>()) : "";
       if (t == "int") a.type = QuantType::kInt;
@@ -76,9 +86,10 @@ absl::StatusOr<QuantArgs> QuantArgs::FromJson(const json& j, absl::string_view w
       if (!v.is_boolean()) return err(k, "must be true or false");
       a.symmetric = v.get<bool>();
     } else if (k == "group_size") {
+      int g = 0;
       if (v.is_null()) a.group_size.reset();
-      else if (!v.is_number_integer() || (v.get<int>() < 1 && v.get<int>() != -1)) return err(k, "must be a positive integer, -1 or null");
-      else a.group_size = v.get<int>();
+      else if (!IntIn(v, -1, 1 << 24, &g) || g == 0) return err(k, "must be a positive integer (at most 16777216), -1 or null");
+      else a.group_size = g;
     } else if (k == "strategy") {
       if (v.is_null()) continue;
       std::string s = v.is_string() ? absl::AsciiStrToLower(v.get<std::string>()) : "";
@@ -89,10 +100,10 @@ absl::StatusOr<QuantArgs> QuantArgs::FromJson(const json& j, absl::string_view w
       strategy_given = true;
     } else if (k == "block_structure") {
       if (v.is_null()) continue;
-      if (!v.is_array() || v.size() != 2 || !v[0].is_number_integer() || !v[1].is_number_integer() ||
-          v[0].get<int>() < 1 || v[1].get<int>() < 1)
+      int br = 0, bc = 0;
+      if (!v.is_array() || v.size() != 2 || !IntIn(v[0], 1, 1 << 24, &br) || !IntIn(v[1], 1, 1 << 24, &bc))
         return err(k, "must be [rows, cols] of positive integers");
-      a.block_structure = std::array<int, 2>{v[0].get<int>(), v[1].get<int>()};
+      a.block_structure = std::array<int, 2>{br, bc};
     } else if (k == "dynamic") {
       if (v.is_boolean()) a.dynamic = v.get<bool>() ? "true" : "false";
       else if (v.is_string() && v.get<std::string>() == "local") a.dynamic = "local";
@@ -146,6 +157,19 @@ absl::Status QuantArgs::Validate(absl::string_view where) const {
   if (observer && *observer != "minmax" && *observer != "memoryless_minmax" && *observer != "static_minmax" &&
       *observer != "mse" && *observer != "memoryless_mse")
     return err(absl::StrCat("unknown observer '", *observer, "'; use minmax (memoryless_minmax) or mse"));
+  if (!observer_kwargs.is_object()) return err("observer_kwargs must be a mapping");
+  for (auto it = observer_kwargs.begin(); it != observer_kwargs.end(); ++it) {
+    static const char* kKnown[] = {"norm", "grid", "maxshrink", "patience", "averaging_constant"};
+    bool known = false;
+    for (const char* k : kKnown) known |= it.key() == k;
+    if (!known)
+      return err(absl::StrCat("observer_kwargs: unknown key '", it.key(), "'; known: norm, grid, maxshrink, patience, averaging_constant"));
+    if (!it.value().is_number() || !std::isfinite(it.value().get<double>()) || it.value().get<double>() <= 0)
+      return err(absl::StrCat("observer_kwargs.", it.key(), " must be a positive number"));
+  }
+  if (observer_kwargs.contains("grid") && observer_kwargs.contains("maxshrink") &&
+      observer_kwargs["grid"].get<double>() * observer_kwargs["maxshrink"].get<double>() > 10000)
+    return err("observer_kwargs: grid * maxshrink must be at most 10000");
   if (actorder && *actorder != "static" && *actorder != "group" && *actorder != "weight")
     return err(absl::StrCat("actorder '", *actorder, "' is not supported"));
   return absl::OkStatus();

@@ -128,6 +128,9 @@ absl::StatusOr<std::vector<OutputTensor>> PlanQuantizedWeight(absl::string_view 
                                                    " cannot be quantized (expected BF16, F16 or F32; is the model already quantized?)"));
   if (rows <= 0 || cols <= 0) return absl::InvalidArgumentError(absl::StrCat(module, ": weight has an empty shape"));
   LLMC_ASSIGN_OR_RETURN(Grid g, MakeGrid(module, rows, cols, a));
+  if (a.strategy == Strategy::kBlock && (a.type != QuantType::kFloat || a.num_bits != 8))
+    return absl::InvalidArgumentError(absl::StrCat(module, ": strategy block is supported for fp8 weights only; ",
+                                                   "use group or channel for integer weights"));
   std::vector<int64_t> scale_shape = {g.scale_rows, g.scale_cols};
   if (a.strategy == Strategy::kTensor) scale_shape = {1};
   std::vector<OutputTensor> out;
@@ -315,9 +318,13 @@ class Impl {
   // MSE observer: shrink the range by p = 1 - i/100 for i in [0, 20) and keep the lowest sum |err|^2.4.
   template <class MakeParams, class Dq>
   void MseSearch(int64_t r0, int64_t r1, int64_t c0, int64_t c1, float* mn, float* mx, MakeParams make, Dq dq) const {
-    const float norm = a_.observer_kwargs.value("norm", 2.4f);
-    const float grid = a_.observer_kwargs.value("grid", 100.0f);
-    const float maxshrink = a_.observer_kwargs.value("maxshrink", 0.2f);
+    auto kw = [&](const char* key, float dflt) {  // validated numeric by QuantArgs::Validate
+      auto it = a_.observer_kwargs.find(key);
+      return it != a_.observer_kwargs.end() && it->is_number() ? it->template get<float>() : dflt;
+    };
+    const float norm = kw("norm", 2.4f);
+    const float grid = kw("grid", 100.0f);
+    const float maxshrink = std::min(kw("maxshrink", 0.2f), 1.0f);
     float best = INFINITY, bmn = *mn, bmx = *mx;
     for (int i = 0; i < static_cast<int>(maxshrink * grid); ++i) {
       float p = 1.0f - i / grid;
@@ -524,6 +531,7 @@ class Impl {
 absl::StatusOr<std::vector<std::vector<uint8_t>>> QuantizeWeight(const WeightView& w, const QuantArgs& args,
                                                                  const std::string& format,
                                                                  std::optional<float> global_scale) {
+  LLMC_RETURN_IF_ERROR(args.Validate(w.module));
   LLMC_ASSIGN_OR_RETURN(auto plan, PlanQuantizedWeight(w.module, w.rows, w.cols, w.dtype, args, format));
   LLMC_ASSIGN_OR_RETURN(Grid g, MakeGrid(w.module, w.rows, w.cols, args));
   std::vector<std::vector<uint8_t>> out;
