@@ -86,6 +86,7 @@ int main(int argc, char** argv) {
   for (const auto& scheme : absl::StrSplit(schemes_arg, ',')) {
     std::string out = (fs::path(dir) / ("out-" + std::string(scheme))).string();
     fs::remove_all(out);
+    sync();  // the previous run's writeback must not slow this one
     int pipefd[2];
     if (pipe(pipefd) != 0) return 1;
     pid_t pid = fork();

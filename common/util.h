@@ -23,6 +23,9 @@ std::string ErrnoString(int err);
 // EACCES/EPERM -> PERMISSION_DENIED, otherwise INTERNAL. The message is "<what>: <strerror>".
 absl::Status ErrnoToStatus(int err, absl::string_view what);
 
+// Whether `text` is well-formed UTF-8 (no overlong forms, surrogates or code points above U+10FFFF).
+bool IsValidUtf8(absl::string_view text);
+
 // Monotonic seconds since an arbitrary point.
 double NowSeconds();
 

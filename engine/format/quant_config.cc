@@ -1,10 +1,12 @@
 #include "engine/format/quant_config.h"
 
+#include <re2/re2.h>
 #include <yaml-cpp/yaml.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/util.h"
 
 namespace llmc {
 
@@ -14,13 +16,16 @@ absl::StatusOr<TargetMatcher> TargetMatcher::Create(const std::string& target) {
   TargetMatcher m;
   m.text_ = target;
   if (target.empty()) return absl::InvalidArgumentError("empty target or ignore pattern");
+  if (!IsValidUtf8(target)) return absl::InvalidArgumentError("a target or ignore pattern is not valid UTF-8 text");
   if (absl::StartsWith(target, "re:")) {
     m.kind_ = Kind::kRegex;
-    try {
-      m.re_ = std::regex(target.substr(3), std::regex::ECMAScript | std::regex::optimize);
-    } catch (const std::regex_error& e) {
-      return absl::InvalidArgumentError(absl::StrCat("invalid regular expression in '", target, "': ", e.what()));
-    }
+    RE2::Options opts;
+    opts.set_log_errors(false);
+    opts.set_max_mem(8 << 20);
+    auto re = std::make_shared<const RE2>(target.substr(3), opts);
+    if (!re->ok())
+      return absl::InvalidArgumentError(absl::StrCat("invalid regular expression in '", target, "': ", re->error()));
+    m.re_ = std::move(re);
   } else if (target.find('.') == std::string::npos && !target.empty() && std::isupper(static_cast<unsigned char>(target[0]))) {
     m.kind_ = Kind::kClass;  // "Linear", "Embedding", "LlamaDecoderLayer"
   } else {
@@ -32,7 +37,7 @@ absl::StatusOr<TargetMatcher> TargetMatcher::Create(const std::string& target) {
 bool TargetMatcher::Matches(const std::string& name, const std::string& cls) const {
   switch (kind_) {
     case Kind::kExact: return name == text_;
-    case Kind::kRegex: return std::regex_search(name, re_, std::regex_constants::match_continuous);
+    case Kind::kRegex: return re_->Match(name, 0, name.size(), RE2::ANCHOR_START, nullptr, 0);
     case Kind::kClass: return cls == text_;
   }
   return false;

@@ -2,7 +2,7 @@
 // and the `quantization_config` JSON that compressed-tensors readers accept.
 #pragma once
 
-#include <regex>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -12,10 +12,14 @@
 #include "absl/status/statusor.h"
 #include "engine/format/quant_scheme.h"
 
+namespace re2 {
+class RE2;
+}  // namespace re2
+
 namespace llmc {
 
-// A target or ignore entry: exact module name, `re:<regex>` (Python re.match: anchored at the start) or a
-// module class name ("Linear", "Embedding").
+// A target or ignore entry: exact module name, `re:<regex>` (Python re.match: anchored at the start; RE2
+// syntax, which runs in linear time, so no pattern can hang a job) or a module class name ("Linear").
 class TargetMatcher {
  public:
   static absl::StatusOr<TargetMatcher> Create(const std::string& target);
@@ -28,7 +32,7 @@ class TargetMatcher {
  private:
   Kind kind_ = Kind::kExact;
   std::string text_;
-  std::regex re_;
+  std::shared_ptr<const re2::RE2> re_;  // immutable; shared by copies
 };
 
 struct ConfigGroup {

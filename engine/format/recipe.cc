@@ -2,7 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include <regex>
+#include <re2/re2.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "common/util.h"
 
 namespace llmc {
 
@@ -24,13 +25,13 @@ json ScalarToJson(const YAML::Node& n) {
   if (s == "~" || s == "null" || s == "Null" || s == "NULL" || s.empty()) return nullptr;
   if (s == "true" || s == "True" || s == "TRUE") return true;
   if (s == "false" || s == "False" || s == "FALSE") return false;
-  static const std::regex kInt("[-+]?[0-9]+");
-  static const std::regex kFloat("[-+]?(\\.[0-9]+|[0-9]+(\\.[0-9]*)?)([eE][-+]?[0-9]+)?");
-  if (std::regex_match(s, kInt)) {
+  static const RE2 kInt("[-+]?[0-9]+");
+  static const RE2 kFloat("[-+]?(\\.[0-9]+|[0-9]+(\\.[0-9]*)?)([eE][-+]?[0-9]+)?");
+  if (RE2::FullMatch(s, kInt)) {
     int64_t v;
     if (absl::SimpleAtoi(s, &v)) return v;
   }
-  if (std::regex_match(s, kFloat)) {
+  if (RE2::FullMatch(s, kFloat)) {
     double d;
     if (absl::SimpleAtod(s, &d)) return d;
   }
@@ -89,6 +90,8 @@ void CollectModifiers(const json& j, int depth, std::vector<std::pair<std::strin
 }  // namespace
 
 absl::StatusOr<json> YamlToJson(absl::string_view text, absl::string_view source) {
+  if (!IsValidUtf8(text))
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not valid UTF-8 text; save the recipe as UTF-8"));
   YAML::Node root;
   try {
     root = YAML::Load(std::string(text));

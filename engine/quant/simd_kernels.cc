@@ -81,6 +81,40 @@ LLMC_CLONES void QuantFp8BF16(const uint16_t* x, int64_t n, float scale, uint8_t
   }
 }
 
+LLMC_CLONES bool GroupAbsMaxBF16(const uint16_t* x, int64_t n, int64_t group, float* amax) {
+  uint32_t bad = 0;
+  for (int64_t g = 0; g < n / group; ++g) {
+    const uint16_t* s = x + g * group;
+    uint32_t m = 0;
+    for (int64_t i = 0; i < group; ++i) {
+      uint32_t h = s[i] & 0x7fffu;
+      m = h > m ? h : m;
+      bad |= static_cast<uint32_t>((h & 0x7f80u) == 0x7f80u);
+    }
+    amax[g] = Bf16(static_cast<uint16_t>(m));
+  }
+  return bad == 0;
+}
+
+LLMC_CLONES void QuantFp4RowBF16(const uint16_t* x, int64_t n, int64_t group, const float* div, bool round_bf16,
+                                 uint8_t* packed) {
+  for (int64_t g = 0; g < n / group; ++g) {
+    const float d = div[g];
+    const uint16_t* s = x + g * group;
+    uint8_t* dst = packed + g * group / 2;
+    for (int64_t j = 0; j < group; j += 2) {
+      float y0 = Bf16(s[j]) / d, y1 = Bf16(s[j + 1]) / d;
+      if (round_bf16) {
+        y0 = RoundBF16Finite(y0);
+        y1 = RoundBF16Finite(y1);
+      }
+      y0 = y0 < -kFP4Max ? -kFP4Max : (y0 > kFP4Max ? kFP4Max : y0);
+      y1 = y1 < -kFP4Max ? -kFP4Max : (y1 > kFP4Max ? kFP4Max : y1);
+      dst[j / 2] = static_cast<uint8_t>(FloatToFP4(y0) | (FloatToFP4(y1) << 4));
+    }
+  }
+}
+
 LLMC_CLONES void PackRow(const int8_t* q, int64_t n, int bits, uint32_t* words) {
   const int pf = 32 / bits;
   const uint32_t offset = 1u << (bits - 1), mask = (1u << bits) - 1;

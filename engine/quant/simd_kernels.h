@@ -22,6 +22,13 @@ void QuantIntBF16(const uint16_t* x, int64_t n, float scale, float zp, bool asym
 // q[i] = fp8_e4m3(clamp(bf16(x[i] / scale), -448, 448))
 void QuantFp8BF16(const uint16_t* x, int64_t n, float scale, uint8_t* q);
 
+// amax[g] = max |x| over each group of `group` values of a row of n bf16 values; false on NaN or Inf.
+bool GroupAbsMaxBF16(const uint16_t* x, int64_t n, int64_t group, float* amax);
+
+// fp4 e2m1 codes of clamp(x[i] / div[i / group], -6, 6) (rounded to bf16 first when round_bf16), packed two per
+// byte with element 2j in the low nibble. n must be even.
+void QuantFp4RowBF16(const uint16_t* x, int64_t n, int64_t group, const float* div, bool round_bf16, uint8_t* packed);
+
 // Packs n signed `bits`-wide values into int32 words, 32/bits per word, LSB first (pack_to_int32 along dim 1).
 void PackRow(const int8_t* q, int64_t n, int bits, uint32_t* words);
 

@@ -181,6 +181,9 @@ absl::StatusOr<std::vector<OutputTensor>> PlanQuantizedWeight(absl::string_view 
 namespace {
 template <DType D>
 bool AbsMaxT(const uint8_t* p, int64_t n, float* out) {
+  if constexpr (D == DType::kBF16) {
+    if (n > 0 && n <= (int64_t{1} << 40)) return simd::GroupAbsMaxBF16(reinterpret_cast<const uint16_t*>(p), n, n, out);
+  }
   float amax = 0.0f;
   bool finite = true;
   for (int64_t i = 0; i < n; ++i) {
@@ -460,15 +463,12 @@ class Impl {
     uint8_t* packed = out[0].data();
     uint8_t* scales = out[1].data();
     std::memcpy(out[2].data(), &g, 4);
-    std::vector<uint8_t> codes(gs);
+    std::vector<float> amax(g_.scale_cols), div(g_.scale_cols);
     for (int64_t r = 0; r < R; ++r) {
+      LLMC_RETURN_IF_ERROR(RowGroupAbsMax(r, gs, amax.data()));
       for (int64_t gi = 0; gi < g_.scale_cols; ++gi) {
-        int64_t c0 = gi * gs;
-        float mn = 0.0f, mx = 0.0f;
-        LLMC_RETURN_IF_ERROR(Range(r, r + 1, c0, c0 + gs, &mn, &mx));
-        float amax = std::max(-mn, mx);
         // local scale = fp8(clamp(global * (amax / 6)))  (amax / 6 in the weight dtype, product in fp32)
-        float local = std::clamp(g * N::R(amax / kFP4Max), -kF8E4M3Max, kF8E4M3Max);
+        float local = std::clamp(g * N::R(amax[gi] / kFP4Max), -kF8E4M3Max, kF8E4M3Max);
         uint8_t s8 = std::isfinite(local) ? FloatToF8E4M3Clamped(local) : FloatToF8E4M3(local);
         float sf = F8E4M3ToFloat(s8);
         if (sf == 0.0f) {
@@ -476,14 +476,9 @@ class Impl {
           sf = kF8Eps;
         }
         scales[r * g_.scale_cols + gi] = s8;
-        float eff = sf / g;  // fp32
-        for (int64_t j = 0; j < gs; ++j) {
-          float x = N::Load(p_, r * C + c0 + j);
-          codes[j] = FloatToFP4(std::clamp(x / eff, -kFP4Max, kFP4Max));
-        }
-        for (int64_t j = 0; j < gs; j += 2)
-          packed[r * (C / 2) + (c0 + j) / 2] = static_cast<uint8_t>(codes[j] | (codes[j + 1] << 4));
+        div[gi] = sf / g;  // fp32; the division w / div stays in fp32
       }
+      QuantFp4Row(r, gs, div.data(), /*round_to_dtype=*/false, packed + r * (C / 2));
     }
     return absl::OkStatus();
   }
@@ -495,27 +490,58 @@ class Impl {
       return absl::InvalidArgumentError(absl::StrCat(w_.module, ": the mse observer is not supported for MX formats; use minmax"));
     uint8_t* q = out[0].data();
     uint8_t* scales = out[1].data();
+    std::vector<float> amax(g_.scale_cols), div(g_.scale_cols);
     for (int64_t r = 0; r < R; ++r) {
+      LLMC_RETURN_IF_ERROR(RowGroupAbsMax(r, gs, amax.data()));
       for (int64_t gi = 0; gi < g_.scale_cols; ++gi) {
-        int64_t c0 = gi * gs;
-        float mn = 0.0f, mx = 0.0f;
-        LLMC_RETURN_IF_ERROR(Range(r, r + 1, c0, c0 + gs, &mn, &mx));
-        uint8_t e = MxExponent(std::max(-mn, mx), fp4 ? 2 : 8);
+        uint8_t e = MxExponent(amax[gi], fp4 ? 2 : 8);
         scales[r * g_.scale_cols + gi] = e;
-        float s = N::R(E8M0ToFloat(e));
-        for (int64_t j = 0; j < gs; ++j) {
-          float x = N::R(N::Load(p_, r * C + c0 + j) / s);
-          if (fp4) {
-            uint8_t code = FloatToFP4(std::clamp(x, -kFP4Max, kFP4Max));
-            uint8_t& byte = q[r * (C / 2) + (c0 + j) / 2];
-            byte = (j % 2 == 0) ? code : static_cast<uint8_t>(byte | (code << 4));
-          } else {
-            q[r * C + c0 + j] = FloatToF8E4M3Clamped(std::clamp(x, -kF8E4M3Max, kF8E4M3Max));
-          }
-        }
+        div[gi] = N::R(E8M0ToFloat(e));
+      }
+      if (fp4) {
+        QuantFp4Row(r, gs, div.data(), /*round_to_dtype=*/true, q + r * (C / 2));
+        continue;
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        float x = N::R(N::Load(p_, r * C + c) / div[c / gs]);
+        q[r * C + c] = FloatToF8E4M3Clamped(std::clamp(x, -kF8E4M3Max, kF8E4M3Max));
       }
     }
     return absl::OkStatus();
+  }
+
+  // max |w| of each group of `gs` columns of row r; fails on NaN or Inf.
+  absl::Status RowGroupAbsMax(int64_t r, int64_t gs, float* amax) const {
+    const int64_t C = w_.cols;
+    if constexpr (D == DType::kBF16) {
+      if (!simd::GroupAbsMaxBF16(reinterpret_cast<const uint16_t*>(p_) + r * C, C, gs, amax)) return NonFinite();
+      return absl::OkStatus();
+    }
+    for (int64_t gi = 0; gi < C / gs; ++gi) {
+      float mn = 0.0f, mx = 0.0f;
+      LLMC_RETURN_IF_ERROR(Range(r, r + 1, gi * gs, gi * gs + gs, &mn, &mx));
+      amax[gi] = std::max(-mn, mx);
+    }
+    return absl::OkStatus();
+  }
+
+  // fp4 codes of row r: clamp(w / div[group], +-6) (rounded to the weight dtype first when round_to_dtype),
+  // two per byte, element 2j in the low nibble.
+  void QuantFp4Row(int64_t r, int64_t gs, const float* div, bool round_to_dtype, uint8_t* packed) const {
+    const int64_t C = w_.cols;
+    if constexpr (D == DType::kBF16) {
+      simd::QuantFp4RowBF16(reinterpret_cast<const uint16_t*>(p_) + r * C, C, gs, div, round_to_dtype, packed);
+      return;
+    }
+    for (int64_t c = 0; c < C; c += 2) {
+      uint8_t code[2];
+      for (int k = 0; k < 2; ++k) {
+        float y = N::Load(p_, r * C + c + k) / div[(c + k) / gs];
+        if (round_to_dtype) y = N::R(y);
+        code[k] = FloatToFP4(std::clamp(y, -kFP4Max, kFP4Max));
+      }
+      packed[c / 2] = static_cast<uint8_t>(code[0] | (code[1] << 4));
+    }
   }
 
   const WeightView& w_;

@@ -103,7 +103,8 @@ uint8_t FloatToF8E4M3(float f) {
   return sign | static_cast<uint8_t>(code);
 }
 
-float F8E4M3ToFloat(uint8_t b) {
+namespace {
+float F8E4M3ToFloatSlow(uint8_t b) {
   bool neg = b & 0x80;
   uint32_t exp = (b >> 3) & 0xf;
   uint32_t mant = b & 0x7;
@@ -116,6 +117,18 @@ float F8E4M3ToFloat(uint8_t b) {
     v = std::ldexp(1.0f + mant / 8.0f, static_cast<int>(exp) - 7);
   }
   return neg ? -v : v;
+}
+struct F8Table {
+  float v[256];
+  F8Table() {
+    for (int i = 0; i < 256; ++i) v[i] = F8E4M3ToFloatSlow(static_cast<uint8_t>(i));
+  }
+};
+}  // namespace
+
+float F8E4M3ToFloat(uint8_t b) {
+  static const F8Table table;
+  return table.v[b];
 }
 
 uint8_t FloatToF8E5M2(float f) {
