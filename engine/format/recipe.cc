@@ -127,6 +127,18 @@ absl::StatusOr<QuantConfig> ParseRecipe(absl::string_view text, absl::string_vie
   std::vector<std::pair<std::string, QuantScheme>> groups;
   std::vector<std::string> ignore;
   std::string preset;
+  // Names for groups made from `scheme:` that do not collide with any explicit config_groups name.
+  std::set<std::string> explicit_names;
+  for (const auto& [name, args] : mods)
+    if (args.is_object() && args.contains("config_groups") && args["config_groups"].is_object())
+      for (auto it = args["config_groups"].begin(); it != args["config_groups"].end(); ++it) explicit_names.insert(it.key());
+  int next_auto = 0;
+  auto fresh_name = [&]() {
+    std::string n;
+    do n = absl::StrCat("group_", next_auto++);
+    while (explicit_names.count(n));
+    return n;
+  };
   bool have_ignore = false;
   for (const auto& [name, args] : mods) {
     std::string where = absl::StrCat(source, ": ", name);
@@ -166,13 +178,13 @@ absl::StatusOr<QuantConfig> ParseRecipe(absl::string_view text, absl::string_vie
         LLMC_ASSIGN_OR_RETURN(QuantScheme qs, PresetScheme(s.get<std::string>()));
         qs.targets = targets;
         preset = absl::AsciiStrToUpper(s.get<std::string>());
-        groups.emplace_back(absl::StrCat("group_", groups.size()), std::move(qs));
+        groups.emplace_back(fresh_name(), std::move(qs));
       } else if (s.is_object()) {  // {W4A16: [targets], W8A16: [targets]}
         for (auto it = s.begin(); it != s.end(); ++it) {
           LLMC_ASSIGN_OR_RETURN(QuantScheme qs, PresetScheme(it.key()));
           qs.targets = StringList(it.value());
           if (qs.targets.empty()) return absl::InvalidArgumentError(absl::StrCat(where, ".scheme.", it.key(), ": list the targets"));
-          groups.emplace_back(absl::StrCat("group_", groups.size()), std::move(qs));
+          groups.emplace_back(fresh_name(), std::move(qs));
         }
       } else {
         return absl::InvalidArgumentError(absl::StrCat(where, ".scheme: must be a preset name or {PRESET: [targets]}"));
@@ -189,6 +201,13 @@ absl::StatusOr<QuantConfig> ParseRecipe(absl::string_view text, absl::string_vie
   }
   if (groups.empty())
     return absl::InvalidArgumentError(absl::StrCat(source, ": QuantizationModifier needs a scheme or config_groups"));
+  {
+    std::set<std::string> names;
+    for (const auto& g : groups)
+      if (!names.insert(g.first).second)
+        return absl::InvalidArgumentError(absl::StrCat(source, ": config group '", g.first,
+                                                       "' is defined twice; give each group its own name"));
+  }
   if (groups.size() > 1) preset.clear();
   LLMC_ASSIGN_OR_RETURN(QuantConfig c, QuantConfig::Create(std::move(groups), have_ignore ? ignore : std::vector<std::string>{}));
   c.preset_name = preset;

@@ -434,3 +434,41 @@ TEST(PresetConfigTest, BadPatternIsAnError) {
 
 }  // namespace
 }  // namespace llmc
+
+namespace llmc {
+namespace {
+
+TEST(ParseRecipeGroupNamesTest, DuplicateGroupNamesAcrossModifiersAreRejected) {
+  const char* yaml = R"(
+stage_a:
+  mods_a:
+    QuantizationModifier:
+      config_groups:
+        group_0: {targets: [Linear], weights: {num_bits: 4, type: int, strategy: group, group_size: 128}}
+stage_b:
+  mods_b:
+    QuantizationModifier:
+      config_groups:
+        group_0: {targets: ["re:.*down_proj"], weights: {num_bits: 8, type: int, strategy: channel}}
+)";
+  auto c = ParseRecipe(yaml, "dup.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(std::string(c.status().message()).find("'group_0' is defined twice"), std::string::npos) << c.status();
+}
+
+TEST(ParseRecipeGroupNamesTest, SchemeGroupsDoNotCollideWithExplicitNames) {
+  const char* yaml = R"(
+QuantizationModifier:
+  scheme: {W4A16: ["re:.*mlp.*"]}
+  config_groups:
+    group_0: {targets: ["re:.*self_attn.*"], weights: {num_bits: 8, type: int, strategy: channel}}
+)";
+  auto c = ParseRecipe(yaml, "mix.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->groups().size(), 2u);
+  EXPECT_NE(c->groups()[0].name, c->groups()[1].name);
+  EXPECT_EQ(c->ToJson({}).at("config_groups").size(), 2u);
+}
+
+}  // namespace
+}  // namespace llmc
