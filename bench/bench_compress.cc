@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -50,13 +51,14 @@ int main(int argc, char** argv) {
   CLI::App app{"Benchmark data-free compression (seconds, input MB/s, peak RSS) against a plain file read"};
   std::string shape_name = "1b", dir = "bench/data", schemes_arg =
       "W4A16,W4A16_ASYM,W8A16,W8A8,FP8_DYNAMIC,FP8_BLOCK,NVFP4A16,MXFP4A16";
-  int threads = 0, layers = -1;
+  int threads = 0, layers = -1, repeat = 3;
   bool json_out = false;
   app.add_option("--shape", shape_name, "synthetic model shape: tiny, 1b or 8b")->capture_default_str();
   app.add_option("--dir", dir, "where synthetic models are kept (created once, reused)")->capture_default_str();
   app.add_option("--schemes", schemes_arg, "comma-separated schemes")->capture_default_str();
   app.add_option("--threads", threads, "compression threads (default: one per core)");
   app.add_option("--layers", layers, "override the number of layers of the shape");
+  app.add_option("--repeat", repeat, "runs per scheme; the median run is reported")->capture_default_str();
   app.add_flag("--json", json_out, "print JSON instead of a table");
   CLI11_PARSE(app, argc, argv);
 
@@ -84,54 +86,69 @@ int main(int argc, char** argv) {
 
   nlohmann::json results = nlohmann::json::array();
   for (const auto& scheme : absl::StrSplit(schemes_arg, ',')) {
-    std::string out = (fs::path(dir) / ("out-" + std::string(scheme))).string();
-    fs::remove_all(out);
-    sync();  // the previous run's writeback must not slow this one
-    int pipefd[2];
-    if (pipe(pipefd) != 0) return 1;
-    pid_t pid = fork();
-    if (pid == 0) {
-      close(pipefd[0]);
-      auto cfg = llmc::PresetConfig(std::string(scheme), {"Linear"}, {"lm_head"});
-      if (!cfg.ok()) _exit(2);
-      llmc::CompressOptions o;
-      o.model_path = model;
-      o.output_path = out;
-      o.threads = threads;
-      auto s = llmc::RunCompress(o, *cfg);
-      if (!s.ok()) {
-        std::fprintf(stderr, "%s: %s\n", std::string(scheme).c_str(), std::string(s.status().message()).c_str());
-        _exit(3);
+    struct Run {
+      nlohmann::json summary;
+      double rss_mb;
+    };
+    std::vector<Run> runs;
+    for (int rep = 0; rep < std::max(1, repeat); ++rep) {
+      std::string out = (fs::path(dir) / ("out-" + std::string(scheme))).string();
+      fs::remove_all(out);
+      sync();  // the previous run's writeback must not slow this one
+      int pipefd[2];
+      if (pipe(pipefd) != 0) return 1;
+      pid_t pid = fork();
+      if (pid == 0) {
+        close(pipefd[0]);
+        auto cfg = llmc::PresetConfig(std::string(scheme), {"Linear"}, {"lm_head"});
+        if (!cfg.ok()) _exit(2);
+        llmc::CompressOptions o;
+        o.model_path = model;
+        o.output_path = out;
+        o.threads = threads;
+        auto s = llmc::RunCompress(o, *cfg);
+        if (!s.ok()) {
+          std::fprintf(stderr, "%s: %s\n", std::string(scheme).c_str(), std::string(s.status().message()).c_str());
+          _exit(3);
+        }
+        std::string j = s->ToJson().dump();
+        if (write(pipefd[1], j.data(), j.size()) < 0) _exit(4);
+        _exit(0);
       }
-      std::string j = s->ToJson().dump();
-      if (write(pipefd[1], j.data(), j.size()) < 0) _exit(4);
-      _exit(0);
+      close(pipefd[1]);
+      std::string text;
+      char buf[65536];
+      ssize_t n;
+      while ((n = read(pipefd[0], buf, sizeof buf)) > 0) text.append(buf, n);
+      close(pipefd[0]);
+      int status;
+      struct rusage ru;
+      wait4(pid, &status, 0, &ru);
+      if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        std::fprintf(stderr, "%s failed\n", std::string(scheme).c_str());
+        return 1;
+      }
+      runs.push_back({nlohmann::json::parse(text), ru.ru_maxrss / 1024.0});
+      fs::remove_all(out);
     }
-    close(pipefd[1]);
-    std::string text;
-    char buf[65536];
-    ssize_t n;
-    while ((n = read(pipefd[0], buf, sizeof buf)) > 0) text.append(buf, n);
-    close(pipefd[0]);
-    int status;
-    struct rusage ru;
-    wait4(pid, &status, 0, &ru);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      std::fprintf(stderr, "%s failed\n", std::string(scheme).c_str());
-      return 1;
-    }
-    auto j = nlohmann::json::parse(text);
+    std::sort(runs.begin(), runs.end(), [](const Run& a, const Run& b) {
+      return a.summary["seconds"].get<double>() < b.summary["seconds"].get<double>();
+    });
+    const Run& med = runs[runs.size() / 2];
+    double max_rss = 0;
+    for (const auto& r : runs) max_rss = std::max(max_rss, r.rss_mb);
+    const nlohmann::json& j = med.summary;
     double secs = j["seconds"].get<double>();
     double mbs = j["input_bytes"].get<double>() / 1e6 / secs;
     results.push_back({{"scheme", std::string(scheme)},
                        {"seconds", secs},
                        {"input_mb_per_s", mbs},
                        {"read_ratio", mbs / read_mbs},
-                       {"peak_rss_mb", ru.ru_maxrss / 1024.0},
+                       {"peak_rss_mb", max_rss},
+                       {"runs", runs.size()},
                        {"input_bytes", j["input_bytes"]},
                        {"output_bytes", j["output_bytes"]},
                        {"threads", j["threads"]}});
-    fs::remove_all(out);
   }
   nlohmann::json report = {{"model", model},
                            {"shape", shape_name},

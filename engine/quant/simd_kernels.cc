@@ -98,20 +98,38 @@ LLMC_CLONES bool GroupAbsMaxBF16(const uint16_t* x, int64_t n, int64_t group, fl
 
 LLMC_CLONES void QuantFp4RowBF16(const uint16_t* x, int64_t n, int64_t group, const float* div, bool round_bf16,
                                  uint8_t* packed) {
-  for (int64_t g = 0; g < n / group; ++g) {
-    const float d = div[g];
-    const uint16_t* s = x + g * group;
-    uint8_t* dst = packed + g * group / 2;
-    for (int64_t j = 0; j < group; j += 2) {
-      float y0 = Bf16(s[j]) / d, y1 = Bf16(s[j + 1]) / d;
-      if (round_bf16) {
-        y0 = RoundBF16Finite(y0);
-        y1 = RoundBF16Finite(y1);
+  // Per chunk of 256: the divisor of each element (no integer division in the hot loop), one code per element
+  // (a plain loop the compiler vectorizes), then two codes per byte.
+  constexpr int64_t kChunk = 256;
+  uint32_t codes[kChunk];
+  float dv[kChunk];
+  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int64_t m = n - c0 < kChunk ? n - c0 : kChunk;
+    int64_t gi = c0 / group, k = c0 % group;
+    for (int64_t i = 0; i < m; ++i) {
+      dv[i] = div[gi];
+      if (++k == group) {
+        k = 0;
+        ++gi;
       }
-      y0 = y0 < -kFP4Max ? -kFP4Max : (y0 > kFP4Max ? kFP4Max : y0);
-      y1 = y1 < -kFP4Max ? -kFP4Max : (y1 > kFP4Max ? kFP4Max : y1);
-      dst[j / 2] = static_cast<uint8_t>(FloatToFP4(y0) | (FloatToFP4(y1) << 4));
     }
+    // Divide first, classify after: in one loop the compiler gives up on vectorizing.
+    for (int64_t i = 0; i < m; ++i) {
+      float y = Bf16(x[c0 + i]) / dv[i];
+      if (round_bf16) y = RoundBF16Finite(y);
+      dv[i] = y;
+    }
+    for (int64_t i = 0; i < m; ++i) {
+      float y = dv[i];
+      y = y < -kFP4Max ? -kFP4Max : (y > kFP4Max ? kFP4Max : y);
+      const float a = y < 0.0f ? -y : y;
+      codes[i] = static_cast<uint32_t>(a > 0.25f) + static_cast<uint32_t>(a >= 0.75f) +
+                 static_cast<uint32_t>(a > 1.25f) + static_cast<uint32_t>(a >= 1.75f) +
+                 static_cast<uint32_t>(a > 2.5f) + static_cast<uint32_t>(a >= 3.5f) + static_cast<uint32_t>(a > 5.0f) +
+                 (y < 0.0f ? 8u : 0u);
+    }
+    for (int64_t j = 0; j < m / 2; ++j)
+      packed[c0 / 2 + j] = static_cast<uint8_t>(codes[2 * j] | (codes[2 * j + 1] << 4));
   }
 }
 
@@ -119,7 +137,15 @@ LLMC_CLONES void PackRow(const int8_t* q, int64_t n, int bits, uint32_t* words) 
   const int pf = 32 / bits;
   const uint32_t offset = 1u << (bits - 1), mask = (1u << bits) - 1;
   const int64_t full = n / pf;
-  if (bits == 4) {
+  if (bits == 8) {
+    for (int64_t w = 0; w < full; ++w) {
+      const int8_t* s = q + w * 4;
+      words[w] = (static_cast<uint32_t>(static_cast<uint8_t>(s[0] + 128))) |
+                 (static_cast<uint32_t>(static_cast<uint8_t>(s[1] + 128)) << 8) |
+                 (static_cast<uint32_t>(static_cast<uint8_t>(s[2] + 128)) << 16) |
+                 (static_cast<uint32_t>(static_cast<uint8_t>(s[3] + 128)) << 24);
+    }
+  } else if (bits == 4) {
     for (int64_t w = 0; w < full; ++w) {
       const int8_t* s = q + w * 8;
       uint32_t word = 0;

@@ -87,17 +87,16 @@ inline float RoundF16(float f) { return F16ToFloat(FloatToF16(f)); }
 uint8_t FloatToF8E4M3(float f);
 // FloatToF8E4M3 for finite |f| <= 448 (the clamped values quantizers pass): branch-light bit arithmetic.
 inline uint8_t FloatToF8E4M3Clamped(float f) {
+  // Both the subnormal and the normal encoding are computed and one is selected, so loops vectorize.
   uint32_t u = FloatBits(f);
-  uint8_t sign = static_cast<uint8_t>((u >> 24) & 0x80);
+  uint32_t sign = (u >> 24) & 0x80u;
   u &= 0x7fffffffu;
-  if (u < 0x3c800000u) {  // below 2^-6: subnormal codes, steps of 2^-9
-    float r = BitsFloat(u) * 512.0f;
-    constexpr float m = 12582912.0f;
-    return sign | static_cast<uint8_t>(static_cast<int>((r + m) - m));
-  }
-  uint32_t rounded = u + 0x7ffffu + ((u >> 20) & 1u);  // keep 3 mantissa bits, ties to even
-  uint32_t code = (rounded >> 20) - (120u << 3);       // rebias exponent 127 -> 7
-  return sign | static_cast<uint8_t>(code > 0x7e ? 0x7f : code);
+  constexpr float m = 12582912.0f;
+  uint32_t sub = static_cast<uint32_t>(static_cast<int32_t>((BitsFloat(u) * 512.0f + m) - m));  // steps of 2^-9
+  uint32_t norm = ((u + 0x7ffffu + ((u >> 20) & 1u)) >> 20) - (120u << 3);  // 3 mantissa bits, RNE, rebias
+  uint32_t code = u < 0x3c800000u ? sub : norm;                               // below 2^-6: subnormal
+  code = code > 0x7eu ? 0x7fu : code;
+  return static_cast<uint8_t>(sign | code);
 }
 float F8E4M3ToFloat(uint8_t b);
 inline float RoundF8E4M3(float f) { return F8E4M3ToFloat(FloatToF8E4M3(f)); }
