@@ -51,6 +51,14 @@ int RunCompressCommand(const CompressArgs& a) {
   if (algo != "rtn")
     return Fail(absl::UnimplementedError(absl::StrCat("--algorithm ", a.algorithm,
                                                       " needs calibration, which this build does not run yet; use --algorithm rtn")));
+  if (a.device != "cpu" && a.device != "cuda")
+    return Fail(absl::InvalidArgumentError(absl::StrCat("--device ", a.device, ": use cpu or cuda")));
+  if (!a.dataset.empty() || a.calibration_flags_given)
+    return Fail(absl::UnimplementedError("--dataset, --num-samples, --seq-len and --seed feed calibrated algorithms, "
+                                         "which this build does not run yet; drop them for data-free compression"));
+  if (a.device == "cuda" && !a.json)
+    std::fprintf(stderr, "llmc: note: data-free compression is I/O-bound and runs on the CPU; --device cuda applies "
+                         "to calibrated algorithms\n");
   if (a.scheme.empty() == a.recipe.empty())
     return Fail(absl::InvalidArgumentError("give exactly one of --scheme NAME or --recipe FILE (see `llmc schemes`)"));
   absl::StatusOr<QuantConfig> cfg;

@@ -7,7 +7,10 @@
 namespace llmc::cli {
 
 struct CompressArgs {
-  std::string model, output, scheme, recipe, algorithm = "rtn", max_shard_size = "5GB", observer;
+  std::string model, output, scheme, recipe, algorithm = "rtn", max_shard_size = "5GB", observer, device = "cpu";
+  std::string dataset;
+  int num_samples = 0, seq_len = 0, seed = 0;
+  bool calibration_flags_given = false;
   std::vector<std::string> ignore;
   bool ignore_given = false;
   int threads = 0;

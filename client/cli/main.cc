@@ -17,10 +17,16 @@ int main(int argc, char** argv) {
   compress->add_option("--algorithm", c.algorithm, "rtn (data-free); calibrated algorithms need --dataset")
       ->capture_default_str();
   auto* ign = compress->add_option("--ignore", c.ignore,
-                                   "module to leave unquantized: exact name, re:REGEX or class name (repeatable; default lm_head)");
+                                   "module to leave unquantized: exact name, re:REGEX or class name (repeatable; default lm_head)")
+                 ->allow_extra_args(false);
   compress->add_option("--observer", c.observer, "weight observer: minmax (default) or mse");
   compress->add_option("--max-shard-size", c.max_shard_size, "largest output shard, e.g. 5GB, 500MB")->capture_default_str();
   compress->add_option("--threads", c.threads, "worker threads (default: one per core)");
+  compress->add_option("--device", c.device, "cpu or cuda (data-free compression runs on the CPU)")->capture_default_str();
+  compress->add_option("--dataset", c.dataset, "calibration data (calibrated algorithms)");
+  auto* ns = compress->add_option("--num-samples", c.num_samples, "calibration samples (calibrated algorithms)");
+  auto* sl = compress->add_option("--seq-len", c.seq_len, "calibration sequence length (calibrated algorithms)");
+  auto* sd = compress->add_option("--seed", c.seed, "calibration sampling seed (calibrated algorithms)");
   compress->add_flag("--overwrite", c.overwrite, "replace OUTPUT if it exists");
   compress->add_flag("--json", c.json, "print the summary as one JSON object");
   compress->add_flag("--no-progress", c.no_progress, "no progress bar");
@@ -42,6 +48,7 @@ int main(int argc, char** argv) {
   }
   if (compress->parsed()) {
     c.ignore_given = ign->count() > 0;
+    c.calibration_flags_given = ns->count() + sl->count() + sd->count() > 0;
     return llmc::cli::RunCompressCommand(c);
   }
   if (inspect->parsed()) return llmc::cli::RunInspectCommand(i);

@@ -162,6 +162,11 @@ TEST_F(CliTest, BadInputsEndInOneLineErrors) {
   ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --recipe " + (bad / "y.yaml")), "invalid YAML");
   // None of the failures left an output.
   EXPECT_FALSE(fs::exists(tmp_ / "o"));
+  // Calibration flags without a calibrated algorithm; a bad device.
+  ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme W4A16 --dataset x.txt"), "calibrated algorithms");
+  ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme W4A16 --device tpu"), "use cpu or cuda");
+  ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme W4A16 --algorithm gptq"), "--algorithm gptq");
+  ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme FP8"), "calibration");
   // Existing output.
   fs::create_directories(tmp_ / "exists");
   ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "exists") + " --scheme W4A16"), "--overwrite");
