@@ -8,6 +8,8 @@ PKGS=(
   libabsl-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev libre2-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
+  libopenblas-dev
+  libpcre2-dev libicu-dev
 )
 missing=()
 for p in "${PKGS[@]}"; do

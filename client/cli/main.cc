@@ -2,6 +2,8 @@
 #include <CLI/CLI.hpp>
 
 #include "client/cli/compress_command.h"
+#include "client/cli/eval_command.h"
+#include "client/cli/tokenize_command.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"llmc: compress Hugging Face LLMs into compressed-tensors checkpoints"};
@@ -37,6 +39,25 @@ int main(int argc, char** argv) {
   inspect->add_flag("--json", i.json, "print one JSON object");
   inspect->add_flag("-v,--verbose", i.verbose, "list every module");
 
+  llmc::cli::EvalArgs e;
+  auto* eval = app.add_subcommand("eval", "Perplexity of MODEL (original or compressed) on a text file");
+  eval->add_option("MODEL", e.model, "model or compressed-tensors checkpoint directory")->required();
+  eval->add_option("--text", e.text, "UTF-8 text file, tokenized whole without special tokens")->required();
+  eval->add_option("--seq-len", e.seq_len, "tokens per window")->capture_default_str();
+  eval->add_option("--max-windows", e.max_windows, "use the first N windows")->capture_default_str();
+  eval->add_option("--device", e.device, "cpu or cuda")->capture_default_str();
+  eval->add_option("--threads", e.threads, "CPU threads (default: one per core)");
+  eval->add_flag("--json", e.json, "print one JSON object");
+
+  llmc::cli::TokenizeArgs t;
+  auto* tokenize = app.add_subcommand("tokenize", "Token ids of a text, exactly as Hugging Face tokenizers");
+  tokenize->add_option("MODEL", t.model, "model directory with tokenizer.json (or the file itself)")->required();
+  auto* ttext = tokenize->add_option("--text", t.text, "text to tokenize");
+  auto* tfile = tokenize->add_option("--file", t.file, "file whose whole content is tokenized");
+  ttext->excludes(tfile);
+  tokenize->add_flag("--json", t.json, "print {\"ids\": [...]}");
+  tokenize->add_flag("--no-special", t.no_special, "leave out the special tokens (e.g. BOS) added by default");
+
   bool schemes_json = false;
   auto* schemes = app.add_subcommand("schemes", "List the preset schemes");
   schemes->add_flag("--json", schemes_json, "print JSON");
@@ -52,6 +73,8 @@ int main(int argc, char** argv) {
     return llmc::cli::RunCompressCommand(c);
   }
   if (inspect->parsed()) return llmc::cli::RunInspectCommand(i);
+  if (eval->parsed()) return llmc::cli::RunEvalCommand(e);
+  if (tokenize->parsed()) return llmc::cli::RunTokenizeCommand(t);
   if (schemes->parsed()) return llmc::cli::RunSchemesCommand(schemes_json);
   return 1;
 }

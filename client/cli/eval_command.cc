@@ -1,0 +1,135 @@
+#include "client/cli/eval_command.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/util.h"
+#include "engine/io/model_dir.h"
+#include "engine/model/causal_lm.h"
+#include "engine/model/perplexity.h"
+#include "engine/tokenizer/tokenizer.h"
+
+namespace llmc::cli {
+
+namespace {
+
+int Fail(const absl::Status& s) {
+  std::string msg(s.message());
+  for (char& c : msg)
+    if (c == '\n') c = ' ';
+  std::fprintf(stderr, "llmc: error: %s\n", msg.c_str());
+  return 1;
+}
+
+// A local path from a path or file:// URI; object storage is not read by eval yet.
+absl::StatusOr<std::string> LocalPath(const std::string& uri, absl::string_view what) {
+  if (absl::StartsWith(uri, "file://")) return uri.substr(7);
+  if (absl::StrContains(uri, "://"))
+    return absl::UnimplementedError(absl::StrCat(what, " ", uri,
+                                                 ": eval reads local paths and file:// URIs only; ",
+                                                 "copy it to a local directory first"));
+  return uri;
+}
+
+}  // namespace
+
+int RunEvalCommand(const EvalArgs& a) {
+  if (a.device == "cuda")
+    return Fail(
+        absl::UnimplementedError("--device cuda: the CUDA model runtime is not built yet; use --device cpu"));
+  if (a.device != "cpu")
+    return Fail(absl::InvalidArgumentError(absl::StrCat("--device ", a.device, ": use cpu or cuda")));
+  if (a.seq_len < 2)
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--seq-len ", a.seq_len, ": a window must hold at least 2 tokens")));
+  if (a.max_windows < 1)
+    return Fail(
+        absl::InvalidArgumentError(absl::StrCat("--max-windows ", a.max_windows, ": must be at least 1")));
+  if (a.threads < 0)
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--threads ", a.threads, ": must be 0 (one per core) or more")));
+  if (a.text.empty())
+    return Fail(absl::InvalidArgumentError("--text FILE is required: the text to evaluate on"));
+  auto model_path = LocalPath(a.model, "MODEL");
+  if (!model_path.ok()) return Fail(model_path.status());
+  auto text_path = LocalPath(a.text, "--text");
+  if (!text_path.ok()) return Fail(text_path.status());
+
+  const double t0 = NowSeconds();
+  CausalLmOptions lo;
+  lo.threads = a.threads;
+  auto lm = CausalLm::Open(*model_path, lo);
+  if (!lm.ok()) return Fail(lm.status());
+  auto text = ReadTextFile(*text_path, uint64_t{1} << 30);
+  if (!text.ok()) return Fail(text.status());
+  auto tokenizer = Tokenizer::FromModelDir(*model_path);
+  if (!tokenizer.ok()) return Fail(tokenizer.status());
+  const double t_tok = NowSeconds();
+  auto ids = (*tokenizer)->Encode(NormalizeNewlines(*text), /*add_special_tokens=*/false);
+  if (!ids.ok())
+    return Fail(absl::Status(ids.status().code(), absl::StrCat(*text_path, ": ", ids.status().message())));
+  const double tokenize_seconds = NowSeconds() - t_tok;
+  if (static_cast<int64_t>(ids->size()) < a.seq_len)
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat(*text_path, ": ", ids->size(), " tokens, fewer than one window of --seq-len ", a.seq_len,
+                     "; use a longer text or a smaller --seq-len")));
+
+  PerplexityOptions po;
+  po.seq_len = a.seq_len;
+  po.max_windows = a.max_windows;
+  const bool tty = !a.json && isatty(STDERR_FILENO);
+  if (tty)
+    po.on_progress = [](int64_t pass, int64_t passes, int64_t layer, int64_t layers) {
+      std::fprintf(stderr, "\rllmc eval: pass %lld/%lld, block %lld/%lld ", static_cast<long long>(pass + 1),
+                   static_cast<long long>(passes), static_cast<long long>(layer + 1),
+                   static_cast<long long>(layers));
+      std::fflush(stderr);
+    };
+  auto r = ComputePerplexity(**lm, *ids, po);
+  if (tty) std::fprintf(stderr, "\r%60s\r", "");
+  if (!r.ok()) return Fail(r.status());
+  const double total_seconds = NowSeconds() - t0;
+  const ModelSpec& spec = (*lm)->spec();
+  const std::string storage = (*lm)->loader().StorageOf("model.layers.0.mlp.down_proj");
+
+  if (a.json) {
+    nlohmann::json j = {{"perplexity", r->perplexity},
+                        {"mean_nll", r->mean_nll},
+                        {"tokens", r->tokens},
+                        {"predicted_tokens", r->predicted_tokens},
+                        {"windows", r->windows},
+                        {"seq_len", a.seq_len},
+                        {"max_windows", a.max_windows},
+                        {"text_tokens", ids->size()},
+                        {"seconds", r->seconds},
+                        {"tokenize_seconds", tokenize_seconds},
+                        {"total_seconds", total_seconds},
+                        {"tokens_per_second", r->seconds > 0 ? r->tokens / r->seconds : 0.0},
+                        {"model", a.model},
+                        {"text", a.text},
+                        {"architecture", spec.arch->name},
+                        {"weights", storage},
+                        {"device", a.device},
+                        {"threads", (*lm)->context()->threads()},
+                        {"peak_rss_bytes", PeakRssBytes()}};
+    std::cout << j.dump() << std::endl;
+    return 0;
+  }
+  std::cout << absl::StrFormat(
+      "perplexity %.4f on %s\n"
+      "  windows     %d of %d tokens (%d tokens, %d predicted; the text has %d)\n"
+      "  model       %s (%s, weights %s)\n"
+      "  time        %.2f s evaluating (%.0f tokens/s, %d threads), %.2f s tokenizing, peak memory %s\n",
+      r->perplexity, a.text, r->windows, a.seq_len, r->tokens, r->predicted_tokens, ids->size(), a.model,
+      spec.arch->name, storage, r->seconds, r->seconds > 0 ? r->tokens / r->seconds : 0.0,
+      (*lm)->context()->threads(), tokenize_seconds, FormatBytes(PeakRssBytes()));
+  return 0;
+}
+
+}  // namespace llmc::cli

@@ -1,0 +1,27 @@
+// `llmc eval MODEL --text FILE [--seq-len 512] [--max-windows 200] [--device cpu|cuda] [--threads N]
+// [--json]`: perplexity of an original or compressed-tensors checkpoint with the protocol of docs/DESIGN.md
+// (the text tokenized whole without special tokens, non-overlapping windows of --seq-len tokens, the first
+// --max-windows, exp of the mean NLL of the seq-len - 1 predicted tokens per window). The file is read as
+// Python's open(FILE).read() reads it, which is how the reference numbers were made: line endings "\r\n" and
+// "\r" become
+// "\n" (wikitext2-test.txt has CRLF line endings; read raw, its perplexity would be ~7% higher).
+#pragma once
+
+#include <string>
+
+namespace llmc::cli {
+
+struct EvalArgs {
+  std::string model, text;
+  int seq_len = 512;
+  int max_windows = 200;
+  std::string device = "cpu";
+  int threads = 0;  // 0: one per core
+  bool json = false;
+};
+
+// Prints the result (one JSON object with --json: at least perplexity, tokens, windows, seconds) on stdout
+// and returns 0; on failure prints one line `llmc: error: ...` on stderr and returns 1.
+int RunEvalCommand(const EvalArgs& args);
+
+}  // namespace llmc::cli

@@ -1,0 +1,171 @@
+#include "engine/model/causal_lm.h"
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "engine/model/cpu_ops.h"
+
+namespace llmc {
+
+absl::StatusOr<std::unique_ptr<CausalLm>> CausalLm::Open(const std::string& path,
+                                                         const CausalLmOptions& options) {
+  std::unique_ptr<CausalLm> lm(new CausalLm());
+  LLMC_ASSIGN_OR_RETURN(lm->dir_, ModelDir::Open(path));
+  const std::string source = (std::filesystem::path(path) / "config.json").string();
+  LLMC_ASSIGN_OR_RETURN(lm->spec_, ResolveModelSpec(lm->dir_->config(), lm->dir_->config_json(), source));
+  LLMC_ASSIGN_OR_RETURN(lm->loader_, WeightLoader::Create(lm->dir_.get()));
+  lm->options_ = options;
+  if (lm->options_.max_chunk_tokens < 1) lm->options_.max_chunk_tokens = 1;
+  lm->ctx_ = std::make_unique<CpuContext>(options.threads);
+  LLMC_ASSIGN_OR_RETURN(lm->final_norm_,
+                        lm->loader_->LoadDense("model.norm.weight", {lm->spec_.hidden_size}));
+  return lm;
+}
+
+const RopeTable& CausalLm::Rope(int64_t seq_len) const {
+  if (rope_ == nullptr || rope_->max_positions() < seq_len)
+    rope_ = std::make_unique<RopeTable>(spec_.rope, spec_.head_dim, seq_len);
+  return *rope_;
+}
+
+absl::StatusOr<HiddenStates> CausalLm::Embed(absl::Span<const int32_t> ids, int64_t num_seqs,
+                                             int64_t seq_len) const {
+  if (num_seqs < 0 || seq_len < 1 || static_cast<int64_t>(ids.size()) != num_seqs * seq_len)
+    return absl::InvalidArgumentError(
+        absl::StrCat("Embed: ", ids.size(), " token ids do not make ", num_seqs, " sequences of ", seq_len));
+  HiddenStates x;
+  x.num_seqs = num_seqs;
+  x.seq_len = seq_len;
+  x.hidden = spec_.hidden_size;
+  x.data.resize(static_cast<size_t>(x.tokens() * x.hidden));
+  LLMC_RETURN_IF_ERROR(loader_->GatherRows("model.embed_tokens.weight", spec_.vocab_size, spec_.hidden_size,
+                                           ids, x.data.data()));
+  return x;
+}
+
+absl::StatusOr<LinearWeight> CausalLm::LoadLinear(const std::string& module, int layer, int64_t out,
+                                                  int64_t in, bool bias) const {
+  LinearWeight w;
+  w.name = module;
+  w.layer = layer;
+  w.out_features = out;
+  w.in_features = in;
+  LLMC_ASSIGN_OR_RETURN(w.weight, loader_->LoadLinearWeight(module, out, in));
+  if (bias) {
+    LLMC_ASSIGN_OR_RETURN(w.bias, loader_->LoadDense(module + ".bias", {out}));
+  }
+  return w;
+}
+
+absl::StatusOr<std::unique_ptr<DecoderBlock>> CausalLm::LoadBlock(int layer, LinearHooks* hooks) const {
+  if (layer < 0 || layer >= spec_.num_layers)
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer ", layer, " is outside [0, ", spec_.num_layers, ")"));
+  auto b = std::make_unique<DecoderBlock>();
+  b->layer = layer;
+  const std::string p = absl::StrCat("model.layers.", layer, ".");
+  const int64_t H = spec_.hidden_size, Q = spec_.q_size(), KV = spec_.kv_size(), I = spec_.intermediate_size;
+  LLMC_ASSIGN_OR_RETURN(b->input_norm, loader_->LoadDense(p + "input_layernorm.weight", {H}));
+  LLMC_ASSIGN_OR_RETURN(b->post_attention_norm,
+                        loader_->LoadDense(p + "post_attention_layernorm.weight", {H}));
+  if (spec_.qk_norm) {
+    LLMC_ASSIGN_OR_RETURN(b->q_norm, loader_->LoadDense(p + "self_attn.q_norm.weight", {spec_.head_dim}));
+    LLMC_ASSIGN_OR_RETURN(b->k_norm, loader_->LoadDense(p + "self_attn.k_norm.weight", {spec_.head_dim}));
+  }
+  struct Job {
+    LinearWeight* dst;
+    const char* name;
+    int64_t out, in;
+    bool bias;
+  };
+  const Job jobs[] = {
+      {&b->q_proj, "self_attn.q_proj", Q, H, spec_.qkv_bias},
+      {&b->k_proj, "self_attn.k_proj", KV, H, spec_.qkv_bias},
+      {&b->v_proj, "self_attn.v_proj", KV, H, spec_.qkv_bias},
+      {&b->o_proj, "self_attn.o_proj", H, Q, spec_.o_bias},
+      {&b->gate_proj, "mlp.gate_proj", I, H, spec_.mlp_bias},
+      {&b->up_proj, "mlp.up_proj", I, H, spec_.mlp_bias},
+      {&b->down_proj, "mlp.down_proj", H, I, spec_.mlp_bias},
+  };
+  constexpr int kJobs = sizeof(jobs) / sizeof(jobs[0]);
+  // Conversion and dequantization of the modules run side by side; hooks then see them in order.
+  std::vector<absl::Status> status(kJobs);
+  ctx_->ParallelFor(kJobs, 1, [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) {
+      auto w = LoadLinear(p + jobs[j].name, layer, jobs[j].out, jobs[j].in, jobs[j].bias);
+      if (w.ok()) {
+        *jobs[j].dst = std::move(*w);
+      } else {
+        status[j] = w.status();
+      }
+    }
+  });
+  for (const auto& s : status) LLMC_RETURN_IF_ERROR(s);
+  if (hooks != nullptr)
+    for (LinearWeight* w : b->linears()) LLMC_RETURN_IF_ERROR(hooks->OnWeightLoaded(w));
+  return b;
+}
+
+absl::Status CausalLm::RunBlock(const DecoderBlock& block, HiddenStates* x, LinearHooks* hooks) const {
+  if (x->hidden != spec_.hidden_size)
+    return absl::InvalidArgumentError(
+        absl::StrCat("RunBlock: hidden states have width ", x->hidden, ", the model ", spec_.hidden_size));
+  return RunDecoderBlock(spec_, Rope(x->seq_len), block, x, hooks, options_.max_chunk_tokens, ctx_.get());
+}
+
+absl::Status CausalLm::ApplyFinalNorm(HiddenStates* x) const {
+  if (x->hidden != spec_.hidden_size)
+    return absl::InvalidArgumentError(absl::StrCat("ApplyFinalNorm: hidden states have width ", x->hidden,
+                                                   ", the model ", spec_.hidden_size));
+  RmsNorm(x->data.data(), x->tokens(), x->hidden, final_norm_.data(), static_cast<float>(spec_.rms_norm_eps),
+          x->data.data(), ctx_.get());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LinearWeight> CausalLm::LoadLmHead(LinearHooks* hooks) const {
+  LinearWeight w;
+  if (spec_.tie_word_embeddings) {
+    w.name = "lm_head";
+    w.out_features = spec_.vocab_size;
+    w.in_features = spec_.hidden_size;
+    LLMC_ASSIGN_OR_RETURN(
+        w.weight, loader_->LoadDense("model.embed_tokens.weight", {spec_.vocab_size, spec_.hidden_size}));
+  } else {
+    if (!loader_->Has("lm_head.weight") && !loader_->Has("lm_head.weight_packed"))
+      return absl::NotFoundError(absl::StrCat(dir_->path(),
+                                              ": no lm_head.weight and tie_word_embeddings is false; ",
+                                              "the checkpoint does not match its config.json"));
+    LLMC_ASSIGN_OR_RETURN(w, LoadLinear("lm_head", -1, spec_.vocab_size, spec_.hidden_size, false));
+  }
+  if (hooks != nullptr) LLMC_RETURN_IF_ERROR(hooks->OnWeightLoaded(&w));
+  return w;
+}
+
+absl::Status CausalLm::Logits(const LinearWeight& head, const float* x, int64_t rows, float* logits,
+                              LinearHooks* hooks) const {
+  if (hooks != nullptr)
+    LLMC_RETURN_IF_ERROR(hooks->OnInput(head, absl::MakeConstSpan(x, rows * head.in_features), rows));
+  LinearForward(x, rows, head.in_features, head.weight.data(), head.bias.empty() ? nullptr : head.bias.data(),
+                head.out_features, logits, ctx_.get());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<float>> CausalLm::Forward(
+    absl::Span<const int32_t> ids, int64_t num_seqs, int64_t seq_len,
+    const std::function<void(int, const HiddenStates&)>& on_hidden, LinearHooks* hooks) const {
+  LLMC_ASSIGN_OR_RETURN(HiddenStates x, Embed(ids, num_seqs, seq_len));
+  if (on_hidden) on_hidden(0, x);
+  for (int layer = 0; layer < spec_.num_layers; ++layer) {
+    LLMC_ASSIGN_OR_RETURN(auto block, LoadBlock(layer, hooks));
+    LLMC_RETURN_IF_ERROR(RunBlock(*block, &x, hooks));
+    if (layer + 1 == spec_.num_layers) LLMC_RETURN_IF_ERROR(ApplyFinalNorm(&x));
+    if (on_hidden) on_hidden(layer + 1, x);
+  }
+  LLMC_ASSIGN_OR_RETURN(LinearWeight head, LoadLmHead(hooks));
+  std::vector<float> logits(static_cast<size_t>(x.tokens() * spec_.vocab_size));
+  LLMC_RETURN_IF_ERROR(Logits(head, x.data.data(), x.tokens(), logits.data(), hooks));
+  return logits;
+}
+
+}  // namespace llmc

@@ -1,0 +1,77 @@
+#include "engine/model/decoder_block.h"
+
+#include <algorithm>
+
+#include "common/status_macros.h"
+
+namespace llmc {
+
+uint64_t DecoderBlock::bytes() const {
+  uint64_t n = input_norm.size() + post_attention_norm.size() + q_norm.size() + k_norm.size();
+  for (const LinearWeight* l : linears()) n += l->weight.size() + l->bias.size();
+  return n * sizeof(float);
+}
+
+namespace {
+
+// y = x W^T + b for `tokens` rows, after letting the hooks see x.
+absl::Status Linear(const LinearWeight& w, const float* x, int64_t tokens, float* y, LinearHooks* hooks,
+                    CpuContext* ctx) {
+  if (hooks != nullptr)
+    LLMC_RETURN_IF_ERROR(hooks->OnInput(w, absl::MakeConstSpan(x, tokens * w.in_features), tokens));
+  LinearForward(x, tokens, w.in_features, w.weight.data(), w.bias.empty() ? nullptr : w.bias.data(),
+                w.out_features, y, ctx);
+  return absl::OkStatus();
+}
+
+void AddInPlace(float* x, const float* y, int64_t n, CpuContext* ctx) {
+  ctx->ParallelFor(n, 1 << 15, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) x[i] += y[i];
+  });
+}
+
+}  // namespace
+
+absl::Status RunDecoderBlock(const ModelSpec& spec, const RopeTable& rope, const DecoderBlock& block,
+                             HiddenStates* x, LinearHooks* hooks, int64_t max_chunk_tokens, CpuContext* ctx) {
+  const int64_t T = x->seq_len, H = spec.hidden_size, Q = spec.q_size(), KV = spec.kv_size();
+  const int64_t I = spec.intermediate_size;
+  const float eps = static_cast<float>(spec.rms_norm_eps);
+  const int64_t chunk_seqs =
+      std::max<int64_t>(1, std::min(x->num_seqs, max_chunk_tokens / std::max<int64_t>(T, 1)));
+  const int64_t max_rows = chunk_seqs * T;
+  std::vector<float> normed(max_rows * H), q(max_rows * Q), k(max_rows * KV), v(max_rows * KV),
+      attn(max_rows * Q);
+  std::vector<float> gate(max_rows * I), up(max_rows * I),
+      proj(max_rows * H);  // proj: o_proj / down_proj out
+  for (int64_t s0 = 0; s0 < x->num_seqs; s0 += chunk_seqs) {
+    const int64_t seqs = std::min(chunk_seqs, x->num_seqs - s0);
+    const int64_t rows = seqs * T;
+    float* xc = x->row(s0 * T);
+    // Attention.
+    RmsNorm(xc, rows, H, block.input_norm.data(), eps, normed.data(), ctx);
+    LLMC_RETURN_IF_ERROR(Linear(block.q_proj, normed.data(), rows, q.data(), hooks, ctx));
+    LLMC_RETURN_IF_ERROR(Linear(block.k_proj, normed.data(), rows, k.data(), hooks, ctx));
+    LLMC_RETURN_IF_ERROR(Linear(block.v_proj, normed.data(), rows, v.data(), hooks, ctx));
+    if (spec.qk_norm) {
+      RmsNorm(q.data(), rows * spec.num_heads, spec.head_dim, block.q_norm.data(), eps, q.data(), ctx);
+      RmsNorm(k.data(), rows * spec.num_kv_heads, spec.head_dim, block.k_norm.data(), eps, k.data(), ctx);
+    }
+    ApplyRotary(q.data(), seqs, T, spec.num_heads, rope, ctx);
+    ApplyRotary(k.data(), seqs, T, spec.num_kv_heads, rope, ctx);
+    CausalAttention(q.data(), k.data(), v.data(), seqs, T, spec.num_heads, spec.num_kv_heads, spec.head_dim,
+                    spec.sliding_window, attn.data(), ctx);
+    LLMC_RETURN_IF_ERROR(Linear(block.o_proj, attn.data(), rows, proj.data(), hooks, ctx));
+    AddInPlace(xc, proj.data(), rows * H, ctx);
+    // MLP.
+    RmsNorm(xc, rows, H, block.post_attention_norm.data(), eps, normed.data(), ctx);
+    LLMC_RETURN_IF_ERROR(Linear(block.gate_proj, normed.data(), rows, gate.data(), hooks, ctx));
+    LLMC_RETURN_IF_ERROR(Linear(block.up_proj, normed.data(), rows, up.data(), hooks, ctx));
+    SwiGlu(gate.data(), up.data(), rows * I, gate.data(), ctx);
+    LLMC_RETURN_IF_ERROR(Linear(block.down_proj, gate.data(), rows, proj.data(), hooks, ctx));
+    AddInPlace(xc, proj.data(), rows * H, ctx);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace llmc

@@ -1,0 +1,57 @@
+// One decoder block's fp32 weights and its forward pass on the CPU:
+//   x += o_proj(attention(rope(q_norm?(q_proj(n))), rope(k_norm?(k_proj(n))), v_proj(n)))   n = input_norm(x)
+//   x += down_proj(silu(gate_proj(m)) * up_proj(m))                                          m = post_norm(x)
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/model/architecture.h"
+#include "engine/model/cpu_context.h"
+#include "engine/model/cpu_ops.h"
+#include "engine/model/linear_hooks.h"
+
+namespace llmc {
+
+// The hidden states of a batch of equal-length sequences: [num_seqs * seq_len, hidden] row-major fp32,
+// sequence-major (token t of sequence s is row s * seq_len + t).
+struct HiddenStates {
+  int64_t num_seqs = 0;
+  int64_t seq_len = 0;
+  int64_t hidden = 0;
+  std::vector<float> data;
+
+  int64_t tokens() const { return num_seqs * seq_len; }
+  float* row(int64_t t) { return data.data() + t * hidden; }
+  const float* row(int64_t t) const { return data.data() + t * hidden; }
+};
+
+// A loaded block. The Linear weights may be changed between forward passes (e.g. replaced with their
+// quantized-dequantized values after calibration), keeping their sizes.
+struct DecoderBlock {
+  int layer = 0;
+  std::vector<float> input_norm;           // [hidden]
+  std::vector<float> post_attention_norm;  // [hidden]
+  std::vector<float> q_norm, k_norm;       // [head_dim] when spec.qk_norm, else empty
+  LinearWeight q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
+
+  // The seven Linear modules in the order the forward pass uses them.
+  std::vector<LinearWeight*> linears() {
+    return {&q_proj, &k_proj, &v_proj, &o_proj, &gate_proj, &up_proj, &down_proj};
+  }
+  std::vector<const LinearWeight*> linears() const {
+    return {&q_proj, &k_proj, &v_proj, &o_proj, &gate_proj, &up_proj, &down_proj};
+  }
+  // Bytes of fp32 weights held.
+  uint64_t bytes() const;
+};
+
+// Runs `block` on every sequence of `x` in place. Sequences are processed in chunks of whole sequences of
+// about `max_chunk_tokens` tokens (at least one sequence), which bounds the scratch memory to chunk_tokens *
+// 2 * (hidden + q_size + kv_size + intermediate) floats; the result does not depend on the chunk size beyond
+// float rounding. `rope` must cover x->seq_len positions. `hooks` may be null. Fails only when a hook fails.
+absl::Status RunDecoderBlock(const ModelSpec& spec, const RopeTable& rope, const DecoderBlock& block,
+                             HiddenStates* x, LinearHooks* hooks, int64_t max_chunk_tokens, CpuContext* ctx);
+
+}  // namespace llmc

@@ -1,0 +1,215 @@
+#include "engine/model/weight_loader.h"
+
+#include <cstring>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "engine/quant/weight_quantizer.h"
+
+namespace llmc {
+
+namespace {
+
+using json = nlohmann::json;
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+bool IsDenseFloat(DType d) { return d == DType::kBF16 || d == DType::kF16 || d == DType::kF32; }
+
+}  // namespace
+
+bool ConvertToFloat(const void* data, DType dtype, int64_t n, float* out) {
+  switch (dtype) {
+    case DType::kBF16: {
+      const auto* p = static_cast<const uint8_t*>(data);
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, p + 2 * i, 2);
+        out[i] = BF16ToFloat(h);
+      }
+      return true;
+    }
+    case DType::kF16: {
+      const auto* p = static_cast<const uint8_t*>(data);
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, p + 2 * i, 2);
+        out[i] = F16ToFloat(h);
+      }
+      return true;
+    }
+    case DType::kF32:
+      std::memcpy(out, data, static_cast<size_t>(n) * 4);
+      return true;
+    default:
+      return false;
+  }
+}
+
+absl::StatusOr<std::unique_ptr<WeightLoader>> WeightLoader::Create(const ModelDir* dir) {
+  std::unique_ptr<WeightLoader> l(new WeightLoader(dir));
+  const std::string source = (std::filesystem::path(dir->path()) / "config.json").string();
+  const std::string& td = dir->config().torch_dtype;
+  if (td == "float16") l->model_dtype_ = DType::kF16;
+  if (td == "float32") l->model_dtype_ = DType::kF32;
+  const json& cj = dir->config_json();
+  auto qit = cj.find("quantization_config");
+  if (qit == cj.end() || qit->is_null()) return l;
+  const json& qc = *qit;
+  auto bad = [&](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": quantization_config ", what));
+  };
+  if (!qc.is_object()) return bad("must be an object");
+  if (qc.value("quant_method", std::string("compressed-tensors")) != "compressed-tensors")
+    return absl::UnimplementedError(
+        absl::StrCat(source, ": quant_method '", qc["quant_method"].dump(),
+                     "' is not supported; llmc evaluates compressed-tensors checkpoints"));
+  if (auto it = qc.find("sparsity_config"); it != qc.end() && it->is_object() && !it->empty()) {
+    std::string fmt = it->value("format", std::string("dense"));
+    if (fmt != "dense")
+      return absl::UnimplementedError(
+          absl::StrCat(source, ": sparsity format '", fmt, "' is not supported by the llmc model runtime"));
+  }
+  auto groups_it = qc.find("config_groups");
+  if (groups_it == qc.end() || !groups_it->is_object()) return bad("has no 'config_groups' object");
+  std::string top_format = qc.value("format", std::string());
+  std::vector<std::pair<std::string, QuantScheme>> groups;
+  for (auto it = groups_it->begin(); it != groups_it->end(); ++it) {
+    auto scheme = QuantScheme::FromJson(
+        it.value(), absl::StrCat(source, ": quantization_config.config_groups.", it.key()));
+    if (!scheme.ok()) return scheme.status();
+    if (!scheme->format && !top_format.empty() && top_format != "mixed-precision")
+      scheme->format = top_format;
+    groups.emplace_back(it.key(), std::move(*scheme));
+  }
+  std::vector<std::string> ignore;
+  if (auto it = qc.find("ignore"); it != qc.end() && !it->is_null()) {
+    if (!it->is_array()) return bad("'ignore' must be a list");
+    for (const auto& i : *it) {
+      if (!i.is_string()) return bad("'ignore' must list strings");
+      ignore.push_back(i.get<std::string>());
+    }
+  }
+  auto cfg = QuantConfig::Create(std::move(groups), std::move(ignore));
+  if (!cfg.ok()) return absl::InvalidArgumentError(absl::StrCat(source, ": ", cfg.status().message()));
+  l->quant_ = std::move(*cfg);
+  return l;
+}
+
+absl::StatusOr<const ModelTensor*> WeightLoader::Get(const std::string& name) const {
+  const ModelTensor* t = dir_->Find(name);
+  if (t == nullptr)
+    return absl::NotFoundError(absl::StrCat(dir_->path(), ": tensor '", name,
+                                            "' is missing; the checkpoint does not match its config.json"));
+  return t;
+}
+
+absl::StatusOr<std::vector<float>> WeightLoader::LoadDense(const std::string& name,
+                                                           const std::vector<int64_t>& shape) const {
+  LLMC_ASSIGN_OR_RETURN(const ModelTensor* t, Get(name));
+  if (!IsDenseFloat(t->info->dtype))
+    return absl::InvalidArgumentError(absl::StrCat(dir_->path(), ": tensor '", name, "' has dtype ",
+                                                   DTypeName(t->info->dtype), "; expected BF16, F16 or F32"));
+  if (t->info->shape != shape)
+    return absl::InvalidArgumentError(absl::StrCat(dir_->path(), ": tensor '", name, "' has shape ",
+                                                   ShapeString(t->info->shape), " but config.json implies ",
+                                                   ShapeString(shape)));
+  std::vector<float> out(t->info->numel());
+  auto data = t->file->Data(*t->info);
+  ConvertToFloat(data.data(), t->info->dtype, static_cast<int64_t>(out.size()), out.data());
+  t->file->Release(*t->info);
+  return out;
+}
+
+const ConfigGroup* WeightLoader::GroupOf(const std::string& module) const {
+  if (!quant_) return nullptr;
+  int g = quant_->Match(module, "Linear");
+  if (g < 0) return nullptr;
+  const ConfigGroup& group = quant_->groups()[g];
+  if (!group.scheme.weights || group.format == "dense") return nullptr;
+  // A module the writer left dense (float `weight`, nothing packed) is read as such.
+  const ModelTensor* w = dir_->Find(module + ".weight");
+  if (w != nullptr && IsDenseFloat(w->info->dtype) && dir_->Find(module + ".weight_packed") == nullptr)
+    return nullptr;
+  return &group;
+}
+
+std::string WeightLoader::StorageOf(const std::string& module) const {
+  const ConfigGroup* g = GroupOf(module);
+  return g == nullptr ? "dense" : g->format;
+}
+
+absl::StatusOr<std::vector<float>> WeightLoader::LoadLinearWeight(const std::string& module,
+                                                                  int64_t out_features,
+                                                                  int64_t in_features) const {
+  const ConfigGroup* group = GroupOf(module);
+  if (group == nullptr) return LoadDense(module + ".weight", {out_features, in_features});
+  const QuantArgs& args = *group->scheme.weights;
+  // Scales of int/fp8 formats are stored in the model dtype; read it from the checkpoint when it says.
+  DType dtype = model_dtype_;
+  if (const ModelTensor* s = dir_->Find(module + ".weight_scale");
+      s != nullptr && IsDenseFloat(s->info->dtype))
+    dtype = s->info->dtype;
+  auto plan = PlanQuantizedWeight(module, out_features, in_features, dtype, args, group->format);
+  if (!plan.ok())
+    return absl::InvalidArgumentError(
+        absl::StrCat(dir_->path(), ": ", plan.status().message(), " (config group ", group->name, ")"));
+  std::vector<std::vector<uint8_t>> tensors;
+  std::vector<const ModelTensor*> used;
+  for (const OutputTensor& o : *plan) {
+    const std::string name = absl::StrCat(module, ".", o.suffix);
+    const ModelTensor* t = dir_->Find(name);
+    if (t == nullptr)
+      return absl::DataLossError(absl::StrCat(dir_->path(), ": tensor '", name, "' is missing; format ",
+                                              group->format, " of config group ", group->name, " needs it"));
+    if (t->info->dtype != o.dtype || t->info->shape != o.shape)
+      return absl::DataLossError(
+          absl::StrCat(dir_->path(), ": tensor '", name, "' is ", DTypeName(t->info->dtype), " ",
+                       ShapeString(t->info->shape), " but format ", group->format, " for a [", out_features,
+                       ", ", in_features, "] weight needs ", DTypeName(o.dtype), " ", ShapeString(o.shape)));
+    auto data = t->file->Data(*t->info);
+    tensors.emplace_back(data.begin(), data.end());
+    used.push_back(t);
+    if (o.suffix == "weight_shape") {
+      int64_t shape[2];
+      std::memcpy(shape, data.data(), sizeof(shape));
+      if (shape[0] != out_features || shape[1] != in_features)
+        return absl::DataLossError(absl::StrCat(dir_->path(), ": tensor '", name, "' says [", shape[0], ", ",
+                                                shape[1], "] but config.json implies [", out_features, ", ",
+                                                in_features, "]"));
+    }
+  }
+  for (const ModelTensor* t : used) t->file->Release(*t->info);
+  auto w = DequantizeWeight(out_features, in_features, dtype, args, group->format, tensors);
+  if (!w.ok())
+    return absl::DataLossError(absl::StrCat(dir_->path(), ": ", module, ": ", w.status().message()));
+  return std::move(*w);
+}
+
+absl::Status WeightLoader::GatherRows(const std::string& name, int64_t rows, int64_t cols,
+                                      absl::Span<const int32_t> ids, float* out) const {
+  LLMC_ASSIGN_OR_RETURN(const ModelTensor* t, Get(name));
+  if (!IsDenseFloat(t->info->dtype))
+    return absl::InvalidArgumentError(absl::StrCat(dir_->path(), ": tensor '", name, "' has dtype ",
+                                                   DTypeName(t->info->dtype), "; expected BF16, F16 or F32"));
+  if (t->info->shape != std::vector<int64_t>{rows, cols})
+    return absl::InvalidArgumentError(absl::StrCat(dir_->path(), ": tensor '", name, "' has shape ",
+                                                   ShapeString(t->info->shape), " but config.json implies [",
+                                                   rows, ", ", cols, "]"));
+  const uint8_t* base = t->file->Data(*t->info).data();
+  const size_t row_bytes = static_cast<size_t>(cols) * DTypeSize(t->info->dtype);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= rows)
+      return absl::InvalidArgumentError(absl::StrCat("token id ", ids[i], " at position ", i,
+                                                     " is outside the vocabulary [0, ", rows, ") of ",
+                                                     dir_->path()));
+    ConvertToFloat(base + ids[i] * row_bytes, t->info->dtype, cols, out + i * cols);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace llmc
