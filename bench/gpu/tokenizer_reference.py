@@ -41,7 +41,7 @@ def main():
 
     inputs = [("text:%d" % i, t) for i, t in enumerate(a.text)]
     for f in a.file:
-        with open(f, encoding="utf-8") as fh:
+        with open(f, encoding="utf-8", newline="") as fh:  # exact bytes, as llmc tokenize --file reads them
             inputs.append(("file:" + f, fh.read()))
     if a.strings:
         with open(a.strings, encoding="utf-8") as fh:
