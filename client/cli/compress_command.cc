@@ -10,6 +10,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "client/cli/cli_errors.h"
 #include "common/util.h"
 #include "engine/format/recipe.h"
 #include "engine/io/model_dir.h"
@@ -23,13 +24,6 @@ namespace {
 std::atomic<bool> g_cancel{false};
 void OnSignal(int) { g_cancel = true; }
 
-int Fail(const absl::Status& s) {
-  std::string msg(s.message());
-  for (char& c : msg)
-    if (c == '\n') c = ' ';
-  std::fprintf(stderr, "llmc: error: %s\n", msg.c_str());
-  return s.code() == absl::StatusCode::kCancelled ? 130 : 1;
-}
 
 void DrawProgress(const CompressProgress& p, double t0) {
   double frac = p.bytes_total ? static_cast<double>(p.bytes_done) / p.bytes_total : 0.0;

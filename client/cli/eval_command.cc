@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "client/cli/cli_errors.h"
 #include "common/util.h"
 #include "engine/io/model_dir.h"
 #include "engine/model/causal_lm.h"
@@ -19,13 +20,6 @@ namespace llmc::cli {
 
 namespace {
 
-int Fail(const absl::Status& s) {
-  std::string msg(s.message());
-  for (char& c : msg)
-    if (c == '\n') c = ' ';
-  std::fprintf(stderr, "llmc: error: %s\n", msg.c_str());
-  return 1;
-}
 
 // A local path from a path or file:// URI; object storage is not read by eval yet.
 absl::StatusOr<std::string> LocalPath(const std::string& uri, absl::string_view what) {

@@ -1,5 +1,6 @@
 #include "client/cli/tokenize_command.h"
 
+#include "client/cli/cli_errors.h"
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -17,13 +18,6 @@ namespace llmc::cli {
 
 namespace {
 
-int Fail(const absl::Status& s) {
-  std::string msg(s.message());
-  for (char& c : msg)
-    if (c == '\n') c = ' ';
-  std::fprintf(stderr, "llmc: error: %s\n", msg.c_str());
-  return 1;
-}
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model) {
   std::error_code ec;

@@ -174,6 +174,36 @@ TEST_F(CliTest, BadInputsEndInOneLineErrors) {
   ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme W4A16 --max-shard-size 5XB"), "max-shard-size");
 }
 
+TEST_F(CliTest, TokenizeAndEvalTheFixture) {
+  if (!testing::HaveShared("models/llmc-fixture-llama")) GTEST_SKIP() << "no ../shared/models/llmc-fixture-llama";
+  std::string model = testing::Shared("models/llmc-fixture-llama");
+  Result r = Llmc("tokenize " + model + " --text 'Hello, world!' --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["ids"], nlohmann::json({0, 42, 588, 81, 14, 995, 3}));  // goldens.json
+  r = Llmc("tokenize " + model + " --text 'Hello, world!' --no-special");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("42 588 81 14 995 3"));
+  // Evaluate the original and its W4A16 compression on two windows: the compressed model is a bit worse.
+  std::string text = testing::Shared("data/eval.txt");
+  r = Llmc("eval " + model + " --text " + text + " --max-windows 2 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto base = nlohmann::json::parse(r.out);
+  EXPECT_EQ(base["tokens"], 1024);
+  double ppl = base["perplexity"].get<double>();
+  EXPECT_GT(ppl, 5.0);
+  EXPECT_LT(ppl, 100.0);
+  ASSERT_EQ(Llmc("compress " + model + " " + (tmp_ / "w4") + " --scheme W4A16").code, 0);
+  r = Llmc("eval " + (tmp_ / "w4") + " --text " + text + " --max-windows 2 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  double ppl4 = nlohmann::json::parse(r.out)["perplexity"].get<double>();
+  EXPECT_GT(ppl4, ppl);
+  EXPECT_LT(ppl4, ppl * 1.2);
+  // Bad inputs.
+  ExpectOneLineError(Llmc("eval " + model + " --text " + (tmp_ / "missing.txt")), "missing.txt");
+  ExpectOneLineError(Llmc("eval " + (tmp_ / "model") + " --text " + text), "tokenizer");
+  ExpectOneLineError(Llmc("tokenize " + (tmp_ / "nope") + " --text hi"), "nope");
+}
+
 TEST_F(CliTest, FullDiskFailsCleanly) {
   TempDir mnt;
   if (geteuid() != 0 || mount("tmpfs", mnt.path().c_str(), "tmpfs", 0, "size=256k") != 0)
