@@ -1,3 +1,4 @@
+#include "common/testing/temp_dir.h"
 #include "engine/io/model_dir.h"
 
 #include <gmock/gmock.h>
@@ -19,22 +20,7 @@ namespace fs = std::filesystem;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "llmc-model-dir-test-XXXXXX").string();
-    if (mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  std::string operator/(const std::string& rel) const { return (fs::path(path_) / rel).string(); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::llmc::testing::TempDir;
 
 void WriteText(const std::string& path, const std::string& text) { std::ofstream(path, std::ios::trunc) << text; }
 

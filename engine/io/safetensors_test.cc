@@ -1,3 +1,4 @@
+#include "common/testing/temp_dir.h"
 #include "engine/io/safetensors.h"
 
 #include <gmock/gmock.h>
@@ -18,23 +19,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-// A fresh temporary directory, removed with its contents at destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "llmc-safetensors-test-XXXXXX").string();
-    if (mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  std::string operator/(const std::string& rel) const { return (fs::path(path_) / rel).string(); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::llmc::testing::TempDir;
 
 void WriteBytes(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);

@@ -1,5 +1,6 @@
 // Loading dense and compressed-tensors weights, against the compressed-tensors library's own checkpoints in
 // ../shared/golden/ct (a small random Llama quantized by compressed-tensors 0.18).
+#include "common/testing/temp_dir.h"
 #include "engine/model/weight_loader.h"
 
 #include <gmock/gmock.h>
@@ -136,21 +137,7 @@ TEST(WeightLoaderTest, DenseLoadChecksNameShapeAndDtype) {
               HasSubstr("token id 1000 at position 1 is outside the vocabulary"));
 }
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "llmc-weight-loader-test-XXXXXX").string();
-    if (mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::llmc::testing::TempDir;
 
 // Copies checkpoint `src` to `dst` with `edit` applied to each tensor (return false to drop it).
 void CopyCheckpoint(const std::string& src, const std::string& dst,

@@ -1,3 +1,4 @@
+#include "common/testing/temp_dir.h"
 #include "engine/tokenizer/tokenizer.h"
 
 #include <gmock/gmock.h>
@@ -41,27 +42,7 @@ std::string ReadAll(const std::string& path) {
   return ss.str();
 }
 
-// A file in a fresh temporary directory, removed with it.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "llmc_tokenizer_test_XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string Write(const std::string& name, const std::string& content) const {
-    const std::string p = (fs::path(path_) / name).string();
-    std::ofstream(p, std::ios::binary) << content;
-    return p;
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::llmc::testing::TempDir;
 
 // The pre-tokenizer regex of Llama-3 and Qwen2 tokenizer.json files.
 constexpr char kLlama3PatternForTests[] =

@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <string>
 
+#include "common/testing/temp_dir.h"
+
 namespace llmc::testing {
 
 inline std::string SharedDir() {
@@ -14,22 +16,5 @@ inline std::string SharedDir() {
 inline bool HaveShared(const std::string& rel) { return std::filesystem::exists(std::filesystem::path(SharedDir()) / rel); }
 inline std::string Shared(const std::string& rel) { return (std::filesystem::path(SharedDir()) / rel).string(); }
 
-// A fresh temporary directory removed at destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "llmc-test-XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& rel) const { return (std::filesystem::path(path_) / rel).string(); }
-
- private:
-  std::string path_;
-};
 
 }  // namespace llmc::testing
