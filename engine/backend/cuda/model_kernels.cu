@@ -3,15 +3,9 @@
 #include <string>
 #include <vector>
 
+#include "engine/backend/cuda/cuda_check.h"
 #include "engine/backend/cuda/model_kernels.h"
 
-#define LLMC_CUDA_TRY(expr)                                                                              \
-  do {                                                                                                   \
-    cudaError_t err_ = (expr);                                                                           \
-    if (err_ != cudaSuccess)                                                                             \
-      return std::string(#expr) + " failed at " __FILE__ ":" + std::to_string(__LINE__) + ": " +         \
-             cudaGetErrorString(err_);                                                                   \
-  } while (0)
 
 namespace llmc::cuda {
 
