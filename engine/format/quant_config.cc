@@ -112,7 +112,7 @@ json QuantConfig::ToJson(const std::vector<std::string>& ignored_modules) const 
   j["format"] = TopFormat();
   j["global_compression_ratio"] = nullptr;
   j["ignore"] = ignored_modules;
-  j["kv_cache_scheme"] = nullptr;
+  j["kv_cache_scheme"] = kv_cache_scheme ? kv_cache_scheme->ToJson() : json(nullptr);
   j["quant_method"] = "compressed-tensors";
   j["quantization_status"] = "compressed";
   j["sparsity_config"] = json::object();

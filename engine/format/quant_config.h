@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -63,6 +64,8 @@ class QuantConfig {
   std::string RecipeYaml() const;
   // A one-line description: "W4A16" preset name if it came from a preset, else the group formats.
   std::string preset_name;
+  // fp8 kv cache (static per-tensor k_scale/v_scale on each attention module), or none.
+  std::optional<QuantArgs> kv_cache_scheme;
 
  private:
   std::vector<ConfigGroup> groups_;

@@ -260,30 +260,14 @@ QuantizationModifier:
 // ParseRecipe errors: each says what is supported
 // ---------------------------------------------------------------------------------------------------------------
 
-TEST(ParseRecipeErrorTest, CalibratedModifiersAreUnimplemented) {
-  for (const char* m : {"GPTQModifier", "AWQModifier", "SmoothQuantModifier", "SparseGPTModifier"}) {
+TEST(ParseRecipeErrorTest, CalibratedRecipesNeedData) {
+  for (const char* m : {"GPTQModifier", "AWQModifier"}) {
     std::string yaml = std::string("default_stage:\n  default_modifiers:\n    ") + m + ":\n      scheme: W4A16\n";
     auto c = ParseRecipe(yaml, "recipe.yaml");
     ASSERT_FALSE(c.ok()) << m;
-    EXPECT_EQ(c.status().code(), absl::StatusCode::kUnimplemented) << m;
-    EXPECT_THAT(Msg(c.status()), HasSubstr(m));
-    EXPECT_THAT(Msg(c.status()), HasSubstr("QuantizationModifier"));
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kFailedPrecondition) << m;
+    EXPECT_THAT(Msg(c.status()), HasSubstr("--dataset"));
   }
-}
-
-TEST(ParseRecipeErrorTest, GptqInASecondStageIsStillReported) {
-  auto c = ParseRecipe(R"(
-stage_a:
-  mods:
-    QuantizationModifier: {scheme: W4A16}
-stage_b:
-  mods:
-    GPTQModifier: {scheme: W4A16}
-)",
-                       "recipe.yaml");
-  ASSERT_FALSE(c.ok());
-  EXPECT_EQ(c.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(Msg(c.status()), HasSubstr("GPTQModifier"));
 }
 
 TEST(ParseRecipeErrorTest, UnknownModifierListsWhatIsSupported) {
@@ -333,12 +317,12 @@ TEST(ParseRecipeErrorTest, UnknownPresetListsThePresets) {
   EXPECT_THAT(Msg(c.status()), HasSubstr("W4A16"));
 }
 
-TEST(ParseRecipeErrorTest, KvCacheSchemeIsUnimplemented) {
-  auto c = ParseRecipe("QuantizationModifier:\n  scheme: FP8\n  kv_cache_scheme: {num_bits: 8, type: float}\n",
+TEST(ParseRecipeErrorTest, KvCacheSchemeNeedsData) {
+  auto c = ParseRecipe("QuantizationModifier:\n  scheme: FP8_DYNAMIC\n  kv_cache_scheme: {num_bits: 8, type: float}\n",
                        "recipe.yaml");
   ASSERT_FALSE(c.ok());
-  EXPECT_EQ(c.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(Msg(c.status()), HasSubstr("kv_cache_scheme"));
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(Msg(c.status()), HasSubstr("calibration"));
 }
 
 TEST(ParseRecipeErrorTest, StructuralProblems) {
