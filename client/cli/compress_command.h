@@ -8,8 +8,9 @@ namespace llmc::cli {
 
 struct CompressArgs {
   std::string model, output, scheme, recipe, algorithm = "rtn", max_shard_size = "5GB", observer, device = "cpu";
-  std::string dataset;
-  int num_samples = 0, seq_len = 0, seed = 0;
+  std::string dataset, eval_text;
+  int64_t eval_max_windows = 200;
+  int num_samples = 0, seq_len = 0, seed = 42;
   bool calibration_flags_given = false;
   std::vector<std::string> ignore;
   bool ignore_given = false;

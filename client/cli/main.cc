@@ -15,8 +15,12 @@ int main(int argc, char** argv) {
   compress->add_option("MODEL", c.model, "Hugging Face model directory (safetensors)")->required();
   compress->add_option("OUTPUT", c.output, "output directory (created; see --overwrite)")->required();
   compress->add_option("--scheme", c.scheme, "preset scheme, e.g. W4A16, FP8_DYNAMIC, NVFP4A16 (see `llmc schemes`)");
-  compress->add_option("--recipe", c.recipe, "llm-compressor recipe YAML (QuantizationModifier)");
-  compress->add_option("--algorithm", c.algorithm, "rtn (data-free); calibrated algorithms need --dataset")
+  compress->add_option("--recipe", c.recipe,
+                       "llm-compressor recipe YAML (QuantizationModifier, GPTQModifier, AWQModifier, SmoothQuantModifier, "
+                       "SparseGPTModifier, WandaPruningModifier; see `llmc algorithms`)");
+  compress->add_option("--algorithm", c.algorithm,
+                       "with --scheme: rtn (data-free), gptq, awq, smoothquant+gptq, sparsegpt or wanda (2:4 + RTN); "
+                       "calibrated ones need --dataset")
       ->capture_default_str();
   auto* ign = compress->add_option("--ignore", c.ignore,
                                    "module to leave unquantized: exact name, re:REGEX or class name (repeatable; default lm_head)")
@@ -25,10 +29,12 @@ int main(int argc, char** argv) {
   compress->add_option("--max-shard-size", c.max_shard_size, "largest output shard, e.g. 5GB, 500MB")->capture_default_str();
   compress->add_option("--threads", c.threads, "worker threads (default: one per core)");
   compress->add_option("--device", c.device, "cpu or cuda (data-free compression runs on the CPU)")->capture_default_str();
-  compress->add_option("--dataset", c.dataset, "calibration data (calibrated algorithms)");
-  auto* ns = compress->add_option("--num-samples", c.num_samples, "calibration samples (calibrated algorithms)");
-  auto* sl = compress->add_option("--seq-len", c.seq_len, "calibration sequence length (calibrated algorithms)");
-  auto* sd = compress->add_option("--seed", c.seed, "calibration sampling seed (calibrated algorithms)");
+  compress->add_option("--dataset", c.dataset, "calibration data: plain text or JSONL (calibrated algorithms)");
+  auto* ns = compress->add_option("--num-samples", c.num_samples, "calibration samples (default 128)");
+  auto* sl = compress->add_option("--seq-len", c.seq_len, "calibration sequence length in tokens (default 512)");
+  auto* sd = compress->add_option("--seed", c.seed, "calibration sampling seed")->capture_default_str();
+  compress->add_option("--eval-text", c.eval_text, "also report perplexity before and after on this text file");
+  compress->add_option("--eval-max-windows", c.eval_max_windows, "windows of 512 tokens for --eval-text")->capture_default_str();
   compress->add_flag("--overwrite", c.overwrite, "replace OUTPUT if it exists");
   compress->add_flag("--json", c.json, "print the summary as one JSON object");
   compress->add_flag("--no-progress", c.no_progress, "no progress bar");

@@ -205,7 +205,9 @@ bool CompressionRecipe::NeedsCalibration() const {
   if (!quant) return false;
   if (quant->kv_cache_scheme) return true;
   for (const auto& g : quant->groups())
-    if (g.scheme.input_activations && !g.scheme.input_activations->is_dynamic()) return true;
+    if (g.scheme.input_activations &&
+        (!g.scheme.input_activations->is_dynamic() || g.scheme.input_activations->dynamic == "local"))
+      return true;
   return false;
 }
 
@@ -409,15 +411,21 @@ absl::StatusOr<CompressionRecipe> PresetRecipe(absl::string_view scheme, absl::s
     e << YAML::BeginMap << YAML::Key << "default_stage" << YAML::Value << YAML::BeginMap;
     e << YAML::Key << "default_modifiers" << YAML::Value << YAML::BeginMap;
     std::string quant_mod;
-    if (algo == "rtn") quant_mod = "QuantizationModifier";
-    else if (algo == "gptq" || algo == "smoothquant-gptq") quant_mod = "GPTQModifier";
+    if (algo == "smoothquant-gptq") algo = "smoothquant+gptq";
+    if (algo == "rtn" || algo == "sparsegpt" || algo == "wanda") quant_mod = "QuantizationModifier";
+    else if (algo == "gptq" || algo == "smoothquant+gptq") quant_mod = "GPTQModifier";
     else if (algo == "awq") quant_mod = "AWQModifier";
     else
       return absl::InvalidArgumentError(absl::StrCat("unknown --algorithm '", algorithm,
-                                                     "'; use rtn, gptq, awq or smoothquant-gptq (or a --recipe for pruning)"));
-    if (algo == "smoothquant-gptq")
+                                                     "'; use rtn, gptq, awq, smoothquant+gptq, sparsegpt or wanda"));
+    if (algo == "smoothquant+gptq")
       e << YAML::Key << "SmoothQuantModifier" << YAML::Value << YAML::BeginMap << YAML::Key << "smoothing_strength"
         << YAML::Value << 0.8 << YAML::EndMap;
+    if (algo == "sparsegpt" || algo == "wanda")  // 2:4 pruning, then the scheme by RTN
+      e << YAML::Key << (algo == "wanda" ? "WandaPruningModifier" : "SparseGPTModifier") << YAML::Value << YAML::BeginMap
+        << YAML::Key << "sparsity" << YAML::Value << 0.5 << YAML::Key << "mask_structure" << YAML::Value
+        << YAML::DoubleQuoted << "2:4" << YAML::Key << "targets" << YAML::Value << YAML::Flow << targets << YAML::Key
+        << "ignore" << YAML::Value << YAML::Flow << ignore << YAML::EndMap;
     e << YAML::Key << quant_mod << YAML::Value << YAML::BeginMap;
     e << YAML::Key << "targets" << YAML::Value << YAML::Flow << targets;
     e << YAML::Key << "ignore" << YAML::Value << YAML::Flow << ignore;

@@ -93,8 +93,9 @@ struct CompressionRecipe {
 // arguments fail naming `source` and listing what is supported.
 absl::StatusOr<CompressionRecipe> ParseCompressionRecipe(absl::string_view yaml_text, absl::string_view source);
 
-// The recipe of a preset run: `--scheme NAME --algorithm ALGO` (rtn, gptq, awq; smoothquant+gptq for W8A8 with
-// --algorithm smoothquant-gptq) with targets and ignore.
+// The recipe of a preset run: `--scheme NAME --algorithm ALGO` with targets and ignore. ALGO: rtn, gptq, awq,
+// smoothquant+gptq (SmoothQuant strength 0.8, then GPTQ; alias smoothquant-gptq), sparsegpt or wanda (50% 2:4
+// pruning, then the scheme by RTN).
 absl::StatusOr<CompressionRecipe> PresetRecipe(absl::string_view scheme, absl::string_view algorithm,
                                                std::vector<std::string> targets, std::vector<std::string> ignore);
 

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <numeric>
+#include <set>
 #include <mutex>
 #include <thread>
 
@@ -51,8 +52,12 @@ json CompressSummary::ToJson() const {
           {"shards", shards},
           {"threads", threads},
           {"peak_rss_bytes", peak_rss_bytes},
-          {"modules", mods}};
+          {"method", method},
+          {"modules", mods},
+          {"solve", solver_report}};
 }
+
+bool LayerSolver::Owns(const std::string& tensor_name) const { return absl::StartsWith(tensor_name, "model.layers."); }
 
 namespace {
 
@@ -69,6 +74,10 @@ struct Item {
   // Where each output goes: (shard index, tensor index in that shard)
   std::vector<std::pair<int, int>> dest;
   uint64_t out_bytes = 0;
+  // Produced by the LayerSolver (calibrated jobs); for a quantized module `outputs` includes its extras.
+  bool deferred = false;
+  // An extra tensor of the solver that has no input tensor (kv cache scales).
+  std::optional<TensorSpec> extra;
 };
 
 // Modules whose NVFP4 global scales are fused: siblings of the same parent in one of these families.
@@ -87,7 +96,7 @@ class Job {
   Job(const CompressOptions& o, const QuantConfig& c) : opt_(o), cfg_(c) {}
 
   absl::StatusOr<CompressSummary> Run() {
-    double t0 = NowSeconds();
+    t0_ = NowSeconds();
     LLMC_RETURN_IF_ERROR(CheckPaths());
     LLMC_ASSIGN_OR_RETURN(model_, ModelDir::Open(opt_.model_path));
     if (model_->config().has_quantization_config)
@@ -103,7 +112,7 @@ class Job {
       fs::remove_all(staging_, ec);
       return s;
     }
-    summary_.seconds = NowSeconds() - t0;
+    summary_.seconds = NowSeconds() - t0_;
     summary_.peak_rss_bytes = PeakRssBytes();
     return summary_;
   }
@@ -148,6 +157,14 @@ class Job {
           const auto& grp = cfg_.groups()[g];
           LLMC_ASSIGN_OR_RETURN(item.outputs, PlanQuantizedWeight(module, t.info->shape[0], t.info->shape[1], t.info->dtype,
                                                                   *grp.scheme.weights, grp.format));
+          if (opt_.solver && opt_.solver->Owns(name)) {
+            LLMC_ASSIGN_OR_RETURN(auto extra, opt_.solver->ExtraModuleTensors(module, g, t.info->shape[0], t.info->shape[1],
+                                                                              t.info->dtype));
+            for (auto& e : extra) item.outputs.push_back(std::move(e));
+          } else if (grp.scheme.input_activations && !grp.scheme.input_activations->is_dynamic()) {
+            return absl::InvalidArgumentError(absl::StrCat(module, ": static input activations need calibration, which ",
+                                                           "runs for decoder layers only; add ", module, " to ignore"));
+          }
           item.module = module;
           item.group = g;
           item.weight = &t;
@@ -164,7 +181,24 @@ class Job {
       } else {
         item.copy = &t;
       }
+      item.deferred = opt_.solver && opt_.solver->Owns(name);
       items_.push_back(std::move(item));
+    }
+    if (opt_.solver) {
+      // Each extra tensor goes right after the last item of its layer (so shards stay in layer order).
+      for (auto& spec : opt_.solver->ExtraTensors()) {
+        size_t pos = items_.size();
+        auto dot = spec.name.find('.', std::string("model.layers.").size());
+        std::string prefix = spec.name.substr(0, dot + 1);
+        for (size_t i = 0; i < items_.size(); ++i) {
+          const std::string& n = items_[i].copy ? items_[i].copy->info->name : items_[i].module;
+          if (!n.empty() && absl::StartsWith(n, prefix)) pos = i + 1;
+        }
+        Item extra;
+        extra.deferred = true;
+        extra.extra = spec;
+        items_.insert(items_.begin() + pos, std::move(extra));
+      }
     }
     if (mc.tie_word_embeddings && !has_lm_head) {
       if (cfg_.Match("lm_head", "Linear") >= 0)
@@ -173,7 +207,7 @@ class Job {
       ignored_.push_back("lm_head");
       ++summary_.modules_ignored;
     }
-    if (summary_.modules_quantized == 0)
+    if (summary_.modules_quantized == 0 && !opt_.solver)
       return absl::InvalidArgumentError(absl::StrCat(opt_.model_path, ": no module matches the targets of the scheme ",
                                                      "(after ignore); check targets and --ignore"));
     // Shards: consecutive items, a new shard when the next item would exceed the limit.
@@ -181,7 +215,9 @@ class Job {
     uint64_t cur = 0;
     for (auto& item : items_) {
       std::vector<TensorSpec> specs;
-      if (item.copy) {
+      if (item.extra) {
+        specs.push_back(*item.extra);
+      } else if (item.copy) {
         specs.push_back({item.copy->info->name, item.copy->info->dtype, item.copy->info->shape});
       } else {
         for (const auto& o : item.outputs) specs.push_back({absl::StrCat(item.module, ".", o.suffix), o.dtype, o.shape});
@@ -205,10 +241,14 @@ class Job {
       shard_names_.push_back(n == 1 ? "model.safetensors" : absl::StrFormat("model-%05d-of-%05d.safetensors", i + 1, n));
     shard_specs_ = std::move(shard_specs);
     summary_.shards = n;
+    for (const auto& item : items_) {
+      if (!item.deferred) continue;
+      for (const auto& [shard, idx] : item.dest) deferred_[shard_specs_[shard][idx].name] = {shard, idx};
+    }
     // NVFP4 fused sets.
     for (size_t i = 0; i < items_.size(); ++i) {
       const Item& it = items_[i];
-      if (!it.weight) continue;
+      if (!it.weight || it.deferred) continue;
       const auto& w = *cfg_.groups()[it.group].scheme.weights;
       if (!w.is_fp4() || w.strategy != Strategy::kTensorGroup) continue;
       std::string key = FusedKey(it.module);
@@ -370,11 +410,12 @@ class Job {
       fused_first[v.front()] = &v;
       for (size_t i : v) in_fused[i] = true;
     }
-    int modules_total = summary_.modules_quantized;
+    int modules_total = 0;
+    for (const auto& item : items_) modules_total += item.weight && !item.deferred;
     {
       ThreadPool pool(threads);
       for (size_t i = 0; i < items_.size(); ++i) {
-        if (in_fused[i] && !fused_first.count(i)) continue;
+        if (items_[i].deferred || (in_fused[i] && !fused_first.count(i))) continue;
         pool.Submit([this, i, &fused_first] {
           if (Stopped()) return;
           absl::Status s;
@@ -399,13 +440,53 @@ class Job {
     }
     if (failed_) return err_;
     if (opt_.cancel && opt_.cancel->load()) return absl::CancelledError("compression cancelled; no output was written");
-    if (opt_.on_progress) opt_.on_progress({bytes_done_.load(), summary_.input_bytes, modules_done_.load(), modules_total});
+    if (opt_.on_progress) {
+      CompressProgress p{bytes_done_.load(), summary_.input_bytes, modules_done_.load(), modules_total};
+      opt_.on_progress(p);
+    }
+    if (opt_.solver) LLMC_RETURN_IF_ERROR(RunSolver());
     for (auto& s : shards_) LLMC_RETURN_IF_ERROR(s->Close());
     size_t mi = 0;
     for (const auto& item : items_) {
-      if (item.copy && ModuleClass(item.copy->info->name, item.copy->info->shape.size()).empty()) continue;
+      if (item.extra || (item.copy && ModuleClass(item.copy->info->name, item.copy->info->shape.size()).empty())) continue;
       summary_.modules[mi++].bytes_out = item.out_bytes;
     }
+    return absl::OkStatus();
+  }
+
+  absl::Status RunSolver() {
+    std::set<std::string> emitted;
+    std::mutex mu;
+    EmitFn emit = [&](const std::string& name, absl::Span<const uint8_t> bytes) -> absl::Status {
+      auto it = deferred_.find(name);
+      if (it == deferred_.end()) return absl::InternalError(absl::StrCat("solver emitted an unplanned tensor ", name));
+      auto [shard, idx] = it->second;
+      const TensorSpec& spec = shard_specs_[shard][idx];
+      if (bytes.size() != spec.nbytes())
+        return absl::InternalError(absl::StrCat("solver emitted ", bytes.size(), " bytes for ", name, ", planned ", spec.nbytes()));
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!emitted.insert(name).second) return absl::InternalError(absl::StrCat("solver emitted ", name, " twice"));
+      }
+      LLMC_RETURN_IF_ERROR(shards_[shard]->Write(idx, 0, bytes));
+      bytes_done_ += bytes.size();
+      return absl::OkStatus();
+    };
+    const int modules_done = modules_done_.load();
+    auto progress = [&](const CompressProgress& p) {
+      if (!opt_.on_progress) return;
+      CompressProgress q = p;
+      q.bytes_done = bytes_done_.load();
+      q.bytes_total = summary_.input_bytes;
+      q.modules_done += modules_done;
+      q.modules_total = summary_.modules_quantized;
+      opt_.on_progress(q);
+    };
+    LLMC_RETURN_IF_ERROR(opt_.solver->Run(emit, progress, opt_.cancel));
+    if (opt_.cancel && opt_.cancel->load()) return absl::CancelledError("compression cancelled; no output was written");
+    for (const auto& [name, where] : deferred_)
+      if (!emitted.count(name)) return absl::InternalError(absl::StrCat("the solver did not produce ", name));
+    summary_.solver_report = opt_.solver->Report();
     return absl::OkStatus();
   }
 
@@ -420,9 +501,13 @@ class Job {
   absl::Status Finalize() {
     // config.json with quantization_config (keys sorted, as transformers writes it).
     json config = model_->config_json();
-    config["quantization_config"] = cfg_.ToJson(ignored_);
+    if (!cfg_.groups().empty()) config["quantization_config"] = cfg_.ToJson(ignored_);
     LLMC_RETURN_IF_ERROR(WriteFile(staging_ / "config.json", config.dump(2) + "\n"));
-    LLMC_RETURN_IF_ERROR(WriteFile(staging_ / "recipe.yaml", cfg_.RecipeYaml()));
+    LLMC_RETURN_IF_ERROR(WriteFile(staging_ / "recipe.yaml", opt_.recipe_yaml.empty() ? cfg_.RecipeYaml() : opt_.recipe_yaml));
+    summary_.method = opt_.method.empty() ? absl::StrCat("RTN ", summary_.scheme) : opt_.method;
+    summary_.seconds = NowSeconds() - t0_;
+    summary_.peak_rss_bytes = PeakRssBytes();
+    LLMC_RETURN_IF_ERROR(WriteFile(staging_ / "compression_report.json", summary_.ToJson().dump(2) + "\n"));
     if (shards_.size() > 1) {
       json index;
       uint64_t total = 0;
@@ -476,6 +561,8 @@ class Job {
   std::vector<std::vector<TensorSpec>> shard_specs_;
   std::vector<std::string> shard_names_;
   std::vector<std::unique_ptr<SafetensorsWriter>> shards_;
+  std::map<std::string, std::pair<int, int>> deferred_;  // solver-produced tensor -> (shard, index)
+  double t0_ = 0;
   CompressSummary summary_;
   std::atomic<uint64_t> bytes_done_{0};
   std::atomic<int> modules_done_{0};

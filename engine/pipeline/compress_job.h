@@ -15,7 +15,10 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "engine/format/quant_config.h"
+#include "engine/io/safetensors.h"
+#include "engine/quant/weight_quantizer.h"
 
 namespace llmc {
 
@@ -24,6 +27,32 @@ struct CompressProgress {
   uint64_t bytes_total = 0;  // input bytes in all
   int modules_done = 0;
   int modules_total = 0;
+  int blocks_done = 0;   // decoder blocks finished by a calibrated solve
+  int blocks_total = 0;  // 0 for data-free jobs
+  std::string stage;     // what runs now ("quantize", "calibrate block 3", ...)
+};
+
+using EmitFn = std::function<absl::Status(const std::string& tensor_name, absl::Span<const uint8_t> bytes)>;
+
+// Produces the tensors of the decoder layers (every tensor named `model.layers.N...`) with a calibrated solve;
+// the job plans the checkpoint, runs everything outside the layers itself, then hands the solver an emitter
+// that writes each tensor at its planned place (see engine/pipeline/sequential.h).
+class LayerSolver {
+ public:
+  virtual ~LayerSolver() = default;
+  // Whether the solver produces this checkpoint tensor (instead of the job copying or quantizing it).
+  virtual bool Owns(const std::string& tensor_name) const;
+  // Tensors a quantized module writes beyond its weight format's (weight_g_idx, input_scale, ...), in order.
+  virtual absl::StatusOr<std::vector<OutputTensor>> ExtraModuleTensors(const std::string& module, int group,
+                                                                     int64_t rows, int64_t cols, DType dtype) const = 0;
+  // Tensors that belong to no checkpoint tensor of the input (kv cache k_scale/v_scale).
+  virtual std::vector<TensorSpec> ExtraTensors() const = 0;
+  // Runs the solve, calling `emit` exactly once for every owned tensor, every module's outputs and extras, and
+  // every ExtraTensors() entry. `progress` may be called from the calling thread at any time.
+  virtual absl::Status Run(const EmitFn& emit, const std::function<void(const CompressProgress&)>& progress,
+                           const std::atomic<bool>* cancel) = 0;
+  // The solve's part of the report (per-module errors, per-block timings, ...).
+  virtual nlohmann::json Report() const = 0;
 };
 
 struct CompressOptions {
@@ -39,6 +68,12 @@ struct CompressOptions {
   std::function<void(const CompressProgress&)> on_progress;
   // Set to true (e.g. from a signal handler) to stop the job; it then fails with CANCELLED and cleans up.
   const std::atomic<bool>* cancel = nullptr;
+  // When set, the decoder layers come from this solver (calibrated compression); else the job is data-free.
+  LayerSolver* solver = nullptr;
+  // Recipe text written as recipe.yaml (default: the QuantizationModifier form of the config).
+  std::string recipe_yaml;
+  // One-line description of the method ("GPTQ W4A16") for the summary and report.
+  std::string method;
 };
 
 struct ModuleSummary {
@@ -62,6 +97,8 @@ struct CompressSummary {
   int threads = 0;
   uint64_t peak_rss_bytes = 0;
   std::vector<ModuleSummary> modules;
+  std::string method;
+  nlohmann::json solver_report;  // null for data-free jobs
   nlohmann::json ToJson() const;
 };
 

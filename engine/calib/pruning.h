@@ -1,0 +1,28 @@
+// Pruning one Linear of a block with the recipe's SparseGPT or Wanda settings (engine/algo does the math).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/algo/hessian.h"
+#include "engine/format/algorithms.h"
+#include "engine/model/linear_hooks.h"
+
+namespace llmc {
+
+struct PruneResult {
+  std::vector<uint8_t> mask;  // 1 = kept, 0 = pruned, [out, in]
+  double loss = 0;            // SparseGPT's loss (0 for Wanda)
+  double sparsity = 0;        // fraction of zeros after pruning
+};
+
+// Checks the recipe's pruning settings before a run (mask structure, sparsity range).
+absl::Status CheckSparsity(const SparsityParams& sp);
+
+// Prunes `w` in place (zeros stored dense, values rounded to the model dtype by the caller). SparseGPT needs
+// `hessian`, Wanda `row_norm`. Errors name the module.
+absl::StatusOr<PruneResult> PruneModule(const SparsityParams& sp, LinearWeight* w, const HessianAccumulator* hessian,
+                                        const RowNormAccumulator* row_norm, int threads);
+
+}  // namespace llmc

@@ -1,0 +1,743 @@
+#include "engine/calib/sequential_solver.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+#include "common/util.h"
+#include "engine/algo/gptq.h"
+#include "engine/algo/hessian.h"
+#include "engine/calib/pruning.h"
+#include "engine/model/causal_lm.h"
+#include "engine/quant/group_quantizer.h"
+#include "engine/quant/weight_quantizer.h"
+#include "engine/tokenizer/tokenizer.h"
+
+namespace llmc {
+
+using json = nlohmann::json;
+
+namespace {
+
+std::string Leaf(const std::string& module) {
+  auto dot = module.rfind('.');
+  return dot == std::string::npos ? module : module.substr(dot + 1);
+}
+
+// Modules that read the same input tensor share its statistics.
+std::string InputGroup(const std::string& module) {
+  const std::string leaf = Leaf(module);
+  const std::string parent = module.substr(0, module.size() - leaf.size());
+  if (leaf == "q_proj" || leaf == "k_proj" || leaf == "v_proj") return parent + "qkv";
+  if (leaf == "gate_proj" || leaf == "up_proj") return parent + "gate_up";
+  return module;
+}
+
+std::vector<uint8_t> ToDTypeBytes(const std::vector<float>& v, DType dtype) {
+  std::vector<uint8_t> out(v.size() * DTypeSize(dtype));
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (dtype == DType::kBF16) {
+      uint16_t h = FloatToBF16(v[i]);
+      std::memcpy(out.data() + 2 * i, &h, 2);
+    } else if (dtype == DType::kF16) {
+      uint16_t h = FloatToF16(v[i]);
+      std::memcpy(out.data() + 2 * i, &h, 2);
+    } else {
+      std::memcpy(out.data() + 4 * i, &v[i], 4);
+    }
+  }
+  return out;
+}
+
+float RoundToDType(float x, DType d) {
+  return d == DType::kBF16 ? RoundBF16(x) : d == DType::kF16 ? RoundF16(x) : x;
+}
+
+// What calibration collects in one pass.
+struct Wants {
+  std::set<std::string> hessian;      // input groups
+  std::set<std::string> row_norm;     // input groups (Wanda)
+  std::set<std::string> channel_max;  // input groups (SmoothQuant)
+  std::set<std::string> range;        // input groups (static activation scales)
+  bool kv = false;                    // k/v output ranges (kv cache scales)
+  bool empty() const { return hessian.empty() && row_norm.empty() && channel_max.empty() && range.empty() && !kv; }
+};
+
+struct GroupStats {
+  std::unique_ptr<HessianAccumulator> hessian;
+  std::unique_ptr<RowNormAccumulator> row_norm;
+  std::vector<float> channel_max;
+  float amax = 0;  // max |x| over every element (static scales)
+  float min = 0, max = 0;
+  int64_t tokens = 0;
+  bool nonfinite = false;
+};
+
+// The LinearHooks that collect statistics during a calibration pass.
+class CalibHooks : public LinearHooks {
+ public:
+  CalibHooks(const Wants& wants, const ModelSpec& spec, const RopeTable* rope, const DecoderBlock* block,
+             CpuContext* ctx)
+      : wants_(wants), spec_(spec), rope_(rope), block_(block), ctx_(ctx) {}
+
+  void set_seq_len(int64_t t) { seq_len_ = t; }
+  std::map<std::string, GroupStats>& stats() { return stats_; }
+  float k_amax() const { return k_amax_; }
+  float v_amax() const { return v_amax_; }
+
+  absl::Status OnInput(const LinearWeight& w, absl::Span<const float> input, int64_t tokens) override {
+    const std::string group = InputGroup(w.name);
+    const bool repeat = input.data() == last_ptr_ && group == last_group_;
+    last_ptr_ = input.data();
+    last_group_ = group;
+    if (wants_.kv) LLMC_RETURN_IF_ERROR(ObserveKv(w, input.data(), tokens));
+    if (repeat) return absl::OkStatus();
+    const int64_t cols = w.in_features;
+    const float* x = input.data();
+    const int64_t samples = seq_len_ > 0 ? std::max<int64_t>(1, tokens / seq_len_) : 1;
+    GroupStats* st = nullptr;
+    auto get = [&]() -> GroupStats& {
+      if (!st) st = &stats_[group];
+      st->tokens += 0;
+      return *st;
+    };
+    if (wants_.hessian.count(group)) {
+      GroupStats& s = get();
+      if (!s.hessian) s.hessian = std::make_unique<HessianAccumulator>(cols);
+      LLMC_RETURN_IF_ERROR(s.hessian->Add(x, tokens, samples));
+    }
+    if (wants_.row_norm.count(group)) {
+      GroupStats& s = get();
+      if (!s.row_norm) s.row_norm = std::make_unique<RowNormAccumulator>(cols);
+      LLMC_RETURN_IF_ERROR(s.row_norm->Add(x, tokens, samples));
+    }
+    if (wants_.channel_max.count(group) || wants_.range.count(group)) {
+      GroupStats& s = get();
+      if (s.channel_max.empty()) s.channel_max.assign(cols, 0.0f);
+      float mn = s.min, mx = s.max;
+      bool finite = true;
+      for (int64_t t = 0; t < tokens; ++t) {
+        const float* r = x + t * cols;
+        for (int64_t c = 0; c < cols; ++c) {
+          float v = r[c];
+          finite &= std::isfinite(v);
+          s.channel_max[c] = std::max(s.channel_max[c], std::fabs(v));
+          mn = std::min(mn, v);
+          mx = std::max(mx, v);
+        }
+      }
+      s.min = mn;
+      s.max = mx;
+      s.amax = std::max(-mn, mx);
+      s.nonfinite |= !finite;
+    }
+    if (st) st->tokens += tokens;
+    return absl::OkStatus();
+  }
+
+ private:
+  // k after its norm and rotary embedding, and v, as the kv cache stores them.
+  absl::Status ObserveKv(const LinearWeight& w, const float* x, int64_t tokens) {
+    const std::string leaf = Leaf(w.name);
+    if (leaf != "k_proj" && leaf != "v_proj") return absl::OkStatus();
+    std::vector<float> y(tokens * w.out_features);
+    LinearForward(x, tokens, w.in_features, w.weight.data(), w.bias.empty() ? nullptr : w.bias.data(),
+                  w.out_features, y.data(), ctx_);
+    if (leaf == "k_proj") {
+      if (spec_.qk_norm)
+        RmsNorm(y.data(), tokens * spec_.num_kv_heads, spec_.head_dim, block_->k_norm.data(),
+                static_cast<float>(spec_.rms_norm_eps), y.data(), ctx_);
+      ApplyRotary(y.data(), tokens / seq_len_, seq_len_, spec_.num_kv_heads, *rope_, ctx_);
+    }
+    float a = 0;
+    for (float v : y) a = std::max(a, std::fabs(v));
+    if (!std::isfinite(a))
+      return absl::InvalidArgumentError(absl::StrCat(w.name, ": NaN or Inf in the calibration activations"));
+    (leaf == "k_proj" ? k_amax_ : v_amax_) = std::max(leaf == "k_proj" ? k_amax_ : v_amax_, a);
+    return absl::OkStatus();
+  }
+
+  const Wants& wants_;
+  const ModelSpec& spec_;
+  const RopeTable* rope_;
+  const DecoderBlock* block_;
+  CpuContext* ctx_;
+  int64_t seq_len_ = 0;
+  const float* last_ptr_ = nullptr;
+  std::string last_group_;
+  std::map<std::string, GroupStats> stats_;
+  float k_amax_ = 0, v_amax_ = 0;
+};
+
+}  // namespace
+
+class SequentialSolver::Impl {
+ public:
+  Impl(const SequentialOptions& o, const CompressionRecipe& r, const QuantConfig& c) : opt_(o), recipe_(r), cfg_(c) {
+    comm_ = o.comm ? o.comm : &single_;
+  }
+
+  absl::Status Init() {
+    CausalLmOptions lo;
+    lo.threads = opt_.threads;
+    lo.max_chunk_tokens = opt_.max_chunk_tokens;
+    LLMC_ASSIGN_OR_RETURN(lm_, CausalLm::Open(opt_.model_path, lo));
+    const ModelSpec& spec = lm_->spec();
+    LLMC_ASSIGN_OR_RETURN(auto tok, Tokenizer::FromModelDir(opt_.model_path));
+    LLMC_ASSIGN_OR_RETURN(auto docs, LoadDocuments(opt_.dataset));
+    EncodeFn enc = [&](absl::string_view text) { return tok->Encode(text, /*add_special_tokens=*/false); };
+    LLMC_ASSIGN_OR_RETURN(CalibrationSamples cs, BuildCalibrationSamples(docs, enc, opt_.calibration));
+    for (auto& w : cs.warnings) warnings_.push_back(w);
+    // This rank's shard of the samples, grouped by length (a batch holds equal-length sequences).
+    std::map<size_t, std::vector<int32_t>> by_len;
+    std::map<size_t, int64_t> count;
+    for (size_t i = 0; i < cs.samples.size(); ++i) {
+      if (static_cast<int>(i % comm_->size()) != comm_->rank()) continue;
+      const auto& s = cs.samples[i];
+      if (s.empty()) continue;
+      by_len[s.size()].insert(by_len[s.size()].end(), s.begin(), s.end());
+      ++count[s.size()];
+      num_tokens_ += s.size();
+      ++num_samples_;
+    }
+    if (num_samples_ == 0)
+      return absl::InvalidArgumentError(absl::StrCat(opt_.dataset, ": no calibration samples; give more text"));
+    for (auto& [len, ids] : by_len) {
+      LLMC_ASSIGN_OR_RETURN(HiddenStates x, lm_->Embed(ids, count[len], static_cast<int64_t>(len)));
+      max_len_ = std::max<int64_t>(max_len_, len);
+      batches_.push_back(std::move(x));
+    }
+    // Model dtype: the dtype of the first decoder Linear weight.
+    const ModelTensor* t = lm_->dir().Find("model.layers.0.self_attn.q_proj.weight");
+    if (!t) return absl::InvalidArgumentError(absl::StrCat(opt_.model_path, ": no model.layers.0.self_attn.q_proj.weight"));
+    dtype_ = t->info->dtype;
+    (void)spec;
+    return CheckRecipe();
+  }
+
+  // The errors a run would hit late, raised now.
+  absl::Status CheckRecipe() {
+    for (const auto& g : cfg_.groups()) {
+      const auto& in = g.scheme.input_activations;
+      if (!in || (in->is_dynamic() && in->dynamic != "local")) continue;
+      if (in->dynamic == "local" && !in->is_fp4())
+        return absl::InvalidArgumentError(absl::StrCat(g.name, ".input_activations: dynamic local is for fp4 (NVFP4) only"));
+      if (in->dynamic == "false" && in->strategy != Strategy::kTensor)
+        return absl::InvalidArgumentError(absl::StrCat(g.name, ".input_activations: static activations need strategy tensor; ",
+                                                       "use dynamic: true for per-token scales"));
+      if (in->dynamic == "false" && !in->symmetric)
+        return absl::InvalidArgumentError(absl::StrCat(g.name, ".input_activations: static asymmetric activations are not ",
+                                                       "supported; use symmetric: true"));
+    }
+    if (recipe_.sparsity) LLMC_RETURN_IF_ERROR(CheckSparsity(*recipe_.sparsity));
+    return absl::OkStatus();
+  }
+
+  // --- planning ---------------------------------------------------------------------------------------------
+
+  absl::StatusOr<std::vector<OutputTensor>> Extras(const std::string& module, int group, int64_t rows, int64_t cols,
+                                                 DType dtype) const {
+    std::vector<OutputTensor> out;
+    const ConfigGroup& g = cfg_.groups()[group];
+    if (recipe_.gptq && g.scheme.weights) {
+      LLMC_ASSIGN_OR_RETURN(ResolvedActOrder ro, ResolveActOrder(module, recipe_.gptq->actorder, *g.scheme.weights));
+      if (ro.order == ActOrder::kGroup) out.push_back({"weight_g_idx", DType::kI32, {cols}});
+    }
+    const auto& in = g.scheme.input_activations;
+    if (in && in->dynamic == "false") out.push_back({"input_scale", dtype, {1}});
+    if (in && in->dynamic == "local") out.push_back({"input_global_scale", DType::kF32, {1}});
+    (void)rows;
+    return out;
+  }
+
+  std::vector<TensorSpec> ExtraTensors() const {
+    std::vector<TensorSpec> out;
+    if (!cfg_.kv_cache_scheme) return out;
+    for (int64_t l = 0; l < lm_->spec().num_layers; ++l)
+      for (const char* n : {"k_scale", "v_scale"})
+        out.push_back({absl::StrCat("model.layers.", l, ".self_attn.", n), dtype_, {1}});
+    return out;
+  }
+
+  // --- the run ----------------------------------------------------------------------------------------------
+
+  absl::Status Run(const EmitFn& emit, const std::function<void(const CompressProgress&)>& progress,
+                   const std::atomic<bool>* cancel) {
+    const int64_t layers = lm_->spec().num_layers;
+    t_start_ = NowSeconds();
+    for (int64_t l = 0; l < layers; ++l) {
+      if (cancel && cancel->load()) return absl::CancelledError("compression cancelled");
+      LLMC_RETURN_IF_ERROR(RunLayer(static_cast<int>(l), emit, progress, cancel));
+    }
+    if (progress) {
+      CompressProgress p;
+      p.blocks_done = p.blocks_total = static_cast<int>(layers);
+      p.modules_done = modules_done_;
+      p.stage = "done";
+      progress(p);
+    }
+    seconds_ = NowSeconds() - t_start_;
+    return absl::OkStatus();
+  }
+
+  json Report() const {
+    json j;
+    j["method"] = recipe_.Describe();
+    j["calibration"] = {{"dataset", opt_.dataset},
+                        {"samples", num_samples_},
+                        {"tokens", num_tokens_},
+                        {"seq_len", opt_.calibration.seq_len},
+                        {"seed", opt_.calibration.seed},
+                        {"ranks", comm_->size()}};
+    if (recipe_.gptq)
+      j["gptq"] = {{"block_size", recipe_.gptq->block_size},
+                   {"dampening_frac", recipe_.gptq->dampening_frac},
+                   {"actorder", recipe_.gptq->actorder}};
+    if (recipe_.smoothquant) j["smoothquant"] = {{"smoothing_strength", recipe_.smoothquant->smoothing_strength}};
+    if (recipe_.sparsity)
+      j["sparsity"] = {{"method", recipe_.sparsity->method},
+                       {"sparsity", recipe_.sparsity->sparsity},
+                       {"mask_structure", recipe_.sparsity->mask_structure}};
+    j["modules"] = modules_;
+    j["blocks"] = blocks_;
+    j["seconds"] = seconds_;
+    j["peak_rss_bytes"] = PeakRssBytes();
+    j["warnings"] = warnings_;
+    return j;
+  }
+
+  const std::vector<std::string>& warnings() const { return warnings_; }
+
+ private:
+  using Stats = std::map<std::string, GroupStats>;
+
+  // Runs `block` over a copy of every batch with hooks collecting `wants`.
+  absl::StatusOr<std::unique_ptr<CalibHooks>> Calibrate(const DecoderBlock& block, const Wants& wants) {
+    auto hooks = std::make_unique<CalibHooks>(wants, lm_->spec(), &lm_->Rope(max_len_), &block, lm_->context());
+    for (const HiddenStates& b : batches_) {
+      HiddenStates copy = b;
+      hooks->set_seq_len(b.seq_len);
+      LLMC_RETURN_IF_ERROR(lm_->RunBlock(block, &copy, hooks.get()));
+    }
+    // Statistics of all ranks' samples before any solve.
+    for (auto& [name, s] : hooks->stats()) {
+      if (s.nonfinite)
+        return absl::InvalidArgumentError(absl::StrCat(
+            name, ": NaN or Inf in the calibration activations (block ", block.layer,
+            "); the model overflows on this data in fp32; check the checkpoint or use other calibration data"));
+      if (s.hessian) LLMC_RETURN_IF_ERROR(ReduceHessian(s.hessian.get()));
+      if (!s.channel_max.empty()) LLMC_RETURN_IF_ERROR(comm_->AllReduceMax(absl::MakeSpan(s.channel_max)));
+      float mm[2] = {-s.min, s.max};
+      LLMC_RETURN_IF_ERROR(comm_->AllReduceMax(absl::MakeSpan(mm, 2)));
+      s.min = -mm[0];
+      s.max = mm[1];
+      s.amax = std::max(mm[0], mm[1]);
+    }
+    return hooks;
+  }
+
+  absl::Status ReduceHessian(HessianAccumulator* h) {
+    if (comm_->size() == 1) return absl::OkStatus();
+    return absl::UnimplementedError("multi-rank Hessian reduction needs the NCCL communicator");
+  }
+
+  static const GroupStats* Find(const Stats& s, const std::string& module) {
+    auto it = s.find(InputGroup(module));
+    return it == s.end() ? nullptr : &it->second;
+  }
+
+  // Scale of a static input (per-tensor, symmetric) from its observed range, as the library's observer
+  // computes qparams: stored in the model dtype.
+  absl::StatusOr<float> StaticInputScale(const std::string& module, const QuantArgs& in, const GroupStats& st) {
+    std::string fmt = in.type == QuantType::kFloat ? "float-quantized" : "int-quantized";
+    QuantArgs a = in;
+    a.dynamic = "false";
+    a.observer = "minmax";
+    LLMC_ASSIGN_OR_RETURN(GroupQuantizer q, GroupQuantizer::Create(module, 1, 2, dtype_, a, fmt));
+    float v[2] = {st.min, st.max};
+    LLMC_RETURN_IF_ERROR(q.Observe(v, 2, 0, 2, 0));
+    return q.params().scale[0];
+  }
+
+  // --- one block ----------------------------------------------------------------------------------------------
+
+  absl::Status RunLayer(int L, const EmitFn& emit, const std::function<void(const CompressProgress&)>& progress,
+                        const std::atomic<bool>* cancel) {
+    const int layers = static_cast<int>(lm_->spec().num_layers);
+    auto report = [&](const std::string& stage) {
+      if (!progress) return;
+      CompressProgress p;
+      p.blocks_done = L;
+      p.blocks_total = layers;
+      p.modules_done = modules_done_;
+      p.stage = absl::StrCat(stage, " block ", L + 1, "/", layers);
+      progress(p);
+    };
+    json blk = {{"layer", L}};
+    double t = NowSeconds();
+    report("load");
+    LLMC_ASSIGN_OR_RETURN(std::unique_ptr<DecoderBlock> block, lm_->LoadBlock(L));
+    blk["load_s"] = NowSeconds() - t;
+
+    // 1. Smoothing (SmoothQuant) from the block's input statistics.
+    if (recipe_.smoothquant) {
+      t = NowSeconds();
+      report("smooth");
+      Wants w;
+      for (const auto& m : recipe_.smoothquant->mappings)
+        for (const LinearWeight* lw : block->linears())
+          for (const auto& pat : m.balance)
+            if (MatchesPattern(pat, lw->name)) w.channel_max.insert(InputGroup(lw->name));
+      LLMC_ASSIGN_OR_RETURN(auto hooks, Calibrate(*block, w));
+      LLMC_RETURN_IF_ERROR(ApplySmoothQuant(block.get(), hooks->stats()));
+      blk["smooth_s"] = NowSeconds() - t;
+    }
+    if (cancel && cancel->load()) return absl::OkStatus();
+
+    // 2. Pruning (SparseGPT / Wanda).
+    std::map<std::string, std::vector<uint8_t>> keep;  // pruned modules' masks (GPTQ keeps their zeros)
+    if (recipe_.sparsity) {
+      t = NowSeconds();
+      report("prune");
+      const SparsityParams& sp = *recipe_.sparsity;
+      Wants w;
+      for (const LinearWeight* lw : block->linears())
+        if (SparsityTargets(sp, lw->name)) (sp.method == "wanda" ? w.row_norm : w.hessian).insert(InputGroup(lw->name));
+      LLMC_ASSIGN_OR_RETURN(auto hooks, Calibrate(*block, w));
+      for (LinearWeight* lw : block->linears()) {
+        if (!SparsityTargets(sp, lw->name)) continue;
+        const GroupStats* st = Find(hooks->stats(), lw->name);
+        if (!st) return absl::InternalError(absl::StrCat(lw->name, ": no calibration statistics"));
+        double t0 = NowSeconds();
+        LLMC_ASSIGN_OR_RETURN(PruneResult pr, PruneModule(sp, lw, st->hessian.get(),
+                                                          st->row_norm.get(), opt_.threads));
+        keep[lw->name] = std::move(pr.mask);
+        module_info_[lw->name]["prune"] = {{"method", sp.method}, {"loss", pr.loss},
+                                           {"sparsity", pr.sparsity}, {"seconds", NowSeconds() - t0}};
+      }
+      blk["prune_s"] = NowSeconds() - t;
+    }
+    if (cancel && cancel->load()) return absl::OkStatus();
+
+    // 3. Calibration for quantization: Hessians (GPTQ), static input ranges, kv cache ranges.
+    Wants qw;
+    for (const LinearWeight* lw : block->linears()) {
+      int g = cfg_.Match(lw->name, "Linear");
+      if (g < 0 || !cfg_.groups()[g].scheme.weights) continue;
+      if (recipe_.gptq) qw.hessian.insert(InputGroup(lw->name));
+      const auto& in = cfg_.groups()[g].scheme.input_activations;
+      if (in && (in->dynamic == "false" || in->dynamic == "local")) qw.range.insert(InputGroup(lw->name));
+    }
+    qw.kv = cfg_.kv_cache_scheme.has_value();
+    std::unique_ptr<CalibHooks> qhooks;
+    if (!qw.empty()) {
+      t = NowSeconds();
+      report("calibrate");
+      LLMC_ASSIGN_OR_RETURN(qhooks, Calibrate(*block, qw));
+      blk["calibrate_s"] = NowSeconds() - t;
+    }
+    if (cancel && cancel->load()) return absl::OkStatus();
+
+    // 4. Solve each module and emit its tensors.
+    t = NowSeconds();
+    report("solve");
+    std::map<std::string, float> fused_amax;  // NVFP4 global scales over q/k/v and gate/up
+    for (const LinearWeight* lw : block->linears()) {
+      int g = cfg_.Match(lw->name, "Linear");
+      if (g < 0 || !cfg_.groups()[g].scheme.weights) continue;
+      const QuantArgs& wa = *cfg_.groups()[g].scheme.weights;
+      if (!wa.is_fp4() || wa.strategy != Strategy::kTensorGroup) continue;
+      float a = 0;
+      for (float v : lw->weight) a = std::max(a, std::fabs(RoundToDType(v, dtype_)));
+      if (!std::isfinite(a)) return absl::InvalidArgumentError(absl::StrCat(lw->name, ": weight contains NaN or Inf"));
+      float& f = fused_amax[InputGroup(lw->name)];
+      f = std::max(f, a);
+    }
+    for (LinearWeight* lw : block->linears()) {
+      if (cancel && cancel->load()) return absl::OkStatus();
+      const ModelTensor* src = lm_->dir().Find(lw->name + ".weight");
+      const DType wdtype = src ? src->info->dtype : dtype_;
+      int g = cfg_.Match(lw->name, "Linear");
+      if (g < 0 || !cfg_.groups()[g].scheme.weights) {
+        LLMC_RETURN_IF_ERROR(emit(lw->name + ".weight", ToDTypeBytes(lw->weight, wdtype)));
+        continue;
+      }
+      const ConfigGroup& grp = cfg_.groups()[g];
+      std::optional<float> gs;
+      if (auto it = fused_amax.find(InputGroup(lw->name)); it != fused_amax.end()) gs = NvFp4GlobalScale(it->second, wdtype);
+      const GroupStats* st = qhooks ? Find(qhooks->stats(), lw->name) : nullptr;
+      auto kit = keep.find(lw->name);
+      LLMC_RETURN_IF_ERROR(SolveModule(lw, grp, wdtype, gs, st, kit == keep.end() ? nullptr : &kit->second, emit));
+      ++modules_done_;
+    }
+    if (cfg_.kv_cache_scheme) {
+      const std::string p = absl::StrCat("model.layers.", L, ".self_attn.");
+      auto scale = [&](float amax) {
+        float s = RoundToDType(amax / kF8E4M3Max, dtype_);
+        return std::vector<float>{s == 0.0f ? 1.0f : s};
+      };
+      LLMC_RETURN_IF_ERROR(emit(p + "k_scale", ToDTypeBytes(scale(qhooks->k_amax()), dtype_)));
+      LLMC_RETURN_IF_ERROR(emit(p + "v_scale", ToDTypeBytes(scale(qhooks->v_amax()), dtype_)));
+    }
+    blk["solve_s"] = NowSeconds() - t;
+    if (cancel && cancel->load()) return absl::OkStatus();
+
+    // 5. Propagate with the compressed weights.
+    t = NowSeconds();
+    report("propagate");
+    for (HiddenStates& b : batches_) LLMC_RETURN_IF_ERROR(lm_->RunBlock(*block, &b));
+    for (const HiddenStates& b : batches_)
+      for (float v : b.data)
+        if (!std::isfinite(v))
+          return absl::InvalidArgumentError(absl::StrCat("block ", L, " produced NaN or Inf activations with the compressed ",
+                                                         "weights; the compression is unstable for this model"));
+    blk["propagate_s"] = NowSeconds() - t;
+
+    // 6. The block's other tensors: norms and biases (as modified by smoothing), anything else as stored.
+    LLMC_RETURN_IF_ERROR(EmitRest(L, *block, emit));
+    blk["rss_bytes"] = PeakRssBytes();
+    blocks_.push_back(blk);
+    return absl::OkStatus();
+  }
+
+  absl::Status SolveModule(LinearWeight* lw, const ConfigGroup& grp, DType wdtype, std::optional<float> gs,
+                           const GroupStats* st, const std::vector<uint8_t>* keep, const EmitFn& emit) {
+    const QuantArgs& wa = *grp.scheme.weights;
+    const int64_t rows = lw->out_features, cols = lw->in_features;
+    double t0 = NowSeconds();
+    json info = module_info_[lw->name];
+    info["name"] = lw->name;
+    std::vector<std::vector<uint8_t>> bufs;
+    std::vector<float> deq;
+    LLMC_ASSIGN_OR_RETURN(auto plan, PlanQuantizedWeight(lw->name, rows, cols, wdtype, wa, grp.format));
+    if (recipe_.gptq) {
+      if (!st || !st->hessian) return absl::InternalError(absl::StrCat(lw->name, ": no Hessian"));
+      LLMC_ASSIGN_OR_RETURN(GroupQuantizer q, GroupQuantizer::Create(lw->name, rows, cols, wdtype, wa, grp.format, gs));
+      GptqOptions go;
+      go.block_size = recipe_.gptq->block_size;
+      go.dampening_frac = recipe_.gptq->dampening_frac;
+      go.actorder = recipe_.gptq->actorder;
+      go.weight_args = &wa;
+      go.keep_mask = keep;
+      go.num_threads = opt_.threads;
+      std::vector<float> h = st->hessian->Hessian();
+      LLMC_ASSIGN_OR_RETURN(GptqResult r, GptqQuantize(lw->name, lw->weight.data(), rows, cols, h.data(),
+                                                       st->hessian->num_samples(), &q, go));
+      if (r.fell_back_to_rtn) warnings_.push_back(r.warning);
+      info["algorithm"] = "gptq";
+      info["gptq_loss"] = r.loss;
+      info["fell_back_to_rtn"] = r.fell_back_to_rtn;
+      if (r.dead_columns) info["dead_columns"] = r.dead_columns;
+      LLMC_ASSIGN_OR_RETURN(bufs, EncodeQuantizedWeight(lw->name, r.weight.data(), wdtype, wa, grp.format, q.params()));
+      deq = std::move(r.weight);
+      for (float& v : deq) v = RoundToDType(v, wdtype);
+    } else {
+      auto bytes = ToDTypeBytes(lw->weight, wdtype);
+      WeightView view{lw->name, bytes.data(), wdtype, rows, cols};
+      LLMC_ASSIGN_OR_RETURN(bufs, QuantizeWeight(view, wa, grp.format, gs));
+      LLMC_ASSIGN_OR_RETURN(deq, DequantizeWeight(rows, cols, wdtype, wa, grp.format, bufs));
+      for (float& v : deq) v = RoundToDType(v, wdtype);
+      info["algorithm"] = "rtn";
+    }
+    // Relative error of the weight, ||W - Q||_F / ||W||_F (W as the model stores it).
+    double num = 0, den = 0;
+    for (size_t i = 0; i < deq.size(); ++i) {
+      double w = RoundToDType(lw->weight[i], wdtype);
+      num += (w - deq[i]) * (w - deq[i]);
+      den += w * w;
+    }
+    info["relative_weight_error"] = den > 0 ? std::sqrt(num / den) : 0.0;
+    // Extras: g_idx (already the last buffer when set), static input scales.
+    LLMC_ASSIGN_OR_RETURN(auto extras, Extras(lw->name, static_cast<int>(&grp - cfg_.groups().data()), rows, cols, wdtype));
+    size_t next = plan.size();
+    for (const auto& e : extras) {
+      if (e.suffix == "weight_g_idx") {
+        if (bufs.size() <= next) return absl::InternalError(absl::StrCat(lw->name, ": g_idx missing"));
+        plan.push_back(e);
+        ++next;
+        continue;
+      }
+      const QuantArgs& in = *grp.scheme.input_activations;
+      if (!st || st->tokens == 0)
+        return absl::FailedPreconditionError(absl::StrCat(lw->name, ": saw no calibration tokens; cannot set its static ",
+                                                          "input scale; give more calibration data or ignore the module"));
+      if (e.suffix == "input_scale") {
+        LLMC_ASSIGN_OR_RETURN(float s, StaticInputScale(lw->name, in, *st));
+        bufs.push_back(ToDTypeBytes({s}, wdtype));
+        info["input_amax"] = st->amax;
+      } else if (e.suffix == "input_global_scale") {
+        float g = 448.0f * 6.0f / std::max(st->amax, 1.17549435e-38f);
+        std::vector<uint8_t> b(4);
+        std::memcpy(b.data(), &g, 4);
+        bufs.push_back(std::move(b));
+        info["input_amax"] = st->amax;
+      }
+      plan.push_back(e);
+      ++next;
+    }
+    if (bufs.size() != plan.size()) return absl::InternalError(absl::StrCat(lw->name, ": output count mismatch"));
+    for (size_t i = 0; i < plan.size(); ++i)
+      LLMC_RETURN_IF_ERROR(emit(absl::StrCat(lw->name, ".", plan[i].suffix), bufs[i]));
+    lw->weight = std::move(deq);
+    info["seconds"] = NowSeconds() - t0;
+    modules_.push_back(info);
+    return absl::OkStatus();
+  }
+
+  absl::Status EmitRest(int L, const DecoderBlock& block, const EmitFn& emit) {
+    const std::string p = absl::StrCat("model.layers.", L, ".");
+    std::map<std::string, const std::vector<float>*> values = {
+        {p + "input_layernorm.weight", &block.input_norm},
+        {p + "post_attention_layernorm.weight", &block.post_attention_norm},
+    };
+    if (!block.q_norm.empty()) values[p + "self_attn.q_norm.weight"] = &block.q_norm;
+    if (!block.k_norm.empty()) values[p + "self_attn.k_norm.weight"] = &block.k_norm;
+    std::set<std::string> linear_weights;
+    for (const LinearWeight* lw : block.linears()) {
+      linear_weights.insert(lw->name + ".weight");
+      if (!lw->bias.empty()) values[lw->name + ".bias"] = &lw->bias;
+    }
+    for (const auto& t : lm_->dir().tensors()) {
+      const std::string& name = t.info->name;
+      if (!absl::StartsWith(name, p) || linear_weights.count(name)) continue;
+      if (auto it = values.find(name); it != values.end()) {
+        LLMC_RETURN_IF_ERROR(emit(name, ToDTypeBytes(*it->second, t.info->dtype)));
+      } else {
+        LLMC_RETURN_IF_ERROR(emit(name, t.file->Data(*t.info)));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // --- SmoothQuant ----------------------------------------------------------------------------------------------
+
+  static bool MatchesPattern(const std::string& pattern, const std::string& name) {
+    auto m = TargetMatcher::Create(pattern);
+    return m.ok() && m->Matches(name, "");
+  }
+
+  absl::Status ApplySmoothQuant(DecoderBlock* block, Stats& stats) {
+    const double alpha = recipe_.smoothquant->smoothing_strength;
+    const std::string p = absl::StrCat("model.layers.", block->layer, ".");
+    for (const auto& m : recipe_.smoothquant->mappings) {
+      std::vector<float>* smooth = nullptr;
+      std::string smooth_name;
+      for (auto [n, v] : {std::pair<std::string, std::vector<float>*>{p + "input_layernorm", &block->input_norm},
+                          {p + "post_attention_layernorm", &block->post_attention_norm}})
+        if (MatchesPattern(m.smooth, n)) {
+          smooth = v;
+          smooth_name = n;
+        }
+      std::vector<LinearWeight*> balance;
+      for (LinearWeight* lw : block->linears()) {
+        bool ignored = false;
+        for (const auto& i : recipe_.smoothquant->ignore) ignored |= MatchesPattern(i, lw->name);
+        if (ignored) continue;
+        for (const auto& pat : m.balance)
+          if (MatchesPattern(pat, lw->name)) balance.push_back(lw);
+      }
+      if (!smooth || balance.empty()) continue;
+      if (smooth_name == p + "input_layernorm" && balance.size() && InputGroup(balance[0]->name) != p + "self_attn.qkv")
+        return absl::InvalidArgumentError(absl::StrCat("SmoothQuantModifier mapping ", m.smooth, ": balance layers must read the norm's output"));
+      const GroupStats* st = Find(stats, balance[0]->name);
+      if (!st || st->channel_max.empty()) continue;
+      const int64_t cols = balance[0]->in_features;
+      std::vector<float> wmax(cols, 0.0f);
+      for (const LinearWeight* b : balance)
+        for (int64_t r = 0; r < b->out_features; ++r)
+          for (int64_t c = 0; c < cols; ++c) wmax[c] = std::max(wmax[c], std::fabs(b->weight[r * cols + c]));
+      std::vector<float> s(cols);
+      for (int64_t c = 0; c < cols; ++c) {
+        double a = st->channel_max[c], w = wmax[c];
+        double v = w > 0 ? std::pow(a, alpha) / std::pow(w, 1 - alpha) : a;
+        if (!(v > 0) || !std::isfinite(v)) v = 1.0;
+        s[c] = static_cast<float>(v);
+      }
+      for (LinearWeight* b : balance)
+        for (int64_t r = 0; r < b->out_features; ++r)
+          for (int64_t c = 0; c < cols; ++c) b->weight[r * cols + c] *= s[c];
+      for (int64_t c = 0; c < cols; ++c) (*smooth)[c] /= s[c];
+      // The stored norm and weights are rounded to the model dtype; run with what is stored.
+      for (float& v : *smooth) v = RoundToDType(v, dtype_);
+      for (LinearWeight* b : balance)
+        for (float& v : b->weight) v = RoundToDType(v, dtype_);
+    }
+    return absl::OkStatus();
+  }
+
+  // --- pruning --------------------------------------------------------------------------------------------------
+
+  bool SparsityTargets(const SparsityParams& sp, const std::string& name) const {
+    bool t = false;
+    for (const auto& p : sp.targets) t |= p == "Linear" || MatchesPattern(p, name);
+    for (const auto& p : sp.ignore) t &= !MatchesPattern(p, name);
+    return t;
+  }
+
+  SequentialOptions opt_;
+  const CompressionRecipe& recipe_;
+  const QuantConfig& cfg_;
+  SingleRank single_;
+  Communicator* comm_;
+  std::unique_ptr<CausalLm> lm_;
+  std::vector<HiddenStates> batches_;
+  int64_t max_len_ = 0;
+  int64_t num_tokens_ = 0, num_samples_ = 0;
+  DType dtype_ = DType::kBF16;
+  std::vector<std::string> warnings_;
+  std::map<std::string, json> module_info_;
+  json modules_ = json::array(), blocks_ = json::array();
+  int modules_done_ = 0;
+  double t_start_ = 0, seconds_ = 0;
+};
+
+absl::Status ResolveRecipe(CompressionRecipe* recipe) {
+  if (!recipe->gptq || !recipe->quant) return absl::OkStatus();
+  QuantConfig& cfg = *recipe->quant;
+  std::vector<std::pair<std::string, QuantScheme>> groups;
+  for (const auto& g : cfg.groups()) {
+    QuantScheme s = g.scheme;
+    if (s.weights) {
+      LLMC_ASSIGN_OR_RETURN(ResolvedActOrder ro, ResolveActOrder(g.name, recipe->gptq->actorder, *s.weights));
+      s.weights->actorder = ro.config_value;
+    }
+    groups.emplace_back(g.name, std::move(s));
+  }
+  LLMC_ASSIGN_OR_RETURN(QuantConfig next, QuantConfig::Create(std::move(groups), cfg.ignore()));
+  next.preset_name = cfg.preset_name;
+  next.kv_cache_scheme = cfg.kv_cache_scheme;
+  cfg = std::move(next);
+  return absl::OkStatus();
+}
+
+SequentialSolver::SequentialSolver(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+SequentialSolver::~SequentialSolver() = default;
+
+absl::StatusOr<std::unique_ptr<SequentialSolver>> SequentialSolver::Create(const SequentialOptions& options,
+                                                                           const CompressionRecipe& recipe,
+                                                                           const QuantConfig& config) {
+  auto impl = std::make_unique<Impl>(options, recipe, config);
+  LLMC_RETURN_IF_ERROR(impl->Init());
+  return std::unique_ptr<SequentialSolver>(new SequentialSolver(std::move(impl)));
+}
+
+absl::StatusOr<std::vector<OutputTensor>> SequentialSolver::ExtraModuleTensors(const std::string& module, int group,
+                                                                             int64_t rows, int64_t cols,
+                                                                             DType dtype) const {
+  return impl_->Extras(module, group, rows, cols, dtype);
+}
+std::vector<TensorSpec> SequentialSolver::ExtraTensors() const { return impl_->ExtraTensors(); }
+absl::Status SequentialSolver::Run(const EmitFn& emit, const std::function<void(const CompressProgress&)>& progress,
+                                   const std::atomic<bool>* cancel) {
+  return impl_->Run(emit, progress, cancel);
+}
+json SequentialSolver::Report() const { return impl_->Report(); }
+const std::vector<std::string>& SequentialSolver::warnings() const { return impl_->warnings(); }
+
+}  // namespace llmc

@@ -1,0 +1,93 @@
+// The sequential calibration pipeline (DESIGN.md): embed the calibration samples; per decoder block: load it,
+// (smooth), calibrate (run the block with hooks that collect each Linear's input statistics), solve (prune and
+// quantize each module), propagate (rerun the block with the compressed weights to get the next block's
+// inputs) and emit the block's tensors to the checkpoint writer at once.
+//
+// Distribution is explicit in the structure even with one process: the calibration samples are a shard
+// (`Communicator::rank()`'s slice), statistics are reduced with `Communicator::AllReduceSum/Max` before any
+// solve, and each module has an owner rank that solves it and broadcasts the result. SingleRank is the
+// one-process implementation; an NCCL one plugs in behind the same interface.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/data/calibration_data.h"
+#include "engine/format/algorithms.h"
+#include "engine/pipeline/compress_job.h"
+
+namespace llmc {
+
+// Collective operations of the ranks that share one job.
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // In place over all ranks.
+  virtual absl::Status AllReduceSum(absl::Span<float> data) = 0;
+  virtual absl::Status AllReduceSum(absl::Span<double> data) = 0;
+  virtual absl::Status AllReduceMax(absl::Span<float> data) = 0;
+  // From rank `root` to all.
+  virtual absl::Status Broadcast(absl::Span<float> data, int root) = 0;
+};
+
+// One process holding every sample: the collectives are no-ops.
+class SingleRank : public Communicator {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  absl::Status AllReduceSum(absl::Span<float>) override { return absl::OkStatus(); }
+  absl::Status AllReduceSum(absl::Span<double>) override { return absl::OkStatus(); }
+  absl::Status AllReduceMax(absl::Span<float>) override { return absl::OkStatus(); }
+  absl::Status Broadcast(absl::Span<float>, int) override { return absl::OkStatus(); }
+};
+
+struct SequentialOptions {
+  std::string model_path;
+  std::string dataset;              // calibration data file (text or JSONL)
+  CalibrationOptions calibration;   // samples, length, seed, mode
+  int threads = 0;                  // CPU threads (0: all)
+  int64_t max_chunk_tokens = 4096;  // block-forward chunk (memory bound; no effect on results)
+  Communicator* comm = nullptr;     // null: SingleRank
+};
+
+// Settles what the recipe leaves to the algorithms before a run, so the checkpoint's quantization_config says
+// what ran: GPTQ's actorder resolved against each scheme (GPTQModifier.resolve_quantization_config). Call it once
+// on a parsed recipe before creating the solver.
+absl::Status ResolveRecipe(CompressionRecipe* recipe);
+
+class SequentialSolver : public LayerSolver {
+ public:
+  // Opens the model, tokenizes the calibration data and checks that the recipe can run on this model, so
+  // that every input error surfaces before any output is planned. `recipe` and `config` must outlive it.
+  static absl::StatusOr<std::unique_ptr<SequentialSolver>> Create(const SequentialOptions& options,
+                                                                  const CompressionRecipe& recipe,
+                                                                  const QuantConfig& config);
+  ~SequentialSolver() override;
+
+  absl::StatusOr<std::vector<OutputTensor>> ExtraModuleTensors(const std::string& module, int group, int64_t rows,
+                                                             int64_t cols, DType dtype) const override;
+  std::vector<TensorSpec> ExtraTensors() const override;
+  absl::Status Run(const EmitFn& emit, const std::function<void(const CompressProgress&)>& progress,
+                   const std::atomic<bool>* cancel) override;
+  nlohmann::json Report() const override;
+
+  // Warnings from data loading and solving (short samples, Hessian fallbacks, ...).
+  const std::vector<std::string>& warnings() const;
+
+  class Impl;
+
+ private:
+  explicit SequentialSolver(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace llmc
