@@ -191,9 +191,10 @@ int RunCompressCommand(const CompressArgs& a) {
       "compressed %s -> %s\n"
       "  method      %s (%d modules quantized, %d left unquantized)\n"
       "  size        %s -> %s (%.2fx smaller) in %d shard(s)\n"
-      "  time        %.2f s, %d threads, peak memory %s\n",
+      "  time        %.2f s, %.0f MB/s input, %d threads, peak memory %s\n",
       s.model_path, s.output_path, s.method, s.modules_quantized, s.modules_ignored, FormatBytes(s.input_bytes),
-      FormatBytes(s.output_bytes), ratio, s.shards, s.seconds, s.threads, FormatBytes(s.peak_rss_bytes));
+      FormatBytes(s.output_bytes), ratio, s.shards, s.seconds, s.seconds > 0 ? s.input_bytes / 1e6 / s.seconds : 0.0,
+      s.threads, FormatBytes(s.peak_rss_bytes));
   if (!s.solver_report.is_null()) {
     const auto& r = s.solver_report;
     std::cout << absl::StrFormat("  calibration %d samples, %d tokens from %s\n", r["calibration"]["samples"].get<int64_t>(),
@@ -239,6 +240,29 @@ int RunSchemesCommand(bool json) {
   }
   for (const auto& p : Presets())
     std::cout << absl::StrFormat("  %-12s %s%s\n", p.name, p.description, p.needs_calibration ? " [calibrated]" : "");
+  return 0;
+}
+
+int RunAlgorithmsCommand(bool json) {
+  if (json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& a : Algorithms()) {
+      nlohmann::json args = nlohmann::json::array();
+      for (const auto& x : a.args)
+        args.push_back({{"name", x.name}, {"type", x.type}, {"default", x.default_value}, {"help", x.help}});
+      out.push_back({{"name", a.name}, {"modifier", a.modifier}, {"summary", a.summary},
+                     {"needs_calibration", a.needs_calibration}, {"statistics", a.statistics}, {"arguments", args}});
+    }
+    std::cout << out.dump() << std::endl;
+    return 0;
+  }
+  for (const auto& a : Algorithms()) {
+    std::cout << absl::StrFormat("%s (%s)%s\n  %s\n", a.name, a.modifier, a.needs_calibration ? " [calibrated]" : "",
+                                 a.summary);
+    for (const auto& x : a.args)
+      std::cout << absl::StrFormat("    %-18s %-8s default %-10s %s\n", x.name, x.type,
+                                   x.default_value.is_null() ? "-" : x.default_value.dump(), x.help);
+  }
   return 0;
 }
 

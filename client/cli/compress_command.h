@@ -26,5 +26,6 @@ struct InspectArgs {
 int RunInspectCommand(const InspectArgs& args);
 
 int RunSchemesCommand(bool json);
+int RunAlgorithmsCommand(bool json);
 
 }  // namespace llmc::cli

@@ -67,6 +67,9 @@ int main(int argc, char** argv) {
   bool schemes_json = false;
   auto* schemes = app.add_subcommand("schemes", "List the preset schemes");
   schemes->add_flag("--json", schemes_json, "print JSON");
+  bool algorithms_json = false;
+  auto* algorithms = app.add_subcommand("algorithms", "List the compression algorithms and their recipe arguments");
+  algorithms->add_flag("--json", algorithms_json, "print JSON");
 
   try {
     app.parse(argc, argv);
@@ -82,5 +85,6 @@ int main(int argc, char** argv) {
   if (eval->parsed()) return llmc::cli::RunEvalCommand(e);
   if (tokenize->parsed()) return llmc::cli::RunTokenizeCommand(t);
   if (schemes->parsed()) return llmc::cli::RunSchemesCommand(schemes_json);
+  if (algorithms->parsed()) return llmc::cli::RunAlgorithmsCommand(algorithms_json);
   return 1;
 }

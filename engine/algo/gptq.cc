@@ -8,6 +8,7 @@
 #include <memory>
 #include <numeric>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -295,13 +296,13 @@ absl::StatusOr<GptqResult> GptqQuantize(absl::string_view module, const float* w
   result.loss = loss / 2;
 
   // ---- back to the original column order ----
-  result.weight.resize(w.size());
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* src = w.data() + r * cols;
-    float* dst = result.weight.data() + r * cols;
-    if (perm.empty()) {
-      std::copy(src, src + cols, dst);
-    } else {
+  if (perm.empty()) {
+    result.weight = std::move(w);
+  } else {
+    result.weight.resize(w.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* src = w.data() + r * cols;
+      float* dst = result.weight.data() + r * cols;
       for (int64_t j = 0; j < cols; ++j) dst[perm[j]] = src[j];
     }
   }

@@ -100,8 +100,9 @@ struct GptqResult {
 //
 // Fails with INVALID_ARGUMENT naming `module` on shape mismatches, bad options, or NaN/Inf in the weight or the
 // Hessian. A Hessian that cannot be factored is not an error: see GptqResult::fell_back_to_rtn (also logged).
-// Memory: the result, a working copy of the weight, one [cols, cols] buffer of doubles (InverseHessianFactor),
-// and a [rows, block_size] block. Thread-compatible: concurrent calls on different quantizers are fine.
+// Memory: a [rows, cols] working copy that becomes the result (plus one more with activation ordering, two more
+// when zeros are preserved), one [cols, cols] buffer of doubles (InverseHessianFactor) and two [block_size, rows]
+// blocks. Thread-compatible: concurrent calls on different quantizers are fine.
 absl::StatusOr<GptqResult> GptqQuantize(absl::string_view module, const float* weight, int64_t rows, int64_t cols,
                                         const float* hessian, int64_t num_samples, GroupQuantizer* quantizer,
                                         const GptqOptions& options = {});

@@ -212,8 +212,8 @@ class SequentialSolver::Impl {
     lo.max_chunk_tokens = opt_.max_chunk_tokens;
     LLMC_ASSIGN_OR_RETURN(lm_, CausalLm::Open(opt_.model_path, lo));
     const ModelSpec& spec = lm_->spec();
-    LLMC_ASSIGN_OR_RETURN(auto tok, Tokenizer::FromModelDir(opt_.model_path));
     LLMC_ASSIGN_OR_RETURN(auto docs, LoadDocuments(opt_.dataset));
+    LLMC_ASSIGN_OR_RETURN(auto tok, Tokenizer::FromModelDir(opt_.model_path));
     EncodeFn enc = [&](absl::string_view text) { return tok->Encode(text, /*add_special_tokens=*/false); };
     LLMC_ASSIGN_OR_RETURN(CalibrationSamples cs, BuildCalibrationSamples(docs, enc, opt_.calibration));
     for (auto& w : cs.warnings) warnings_.push_back(w);
@@ -407,6 +407,16 @@ class SequentialSolver::Impl {
     report("load");
     LLMC_ASSIGN_OR_RETURN(std::unique_ptr<DecoderBlock> block, lm_->LoadBlock(L));
     blk["load_s"] = NowSeconds() - t;
+    for (const LinearWeight* lw : block->linears())
+      for (const std::vector<float>* v : {&lw->weight, &lw->bias})
+        for (float x : *v)
+          if (!std::isfinite(x))
+            return absl::InvalidArgumentError(absl::StrCat(lw->name, (v == &lw->weight ? ".weight" : ".bias"),
+                                                           ": contains NaN or Inf; fix the checkpoint or ignore the module"));
+    for (const std::vector<float>* v : {&block->input_norm, &block->post_attention_norm, &block->q_norm, &block->k_norm})
+      for (float x : *v)
+        if (!std::isfinite(x))
+          return absl::InvalidArgumentError(absl::StrCat("model.layers.", L, ": a norm weight contains NaN or Inf; fix the checkpoint"));
 
     // 1. Smoothing (SmoothQuant) from the block's input statistics.
     if (recipe_.smoothquant) {

@@ -162,11 +162,21 @@ TEST_F(CliTest, BadInputsEndInOneLineErrors) {
   ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --recipe " + (bad / "y.yaml")), "invalid YAML");
   // None of the failures left an output.
   EXPECT_FALSE(fs::exists(tmp_ / "o"));
-  // Calibration flags without a calibrated algorithm; a bad device.
-  ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme W4A16 --dataset x.txt"), "calibrated algorithms");
+  // Calibrated algorithms without data, unknown algorithms, --algorithm with a recipe; a bad device.
   ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme W4A16 --device tpu"), "use cpu or cuda");
-  ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme W4A16 --algorithm gptq"), "--algorithm gptq");
-  ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme FP8"), "calibration");
+  ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme W4A16 --algorithm gptq"), "pass --dataset");
+  ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme FP8"), "calibration data");
+  ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme W4A16 --algorithm magic"), "unknown --algorithm");
+  std::ofstream(bad / "gptq.yaml") << "GPTQModifier: {scheme: W4A16, blocksize: 64}\n";
+  r = Llmc("compress " + m + " " + (tmp_ / "o") + " --recipe " + (bad / "gptq.yaml") + " --dataset x.txt");
+  ExpectOneLineError(r, "'blocksize'");
+  EXPECT_THAT(r.err, HasSubstr("block_size"));
+  ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --recipe " + (bad / "g.yaml") + " --algorithm gptq"),
+                     "--algorithm goes with --scheme");
+  ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme W4A16 --algorithm gptq --dataset " +
+                          (bad / "missing.txt")),
+                     "missing.txt");
+  EXPECT_FALSE(fs::exists(tmp_ / "o"));
   // Existing output.
   fs::create_directories(tmp_ / "exists");
   ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "exists") + " --scheme W4A16"), "--overwrite");
@@ -202,6 +212,31 @@ TEST_F(CliTest, TokenizeAndEvalTheFixture) {
   ExpectOneLineError(Llmc("eval " + model + " --text " + (tmp_ / "missing.txt")), "missing.txt");
   ExpectOneLineError(Llmc("eval " + (tmp_ / "model") + " --text " + text), "tokenizer");
   ExpectOneLineError(Llmc("tokenize " + (tmp_ / "nope") + " --text hi"), "nope");
+}
+
+TEST_F(CliTest, CalibratedGptqOnTheFixture) {
+  if (!testing::HaveShared("models/llmc-fixture-llama")) GTEST_SKIP() << "no ../shared/models/llmc-fixture-llama";
+  const std::string fixture = testing::Shared("models/llmc-fixture-llama");
+  Result r = Llmc("compress " + fixture + " " + (tmp_ / "g") + " --scheme W4A16 --algorithm gptq --dataset " +
+                  testing::Shared("data/calibration.txt") + " --num-samples 8 --seq-len 128 --threads 2 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["method"], "GPTQ W4A16");
+  EXPECT_EQ(j["solve"]["modules"].size(), 42u);
+  EXPECT_EQ(j["solve"]["calibration"]["samples"], 8);
+  EXPECT_TRUE(fs::exists(tmp_ / "g/compression_report.json"));
+  EXPECT_THAT(ReadAll(tmp_ / "g/recipe.yaml"), HasSubstr("GPTQModifier"));
+  // The data-free path notes unused calibration flags and still runs.
+  r = Llmc("compress " + fixture + " " + (tmp_ / "r") + " --scheme W4A16 --dataset x.txt --no-progress");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("not used"));
+  // The registry is listed.
+  r = Llmc("algorithms --json");
+  ASSERT_EQ(r.code, 0);
+  auto algos = nlohmann::json::parse(r.out);
+  ASSERT_EQ(algos.size(), 6u);
+  EXPECT_EQ(algos[1]["name"], "gptq");
+  EXPECT_EQ(algos[1]["modifier"], "GPTQModifier");
 }
 
 TEST_F(CliTest, FullDiskFailsCleanly) {
