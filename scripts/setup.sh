@@ -10,6 +10,9 @@ PKGS=(
   clang libclang-rt-14-dev
   libopenblas-dev
   libpcre2-dev libicu-dev
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libsqlite3-dev libcurl4-openssl-dev libssl-dev
+  libcpp-httplib-dev python3-grpcio python3-grpc-tools python3-protobuf prometheus
+  radosgw ceph-mon ceph-osd ceph-common
 )
 missing=()
 for p in "${PKGS[@]}"; do

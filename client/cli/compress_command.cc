@@ -13,7 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "client/cli/cli_errors.h"
 #include "common/util.h"
-#include "engine/calib/sequential_solver.h"
+#include "engine/calib/job_runner.h"
 #include "engine/format/algorithms.h"
 #include "engine/format/recipe.h"
 #include "engine/model/causal_lm.h"
@@ -73,94 +73,52 @@ absl::StatusOr<double> EvalPerplexity(const std::string& model, const std::strin
   return r.perplexity;
 }
 
-// Extends the recipe's quantization ignore list and applies --observer.
-absl::Status AdjustConfig(const CompressArgs& a, CompressionRecipe* recipe) {
-  if (!recipe->quant) return absl::OkStatus();
-  QuantConfig& cfg = *recipe->quant;
-  std::vector<std::string> ignore = cfg.ignore();
-  if (a.ignore_given && !a.recipe.empty()) ignore.insert(ignore.end(), a.ignore.begin(), a.ignore.end());
-  std::vector<std::pair<std::string, QuantScheme>> groups;
-  for (const auto& g : cfg.groups()) {
-    QuantScheme s = g.scheme;
-    if (s.weights && !a.observer.empty()) s.weights->observer = a.observer;
-    groups.emplace_back(g.name, s);
-  }
-  LLMC_ASSIGN_OR_RETURN(QuantConfig next, QuantConfig::Create(groups, ignore));
-  next.preset_name = cfg.preset_name;
-  next.kv_cache_scheme = cfg.kv_cache_scheme;
-  cfg = std::move(next);
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 int RunCompressCommand(const CompressArgs& a) {
-  if (a.device != "cpu" && a.device != "cuda")
-    return Fail(absl::InvalidArgumentError(absl::StrCat("--device ", a.device, ": use cpu or cuda")));
-  if (a.scheme.empty() == a.recipe.empty())
-    return Fail(absl::InvalidArgumentError("give exactly one of --scheme NAME or --recipe FILE (see `llmc schemes`)"));
-  absl::StatusOr<CompressionRecipe> recipe;
-  if (!a.scheme.empty()) {
-    std::vector<std::string> ignore = a.ignore_given ? a.ignore : std::vector<std::string>{"lm_head"};
-    recipe = PresetRecipe(a.scheme, a.algorithm, {"Linear"}, ignore);
-  } else {
-    if (absl::AsciiStrToLower(a.algorithm) != "rtn")
-      return Fail(absl::InvalidArgumentError("--algorithm goes with --scheme; a --recipe names its modifiers itself"));
+  JobSpec spec;
+  spec.model_path = a.model;
+  spec.output_path = a.output;
+  spec.scheme = a.scheme;
+  spec.algorithm = a.algorithm;
+  if (!a.recipe.empty()) {
     auto text = ReadTextFile(a.recipe, 16u << 20);
     if (!text.ok()) return Fail(text.status());
-    recipe = ParseCompressionRecipe(*text, a.recipe);
+    if (text->empty()) return Fail(absl::InvalidArgumentError(absl::StrCat(a.recipe, ": the recipe file is empty")));
+    spec.recipe_yaml = *text;
+    spec.recipe_source = a.recipe;
+    if (!a.scheme.empty())
+      return Fail(absl::InvalidArgumentError("give exactly one of --scheme NAME or --recipe FILE (see `llmc schemes`)"));
   }
-  if (!recipe.ok()) return Fail(recipe.status());
-  if (auto s = AdjustConfig(a, &*recipe); !s.ok()) return Fail(s);
-  if (auto s = ResolveRecipe(&*recipe); !s.ok()) return Fail(s);
-  const bool calibrated = recipe->NeedsCalibration();
-  if (calibrated && a.dataset.empty())
-    return Fail(absl::InvalidArgumentError(absl::StrCat(recipe->Describe(), " needs calibration data: pass --dataset FILE ",
-                                                        "(plain text or JSONL; see docs/data.md)")));
-  if (calibrated && a.device == "cuda")
-    return Fail(absl::UnimplementedError("--device cuda: the calibrated pipeline runs on the CPU in this build; use --device cpu"));
-  if (!calibrated && (!a.dataset.empty() || a.calibration_flags_given) && !a.json)
-    std::fprintf(stderr, "llmc: note: %s is data-free; --dataset and the sampling flags are not used\n",
-                 recipe->Describe().c_str());
-  if (a.num_samples < 0 || a.seq_len < 0)
-    return Fail(absl::InvalidArgumentError("--num-samples and --seq-len must be positive"));
+  spec.ignore = a.ignore;
+  spec.ignore_given = a.ignore_given;
+  spec.observer = a.observer;
+  spec.dataset = a.dataset;
+  spec.num_samples = a.num_samples;
+  spec.seq_len = a.seq_len;
+  spec.seed = static_cast<uint64_t>(a.seed);
+  spec.threads = a.threads;
+  spec.device = a.device;
+  spec.overwrite = a.overwrite;
   auto shard = ParseByteSize(a.max_shard_size);
   if (!shard.ok()) return Fail(absl::InvalidArgumentError(absl::StrCat("--max-shard-size: ", shard.status().message())));
   if (*shard == 0) return Fail(absl::InvalidArgumentError("--max-shard-size must be positive"));
-
-  QuantConfig empty;
-  const QuantConfig& cfg = recipe->quant ? *recipe->quant : empty;
-  std::unique_ptr<SequentialSolver> solver;
-  double t0 = NowSeconds();
-  if (calibrated) {
-    SequentialOptions so;
-    so.model_path = a.model;
-    so.dataset = a.dataset;
-    if (a.num_samples > 0) so.calibration.num_samples = a.num_samples;
-    if (a.seq_len > 0) so.calibration.seq_len = a.seq_len;
-    so.calibration.seed = static_cast<uint64_t>(a.seed);
-    so.threads = a.threads;
-    auto s = SequentialSolver::Create(so, *recipe, cfg);
-    if (!s.ok()) return Fail(s.status());
-    solver = std::move(*s);
-    if (!a.json)
-      for (const auto& w : solver->warnings()) std::fprintf(stderr, "llmc: warning: %s\n", w.c_str());
-  }
-  CompressOptions opt;
-  opt.model_path = a.model;
-  opt.output_path = a.output;
-  opt.max_shard_size = *shard;
-  opt.threads = a.threads;
-  opt.overwrite = a.overwrite;
-  opt.cancel = &g_cancel;
-  opt.solver = solver.get();
-  opt.recipe_yaml = recipe->yaml;
-  opt.method = recipe->Describe();
+  spec.max_shard_size = *shard;
+  // Check the recipe first, so bad flags fail before any model data is read.
+  auto recipe = ResolveJobRecipe(spec);
+  if (!recipe.ok()) return Fail(recipe.status());
+  if (!recipe->NeedsCalibration() && (!a.dataset.empty() || a.calibration_flags_given) && !a.json)
+    std::fprintf(stderr, "llmc: note: %s is data-free; --dataset and the sampling flags are not used\n",
+                 recipe->Describe().c_str());
+  JobControl control;
+  control.cancel = &g_cancel;
+  if (!a.json) control.on_warning = [](const std::string& w) { std::fprintf(stderr, "llmc: warning: %s\n", w.c_str()); };
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   bool tty = isatty(STDERR_FILENO) && !a.no_progress && !a.json;
-  if (tty) opt.on_progress = [t0](const CompressProgress& p) { DrawProgress(p, t0); };
-  auto summary = RunCompress(opt, cfg);
+  double t0 = NowSeconds();
+  if (tty) control.on_progress = [t0](const CompressProgress& p) { DrawProgress(p, t0); };
+  auto summary = RunJob(spec, control);
   if (tty) std::fprintf(stderr, "\n");
   if (!summary.ok()) return Fail(summary.status());
   CompressSummary& s = *summary;
@@ -180,8 +138,6 @@ int RunCompressCommand(const CompressArgs& a) {
     std::ofstream rep(std::string(a.output) + "/compression_report.json", std::ios::trunc);
     rep << j.dump(2) << "\n";
   }
-  if (!a.json && solver)
-    for (const auto& w : solver->warnings()) std::fprintf(stderr, "llmc: warning: %s\n", w.c_str());
   if (a.json) {
     std::cout << j.dump() << std::endl;
     return 0;
@@ -195,7 +151,7 @@ int RunCompressCommand(const CompressArgs& a) {
       s.model_path, s.output_path, s.method, s.modules_quantized, s.modules_ignored, FormatBytes(s.input_bytes),
       FormatBytes(s.output_bytes), ratio, s.shards, s.seconds, s.seconds > 0 ? s.input_bytes / 1e6 / s.seconds : 0.0,
       s.threads, FormatBytes(s.peak_rss_bytes));
-  if (!s.solver_report.is_null()) {
+  if (!s.solver_report.is_null()) {  // calibrated
     const auto& r = s.solver_report;
     std::cout << absl::StrFormat("  calibration %d samples, %d tokens from %s\n", r["calibration"]["samples"].get<int64_t>(),
                                  r["calibration"]["tokens"].get<int64_t>(), a.dataset);

@@ -290,13 +290,21 @@ class SequentialSolver::Impl {
 
   // --- the run ----------------------------------------------------------------------------------------------
 
-  absl::Status Run(const EmitFn& emit, const std::function<void(const CompressProgress&)>& progress,
-                   const std::atomic<bool>* cancel) {
+  absl::Status Run(const SolverIo& io) {
+    const auto& progress = io.progress;
     const int64_t layers = lm_->spec().num_layers;
+    if (io.resume_from_block < 0 || io.resume_from_block > layers)
+      return absl::InvalidArgumentError(absl::StrCat("resume block ", io.resume_from_block, " outside [0, ", layers, "]"));
     t_start_ = NowSeconds();
     for (int64_t l = 0; l < layers; ++l) {
-      if (cancel && cancel->load()) return absl::CancelledError("compression cancelled");
-      LLMC_RETURN_IF_ERROR(RunLayer(static_cast<int>(l), emit, progress, cancel));
+      if (io.cancel && io.cancel->load()) return absl::CancelledError("compression cancelled");
+      if (l < io.resume_from_block) {
+        LLMC_RETURN_IF_ERROR(ReplayLayer(static_cast<int>(l), io));
+        continue;
+      }
+      LLMC_RETURN_IF_ERROR(RunLayer(static_cast<int>(l), io.emit, progress, io.cancel));
+      if (io.cancel && io.cancel->load()) return absl::CancelledError("compression cancelled");
+      if (io.block_done) LLMC_RETURN_IF_ERROR(io.block_done(static_cast<int>(l)));
     }
     if (progress) {
       CompressProgress p;
@@ -543,6 +551,66 @@ class SequentialSolver::Impl {
     blk["rss_bytes"] = PeakRssBytes();
     blocks_.push_back(blk);
     return absl::OkStatus();
+  }
+
+  // A block finished before a resume: its weights as stored (dequantized, norms and biases as emitted) give
+  // exactly the activations the interrupted run propagated.
+  absl::Status ReplayLayer(int L, const SolverIo& io) {
+    if (!io.read_back) return absl::InternalError("resume without a way to read the staged output");
+    LLMC_ASSIGN_OR_RETURN(std::unique_ptr<DecoderBlock> block, lm_->LoadBlock(L));
+    const std::string p = absl::StrCat("model.layers.", L, ".");
+    auto floats = [&](const std::string& name, DType dtype, std::vector<float>* out) -> absl::Status {
+      LLMC_ASSIGN_OR_RETURN(auto bytes, io.read_back(name));
+      if (bytes.size() != out->size() * DTypeSize(dtype))
+        return absl::InternalError(absl::StrCat(name, ": staged size does not match"));
+      for (size_t i = 0; i < out->size(); ++i) (*out)[i] = LoadAsFloat(bytes.data(), dtype, i);
+      return absl::OkStatus();
+    };
+    auto tensor_dtype = [&](const std::string& name) {
+      const ModelTensor* t = lm_->dir().Find(name);
+      return t ? t->info->dtype : dtype_;
+    };
+    LLMC_RETURN_IF_ERROR(floats(p + "input_layernorm.weight", tensor_dtype(p + "input_layernorm.weight"), &block->input_norm));
+    LLMC_RETURN_IF_ERROR(floats(p + "post_attention_layernorm.weight", tensor_dtype(p + "post_attention_layernorm.weight"),
+                                &block->post_attention_norm));
+    for (LinearWeight* lw : block->linears()) {
+      const DType wd = tensor_dtype(lw->name + ".weight");
+      if (!lw->bias.empty()) LLMC_RETURN_IF_ERROR(floats(lw->name + ".bias", tensor_dtype(lw->name + ".bias"), &lw->bias));
+      int g = cfg_.Match(lw->name, "Linear");
+      if (g < 0 || !cfg_.groups()[g].scheme.weights) {
+        LLMC_RETURN_IF_ERROR(floats(lw->name + ".weight", wd, &lw->weight));
+        continue;
+      }
+      const ConfigGroup& grp = cfg_.groups()[g];
+      const QuantArgs& wa = *grp.scheme.weights;
+      LLMC_ASSIGN_OR_RETURN(auto plan, PlanQuantizedWeight(lw->name, lw->out_features, lw->in_features, wd, wa, grp.format));
+      std::vector<std::vector<uint8_t>> bufs;
+      for (const auto& o : plan) {
+        LLMC_ASSIGN_OR_RETURN(auto b, io.read_back(absl::StrCat(lw->name, ".", o.suffix)));
+        bufs.push_back(std::move(b));
+      }
+      std::vector<int32_t> g_idx;
+      if (auto gi = io.read_back(lw->name + ".weight_g_idx"); gi.ok()) {
+        g_idx.resize(lw->in_features);
+        std::memcpy(g_idx.data(), gi->data(), std::min<size_t>(gi->size(), g_idx.size() * 4));
+      }
+      LLMC_ASSIGN_OR_RETURN(lw->weight, DequantizeStored(*lw, wd, wa, grp.format, bufs, g_idx));
+    }
+    for (HiddenStates& b : batches_) LLMC_RETURN_IF_ERROR(lm_->RunBlock(*block, &b));
+    json blk = {{"layer", L}, {"resumed", true}};
+    blocks_.push_back(blk);
+    return absl::OkStatus();
+  }
+
+  // The values a stored quantized weight stands for, rounded to the model dtype (as the solver propagated them).
+  absl::StatusOr<std::vector<float>> DequantizeStored(const LinearWeight& lw, DType wd, const QuantArgs& wa,
+                                                      const std::string& format,
+                                                      const std::vector<std::vector<uint8_t>>& bufs,
+                                                      const std::vector<int32_t>& g_idx) {
+    LLMC_ASSIGN_OR_RETURN(auto deq, DequantizeWeight(lw.out_features, lw.in_features, wd, wa, format, bufs,
+                                                     g_idx.empty() ? nullptr : g_idx.data()));
+    for (float& v : deq) v = RoundToDType(v, wd);
+    return deq;
   }
 
   absl::Status SolveModule(LinearWeight* lw, const ConfigGroup& grp, DType wdtype, std::optional<float> gs,
@@ -993,10 +1061,7 @@ absl::StatusOr<std::vector<OutputTensor>> SequentialSolver::ExtraModuleTensors(c
   return impl_->Extras(module, group, rows, cols, dtype);
 }
 std::vector<TensorSpec> SequentialSolver::ExtraTensors() const { return impl_->ExtraTensors(); }
-absl::Status SequentialSolver::Run(const EmitFn& emit, const std::function<void(const CompressProgress&)>& progress,
-                                   const std::atomic<bool>* cancel) {
-  return impl_->Run(emit, progress, cancel);
-}
+absl::Status SequentialSolver::Run(const SolverIo& io) { return impl_->Run(io); }
 json SequentialSolver::Report() const { return impl_->Report(); }
 const std::vector<std::string>& SequentialSolver::warnings() const { return impl_->warnings(); }
 

@@ -76,8 +76,7 @@ class SequentialSolver : public LayerSolver {
   absl::StatusOr<std::vector<OutputTensor>> ExtraModuleTensors(const std::string& module, int group, int64_t rows,
                                                              int64_t cols, DType dtype) const override;
   std::vector<TensorSpec> ExtraTensors() const override;
-  absl::Status Run(const EmitFn& emit, const std::function<void(const CompressProgress&)>& progress,
-                   const std::atomic<bool>* cancel) override;
+  absl::Status Run(const SolverIo& io) override;
   nlohmann::json Report() const override;
 
   // Warnings from data loading and solving (short samples, Hessian fallbacks, ...).

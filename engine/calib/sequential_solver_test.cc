@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "engine/calib/job_runner.h"
 #include "engine/io/model_dir.h"
 #include "engine/model/causal_lm.h"
 #include "engine/model/perplexity.h"
@@ -102,9 +103,10 @@ TEST_F(SequentialSolverTest, GptqW4A16WritesALoadableCheckpointWithAReport) {
   EXPECT_EQ(rep["solve"]["blocks"].size(), 6u);
   EXPECT_EQ(rep["solve"]["calibration"]["samples"], 8);
   // The runtime reads it back and it is still a language model.
+  // (Reading weight_g_idx wrongly costs about 35% here.)
   double ppl = Perplexity(out);
   EXPECT_GT(ppl, 1.0);
-  EXPECT_LT(ppl, 2.0 * Perplexity(model_));
+  EXPECT_LT(ppl, 1.15 * Perplexity(model_));
 }
 
 TEST_F(SequentialSolverTest, GptqBeatsRtnOnHeldOutText) {
@@ -199,6 +201,55 @@ TEST_F(SequentialSolverTest, AwqScalesTheNormsAndRecordsItsSearch) {
     }
   }
   EXPECT_LT(Perplexity(tmp_.path() + "/awq"), 1.2 * Perplexity(model_));
+}
+
+// A job interrupted after block 2 and resumed at block 3 writes exactly the bytes of an uninterrupted run.
+TEST_F(SequentialSolverTest, ResumeIsByteIdentical) {
+  JobSpec spec;
+  spec.model_path = model_;
+  spec.recipe_yaml = "SmoothQuantModifier: {smoothing_strength: 0.5}\nGPTQModifier: {scheme: W4A16, ignore: [lm_head], actorder: group}\n";
+  spec.dataset = dataset_;
+  spec.num_samples = 4;
+  spec.seq_len = 64;
+  spec.threads = 2;
+  spec.max_shard_size = 4'000'000;  // several shards
+  spec.output_path = tmp_.path() + "/whole";
+  auto whole = RunJob(spec);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  ASSERT_GT(whole->shards, 2);
+
+  spec.output_path = tmp_.path() + "/resumed";
+  std::atomic<bool> cancel{false};
+  std::vector<int> done;
+  JobControl c;
+  c.staging_dir = tmp_.path() + "/staging";
+  c.keep_staging = true;
+  c.cancel = &cancel;
+  c.on_block_done = [&](int layer) {
+    done.push_back(layer);
+    if (layer == 2) cancel = true;
+  };
+  auto first = RunJob(spec, c);
+  ASSERT_FALSE(first.ok());
+  EXPECT_EQ(first.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(done, (std::vector<int>{0, 1, 2}));
+  ASSERT_TRUE(fs::exists(c.staging_dir));
+  EXPECT_FALSE(fs::exists(spec.output_path));
+
+  cancel = false;
+  done.clear();
+  c.resume_from_block = 3;
+  auto second = RunJob(spec, c);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(done, (std::vector<int>{3, 4, 5}));
+  EXPECT_FALSE(fs::exists(c.staging_dir));
+  for (const auto& e : fs::directory_iterator(tmp_.path() + "/whole")) {
+    const std::string name = e.path().filename().string();
+    if (name == "compression_report.json") continue;  // timings differ
+    std::ifstream a(e.path(), std::ios::binary), b(spec.output_path + "/" + name, std::ios::binary);
+    std::string sa((std::istreambuf_iterator<char>(a)), {}), sb((std::istreambuf_iterator<char>(b)), {});
+    EXPECT_TRUE(sa == sb) << name << " differs after resume";
+  }
 }
 
 TEST_F(SequentialSolverTest, ClearErrors) {

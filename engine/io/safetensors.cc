@@ -223,6 +223,55 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
   return w;
 }
 
+absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Reopen(
+    const std::string& path, std::vector<TensorSpec> specs, const std::map<std::string, std::string>& metadata) {
+  std::unique_ptr<SafetensorsWriter> w(new SafetensorsWriter());
+  w->path_ = path;
+  w->specs_ = std::move(specs);
+  for (size_t i = 0; i < w->specs_.size(); ++i) {
+    if (!w->by_name_.emplace(w->specs_[i].name, static_cast<int>(i)).second)
+      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", w->specs_[i].name, "' listed twice"));
+  }
+  std::string header = BuildSafetensorsHeader(w->specs_, metadata, &w->offsets_, &w->total_size_);
+  w->written_.assign(w->specs_.size(), 0);
+  w->fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (w->fd_ < 0) return ErrnoToStatus(errno, absl::StrCat("cannot reopen ", path, " to resume"));
+  std::string have(header.size(), '\0');
+  ssize_t r = pread(w->fd_, have.data(), have.size(), 0);
+  if (r != static_cast<ssize_t>(have.size()) || have != header)
+    return absl::FailedPreconditionError(absl::StrCat(path, ": the staged shard does not match this job's plan; ",
+                                                      "cannot resume (start the job over)"));
+  if (w->total_size_ > 0) {
+    int rc = posix_fallocate(w->fd_, 0, static_cast<off_t>(w->total_size_));
+    if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL)
+      return ErrnoToStatus(rc, absl::StrCat("cannot reserve ", FormatBytes(w->total_size_), " for ", path));
+  }
+  return w;
+}
+
+void SafetensorsWriter::MarkWritten(int index) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (index >= 0 && index < static_cast<int>(specs_.size())) written_[index] = specs_[index].nbytes();
+}
+
+absl::StatusOr<std::vector<uint8_t>> SafetensorsWriter::Read(int index) const {
+  if (index < 0 || index >= static_cast<int>(specs_.size()))
+    return absl::InternalError(absl::StrCat(path_, ": read of unknown tensor index ", index));
+  std::vector<uint8_t> out(specs_[index].nbytes());
+  uint64_t done = 0;
+  while (done < out.size()) {
+    ssize_t r = pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offsets_[index] + done));
+    if (r <= 0) return ErrnoToStatus(r < 0 ? errno : EIO, absl::StrCat("cannot read back ", specs_[index].name, " from ", path_));
+    done += static_cast<uint64_t>(r);
+  }
+  return out;
+}
+
+absl::Status SafetensorsWriter::Sync() {
+  if (fd_ >= 0 && fdatasync(fd_) != 0) return ErrnoToStatus(errno, absl::StrCat("cannot flush ", path_));
+  return absl::OkStatus();
+}
+
 SafetensorsWriter::~SafetensorsWriter() {
   if (fd_ >= 0) ::close(fd_);
 }

@@ -95,6 +95,11 @@ class SafetensorsWriter {
   static absl::StatusOr<std::unique_ptr<SafetensorsWriter>> Create(
       const std::string& path, std::vector<TensorSpec> specs,
       const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
+  // Reopens a file an earlier Create of the same specs wrote (partly), keeping its bytes, to resume writing.
+  // Fails when the file is missing or its header differs from the one these specs give.
+  static absl::StatusOr<std::unique_ptr<SafetensorsWriter>> Reopen(
+      const std::string& path, std::vector<TensorSpec> specs,
+      const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
   ~SafetensorsWriter();
 
   // Index of tensor `name` in the spec list, or -1.
@@ -102,6 +107,12 @@ class SafetensorsWriter {
   const std::vector<TensorSpec>& specs() const { return specs_; }
   // Writes bytes [offset, offset + data.size()) of tensor `index`. Fails if the range exceeds the tensor.
   absl::Status Write(int index, uint64_t offset, absl::Span<const uint8_t> data);
+  // Counts tensor `index` as completely written (its bytes are in a reopened file already).
+  void MarkWritten(int index);
+  // Reads back bytes of tensor `index` (e.g. written before a resume).
+  absl::StatusOr<std::vector<uint8_t>> Read(int index) const;
+  // Flushes written data to disk (fdatasync).
+  absl::Status Sync();
   // Verifies every tensor was written completely, flushes to disk and closes the file.
   absl::Status Close();
   uint64_t total_size() const { return total_size_; }

@@ -183,8 +183,20 @@ absl::StatusOr<std::vector<float>> WeightLoader::LoadLinearWeight(const std::str
                                                 in_features, "]"));
     }
   }
+  // GPTQ's activation ordering "group" stores the group of each column.
+  std::vector<int32_t> g_idx;
+  if (const ModelTensor* gi = dir_->Find(module + ".weight_g_idx"); gi != nullptr) {
+    if (gi->info->dtype != DType::kI32 || gi->info->shape != std::vector<int64_t>{in_features})
+      return absl::DataLossError(absl::StrCat(dir_->path(), ": tensor '", module, ".weight_g_idx' is ",
+                                              DTypeName(gi->info->dtype), " ", ShapeString(gi->info->shape),
+                                              " but must be I32 [", in_features, "]"));
+    auto data = gi->file->Data(*gi->info);
+    g_idx.resize(in_features);
+    std::memcpy(g_idx.data(), data.data(), in_features * 4);
+  }
   for (const ModelTensor* t : used) t->file->Release(*t->info);
-  auto w = DequantizeWeight(out_features, in_features, dtype, args, group->format, tensors);
+  auto w = DequantizeWeight(out_features, in_features, dtype, args, group->format, tensors,
+                            g_idx.empty() ? nullptr : g_idx.data());
   if (!w.ok())
     return absl::DataLossError(absl::StrCat(dir_->path(), ": ", module, ": ", w.status().message()));
   return std::move(*w);

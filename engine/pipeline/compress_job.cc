@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -109,7 +110,7 @@ class Job {
     if (!s.ok()) {
       std::error_code ec;
       shards_.clear();
-      fs::remove_all(staging_, ec);
+      if (!opt_.keep_staging) fs::remove_all(staging_, ec);
       return s;
     }
     summary_.seconds = NowSeconds() - t0_;
@@ -262,14 +263,23 @@ class Job {
     fs::path parent = out_.parent_path();
     fs::create_directories(parent, ec);
     if (ec) return absl::PermissionDeniedError(absl::StrCat(parent.string(), ": cannot create output parent directory: ", ec.message()));
-    staging_ = parent / absl::StrCat(".", out_.filename().string(), ".llmc-staging-", getpid());
-    fs::remove_all(staging_, ec);
-    if (!fs::create_directory(staging_, ec) || ec)
-      return absl::PermissionDeniedError(absl::StrCat(staging_.string(), ": cannot create staging directory: ", ec.message()));
+    staging_ = opt_.staging_dir.empty() ? parent / absl::StrCat(".", out_.filename().string(), ".llmc-staging-", getpid())
+                                        : fs::path(opt_.staging_dir);
+    const bool resume = opt_.solver && opt_.resume_from_block > 0;
+    if (resume && !fs::is_directory(staging_, ec))
+      return absl::FailedPreconditionError(absl::StrCat(staging_.string(), ": no staging directory to resume from"));
+    if (!resume) {
+      fs::remove_all(staging_, ec);
+      fs::create_directories(staging_.parent_path(), ec);
+      if (!fs::create_directory(staging_, ec) || ec)
+        return absl::PermissionDeniedError(absl::StrCat(staging_.string(), ": cannot create staging directory: ", ec.message()));
+    }
     for (size_t i = 0; i < shard_specs_.size(); ++i) {
-      LLMC_ASSIGN_OR_RETURN(auto w, SafetensorsWriter::Create((staging_ / shard_names_[i]).string(), shard_specs_[i]));
-      summary_.output_bytes += w->total_size();
-      shards_.push_back(std::move(w));
+      const std::string path = (staging_ / shard_names_[i]).string();
+      auto w = resume ? SafetensorsWriter::Reopen(path, shard_specs_[i]) : SafetensorsWriter::Create(path, shard_specs_[i]);
+      if (!w.ok()) return w.status();
+      summary_.output_bytes += (*w)->total_size();
+      shards_.push_back(std::move(*w));
     }
     return absl::OkStatus();
   }
@@ -454,10 +464,32 @@ class Job {
     return absl::OkStatus();
   }
 
+  // The decoder layer of a tensor name ("model.layers.7.x" -> 7), or -1.
+  static int LayerOf(const std::string& name) {
+    static const std::string kPrefix = "model.layers.";
+    if (!absl::StartsWith(name, kPrefix)) return -1;
+    int layer = 0;
+    size_t i = kPrefix.size();
+    if (i >= name.size() || !std::isdigit(static_cast<unsigned char>(name[i]))) return -1;
+    for (; i < name.size() && std::isdigit(static_cast<unsigned char>(name[i])); ++i) layer = layer * 10 + (name[i] - '0');
+    return layer;
+  }
+
   absl::Status RunSolver() {
     std::set<std::string> emitted;
     std::mutex mu;
-    EmitFn emit = [&](const std::string& name, absl::Span<const uint8_t> bytes) -> absl::Status {
+    // Tensors of blocks finished before a resume are in the reopened shards already.
+    for (const auto& [name, where] : deferred_) {
+      int layer = LayerOf(name);
+      if (layer >= 0 && layer < opt_.resume_from_block) {
+        shards_[where.first]->MarkWritten(where.second);
+        emitted.insert(name);
+      }
+    }
+    SolverIo io;
+    io.resume_from_block = opt_.resume_from_block;
+    io.cancel = opt_.cancel;
+    io.emit = [&](const std::string& name, absl::Span<const uint8_t> bytes) -> absl::Status {
       auto it = deferred_.find(name);
       if (it == deferred_.end()) return absl::InternalError(absl::StrCat("solver emitted an unplanned tensor ", name));
       auto [shard, idx] = it->second;
@@ -472,8 +504,18 @@ class Job {
       bytes_done_ += bytes.size();
       return absl::OkStatus();
     };
+    io.read_back = [&](const std::string& name) -> absl::StatusOr<std::vector<uint8_t>> {
+      auto it = deferred_.find(name);
+      if (it == deferred_.end()) return absl::NotFoundError(absl::StrCat(name, ": not in the staged output"));
+      return shards_[it->second.first]->Read(it->second.second);
+    };
+    io.block_done = [&](int layer) -> absl::Status {
+      for (auto& s : shards_) LLMC_RETURN_IF_ERROR(s->Sync());
+      if (opt_.on_block_done) opt_.on_block_done(layer);
+      return absl::OkStatus();
+    };
     const int modules_done = modules_done_.load();
-    auto progress = [&](const CompressProgress& p) {
+    io.progress = [&](const CompressProgress& p) {
       if (!opt_.on_progress) return;
       CompressProgress q = p;
       q.bytes_done = bytes_done_.load();
@@ -482,7 +524,7 @@ class Job {
       q.modules_total = summary_.modules_quantized;
       opt_.on_progress(q);
     };
-    LLMC_RETURN_IF_ERROR(opt_.solver->Run(emit, progress, opt_.cancel));
+    LLMC_RETURN_IF_ERROR(opt_.solver->Run(io));
     if (opt_.cancel && opt_.cancel->load()) return absl::CancelledError("compression cancelled; no output was written");
     for (const auto& [name, where] : deferred_)
       if (!emitted.count(name)) return absl::InternalError(absl::StrCat("the solver did not produce ", name));

@@ -34,6 +34,21 @@ struct CompressProgress {
 
 using EmitFn = std::function<absl::Status(const std::string& tensor_name, absl::Span<const uint8_t> bytes)>;
 
+// What the job gives a LayerSolver to run with.
+struct SolverIo {
+  // Writes a tensor at its planned place; exactly once per tensor of the blocks the solver computes.
+  EmitFn emit;
+  // Reads back a tensor of a block finished before a resume (blocks < resume_from_block).
+  std::function<absl::StatusOr<std::vector<uint8_t>>(const std::string& tensor_name)> read_back;
+  // Called once every tensor of `layer` was emitted: makes them durable and reports the block finished.
+  std::function<absl::Status(int layer)> block_done;
+  std::function<void(const CompressProgress&)> progress;
+  const std::atomic<bool>* cancel = nullptr;
+  // Blocks [0, resume_from_block) are in the staging output already: the solver only recomputes their outputs
+  // (from the stored tensors) to get the next block's inputs, and emits nothing for them.
+  int resume_from_block = 0;
+};
+
 // Produces the tensors of the decoder layers (every tensor named `model.layers.N...`) with a calibrated solve;
 // the job plans the checkpoint, runs everything outside the layers itself, then hands the solver an emitter
 // that writes each tensor at its planned place (see engine/pipeline/sequential.h).
@@ -47,10 +62,10 @@ class LayerSolver {
                                                                      int64_t rows, int64_t cols, DType dtype) const = 0;
   // Tensors that belong to no checkpoint tensor of the input (kv cache k_scale/v_scale).
   virtual std::vector<TensorSpec> ExtraTensors() const = 0;
-  // Runs the solve, calling `emit` exactly once for every owned tensor, every module's outputs and extras, and
-  // every ExtraTensors() entry. `progress` may be called from the calling thread at any time.
-  virtual absl::Status Run(const EmitFn& emit, const std::function<void(const CompressProgress&)>& progress,
-                           const std::atomic<bool>* cancel) = 0;
+  // Runs the solve, calling io.emit exactly once for every owned tensor, every module's outputs and extras, and
+  // every ExtraTensors() entry of the blocks from io.resume_from_block on, and io.block_done after each block.
+  // io.progress may be called from the calling thread at any time.
+  virtual absl::Status Run(const SolverIo& io) = 0;
   // The solve's part of the report (per-module errors, per-block timings, ...).
   virtual nlohmann::json Report() const = 0;
 };
@@ -74,6 +89,15 @@ struct CompressOptions {
   std::string recipe_yaml;
   // One-line description of the method ("GPTQ W4A16") for the summary and report.
   std::string method;
+  // Resumable jobs: the staging directory to write into (default: a fresh one beside OUTPUT, named with the
+  // process id). With resume_from_block > 0 and a solver, the shards there are reopened and blocks
+  // [0, resume_from_block) are taken as written; the result is byte-identical to an uninterrupted run.
+  std::string staging_dir;
+  int resume_from_block = 0;
+  // Leave the staging directory in place when the job fails or is cancelled (the caller resumes or removes it).
+  bool keep_staging = false;
+  // Called (from the calling thread) after every tensor of decoder block `layer` is durable on disk.
+  std::function<void(int layer)> on_block_done;
 };
 
 struct ModuleSummary {

@@ -122,6 +122,14 @@ TEST(GroupQuantizerTest, GIdxReordersGroups) {
   std::vector<int32_t> gi(cols);
   std::memcpy(gi.data(), (*enc)[3].data(), cols * 4);
   EXPECT_EQ(gi, p.g_idx);
+  // DequantizeWeight with g_idx gives the fake-quantized values back.
+  std::vector<std::vector<uint8_t>> stored(enc->begin(), enc->begin() + 3);
+  auto deq = DequantizeWeight(rows, cols, DType::kBF16, a, "pack-quantized", stored, gi.data());
+  ASSERT_TRUE(deq.ok()) << deq.status();
+  for (int64_t i = 0; i < rows * cols; ++i) ASSERT_EQ(RoundBF16((*deq)[i]), fake[i]) << i;
+  gi[7] = 2;
+  EXPECT_FALSE(DequantizeWeight(rows, cols, DType::kBF16, a, "pack-quantized", stored, gi.data()).ok());
+  gi[7] = p.g_idx[7];
   // Dequantize by hand with g_idx and compare.
   auto codes = UnpackInt32(reinterpret_cast<const int32_t*>((*enc)[0].data()), rows, cols, 4, 1);
   for (int64_t r = 0; r < rows; ++r)

@@ -615,7 +615,8 @@ std::vector<int8_t> UnpackInt32(const int32_t* packed, int64_t rows, int64_t col
 
 absl::StatusOr<std::vector<float>> DequantizeWeight(int64_t rows, int64_t cols, DType dtype, const QuantArgs& a,
                                                     const std::string& format,
-                                                    const std::vector<std::vector<uint8_t>>& t) {
+                                                    const std::vector<std::vector<uint8_t>>& t,
+                                                    const int32_t* g_idx) {
   LLMC_ASSIGN_OR_RETURN(auto plan, PlanQuantizedWeight("weight", rows, cols, dtype, a, format));
   if (t.size() != plan.size()) return absl::InvalidArgumentError("wrong number of tensors to dequantize");
   for (size_t i = 0; i < plan.size(); ++i)
@@ -623,9 +624,16 @@ absl::StatusOr<std::vector<float>> DequantizeWeight(int64_t rows, int64_t cols, 
       return absl::InvalidArgumentError(absl::StrCat("tensor ", plan[i].suffix, " has the wrong size"));
   LLMC_ASSIGN_OR_RETURN(Grid g, MakeGrid("weight", rows, cols, a));
   std::vector<float> w(rows * cols);
+  if (g_idx) {
+    if (a.strategy != Strategy::kGroup && a.strategy != Strategy::kTensorGroup)
+      return absl::InvalidArgumentError("g_idx applies to group strategies only");
+    for (int64_t i = 0; i < cols; ++i)
+      if (g_idx[i] < 0 || g_idx[i] >= g.scale_cols)
+        return absl::InvalidArgumentError(absl::StrCat("weight_g_idx[", i, "] = ", g_idx[i], " is outside [0, ", g.scale_cols, ")"));
+  }
   auto scale_at = [&](int64_t r, int64_t c) -> int64_t {
     if (a.strategy == Strategy::kTensor) return 0;
-    return (r / g.group_rows) * g.scale_cols + c / g.group_cols;
+    return (r / g.group_rows) * g.scale_cols + (g_idx ? g_idx[c] : c / g.group_cols);
   };
   if (format == "pack-quantized" || format == "int-quantized" ||
       (format == "naive-quantized" && a.type == QuantType::kInt)) {

@@ -51,9 +51,12 @@ absl::StatusOr<std::vector<std::vector<uint8_t>>> QuantizeWeight(const WeightVie
                                                                  std::optional<float> global_scale = std::nullopt);
 
 // Dequantizes the planned tensors back to float [rows * cols] (used by tests and evaluation).
+// `g_idx` (optional, [cols]): the group of each column when columns are not in group order (GPTQ's
+// activation ordering "group", stored as weight_g_idx); out-of-range entries are an error.
 absl::StatusOr<std::vector<float>> DequantizeWeight(int64_t rows, int64_t cols, DType dtype, const QuantArgs& args,
                                                     const std::string& format,
-                                                    const std::vector<std::vector<uint8_t>>& tensors);
+                                                    const std::vector<std::vector<uint8_t>>& tensors,
+                                                    const int32_t* g_idx = nullptr);
 
 // Packs signed integers q (num_bits wide, in [-2^(b-1), 2^(b-1)-1]) of a row-major [rows, cols] matrix into
 // int32 words along `dim` (1 = last dim, 0 = first), as compressed-tensors' pack_to_int32 does:
