@@ -15,6 +15,10 @@
 #include "engine/model/causal_lm.h"
 #include "engine/model/perplexity.h"
 #include "engine/tokenizer/tokenizer.h"
+#ifdef LLMC_HAVE_CUDA
+#include "engine/backend/cuda/rtn_kernels.h"
+#include "engine/model/cuda_causal_lm.h"
+#endif
 
 namespace llmc::cli {
 
@@ -34,10 +38,13 @@ absl::StatusOr<std::string> LocalPath(const std::string& uri, absl::string_view 
 }  // namespace
 
 int RunEvalCommand(const EvalArgs& a) {
+#ifndef LLMC_HAVE_CUDA
   if (a.device == "cuda")
-    return Fail(
-        absl::UnimplementedError("--device cuda: the CUDA model runtime is not built yet; use --device cpu"));
-  if (a.device != "cpu")
+    return Fail(absl::UnimplementedError(
+        "--device cuda: this llmc was built without the CUDA backend (nvcc was not found at build time); "
+        "rebuild on a machine with the CUDA toolkit or use --device cpu"));
+#endif
+  if (a.device != "cpu" && a.device != "cuda")
     return Fail(absl::InvalidArgumentError(absl::StrCat("--device ", a.device, ": use cpu or cuda")));
   if (a.seq_len < 2)
     return Fail(absl::InvalidArgumentError(
@@ -85,7 +92,17 @@ int RunEvalCommand(const EvalArgs& a) {
                    static_cast<long long>(layers));
       std::fflush(stderr);
     };
-  auto r = ComputePerplexity(**lm, *ids, po);
+  absl::StatusOr<PerplexityResult> r;
+  std::string gpu;
+  if (a.device == "cuda") {
+#ifdef LLMC_HAVE_CUDA
+    CudaModelOptions co;  // fp32 GEMMs (no TF32): the CPU's numbers to ~1e-6
+    r = ComputePerplexityCuda(**lm, *ids, po, co);
+    gpu = cuda::DeviceName();
+#endif
+  } else {
+    r = ComputePerplexity(**lm, *ids, po);
+  }
   if (tty) std::fprintf(stderr, "\r%60s\r", "");
   if (!r.ok()) return Fail(r.status());
   const double total_seconds = NowSeconds() - t0;
@@ -110,19 +127,22 @@ int RunEvalCommand(const EvalArgs& a) {
                         {"architecture", spec.arch->name},
                         {"weights", storage},
                         {"device", a.device},
+                        {"gpu", gpu},
                         {"threads", (*lm)->context()->threads()},
                         {"peak_rss_bytes", PeakRssBytes()}};
     std::cout << j.dump() << std::endl;
     return 0;
   }
+  const std::string where = a.device == "cuda" ? absl::StrCat("on ", gpu)
+                                               : absl::StrCat((*lm)->context()->threads(), " threads");
   std::cout << absl::StrFormat(
       "perplexity %.4f on %s\n"
       "  windows     %d of %d tokens (%d tokens, %d predicted; the text has %d)\n"
       "  model       %s (%s, weights %s)\n"
-      "  time        %.2f s evaluating (%.0f tokens/s, %d threads), %.2f s tokenizing, peak memory %s\n",
+      "  time        %.2f s evaluating (%.0f tokens/s, %s), %.2f s tokenizing, peak memory %s\n",
       r->perplexity, a.text, r->windows, a.seq_len, r->tokens, r->predicted_tokens, ids->size(), a.model,
-      spec.arch->name, storage, r->seconds, r->seconds > 0 ? r->tokens / r->seconds : 0.0,
-      (*lm)->context()->threads(), tokenize_seconds, FormatBytes(PeakRssBytes()));
+      spec.arch->name, storage, r->seconds, r->seconds > 0 ? r->tokens / r->seconds : 0.0, where,
+      tokenize_seconds, FormatBytes(PeakRssBytes()));
   return 0;
 }
 

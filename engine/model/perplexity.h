@@ -50,4 +50,17 @@ std::string NormalizeNewlines(absl::string_view text);
 absl::StatusOr<PerplexityResult> ComputePerplexity(const CausalLm& lm, absl::Span<const int32_t> ids,
                                                    const PerplexityOptions& options);
 
+// One pass of the protocol for another device (engine/model/cuda_causal_lm.h): run the `windows` windows whose
+// ids are `ids` (windows * seq_len tokens, each window an independent sequence) through the model and store in
+// nll_sums[w] the sum over t in [0, seq_len - 1) of -log softmax(logits of token t)[ids[w * seq_len + t + 1]].
+using PerplexityPassFn = std::function<absl::Status(int64_t pass, int64_t passes, absl::Span<const int32_t> ids,
+                                                    int64_t windows, double* nll_sums)>;
+
+// ComputePerplexity with the model evaluation done by `run_pass`: the same validation, windows, passes (sized by
+// options.windows_per_pass / max_activation_bytes of fp32 hidden states of width spec.hidden_size), sums and
+// result. ComputePerplexity is this with the CPU pass.
+absl::StatusOr<PerplexityResult> ComputePerplexityWith(const ModelSpec& spec, absl::Span<const int32_t> ids,
+                                                       const PerplexityOptions& options,
+                                                       const PerplexityPassFn& run_pass);
+
 }  // namespace llmc

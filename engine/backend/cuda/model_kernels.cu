@@ -6,12 +6,13 @@
 #include "engine/backend/cuda/cuda_check.h"
 #include "engine/backend/cuda/model_kernels.h"
 
-
 namespace llmc::cuda {
 
 namespace {
 
 constexpr int kThreads = 256;
+
+unsigned Blocks(int64_t n, int threads = kThreads) { return static_cast<unsigned>((n + threads - 1) / threads); }
 
 // One block per row: sum of squares in double (as the CPU reference), then the scaled product.
 __global__ void RmsNormKernel(const float* __restrict__ x, int64_t dim, const float* __restrict__ w, float eps,
@@ -32,11 +33,97 @@ __global__ void RmsNormKernel(const float* __restrict__ x, int64_t dim, const fl
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = __fmul_rn(w[i], __fmul_rn(xr[i], inv));
 }
 
+// One warp per row, for short rows (q/k norms over head_dim: many rows of 64-256 values).
+__global__ void RmsNormWarpKernel(const float* __restrict__ x, int64_t rows, int64_t dim, const float* __restrict__ w,
+                                  float eps, float* out) {
+  const int64_t r = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (r >= rows) return;
+  const float* xr = x + r * dim;
+  double ss = 0;
+  for (int64_t i = lane; i < dim; i += 32) ss += static_cast<double>(xr[i]) * xr[i];
+  for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+  const float inv = static_cast<float>(1.0 / sqrt(static_cast<double>(static_cast<float>(ss / dim)) + eps));
+  float* o = out + r * dim;
+  for (int64_t i = lane; i < dim; i += 32) o[i] = __fmul_rn(w[i], __fmul_rn(xr[i], inv));
+}
+
 __global__ void SwiGluKernel(const float* __restrict__ gate, const float* __restrict__ up, int64_t n, float* out) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const float g = gate[i];
   out[i] = g / (1.0f + expf(-g)) * up[i];
+}
+
+// One thread per (token, head, i < half). --fmad=false keeps a*c - b*s as two rounded products and a
+// difference, exactly as the CPU code compiled with -ffp-contract=off.
+__global__ void RopeKernel(float* x, int64_t tokens, int64_t seq_len, int64_t heads, int64_t head_dim,
+                           const float* __restrict__ cos_t, const float* __restrict__ sin_t) {
+  const int64_t half = head_dim / 2;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= tokens * heads * half) return;
+  const int64_t j = i % half;
+  const int64_t h = (i / half) % heads;
+  const int64_t t = i / (half * heads);
+  const int64_t pos = t % seq_len;
+  const float c = cos_t[pos * half + j], s = sin_t[pos * half + j];
+  float* v = x + t * heads * head_dim + h * head_dim;
+  const float a = v[j], b = v[j + half];
+  v[j] = a * c - b * s;
+  v[j + half] = b * c + a * s;
+}
+
+__global__ void AddKernel(float* x, const float* __restrict__ y, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] += y[i];
+}
+
+__global__ void AddBiasKernel(float* y, int64_t rows, int64_t cols, const float* __restrict__ bias) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < rows * cols) y[i] += bias[i % cols];
+}
+
+// One block per row: fp32 max, then sum of exp(x - max) in double.
+__global__ void TokenNllKernel(const float* __restrict__ logits, int64_t vocab, const int32_t* __restrict__ targets,
+                               double* nll) {
+  const int64_t r = blockIdx.x;
+  const float* xr = logits + r * vocab;
+  __shared__ float fpart[kThreads];
+  __shared__ double dpart[kThreads];
+  float mx = -INFINITY;
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) mx = fmaxf(mx, xr[i]);
+  fpart[threadIdx.x] = mx;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) fpart[threadIdx.x] = fmaxf(fpart[threadIdx.x], fpart[threadIdx.x + s]);
+    __syncthreads();
+  }
+  mx = fpart[0];
+  double sum = 0;
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) sum += static_cast<double>(expf(xr[i] - mx));
+  dpart[threadIdx.x] = sum;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) dpart[threadIdx.x] += dpart[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    const int32_t t = targets[r];
+    nll[r] = (t < 0 || t >= vocab) ? static_cast<double>(NAN)
+                                   : log(dpart[0]) - static_cast<double>(xr[t] - mx);
+  }
+}
+
+__global__ void FloatToBf16Kernel(const float* __restrict__ in, int64_t n, uint16_t* out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  uint32_t u = __float_as_uint(in[i]);
+  if ((u & 0x7fffffffu) > 0x7f800000u) {  // NaN stays a quiet NaN
+    out[i] = static_cast<uint16_t>((u >> 16) | 0x40u);
+    return;
+  }
+  u += 0x7fffu + ((u >> 16) & 1u);
+  out[i] = static_cast<uint16_t>(u >> 16);
 }
 
 struct DeviceBuffers {
@@ -54,16 +141,64 @@ struct DeviceBuffers {
 
 }  // namespace
 
-std::string RmsNormDevice(const float* x, int64_t rows, int64_t dim, const float* weight, float eps, float* out) {
-  if (rows <= 0 || dim <= 0) return rows == 0 ? "" : "RmsNormDevice: invalid shape";
-  RmsNormKernel<<<static_cast<unsigned>(rows), kThreads>>>(x, dim, weight, eps, out);
+std::string RmsNormDevice(const float* x, int64_t rows, int64_t dim, const float* weight, float eps, float* out,
+                          cudaStream_t stream) {
+  if (rows < 0 || dim <= 0 || rows > 0x7fffffff) return "RmsNormDevice: invalid shape";
+  if (rows == 0) return "";
+  if (dim <= 512) {
+    RmsNormWarpKernel<<<Blocks(rows * 32), kThreads, 0, stream>>>(x, rows, dim, weight, eps, out);
+  } else {
+    RmsNormKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, dim, weight, eps, out);
+  }
   LLMC_CUDA_TRY(cudaGetLastError());
   return "";
 }
 
-std::string SwiGluDevice(const float* gate, const float* up, int64_t n, float* out) {
+std::string SwiGluDevice(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream) {
   if (n <= 0) return n == 0 ? "" : "SwiGluDevice: invalid size";
-  SwiGluKernel<<<static_cast<unsigned>((n + kThreads - 1) / kThreads), kThreads>>>(gate, up, n, out);
+  SwiGluKernel<<<Blocks(n), kThreads, 0, stream>>>(gate, up, n, out);
+  LLMC_CUDA_TRY(cudaGetLastError());
+  return "";
+}
+
+std::string RopeDevice(float* x, int64_t num_seqs, int64_t seq_len, int64_t heads, int64_t head_dim,
+                       const float* cos, const float* sin, cudaStream_t stream) {
+  if (num_seqs < 0 || seq_len < 1 || heads < 1 || head_dim < 2 || head_dim % 2 != 0)
+    return "RopeDevice: invalid shape (head_dim must be even and positive)";
+  const int64_t n = num_seqs * seq_len * heads * (head_dim / 2);
+  if (n == 0) return "";
+  RopeKernel<<<Blocks(n), kThreads, 0, stream>>>(x, num_seqs * seq_len, seq_len, heads, head_dim, cos, sin);
+  LLMC_CUDA_TRY(cudaGetLastError());
+  return "";
+}
+
+std::string AddDevice(float* x, const float* y, int64_t n, cudaStream_t stream) {
+  if (n <= 0) return n == 0 ? "" : "AddDevice: invalid size";
+  AddKernel<<<Blocks(n), kThreads, 0, stream>>>(x, y, n);
+  LLMC_CUDA_TRY(cudaGetLastError());
+  return "";
+}
+
+std::string AddBiasDevice(float* y, int64_t rows, int64_t cols, const float* bias, cudaStream_t stream) {
+  if (rows < 0 || cols < 1) return "AddBiasDevice: invalid shape";
+  if (rows == 0) return "";
+  AddBiasKernel<<<Blocks(rows * cols), kThreads, 0, stream>>>(y, rows, cols, bias);
+  LLMC_CUDA_TRY(cudaGetLastError());
+  return "";
+}
+
+std::string TokenNllDevice(const float* logits, int64_t rows, int64_t vocab, const int32_t* targets, double* nll,
+                           cudaStream_t stream) {
+  if (rows < 0 || vocab < 1 || rows > 0x7fffffff) return "TokenNllDevice: invalid shape";
+  if (rows == 0) return "";
+  TokenNllKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(logits, vocab, targets, nll);
+  LLMC_CUDA_TRY(cudaGetLastError());
+  return "";
+}
+
+std::string FloatToBf16Device(const float* in, int64_t n, uint16_t* out, cudaStream_t stream) {
+  if (n <= 0) return n == 0 ? "" : "FloatToBf16Device: invalid size";
+  FloatToBf16Kernel<<<Blocks(n), kThreads, 0, stream>>>(in, n, out);
   LLMC_CUDA_TRY(cudaGetLastError());
   return "";
 }

@@ -1,17 +1,45 @@
-// CUDA kernels of the decoder forward (fp32 activations). Plain C++ interface (no Abseil in .cu files).
-// CPU references: engine/model/cpu_ops.h (RmsNorm, SwiGlu); tests/gpu/cuda_model_ops_test.cc compares them.
+// CUDA kernels of the decoder forward (fp32 activations). Plain C++ interface (no Abseil in .cu files); the model
+// runtime wraps the returned strings into absl::Status (engine/model/cuda_status.h).
+// CPU references: engine/model/cpu_ops.h (RmsNorm, SwiGlu, ApplyRotary, TokenNll; the residual and bias adds of
+// decoder_block.cc / LinearForward). tests/gpu/cuda_model_ops_test.cc and cuda_decoder_kernels_test.cc compare.
+//
+// Every `...Device` function takes device pointers, validates its sizes, launches on `stream` (nullptr: the
+// legacy default stream) without synchronizing, and returns "" or the CUDA error naming the failing call.
+// Shapes are row-major, written [rows, cols].
 #pragma once
+
+#include <cuda_runtime_api.h>
 
 #include <cstdint>
 #include <string>
 
 namespace llmc::cuda {
 
-// Device-pointer kernels, launched on the default stream. Return "" or the CUDA error with the failing call.
-// out [rows, dim] = x [rows, dim] * rsqrt(mean(x^2) + eps) * weight [dim]. `out` may alias `x`.
-std::string RmsNormDevice(const float* x, int64_t rows, int64_t dim, const float* weight, float eps, float* out);
+// out [rows, dim] = x [rows, dim] * rsqrt(mean(x^2) + eps) * weight [dim]. `out` may alias `x`. The sum of
+// squares is taken in double, as the CPU reference.
+std::string RmsNormDevice(const float* x, int64_t rows, int64_t dim, const float* weight, float eps, float* out,
+                          cudaStream_t stream = nullptr);
 // out[i] = gate[i] / (1 + exp(-gate[i])) * up[i]. `out` may alias either input.
-std::string SwiGluDevice(const float* gate, const float* up, int64_t n, float* out);
+std::string SwiGluDevice(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream = nullptr);
+
+// Rotary embedding in place on x [num_seqs * seq_len, heads * head_dim] (HF rotate_half: dimension i pairs with
+// i + head_dim/2); token t of each sequence has position t. cos and sin are the RopeTable's [positions,
+// head_dim/2] tables, with at least seq_len positions. Bit-identical to the CPU ApplyRotary (no FMA contraction).
+std::string RopeDevice(float* x, int64_t num_seqs, int64_t seq_len, int64_t heads, int64_t head_dim,
+                       const float* cos, const float* sin, cudaStream_t stream = nullptr);
+
+// x[i] += y[i] for n elements (the residual adds).
+std::string AddDevice(float* x, const float* y, int64_t n, cudaStream_t stream = nullptr);
+// y [rows, cols] += bias [cols] on every row.
+std::string AddBiasDevice(float* y, int64_t rows, int64_t cols, const float* bias, cudaStream_t stream = nullptr);
+
+// nll[r] = -log softmax(logits[r])[targets[r]] for logits [rows, vocab] (fp32, max-shifted in fp32, the
+// normalizer summed in double, as TokenNll). targets [rows] int32 in [0, vocab) (checked: out of range gives NaN).
+std::string TokenNllDevice(const float* logits, int64_t rows, int64_t vocab, const int32_t* targets, double* nll,
+                           cudaStream_t stream = nullptr);
+
+// out[i] = bf16(in[i]) (round to nearest even; bf16 bit patterns as uint16).
+std::string FloatToBf16Device(const float* in, int64_t n, uint16_t* out, cudaStream_t stream = nullptr);
 
 // Host-memory conveniences for tests: copy in, run, copy out, free.
 std::string RmsNormHost(const float* x, int64_t rows, int64_t dim, const float* weight, float eps, float* out);

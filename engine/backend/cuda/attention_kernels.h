@@ -1,0 +1,24 @@
+// Memory-efficient causal grouped-query attention on the GPU (flash-attention style: tiles of queries and keys
+// in shared memory, online softmax, fp32 throughout; no [seq, seq] matrix is ever formed). Plain C++ interface.
+// CPU reference: engine/model/cpu_ops.h CausalAttention; tests/gpu/cuda_decoder_kernels_test.cc compares them.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <string>
+
+namespace llmc::cuda {
+
+// out = softmax(q k^T / sqrt(head_dim)) v per (sequence, query head), causal, with the CPU layouts:
+// q [num_seqs * seq_len, heads * head_dim], k and v [num_seqs * seq_len, kv_heads * head_dim], out like q (device
+// pointers, fp32, must not alias). Query head h reads kv head h / (heads / kv_heads). Token i attends to tokens
+// j <= i of its own sequence, and with sliding_window > 0 only to j > i - sliding_window. head_dim <= 256;
+// heads a multiple of kv_heads. Launches on `stream` without synchronizing; returns "" or the error.
+// Work: O(num_seqs * heads * seq_len * keys * head_dim) with keys = min(seq_len, sliding_window); memory: none
+// beyond the inputs and output (85 KB of shared memory per 64 queries at head_dim 128).
+std::string CausalAttentionDevice(const float* q, const float* k, const float* v, int64_t num_seqs, int64_t seq_len,
+                                  int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t sliding_window,
+                                  float* out, cudaStream_t stream = nullptr);
+
+}  // namespace llmc::cuda

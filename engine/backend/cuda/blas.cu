@@ -1,0 +1,97 @@
+#include "engine/backend/cuda/blas.h"
+
+#include <cuda_runtime.h>
+
+#include <climits>
+#include <string>
+
+#include "engine/backend/cuda/cuda_check.h"
+#include "engine/backend/cuda/model_kernels.h"
+
+namespace llmc::cuda {
+
+namespace {
+
+// h is column-major with the lower triangle (row >= col) valid: copy it to the upper one.
+__global__ void MirrorLowerKernel(float* h, int64_t n) {
+  const int64_t col = static_cast<int64_t>(blockIdx.y) * 16 + threadIdx.y;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * 16 + threadIdx.x;
+  if (row < n && col < n && row < col) h[row + col * n] = h[col + row * n];
+}
+
+bool FitsInt(int64_t v) { return v >= 0 && v <= INT_MAX; }
+
+}  // namespace
+
+const char* GemmPrecisionName(GemmPrecision p) {
+  switch (p) {
+    case GemmPrecision::kFp32:
+      return "fp32";
+    case GemmPrecision::kTf32:
+      return "tf32";
+    case GemmPrecision::kBf16:
+      return "bf16";
+  }
+  return "?";
+}
+
+Blas::~Blas() {
+  if (handle_ != nullptr) cublasDestroy(handle_);
+}
+
+std::string Blas::Init(cudaStream_t stream) {
+  if (handle_ == nullptr) LLMC_CUBLAS_TRY(cublasCreate(&handle_));
+  LLMC_CUBLAS_TRY(cublasSetStream(handle_, stream));
+  // TF32 only where asked for (GemmEx's compute type); plain sgemm stays IEEE fp32.
+  LLMC_CUBLAS_TRY(cublasSetMathMode(handle_, CUBLAS_DEFAULT_MATH));
+  stream_ = stream;
+  return "";
+}
+
+std::string Blas::Linear(GemmPrecision precision, const float* x, const uint16_t* x_bf16, int64_t rows, int64_t in,
+                         const void* w, const float* bias, int64_t out, float* y) {
+  if (handle_ == nullptr) return "Blas::Linear: Init was not called";
+  if (!FitsInt(rows) || !FitsInt(in) || !FitsInt(out) || in == 0 || out == 0)
+    return "Blas::Linear: shape [" + std::to_string(rows) + ", " + std::to_string(in) + "] x [" +
+           std::to_string(out) + ", " + std::to_string(in) + "]^T is empty or exceeds cuBLAS's int range";
+  if (rows == 0) return "";
+  const float one = 1.0f, zero = 0.0f;
+  // Row-major y [rows, out] is column-major y^T [out, rows] = W [out, in] (column-major W^T, transposed) times
+  // x^T [in, rows] (column-major x).
+  const int m = static_cast<int>(out), n = static_cast<int>(rows), k = static_cast<int>(in);
+  switch (precision) {
+    case GemmPrecision::kFp32:
+      LLMC_CUBLAS_TRY(cublasSgemm(handle_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, static_cast<const float*>(w), k,
+                                  x, k, &zero, y, m));
+      break;
+    case GemmPrecision::kTf32:
+      LLMC_CUBLAS_TRY(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, w, CUDA_R_32F, k, x, CUDA_R_32F,
+                                   k, &zero, y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT));
+      break;
+    case GemmPrecision::kBf16:
+      if (x_bf16 == nullptr) return "Blas::Linear: bf16 precision needs the input converted to bf16";
+      LLMC_CUBLAS_TRY(cublasGemmEx(handle_, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, w, CUDA_R_16BF, k, x_bf16,
+                                   CUDA_R_16BF, k, &zero, y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      break;
+  }
+  if (bias != nullptr) LLMC_TRY_STR(AddBiasDevice(y, rows, out, bias, stream_));
+  return "";
+}
+
+std::string Blas::AccumulateXtX(const float* x, int64_t rows, int64_t in, float alpha, float* h) {
+  if (handle_ == nullptr) return "Blas::AccumulateXtX: Init was not called";
+  if (!FitsInt(rows) || !FitsInt(in) || in == 0)
+    return "Blas::AccumulateXtX: shape [" + std::to_string(rows) + ", " + std::to_string(in) +
+           "] is empty or exceeds cuBLAS's int range";
+  if (rows == 0) return "";
+  const float one = 1.0f;
+  // Row-major x [rows, in] is column-major A = x^T [in, rows]; A A^T = x^T x.
+  LLMC_CUBLAS_TRY(cublasSsyrk(handle_, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, static_cast<int>(in),
+                              static_cast<int>(rows), &alpha, x, static_cast<int>(in), &one, h, static_cast<int>(in)));
+  const dim3 block(16, 16), grid(static_cast<unsigned>((in + 15) / 16), static_cast<unsigned>((in + 15) / 16));
+  MirrorLowerKernel<<<grid, block, 0, stream_>>>(h, in);
+  LLMC_CUDA_TRY(cudaGetLastError());
+  return "";
+}
+
+}  // namespace llmc::cuda

@@ -1,0 +1,53 @@
+// cuBLAS for the decoder: the Linear `y = x W^T + b` with fp32 activations, and the Hessian accumulation
+// `H += alpha X^T X` of calibration algorithms (GPTQ). Plain C++ interface (no Abseil); errors are returned as
+// strings naming the failing call. CPU references: engine/model/cpu_ops.h LinearForward (OpenBLAS sgemm) and the
+// naive X^T X in tests/gpu/cuda_decoder_kernels_test.cc.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <string>
+
+namespace llmc::cuda {
+
+// How a Linear multiplies. Accumulation is fp32 in every mode.
+enum class GemmPrecision {
+  kFp32,  // fp32 weights and activations, fp32 FMA (no TF32): tracks the CPU to ~1e-6 relative. The default.
+  kTf32,  // fp32 weights and activations, tensor cores in TF32 (10-bit mantissa inputs): ~3e-4 relative.
+  kBf16,  // bf16 weights on the device, activations rounded to bf16 per GEMM, fp32 accumulation: ~3e-3.
+};
+// "fp32", "tf32", "bf16".
+const char* GemmPrecisionName(GemmPrecision p);
+
+// A cuBLAS handle bound to one stream. Not thread-safe: one caller at a time (as cuBLAS handles).
+class Blas {
+ public:
+  Blas() = default;
+  ~Blas();
+  Blas(const Blas&) = delete;
+  Blas& operator=(const Blas&) = delete;
+
+  // Creates the handle on the current device, bound to `stream`. Returns "" or the error.
+  std::string Init(cudaStream_t stream);
+  cudaStream_t stream() const { return stream_; }
+
+  // y [rows, out] = x [rows, in] W^T (+ bias [out] when not null) with W [out, in] row-major on the device:
+  // fp32 for kFp32/kTf32, bf16 bits (uint16) for kBf16. For kBf16, `x_bf16` is x already rounded to bf16
+  // ([rows, in], e.g. by FloatToBf16Device; the caller converts once for q/k/v sharing one input) and `x` is
+  // not read. `y` must not alias the inputs. Launches on the handle's stream without synchronizing.
+  std::string Linear(GemmPrecision precision, const float* x, const uint16_t* x_bf16, int64_t rows, int64_t in,
+                     const void* w, const float* bias, int64_t out, float* y);
+
+  // h [in, in] += alpha * x^T x for x [rows, in] (fp32, no TF32; cuBLAS ssyrk on one triangle, then mirrored so
+  // `h` stays a full symmetric matrix). `h` must be symmetric on entry (e.g. zeros): only one triangle is read.
+  // Launches on the handle's stream without synchronizing.
+  std::string AccumulateXtX(const float* x, int64_t rows, int64_t in, float alpha, float* h);
+
+ private:
+  cublasHandle_t handle_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+};
+
+}  // namespace llmc::cuda

@@ -1,0 +1,143 @@
+// One decoder block on the GPU, with the semantics of RunDecoderBlock (decoder_block.h):
+//   x += o_proj(attention(rope(q_norm?(q_proj(n))), rope(k_norm?(k_proj(n))), v_proj(n)))   n = input_norm(x)
+//   x += down_proj(silu(gate_proj(m)) * up_proj(m))                                          m = post_norm(x)
+// on hidden states that stay on the device between blocks.
+//
+//   LLMC_ASSIGN_OR_RETURN(auto ctx, CudaContext::Create());
+//   LLMC_ASSIGN_OR_RETURN(auto w, CudaBlockWeights::Create(spec, cuda::GemmPrecision::kFp32, ctx.get()));
+//   LLMC_ASSIGN_OR_RETURN(auto runner, CudaBlockRunner::Create(spec, ctx.get()));
+//   LLMC_RETURN_IF_ERROR(w->Upload(*lm->LoadBlock(i)));      // host block may be freed once this returns
+//   LLMC_RETURN_IF_ERROR(runner->Run(w.get(), &x));            // asynchronous on ctx->stream()
+//
+// Numerics: GEMMs as `GemmPrecision` says (fp32 by default: ~1e-6 relative to the CPU), everything else fp32 with
+// the CPU's formulas (RMSNorm sums in double, RoPE bit-identical, attention with an online softmax in fp32).
+// Not thread-safe: one thread drives a context and everything made with it.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/backend/cuda/blas.h"
+#include "engine/model/architecture.h"
+#include "engine/model/cuda_context.h"
+#include "engine/model/decoder_block.h"
+#include "engine/model/linear_hooks.h"
+
+namespace llmc {
+
+// Sees each Linear's input on the device, for calibration statistics (e.g. Blas::AccumulateXtX into a device
+// Hessian). Called from the thread that runs the block, in the order RunDecoderBlock calls LinearHooks::OnInput
+// (q/k/v, and gate/up, each get their own call with the same input).
+class CudaLinearHooks {
+ public:
+  virtual ~CudaLinearHooks() = default;
+  // `input` is a device pointer to [tokens, w.in_features] fp32, row-major, holding the input once the work
+  // queued on `stream` so far has run. Work the hook queues on `stream` sees it; the GEMM that consumes it is
+  // queued after the call returns, and the buffer is overwritten later, so the hook must not read it from other
+  // streams or after returning (unless it synchronized `stream`). `w` carries name, layer and shape; its weight
+  // and bias vectors are EMPTY (the weights are on the device; OnWeightLoaded saw them on the host). A non-OK
+  // status aborts the block and is returned unchanged.
+  virtual absl::Status OnDeviceInput(const LinearWeight& w, const float* input, int64_t tokens,
+                                     cudaStream_t stream) = 0;
+};
+
+// Runs CPU LinearHooks on the device path: copies each input to host memory (synchronizing the stream) and calls
+// hooks->OnInput(w, input, tokens), with `w` as in CudaLinearHooks (empty weight and bias). Costs one device-to-host
+// copy of every Linear input; meant for hooks that have no device implementation.
+class HostLinearHooksAdapter final : public CudaLinearHooks {
+ public:
+  explicit HostLinearHooksAdapter(LinearHooks* hooks) : hooks_(hooks) {}
+  absl::Status OnDeviceInput(const LinearWeight& w, const float* input, int64_t tokens, cudaStream_t stream) override;
+
+ private:
+  LinearHooks* hooks_;
+  std::vector<float> host_;
+};
+
+// One block's weights on the device, allocated once for a model's block shape and refilled per layer (so a
+// prefetching caller can keep two and alternate). Linear weights are fp32, or bf16 for GemmPrecision::kBf16
+// (converted on the device, round to nearest even); norms and biases fp32.
+class CudaBlockWeights {
+ public:
+  static absl::StatusOr<std::unique_ptr<CudaBlockWeights>> Create(const ModelSpec& spec,
+                                                                   cuda::GemmPrecision precision, CudaContext* ctx);
+  ~CudaBlockWeights();
+
+  // Copies `block` (shaped for the spec given to Create) into these device buffers on the context's upload
+  // stream, after the last Run that used them has finished on the compute stream. Returns once the host data has
+  // been copied out (the block may then be freed or changed); the transfer completes asynchronously, and Run
+  // waits for it. INVALID_ARGUMENT when a tensor's size does not match the spec.
+  absl::Status Upload(const DecoderBlock& block);
+
+  int layer() const { return layer_; }
+  cuda::GemmPrecision precision() const { return precision_; }
+  uint64_t device_bytes() const;
+
+ private:
+  friend class CudaBlockRunner;
+  struct Linear {
+    LinearWeight meta;  // name, layer, shape; empty weight/bias
+    DeviceArray<float> w32;
+    DeviceArray<uint16_t> w16;
+    DeviceArray<float> bias;
+    const void* weight() const { return w16.size() > 0 ? static_cast<const void*>(w16.data()) : w32.data(); }
+    const float* bias_or_null() const { return bias.size() > 0 ? bias.data() : nullptr; }
+  };
+  CudaBlockWeights() = default;
+  absl::Status UploadLinear(const LinearWeight& src, Linear* dst);
+
+  ModelSpec spec_;
+  cuda::GemmPrecision precision_ = cuda::GemmPrecision::kFp32;
+  CudaContext* ctx_ = nullptr;
+  int layer_ = -1;
+  DeviceArray<float> input_norm_, post_norm_, q_norm_, k_norm_;
+  Linear q_, k_, v_, o_, gate_, up_, down_;
+  DeviceArray<float> staging_;  // bf16: one Linear's fp32 weights before conversion
+  cudaEvent_t ready_ = nullptr;     // recorded on the upload stream after Upload's copies
+  cudaEvent_t released_ = nullptr;  // recorded on the compute stream after the last Run with these weights
+};
+
+struct CudaBlockRunnerOptions {
+  // Tokens per chunk of whole sequences (at least one sequence), as RunDecoderBlock's max_chunk_tokens: bounds the
+  // scratch to chunk_tokens * (2 hidden + 2 q_size + 2 kv_size + 2 intermediate) floats (+ a bf16 copy of the
+  // widest input in bf16 mode). Results do not depend on it beyond float rounding.
+  int64_t max_chunk_tokens = 8192;
+};
+
+// Runs blocks on device hidden states. Holds the scratch buffers and the RoPE table (grown as needed).
+class CudaBlockRunner {
+ public:
+  static absl::StatusOr<std::unique_ptr<CudaBlockRunner>> Create(const ModelSpec& spec, CudaContext* ctx,
+                                                                 const CudaBlockRunnerOptions& options = {});
+
+  // Runs `w` on every sequence of `x` in place. Queues the work on the context's compute stream (after w's upload)
+  // and returns without synchronizing unless a hook does; errors of queued kernels surface at the next
+  // synchronization. `hooks` may be null. Fails when x's width is not the model's, a hook fails or a launch fails.
+  absl::Status Run(CudaBlockWeights* w, DeviceHiddenStates* x, CudaLinearHooks* hooks = nullptr);
+
+  // Device scratch bytes currently held.
+  uint64_t scratch_bytes() const;
+
+ private:
+  CudaBlockRunner() = default;
+  absl::Status Reserve(int64_t rows, int64_t seq_len, cuda::GemmPrecision precision);
+  absl::Status Linear(const CudaBlockWeights::Linear& l, cuda::GemmPrecision precision, const float* x,
+                      const uint16_t* xb, int64_t rows, float* y, CudaLinearHooks* hooks);
+  // bf16 copy of x [rows, cols] in xb_ (bf16 mode), else null.
+  absl::StatusOr<const uint16_t*> ToBf16(cuda::GemmPrecision p, const float* x, int64_t n);
+
+  ModelSpec spec_;
+  CudaContext* ctx_ = nullptr;
+  CudaBlockRunnerOptions options_;
+  DeviceArray<float> normed_, q_, k_, v_, attn_, gate_, up_, proj_;
+  DeviceArray<uint16_t> xb_;
+  DeviceArray<float> rope_cos_, rope_sin_;
+  int64_t rope_positions_ = 0;
+};
+
+}  // namespace llmc
