@@ -18,6 +18,13 @@
 #include "engine/quant/group_quantizer.h"
 #include "engine/quant/weight_quantizer.h"
 #include "engine/tokenizer/tokenizer.h"
+#if LLMC_CALIB_CUDA
+#include <cuda_runtime_api.h>
+
+#include "engine/algo/cuda_gptq.h"
+#include "engine/model/cuda_block_runner.h"
+#include "engine/model/cuda_context.h"
+#endif
 
 namespace llmc {
 
@@ -82,6 +89,11 @@ struct GroupStats {
   std::vector<double> channel_abs_sum;  // AWQ
   std::vector<float> captured;          // [captured_tokens, cols] inputs kept for AWQ's search
   int64_t captured_tokens = 0, captured_seq_len = 0;
+#if LLMC_CALIB_CUDA
+  // GPU runs: the raw sum X^T X on the device and the samples it came from (H = 2/N of it).
+  std::shared_ptr<DeviceArray<float>> d_xtx;
+  int64_t d_samples = 0, d_tokens = 0;
+#endif
   float amax = 0;  // max |x| over every element (static scales)
   float min = 0, max = 0;
   int64_t tokens = 0;
@@ -198,6 +210,59 @@ class CalibHooks : public LinearHooks {
   float k_amax_ = 0, v_amax_ = 0;
 };
 
+#if LLMC_CALIB_CUDA
+// Calibration on the GPU: Hessian sums accumulate on the device (cuBLAS SYRK); every other statistic goes through
+// the host hooks (a copy of the input per call), which only the smoothing and static-scale algorithms need.
+class DeviceCalibHooks : public CudaLinearHooks {
+ public:
+  // `alpha` scales every X^T X added (2/N for the Hessian of N calibration samples).
+  DeviceCalibHooks(const Wants& wants, CalibHooks* host, CudaContext* ctx, float alpha)
+      : wants_(wants), host_(host), ctx_(ctx), alpha_(alpha) {
+    adapter_ = std::make_unique<HostLinearHooksAdapter>(host);
+    for (const auto& g : wants.hessian) host_wants_hessian_.insert(g);
+    need_host_ = !wants.row_norm.empty() || !wants.channel_max.empty() || !wants.range.empty() ||
+                 !wants.channel_mean.empty() || !wants.capture.empty() || wants.kv;
+  }
+  void set_seq_len(int64_t t) { seq_len_ = t; }
+
+  absl::Status OnDeviceInput(const LinearWeight& w, const float* input, int64_t tokens, cudaStream_t stream) override {
+    const std::string group = InputGroup(w.name);
+    const bool repeat = input == last_ptr_ && group == last_group_;
+    last_ptr_ = input;
+    last_group_ = group;
+    if (!repeat && wants_.hessian.count(group)) {
+      GroupStats& s = host_->stats()[group];
+      const int64_t cols = w.in_features;
+      if (!s.d_xtx) {
+        s.d_xtx = std::make_shared<DeviceArray<float>>();
+        LLMC_RETURN_IF_ERROR(s.d_xtx->Reserve(cols * cols, absl::StrCat("Hessian of ", group)));
+        if (cudaMemsetAsync(s.d_xtx->data(), 0, cols * cols * sizeof(float), stream) != cudaSuccess)
+          return absl::InternalError("cudaMemsetAsync failed");
+      }
+      std::string err = ctx_->blas()->AccumulateXtX(input, tokens, cols, alpha_, s.d_xtx->data());
+      if (!err.empty()) return absl::InternalError(absl::StrCat(w.name, ": ", err));
+      s.d_samples += seq_len_ > 0 ? std::max<int64_t>(1, tokens / seq_len_) : 1;
+      s.d_tokens += tokens;
+      s.tokens += tokens;
+    }
+    if (need_host_) return adapter_->OnDeviceInput(w, input, tokens, stream);
+    return absl::OkStatus();
+  }
+
+ private:
+  const Wants& wants_;
+  CalibHooks* host_;
+  CudaContext* ctx_;
+  float alpha_;
+  std::unique_ptr<HostLinearHooksAdapter> adapter_;
+  std::set<std::string> host_wants_hessian_;
+  bool need_host_ = false;
+  int64_t seq_len_ = 0;
+  const float* last_ptr_ = nullptr;
+  std::string last_group_;
+};
+#endif
+
 }  // namespace
 
 class SequentialSolver::Impl {
@@ -241,7 +306,58 @@ class SequentialSolver::Impl {
     if (!t) return absl::InvalidArgumentError(absl::StrCat(opt_.model_path, ": no model.layers.0.self_attn.q_proj.weight"));
     dtype_ = t->info->dtype;
     (void)spec;
+    if (opt_.device == "cuda") LLMC_RETURN_IF_ERROR(InitDevice());
+    else if (opt_.device != "cpu")
+      return absl::InvalidArgumentError(absl::StrCat("device '", opt_.device, "': use cpu or cuda"));
     return CheckRecipe();
+  }
+
+  absl::Status InitDevice() {
+#if LLMC_CALIB_CUDA
+    LLMC_ASSIGN_OR_RETURN(cuda_, CudaContext::Create());
+    cuda::GemmPrecision prec = cuda::GemmPrecision::kTf32;
+    if (opt_.gemm_precision == "fp32") prec = cuda::GemmPrecision::kFp32;
+    else if (opt_.gemm_precision == "bf16") prec = cuda::GemmPrecision::kBf16;
+    else if (!opt_.gemm_precision.empty() && opt_.gemm_precision != "tf32")
+      return absl::InvalidArgumentError(absl::StrCat("GEMM precision '", opt_.gemm_precision, "': use fp32, tf32 or bf16"));
+    LLMC_ASSIGN_OR_RETURN(dweights_, CudaBlockWeights::Create(lm_->spec(), prec, cuda_.get()));
+    CudaBlockRunnerOptions ro;
+    ro.max_chunk_tokens = std::max<int64_t>(opt_.max_chunk_tokens, 8192);
+    LLMC_ASSIGN_OR_RETURN(runner_, CudaBlockRunner::Create(lm_->spec(), cuda_.get(), ro));
+    int64_t max_tokens = 0;
+    for (HiddenStates& b : batches_) {
+      LLMC_ASSIGN_OR_RETURN(DeviceHiddenStates d, UploadHiddenStates(b, cuda_.get()));
+      max_tokens = std::max(max_tokens, b.tokens());
+      dbatches_.push_back(std::move(d));
+      b.data.clear();
+      b.data.shrink_to_fit();
+    }
+    LLMC_RETURN_IF_ERROR(dscratch_.data.Reserve(max_tokens * lm_->spec().hidden_size, "calibration activations"));
+    dscratch_.hidden = lm_->spec().hidden_size;
+    return absl::OkStatus();
+#else
+    return absl::FailedPreconditionError("device cuda: this build of llmc has no CUDA support; use --device cpu");
+#endif
+  }
+
+  bool on_device() const { return opt_.device == "cuda"; }
+
+  // Runs `block` over every batch in place (propagation with the compressed weights).
+  absl::Status Propagate(const DecoderBlock& block) {
+#if LLMC_CALIB_CUDA
+    if (on_device()) {
+      LLMC_RETURN_IF_ERROR(dweights_->Upload(block));
+      for (DeviceHiddenStates& b : dbatches_) LLMC_RETURN_IF_ERROR(runner_->Run(dweights_.get(), &b));
+      return cuda_->Synchronize();
+    }
+#endif
+    for (HiddenStates& b : batches_) LLMC_RETURN_IF_ERROR(lm_->RunBlock(block, &b));
+    for (const HiddenStates& b : batches_)
+      for (float v : b.data)
+        if (!std::isfinite(v))
+          return absl::InvalidArgumentError(absl::StrCat("block ", block.layer, " produced NaN or Inf activations with the ",
+                                                         "compressed weights; the compression is unstable for this model"));
+    return absl::OkStatus();
   }
 
   // The errors a run would hit late, raised now.
@@ -351,6 +467,23 @@ class SequentialSolver::Impl {
   // Runs `block` over a copy of every batch with hooks collecting `wants`.
   absl::StatusOr<std::unique_ptr<CalibHooks>> Calibrate(const DecoderBlock& block, const Wants& wants) {
     auto hooks = std::make_unique<CalibHooks>(wants, lm_->spec(), &lm_->Rope(max_len_), &block, lm_->context());
+#if LLMC_CALIB_CUDA
+    if (on_device()) {
+      DeviceCalibHooks dh(wants, hooks.get(), cuda_.get(), 2.0f / static_cast<float>(num_samples_));
+      LLMC_RETURN_IF_ERROR(dweights_->Upload(block));
+      for (const DeviceHiddenStates& b : dbatches_) {
+        dscratch_.num_seqs = b.num_seqs;
+        dscratch_.seq_len = b.seq_len;
+        if (cudaMemcpyAsync(dscratch_.data.data(), b.data.data(), b.tokens() * b.hidden * sizeof(float),
+                            cudaMemcpyDeviceToDevice, cuda_->stream()) != cudaSuccess)
+          return absl::InternalError("device copy of the calibration activations failed");
+        hooks->set_seq_len(b.seq_len);
+        dh.set_seq_len(b.seq_len);
+        LLMC_RETURN_IF_ERROR(runner_->Run(dweights_.get(), &dscratch_, &dh));
+      }
+      LLMC_RETURN_IF_ERROR(cuda_->Synchronize());
+    } else
+#endif
     for (const HiddenStates& b : batches_) {
       HiddenStates copy = b;
       hooks->set_seq_len(b.seq_len);
@@ -538,12 +671,7 @@ class SequentialSolver::Impl {
     // 5. Propagate with the compressed weights.
     t = NowSeconds();
     report("propagate");
-    for (HiddenStates& b : batches_) LLMC_RETURN_IF_ERROR(lm_->RunBlock(*block, &b));
-    for (const HiddenStates& b : batches_)
-      for (float v : b.data)
-        if (!std::isfinite(v))
-          return absl::InvalidArgumentError(absl::StrCat("block ", L, " produced NaN or Inf activations with the compressed ",
-                                                         "weights; the compression is unstable for this model"));
+    LLMC_RETURN_IF_ERROR(Propagate(*block));
     blk["propagate_s"] = NowSeconds() - t;
 
     // 6. The block's other tensors: norms and biases (as modified by smoothing), anything else as stored.
@@ -596,7 +724,7 @@ class SequentialSolver::Impl {
       }
       LLMC_ASSIGN_OR_RETURN(lw->weight, DequantizeStored(*lw, wd, wa, grp.format, bufs, g_idx));
     }
-    for (HiddenStates& b : batches_) LLMC_RETURN_IF_ERROR(lm_->RunBlock(*block, &b));
+    LLMC_RETURN_IF_ERROR(Propagate(*block));
     json blk = {{"layer", L}, {"resumed", true}};
     blocks_.push_back(blk);
     return absl::OkStatus();
@@ -624,7 +752,6 @@ class SequentialSolver::Impl {
     std::vector<float> deq;
     LLMC_ASSIGN_OR_RETURN(auto plan, PlanQuantizedWeight(lw->name, rows, cols, wdtype, wa, grp.format));
     if (recipe_.gptq) {
-      if (!st || !st->hessian) return absl::InternalError(absl::StrCat(lw->name, ": no Hessian"));
       LLMC_ASSIGN_OR_RETURN(GroupQuantizer q, GroupQuantizer::Create(lw->name, rows, cols, wdtype, wa, grp.format, gs));
       GptqOptions go;
       go.block_size = recipe_.gptq->block_size;
@@ -633,9 +760,7 @@ class SequentialSolver::Impl {
       go.weight_args = &wa;
       go.keep_mask = keep;
       go.num_threads = opt_.threads;
-      std::vector<float> h = st->hessian->Hessian();
-      LLMC_ASSIGN_OR_RETURN(GptqResult r, GptqQuantize(lw->name, lw->weight.data(), rows, cols, h.data(),
-                                                       st->hessian->num_samples(), &q, go));
+      LLMC_ASSIGN_OR_RETURN(GptqResult r, RunGptq(lw, st, &q, go));
       if (r.fell_back_to_rtn) warnings_.push_back(r.warning);
       info["algorithm"] = "gptq";
       info["gptq_loss"] = r.loss;
@@ -721,6 +846,34 @@ class SequentialSolver::Impl {
     }
     return absl::OkStatus();
   }
+
+  // GPTQ of one module with its input group's Hessian, on the GPU when the Hessian is there and the scheme is
+  // supported, else on the CPU.
+  absl::StatusOr<GptqResult> RunGptq(LinearWeight* lw, const GroupStats* st, GroupQuantizer* q, const GptqOptions& go) {
+    const int64_t rows = lw->out_features, cols = lw->in_features;
+#if LLMC_CALIB_CUDA
+    if (st && st->d_xtx) {
+      // d_xtx holds H = 2/N sum x x^T already (scaled as it accumulated).
+      if (CudaGptqSupports(*q))
+        return CudaGptqQuantize(lw->name, lw->weight.data(), rows, cols, st->d_xtx->data(), st->d_samples, q, go, cuda_.get());
+      std::vector<float> h(cols * cols);
+      if (cudaMemcpy(h.data(), st->d_xtx->data(), h.size() * sizeof(float), cudaMemcpyDeviceToHost) != cudaSuccess)
+        return absl::InternalError("cannot copy a Hessian from the device");
+      return GptqQuantize(lw->name, lw->weight.data(), rows, cols, h.data(), st->d_samples, q, go);
+    }
+#endif
+    if (!st || !st->hessian) return absl::InternalError(absl::StrCat(lw->name, ": no Hessian"));
+    std::vector<float> h = st->hessian->Hessian();
+    return GptqQuantize(lw->name, lw->weight.data(), rows, cols, h.data(), st->hessian->num_samples(), q, go);
+  }
+
+#if LLMC_CALIB_CUDA
+  std::unique_ptr<CudaContext> cuda_;
+  std::unique_ptr<CudaBlockWeights> dweights_;
+  std::unique_ptr<CudaBlockRunner> runner_;
+  std::vector<DeviceHiddenStates> dbatches_;
+  DeviceHiddenStates dscratch_;
+#endif
 
   // --- SmoothQuant ----------------------------------------------------------------------------------------------
 

@@ -57,6 +57,9 @@ struct SequentialOptions {
   int threads = 0;                  // CPU threads (0: all)
   int64_t max_chunk_tokens = 4096;  // block-forward chunk (memory bound; no effect on results)
   Communicator* comm = nullptr;     // null: SingleRank
+  // "cpu" or "cuda": where the blocks run, statistics accumulate and GPTQ solves (activations stay on the device).
+  std::string device = "cpu";
+  std::string gemm_precision = "tf32";  // cuda: fp32, tf32 (default) or bf16 block GEMMs
 };
 
 // Settles what the recipe leaves to the algorithms before a run, so the checkpoint's quantization_config says
