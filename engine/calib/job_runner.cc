@@ -41,9 +41,6 @@ absl::StatusOr<CompressionRecipe> ResolveJobRecipe(const JobSpec& a) {
   if (recipe->NeedsCalibration() && a.dataset.empty())
     return absl::InvalidArgumentError(absl::StrCat(recipe->Describe(), " needs calibration data: pass --dataset FILE ",
                                                    "(plain text or JSONL; see docs/data.md)"));
-  if (recipe->NeedsCalibration() && a.device == "cuda")
-    return absl::UnimplementedError(
-        "device cuda: the calibrated pipeline runs on the CPU in this build; use --device cpu");
   if (a.num_samples < 0 || a.seq_len < 0)
     return absl::InvalidArgumentError("--num-samples and --seq-len must be positive");
   if (a.max_shard_size == 0) return absl::InvalidArgumentError("--max-shard-size must be positive");
@@ -63,6 +60,7 @@ absl::StatusOr<CompressSummary> RunJob(const JobSpec& a, const JobControl& contr
     if (a.seq_len > 0) so.calibration.seq_len = a.seq_len;
     so.calibration.seed = a.seed;
     so.threads = a.threads;
+    so.device = a.device;
     LLMC_ASSIGN_OR_RETURN(solver, SequentialSolver::Create(so, recipe, cfg));
     if (control.on_warning)
       for (const auto& w : solver->warnings()) control.on_warning(w);

@@ -21,7 +21,9 @@
 #if LLMC_CALIB_CUDA
 #include <cuda_runtime_api.h>
 
+#if LLMC_CALIB_CUDA_GPTQ
 #include "engine/algo/cuda_gptq.h"
+#endif
 #include "engine/model/cuda_block_runner.h"
 #include "engine/model/cuda_context.h"
 #endif
@@ -216,8 +218,8 @@ class CalibHooks : public LinearHooks {
 class DeviceCalibHooks : public CudaLinearHooks {
  public:
   // `alpha` scales every X^T X added (2/N for the Hessian of N calibration samples).
-  DeviceCalibHooks(const Wants& wants, CalibHooks* host, CudaContext* ctx, float alpha)
-      : wants_(wants), host_(host), ctx_(ctx), alpha_(alpha) {
+  DeviceCalibHooks(const Wants& wants, CalibHooks* host, CudaContext* ctx, float alpha, cuda::GemmPrecision precision)
+      : wants_(wants), host_(host), ctx_(ctx), alpha_(alpha), precision_(precision) {
     adapter_ = std::make_unique<HostLinearHooksAdapter>(host);
     for (const auto& g : wants.hessian) host_wants_hessian_.insert(g);
     need_host_ = !wants.row_norm.empty() || !wants.channel_max.empty() || !wants.range.empty() ||
@@ -239,7 +241,7 @@ class DeviceCalibHooks : public CudaLinearHooks {
         if (cudaMemsetAsync(s.d_xtx->data(), 0, cols * cols * sizeof(float), stream) != cudaSuccess)
           return absl::InternalError("cudaMemsetAsync failed");
       }
-      std::string err = ctx_->blas()->AccumulateXtX(input, tokens, cols, alpha_, s.d_xtx->data());
+      std::string err = ctx_->blas()->AccumulateXtX(input, tokens, cols, alpha_, s.d_xtx->data(), precision_);
       if (!err.empty()) return absl::InternalError(absl::StrCat(w.name, ": ", err));
       s.d_samples += seq_len_ > 0 ? std::max<int64_t>(1, tokens / seq_len_) : 1;
       s.d_tokens += tokens;
@@ -254,6 +256,7 @@ class DeviceCalibHooks : public CudaLinearHooks {
   CalibHooks* host_;
   CudaContext* ctx_;
   float alpha_;
+  cuda::GemmPrecision precision_;
   std::unique_ptr<HostLinearHooksAdapter> adapter_;
   std::set<std::string> host_wants_hessian_;
   bool need_host_ = false;
@@ -455,6 +458,13 @@ class SequentialSolver::Impl {
     j["blocks"] = blocks_;
     j["seconds"] = seconds_;
     j["peak_rss_bytes"] = PeakRssBytes();
+    j["device"] = opt_.device;
+#if LLMC_CALIB_CUDA
+    if (cuda_) {
+      j["device_name"] = cuda_->device_name();
+      j["peak_device_used_bytes"] = peak_device_bytes_;
+    }
+#endif
     j["warnings"] = warnings_;
     return j;
   }
@@ -469,7 +479,7 @@ class SequentialSolver::Impl {
     auto hooks = std::make_unique<CalibHooks>(wants, lm_->spec(), &lm_->Rope(max_len_), &block, lm_->context());
 #if LLMC_CALIB_CUDA
     if (on_device()) {
-      DeviceCalibHooks dh(wants, hooks.get(), cuda_.get(), 2.0f / static_cast<float>(num_samples_));
+      DeviceCalibHooks dh(wants, hooks.get(), cuda_.get(), 2.0f / static_cast<float>(num_samples_), dweights_->precision());
       LLMC_RETURN_IF_ERROR(dweights_->Upload(block));
       for (const DeviceHiddenStates& b : dbatches_) {
         dscratch_.num_seqs = b.num_seqs;
@@ -673,6 +683,15 @@ class SequentialSolver::Impl {
     report("propagate");
     LLMC_RETURN_IF_ERROR(Propagate(*block));
     blk["propagate_s"] = NowSeconds() - t;
+#if LLMC_CALIB_CUDA
+    if (on_device()) {
+      size_t free_b = 0, total_b = 0;
+      if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
+        peak_device_bytes_ = std::max<uint64_t>(peak_device_bytes_, total_b - free_b);
+        blk["device_used_bytes"] = total_b - free_b;
+      }
+    }
+#endif
 
     // 6. The block's other tensors: norms and biases (as modified by smoothing), anything else as stored.
     LLMC_RETURN_IF_ERROR(EmitRest(L, *block, emit));
@@ -854,8 +873,10 @@ class SequentialSolver::Impl {
 #if LLMC_CALIB_CUDA
     if (st && st->d_xtx) {
       // d_xtx holds H = 2/N sum x x^T already (scaled as it accumulated).
+#if LLMC_CALIB_CUDA_GPTQ
       if (CudaGptqSupports(*q))
         return CudaGptqQuantize(lw->name, lw->weight.data(), rows, cols, st->d_xtx->data(), st->d_samples, q, go, cuda_.get());
+#endif
       std::vector<float> h(cols * cols);
       if (cudaMemcpy(h.data(), st->d_xtx->data(), h.size() * sizeof(float), cudaMemcpyDeviceToHost) != cudaSuccess)
         return absl::InternalError("cannot copy a Hessian from the device");
@@ -1175,6 +1196,7 @@ class SequentialSolver::Impl {
   std::map<std::string, json> module_info_;
   json modules_ = json::array(), blocks_ = json::array();
   int modules_done_ = 0;
+  uint64_t peak_device_bytes_ = 0;
   double t_start_ = 0, seconds_ = 0;
 };
 

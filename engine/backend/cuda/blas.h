@@ -43,7 +43,10 @@ class Blas {
   // h [in, in] += alpha * x^T x for x [rows, in] (fp32, no TF32; cuBLAS ssyrk on one triangle, then mirrored so
   // `h` stays a full symmetric matrix). `h` must be symmetric on entry (e.g. zeros): only one triangle is read.
   // Launches on the handle's stream without synchronizing.
-  std::string AccumulateXtX(const float* x, int64_t rows, int64_t in, float alpha, float* h);
+  // kTf32/kBf16: one GEMM on tensor cores with TF32 inputs and fp32 accumulation (~3e-4 relative), which is
+  // what makes Hessians of long calibration runs cheap.
+  std::string AccumulateXtX(const float* x, int64_t rows, int64_t in, float alpha, float* h,
+                            GemmPrecision precision = GemmPrecision::kFp32);
 
  private:
   cublasHandle_t handle_ = nullptr;
