@@ -258,7 +258,7 @@ std::string FactorDevice(cusolverDnHandle_t solver, cudaStream_t stream, const f
   const int lw = std::max(lw_potrf, lw_potri);
   DeviceBuffer work, info_buf;
   LLMC_CUDA_TRY(cudaMalloc(&work.p, static_cast<size_t>(std::max(lw, 1)) * sizeof(T)));
-  LLMC_CUDA_TRY(cudaMalloc(&info_buf.p, sizeof(int) + sizeof(unsigned long long)));
+  LLMC_CUDA_TRY(cudaMalloc(&info_buf.p, 16));  // the int info at 0, a 64-bit word at 8
   int* d_info = static_cast<int*>(info_buf.p);
   T* w = static_cast<T*>(work.p);
   const std::string nn = std::to_string(n);

@@ -22,7 +22,6 @@
 #define LLMC_GPTQ_HD __host__ __device__ __forceinline__
 #else
 #define LLMC_GPTQ_HD inline
-#include <cmath>
 #endif
 
 namespace llmc::cuda {
@@ -86,13 +85,11 @@ LLMC_GPTQ_HD float Div(float a, float b) {
   return a / b;
 #endif
 }
-// Round half to even to an integer.
-LLMC_GPTQ_HD float Rint(float x) {
-#if defined(__CUDA_ARCH__)
-  return rintf(x);
-#else
-  return std::nearbyint(x);
-#endif
+// Round half to even to an integer for |x| <= 2^22, as llmc::RoundHalfEvenSmall: (x + 1.5 * 2^23) - 1.5 * 2^23,
+// which (unlike rint) turns -0 and small negative values into +0.
+LLMC_GPTQ_HD float RoundHalfEvenSmall(float x) {
+  const float m = 12582912.0f;
+  return Sub(Add(x, m), m);
 }
 // std::clamp's semantics (v < lo ? lo : hi < v ? hi : v).
 LLMC_GPTQ_HD float Clamp(float v, float lo, float hi) { return v < lo ? lo : (hi < v ? hi : v); }
@@ -109,7 +106,7 @@ LLMC_GPTQ_HD float RoundF16(float f) {
   uint32_t a = u ^ sign;
   if (a >= 0x7f800000u) return f;  // Inf / NaN
   if (a < 0x38800000u) {           // below 2^-14: multiples of 2^-24 (both scalings are exact)
-    const float m = Rint(Mul(FromBits(a), 16777216.0f));
+    const float m = RoundHalfEvenSmall(Mul(FromBits(a), 16777216.0f));  // < 2^10
     return FromBits(Bits(Mul(m, 5.9604644775390625e-08f)) | sign);
   }
   a = (a + 0xfffu + ((a >> 13) & 1u)) & ~0x1fffu;  // 10 mantissa bits
@@ -159,7 +156,7 @@ LLMC_GPTQ_HD float FakeQuantValue(const FakeQuantSpec& s, float x, float scale, 
   if (s.kind == FakeQuantSpec::Kind::kInt) {
     float v = RoundTo(r, Div(x, scale));
     if (s.asymmetric) v = RoundTo(r, Add(v, zp));
-    const float code = Rint(Clamp(v, s.qmin, s.qmax));
+    const float code = RoundHalfEvenSmall(Clamp(v, s.qmin, s.qmax));
     return RoundTo(r, Mul(RoundTo(r, Sub(code, zp)), scale));
   }
   const uint32_t code = F8E4M3Code(Clamp(RoundTo(r, Div(x, scale)), -448.0f, 448.0f));
