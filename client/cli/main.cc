@@ -3,6 +3,7 @@
 
 #include "client/cli/compress_command.h"
 #include "client/cli/eval_command.h"
+#include "client/cli/service_commands.h"
 #include "client/cli/tokenize_command.h"
 
 int main(int argc, char** argv) {
@@ -71,6 +72,8 @@ int main(int argc, char** argv) {
   auto* algorithms = app.add_subcommand("algorithms", "List the compression algorithms and their recipe arguments");
   algorithms->add_flag("--json", algorithms_json, "print JSON");
 
+  auto service_commands = llmc::cli::AddServiceCommands(app);  // submit, get, list, watch, cancel, serve
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -86,5 +89,6 @@ int main(int argc, char** argv) {
   if (tokenize->parsed()) return llmc::cli::RunTokenizeCommand(t);
   if (schemes->parsed()) return llmc::cli::RunSchemesCommand(schemes_json);
   if (algorithms->parsed()) return llmc::cli::RunAlgorithmsCommand(algorithms_json);
+  if (int rc = 1; llmc::cli::RunServiceCommand(*service_commands, &rc)) return rc;
   return 1;
 }

@@ -1,0 +1,98 @@
+#include "service/metrics.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace llmc::service {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(MetricsTest, CounterWithLabelsAndEscaping) {
+  MetricsRegistry r;
+  Counter* c = r.AddCounter("llmc_test_total", "A test counter.\nSecond line \\ here.", {"method", "code"});
+  c->Inc({"Get\"Job\"", "OK"});
+  c->Inc({"Get\"Job\"", "OK"}, 2);
+  c->Inc({"a\\b\nc", "NOT_FOUND"});
+  c->Inc({"x", "y"}, -5);  // ignored
+  std::string text = r.Render();
+  EXPECT_THAT(text, HasSubstr("# HELP llmc_test_total A test counter.\\nSecond line \\\\ here.\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE llmc_test_total counter\n"));
+  EXPECT_THAT(text, HasSubstr("llmc_test_total{method=\"Get\\\"Job\\\"\",code=\"OK\"} 3\n"));
+  EXPECT_THAT(text, HasSubstr("llmc_test_total{method=\"a\\\\b\\nc\",code=\"NOT_FOUND\"} 1\n"));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("code=\"y\"")));
+}
+
+TEST(MetricsTest, UnlabelledFamiliesRenderZero) {
+  MetricsRegistry r;
+  r.AddCounter("llmc_a_total", "a");
+  r.AddGauge("llmc_b", "b");
+  std::string text = r.Render();
+  EXPECT_THAT(text, HasSubstr("llmc_a_total 0\n"));
+  EXPECT_THAT(text, HasSubstr("llmc_b 0\n"));
+}
+
+TEST(MetricsTest, GaugeCollectorAndValues) {
+  MetricsRegistry r;
+  Gauge* g = r.AddGauge("llmc_g", "g", {"state"});
+  int calls = 0;
+  r.AddCollector([&] {
+    ++calls;
+    g->Clear();
+    g->Set({"IDLE"}, 2);
+    g->Set({"BUSY"}, 0.5);
+  });
+  g->Set({"STALE"}, 9);
+  std::string text = r.Render();
+  EXPECT_EQ(calls, 1);
+  EXPECT_THAT(text, HasSubstr("llmc_g{state=\"IDLE\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("llmc_g{state=\"BUSY\"} 0.5\n"));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("STALE")));
+}
+
+TEST(MetricsTest, HistogramBucketsAreCumulative) {
+  MetricsRegistry r;
+  Histogram* h = r.AddHistogram("llmc_h_seconds", "h", {"m"}, {0.1, 1, 10});
+  h->Observe({"x"}, 0.05);
+  h->Observe({"x"}, 0.1);  // le is inclusive
+  h->Observe({"x"}, 5);
+  h->Observe({"x"}, 50);
+  std::string text = r.Render();
+  EXPECT_THAT(text, HasSubstr("llmc_h_seconds_bucket{m=\"x\",le=\"0.1\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("llmc_h_seconds_bucket{m=\"x\",le=\"1\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("llmc_h_seconds_bucket{m=\"x\",le=\"10\"} 3\n"));
+  EXPECT_THAT(text, HasSubstr("llmc_h_seconds_bucket{m=\"x\",le=\"+Inf\"} 4\n"));
+  EXPECT_THAT(text, HasSubstr("llmc_h_seconds_sum{m=\"x\"} 55.15"));
+  EXPECT_THAT(text, HasSubstr("llmc_h_seconds_count{m=\"x\"} 4\n"));
+  EXPECT_EQ(h->Count({"x"}), 4u);
+}
+
+TEST(MetricsTest, ValueFormatting) {
+  EXPECT_EQ(FormatMetricValue(3), "3");
+  EXPECT_EQ(FormatMetricValue(-2), "-2");
+  EXPECT_EQ(FormatMetricValue(1.0 / 0.0), "+Inf");
+  EXPECT_EQ(FormatMetricValue(-1.0 / 0.0), "-Inf");
+  EXPECT_EQ(FormatMetricValue(0.0 / 0.0), "NaN");
+  EXPECT_EQ(EscapeLabelValue("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+}
+
+TEST(MetricsTest, BadNamesAbort) {
+  MetricsRegistry r;
+  EXPECT_DEATH(r.AddCounter("1bad", "x"), "bad or duplicate");
+  EXPECT_DEATH(r.AddCounter("ok_total", "x", {"le"}), "bad or duplicate");
+  r.AddCounter("dup_total", "x");
+  EXPECT_DEATH(r.AddCounter("dup_total", "x"), "bad or duplicate");
+}
+
+TEST(MetricsTest, ServiceMetricsRender) {
+  MetricsRegistry r;
+  ServiceMetrics m(&r);
+  m.rpcs->Inc({"GetJob", "OK"});
+  m.job_duration->Observe({"SUCCEEDED"}, 12);
+  std::string text = r.Render();
+  EXPECT_THAT(text, HasSubstr("llmc_rpc_requests_total{method=\"GetJob\",code=\"OK\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("llmc_job_duration_seconds_count{state=\"SUCCEEDED\"} 1\n"));
+}
+
+}  // namespace
+}  // namespace llmc::service
