@@ -2,14 +2,19 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "common/thread_pool.h"
 #include "common/util.h"
 #include "engine/algo/gptq.h"
 #include "engine/algo/hessian.h"
@@ -336,6 +341,7 @@ class SequentialSolver::Impl {
       b.data.shrink_to_fit();
     }
     LLMC_RETURN_IF_ERROR(dscratch_.data.Reserve(max_tokens * lm_->spec().hidden_size, "calibration activations"));
+    finisher_ = std::make_unique<ThreadPool>(std::max(2, opt_.threads > 0 ? opt_.threads : static_cast<int>(std::thread::hardware_concurrency())));
     dscratch_.hidden = lm_->spec().hidden_size;
     return absl::OkStatus();
 #else
@@ -626,6 +632,13 @@ class SequentialSolver::Impl {
     }
     qw.kv = cfg_.kv_cache_scheme.has_value();
     std::unique_ptr<CalibHooks> qhooks;
+    // Module finishers read qhooks' statistics: they must be done before it goes, on every return path.
+    struct WaitFinisher {
+      ThreadPool* pool;
+      ~WaitFinisher() {
+        if (pool) pool->Wait();
+      }
+    } wait_finisher{finisher_.get()};
     if (!qw.empty()) {
       t = NowSeconds();
       report("calibrate");
@@ -694,8 +707,10 @@ class SequentialSolver::Impl {
 #endif
 
     // 6. The block's other tensors: norms and biases (as modified by smoothing), anything else as stored.
+    LLMC_RETURN_IF_ERROR(FinishModules());
     LLMC_RETURN_IF_ERROR(EmitRest(L, *block, emit));
     blk["rss_bytes"] = PeakRssBytes();
+    if (std::getenv("LLMC_VERBOSE")) std::fprintf(stderr, "llmc: block %d %s\n", L, blk.dump().c_str());
     blocks_.push_back(blk);
     return absl::OkStatus();
   }
@@ -765,11 +780,12 @@ class SequentialSolver::Impl {
     const QuantArgs& wa = *grp.scheme.weights;
     const int64_t rows = lw->out_features, cols = lw->in_features;
     double t0 = NowSeconds();
-    json info = module_info_[lw->name];
-    info["name"] = lw->name;
-    std::vector<std::vector<uint8_t>> bufs;
-    std::vector<float> deq;
-    LLMC_ASSIGN_OR_RETURN(auto plan, PlanQuantizedWeight(lw->name, rows, cols, wdtype, wa, grp.format));
+    auto info = std::make_shared<json>(module_info_[lw->name]);
+    (*info)["name"] = lw->name;
+    auto orig = std::make_shared<std::vector<float>>(std::move(lw->weight));
+    std::shared_ptr<std::vector<std::vector<uint8_t>>> bufs;
+    std::shared_ptr<std::vector<float>> qw;  // the compressed values, in the model dtype
+    std::shared_ptr<GroupQuantizer> quantizer;
     if (recipe_.gptq) {
       LLMC_ASSIGN_OR_RETURN(GroupQuantizer q, GroupQuantizer::Create(lw->name, rows, cols, wdtype, wa, grp.format, gs));
       GptqOptions go;
@@ -779,66 +795,102 @@ class SequentialSolver::Impl {
       go.weight_args = &wa;
       go.keep_mask = keep;
       go.num_threads = opt_.threads;
-      LLMC_ASSIGN_OR_RETURN(GptqResult r, RunGptq(lw, st, &q, go));
-      if (r.fell_back_to_rtn) warnings_.push_back(r.warning);
-      info["algorithm"] = "gptq";
-      info["gptq_loss"] = r.loss;
-      info["fell_back_to_rtn"] = r.fell_back_to_rtn;
-      if (r.dead_columns) info["dead_columns"] = r.dead_columns;
-      LLMC_ASSIGN_OR_RETURN(bufs, EncodeQuantizedWeight(lw->name, r.weight.data(), wdtype, wa, grp.format, q.params()));
-      deq = std::move(r.weight);
-      for (float& v : deq) v = RoundToDType(v, wdtype);
+      LinearWeight view = *lw;  // name and shape; the weight is in `orig`
+      view.weight.clear();
+      auto r = RunGptq(orig->data(), *lw, st, &q, go);
+      if (!r.ok()) return r.status();
+      if (r->fell_back_to_rtn) AddWarning(r->warning);
+      (*info)["algorithm"] = "gptq";
+      (*info)["gptq_loss"] = r->loss;
+      (*info)["fell_back_to_rtn"] = r->fell_back_to_rtn;
+      if (r->dead_columns) (*info)["dead_columns"] = r->dead_columns;
+      qw = std::make_shared<std::vector<float>>(std::move(r->weight));  // FakeQuant values: already in the dtype
+      quantizer = std::make_shared<GroupQuantizer>(std::move(q));
     } else {
-      auto bytes = ToDTypeBytes(lw->weight, wdtype);
+      auto bytes = ToDTypeBytes(*orig, wdtype);
       WeightView view{lw->name, bytes.data(), wdtype, rows, cols};
-      LLMC_ASSIGN_OR_RETURN(bufs, QuantizeWeight(view, wa, grp.format, gs));
-      LLMC_ASSIGN_OR_RETURN(deq, DequantizeWeight(rows, cols, wdtype, wa, grp.format, bufs));
+      LLMC_ASSIGN_OR_RETURN(auto b, QuantizeWeight(view, wa, grp.format, gs));
+      bufs = std::make_shared<std::vector<std::vector<uint8_t>>>(std::move(b));
+      LLMC_ASSIGN_OR_RETURN(auto deq, DequantizeWeight(rows, cols, wdtype, wa, grp.format, *bufs));
       for (float& v : deq) v = RoundToDType(v, wdtype);
-      info["algorithm"] = "rtn";
+      qw = std::make_shared<std::vector<float>>(std::move(deq));
+      (*info)["algorithm"] = "rtn";
     }
-    // Relative error of the weight, ||W - Q||_F / ||W||_F (W as the model stores it).
-    double num = 0, den = 0;
-    for (size_t i = 0; i < deq.size(); ++i) {
-      double w = RoundToDType(lw->weight[i], wdtype);
-      num += (w - deq[i]) * (w - deq[i]);
-      den += w * w;
-    }
-    info["relative_weight_error"] = den > 0 ? std::sqrt(num / den) : 0.0;
-    // Extras: g_idx (already the last buffer when set), static input scales.
+    lw->weight = *qw;  // the block propagates with the compressed values
+    (*info)["solve_seconds"] = NowSeconds() - t0;
+    // Encoding, the report's error and the writes run beside the next solves (and the propagation).
     LLMC_ASSIGN_OR_RETURN(auto extras, Extras(lw->name, static_cast<int>(&grp - cfg_.groups().data()), rows, cols, wdtype));
-    size_t next = plan.size();
-    for (const auto& e : extras) {
-      if (e.suffix == "weight_g_idx") {
-        if (bufs.size() <= next) return absl::InternalError(absl::StrCat(lw->name, ": g_idx missing"));
+    const std::string name = lw->name;
+    auto finish = [this, name, rows, cols, wdtype, &wa, &grp, st, orig, qw, bufs, quantizer, info, extras,
+                   emit]() -> absl::Status {
+      std::vector<std::vector<uint8_t>> out;
+      if (quantizer) {
+        LLMC_ASSIGN_OR_RETURN(out, EncodeQuantizedWeight(name, qw->data(), wdtype, wa, grp.format, quantizer->params()));
+      } else {
+        out = std::move(*bufs);
+      }
+      LLMC_ASSIGN_OR_RETURN(auto plan, PlanQuantizedWeight(name, rows, cols, wdtype, wa, grp.format));
+      // Relative error of the weight, ||W - Q||_F / ||W||_F (W as the model stores it).
+      double num = 0, den = 0;
+      for (size_t i = 0; i < qw->size(); ++i) {
+        double w = RoundToDType((*orig)[i], wdtype);
+        num += (w - (*qw)[i]) * (w - (*qw)[i]);
+        den += w * w;
+      }
+      (*info)["relative_weight_error"] = den > 0 ? std::sqrt(num / den) : 0.0;
+      for (const auto& e : extras) {
+        if (e.suffix == "weight_g_idx") {
+          if (out.size() <= plan.size()) return absl::InternalError(absl::StrCat(name, ": g_idx missing"));
+          plan.push_back(e);
+          continue;
+        }
+        const QuantArgs& in = *grp.scheme.input_activations;
+        if (!st || st->tokens == 0)
+          return absl::FailedPreconditionError(absl::StrCat(name, ": saw no calibration tokens; cannot set its static ",
+                                                            "input scale; give more calibration data or ignore the module"));
+        if (e.suffix == "input_scale") {
+          LLMC_ASSIGN_OR_RETURN(float s, StaticInputScale(name, in, *st));
+          out.push_back(ToDTypeBytes({s}, wdtype));
+          (*info)["input_amax"] = st->amax;
+        } else if (e.suffix == "input_global_scale") {
+          float g = 448.0f * 6.0f / std::max(st->amax, 1.17549435e-38f);
+          std::vector<uint8_t> b(4);
+          std::memcpy(b.data(), &g, 4);
+          out.push_back(std::move(b));
+          (*info)["input_amax"] = st->amax;
+        }
         plan.push_back(e);
-        ++next;
-        continue;
       }
-      const QuantArgs& in = *grp.scheme.input_activations;
-      if (!st || st->tokens == 0)
-        return absl::FailedPreconditionError(absl::StrCat(lw->name, ": saw no calibration tokens; cannot set its static ",
-                                                          "input scale; give more calibration data or ignore the module"));
-      if (e.suffix == "input_scale") {
-        LLMC_ASSIGN_OR_RETURN(float s, StaticInputScale(lw->name, in, *st));
-        bufs.push_back(ToDTypeBytes({s}, wdtype));
-        info["input_amax"] = st->amax;
-      } else if (e.suffix == "input_global_scale") {
-        float g = 448.0f * 6.0f / std::max(st->amax, 1.17549435e-38f);
-        std::vector<uint8_t> b(4);
-        std::memcpy(b.data(), &g, 4);
-        bufs.push_back(std::move(b));
-        info["input_amax"] = st->amax;
+      if (out.size() != plan.size()) return absl::InternalError(absl::StrCat(name, ": output count mismatch"));
+      for (size_t i = 0; i < plan.size(); ++i) LLMC_RETURN_IF_ERROR(emit(absl::StrCat(name, ".", plan[i].suffix), out[i]));
+      std::lock_guard<std::mutex> lock(report_mu_);
+      module_reports_[name] = *info;
+      return absl::OkStatus();
+    };
+    if (!finisher_) return finish();
+    finisher_->Submit([this, finish] {
+      absl::Status s = finish();
+      if (!s.ok()) {
+        std::lock_guard<std::mutex> lock(report_mu_);
+        if (finish_error_.ok()) finish_error_ = s;
       }
-      plan.push_back(e);
-      ++next;
-    }
-    if (bufs.size() != plan.size()) return absl::InternalError(absl::StrCat(lw->name, ": output count mismatch"));
-    for (size_t i = 0; i < plan.size(); ++i)
-      LLMC_RETURN_IF_ERROR(emit(absl::StrCat(lw->name, ".", plan[i].suffix), bufs[i]));
-    lw->weight = std::move(deq);
-    info["seconds"] = NowSeconds() - t0;
-    modules_.push_back(info);
+    });
     return absl::OkStatus();
+  }
+
+  // Waits for the modules of the current block to be encoded and written.
+  absl::Status FinishModules() {
+    if (finisher_) finisher_->Wait();
+    std::lock_guard<std::mutex> lock(report_mu_);
+    LLMC_RETURN_IF_ERROR(finish_error_);
+    for (auto& [name, info] : module_reports_) modules_.push_back(std::move(info));
+    module_reports_.clear();
+    return absl::OkStatus();
+  }
+
+  void AddWarning(const std::string& w) {
+    std::lock_guard<std::mutex> lock(report_mu_);
+    warnings_.push_back(w);
   }
 
   absl::Status EmitRest(int L, const DecoderBlock& block, const EmitFn& emit) {
@@ -868,24 +920,26 @@ class SequentialSolver::Impl {
 
   // GPTQ of one module with its input group's Hessian, on the GPU when the Hessian is there and the scheme is
   // supported, else on the CPU.
-  absl::StatusOr<GptqResult> RunGptq(LinearWeight* lw, const GroupStats* st, GroupQuantizer* q, const GptqOptions& go) {
+  absl::StatusOr<GptqResult> RunGptq(const float* weight, const LinearWeight& lwr, const GroupStats* st,
+                                     GroupQuantizer* q, const GptqOptions& go) {
+    const LinearWeight* lw = &lwr;
     const int64_t rows = lw->out_features, cols = lw->in_features;
 #if LLMC_CALIB_CUDA
     if (st && st->d_xtx) {
       // d_xtx holds H = 2/N sum x x^T already (scaled as it accumulated).
 #if LLMC_CALIB_CUDA_GPTQ
       if (CudaGptqSupports(*q))
-        return CudaGptqQuantize(lw->name, lw->weight.data(), rows, cols, st->d_xtx->data(), st->d_samples, q, go, cuda_.get());
+        return CudaGptqQuantize(lw->name, weight, rows, cols, st->d_xtx->data(), st->d_samples, q, go, cuda_.get());
 #endif
       std::vector<float> h(cols * cols);
       if (cudaMemcpy(h.data(), st->d_xtx->data(), h.size() * sizeof(float), cudaMemcpyDeviceToHost) != cudaSuccess)
         return absl::InternalError("cannot copy a Hessian from the device");
-      return GptqQuantize(lw->name, lw->weight.data(), rows, cols, h.data(), st->d_samples, q, go);
+      return GptqQuantize(lw->name, weight, rows, cols, h.data(), st->d_samples, q, go);
     }
 #endif
     if (!st || !st->hessian) return absl::InternalError(absl::StrCat(lw->name, ": no Hessian"));
     std::vector<float> h = st->hessian->Hessian();
-    return GptqQuantize(lw->name, lw->weight.data(), rows, cols, h.data(), st->hessian->num_samples(), q, go);
+    return GptqQuantize(lw->name, weight, rows, cols, h.data(), st->hessian->num_samples(), q, go);
   }
 
 #if LLMC_CALIB_CUDA
@@ -1197,6 +1251,11 @@ class SequentialSolver::Impl {
   json modules_ = json::array(), blocks_ = json::array();
   int modules_done_ = 0;
   uint64_t peak_device_bytes_ = 0;
+  // Encodes and writes solved modules beside the solves (GPU runs; CPU runs finish each module inline).
+  std::unique_ptr<ThreadPool> finisher_;
+  std::mutex report_mu_;
+  absl::Status finish_error_;
+  std::map<std::string, json> module_reports_;
   double t_start_ = 0, seconds_ = 0;
 };
 
