@@ -411,6 +411,28 @@ TEST_F(RgwCompressTest, CompressToS3Output) {
   EXPECT_EQ(again.status().code(), absl::StatusCode::kAlreadyExists);
 }
 
+// The `llmc` binary itself, with credentials and endpoint from the environment as users give them.
+TEST_F(RgwCompressTest, CliCompressesToAnS3Output) {
+  const std::string llmc = std::string(LLMC_BINARY_DIR) + "/bin/llmc";
+  if (!fs::exists(llmc)) GTEST_SKIP() << "no llmc binary at " << llmc;
+  std::string cmd = absl::StrCat("LLMC_S3_ENDPOINT=", g_server->endpoint(), " AWS_ACCESS_KEY_ID=", g_server->access_key(),
+                                 " AWS_SECRET_ACCESS_KEY=", g_server->secret_key(), " XDG_CACHE_HOME=", tmp_ / "xdg", " ",
+                                 llmc, " compress ", tmp_ / "model", " ", Uri("cli/w4"),
+                                 " --scheme W4A16 --max-shard-size 400000 --threads 2 --json > ", tmp_ / "cli.json",
+                                 " 2> ", tmp_ / "cli.err");
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << ReadAll(tmp_ / "cli.err");
+  auto j = nlohmann::json::parse(ReadAll(tmp_ / "cli.json"));
+  EXPECT_EQ(j["output"], Uri("cli/w4"));
+  auto m = ReadOutputManifest(Uri("cli/w4"), options_);
+  ASSERT_TRUE(m.ok()) << m.status();
+  for (const auto& f : m->files) {
+    if (f.name == "compression_report.json") continue;
+    EXPECT_EQ(VerifyGet("cli/w4/" + f.name), ReadAll(tmp_ / ("reference/" + f.name))) << f.name;
+  }
+  // The manifest is the last object written, and no staging objects are left.
+  for (const auto& k : VerifyKeys("cli/")) EXPECT_EQ(k.find("staging"), std::string::npos) << k;
+}
+
 TEST_F(RgwCompressTest, CompressFromS3Model) {
   for (const auto& e : fs::directory_iterator(tmp_ / "model"))
     ASSERT_TRUE(UploadFile(e.path().string(), Uri("models/llama/" + e.path().filename().string()), {}, options_).ok());

@@ -14,6 +14,7 @@
 #include "client/cli/cli_errors.h"
 #include "common/util.h"
 #include "engine/calib/job_runner.h"
+#include "storage/compress_io.h"
 #include "engine/format/algorithms.h"
 #include "engine/format/recipe.h"
 #include "engine/model/causal_lm.h"
@@ -110,8 +111,24 @@ int RunCompressCommand(const CompressArgs& a) {
   if (!recipe->NeedsCalibration() && (!a.dataset.empty() || a.calibration_flags_given) && !a.json)
     std::fprintf(stderr, "llmc: note: %s is data-free; --dataset and the sampling flags are not used\n",
                  recipe->Describe().c_str());
+  // MODEL and OUTPUT may be object-storage URIs: the model is fetched into the cache, the output is written
+  // locally and published (finished shards upload while the job runs; the manifest goes last).
+  storage::OutputTargetOptions oo;
+  oo.overwrite = a.overwrite;
+  oo.transfer.cancel = &g_cancel;
+  auto target = storage::OutputTarget::Open(a.output, oo);
+  if (!target.ok()) return Fail(target.status());
+  auto model_dir = storage::ResolveModelInput(a.model);
+  if (!model_dir.ok()) return Fail(model_dir.status());
+  spec.model_path = *model_dir;
+  spec.output_path = (*target)->local_dir();
+  if ((*target)->remote()) spec.overwrite = true;  // the scratch directory; the remote check was Open's
   JobControl control;
   control.cancel = &g_cancel;
+  if ((*target)->remote())
+    control.on_file_complete = [t = target->get()](const std::string& name, const std::string& path) {
+      return t->FileComplete(name, path);
+    };
   if (!a.json) control.on_warning = [](const std::string& w) { std::fprintf(stderr, "llmc: warning: %s\n", w.c_str()); };
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
@@ -123,11 +140,12 @@ int RunCompressCommand(const CompressArgs& a) {
   if (!summary.ok()) return Fail(summary.status());
   CompressSummary& s = *summary;
   s.seconds = NowSeconds() - t0;
+  const std::string local_out = (*target)->local_dir();
   nlohmann::json j = s.ToJson();
   if (!a.eval_text.empty()) {
-    auto before = EvalPerplexity(a.model, a.eval_text, a.eval_max_windows, a.threads);
+    auto before = EvalPerplexity(spec.model_path, a.eval_text, a.eval_max_windows, a.threads);
     if (!before.ok()) return Fail(before.status());
-    auto after = EvalPerplexity(a.output, a.eval_text, a.eval_max_windows, a.threads);
+    auto after = EvalPerplexity(local_out, a.eval_text, a.eval_max_windows, a.threads);
     if (!after.ok()) return Fail(after.status());
     j["eval"] = {{"text", a.eval_text},
                  {"max_windows", a.eval_max_windows},
@@ -135,9 +153,14 @@ int RunCompressCommand(const CompressArgs& a) {
                  {"perplexity_after", *after},
                  {"recovery_percent", 100.0 * *before / *after}};
     // Keep the report in the checkpoint complete.
-    std::ofstream rep(std::string(a.output) + "/compression_report.json", std::ios::trunc);
+    std::ofstream rep(local_out + "/compression_report.json", std::ios::trunc);
     rep << j.dump(2) << "\n";
   }
+  if (auto st = (*target)->Commit(); !st.ok()) return Fail(st);
+  s.output_path = a.output;
+  s.model_path = a.model;
+  j["output"] = a.output;
+  j["model"] = a.model;
   if (a.json) {
     std::cout << j.dump() << std::endl;
     return 0;

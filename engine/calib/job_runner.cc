@@ -80,6 +80,7 @@ absl::StatusOr<CompressSummary> RunJob(const JobSpec& a, const JobControl& contr
   opt.resume_from_block = control.resume_from_block;
   opt.on_block_done = control.on_block_done;
   opt.keep_staging = control.keep_staging;
+  opt.on_file_complete = control.on_file_complete;
   size_t warned = solver ? solver->warnings().size() : 0;
   auto summary = RunCompress(opt, cfg);
   if (solver && control.on_warning)

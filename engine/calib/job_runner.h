@@ -47,6 +47,8 @@ struct JobControl {
   int resume_from_block = 0;
   bool keep_staging = false;
   std::function<void(int block)> on_block_done;
+  // See CompressOptions::on_file_complete (object-storage outputs upload finished files with it).
+  std::function<absl::Status(const std::string& name, const std::string& path)> on_file_complete;
 };
 
 // Parses and checks the job's recipe (scheme/algorithm or recipe text, ignore, observer, GPTQ's actorder), and

@@ -308,6 +308,7 @@ absl::Status SafetensorsWriter::Write(int index, uint64_t offset, absl::Span<con
 }
 
 absl::Status SafetensorsWriter::Close() {
+  if (fd_ < 0) return absl::OkStatus();  // closed already
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (size_t i = 0; i < specs_.size(); ++i) {

@@ -113,7 +113,7 @@ class SafetensorsWriter {
   absl::StatusOr<std::vector<uint8_t>> Read(int index) const;
   // Flushes written data to disk (fdatasync).
   absl::Status Sync();
-  // Verifies every tensor was written completely, flushes to disk and closes the file.
+  // Verifies every tensor was written completely, flushes to disk and closes the file. A second call does nothing.
   absl::Status Close();
   uint64_t total_size() const { return total_size_; }
   const std::string& path() const { return path_; }

@@ -246,6 +246,8 @@ class Job {
       if (!item.deferred) continue;
       for (const auto& [shard, idx] : item.dest) deferred_[shard_specs_[shard][idx].name] = {shard, idx};
     }
+    remaining_ = std::vector<std::atomic<int64_t>>(n);
+    for (int i = 0; i < n; ++i) remaining_[i] = static_cast<int64_t>(shard_specs_[i].size());
     // NVFP4 fused sets.
     for (size_t i = 0; i < items_.size(); ++i) {
       const Item& it = items_[i];
@@ -286,6 +288,15 @@ class Job {
 
   bool Stopped() const { return failed_.load() || (opt_.cancel && opt_.cancel->load()); }
 
+  // Counts `count` tensors of `shard` as complete; the last one closes the shard and hands it over.
+  absl::Status TensorsDone(int shard, int64_t count) {
+    if (remaining_.empty() || remaining_[shard].fetch_sub(count) != count) return absl::OkStatus();
+    LLMC_RETURN_IF_ERROR(shards_[shard]->Close());
+    if (opt_.on_file_complete)
+      return opt_.on_file_complete(shard_names_[shard], (staging_ / shard_names_[shard]).string());
+    return absl::OkStatus();
+  }
+
   void Fail(absl::Status s) {
     std::lock_guard<std::mutex> lock(err_mu_);
     if (err_.ok()) err_ = std::move(s);
@@ -315,7 +326,8 @@ class Job {
       t.file->Release(*t.info, off, n);
       bytes_done_ += n;
     }
-    return absl::OkStatus();
+    if (Stopped()) return absl::OkStatus();
+    return TensorsDone(item.dest[0].first, 1);
   }
 
   // Rows per piece of a module: about piece_bytes of input, a multiple of what the format needs to keep the
@@ -390,7 +402,8 @@ class Job {
       bytes_done_ += n * row_bytes;
     }
     ++modules_done_;
-    return absl::OkStatus();
+    if (Stopped()) return absl::OkStatus();
+    return TensorsDone(item.dest[0].first, static_cast<int64_t>(item.dest.size()));
   }
 
   // A fused NVFP4 set: the global scale from the max over all members, then each member.
@@ -484,6 +497,7 @@ class Job {
       if (layer >= 0 && layer < opt_.resume_from_block) {
         shards_[where.first]->MarkWritten(where.second);
         emitted.insert(name);
+        LLMC_RETURN_IF_ERROR(TensorsDone(where.first, 1));
       }
     }
     SolverIo io;
@@ -502,7 +516,7 @@ class Job {
       }
       LLMC_RETURN_IF_ERROR(shards_[shard]->Write(idx, 0, bytes));
       bytes_done_ += bytes.size();
-      return absl::OkStatus();
+      return TensorsDone(shard, 1);
     };
     io.read_back = [&](const std::string& name) -> absl::StatusOr<std::vector<uint8_t>> {
       auto it = deferred_.find(name);
@@ -532,6 +546,13 @@ class Job {
     return absl::OkStatus();
   }
 
+  // Writes a file of the output into the staging directory and hands it over.
+  absl::Status WriteOutputFile(const std::string& name, const std::string& text) {
+    LLMC_RETURN_IF_ERROR(WriteFile(staging_ / name, text));
+    if (opt_.on_file_complete) return opt_.on_file_complete(name, (staging_ / name).string());
+    return absl::OkStatus();
+  }
+
   absl::Status WriteFile(const fs::path& p, const std::string& text) {
     std::ofstream out(p, std::ios::binary | std::ios::trunc);
     out << text;
@@ -544,12 +565,12 @@ class Job {
     // config.json with quantization_config (keys sorted, as transformers writes it).
     json config = model_->config_json();
     if (!cfg_.groups().empty()) config["quantization_config"] = cfg_.ToJson(ignored_);
-    LLMC_RETURN_IF_ERROR(WriteFile(staging_ / "config.json", config.dump(2) + "\n"));
-    LLMC_RETURN_IF_ERROR(WriteFile(staging_ / "recipe.yaml", opt_.recipe_yaml.empty() ? cfg_.RecipeYaml() : opt_.recipe_yaml));
+    LLMC_RETURN_IF_ERROR(WriteOutputFile("config.json", config.dump(2) + "\n"));
+    LLMC_RETURN_IF_ERROR(WriteOutputFile("recipe.yaml", opt_.recipe_yaml.empty() ? cfg_.RecipeYaml() : opt_.recipe_yaml));
     summary_.method = opt_.method.empty() ? absl::StrCat("RTN ", summary_.scheme) : opt_.method;
     summary_.seconds = NowSeconds() - t0_;
     summary_.peak_rss_bytes = PeakRssBytes();
-    LLMC_RETURN_IF_ERROR(WriteFile(staging_ / "compression_report.json", summary_.ToJson().dump(2) + "\n"));
+    LLMC_RETURN_IF_ERROR(WriteOutputFile("compression_report.json", summary_.ToJson().dump(2) + "\n"));
     if (shards_.size() > 1) {
       json index;
       uint64_t total = 0;
@@ -561,13 +582,14 @@ class Job {
         }
       index["metadata"] = {{"total_size", total}};
       index["weight_map"] = wm;
-      LLMC_RETURN_IF_ERROR(WriteFile(staging_ / "model.safetensors.index.json", index.dump(2) + "\n"));
+      LLMC_RETURN_IF_ERROR(WriteOutputFile("model.safetensors.index.json", index.dump(2) + "\n"));
     }
     for (const auto& aux : model_->auxiliary_files()) {
       std::error_code ec;
       fs::copy_file(fs::path(opt_.model_path) / aux, staging_ / aux, fs::copy_options::overwrite_existing, ec);
       if (!ec) fs::permissions(staging_ / aux, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read, ec);
       if (ec) return absl::InternalError(absl::StrCat("cannot copy ", aux, " from ", opt_.model_path, ": ", ec.message()));
+      if (opt_.on_file_complete) LLMC_RETURN_IF_ERROR(opt_.on_file_complete(aux, (staging_ / aux).string()));
     }
     // Make it durable, then visible.
     int dfd = ::open(staging_.c_str(), O_RDONLY | O_DIRECTORY);
@@ -604,6 +626,7 @@ class Job {
   std::vector<std::string> shard_names_;
   std::vector<std::unique_ptr<SafetensorsWriter>> shards_;
   std::map<std::string, std::pair<int, int>> deferred_;  // solver-produced tensor -> (shard, index)
+  std::vector<std::atomic<int64_t>> remaining_;           // tensors not yet complete, per shard
   double t0_ = 0;
   CompressSummary summary_;
   std::atomic<uint64_t> bytes_done_{0};

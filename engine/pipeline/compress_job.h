@@ -98,6 +98,13 @@ struct CompressOptions {
   bool keep_staging = false;
   // Called (from the calling thread) after every tensor of decoder block `layer` is durable on disk.
   std::function<void(int layer)> on_block_done;
+  // Called once per output file as soon as it is complete and will not change: each shard when its last tensor
+  // is written (it is then flushed and closed), then each file the job writes at the end (config.json,
+  // recipe.yaml, compression_report.json, the index, copied tokenizer files), before the staging directory
+  // becomes OUTPUT. `name` is relative to OUTPUT, `path` is in the staging directory. May be called from worker
+  // threads concurrently; a non-OK status fails the job. (Object-storage outputs upload shards with it while
+  // the job still runs.)
+  std::function<absl::Status(const std::string& name, const std::string& path)> on_file_complete;
 };
 
 struct ModuleSummary {
