@@ -374,8 +374,8 @@ def restore(model, saved):
                 m.weight.data.copy_(saved[f"{li}.{n}"].to(m.weight.device))
 
 
-def random_llama8b(device, seed):
-    cfg = LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+def random_llama8b(device, seed, layers=32):
+    cfg = LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=layers,
                       num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
                       rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=False, bos_token_id=128000,
                       eos_token_id=128001)
@@ -409,6 +409,7 @@ def main():
     ap.add_argument("--save-dir")
     ap.add_argument("--random-llama8b", action="store_true", help="timing only, random Llama-3-8B-shaped model")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--layers", type=int, default=32, help="--random-llama8b: decoder layers (timing per layer)")
     a = ap.parse_args()
     actorder = "static" if a.actorder == "weight" else a.actorder
     inverse_dtype = torch.float64 if a.inverse_dtype == "float64" else torch.float32
@@ -424,7 +425,7 @@ def main():
               "inverse_dtype": a.inverse_dtype, "seed": a.seed}
 
     if a.random_llama8b:
-        model = random_llama8b(device, a.seed)
+        model = random_llama8b(device, a.seed, a.layers)
         gen = torch.Generator().manual_seed(a.seed)
         ids = torch.randint(0, model.config.vocab_size, (a.num_samples, a.seq_len), generator=gen)
         report["model"] = "random Llama-3-8B shape"
