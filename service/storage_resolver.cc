@@ -1,9 +1,12 @@
 #include "service/storage_resolver.h"
 
 #include <filesystem>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "storage/compress_io.h"
+#include "storage/object_store.h"
 #include "storage/storage_uri.h"
 
 namespace llmc::service {
@@ -42,8 +45,43 @@ class LocalResolver final : public StorageResolver {
   }
 };
 
+class ObjectSink final : public OutputSink {
+ public:
+  explicit ObjectSink(std::unique_ptr<storage::OutputTarget> t) : t_(std::move(t)) {}
+  const std::string& local_dir() const override { return t_->local_dir(); }
+  absl::Status Commit() override { return t_->Commit(); }
+  absl::Status FileComplete(const std::string& name, const std::string& path) override {
+    return t_->FileComplete(name, path);
+  }
+  bool remote() const override { return t_->remote(); }
+
+ private:
+  std::unique_ptr<storage::OutputTarget> t_;
+};
+
+class ObjectResolver final : public StorageResolver {
+ public:
+  absl::StatusOr<std::string> ResolveInput(absl::string_view uri) override {
+    if (!storage::IsS3Uri(uri)) return local_.ResolveInput(uri);
+    // An object (a dataset or text file) is downloaded as a file; anything else is a model prefix.
+    if (auto f = storage::ResolveFileInput(uri); f.ok()) return f;
+    return storage::ResolveModelInput(uri);
+  }
+  absl::StatusOr<std::unique_ptr<OutputSink>> OpenOutput(absl::string_view uri, const std::string& job_id) override {
+    if (!storage::IsS3Uri(uri)) return local_.OpenOutput(uri, job_id);
+    storage::OutputTargetOptions o;
+    o.job_id = job_id;
+    LLMC_ASSIGN_OR_RETURN(auto t, storage::OutputTarget::Open(uri, o));
+    return std::unique_ptr<OutputSink>(new ObjectSink(std::move(t)));
+  }
+
+ private:
+  LocalResolver local_;
+};
+
 }  // namespace
 
 std::unique_ptr<StorageResolver> NewLocalStorageResolver() { return std::make_unique<LocalResolver>(); }
+std::unique_ptr<StorageResolver> NewObjectStorageResolver() { return std::make_unique<ObjectResolver>(); }
 
 }  // namespace llmc::service

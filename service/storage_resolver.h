@@ -21,6 +21,11 @@ class OutputSink {
   // After the engine succeeded: makes the output visible at its URI (no-op for local outputs, which the
   // engine renames into place itself).
   virtual absl::Status Commit() = 0;
+  // The engine's "file complete" hook (CompressOptions::on_file_complete): object-storage outputs start
+  // uploading the file at once. Thread-safe.
+  virtual absl::Status FileComplete(const std::string& name, const std::string& path) { return absl::OkStatus(); }
+  // Whether FileComplete does anything (remote outputs).
+  virtual bool remote() const { return false; }
 };
 
 class StorageResolver {
@@ -34,5 +39,11 @@ class StorageResolver {
 
 // file:// URIs and absolute paths; s3:// and other schemes: UNIMPLEMENTED naming the URI.
 std::unique_ptr<StorageResolver> NewLocalStorageResolver();
+
+// file:// and s3:// (storage/): s3:// models are fetched into the cache (storage::ResolveModelInput), s3://
+// files (datasets, eval text) downloaded into it, s3:// outputs written to scratch and published with the
+// staging/manifest protocol, finished shards uploading while the job runs. Credentials and endpoint as for
+// `llmc compress` (docs/storage.md).
+std::unique_ptr<StorageResolver> NewObjectStorageResolver();
 
 }  // namespace llmc::service

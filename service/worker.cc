@@ -285,6 +285,10 @@ void Worker::RunRank0(const v1::Assignment& a) {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
   };
   c.on_warning = [&](const std::string& w) { spdlog::warn("job {}: {}", a.job_id(), w); };
+  if ((*sink)->remote()) {
+    OutputSink* out = sink->get();
+    c.on_file_complete = [out](const std::string& name, const std::string& path) { return out->FileComplete(name, path); };
+  }
   auto summary = RunJob(*e, c);
   if (summary.ok()) {
     nlohmann::json j = summary->ToJson();

@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  auto resolver = llmc::service::NewLocalStorageResolver();
+  auto resolver = llmc::service::NewObjectStorageResolver();
   llmc::service::Worker worker(o, resolver.get());
   std::thread sig([&] {
     int s = 0;

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <random>
 
 #include "absl/strings/match.h"
@@ -171,6 +172,36 @@ absl::StatusOr<CompressSummary> RunCompressToUri(CompressOptions options, const 
   summary->model_path = model;
   summary->output_path = output;
   return summary;
+}
+
+absl::StatusOr<std::string> ResolveFileInput(absl::string_view uri, const ModelInputOptions& options) {
+  LLMC_ASSIGN_OR_RETURN(StorageUri u, ParseStorageUri(uri));
+  if (u.is_file()) {
+    if (!std::filesystem::exists(u.path)) return absl::NotFoundError(absl::StrCat(uri, ": no such file"));
+    return u.path;
+  }
+  const std::string s(uri);
+  const auto slash = s.rfind('/');
+  if (slash == std::string::npos || slash < 5 || slash + 1 == s.size())
+    return absl::InvalidArgumentError(absl::StrCat(uri, ": name an object (s3://bucket/key), not a bucket or prefix"));
+  const std::string parent = s.substr(0, slash), name = s.substr(slash + 1);
+  LLMC_ASSIGN_OR_RETURN(auto store, OpenObjectStore(parent, options.store));
+  LLMC_ASSIGN_OR_RETURN(ObjectInfo info, store->Stat(name));
+  LLMC_ASSIGN_OR_RETURN(std::string dir, ModelCacheDir(parent, options));
+  const std::string path = dir + "/" + name;
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) && std::filesystem::file_size(path, ec) == info.size) return path;
+  std::filesystem::create_directories(dir, ec);
+  LLMC_ASSIGN_OR_RETURN(std::string bytes, store->Get(name, 0, info.size));
+  const std::string tmp = path + ".part";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    if (!out) return absl::InternalError(absl::StrCat("cannot write ", tmp, " (downloading ", uri, ")"));
+  }
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot move ", tmp, " into place: ", ec.message()));
+  return path;
 }
 
 }  // namespace llmc::storage

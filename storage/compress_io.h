@@ -52,6 +52,10 @@ absl::StatusOr<std::string> ModelCacheDir(absl::string_view model_uri, const Mod
 // size and etag are kept, so a second run downloads nothing) and that directory is returned.
 absl::StatusOr<std::string> ResolveModelInput(absl::string_view model, const ModelInputOptions& options = {});
 
+// A local path holding the file `uri` (a calibration dataset or evaluation text): local paths and file:// as
+// they are (NOT_FOUND if missing); an s3:// object is downloaded into CACHE/files/HOST_PORT/BUCKET/KEY.
+absl::StatusOr<std::string> ResolveFileInput(absl::string_view uri, const ModelInputOptions& options = {});
+
 struct OutputTargetOptions {
   bool overwrite = false;
   std::string job_id;       // "": "<pid>-<random hex>"

@@ -433,6 +433,23 @@ TEST_F(RgwCompressTest, CliCompressesToAnS3Output) {
   for (const auto& k : VerifyKeys("cli/")) EXPECT_EQ(k.find("staging"), std::string::npos) << k;
 }
 
+TEST_F(RgwTest, ResolveFileInputDownloadsAnObjectOnce) {
+  auto store = Open(Uri("data"));
+  ASSERT_TRUE(store->Put("calib.txt", "first document\n\nsecond document\n").ok());
+  ModelInputOptions o;
+  o.store = options_;
+  o.cache_dir = tmp_ / "cache";
+  auto p = ResolveFileInput(Uri("data/calib.txt"), o);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(ReadAll(*p), "first document\n\nsecond document\n");
+  auto missing = ResolveFileInput(Uri("data/none.txt"), o);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(std::string(missing.status().message()).find("none.txt"), std::string::npos) << missing.status();
+  auto local = ResolveFileInput(*p, o);
+  ASSERT_TRUE(local.ok());
+  EXPECT_EQ(*local, *p);
+}
+
 TEST_F(RgwCompressTest, CompressFromS3Model) {
   for (const auto& e : fs::directory_iterator(tmp_ / "model"))
     ASSERT_TRUE(UploadFile(e.path().string(), Uri("models/llama/" + e.path().filename().string()), {}, options_).ok());

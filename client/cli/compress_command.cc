@@ -121,6 +121,11 @@ int RunCompressCommand(const CompressArgs& a) {
   auto model_dir = storage::ResolveModelInput(a.model);
   if (!model_dir.ok()) return Fail(model_dir.status());
   spec.model_path = *model_dir;
+  if (!spec.dataset.empty() && recipe->NeedsCalibration()) {
+    auto d = storage::ResolveFileInput(spec.dataset);
+    if (!d.ok()) return Fail(d.status());
+    spec.dataset = *d;
+  }
   spec.output_path = (*target)->local_dir();
   if ((*target)->remote()) spec.overwrite = true;  // the scratch directory; the remote check was Open's
   JobControl control;

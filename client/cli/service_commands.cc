@@ -56,6 +56,7 @@ struct ServiceCommands {
   int port = 7443, http_port = 7480, workers = 1, threads = 0;
   std::vector<std::string> roots, input_roots;
   bool no_cwd_root = false;
+  std::string device;
 };
 
 namespace {
@@ -389,6 +390,7 @@ int Serve(const ServiceCommands& c) {
     std::vector<std::string> a = {worker_bin, "--coordinator", addr, "--token-file", data_dir + "/worker.token",
                                   "--worker-id", absl::StrCat("local-", i)};
     if (c.threads > 0) a.insert(a.end(), {"--threads", absl::StrCat(c.threads)});
+    if (!c.device.empty()) a.insert(a.end(), {"--device", c.device});
     return a;
   };
   std::map<pid_t, int> workers;  // pid -> index
@@ -505,6 +507,7 @@ std::shared_ptr<ServiceCommands> AddServiceCommands(CLI::App& app) {
   v->add_option("--http-port", c->http_port, "HTTP port for /metrics, /healthz, /api/v1 (0: any)")->capture_default_str();
   v->add_option("--workers", c->workers, "local worker processes")->capture_default_str();
   v->add_option("--threads", c->threads, "CPU threads per worker (default: one per core)");
+  v->add_option("--device", c->device, "device of the local workers: cpu or cuda (default: the worker's default, cpu)");
   v->add_option("--allowed-root", c->roots, "extra directory or s3:// prefix jobs may read and write (repeatable)");
   v->add_option("--allowed-input-root", c->input_roots, "extra location jobs may only read (repeatable)");
   v->add_flag("--no-cwd-root", c->no_cwd_root,

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <future>
 #include <map>
 #include <mutex>
 #include <set>
@@ -562,8 +563,23 @@ class SequentialSolver::Impl {
     json blk = {{"layer", L}};
     double t = NowSeconds();
     report("load");
-    LLMC_ASSIGN_OR_RETURN(std::unique_ptr<DecoderBlock> block, lm_->LoadBlock(L));
+    std::unique_ptr<DecoderBlock> block;
+    if (prefetch_layer_ == L) {
+      prefetch_layer_ = -1;
+      auto r = prefetch_.get();
+      if (!r.ok()) return r.status();
+      block = std::move(*r);
+      blk["prefetched"] = true;
+    } else {
+      LLMC_ASSIGN_OR_RETURN(block, lm_->LoadBlock(L));
+    }
     blk["load_s"] = NowSeconds() - t;
+    // Load (read, convert, dequantize) block L+1 on the host while the GPU works on block L. Only where nothing
+    // else uses the runtime's CPU thread pool meanwhile (kv cache and AWQ observers do).
+    if (on_device() && !cfg_.kv_cache_scheme && !recipe_.awq && L + 1 < layers) {
+      prefetch_layer_ = L + 1;
+      prefetch_ = std::async(std::launch::async, [this, next = L + 1] { return lm_->LoadBlock(next); });
+    }
     for (const LinearWeight* lw : block->linears())
       for (const std::vector<float>* v : {&lw->weight, &lw->bias})
         for (float x : *v)
@@ -1251,6 +1267,9 @@ class SequentialSolver::Impl {
   json modules_ = json::array(), blocks_ = json::array();
   int modules_done_ = 0;
   uint64_t peak_device_bytes_ = 0;
+  // The next block, loading on the host while the GPU runs this one.
+  std::future<absl::StatusOr<std::unique_ptr<DecoderBlock>>> prefetch_;
+  int prefetch_layer_ = -1;
   // Encodes and writes solved modules beside the solves (GPU runs; CPU runs finish each module inline).
   std::unique_ptr<ThreadPool> finisher_;
   std::mutex report_mu_;
