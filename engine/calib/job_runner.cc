@@ -3,6 +3,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/util.h"
 #include "engine/calib/sequential_solver.h"
 
 namespace llmc {
@@ -48,6 +49,7 @@ absl::StatusOr<CompressionRecipe> ResolveJobRecipe(const JobSpec& a) {
 }
 
 absl::StatusOr<CompressSummary> RunJob(const JobSpec& a, const JobControl& control) {
+  const double t0 = NowSeconds();
   LLMC_ASSIGN_OR_RETURN(CompressionRecipe recipe, ResolveJobRecipe(a));
   QuantConfig empty;
   const QuantConfig& cfg = recipe.quant ? *recipe.quant : empty;
@@ -83,6 +85,8 @@ absl::StatusOr<CompressSummary> RunJob(const JobSpec& a, const JobControl& contr
   opt.on_file_complete = control.on_file_complete;
   size_t warned = solver ? solver->warnings().size() : 0;
   auto summary = RunCompress(opt, cfg);
+  // The job's time includes the calibration setup (model open, tokenization, embedding, device start).
+  if (summary.ok()) summary->seconds = NowSeconds() - t0;
   if (solver && control.on_warning)
     for (size_t i = warned; i < solver->warnings().size(); ++i) control.on_warning(solver->warnings()[i]);
   return summary;
