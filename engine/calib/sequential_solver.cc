@@ -84,6 +84,8 @@ struct Wants {
   std::set<std::string> capture;      // input groups whose inputs are kept (AWQ's search), up to capture_tokens
   int64_t capture_tokens = 0;
   bool kv = false;                    // k/v output ranges (kv cache scales)
+  // GPU runs: Hessians stay on the device (GPTQ solves there); false keeps them on the host (the pruning solvers).
+  bool device_hessian = true;
   bool empty() const {
     return hessian.empty() && row_norm.empty() && channel_max.empty() && range.empty() && channel_mean.empty() &&
            capture.empty() && !kv;
@@ -116,6 +118,7 @@ class CalibHooks : public LinearHooks {
       : wants_(wants), spec_(spec), rope_(rope), block_(block), ctx_(ctx) {}
 
   void set_seq_len(int64_t t) { seq_len_ = t; }
+  void set_on_device(bool d) { on_device_ = d; }
   std::map<std::string, GroupStats>& stats() { return stats_; }
   float k_amax() const { return k_amax_; }
   float v_amax() const { return v_amax_; }
@@ -136,7 +139,7 @@ class CalibHooks : public LinearHooks {
       st->tokens += 0;
       return *st;
     };
-    if (wants_.hessian.count(group)) {
+    if (wants_.hessian.count(group) && !(on_device_ && wants_.device_hessian)) {
       GroupStats& s = get();
       if (!s.hessian) s.hessian = std::make_unique<HessianAccumulator>(cols);
       LLMC_RETURN_IF_ERROR(s.hessian->Add(x, tokens, samples));
@@ -189,9 +192,15 @@ class CalibHooks : public LinearHooks {
   absl::Status ObserveKv(const LinearWeight& w, const float* x, int64_t tokens) {
     const std::string leaf = Leaf(w.name);
     if (leaf != "k_proj" && leaf != "v_proj") return absl::OkStatus();
-    std::vector<float> y(tokens * w.out_features);
-    LinearForward(x, tokens, w.in_features, w.weight.data(), w.bias.empty() ? nullptr : w.bias.data(),
-                  w.out_features, y.data(), ctx_);
+    // The weights as the block holds them on the host (device hooks see a weight-less descriptor).
+    const LinearWeight* lw = &w;
+    for (const LinearWeight* b : block_->linears())
+      if (b->name == w.name) lw = b;
+    if (lw->weight.size() != static_cast<size_t>(lw->out_features * lw->in_features))
+      return absl::InternalError(absl::StrCat(w.name, ": no host weights for the kv cache observer"));
+    std::vector<float> y(tokens * lw->out_features);
+    LinearForward(x, tokens, lw->in_features, lw->weight.data(), lw->bias.empty() ? nullptr : lw->bias.data(),
+                  lw->out_features, y.data(), ctx_);
     if (leaf == "k_proj") {
       if (spec_.qk_norm)
         RmsNorm(y.data(), tokens * spec_.num_kv_heads, spec_.head_dim, block_->k_norm.data(),
@@ -212,6 +221,7 @@ class CalibHooks : public LinearHooks {
   const DecoderBlock* block_;
   CpuContext* ctx_;
   int64_t seq_len_ = 0;
+  bool on_device_ = false;
   const float* last_ptr_ = nullptr;
   std::string last_group_;
   std::map<std::string, GroupStats> stats_;
@@ -229,7 +239,8 @@ class DeviceCalibHooks : public CudaLinearHooks {
     adapter_ = std::make_unique<HostLinearHooksAdapter>(host);
     for (const auto& g : wants.hessian) host_wants_hessian_.insert(g);
     need_host_ = !wants.row_norm.empty() || !wants.channel_max.empty() || !wants.range.empty() ||
-                 !wants.channel_mean.empty() || !wants.capture.empty() || wants.kv;
+                 !wants.channel_mean.empty() || !wants.capture.empty() || wants.kv ||
+                 (!wants.hessian.empty() && !wants.device_hessian);
   }
   void set_seq_len(int64_t t) { seq_len_ = t; }
 
@@ -238,7 +249,7 @@ class DeviceCalibHooks : public CudaLinearHooks {
     const bool repeat = input == last_ptr_ && group == last_group_;
     last_ptr_ = input;
     last_group_ = group;
-    if (!repeat && wants_.hessian.count(group)) {
+    if (!repeat && wants_.device_hessian && wants_.hessian.count(group)) {
       GroupStats& s = host_->stats()[group];
       const int64_t cols = w.in_features;
       if (!s.d_xtx) {
@@ -486,6 +497,7 @@ class SequentialSolver::Impl {
     auto hooks = std::make_unique<CalibHooks>(wants, lm_->spec(), &lm_->Rope(max_len_), &block, lm_->context());
 #if LLMC_CALIB_CUDA
     if (on_device()) {
+      hooks->set_on_device(true);
       DeviceCalibHooks dh(wants, hooks.get(), cuda_.get(), 2.0f / static_cast<float>(num_samples_), dweights_->precision());
       LLMC_RETURN_IF_ERROR(dweights_->Upload(block));
       for (const DeviceHiddenStates& b : dbatches_) {
@@ -619,6 +631,7 @@ class SequentialSolver::Impl {
       report("prune");
       const SparsityParams& sp = *recipe_.sparsity;
       Wants w;
+      w.device_hessian = false;  // SparseGPT solves on the host
       for (const LinearWeight* lw : block->linears())
         if (SparsityTargets(sp, lw->name)) (sp.method == "wanda" ? w.row_norm : w.hessian).insert(InputGroup(lw->name));
       LLMC_ASSIGN_OR_RETURN(auto hooks, Calibrate(*block, w));
