@@ -642,6 +642,10 @@ void Coordinator::ScheduleLocked() {
   for (const auto& wait : r.waiting) {
     auto a = active_.find(wait.job_id);
     if (a == active_.end() || a->second.wait_reason == wait.reason) continue;
+    // Behind the head, only the blocker's id changes each time a job starts: an event (an fsynced commit)
+    // per queued job per start made scheduling O(queue) writes (bench/load). Keep the first such event.
+    constexpr absl::string_view kBehind = "queued behind job ";
+    if (absl::StartsWith(a->second.wait_reason, kBehind) && absl::StartsWith(wait.reason, kBehind)) continue;
     a->second.wait_reason = wait.reason;
     v1::Job& job = a->second.job;
     job.set_message(wait.reason);
