@@ -231,11 +231,6 @@ absl::StatusOr<Coordinator::Checked> Coordinator::CheckSpec(const v1::JobSpec& s
     if (t.is_file() && options_.check_local_paths && !fs::is_regular_file(t.path))
       return absl::InvalidArgumentError(absl::StrCat("spec.eval_text_uri: ", t.path, " is not a readable file"));
   }
-  for (const auto* u : {&model, &output})
-    if (u->is_s3())
-      return absl::UnimplementedError(absl::StrCat(u == &model ? "spec.model_uri: " : "spec.output_uri: ", u->ToString(),
-                                                   ": s3:// locations are not served by this coordinator's workers yet; "
-                                                   "use a local path or file:// URI"));
   if (spec.gpus() < 0 || spec.gpus() > 1024)
     return absl::InvalidArgumentError(absl::StrCat("spec.gpus ", spec.gpus(), ": give 1 to 1024 (0 means 1)"));
   for (const auto& [k, v] : spec.labels())

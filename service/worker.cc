@@ -257,7 +257,8 @@ void Worker::RunRank0(const v1::Assignment& a) {
   c.staging_dir = a.staging_dir();
   c.keep_staging = true;
   c.resume_from_block = a.resume_from_block();
-  if (c.resume_from_block > 0 && !c.staging_dir.empty() && !fs::is_directory(c.staging_dir)) {
+  // Resuming needs this job's staging here (object-storage outputs stage in a scratch directory: start over).
+  if (c.resume_from_block > 0 && (c.staging_dir.empty() || !fs::is_directory(c.staging_dir))) {
     spdlog::warn("job {}: staging {} is not here; starting from block 0", a.job_id(), c.staging_dir);
     c.resume_from_block = 0;
   }

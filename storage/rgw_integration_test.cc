@@ -11,6 +11,8 @@
 #include <thread>
 
 #include <nlohmann/json.hpp>
+#include <csignal>
+#include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -431,6 +433,58 @@ TEST_F(RgwCompressTest, CliCompressesToAnS3Output) {
   }
   // The manifest is the last object written, and no staging objects are left.
   for (const auto& k : VerifyKeys("cli/")) EXPECT_EQ(k.find("staging"), std::string::npos) << k;
+}
+
+// A job through the service (`llmc serve`, a worker process, `llmc submit` and `watch`) writing to s3://: the
+// output equals the local reference byte for byte, as listed and downloaded by the independent client.
+TEST_F(RgwCompressTest, ServiceJobWritesToS3) {
+  const std::string bin = std::string(LLMC_BINARY_DIR) + "/bin/";
+  if (!fs::exists(bin + "llmc") || !fs::exists(bin + "llmc-server") || !fs::exists(bin + "llmc-worker"))
+    GTEST_SKIP() << "needs llmc, llmc-server and llmc-worker in " << bin;
+  const std::string env = absl::StrCat("LLMC_S3_ENDPOINT=", g_server->endpoint(), " AWS_ACCESS_KEY_ID=",
+                                       g_server->access_key(), " AWS_SECRET_ACCESS_KEY=", g_server->secret_key(),
+                                       " XDG_CACHE_HOME=", tmp_ / "xdg", " ");
+  const std::string data = tmp_ / "svc";
+  const std::string log = tmp_ / "serve.log";
+  std::string serve = absl::StrCat(env, bin, "llmc serve --data-dir ", data, " --port 0 --http-port 0 --workers 1 ",
+                                   "--threads 2 --allowed-root ", Uri(), " --allowed-input-root ", tmp_.path(),
+                                   " > ", log, " 2>&1 & echo $!");
+  FILE* p = popen(serve.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  int pid = 0;
+  ASSERT_EQ(fscanf(p, "%d", &pid), 1);
+  pclose(p);
+  struct Stop {
+    int pid;
+    ~Stop() {
+      if (pid > 0) {
+        kill(pid, SIGTERM);
+        for (int i = 0; i < 100 && kill(pid, 0) == 0; ++i) usleep(100000);
+      }
+    }
+  } stop{pid};
+  std::string addr;
+  for (int i = 0; i < 150 && addr.empty(); ++i) {
+    usleep(100000);
+    const std::string text = ReadAll(log);
+    auto at = text.find("coordinator on ");
+    if (at != std::string::npos) addr = text.substr(at + 15, text.find(' ', at + 15) - at - 15);
+  }
+  ASSERT_FALSE(addr.empty()) << ReadAll(log);
+  const std::string client = absl::StrCat(env, "LLMC_SERVER=", addr, " LLMC_TOKEN=$(cat ", data, "/admin.token) ", bin, "llmc ");
+  std::string submit = absl::StrCat(client, "submit ", tmp_ / "model", " ", Uri("svc/w4"),
+                                    " --scheme W4A16 --max-shard-size 400000 --json > ", tmp_ / "job.json");
+  ASSERT_EQ(std::system(submit.c_str()), 0) << ReadAll(log);
+  auto job = nlohmann::json::parse(ReadAll(tmp_ / "job.json"));
+  const std::string id = job["id"].get<std::string>();
+  ASSERT_EQ(std::system(absl::StrCat(client, "watch ", id, " --no-progress > /dev/null 2>&1").c_str()), 0) << ReadAll(log);
+  auto m = ReadOutputManifest(Uri("svc/w4"), options_);
+  ASSERT_TRUE(m.ok()) << m.status();
+  for (const auto& f : m->files) {
+    if (f.name == "compression_report.json") continue;
+    EXPECT_EQ(VerifyGet("svc/w4/" + f.name), ReadAll(tmp_ / ("reference/" + f.name))) << f.name;
+  }
+  for (const auto& k : VerifyKeys("svc/")) EXPECT_EQ(k.find("staging"), std::string::npos) << k;
 }
 
 TEST_F(RgwTest, ResolveFileInputDownloadsAnObjectOnce) {
