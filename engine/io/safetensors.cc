@@ -196,8 +196,9 @@ std::string BuildSafetensorsHeader(const std::vector<TensorSpec>& specs,
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
-    const std::string& path, std::vector<TensorSpec> specs, const std::map<std::string, std::string>& metadata) {
+absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Open(
+    const std::string& path, std::vector<TensorSpec> specs, const std::map<std::string, std::string>& metadata,
+    bool reopen) {
   std::unique_ptr<SafetensorsWriter> w(new SafetensorsWriter());
   w->path_ = path;
   w->specs_ = std::move(specs);
@@ -207,13 +208,25 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
   }
   std::string header = BuildSafetensorsHeader(w->specs_, metadata, &w->offsets_, &w->total_size_);
   w->written_.assign(w->specs_.size(), 0);
-  w->fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (w->fd_ < 0) return ErrnoToStatus(errno, absl::StrCat("cannot create ", path));
+  if (reopen) {
+    w->fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (w->fd_ < 0) return ErrnoToStatus(errno, absl::StrCat("cannot reopen ", path, " to resume"));
+    std::string have(header.size(), '\0');
+    ssize_t r = pread(w->fd_, have.data(), have.size(), 0);
+    if (r != static_cast<ssize_t>(have.size()) || have != header)
+      return absl::FailedPreconditionError(absl::StrCat(path, ": the staged shard does not match this job's plan; ",
+                                                        "cannot resume (start the job over)"));
+  } else {
+    w->fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (w->fd_ < 0) return ErrnoToStatus(errno, absl::StrCat("cannot create ", path));
+  }
+  // Space for the whole file up front: a full disk fails before any tensor is computed.
   if (w->total_size_ > 0) {
     int rc = posix_fallocate(w->fd_, 0, static_cast<off_t>(w->total_size_));
     if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL)
       return ErrnoToStatus(rc, absl::StrCat("cannot reserve ", FormatBytes(w->total_size_), " for ", path));
   }
+  if (reopen) return w;
   uint64_t done = 0;
   while (done < header.size()) {
     ssize_t r = pwrite(w->fd_, header.data() + done, header.size() - done, static_cast<off_t>(done));
@@ -223,30 +236,14 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
   return w;
 }
 
+absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
+    const std::string& path, std::vector<TensorSpec> specs, const std::map<std::string, std::string>& metadata) {
+  return Open(path, std::move(specs), metadata, /*reopen=*/false);
+}
+
 absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Reopen(
     const std::string& path, std::vector<TensorSpec> specs, const std::map<std::string, std::string>& metadata) {
-  std::unique_ptr<SafetensorsWriter> w(new SafetensorsWriter());
-  w->path_ = path;
-  w->specs_ = std::move(specs);
-  for (size_t i = 0; i < w->specs_.size(); ++i) {
-    if (!w->by_name_.emplace(w->specs_[i].name, static_cast<int>(i)).second)
-      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", w->specs_[i].name, "' listed twice"));
-  }
-  std::string header = BuildSafetensorsHeader(w->specs_, metadata, &w->offsets_, &w->total_size_);
-  w->written_.assign(w->specs_.size(), 0);
-  w->fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-  if (w->fd_ < 0) return ErrnoToStatus(errno, absl::StrCat("cannot reopen ", path, " to resume"));
-  std::string have(header.size(), '\0');
-  ssize_t r = pread(w->fd_, have.data(), have.size(), 0);
-  if (r != static_cast<ssize_t>(have.size()) || have != header)
-    return absl::FailedPreconditionError(absl::StrCat(path, ": the staged shard does not match this job's plan; ",
-                                                      "cannot resume (start the job over)"));
-  if (w->total_size_ > 0) {
-    int rc = posix_fallocate(w->fd_, 0, static_cast<off_t>(w->total_size_));
-    if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL)
-      return ErrnoToStatus(rc, absl::StrCat("cannot reserve ", FormatBytes(w->total_size_), " for ", path));
-  }
-  return w;
+  return Open(path, std::move(specs), metadata, /*reopen=*/true);
 }
 
 void SafetensorsWriter::MarkWritten(int index) {

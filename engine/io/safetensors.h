@@ -120,6 +120,9 @@ class SafetensorsWriter {
 
  private:
   SafetensorsWriter() = default;
+  static absl::StatusOr<std::unique_ptr<SafetensorsWriter>> Open(const std::string& path, std::vector<TensorSpec> specs,
+                                                                 const std::map<std::string, std::string>& metadata,
+                                                                 bool reopen);
   std::string path_;
   int fd_ = -1;
   std::vector<TensorSpec> specs_;
