@@ -136,7 +136,6 @@ class CalibHooks : public LinearHooks {
     GroupStats* st = nullptr;
     auto get = [&]() -> GroupStats& {
       if (!st) st = &stats_[group];
-      st->tokens += 0;
       return *st;
     };
     if (wants_.hessian.count(group) && !(on_device_ && wants_.device_hessian)) {
@@ -237,7 +236,6 @@ class DeviceCalibHooks : public CudaLinearHooks {
   DeviceCalibHooks(const Wants& wants, CalibHooks* host, CudaContext* ctx, float alpha, cuda::GemmPrecision precision)
       : wants_(wants), host_(host), ctx_(ctx), alpha_(alpha), precision_(precision) {
     adapter_ = std::make_unique<HostLinearHooksAdapter>(host);
-    for (const auto& g : wants.hessian) host_wants_hessian_.insert(g);
     need_host_ = !wants.row_norm.empty() || !wants.channel_max.empty() || !wants.range.empty() ||
                  !wants.channel_mean.empty() || !wants.capture.empty() || wants.kv ||
                  (!wants.hessian.empty() && !wants.device_hessian);
@@ -275,7 +273,6 @@ class DeviceCalibHooks : public CudaLinearHooks {
   float alpha_;
   cuda::GemmPrecision precision_;
   std::unique_ptr<HostLinearHooksAdapter> adapter_;
-  std::set<std::string> host_wants_hessian_;
   bool need_host_ = false;
   int64_t seq_len_ = 0;
   const float* last_ptr_ = nullptr;
@@ -296,7 +293,6 @@ class SequentialSolver::Impl {
     lo.threads = opt_.threads;
     lo.max_chunk_tokens = opt_.max_chunk_tokens;
     LLMC_ASSIGN_OR_RETURN(lm_, CausalLm::Open(opt_.model_path, lo));
-    const ModelSpec& spec = lm_->spec();
     LLMC_ASSIGN_OR_RETURN(auto docs, LoadDocuments(opt_.dataset));
     LLMC_ASSIGN_OR_RETURN(auto tok, Tokenizer::FromModelDir(opt_.model_path));
     EncodeFn enc = [&](absl::string_view text) { return tok->Encode(text, /*add_special_tokens=*/false); };
@@ -325,7 +321,6 @@ class SequentialSolver::Impl {
     const ModelTensor* t = lm_->dir().Find("model.layers.0.self_attn.q_proj.weight");
     if (!t) return absl::InvalidArgumentError(absl::StrCat(opt_.model_path, ": no model.layers.0.self_attn.q_proj.weight"));
     dtype_ = t->info->dtype;
-    (void)spec;
     if (opt_.device == "cuda") LLMC_RETURN_IF_ERROR(InitDevice());
     else if (opt_.device != "cpu")
       return absl::InvalidArgumentError(absl::StrCat("device '", opt_.device, "': use cpu or cuda"));
@@ -824,8 +819,6 @@ class SequentialSolver::Impl {
       go.weight_args = &wa;
       go.keep_mask = keep;
       go.num_threads = opt_.threads;
-      LinearWeight view = *lw;  // name and shape; the weight is in `orig`
-      view.weight.clear();
       auto r = RunGptq(orig->data(), *lw, st, &q, go);
       if (!r.ok()) return r.status();
       if (r->fell_back_to_rtn) AddWarning(r->warning);
