@@ -1,4 +1,4 @@
-// Small utilities shared by every llmc component: sizes, errno messages, time.
+// Small utilities shared by every llmc component: sizes, errno messages, time. (UTF-8: common/utf8.h.)
 #pragma once
 
 #include <cstdint>
@@ -6,6 +6,7 @@
 #include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
+#include "common/utf8.h"  // IsValidUtf8, kept here for its users
 
 namespace llmc {
 
@@ -23,11 +24,14 @@ std::string ErrnoString(int err);
 // EACCES/EPERM -> PERMISSION_DENIED, otherwise INTERNAL. The message is "<what>: <strerror>".
 absl::Status ErrnoToStatus(int err, absl::string_view what);
 
-// Whether `text` is well-formed UTF-8 (no overlong forms, surrogates or code points above U+10FFFF).
-bool IsValidUtf8(absl::string_view text);
-
 // Monotonic seconds since an arbitrary point.
 double NowSeconds();
+
+// Wall-clock milliseconds since the Unix epoch (timestamps stored and shown to people).
+int64_t NowMs();
+
+// Monotonic milliseconds since an arbitrary point (timeouts, rate limits).
+int64_t SteadyMs();
 
 // Peak resident set size of this process in bytes (from getrusage).
 uint64_t PeakRssBytes();

@@ -1,0 +1,58 @@
+#include "common/parallel.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <mutex>
+#include <set>
+#include <thread>
+
+namespace llmc {
+namespace {
+
+TEST(ParallelForTest, RunsEveryIndexOnceOnSeveralThreads) {
+  std::mutex mu;
+  std::multiset<int64_t> seen;
+  std::set<std::thread::id> threads;
+  absl::Status s = ParallelFor(1000, 4, [&](int64_t i) {
+    std::lock_guard<std::mutex> l(mu);
+    seen.insert(i);
+    threads.insert(std::this_thread::get_id());
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_EQ(seen.size(), 1000u);
+  for (int64_t i = 0; i < 1000; ++i) EXPECT_EQ(seen.count(i), 1u) << i;
+  EXPECT_LE(threads.size(), 4u);
+}
+
+TEST(ParallelForTest, FirstErrorWinsAndStopsNewWork) {
+  std::atomic<int64_t> calls{0};
+  absl::Status s = ParallelFor(10000, 3, [&](int64_t i) -> absl::Status {
+    ++calls;
+    if (i == 5) return absl::DataLossError("index 5");
+    return absl::OkStatus();
+  });
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(s.message(), "index 5");
+  EXPECT_LT(calls.load(), 10000);
+}
+
+TEST(ParallelForTest, OneThreadRunsInOrderOnTheCaller) {
+  std::vector<int64_t> order;
+  const auto caller = std::this_thread::get_id();
+  absl::Status s = ParallelFor(5, 1, [&](int64_t i) {
+    EXPECT_EQ(std::this_thread::get_id(), caller);
+    order.push_back(i);
+    return i == 3 ? absl::InternalError("stop") : absl::OkStatus();
+  });
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(order, (std::vector<int64_t>{0, 1, 2, 3}));
+}
+
+TEST(ParallelForTest, NothingToDo) {
+  EXPECT_TRUE(ParallelFor(0, 8, [](int64_t) { return absl::InternalError("never"); }).ok());
+}
+
+}  // namespace
+}  // namespace llmc
