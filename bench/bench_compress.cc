@@ -21,7 +21,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "bench/synthetic_model.h"
+#include "tests/support/synthetic_model.h"
 #include "common/util.h"
 #include "engine/format/recipe.h"
 #include "engine/pipeline/compress_job.h"

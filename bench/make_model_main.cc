@@ -3,7 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
-#include "bench/synthetic_model.h"
+#include "tests/support/synthetic_model.h"
 #include "common/util.h"
 
 int main(int argc, char** argv) {

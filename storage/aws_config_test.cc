@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <map>
 
-#include "common/testing/temp_dir.h"
+#include "tests/support/temp_dir.h"
 
 namespace llmc::storage {
 namespace {

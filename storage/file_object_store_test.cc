@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "common/testing/temp_dir.h"
+#include "tests/support/temp_dir.h"
 #include "storage/memory_object_store.h"
 
 namespace llmc::storage {

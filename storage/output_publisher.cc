@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/parallel.h"
 #include "common/status_macros.h"
 #include "common/util.h"
 #include "storage/crypto.h"
@@ -25,31 +26,6 @@ namespace llmc::storage {
 namespace {
 
 bool IsStagingKey(absl::string_view key) { return absl::StartsWith(key, kStagingPrefix); }
-
-// Runs fn(i) for i in [0, n) on up to `threads` threads; the first error.
-absl::Status ParallelFor(int n, int threads, const std::function<absl::Status(int)>& fn) {
-  std::atomic<int> next{0};
-  std::mutex mu;
-  absl::Status first;
-  auto worker = [&] {
-    for (int i = next++; i < n; i = next++) {
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        if (!first.ok()) return;
-      }
-      absl::Status s = fn(i);
-      if (!s.ok()) {
-        std::lock_guard<std::mutex> lock(mu);
-        if (first.ok()) first = s;
-        return;
-      }
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 0; t < std::max(1, std::min(threads, n)); ++t) pool.emplace_back(worker);
-  for (auto& t : pool) t.join();
-  return first;
-}
 
 }  // namespace
 

@@ -13,6 +13,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "common/parallel.h"
+#include "common/status_macros.h"
 #include "storage/crypto.h"
 #include "storage/s3_xml.h"
 
@@ -577,29 +579,14 @@ absl::Status S3ObjectStore::Copy(absl::string_view src, absl::string_view dst) {
   const uint64_t part = std::max<uint64_t>(impl_->opt.copy_part_size, 5ull << 20);
   const int n = static_cast<int>((info->size + part - 1) / part);
   std::vector<CompletedPart> parts(n);
-  std::atomic<int> next{0};
-  std::mutex mu;
-  absl::Status first_error;
-  auto worker = [&] {
-    for (int i = next++; i < n; i = next++) {
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        if (!first_error.ok()) return;
-      }
-      uint64_t a = static_cast<uint64_t>(i) * part;
-      uint64_t b = std::min(info->size, a + part) - 1;
-      auto etag = impl_->UploadPartCopy(src_full, dst_full, *id, i + 1, a, b);
-      std::lock_guard<std::mutex> lock(mu);
-      if (!etag.ok()) {
-        if (first_error.ok()) first_error = etag.status();
-        return;
-      }
-      parts[i] = {i + 1, *etag};
-    }
-  };
-  std::vector<std::thread> threads;
-  for (int t = 0; t < std::min(n, 4); ++t) threads.emplace_back(worker);
-  for (auto& t : threads) t.join();
+  absl::Status first_error = ParallelFor(n, 4, [&](int64_t i) -> absl::Status {
+    uint64_t a = static_cast<uint64_t>(i) * part;
+    uint64_t b = std::min(info->size, a + part) - 1;
+    LLMC_ASSIGN_OR_RETURN(std::string etag,
+                          impl_->UploadPartCopy(src_full, dst_full, *id, static_cast<int>(i) + 1, a, b));
+    parts[i] = {static_cast<int>(i) + 1, std::move(etag)};  // each index is written by one thread
+    return absl::OkStatus();
+  });
   if (first_error.ok()) first_error = CompleteMultipartUpload(dst, *id, parts);
   if (!first_error.ok()) {
     (void)AbortMultipartUpload(dst, *id);

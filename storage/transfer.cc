@@ -19,6 +19,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/parallel.h"
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
 #include "common/util.h"
@@ -366,42 +367,22 @@ absl::StatusOr<DownloadResult> DownloadPrefixFromStore(ObjectStore& store, absl:
     if (!error.ok()) break;
   }
 
-  std::atomic<size_t> next{0};
   std::atomic<uint64_t> bytes{0};
-  auto worker = [&] {
-    std::string buf;
-    for (size_t i = next++; i < chunks.size(); i = next++) {
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        if (!error.ok()) return;
-      }
-      if (Cancelled(opt)) {
-        std::lock_guard<std::mutex> lock(mu);
-        if (error.ok()) error = absl::CancelledError(absl::StrCat("download of ", source, " cancelled"));
-        return;
-      }
-      const Chunk& c = chunks[i];
-      buf.resize(c.length);
-      absl::Status s = store.Read(c.job->store_key, c.offset,
-                                  absl::MakeSpan(reinterpret_cast<uint8_t*>(buf.data()), buf.size()), c.job->object.etag);
-      if (s.ok()) s = PwriteAll(c.job->fd, c.offset, buf.data(), buf.size(), c.job->tmp_path);
-      if (s.ok()) {
-        bytes += c.length;
-        if (opt.on_bytes) opt.on_bytes(c.length);
-        if (--c.job->remaining == 0) s = finish_file(c.job);
-      }
-      if (!s.ok()) {
-        std::lock_guard<std::mutex> lock(mu);
-        if (error.ok()) error = s;
-        return;
-      }
-    }
-  };
   if (error.ok() && !chunks.empty()) {
-    int par = std::max(1, std::min<int>(opt.parallelism, static_cast<int>(chunks.size())));
-    std::vector<std::thread> threads;
-    for (int t = 0; t < par; ++t) threads.emplace_back(worker);
-    for (auto& t : threads) t.join();
+    const int par = std::max(1, std::min<int>(opt.parallelism, static_cast<int>(chunks.size())));
+    error = ParallelFor(static_cast<int64_t>(chunks.size()), par, [&](int64_t i) -> absl::Status {
+      if (Cancelled(opt)) return absl::CancelledError(absl::StrCat("download of ", source, " cancelled"));
+      const Chunk& c = chunks[i];
+      std::string buf(c.length, '\0');
+      LLMC_RETURN_IF_ERROR(store.Read(c.job->store_key, c.offset,
+                                      absl::MakeSpan(reinterpret_cast<uint8_t*>(buf.data()), buf.size()),
+                                      c.job->object.etag));
+      LLMC_RETURN_IF_ERROR(PwriteAll(c.job->fd, c.offset, buf.data(), buf.size(), c.job->tmp_path));
+      bytes += c.length;
+      if (opt.on_bytes) opt.on_bytes(c.length);
+      if (--c.job->remaining == 0) return finish_file(c.job);
+      return absl::OkStatus();
+    });
   }
   cleanup();
   if (!error.ok()) return error;

@@ -10,7 +10,7 @@
 #include <fstream>
 #include <random>
 
-#include "common/testing/temp_dir.h"
+#include "tests/support/temp_dir.h"
 #include "storage/crypto.h"
 #include "storage/file_object_store.h"
 #include "storage/memory_object_store.h"

@@ -37,7 +37,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "llmc/v1/compression.grpc.pb.h"
-#include "service/client_util.h"
+#include "proto/channel.h"
 
 namespace llmc::bench {
 namespace {
@@ -111,7 +111,7 @@ class LoadTest {
   }
 
   void Prepare(grpc::ClientContext* ctx) const {
-    service::AddAuth(ctx, token_);
+    rpc::AddAuth(ctx, token_);
     ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(o_.rpc_timeout_s));
   }
 
@@ -549,8 +549,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "llmc-load: error: --clients, --duration and --window must be positive\n");
     return 2;
   }
-  o.server = llmc::service::ResolveServer(o.server);
-  std::string token = llmc::service::ResolveToken(o.token);
+  o.server = llmc::rpc::ResolveServer(o.server);
+  std::string token = llmc::rpc::ResolveToken(o.token);
   if (!o.token_file.empty()) {
     std::ifstream in(o.token_file);
     if (!(in >> token)) {

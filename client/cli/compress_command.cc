@@ -13,17 +13,13 @@
 #include "absl/strings/str_format.h"
 #include "client/cli/cli_errors.h"
 #include "common/util.h"
-#include "engine/calib/job_runner.h"
-#include "storage/compress_io.h"
-#include "engine/format/algorithms.h"
-#include "engine/format/recipe.h"
-#include "engine/model/causal_lm.h"
-#include "engine/model/perplexity.h"
-#include "engine/tokenizer/tokenizer.h"
 #include "common/status_macros.h"
+#include "engine/format/algorithms.h"
+#include "engine/format/job_recipe.h"
 #include "engine/io/model_dir.h"
 #include "engine/pipeline/compress_job.h"
 #include "engine/pipeline/inspect.h"
+#include "worker/job_io.h"
 
 namespace llmc::cli {
 
@@ -53,25 +49,6 @@ void DrawProgress(const CompressProgress& p, double t0) {
                  p.modules_total, FormatBytes(p.bytes_done).c_str(), FormatBytes(p.bytes_total).c_str(), rate);
   }
   std::fflush(stderr);
-}
-
-}  // namespace
-
-namespace {
-
-// Perplexity of a model directory on a text file (the `llmc eval` protocol, CPU).
-absl::StatusOr<double> EvalPerplexity(const std::string& model, const std::string& text_path, int64_t max_windows,
-                                      int threads) {
-  CausalLmOptions lo;
-  lo.threads = threads;
-  LLMC_ASSIGN_OR_RETURN(auto lm, CausalLm::Open(model, lo));
-  LLMC_ASSIGN_OR_RETURN(auto tok, Tokenizer::FromModelDir(model));
-  LLMC_ASSIGN_OR_RETURN(std::string text, ReadTextFile(text_path, 1ull << 30));
-  LLMC_ASSIGN_OR_RETURN(auto ids, tok->Encode(NormalizeNewlines(text), /*add_special_tokens=*/false));
-  PerplexityOptions po;
-  po.max_windows = max_windows;
-  LLMC_ASSIGN_OR_RETURN(PerplexityResult r, ComputePerplexity(*lm, ids, po));
-  return r.perplexity;
 }
 
 }  // namespace
@@ -111,59 +88,25 @@ int RunCompressCommand(const CompressArgs& a) {
   if (!recipe->NeedsCalibration() && (!a.dataset.empty() || a.calibration_flags_given) && !a.json)
     std::fprintf(stderr, "llmc: note: %s is data-free; --dataset and the sampling flags are not used\n",
                  recipe->Describe().c_str());
-  // MODEL and OUTPUT may be object-storage URIs: the model is fetched into the cache, the output is written
-  // locally and published (finished shards upload while the job runs; the manifest goes last).
-  storage::OutputTargetOptions oo;
-  oo.overwrite = a.overwrite;
-  oo.transfer.cancel = &g_cancel;
-  auto target = storage::OutputTarget::Open(a.output, oo);
-  if (!target.ok()) return Fail(target.status());
-  auto model_dir = storage::ResolveModelInput(a.model);
-  if (!model_dir.ok()) return Fail(model_dir.status());
-  spec.model_path = *model_dir;
-  if (!spec.dataset.empty() && recipe->NeedsCalibration()) {
-    auto d = storage::ResolveFileInput(spec.dataset);
-    if (!d.ok()) return Fail(d.status());
-    spec.dataset = *d;
-  }
-  spec.output_path = (*target)->local_dir();
-  if ((*target)->remote()) spec.overwrite = true;  // the scratch directory; the remote check was Open's
+  // The job path (worker/job_io.h): MODEL and OUTPUT may be object-storage URIs (the model is fetched into the
+  // cache; the output is written locally and published, finished shards uploading while the job runs).
+  JobRequest request;
+  request.spec = spec;
+  request.eval_text = a.eval_text;
+  request.eval_max_windows = a.eval_max_windows;
   JobControl control;
   control.cancel = &g_cancel;
-  if ((*target)->remote())
-    control.on_file_complete = [t = target->get()](const std::string& name, const std::string& path) {
-      return t->FileComplete(name, path);
-    };
   if (!a.json) control.on_warning = [](const std::string& w) { std::fprintf(stderr, "llmc: warning: %s\n", w.c_str()); };
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   bool tty = isatty(STDERR_FILENO) && !a.no_progress && !a.json;
   double t0 = NowSeconds();
   if (tty) control.on_progress = [t0](const CompressProgress& p) { DrawProgress(p, t0); };
-  auto summary = RunJob(spec, control);
+  auto result = RunJobToOutput(request, control);
   if (tty) std::fprintf(stderr, "\n");
-  if (!summary.ok()) return Fail(summary.status());
-  CompressSummary& s = *summary;
-  s.seconds = NowSeconds() - t0;
-  const std::string local_out = (*target)->local_dir();
-  nlohmann::json j = s.ToJson();
-  if (!a.eval_text.empty()) {
-    auto before = EvalPerplexity(spec.model_path, a.eval_text, a.eval_max_windows, a.threads);
-    if (!before.ok()) return Fail(before.status());
-    auto after = EvalPerplexity(local_out, a.eval_text, a.eval_max_windows, a.threads);
-    if (!after.ok()) return Fail(after.status());
-    j["eval"] = {{"text", a.eval_text},
-                 {"max_windows", a.eval_max_windows},
-                 {"perplexity_before", *before},
-                 {"perplexity_after", *after},
-                 {"recovery_percent", 100.0 * *before / *after}};
-    // Keep the report in the checkpoint complete.
-    std::ofstream rep(local_out + "/compression_report.json", std::ios::trunc);
-    rep << j.dump(2) << "\n";
-  }
-  if (auto st = (*target)->Commit(); !st.ok()) return Fail(st);
-  s.output_path = a.output;
-  s.model_path = a.model;
+  if (!result.ok()) return Fail(result.status());
+  CompressSummary& s = result->summary;
+  nlohmann::json j = result->report;
   j["output"] = a.output;
   j["model"] = a.model;
   if (a.json) {

@@ -23,14 +23,15 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "client/cli/cli_errors.h"
-#include "service/client_util.h"
+#include "proto/channel.h"
+#include "common/signals.h"
 
 namespace llmc::cli {
 
 namespace fs = std::filesystem;
 namespace v1 = llmc::v1;
-using service::AddAuth;
-using service::FromGrpc;
+using rpc::AddAuth;
+using rpc::FromGrpc;
 
 struct ServiceCommands {
   // Shared by the client subcommands.
@@ -92,7 +93,7 @@ absl::Status ParseLabels(const std::vector<std::string>& in, google::protobuf::M
 }
 
 std::unique_ptr<v1::Compression::Stub> Stub(const ServiceCommands& c) {
-  return v1::Compression::NewStub(service::MakeChannel(c.server, c.ca_cert));
+  return v1::Compression::NewStub(rpc::MakeChannel(c.server, c.ca_cert));
 }
 
 void Deadline(grpc::ClientContext* ctx, int seconds) {
@@ -144,7 +145,7 @@ void DrawBar(const v1::JobEvent& e, bool tty) {
 
 int Watch(const ServiceCommands& c, const std::string& id, int64_t from_seq) {
   auto stub = Stub(c);
-  const std::string token = service::ResolveToken(c.token);
+  const std::string token = rpc::ResolveToken(c.token);
   const bool tty = isatty(STDERR_FILENO) && !c.no_progress && !c.json;
   int64_t seq = from_seq;
   int failures = 0;
@@ -183,7 +184,7 @@ int Watch(const ServiceCommands& c, const std::string& id, int64_t from_seq) {
     failures = got ? 1 : failures + 1;
     if (failures > 120) {
       if (bar_drawn) std::fprintf(stderr, "\n");
-      return Fail(absl::UnavailableError(absl::StrCat("lost the coordinator at ", service::ResolveServer(c.server),
+      return Fail(absl::UnavailableError(absl::StrCat("lost the coordinator at ", rpc::ResolveServer(c.server),
                                                       ": ", st.error_message(), "; watch again with --from-seq ", seq)));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(std::min(1000, 100 * failures)));
@@ -241,7 +242,7 @@ int Submit(const ServiceCommands& c) {
   grpc::Status st;
   for (int attempt = 0; attempt < 5; ++attempt) {
     grpc::ClientContext ctx;
-    AddAuth(&ctx, service::ResolveToken(c.token));
+    AddAuth(&ctx, rpc::ResolveToken(c.token));
     Deadline(&ctx, 60);
     st = stub->CreateJob(&ctx, req, &job);
     if (st.error_code() != grpc::StatusCode::UNAVAILABLE) break;
@@ -257,7 +258,7 @@ int Submit(const ServiceCommands& c) {
 int Get(const ServiceCommands& c) {
   auto stub = Stub(c);
   grpc::ClientContext ctx;
-  AddAuth(&ctx, service::ResolveToken(c.token));
+  AddAuth(&ctx, rpc::ResolveToken(c.token));
   Deadline(&ctx, 30);
   v1::GetJobRequest r;
   r.set_id(c.id);
@@ -284,7 +285,7 @@ int List(const ServiceCommands& c) {
   v1::ListJobsResponse all;
   while (true) {
     grpc::ClientContext ctx;
-    AddAuth(&ctx, service::ResolveToken(c.token));
+    AddAuth(&ctx, rpc::ResolveToken(c.token));
     Deadline(&ctx, 30);
     v1::ListJobsResponse page;
     grpc::Status st = stub->ListJobs(&ctx, r, &page);
@@ -309,7 +310,7 @@ int List(const ServiceCommands& c) {
 int Cancel(const ServiceCommands& c) {
   auto stub = Stub(c);
   grpc::ClientContext ctx;
-  AddAuth(&ctx, service::ResolveToken(c.token));
+  AddAuth(&ctx, rpc::ResolveToken(c.token));
   Deadline(&ctx, 30);
   v1::CancelJobRequest r;
   r.set_id(c.id);
@@ -353,12 +354,7 @@ int Serve(const ServiceCommands& c) {
   const std::string ready = data_dir + "/serve.ready";
   fs::remove(ready, ec);
 
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGCHLD);
-  sigprocmask(SIG_BLOCK, &set, nullptr);
+  sigset_t set = BlockTerminationSignals({SIGCHLD});
 
   int grpc_port = c.port, http_port = c.http_port;
   auto server_argv = [&] {

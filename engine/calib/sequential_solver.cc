@@ -1284,25 +1284,6 @@ class SequentialSolver::Impl {
   double t_start_ = 0, seconds_ = 0;
 };
 
-absl::Status ResolveRecipe(CompressionRecipe* recipe) {
-  if (!recipe->gptq || !recipe->quant) return absl::OkStatus();
-  QuantConfig& cfg = *recipe->quant;
-  std::vector<std::pair<std::string, QuantScheme>> groups;
-  for (const auto& g : cfg.groups()) {
-    QuantScheme s = g.scheme;
-    if (s.weights) {
-      LLMC_ASSIGN_OR_RETURN(ResolvedActOrder ro, ResolveActOrder(g.name, recipe->gptq->actorder, *s.weights));
-      s.weights->actorder = ro.config_value;
-    }
-    groups.emplace_back(g.name, std::move(s));
-  }
-  LLMC_ASSIGN_OR_RETURN(QuantConfig next, QuantConfig::Create(std::move(groups), cfg.ignore()));
-  next.preset_name = cfg.preset_name;
-  next.kv_cache_scheme = cfg.kv_cache_scheme;
-  cfg = std::move(next);
-  return absl::OkStatus();
-}
-
 SequentialSolver::SequentialSolver(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 SequentialSolver::~SequentialSolver() = default;
 

@@ -62,11 +62,6 @@ struct SequentialOptions {
   std::string gemm_precision = "tf32";  // cuda: fp32, tf32 (default) or bf16 block GEMMs
 };
 
-// Settles what the recipe leaves to the algorithms before a run, so the checkpoint's quantization_config says
-// what ran: GPTQ's actorder resolved against each scheme (GPTQModifier.resolve_quantization_config). Call it once
-// on a parsed recipe before creating the solver.
-absl::Status ResolveRecipe(CompressionRecipe* recipe);
-
 class SequentialSolver : public LayerSolver {
  public:
   // Opens the model, tokenizes the calibration data and checks that the recipe can run on this model, so

@@ -8,12 +8,13 @@
 #include <filesystem>
 #include <fstream>
 
-#include "engine/calib/job_runner.h"
+#include "engine/format/job_recipe.h"
+#include "engine/pipeline/run_job.h"
 #include "engine/io/model_dir.h"
 #include "engine/model/causal_lm.h"
 #include "engine/model/perplexity.h"
 #include "engine/tokenizer/tokenizer.h"
-#include "tests/integration/test_paths.h"
+#include "tests/support/test_paths.h"
 
 namespace llmc {
 namespace {

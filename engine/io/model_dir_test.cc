@@ -1,4 +1,4 @@
-#include "common/testing/temp_dir.h"
+#include "tests/support/temp_dir.h"
 #include "engine/io/model_dir.h"
 
 #include <gmock/gmock.h>
@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "bench/synthetic_model.h"
+#include "tests/support/synthetic_model.h"
 
 namespace llmc {
 namespace {

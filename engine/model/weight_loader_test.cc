@@ -1,6 +1,6 @@
 // Loading dense and compressed-tensors weights, against the compressed-tensors library's own checkpoints in
 // ../shared/golden/ct (a small random Llama quantized by compressed-tensors 0.18).
-#include "common/testing/temp_dir.h"
+#include "tests/support/temp_dir.h"
 #include "engine/model/weight_loader.h"
 
 #include <gmock/gmock.h>

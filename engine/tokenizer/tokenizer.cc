@@ -209,7 +209,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromModelDir(const std::st
 
 absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text,
                                                        bool add_special_tokens) const {
-  if (const size_t bad = tok::FindInvalidUtf8(text); bad != absl::string_view::npos)
+  if (const size_t bad = FindInvalidUtf8(text); bad != absl::string_view::npos)
     return absl::InvalidArgumentError(absl::StrCat("text to tokenize is not valid UTF-8 (at byte ", bad,
                                                    " of ", text.size(), "); convert it to UTF-8 first"));
   auto with_source = [this](const absl::Status& s) {

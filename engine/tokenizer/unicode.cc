@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/utf8.h"
 
 namespace llmc::tok {
 
@@ -57,66 +58,12 @@ char32_t LastCodePoint(absl::string_view s, size_t end) {
   return NextCodePoint(s, &start);
 }
 
-namespace {
-
-// Length of the well-formed UTF-8 sequence at s[i], or 0 with `*bad_len` set to the length of the maximal
-// ill-formed subpart (at least 1), per Unicode's "maximal subpart" rule that Rust follows.
-size_t WellFormedLength(absl::string_view s, size_t i, size_t* bad_len) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const size_t n = s.size();
-  const unsigned char b = p[i];
-  if (b < 0x80) return 1;
-  size_t len;
-  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-  if (b >= 0xC2 && b <= 0xDF) {
-    len = 2;
-  } else if (b >= 0xE0 && b <= 0xEF) {
-    len = 3;
-    if (b == 0xE0) lo = 0xA0;
-    if (b == 0xED) hi = 0x9F;
-  } else if (b >= 0xF0 && b <= 0xF4) {
-    len = 4;
-    if (b == 0xF0) lo = 0x90;
-    if (b == 0xF4) hi = 0x8F;
-  } else {
-    *bad_len = 1;
-    return 0;
-  }
-  if (i + 1 >= n || p[i + 1] < lo || p[i + 1] > hi) {
-    *bad_len = 1;
-    return 0;
-  }
-  for (size_t k = 2; k < len; ++k) {
-    if (i + k >= n || (p[i + k] & 0xC0) != 0x80) {
-      *bad_len = k;
-      return 0;
-    }
-  }
-  return len;
-}
-
-}  // namespace
-
-size_t FindInvalidUtf8(absl::string_view s) {
-  size_t i = 0, bad = 0;
-  while (i < s.size()) {
-    if (static_cast<unsigned char>(s[i]) < 0x80) {
-      ++i;
-      continue;
-    }
-    const size_t len = WellFormedLength(s, i, &bad);
-    if (len == 0) return i;
-    i += len;
-  }
-  return absl::string_view::npos;
-}
-
 std::string Utf8Lossy(absl::string_view bytes) {
   std::string out;
   out.reserve(bytes.size());
   size_t i = 0, bad = 0;
   while (i < bytes.size()) {
-    const size_t len = WellFormedLength(bytes, i, &bad);
+    const size_t len = WellFormedUtf8Length(bytes, i, &bad);
     if (len == 0) {
       out.append("\xEF\xBF\xBD");
       i += bad;

@@ -3,6 +3,8 @@
 // normalization forms / lowercasing (through ICU).
 #pragma once
 
+#include "common/utf8.h"  // FindInvalidUtf8, WellFormedUtf8Length
+
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -31,8 +33,7 @@ char32_t NextCodePoint(absl::string_view s, size_t* pos);
 // Decodes the code point that ends at `s[end]` (exclusive). `s` must be valid UTF-8 and `end` > 0.
 char32_t LastCodePoint(absl::string_view s, size_t end);
 
-// Byte offset of the first ill-formed UTF-8 sequence in `s`, or `absl::string_view::npos` if it is valid.
-size_t FindInvalidUtf8(absl::string_view s);
+
 
 // Rust's `String::from_utf8_lossy`: valid sequences are copied, each maximal ill-formed subpart becomes
 // U+FFFD.

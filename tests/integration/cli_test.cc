@@ -9,8 +9,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "bench/synthetic_model.h"
-#include "tests/integration/test_paths.h"
+#include "tests/support/synthetic_model.h"
+#include "tests/support/test_paths.h"
 
 namespace llmc {
 namespace {

@@ -9,10 +9,10 @@
 #include <filesystem>
 #include <fstream>
 
-#include "bench/synthetic_model.h"
+#include "tests/support/synthetic_model.h"
 #include "engine/format/recipe.h"
 #include "engine/io/model_dir.h"
-#include "tests/integration/test_paths.h"
+#include "tests/support/test_paths.h"
 
 namespace llmc {
 namespace {

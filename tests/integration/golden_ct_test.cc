@@ -8,7 +8,7 @@
 #include "engine/format/recipe.h"
 #include "engine/io/model_dir.h"
 #include "engine/pipeline/compress_job.h"
-#include "tests/integration/test_paths.h"
+#include "tests/support/test_paths.h"
 
 namespace llmc {
 namespace {

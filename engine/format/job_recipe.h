@@ -1,0 +1,46 @@
+// One compression job as `llmc compress` and the service describe it (JobSpec), and the pure part of running it:
+// settling its recipe. No model data, no BLAS, no CUDA: the coordinator validates jobs with this, the job path
+// (worker/job_io.h) runs them.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/format/algorithms.h"
+
+namespace llmc {
+
+struct JobSpec {
+  std::string model_path;   // the model: a local directory (the job path also takes file:// and s3:// URIs)
+  std::string output_path;  // the output: a local directory (the job path also takes file:// and s3:// URIs)
+  // Exactly one of: a preset scheme (with an algorithm), or recipe text.
+  std::string scheme;
+  std::string algorithm = "rtn";
+  std::string recipe_yaml;
+  std::string recipe_source = "recipe";  // names the recipe in errors (its file name)
+  std::vector<std::string> ignore;       // presets: replaces the default [lm_head]; recipes: added to theirs
+  bool ignore_given = false;
+  std::string observer;  // weight observer override ("mse", "minmax"), or empty
+  // Calibration (when the recipe needs it).
+  std::string dataset;  // a file (the job path also takes file:// and s3:// URIs)
+  int num_samples = 0;  // 0: default (128)
+  int seq_len = 0;      // 0: default (512)
+  uint64_t seed = 42;
+  uint64_t max_shard_size = 5'000'000'000ull;
+  int threads = 0;
+  std::string device = "cpu";
+  bool overwrite = false;
+};
+
+// Settles what the recipe leaves to the algorithms before a run, so the checkpoint's quantization_config says
+// what ran: GPTQ's actorder resolved against each scheme (GPTQModifier.resolve_quantization_config). Call it once
+// on a parsed recipe before creating the solver (ResolveJobRecipe does).
+absl::Status ResolveRecipe(CompressionRecipe* recipe);
+
+// Parses and checks the job's recipe (scheme/algorithm or recipe text, ignore, observer, GPTQ's actorder), and
+// that calibration data is given when needed. Reads no model data: the coordinator's Validate calls it.
+absl::StatusOr<CompressionRecipe> ResolveJobRecipe(const JobSpec& spec);
+
+}  // namespace llmc

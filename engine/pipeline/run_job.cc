@@ -1,0 +1,54 @@
+#include "engine/pipeline/run_job.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/util.h"
+#include "engine/calib/sequential_solver.h"
+
+namespace llmc {
+
+absl::StatusOr<CompressSummary> RunJob(const JobSpec& a, const JobControl& control) {
+  const double t0 = NowSeconds();
+  LLMC_ASSIGN_OR_RETURN(CompressionRecipe recipe, ResolveJobRecipe(a));
+  QuantConfig empty;
+  const QuantConfig& cfg = recipe.quant ? *recipe.quant : empty;
+  std::unique_ptr<SequentialSolver> solver;
+  if (recipe.NeedsCalibration()) {
+    SequentialOptions so;
+    so.model_path = a.model_path;
+    so.dataset = a.dataset;
+    if (a.num_samples > 0) so.calibration.num_samples = a.num_samples;
+    if (a.seq_len > 0) so.calibration.seq_len = a.seq_len;
+    so.calibration.seed = a.seed;
+    so.threads = a.threads;
+    so.device = a.device;
+    LLMC_ASSIGN_OR_RETURN(solver, SequentialSolver::Create(so, recipe, cfg));
+    if (control.on_warning)
+      for (const auto& w : solver->warnings()) control.on_warning(w);
+  }
+  CompressOptions opt;
+  opt.model_path = a.model_path;
+  opt.output_path = a.output_path;
+  opt.max_shard_size = a.max_shard_size;
+  opt.threads = a.threads;
+  opt.overwrite = a.overwrite;
+  opt.cancel = control.cancel;
+  opt.on_progress = control.on_progress;
+  opt.solver = solver.get();
+  opt.recipe_yaml = recipe.yaml;
+  opt.method = recipe.Describe();
+  opt.staging_dir = control.staging_dir;
+  opt.resume_from_block = control.resume_from_block;
+  opt.on_block_done = control.on_block_done;
+  opt.keep_staging = control.keep_staging;
+  opt.on_file_complete = control.on_file_complete;
+  size_t warned = solver ? solver->warnings().size() : 0;
+  auto summary = RunCompress(opt, cfg);
+  // The job's time includes the calibration setup (model open, tokenization, embedding, device start).
+  if (summary.ok()) summary->seconds = NowSeconds() - t0;
+  if (solver && control.on_warning)
+    for (size_t i = warned; i < solver->warnings().size(); ++i) control.on_warning(solver->warnings()[i]);
+  return summary;
+}
+
+}  // namespace llmc

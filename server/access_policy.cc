@@ -1,0 +1,96 @@
+#include "server/access_policy.h"
+
+#include <filesystem>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+
+namespace llmc::server {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Resolves symlinks of the existing part of a local location.
+storage::StorageUri Canonical(storage::StorageUri u) {
+  if (!u.is_file()) return u;
+  std::error_code ec;
+  fs::path p = fs::weakly_canonical(fs::path(u.path), ec);
+  if (!ec) {
+    std::string s = p.lexically_normal().string();
+    while (s.size() > 1 && s.back() == '/') s.pop_back();
+    u.path = s;
+  }
+  return u;
+}
+
+absl::StatusOr<storage::StorageUri> Parse(absl::string_view field, absl::string_view uri) {
+  if (uri.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": empty; give an absolute path, file:///dir or s3://bucket/prefix"));
+  if (!storage::IsS3Uri(uri) && !absl::StartsWith(uri, "/") && !absl::StartsWithIgnoreCase(uri, "file:"))
+    return absl::InvalidArgumentError(absl::StrCat(field, ": '", uri, "' is a relative path; give an absolute path or a "
+                                                   "file:// URI (the CLI makes paths absolute for you)"));
+  auto u = storage::ParseStorageUri(uri);
+  if (!u.ok()) return absl::Status(u.status().code(), absl::StrCat(field, ": ", u.status().message()));
+  return Canonical(*u);
+}
+
+}  // namespace
+
+bool UnderRoot(const storage::StorageUri& inner, const storage::StorageUri& root) {
+  if (inner.scheme != root.scheme) return false;
+  if (inner.is_s3()) {
+    if (inner.bucket != root.bucket) return false;
+    if (root.prefix.empty()) return true;
+    return inner.prefix == root.prefix || absl::StartsWith(inner.prefix, root.prefix + "/");
+  }
+  if (root.path == "/") return true;
+  return inner.path == root.path || absl::StartsWith(inner.path, root.path + "/");
+}
+
+absl::StatusOr<AccessPolicy> AccessPolicy::Create(const std::vector<std::string>& roots,
+                                                  const std::vector<std::string>& input_roots) {
+  AccessPolicy p;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (const auto& r : pass == 0 ? roots : input_roots) {
+      LLMC_ASSIGN_OR_RETURN(storage::StorageUri u, Parse("allowed root", r));
+      if (u.is_file() && !fs::is_directory(u.path))
+        return absl::InvalidArgumentError(absl::StrCat("allowed root ", r, ": not a directory; create it first"));
+      (pass == 0 ? p.rw_ : p.ro_).push_back(u);
+    }
+  }
+  return p;
+}
+
+absl::StatusOr<storage::StorageUri> AccessPolicy::Check(absl::string_view field, absl::string_view uri, bool write) const {
+  LLMC_ASSIGN_OR_RETURN(storage::StorageUri u, Parse(field, uri));
+  for (const auto& r : rw_)
+    if (UnderRoot(u, r)) return u;
+  if (!write)
+    for (const auto& r : ro_)
+      if (UnderRoot(u, r)) return u;
+  return absl::PermissionDeniedError(absl::StrCat(field, ": ", u.ToString(), " is outside the allowed ",
+                                                  write ? "output" : "storage", " roots (", Describe(),
+                                                  "); use a location under one of them or ask the operator to add "
+                                                  "--allowed-root"));
+}
+
+absl::StatusOr<storage::StorageUri> AccessPolicy::CheckInput(absl::string_view field, absl::string_view uri) const {
+  return Check(field, uri, false);
+}
+
+absl::StatusOr<storage::StorageUri> AccessPolicy::CheckOutput(absl::string_view field, absl::string_view uri) const {
+  return Check(field, uri, true);
+}
+
+std::string AccessPolicy::Describe() const {
+  std::vector<std::string> a, b;
+  for (const auto& r : rw_) a.push_back(r.ToString());
+  for (const auto& r : ro_) b.push_back(r.ToString());
+  std::string s = a.empty() ? "none" : absl::StrJoin(a, ", ");
+  if (!b.empty()) absl::StrAppend(&s, "; inputs only: ", absl::StrJoin(b, ", "));
+  return s;
+}
+
+}  // namespace llmc::server

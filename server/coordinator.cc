@@ -1,0 +1,702 @@
+#include "server/coordinator.h"
+
+#include <openssl/rand.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "engine/format/job_recipe.h"
+#include "server/scheduler.h"
+#include "proto/spec_convert.h"
+#include "storage/storage_uri.h"
+#include "common/util.h"
+
+namespace llmc::server {
+
+using rpc::IsTerminal;
+using rpc::StateName;
+using rpc::ToEngineSpec;
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string NewJobId() {
+  unsigned char b[8];
+  RAND_bytes(b, sizeof(b));
+  static const char* kHex = "0123456789abcdef";
+  std::string s = "job-";
+  for (unsigned char c : b) {
+    s += kHex[c >> 4];
+    s += kHex[c & 15];
+  }
+  return s;
+}
+
+v1::JobEvent StateEvent(v1::JobState state, const std::string& message) {
+  v1::JobEvent e;
+  e.set_type("state");
+  e.set_state(state);
+  e.set_message(message);
+  e.set_time_ms(NowMs());
+  return e;
+}
+
+v1::JobEvent LogEvent(v1::JobState state, const std::string& message) {
+  v1::JobEvent e = StateEvent(state, message);
+  e.set_type("log");
+  return e;
+}
+
+// The job's progress with `fraction` filled in.
+v1::Progress WithFraction(v1::Progress p) {
+  if (p.blocks_total() > 0) p.set_fraction(static_cast<double>(p.blocks_done()) / p.blocks_total());
+  else if (p.bytes_total() > 0) p.set_fraction(static_cast<double>(p.bytes_done()) / p.bytes_total());
+  return p;
+}
+
+std::string LocalPathOf(const std::string& uri) {
+  auto u = storage::ParseStorageUri(uri);
+  return u.ok() && u->is_file() ? u->path : std::string();
+}
+
+// Best effort: removes a local staging directory nobody writes to any more.
+void RemoveStaging(const v1::Job& job) {
+  std::string dir = StagingDirFor(job);
+  if (dir.empty()) return;
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
+}  // namespace
+
+std::string StagingDirFor(const v1::Job& job) {
+  std::string out = LocalPathOf(job.spec().output_uri());
+  if (out.empty()) return "";
+  fs::path p(out);
+  return (p.parent_path() / absl::StrCat(".", p.filename().string(), ".llmc-staging-", job.id())).string();
+}
+
+Coordinator::Coordinator(CoordinatorOptions options, JobStore* store, ServiceMetrics* metrics)
+    : options_(std::move(options)), store_(store), metrics_(metrics) {
+  metrics_->registry->AddCollector([this] { Collect(); });
+}
+
+Coordinator::~Coordinator() { Stop(); }
+
+absl::Status Coordinator::Start() {
+  std::lock_guard<std::mutex> l(mu_);
+  LLMC_ASSIGN_OR_RETURN(auto workers, store_->Workers());
+  for (auto& w : workers) {
+    if (w.state() == "LOST") continue;
+    w.set_state("LOST");
+    w.clear_job_id();
+    LLMC_RETURN_IF_ERROR(store_->PutWorker(w));
+  }
+  LLMC_ASSIGN_OR_RETURN(auto jobs, store_->ActiveJobs());
+  for (auto& [seq, job] : jobs) {
+    if (job.state() == v1::RUNNING) {
+      std::string msg = absl::StrCat("coordinator restarted during attempt ", job.attempts(),
+                                     "; re-queued to resume at block ", job.finished_blocks());
+      job.clear_worker_ids();
+      LLMC_RETURN_IF_ERROR(SetStateLocked(&job, v1::RETRYING, msg));
+      metrics_->job_retries->Inc();
+      spdlog::info("job {}: {}", job.id(), msg);
+    }
+    ActiveJob a;
+    a.job = std::move(job);
+    a.queue_seq = seq;
+    std::string id = a.job.id();
+    active_[id] = std::move(a);
+  }
+  loop_ = std::thread([this] { Loop(); });
+  return absl::OkStatus();
+}
+
+void Coordinator::Stop() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (stop_) return;
+    stop_ = true;
+    for (auto& [id, f] : feeds_) {
+      std::lock_guard<std::mutex> fl(f->mu);
+      f->stopped = true;
+      f->cv.notify_all();
+    }
+    for (auto& [id, w] : workers_)
+      if (w.link.close) w.link.close();
+  }
+  loop_cv_.notify_all();
+  if (loop_.joinable()) loop_.join();
+}
+
+void Coordinator::Loop() {
+  std::unique_lock<std::mutex> l(mu_);
+  while (!stop_) {
+    loop_cv_.wait_for(l, std::chrono::milliseconds(250), [this] { return stop_ || kick_; });
+    if (stop_) break;
+    kick_ = false;
+    const int64_t now = NowMs();
+    for (auto& [id, w] : workers_) {
+      if (w.info.state() != "LOST" && w.lease_deadline_ms < now) {
+        WorkerLostLocked(&w, absl::StrCat("no heartbeat for ", options_.lease_ms, " ms"));
+        if (w.link.close) w.link.close();
+      }
+    }
+    // Forget workers lost more than 10 minutes ago (their streams are gone).
+    for (auto it = workers_.begin(); it != workers_.end();) {
+      const auto& i = it->second;
+      if (i.info.state() == "LOST" && !i.link.send && now - i.info.last_heartbeat_ms() > 600'000) it = workers_.erase(it);
+      else ++it;
+    }
+    ScheduleLocked();
+  }
+}
+
+absl::Status Coordinator::CommitLocked(v1::Job* job, std::vector<v1::JobEvent> events) {
+  for (auto& e : events)
+    if (e.time_ms() == 0) e.set_time_ms(NowMs());
+  absl::Status s = store_->UpdateJob(job, &events);
+  if (!s.ok()) {
+    spdlog::error("job {}: cannot write to the job store: {}", job->id(), s.ToString());
+    return absl::UnavailableError(absl::StrCat("the job store is unavailable: ", s.message()));
+  }
+  auto f = feeds_.find(job->id());
+  if (f != feeds_.end()) {
+    std::lock_guard<std::mutex> fl(f->second->mu);
+    f->second->last_seq = job->last_event_seq();
+    f->second->terminal = IsTerminal(job->state());
+    f->second->cv.notify_all();
+  }
+  auto a = active_.find(job->id());
+  if (IsTerminal(job->state())) {
+    if (a != active_.end()) active_.erase(a);
+  } else if (a != active_.end() && &a->second.job != job) {
+    a->second.job = *job;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::SetStateLocked(v1::Job* job, v1::JobState state, const std::string& message) {
+  v1::Job next = *job;
+  next.set_state(state);
+  next.set_message(message);
+  const int64_t now = NowMs();
+  if (state == v1::RUNNING && next.start_time_ms() == 0) next.set_start_time_ms(now);
+  if (IsTerminal(state)) next.set_end_time_ms(now);
+  if (state == v1::SUCCEEDED) {
+    v1::Progress p = next.progress();
+    p.set_fraction(1);
+    *next.mutable_progress() = p;
+  }
+  std::vector<v1::JobEvent> ev{StateEvent(state, message)};
+  *ev[0].mutable_progress() = next.progress();
+  const bool was_final = IsTerminal(job->state());
+  // CommitLocked may erase the active entry `job` points into: work on a copy, then copy back.
+  LLMC_RETURN_IF_ERROR(CommitLocked(&next, std::move(ev)));
+  if (IsTerminal(state) && !was_final) OnFinalLocked(next);
+  *job = next;  // callers pass a copy, never an entry of active_ (CommitLocked may erase it)
+  return absl::OkStatus();
+}
+
+void Coordinator::OnFinalLocked(const v1::Job& job) {
+  const char* st = StateName(job.state());
+  metrics_->jobs_finished->Inc({st});
+  if (job.start_time_ms() > 0)
+    metrics_->job_duration->Observe({st}, (job.end_time_ms() - job.start_time_ms()) / 1000.0);
+  spdlog::info("job {}: {} {}", job.id(), st, job.message());
+}
+
+absl::StatusOr<Coordinator::Checked> Coordinator::CheckSpec(const v1::JobSpec& spec, bool for_create) {
+  const auto& pol = options_.policy;
+  LLMC_ASSIGN_OR_RETURN(storage::StorageUri model, pol.CheckInput("spec.model_uri", spec.model_uri()));
+  LLMC_ASSIGN_OR_RETURN(storage::StorageUri output, pol.CheckOutput("spec.output_uri", spec.output_uri()));
+  std::string dataset;
+  if (!spec.calibration().dataset_uri().empty()) {
+    LLMC_ASSIGN_OR_RETURN(storage::StorageUri d, pol.CheckInput("spec.calibration.dataset_uri", spec.calibration().dataset_uri()));
+    dataset = d.is_file() ? d.path : d.ToString();
+    if (d.is_file() && options_.check_local_paths && !fs::is_regular_file(dataset))
+      return absl::InvalidArgumentError(absl::StrCat("spec.calibration.dataset_uri: ", dataset,
+                                                     " is not a readable file; give a text or JSONL file"));
+  }
+  if (!spec.eval_text_uri().empty()) {
+    LLMC_ASSIGN_OR_RETURN(storage::StorageUri t, pol.CheckInput("spec.eval_text_uri", spec.eval_text_uri()));
+    if (t.is_file() && options_.check_local_paths && !fs::is_regular_file(t.path))
+      return absl::InvalidArgumentError(absl::StrCat("spec.eval_text_uri: ", t.path, " is not a readable file"));
+  }
+  if (spec.gpus() < 0 || spec.gpus() > 1024)
+    return absl::InvalidArgumentError(absl::StrCat("spec.gpus ", spec.gpus(), ": give 1 to 1024 (0 means 1)"));
+  for (const auto& [k, v] : spec.labels())
+    if (k.empty() || k.size() > 63 || v.size() > 256)
+      return absl::InvalidArgumentError(absl::StrCat("spec.labels: key '", k, "': keys are 1-63 characters, values at most 256"));
+  if (!spec.observer().empty() && spec.observer() != "mse" && spec.observer() != "minmax")
+    return absl::InvalidArgumentError(absl::StrCat("spec.observer '", spec.observer(), "': use minmax or mse"));
+  LLMC_ASSIGN_OR_RETURN(llmc::JobSpec e, ToEngineSpec(spec, model.path, output.path, dataset));
+  auto recipe = ResolveJobRecipe(e);
+  if (!recipe.ok()) {
+    std::string field = spec.has_preset() ? "spec.preset" : "spec.recipe_yaml";
+    return absl::Status(recipe.status().code(), absl::StrCat(field, ": ", recipe.status().message()));
+  }
+  Checked c;
+  c.method = recipe->Describe();
+  c.needs_calibration = recipe->NeedsCalibration();
+  c.recipe_yaml = recipe->yaml;
+  if (!c.needs_calibration && !spec.calibration().dataset_uri().empty())
+    c.warnings.push_back(absl::StrCat(c.method, " is data-free; spec.calibration is not used"));
+  if (spec.gpus() > 1)
+    c.warnings.push_back("gpus > 1: the workers are gang-scheduled; this engine build computes on rank 0 only");
+  if (options_.check_local_paths && model.is_file()) {
+    if (!fs::is_regular_file(fs::path(model.path) / "config.json"))
+      return absl::InvalidArgumentError(absl::StrCat("spec.model_uri: ", model.path,
+                                                     " is not a readable Hugging Face model directory (no config.json); "
+                                                     "give the directory with config.json and *.safetensors"));
+  }
+  if (for_create && options_.check_local_paths && output.is_file() && fs::exists(output.path))
+    return absl::FailedPreconditionError(absl::StrCat("spec.output_uri: ", output.path,
+                                                      " exists; jobs never overwrite: choose a new output location"));
+  return c;
+}
+
+absl::StatusOr<v1::Job> Coordinator::CreateJob(const Principal& p, const v1::CreateJobRequest& req) {
+  LLMC_RETURN_IF_ERROR(RequireWrite(p, "create jobs"));
+  if (req.request_id().empty() || req.request_id().size() > 128)
+    return absl::InvalidArgumentError("request_id: required (1-128 characters), e.g. a UUID; repeating a create "
+                                      "with the same request_id returns the same job");
+  // An idempotent repeat is answered before the checks (the output may exist by now).
+  auto prior = store_->FindByRequestId(p.tenant, req.request_id());
+  if (prior.ok()) {
+    if (prior->second != DeterministicBytes(req.spec()))
+      return absl::AlreadyExistsError(absl::StrCat("request_id '", req.request_id(), "' was used for job ",
+                                                   prior->first.id(), " with a different spec; use a new request_id "
+                                                   "for a new job"));
+    std::lock_guard<std::mutex> l(mu_);
+    auto a = active_.find(prior->first.id());
+    return a != active_.end() ? a->second.job : prior->first;
+  }
+  if (!absl::IsNotFound(prior.status())) return absl::UnavailableError(prior.status().message());
+  LLMC_ASSIGN_OR_RETURN(Checked checked, CheckSpec(req.spec(), /*for_create=*/true));
+  std::lock_guard<std::mutex> l(mu_);
+  if (stop_) return absl::UnavailableError("the coordinator is shutting down; retry");
+  const std::string out_path = LocalPathOf(req.spec().output_uri());
+  for (const auto& [id, a] : active_)
+    if (!out_path.empty() && LocalPathOf(a.job.spec().output_uri()) == out_path)
+      return absl::FailedPreconditionError(absl::StrCat("spec.output_uri: job ", id, " is writing ", out_path,
+                                                        " already; choose another output or cancel that job"));
+  v1::Job job;
+  job.set_id(NewJobId());
+  job.set_request_id(req.request_id());
+  job.set_tenant(p.tenant);
+  *job.mutable_spec() = req.spec();
+  job.set_state(v1::QUEUED);
+  job.set_create_time_ms(NowMs());
+  job.set_max_attempts(options_.max_attempts);
+  job.set_message(absl::StrCat("queued: ", checked.method));
+  auto created = store_->CreateJob(job, StateEvent(v1::QUEUED, job.message()));
+  if (!created.ok()) {
+    if (absl::IsAlreadyExists(created.status())) return created.status();
+    return absl::UnavailableError(absl::StrCat("the job store is unavailable: ", created.status().message()));
+  }
+  if (!created->created) {
+    auto a = active_.find(created->job.id());
+    return a != active_.end() ? a->second.job : created->job;
+  }
+  metrics_->jobs_created->Inc();
+  ActiveJob a;
+  a.job = created->job;
+  a.queue_seq = created->seq;
+  active_[a.job.id()] = a;
+  spdlog::info("job {}: created by tenant {} ({} -> {}, {})", a.job.id(), p.tenant, req.spec().model_uri(),
+               req.spec().output_uri(), checked.method);
+  kick_ = true;
+  loop_cv_.notify_all();
+  return a.job;
+}
+
+absl::StatusOr<v1::Job> Coordinator::LookupLocked(const Principal& p, const std::string& id) {
+  LLMC_RETURN_IF_ERROR(RequireRead(p));
+  if (id.empty()) return absl::InvalidArgumentError("id: required (a job id such as job-0123abcd...)");
+  v1::Job job;
+  auto a = active_.find(id);
+  if (a != active_.end()) {
+    job = a->second.job;
+  } else {
+    auto j = store_->GetJob(id);
+    if (!j.ok()) {
+      if (absl::IsNotFound(j.status())) return j.status();
+      return absl::UnavailableError(j.status().message());
+    }
+    job = std::move(*j);
+  }
+  if (!CanSeeTenant(p, job.tenant()))
+    return absl::NotFoundError(absl::StrCat("job '", id, "' not found; list your jobs with `llmc list`"));
+  return job;
+}
+
+absl::StatusOr<v1::Job> Coordinator::GetJob(const Principal& p, const std::string& id) {
+  std::lock_guard<std::mutex> l(mu_);
+  return LookupLocked(p, id);
+}
+
+absl::StatusOr<v1::ListJobsResponse> Coordinator::ListJobs(const Principal& p, const v1::ListJobsRequest& req) {
+  LLMC_RETURN_IF_ERROR(RequireRead(p));
+  if (req.page_size() < 0) return absl::InvalidArgumentError("page_size: must be 0 (default 50) to 1000");
+  ListQuery q;
+  q.tenant = p.role == Role::kAdmin ? "" : p.tenant;
+  q.state = req.state();
+  q.labels.insert(req.labels().begin(), req.labels().end());
+  q.page_size = req.page_size();
+  q.page_token = req.page_token();
+  std::lock_guard<std::mutex> l(mu_);  // store writes and active_ agree under mu_
+  return store_->ListJobs(q);
+}
+
+absl::StatusOr<v1::Job> Coordinator::CancelJob(const Principal& p, const std::string& id) {
+  std::lock_guard<std::mutex> l(mu_);
+  LLMC_ASSIGN_OR_RETURN(v1::Job job, LookupLocked(p, id));
+  LLMC_RETURN_IF_ERROR(RequireWrite(p, "cancel jobs"));
+  if (IsTerminal(job.state()))
+    return absl::FailedPreconditionError(absl::StrCat("job ", id, " is ", StateName(job.state()),
+                                                      "; only QUEUED, RUNNING or RETRYING jobs can be cancelled"));
+  const bool running = job.state() == v1::RUNNING;
+  LLMC_RETURN_IF_ERROR(SetStateLocked(&job, v1::CANCELLED, absl::StrCat("cancelled by tenant ", p.tenant)));
+  if (running) {
+    ReleaseGangLocked(job, "", /*keep_staging=*/false);  // rank 0 removes the staging output
+  } else {
+    RemoveStaging(job);  // left by an earlier attempt
+  }
+  kick_ = true;
+  loop_cv_.notify_all();
+  return job;
+}
+
+absl::StatusOr<v1::ValidateJobResponse> Coordinator::ValidateJob(const Principal& p, const v1::JobSpec& spec) {
+  LLMC_RETURN_IF_ERROR(RequireRead(p));
+  LLMC_ASSIGN_OR_RETURN(Checked c, CheckSpec(spec, /*for_create=*/true));
+  if (p.role == Role::kViewer) c.warnings.push_back("this token is a viewer's: it cannot create the job");
+  v1::ValidateJobResponse r;
+  r.set_method(c.method);
+  r.set_needs_calibration(c.needs_calibration);
+  for (auto& w : c.warnings) r.add_warnings(w);
+  r.set_recipe_yaml(c.recipe_yaml);
+  return r;
+}
+
+absl::Status Coordinator::WatchJob(const Principal& p, const v1::WatchJobRequest& req,
+                                   const std::function<bool(const v1::JobEvent&)>& write,
+                                   const std::function<bool()>& cancelled) {
+  if (req.from_seq() < 0) return absl::InvalidArgumentError("from_seq: must be >= 0 (the last seq you saw, or 0)");
+  std::shared_ptr<Feed> feed;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    LLMC_ASSIGN_OR_RETURN(v1::Job job, LookupLocked(p, req.id()));
+    auto& f = feeds_[job.id()];
+    if (!f) {
+      f = std::make_shared<Feed>();
+      f->last_seq = job.last_event_seq();
+      f->terminal = IsTerminal(job.state());
+      f->stopped = stop_;
+    }
+    f->watchers++;
+    feed = f;
+  }
+  auto release = [&] {
+    std::lock_guard<std::mutex> l(mu_);
+    if (--feed->watchers == 0) feeds_.erase(req.id());
+  };
+  int64_t seq = req.from_seq();
+  absl::Status result = absl::OkStatus();
+  while (true) {
+    auto events = store_->Events(req.id(), seq);
+    if (!events.ok()) {
+      result = absl::UnavailableError(events.status().message());
+      break;
+    }
+    bool ended = false;
+    for (const auto& e : *events) {
+      if (!write(e)) {
+        release();
+        return absl::CancelledError("the client went away");
+      }
+      seq = e.seq();
+      if (e.type() == "state" && IsTerminal(e.state())) ended = true;
+    }
+    if (ended) break;
+    if (!events->empty()) continue;  // maybe more than one page
+    // Sleep until the feed moves past `seq` (no polling of the store); wake twice a second to notice a client
+    // that went away.
+    std::unique_lock<std::mutex> fl(feed->mu);
+    if (feed->terminal && feed->last_seq <= seq) break;
+    bool gone = false;
+    while (feed->last_seq <= seq && !feed->terminal && !feed->stopped && !(gone = cancelled()))
+      feed->cv.wait_for(fl, std::chrono::milliseconds(500));
+    if (feed->stopped) {
+      result = absl::UnavailableError("the coordinator is shutting down; watch again with from_seq");
+      break;
+    }
+    if (gone) {
+      result = absl::CancelledError("the client went away");
+      break;
+    }
+  }
+  release();
+  return result;
+}
+
+absl::StatusOr<v1::ListWorkersResponse> Coordinator::ListWorkers(const Principal& p) {
+  LLMC_RETURN_IF_ERROR(RequireRead(p));
+  std::lock_guard<std::mutex> l(mu_);
+  v1::ListWorkersResponse r;
+  for (const auto& [id, w] : workers_) *r.add_workers() = w.info;
+  return r;
+}
+
+void Coordinator::PersistWorkerLocked(const WorkerEntry& w) {
+  absl::Status s = store_->PutWorker(w.info);
+  if (!s.ok()) spdlog::warn("worker {}: cannot record it in the job store: {}", w.info.id(), s.ToString());
+}
+
+int64_t Coordinator::RegisterWorker(const v1::Register& reg, WorkerLink link) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = workers_.find(reg.worker_id());
+  if (it != workers_.end() && it->second.info.state() != "LOST") {
+    WorkerLostLocked(&it->second, "it registered again (new connection)");
+    if (it->second.link.close) it->second.link.close();
+  }
+  WorkerEntry& w = workers_[reg.worker_id()];
+  w.session = next_session_++;
+  w.link = std::move(link);
+  w.info.set_id(reg.worker_id());
+  w.info.set_host(reg.host());
+  w.info.set_device(reg.device());
+  w.info.set_gpu_memory_bytes(reg.gpu_memory_bytes());
+  w.info.set_state("IDLE");
+  w.info.clear_job_id();
+  w.info.set_rank(0);
+  const int64_t now = NowMs();
+  w.info.set_last_heartbeat_ms(now);
+  w.lease_deadline_ms = now + options_.lease_ms;
+  w.idle_since_ms = now;
+  PersistWorkerLocked(w);
+  v1::CoordinatorMessage m;
+  m.mutable_registered()->set_lease_ms(options_.lease_ms);
+  w.link.send(m);
+  spdlog::info("worker {} registered ({} on {})", reg.worker_id(), reg.device(), reg.host());
+  kick_ = true;
+  loop_cv_.notify_all();
+  return w.session;
+}
+
+void Coordinator::FreeWorkerLocked(WorkerEntry* w) {
+  if (w->info.state() == "LOST") return;
+  w->info.set_state("IDLE");
+  w->info.clear_job_id();
+  w->info.set_rank(0);
+  w->idle_since_ms = NowMs();
+  PersistWorkerLocked(*w);
+  kick_ = true;
+  loop_cv_.notify_all();
+}
+
+void Coordinator::ReleaseGangLocked(const v1::Job& job, const std::string& except, bool keep_staging) {
+  for (auto& [id, w] : workers_) {
+    if (id == except || w.info.job_id() != job.id() || w.info.state() != "BUSY") continue;
+    v1::CoordinatorMessage m;
+    m.mutable_cancel()->set_job_id(job.id());
+    m.mutable_cancel()->set_keep_staging(keep_staging);
+    w.link.send(m);  // the worker answers JobFinished, which frees it
+  }
+}
+
+void Coordinator::WorkerLostLocked(WorkerEntry* w, const std::string& why) {
+  if (w->info.state() == "LOST") return;
+  const std::string job_id = w->info.job_id();
+  w->info.set_state("LOST");
+  w->info.clear_job_id();
+  PersistWorkerLocked(*w);
+  spdlog::warn("worker {} lost: {}", w->info.id(), why);
+  if (job_id.empty()) return;
+  auto a = active_.find(job_id);
+  if (a == active_.end() || a->second.job.state() != v1::RUNNING) return;
+  v1::Job& job = a->second.job;
+  bool member = false;
+  for (const auto& id : job.worker_ids()) member = member || id == w->info.id();
+  if (!member) return;
+  v1::Job copy = job;
+  ReleaseGangLocked(copy, w->info.id(), /*keep_staging=*/true);
+  if (copy.attempts() >= std::max(1, copy.max_attempts())) {
+    std::string msg = absl::StrCat("worker ", w->info.id(), " was lost (", why, ") in attempt ", copy.attempts(), " of ",
+                                   copy.max_attempts(), "; giving up. Check the workers' logs, then resubmit");
+    copy.set_error(msg);
+    if (SetStateLocked(&copy, v1::FAILED, msg).ok()) RemoveStaging(copy);
+    return;
+  }
+  copy.clear_worker_ids();
+  std::string msg = absl::StrCat("worker ", w->info.id(), " was lost (", why, ") in attempt ", copy.attempts(),
+                                 "; re-queued to resume at block ", copy.finished_blocks());
+  if (SetStateLocked(&copy, v1::RETRYING, msg).ok()) metrics_->job_retries->Inc();
+  kick_ = true;
+  loop_cv_.notify_all();
+}
+
+void Coordinator::OnWorkerDisconnected(const std::string& worker_id, int64_t session) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end() || it->second.session != session) return;
+  WorkerLostLocked(&it->second, "its connection closed");
+  it->second.link = WorkerLink{};
+}
+
+void Coordinator::OnWorkerMessage(const std::string& worker_id, int64_t session, const v1::WorkerMessage& msg) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end() || it->second.session != session || it->second.info.state() == "LOST") return;
+  WorkerEntry& w = it->second;
+  const int64_t now = NowMs();
+  w.lease_deadline_ms = now + options_.lease_ms;
+  w.info.set_last_heartbeat_ms(now);
+  auto running = [&](const std::string& job_id, int attempt) -> v1::Job* {
+    auto a = active_.find(job_id);
+    if (a == active_.end() || a->second.job.state() != v1::RUNNING || a->second.job.attempts() != attempt) return nullptr;
+    if (a->second.job.worker_ids_size() == 0 || a->second.job.worker_ids(0) != worker_id) return nullptr;
+    return &a->second.job;
+  };
+  switch (msg.msg_case()) {
+    case v1::WorkerMessage::kHeartbeat:
+      break;
+    case v1::WorkerMessage::kProgress: {
+      v1::Job* job = running(msg.progress().job_id(), msg.progress().attempt());
+      if (!job) break;
+      *job->mutable_progress() = WithFraction(msg.progress().progress());
+      v1::JobEvent e;
+      e.set_type("progress");
+      e.set_state(job->state());
+      *e.mutable_progress() = job->progress();
+      e.set_message(job->progress().stage());
+      CommitLocked(job, {e}).IgnoreError();
+      break;
+    }
+    case v1::WorkerMessage::kBlockDone: {
+      v1::Job* job = running(msg.block_done().job_id(), msg.block_done().attempt());
+      if (!job) break;
+      metrics_->blocks->Inc();
+      if (msg.block_done().block() != job->finished_blocks()) break;  // not the next consecutive block
+      job->set_finished_blocks(job->finished_blocks() + 1);
+      v1::JobEvent e;
+      e.set_type("block");
+      e.set_state(job->state());
+      *e.mutable_progress() = job->progress();
+      e.set_message(absl::StrCat("block ", msg.block_done().block(), " durable; ", job->finished_blocks(),
+                                 " finished (resume point)"));
+      CommitLocked(job, {e}).IgnoreError();
+      break;
+    }
+    case v1::WorkerMessage::kFinished: {
+      const auto& f = msg.finished();
+      if (w.info.job_id() == f.job_id()) FreeWorkerLocked(&w);
+      v1::Job* jp = running(f.job_id(), f.attempt());
+      if (!jp) break;
+      v1::Job job = *jp;
+      if (f.ok()) {
+        job.set_summary_json(f.summary_json());
+        if (auto j = nlohmann::json::parse(f.summary_json(), nullptr, false); j.is_object() && j.contains("output_bytes"))
+          metrics_->bytes_written->Inc({}, j["output_bytes"].get<double>());
+        SetStateLocked(&job, v1::SUCCEEDED, absl::StrCat("finished on worker ", worker_id)).IgnoreError();
+      } else {
+        job.set_error(f.error());
+        SetStateLocked(&job, v1::FAILED, f.error()).IgnoreError();
+      }
+      ReleaseGangLocked(job, worker_id, /*keep_staging=*/true);
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+void Coordinator::ScheduleLocked() {
+  std::vector<QueuedJob> queued;
+  for (const auto& [id, a] : active_)
+    if (a.job.state() == v1::QUEUED || a.job.state() == v1::RETRYING)
+      queued.push_back({id, a.job.spec().priority(), a.queue_seq, a.job.spec().gpus()});
+  if (queued.empty()) return;
+  std::vector<IdleWorker> idle;
+  int live = 0;
+  for (const auto& [id, w] : workers_) {
+    if (w.info.state() == "LOST") continue;
+    ++live;
+    if (w.info.state() == "IDLE") idle.push_back({id, w.idle_since_ms});
+  }
+  ScheduleResult r = Schedule(std::move(queued), std::move(idle), live);
+  for (const auto& wait : r.waiting) {
+    auto a = active_.find(wait.job_id);
+    if (a == active_.end() || a->second.wait_reason == wait.reason) continue;
+    // Behind the head, only the blocker's id changes each time a job starts: an event (an fsynced commit)
+    // per queued job per start made scheduling O(queue) writes (bench/load). Keep the first such event.
+    constexpr absl::string_view kBehind = "queued behind job ";
+    if (absl::StartsWith(a->second.wait_reason, kBehind) && absl::StartsWith(wait.reason, kBehind)) continue;
+    a->second.wait_reason = wait.reason;
+    v1::Job& job = a->second.job;
+    job.set_message(wait.reason);
+    CommitLocked(&job, {LogEvent(job.state(), wait.reason)}).IgnoreError();
+  }
+  for (const auto& pl : r.placements) {
+    auto a = active_.find(pl.job_id);
+    if (a == active_.end()) continue;
+    v1::Job job = a->second.job;
+    a->second.wait_reason.clear();
+    job.set_attempts(job.attempts() + 1);
+    job.clear_worker_ids();
+    for (const auto& id : pl.worker_ids) job.add_worker_ids(id);
+    std::string msg = absl::StrCat("attempt ", job.attempts(), " on ", absl::StrJoin(pl.worker_ids, ", "));
+    if (job.finished_blocks() > 0) absl::StrAppend(&msg, "; resuming at block ", job.finished_blocks());
+    if (!SetStateLocked(&job, v1::RUNNING, msg).ok()) continue;
+    const std::string staging = StagingDirFor(job);
+    for (size_t rank = 0; rank < pl.worker_ids.size(); ++rank) {
+      WorkerEntry& w = workers_[pl.worker_ids[rank]];
+      w.info.set_state("BUSY");
+      w.info.set_job_id(job.id());
+      w.info.set_rank(static_cast<int>(rank));
+      w.attempt = job.attempts();
+      PersistWorkerLocked(w);
+      v1::CoordinatorMessage m;
+      auto* as = m.mutable_assign();
+      as->set_job_id(job.id());
+      *as->mutable_spec() = job.spec();
+      as->set_attempt(job.attempts());
+      as->set_resume_from_block(job.finished_blocks());
+      as->set_staging_dir(staging);
+      as->set_rank(static_cast<int>(rank));
+      as->set_world_size(static_cast<int>(pl.worker_ids.size()));
+      if (!w.link.send(m)) spdlog::warn("worker {}: cannot send the assignment of {}", w.info.id(), job.id());
+    }
+    spdlog::info("job {}: {}", job.id(), msg);
+  }
+}
+
+void Coordinator::Collect() {
+  auto counts = store_->CountByState();
+  metrics_->jobs->Clear();
+  for (auto s : {v1::QUEUED, v1::RUNNING, v1::SUCCEEDED, v1::FAILED, v1::CANCELLED, v1::RETRYING}) {
+    int64_t n = 0;
+    if (counts.ok() && counts->count(s)) n = counts->at(s);
+    metrics_->jobs->Set({StateName(s)}, static_cast<double>(n));
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  int64_t queued = 0;
+  for (const auto& [id, a] : active_)
+    if (a.job.state() == v1::QUEUED || a.job.state() == v1::RETRYING) ++queued;
+  metrics_->queue_depth->Set(static_cast<double>(queued));
+  std::map<std::string, int> by_state{{"IDLE", 0}, {"BUSY", 0}, {"LOST", 0}};
+  for (const auto& [id, w] : workers_) by_state[w.info.state()]++;
+  metrics_->workers->Clear();
+  for (const auto& [s, n] : by_state) metrics_->workers->Set({s}, n);
+}
+
+}  // namespace llmc::server

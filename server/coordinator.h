@@ -1,0 +1,148 @@
+// The coordinator's core: jobs (through the JobStore), the worker registry, the scheduler loop and the event
+// feeds that WatchJob waits on. The gRPC and HTTP front ends (grpc_services.h, http_api.h) authenticate the
+// caller and call these methods; everything here works on absl::Status and is tested without gRPC.
+//
+// Job life: CreateJob -> QUEUED -> (scheduler) RUNNING -> SUCCEEDED | FAILED. CancelJob -> CANCELLED from
+// QUEUED/RUNNING/RETRYING. A worker lost (stream closed or no heartbeat within the lease) or a coordinator
+// restart puts a RUNNING job in RETRYING; it is queued again and its next Assignment carries
+// resume_from_block = finished_blocks (consecutive blocks reported durable by BlockDone). After
+// max_attempts lost attempts the job FAILS.
+//
+// Thread-safety: all public methods are thread-safe. One mutex (mu_) guards the in-memory state and orders
+// the store writes, so every job's events are appended in order. Worker streams are written while holding
+// mu_ (messages are small; a stream's send is serialized by its own lock).
+#pragma once
+
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "llmc/v1/compression.pb.h"
+#include "llmc/v1/worker.pb.h"
+#include "server/access_policy.h"
+#include "server/auth.h"
+#include "server/job_store.h"
+#include "server/metrics.h"
+
+namespace llmc::server {
+
+struct CoordinatorOptions {
+  AccessPolicy policy;
+  int64_t lease_ms = 6000;  // a worker silent this long is LOST
+  int max_attempts = 3;     // lost attempts before a job fails
+  bool check_local_paths = true;  // check file:// models exist and outputs do not, at create time
+};
+
+// How the coordinator talks to one connected worker. Both functions are thread-safe.
+struct WorkerLink {
+  std::function<bool(const v1::CoordinatorMessage&)> send;  // false: the stream is gone
+  std::function<void()> close;                              // ends the stream (the worker reconnects)
+};
+
+class Coordinator {
+ public:
+  // `store` and `metrics` must outlive the coordinator.
+  Coordinator(CoordinatorOptions options, JobStore* store, ServiceMetrics* metrics);
+  ~Coordinator();
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+  // Recovers the store's state (RUNNING jobs become RETRYING; stored workers LOST) and starts the scheduler
+  // thread.
+  absl::Status Start();
+  // Stops the scheduler thread and wakes every WatchJob (they return UNAVAILABLE). Idempotent.
+  void Stop();
+
+  // ---- public API (the caller is authenticated; these check roles and tenants) ----
+  absl::StatusOr<v1::Job> CreateJob(const Principal& p, const v1::CreateJobRequest& req);
+  absl::StatusOr<v1::Job> GetJob(const Principal& p, const std::string& id);
+  absl::StatusOr<v1::ListJobsResponse> ListJobs(const Principal& p, const v1::ListJobsRequest& req);
+  absl::StatusOr<v1::Job> CancelJob(const Principal& p, const std::string& id);
+  absl::StatusOr<v1::ValidateJobResponse> ValidateJob(const Principal& p, const v1::JobSpec& spec);
+  // Calls `write` for every event after req.from_seq, then for live ones, until the job is final (OK), `write`
+  // returns false or `cancelled()` is true (CANCELLED), or the coordinator stops (UNAVAILABLE).
+  absl::Status WatchJob(const Principal& p, const v1::WatchJobRequest& req,
+                        const std::function<bool(const v1::JobEvent&)>& write, const std::function<bool()>& cancelled);
+  absl::StatusOr<v1::ListWorkersResponse> ListWorkers(const Principal& p);
+
+  // ---- worker protocol ----
+  // A worker sent Register (its token already checked). Replaces an earlier session of the same worker id
+  // (whose job, if any, is re-queued). Returns the session number for the calls below; sends Registered.
+  int64_t RegisterWorker(const v1::Register& reg, WorkerLink link);
+  void OnWorkerMessage(const std::string& worker_id, int64_t session, const v1::WorkerMessage& msg);
+  void OnWorkerDisconnected(const std::string& worker_id, int64_t session);
+
+  int64_t lease_ms() const { return options_.lease_ms; }
+
+ private:
+  struct ActiveJob {
+    v1::Job job;
+    int64_t queue_seq = 0;
+    std::string wait_reason;  // last "why it waits" event, not repeated
+  };
+  struct WorkerEntry {
+    v1::Worker info;
+    int64_t session = 0;
+    WorkerLink link;
+    int64_t lease_deadline_ms = 0;
+    int64_t idle_since_ms = 0;
+    int attempt = 0;
+  };
+  struct Feed {
+    std::mutex mu;
+    std::condition_variable cv;
+    int64_t last_seq = 0;
+    bool terminal = false;
+    bool stopped = false;
+    int watchers = 0;
+  };
+  struct Checked {
+    std::string method;
+    bool needs_calibration = false;
+    std::vector<std::string> warnings;
+    std::string recipe_yaml;
+  };
+
+  absl::StatusOr<Checked> CheckSpec(const v1::JobSpec& spec, bool for_create);
+  // Writes the job with `events` and wakes its watchers; drops it from active_ when final.
+  absl::Status CommitLocked(v1::Job* job, std::vector<v1::JobEvent> events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status SetStateLocked(v1::Job* job, v1::JobState state, const std::string& message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ScheduleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WorkerLostLocked(WorkerEntry* w, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleaseGangLocked(const v1::Job& job, const std::string& except, bool keep_staging)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FreeWorkerLocked(WorkerEntry* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PersistWorkerLocked(const WorkerEntry& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnFinalLocked(const v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<v1::Job> LookupLocked(const Principal& p, const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Collect();
+  void Loop();
+
+  const CoordinatorOptions options_;
+  JobStore* const store_;
+  ServiceMetrics* const metrics_;
+
+  std::mutex mu_;
+  std::map<std::string, ActiveJob> active_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, WorkerEntry> workers_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::shared_ptr<Feed>> feeds_ ABSL_GUARDED_BY(mu_);
+  int64_t next_session_ ABSL_GUARDED_BY(mu_) = 1;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool kick_ ABSL_GUARDED_BY(mu_) = false;
+  std::condition_variable loop_cv_;
+  std::thread loop_;
+};
+
+// The staging directory a job's attempts share: beside a local output, <parent>/.<name>.llmc-staging-<job id>.
+// Empty for s3:// outputs (the worker's output resolver stages them).
+std::string StagingDirFor(const v1::Job& job);
+
+}  // namespace llmc::server

@@ -1,0 +1,296 @@
+// The coordinator against fake worker links: the worker protocol (assignment, progress, durable blocks, the end,
+// cancels, leases, gangs) without processes or gRPC. The same flows run end to end over loopback in
+// tests/service/service_integration_test.cc.
+#include "server/coordinator.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <optional>
+
+#include "tests/support/temp_dir.h"
+
+namespace llmc::server {
+namespace {
+
+using ::testing::Contains;
+
+// One worker's side of the stream: records what the coordinator sends it.
+class FakeWorker {
+ public:
+  explicit FakeWorker(std::string id) : id_(std::move(id)) {}
+
+  WorkerLink Link() {
+    return WorkerLink{[this](const v1::CoordinatorMessage& m) {
+                        std::lock_guard<std::mutex> l(mu_);
+                        if (!connected_) return false;
+                        inbox_.push_back(m);
+                        cv_.notify_all();
+                        return true;
+                      },
+                      [this] {
+                        std::lock_guard<std::mutex> l(mu_);
+                        connected_ = false;
+                        closed_ = true;
+                      }};
+  }
+  v1::Register Registration() const {
+    v1::Register r;
+    r.set_worker_id(id_);
+    r.set_host("fake-host");
+    r.set_device("cpu");
+    return r;
+  }
+  // The next message matching `pred` (earlier non-matching ones are dropped), waiting up to `timeout`.
+  std::optional<v1::CoordinatorMessage> Next(const std::function<bool(const v1::CoordinatorMessage&)>& pred,
+                                             std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    std::unique_lock<std::mutex> l(mu_);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (true) {
+      while (!inbox_.empty()) {
+        v1::CoordinatorMessage m = std::move(inbox_.front());
+        inbox_.pop_front();
+        if (pred(m)) return m;
+      }
+      if (cv_.wait_until(l, deadline) == std::cv_status::timeout && inbox_.empty()) return std::nullopt;
+    }
+  }
+  std::optional<v1::Assignment> NextAssignment() {
+    auto m = Next([](const v1::CoordinatorMessage& m) { return m.has_assign(); });
+    if (!m) return std::nullopt;
+    return m->assign();
+  }
+  bool closed() {
+    std::lock_guard<std::mutex> l(mu_);
+    return closed_;
+  }
+  const std::string& id() const { return id_; }
+
+ private:
+  const std::string id_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<v1::CoordinatorMessage> inbox_;
+  bool connected_ = true;
+  bool closed_ = false;
+};
+
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  void StartCoordinator(int64_t lease_ms = 6000) {
+    auto store = JobStore::Open(tmp_.path() + "/jobs.db");
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+    metrics_ = std::make_unique<ServiceMetrics>(&registry_);
+    CoordinatorOptions o;
+    auto policy = AccessPolicy::Create({tmp_.path()}, {});
+    ASSERT_TRUE(policy.ok()) << policy.status();
+    o.policy = *policy;
+    o.lease_ms = lease_ms;
+    o.check_local_paths = false;
+    coordinator_ = std::make_unique<Coordinator>(o, store_.get(), metrics_.get());
+    ASSERT_TRUE(coordinator_->Start().ok());
+  }
+  void TearDown() override {
+    if (coordinator_) coordinator_->Stop();
+  }
+
+  int64_t Connect(FakeWorker* w) {
+    int64_t session = coordinator_->RegisterWorker(w->Registration(), w->Link());
+    auto registered = w->Next([](const v1::CoordinatorMessage& m) { return m.has_registered(); });
+    EXPECT_TRUE(registered.has_value());
+    if (registered) EXPECT_EQ(registered->registered().lease_ms(), coordinator_->lease_ms());
+    return session;
+  }
+  v1::Job Create(const std::string& rid, int gpus = 1) {
+    v1::CreateJobRequest req;
+    req.set_request_id(rid);
+    req.mutable_spec()->set_model_uri(tmp_.path() + "/model");
+    req.mutable_spec()->set_output_uri(tmp_.path() + "/out-" + rid);
+    req.mutable_spec()->mutable_preset()->set_scheme("W4A16");
+    req.mutable_spec()->set_gpus(gpus);
+    auto job = coordinator_->CreateJob(admin_, req);
+    EXPECT_TRUE(job.ok()) << job.status();
+    return job.ok() ? *job : v1::Job();
+  }
+  void Send(FakeWorker* w, int64_t session, const v1::WorkerMessage& m) {
+    coordinator_->OnWorkerMessage(w->id(), session, m);
+  }
+  void BlockDone(FakeWorker* w, int64_t session, const v1::Assignment& a, int block) {
+    v1::WorkerMessage m;
+    m.mutable_block_done()->set_job_id(a.job_id());
+    m.mutable_block_done()->set_attempt(a.attempt());
+    m.mutable_block_done()->set_block(block);
+    Send(w, session, m);
+  }
+  void Finish(FakeWorker* w, int64_t session, const v1::Assignment& a, bool ok, const std::string& summary = "{}") {
+    v1::WorkerMessage m;
+    auto* f = m.mutable_finished();
+    f->set_job_id(a.job_id());
+    f->set_attempt(a.attempt());
+    f->set_ok(ok);
+    f->set_code(ok ? 0 : static_cast<int>(absl::StatusCode::kInvalidArgument));
+    f->set_error(ok ? "" : "bad model");
+    f->set_summary_json(summary);
+    Send(w, session, m);
+  }
+  v1::Job Get(const std::string& id) {
+    auto j = coordinator_->GetJob(admin_, id);
+    EXPECT_TRUE(j.ok()) << j.status();
+    return j.ok() ? *j : v1::Job();
+  }
+  // Polls until the job reaches `state` (10 s).
+  bool WaitState(const std::string& id, v1::JobState state) {
+    for (int i = 0; i < 400; ++i) {
+      if (Get(id).state() == state) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    return false;
+  }
+  std::vector<std::string> EventTypes(const std::string& id) {
+    std::vector<std::string> types;
+    v1::WatchJobRequest req;
+    req.set_id(id);
+    auto s = coordinator_->WatchJob(
+        admin_, req, [&](const v1::JobEvent& e) { types.push_back(e.type()); return true; }, [] { return false; });
+    EXPECT_TRUE(s.ok()) << s;
+    return types;
+  }
+
+  llmc::testing::TempDir tmp_;
+  MetricsRegistry registry_;
+  std::unique_ptr<JobStore> store_;
+  std::unique_ptr<ServiceMetrics> metrics_;
+  std::unique_ptr<Coordinator> coordinator_;
+  const Principal admin_{"default", Role::kAdmin};
+};
+
+TEST_F(CoordinatorTest, AssignsAJobAndRecordsItsProgressAndEnd) {
+  StartCoordinator();
+  FakeWorker w("w1");
+  const int64_t session = Connect(&w);
+  v1::Job job = Create("r1");
+  auto a = w.NextAssignment();
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->job_id(), job.id());
+  EXPECT_EQ(a->attempt(), 1);
+  EXPECT_EQ(a->rank(), 0);
+  EXPECT_EQ(a->world_size(), 1);
+  EXPECT_EQ(a->resume_from_block(), 0);
+  EXPECT_EQ(a->spec().preset().scheme(), "W4A16");
+  EXPECT_FALSE(a->staging_dir().empty());  // local outputs resume from a staging directory
+  EXPECT_TRUE(WaitState(job.id(), v1::RUNNING));
+
+  v1::WorkerMessage p;
+  p.mutable_progress()->set_job_id(job.id());
+  p.mutable_progress()->set_attempt(1);
+  p.mutable_progress()->mutable_progress()->set_blocks_done(1);
+  p.mutable_progress()->mutable_progress()->set_blocks_total(2);
+  Send(&w, session, p);
+  BlockDone(&w, session, *a, 0);
+  BlockDone(&w, session, *a, 5);  // not the next block: no resume point moves
+  EXPECT_EQ(Get(job.id()).finished_blocks(), 1);
+  EXPECT_EQ(Get(job.id()).progress().blocks_total(), 2);
+
+  Finish(&w, session, *a, true, R"({"output_bytes": 1234})");
+  ASSERT_TRUE(WaitState(job.id(), v1::SUCCEEDED));
+  EXPECT_EQ(Get(job.id()).summary_json(), R"({"output_bytes": 1234})");
+  const auto types = EventTypes(job.id());
+  EXPECT_THAT(types, Contains("progress"));
+  EXPECT_THAT(types, Contains("block"));
+  EXPECT_THAT(types, Contains("state"));
+  // The worker is free again: the next job goes to it.
+  v1::Job second = Create("r2");
+  auto a2 = w.NextAssignment();
+  ASSERT_TRUE(a2.has_value());
+  EXPECT_EQ(a2->job_id(), second.id());
+}
+
+TEST_F(CoordinatorTest, AFailedJobKeepsTheWorkersError) {
+  StartCoordinator();
+  FakeWorker w("w1");
+  const int64_t session = Connect(&w);
+  v1::Job job = Create("r1");
+  auto a = w.NextAssignment();
+  ASSERT_TRUE(a.has_value());
+  Finish(&w, session, *a, false);
+  ASSERT_TRUE(WaitState(job.id(), v1::FAILED));
+  EXPECT_EQ(Get(job.id()).error(), "bad model");
+}
+
+TEST_F(CoordinatorTest, ALostWorkersJobResumesOnAnotherAtItsFirstUnfinishedBlock) {
+  StartCoordinator(/*lease_ms=*/400);
+  FakeWorker a_worker("a");
+  const int64_t sa = Connect(&a_worker);
+  v1::Job job = Create("r1");
+  auto a = a_worker.NextAssignment();
+  ASSERT_TRUE(a.has_value());
+  BlockDone(&a_worker, sa, *a, 0);
+  BlockDone(&a_worker, sa, *a, 1);
+  // Worker a goes silent: after its lease the job waits for another worker, and a's stream is closed.
+  ASSERT_TRUE(WaitState(job.id(), v1::RETRYING));
+  EXPECT_TRUE(a_worker.closed());
+  FakeWorker b_worker("b");
+  const int64_t sb = Connect(&b_worker);
+  auto b = b_worker.NextAssignment();
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(b->job_id(), job.id());
+  EXPECT_EQ(b->attempt(), 2);
+  EXPECT_EQ(b->resume_from_block(), 2);
+  EXPECT_EQ(b->staging_dir(), a->staging_dir());
+  // A late end from the first attempt is ignored.
+  Finish(&a_worker, sa, *a, false);
+  EXPECT_EQ(Get(job.id()).state(), v1::RUNNING);
+  // Keep b alive while it finishes.
+  v1::WorkerMessage hb;
+  hb.mutable_heartbeat()->set_time_ms(1);
+  Send(&b_worker, sb, hb);
+  Finish(&b_worker, sb, *b, true);
+  ASSERT_TRUE(WaitState(job.id(), v1::SUCCEEDED));
+  EXPECT_EQ(Get(job.id()).attempts(), 2);
+}
+
+TEST_F(CoordinatorTest, CancelStopsTheWorkerAndDropsTheStaging) {
+  StartCoordinator();
+  FakeWorker w("w1");
+  Connect(&w);
+  v1::Job job = Create("r1");
+  ASSERT_TRUE(w.NextAssignment().has_value());
+  auto c = coordinator_->CancelJob(admin_, job.id());
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto m = w.Next([](const v1::CoordinatorMessage& m) { return m.has_cancel(); });
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->cancel().job_id(), job.id());
+  EXPECT_FALSE(m->cancel().keep_staging());
+  EXPECT_TRUE(WaitState(job.id(), v1::CANCELLED));
+  // Cancelling again is a wrong state, not a second cancel.
+  EXPECT_EQ(coordinator_->CancelJob(admin_, job.id()).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(CoordinatorTest, AGangJobWaitsForAllItsWorkersAndRanksThem) {
+  StartCoordinator();
+  FakeWorker w0("w0"), w1("w1");
+  Connect(&w0);
+  v1::Job job = Create("gang", /*gpus=*/2);
+  // One worker is not enough: nothing is assigned and the job stays queued.
+  EXPECT_FALSE(
+      w0.Next([](const v1::CoordinatorMessage& m) { return m.has_assign(); }, std::chrono::milliseconds(700)).has_value());
+  EXPECT_EQ(Get(job.id()).state(), v1::QUEUED);
+  Connect(&w1);
+  auto a0 = w0.NextAssignment();
+  auto a1 = w1.NextAssignment();
+  ASSERT_TRUE(a0.has_value());
+  ASSERT_TRUE(a1.has_value());
+  EXPECT_EQ(a0->world_size(), 2);
+  EXPECT_EQ(a1->world_size(), 2);
+  EXPECT_EQ(a0->rank() + a1->rank(), 1);  // ranks 0 and 1
+  EXPECT_EQ(a0->job_id(), job.id());
+}
+
+}  // namespace
+}  // namespace llmc::server

@@ -1,0 +1,162 @@
+#include "server/job_store.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "tests/support/temp_dir.h"
+
+namespace llmc::server {
+namespace {
+
+using ::testing::HasSubstr;
+
+v1::Job MakeJob(const std::string& id, const std::string& tenant, const std::string& rid, const std::string& model) {
+  v1::Job j;
+  j.set_id(id);
+  j.set_tenant(tenant);
+  j.set_request_id(rid);
+  j.mutable_spec()->set_model_uri(model);
+  j.mutable_spec()->set_output_uri("/out/" + rid);
+  j.mutable_spec()->mutable_preset()->set_scheme("W4A16");
+  j.set_state(v1::QUEUED);
+  j.set_create_time_ms(1000);
+  return j;
+}
+
+v1::JobEvent Ev(const std::string& type) {
+  v1::JobEvent e;
+  e.set_type(type);
+  return e;
+}
+
+class JobStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto s = JobStore::Open(tmp_.path() + "/jobs.db");
+    ASSERT_TRUE(s.ok()) << s.status();
+    store_ = std::move(*s);
+  }
+  llmc::testing::TempDir tmp_;
+  std::unique_ptr<JobStore> store_;
+};
+
+TEST_F(JobStoreTest, CreateIsIdempotentByTenantAndRequestId) {
+  auto a = store_->CreateJob(MakeJob("j1", "t1", "r1", "/m"), Ev("state"));
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_TRUE(a->created);
+  EXPECT_EQ(a->job.last_event_seq(), 1);
+  // Same request id and spec: the same job.
+  auto b = store_->CreateJob(MakeJob("j2", "t1", "r1", "/m"), Ev("state"));
+  ASSERT_TRUE(b.ok());
+  EXPECT_FALSE(b->created);
+  EXPECT_EQ(b->job.id(), "j1");
+  // Different spec: ALREADY_EXISTS naming the request id.
+  auto c = store_->CreateJob(MakeJob("j3", "t1", "r1", "/other"), Ev("state"));
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("request_id 'r1'"));
+  // Another tenant may use the same request id.
+  auto d = store_->CreateJob(MakeJob("j4", "t2", "r1", "/m"), Ev("state"));
+  ASSERT_TRUE(d.ok());
+  EXPECT_TRUE(d->created);
+  EXPECT_GT(d->seq, a->seq);
+}
+
+TEST_F(JobStoreTest, UpdateAppendsEventsWithSeq) {
+  ASSERT_TRUE(store_->CreateJob(MakeJob("j1", "t", "r", "/m"), Ev("state")).ok());
+  auto job = *store_->GetJob("j1");
+  job.set_state(v1::RUNNING);
+  std::vector<v1::JobEvent> ev = {Ev("state"), Ev("progress")};
+  ASSERT_TRUE(store_->UpdateJob(&job, &ev).ok());
+  EXPECT_EQ(job.last_event_seq(), 3);
+  EXPECT_EQ(ev[0].seq(), 2);
+  EXPECT_EQ(ev[1].seq(), 3);
+  auto all = *store_->Events("j1", 0);
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[2].type(), "progress");
+  auto after = *store_->Events("j1", 2);
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_EQ(after[0].seq(), 3);
+  EXPECT_EQ(store_->GetJob("j1")->state(), v1::RUNNING);
+  EXPECT_EQ(store_->GetJob("nope").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(JobStoreTest, SurvivesReopen) {
+  ASSERT_TRUE(store_->CreateJob(MakeJob("j1", "t", "r", "/m"), Ev("state")).ok());
+  store_.reset();
+  auto s = JobStore::Open(tmp_.path() + "/jobs.db");
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ((*s)->GetJob("j1")->tenant(), "t");
+  auto active = (*s)->ActiveJobs();
+  ASSERT_TRUE(active.ok());
+  ASSERT_EQ(active->size(), 1u);
+}
+
+TEST_F(JobStoreTest, ListPagesNewestFirstWithFilters) {
+  for (int i = 0; i < 7; ++i) {
+    v1::Job j = MakeJob("j" + std::to_string(i), i == 6 ? "other" : "t", "r" + std::to_string(i), "/m");
+    (*j.mutable_spec()->mutable_labels())["team"] = i % 2 ? "odd" : "even";
+    ASSERT_TRUE(store_->CreateJob(j, Ev("state")).ok());
+  }
+  ListQuery q;
+  q.tenant = "t";
+  q.page_size = 2;
+  std::vector<std::string> ids;
+  for (int page = 0; page < 10; ++page) {
+    auto r = store_->ListJobs(q);
+    ASSERT_TRUE(r.ok()) << r.status();
+    for (const auto& j : r->jobs()) ids.push_back(j.id());
+    if (r->next_page_token().empty()) break;
+    q.page_token = r->next_page_token();
+  }
+  EXPECT_EQ(ids, (std::vector<std::string>{"j5", "j4", "j3", "j2", "j1", "j0"}));
+  ListQuery lq;
+  lq.labels["team"] = "odd";
+  auto odd = store_->ListJobs(lq);
+  ASSERT_EQ(odd->jobs_size(), 3);
+  EXPECT_EQ(odd->jobs(0).id(), "j5");
+  EXPECT_TRUE(odd->next_page_token().empty());
+  ListQuery sq;
+  sq.state = v1::SUCCEEDED;
+  EXPECT_EQ(store_->ListJobs(sq)->jobs_size(), 0);
+  ListQuery bad;
+  bad.page_token = "garbage!";
+  EXPECT_EQ(store_->ListJobs(bad).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(JobStoreTest, TokensAndWorkers) {
+  TokenRecord r;
+  r.tenant = "team-a";
+  r.role = Role::kSubmitter;
+  ASSERT_TRUE(store_->PutToken("abc", r).ok());
+  auto got = store_->LookupToken("abc");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->tenant, "team-a");
+  EXPECT_EQ(got->role, Role::kSubmitter);
+  EXPECT_EQ(store_->LookupToken("zzz").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(*store_->CountTokens(Role::kSubmitter), 1);
+  v1::Worker w;
+  w.set_id("w1");
+  w.set_state("IDLE");
+  ASSERT_TRUE(store_->PutWorker(w).ok());
+  w.set_state("BUSY");
+  ASSERT_TRUE(store_->PutWorker(w).ok());
+  auto ws = *store_->Workers();
+  ASSERT_EQ(ws.size(), 1u);
+  EXPECT_EQ(ws[0].state(), "BUSY");
+}
+
+TEST_F(JobStoreTest, CountByState) {
+  ASSERT_TRUE(store_->CreateJob(MakeJob("j1", "t", "r1", "/m"), Ev("state")).ok());
+  ASSERT_TRUE(store_->CreateJob(MakeJob("j2", "t", "r2", "/m"), Ev("state")).ok());
+  auto j = *store_->GetJob("j2");
+  j.set_state(v1::FAILED);
+  std::vector<v1::JobEvent> ev;
+  ASSERT_TRUE(store_->UpdateJob(&j, &ev).ok());
+  auto c = *store_->CountByState();
+  EXPECT_EQ(c[v1::QUEUED], 1);
+  EXPECT_EQ(c[v1::FAILED], 1);
+  EXPECT_EQ(store_->ActiveJobs()->size(), 1u);
+}
+
+}  // namespace
+}  // namespace llmc::server

@@ -1,0 +1,76 @@
+// llmc-server: the coordinator. Parses flags and runs service::Server until SIGINT/SIGTERM.
+//   llmc-server --data-dir D --listen 127.0.0.1:7443 --http-listen 127.0.0.1:7480 [--allowed-root URI]...
+//   llmc-server token create --data-dir D --tenant T --role admin|submitter|viewer [--name TEXT]
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "server/server.h"
+#include "common/signals.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"llmc-server: the llmc compression service coordinator (see docs/service.md)"};
+  llmc::server::ServerOptions o;
+  std::string ready_file;
+  app.add_option("--data-dir", o.data_dir, "job store, tokens and the default storage root")->capture_default_str();
+  app.add_option("--listen", o.listen, "gRPC address (port 0: any free port)")->capture_default_str();
+  app.add_option("--http-listen", o.http_listen, "HTTP address for /metrics, /healthz and /api/v1 (\"\": off)")
+      ->capture_default_str();
+  app.add_option("--allowed-root", o.allowed_roots,
+                 "a directory or s3:// prefix jobs may read and write (repeatable; DATA_DIR/storage always is)");
+  app.add_option("--allowed-input-root", o.input_roots,
+                 "a directory or s3:// prefix jobs may only read models and data from (repeatable)");
+  app.add_option("--tls-cert", o.tls_cert, "PEM certificate chain: serve gRPC over TLS");
+  app.add_option("--tls-key", o.tls_key, "PEM private key for --tls-cert");
+  app.add_option("--lease-ms", o.lease_ms, "a worker silent this long is lost")->capture_default_str();
+  app.add_option("--max-attempts", o.max_attempts, "lost attempts before a job fails")->capture_default_str();
+  app.add_option("--ready-file", ready_file, "write \"GRPC_PORT HTTP_PORT\" here once serving (for scripts)");
+
+  auto* token = app.add_subcommand("token", "manage API tokens");
+  auto* create = token->add_subcommand("create", "create a token and print it (shown once)");
+  std::string tenant, role = "submitter", name;
+  create->add_option("--tenant", tenant, "tenant the token acts for")->required();
+  create->add_option("--role", role, "admin, submitter or viewer")->capture_default_str();
+  create->add_option("--name", name, "a note for operators");
+  create->add_option("--data-dir", o.data_dir, "the coordinator's data directory")->capture_default_str();
+  token->require_subcommand(1);
+  spdlog::flush_on(spdlog::level::info);  // logs reach a redirected file line by line
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (create->parsed()) {
+    auto t = llmc::server::CreateTokenInDataDir(o.data_dir, tenant, role, name);
+    if (!t.ok()) {
+      std::fprintf(stderr, "llmc-server: error: %s\n", std::string(t.status().message()).c_str());
+      return 1;
+    }
+    std::cout << *t << std::endl;
+    return 0;
+  }
+
+  // Signals are taken by sigwait below, in this thread only.
+  sigset_t set = llmc::BlockTerminationSignals();
+
+  auto server = llmc::server::Server::Start(o);
+  if (!server.ok()) {
+    std::fprintf(stderr, "llmc-server: error: %s\n", std::string(server.status().message()).c_str());
+    return 1;
+  }
+  if (!ready_file.empty()) {
+    std::string tmp = ready_file + ".tmp";
+    std::ofstream(tmp) << (*server)->grpc_port() << " " << (*server)->http_port() << "\n";
+    std::rename(tmp.c_str(), ready_file.c_str());
+  }
+  int sig = 0;
+  sigwait(&set, &sig);
+  spdlog::info("signal {}: shutting down", sig);
+  (*server)->Shutdown();
+  return 0;
+}

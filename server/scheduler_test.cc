@@ -1,0 +1,73 @@
+#include "server/scheduler.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace llmc::server {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+std::vector<IdleWorker> Idle(int n) {
+  std::vector<IdleWorker> w;
+  for (int i = 0; i < n; ++i) w.push_back({"w" + std::to_string(i), i});
+  return w;
+}
+
+TEST(SchedulerTest, PriorityThenFifo) {
+  auto r = Schedule({{"a", 0, 1, 1}, {"b", 5, 2, 1}, {"c", 5, 3, 1}, {"d", 0, 4, 1}}, Idle(3), 3);
+  ASSERT_EQ(r.placements.size(), 3u);
+  EXPECT_EQ(r.placements[0].job_id, "b");
+  EXPECT_EQ(r.placements[1].job_id, "c");
+  EXPECT_EQ(r.placements[2].job_id, "a");
+  ASSERT_EQ(r.waiting.size(), 1u);
+  EXPECT_EQ(r.waiting[0].job_id, "d");
+}
+
+TEST(SchedulerTest, LongestIdleWorkerFirst) {
+  std::vector<IdleWorker> idle = {{"late", 50}, {"early", 10}};
+  auto r = Schedule({{"a", 0, 1, 1}}, idle, 2);
+  ASSERT_EQ(r.placements.size(), 1u);
+  EXPECT_THAT(r.placements[0].worker_ids, ElementsAre("early"));
+}
+
+TEST(SchedulerTest, GangGetsAllWorkersWithRanks) {
+  auto r = Schedule({{"big", 0, 1, 3}}, Idle(3), 3);
+  ASSERT_EQ(r.placements.size(), 1u);
+  EXPECT_THAT(r.placements[0].worker_ids, ElementsAre("w0", "w1", "w2"));
+}
+
+TEST(SchedulerTest, GangWaitsAndBlocksLaterJobs) {
+  // "big" needs 3 but only 2 are idle now (3 live): it waits, and "small" behind it does not jump ahead.
+  auto r = Schedule({{"big", 0, 1, 3}, {"small", 0, 2, 1}}, Idle(2), 3);
+  EXPECT_TRUE(r.placements.empty());
+  ASSERT_EQ(r.waiting.size(), 2u);
+  EXPECT_THAT(r.waiting[0].reason, HasSubstr("waiting for 3 idle workers"));
+  EXPECT_THAT(r.waiting[1].reason, HasSubstr("queued behind job big"));
+}
+
+TEST(SchedulerTest, ImpossibleGangIsSkippedWithReason) {
+  auto r = Schedule({{"huge", 9, 1, 8}, {"small", 0, 2, 1}}, Idle(2), 2);
+  ASSERT_EQ(r.placements.size(), 1u);
+  EXPECT_EQ(r.placements[0].job_id, "small");
+  ASSERT_EQ(r.waiting.size(), 1u);
+  EXPECT_EQ(r.waiting[0].job_id, "huge");
+  EXPECT_THAT(r.waiting[0].reason, HasSubstr("needs 8 workers; 2 registered"));
+}
+
+TEST(SchedulerTest, ZeroGpusMeansOne) {
+  auto r = Schedule({{"a", 0, 1, 0}}, Idle(1), 1);
+  ASSERT_EQ(r.placements.size(), 1u);
+  EXPECT_EQ(r.placements[0].worker_ids.size(), 1u);
+}
+
+TEST(SchedulerTest, NoWorkers) {
+  auto r = Schedule({{"a", 0, 1, 1}}, {}, 0);
+  EXPECT_TRUE(r.placements.empty());
+  ASSERT_EQ(r.waiting.size(), 1u);
+  EXPECT_THAT(r.waiting[0].reason, HasSubstr("0 registered"));
+}
+
+}  // namespace
+}  // namespace llmc::server

@@ -1,0 +1,144 @@
+#include "server/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "server/access_policy.h"
+#include "server/auth.h"
+#include "server/coordinator.h"
+#include "server/grpc_services.h"
+#include "server/http_api.h"
+#include "server/job_store.h"
+#include "server/metrics.h"
+
+namespace llmc::server {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+struct Server::Impl {
+  std::unique_ptr<JobStore> store;
+  MetricsRegistry registry;
+  std::unique_ptr<ServiceMetrics> metrics;
+  std::unique_ptr<Authenticator> auth;
+  std::unique_ptr<Coordinator> coordinator;
+  std::unique_ptr<CompressionService> api;
+  std::unique_ptr<WorkerServiceImpl> workers;
+  std::unique_ptr<grpc::Server> grpc;
+  std::unique_ptr<HttpApi> http;
+  int grpc_port = 0;
+  bool down = false;
+};
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Server::~Server() { Shutdown(); }
+int Server::grpc_port() const { return impl_->grpc_port; }
+int Server::http_port() const { return impl_->http ? impl_->http->port() : 0; }
+
+void Server::Shutdown() {
+  if (impl_->down) return;
+  impl_->down = true;
+  if (impl_->http) impl_->http->Stop();
+  impl_->coordinator->Stop();  // wakes watchers and closes worker streams
+  impl_->grpc->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  impl_->grpc->Wait();
+}
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& o) {
+  auto impl = std::make_unique<Impl>();
+  std::error_code ec;
+  fs::create_directories(o.data_dir, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat("--data-dir ", o.data_dir, ": cannot create: ", ec.message()));
+  const std::string data_dir = fs::canonical(o.data_dir, ec).string();
+  fs::permissions(data_dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+  fs::create_directories(data_dir + "/storage", ec);
+  LLMC_ASSIGN_OR_RETURN(impl->store, JobStore::Open(data_dir + "/jobs.db"));
+  bool created_admin = false;
+  LLMC_RETURN_IF_ERROR(EnsureBootstrapTokens(impl->store.get(), data_dir, &created_admin));
+  if (created_admin)
+    spdlog::info("wrote the admin token to {}/admin.token (mode 0600); use it with --token or LLMC_TOKEN", data_dir);
+  else
+    spdlog::info("admin token: {}/admin.token; worker token: {}/worker.token", data_dir, data_dir);
+
+  std::vector<std::string> roots = o.allowed_roots;
+  roots.push_back(data_dir + "/storage");
+  CoordinatorOptions co;
+  LLMC_ASSIGN_OR_RETURN(co.policy, AccessPolicy::Create(roots, o.input_roots));
+  co.lease_ms = o.lease_ms;
+  co.max_attempts = o.max_attempts;
+  spdlog::info("allowed storage roots: {}", co.policy.Describe());
+  impl->metrics = std::make_unique<ServiceMetrics>(&impl->registry);
+  impl->auth = std::make_unique<Authenticator>(impl->store.get());
+  impl->coordinator = std::make_unique<Coordinator>(std::move(co), impl->store.get(), impl->metrics.get());
+  LLMC_RETURN_IF_ERROR(impl->coordinator->Start());
+  impl->api = std::make_unique<CompressionService>(impl->coordinator.get(), impl->auth.get(), impl->metrics.get());
+  impl->workers = std::make_unique<WorkerServiceImpl>(impl->coordinator.get(), impl->auth.get(), impl->metrics.get());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder b;
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  if (!o.tls_cert.empty() || !o.tls_key.empty()) {
+    if (o.tls_cert.empty() || o.tls_key.empty())
+      return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+    grpc::SslServerCredentialsOptions so;
+    LLMC_ASSIGN_OR_RETURN(std::string cert, ReadFile(o.tls_cert));
+    LLMC_ASSIGN_OR_RETURN(std::string key, ReadFile(o.tls_key));
+    so.pem_key_cert_pairs.push_back({key, cert});
+    creds = grpc::SslServerCredentials(so);
+  }
+  b.AddListeningPort(o.listen, creds, &impl->grpc_port);
+  b.RegisterService(impl->api.get());
+  b.RegisterService(impl->workers.get());
+  b.SetMaxReceiveMessageSize(64 << 20);
+  impl->grpc = b.BuildAndStart();
+  if (!impl->grpc || impl->grpc_port == 0)
+    return absl::UnavailableError(absl::StrCat("--listen ", o.listen, ": cannot listen (in use?); choose another port"));
+  impl->grpc->GetHealthCheckService()->SetServingStatus(true);
+  spdlog::info("gRPC API on {} (port {}){}", o.listen, impl->grpc_port, o.tls_cert.empty() ? "" : " with TLS");
+  if (!o.http_listen.empty()) {
+    std::string host = o.http_listen;
+    int port = 0;
+    auto colon = o.http_listen.rfind(':');
+    if (colon == std::string::npos || !absl::SimpleAtoi(o.http_listen.substr(colon + 1), &port))
+      return absl::InvalidArgumentError(absl::StrCat("--http-listen ", o.http_listen, ": give HOST:PORT"));
+    host = o.http_listen.substr(0, colon);
+    impl->http = std::make_unique<HttpApi>(impl->coordinator.get(), impl->auth.get(), impl->metrics.get());
+    LLMC_RETURN_IF_ERROR(impl->http->Start(host, port));
+    spdlog::info("HTTP (/metrics, /healthz, /api/v1) on {}:{}", host, impl->http->port());
+  }
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+absl::StatusOr<std::string> CreateTokenInDataDir(const std::string& data_dir, const std::string& tenant,
+                                                 const std::string& role, const std::string& name) {
+  if (!fs::exists(data_dir + "/jobs.db"))
+    return absl::NotFoundError(absl::StrCat(data_dir, "/jobs.db: no job store; start llmc-server with --data-dir ",
+                                            data_dir, " once first"));
+  LLMC_ASSIGN_OR_RETURN(Role r, ParseRole(role));
+  LLMC_ASSIGN_OR_RETURN(auto store, JobStore::Open(data_dir + "/jobs.db"));
+  return CreateToken(store.get(), tenant, r, name);
+}
+
+}  // namespace llmc::server

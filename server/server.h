@@ -1,0 +1,44 @@
+// llmc-server: the coordinator process. Opens the job store in the data directory, writes the bootstrap
+// tokens, recovers jobs, and serves the gRPC API (with health checking and reflection) and the HTTP side.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace llmc::server {
+
+struct ServerOptions {
+  std::string data_dir = "llmc-data";
+  std::string listen = "127.0.0.1:7443";      // gRPC
+  std::string http_listen = "127.0.0.1:7480";  // /metrics, /healthz, JSON view; "" to disable
+  std::vector<std::string> allowed_roots;       // read-write; DATA_DIR/storage is always one
+  std::vector<std::string> input_roots;         // read-only (models, datasets)
+  std::string tls_cert, tls_key;                // PEM files: serve gRPC over TLS
+  int64_t lease_ms = 6000;
+  int max_attempts = 3;
+};
+
+class Server {
+ public:
+  // Starts everything; errors name what failed (data dir, ports, roots).
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const ServerOptions& options);
+  ~Server();
+  // Stops accepting calls, ends streams (workers reconnect elsewhere or later) and closes the store.
+  void Shutdown();
+  int grpc_port() const;
+  int http_port() const;
+
+ private:
+  struct Impl;
+  explicit Server(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// `llmc-server token create`: registers a token for `tenant` with `role` in DATA_DIR's store and returns it.
+absl::StatusOr<std::string> CreateTokenInDataDir(const std::string& data_dir, const std::string& tenant,
+                                                 const std::string& role, const std::string& name);
+
+}  // namespace llmc::server

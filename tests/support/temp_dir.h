@@ -1,0 +1,39 @@
+// A fresh temporary directory for tests, removed with its contents at destruction. Header-only; not thread-safe.
+#pragma once
+
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace llmc::testing {
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "llmc-test-XXXXXX").string();
+    if (mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  // Empty if the directory could not be created.
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& rel) const { return (std::filesystem::path(path_) / rel).string(); }
+  // Writes `content` (bytes as given) to path()/name and returns that path.
+  std::string Write(const std::string& name, const std::string& content) const {
+    std::string p = *this / name;
+    std::ofstream(p, std::ios::binary | std::ios::trunc) << content;
+    return p;
+  }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace llmc::testing

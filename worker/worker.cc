@@ -1,0 +1,268 @@
+#include "worker/worker.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/util.h"
+#include "proto/channel.h"
+#include "proto/spec_convert.h"
+#include "worker/job_io.h"
+
+namespace llmc::worker {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string HostName() {
+  char buf[256] = {0};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
+  return buf;
+}
+
+v1::Progress ToProto(const CompressProgress& p) {
+  v1::Progress o;
+  o.set_blocks_done(p.blocks_done);
+  o.set_blocks_total(p.blocks_total);
+  o.set_modules_done(p.modules_done);
+  o.set_modules_total(p.modules_total);
+  o.set_bytes_done(p.bytes_done);
+  o.set_bytes_total(p.bytes_total);
+  o.set_stage(p.stage);
+  return o;
+}
+
+}  // namespace
+
+Worker::Worker(WorkerOptions options) : options_(std::move(options)), host_(HostName()) {}
+
+Worker::~Worker() {
+  Stop();
+  if (job_thread_.joinable()) job_thread_.join();
+}
+
+void Worker::Stop() {
+  stop_ = true;
+  cancel_ = true;  // keep_staging stays as is: a stopped worker's job is re-queued and resumes
+  std::lock_guard<std::mutex> l(mu_);
+  if (ctx_) ctx_->TryCancel();
+  session_cv_.notify_all();
+}
+
+bool Worker::Send(const v1::WorkerMessage& m) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (!stream_ || !session_up_) return false;
+  return stream_->Write(m);
+}
+
+void Worker::Heartbeats(int64_t lease_ms) {
+  const auto period = std::chrono::milliseconds(std::max<int64_t>(100, lease_ms / 3));
+  std::unique_lock<std::mutex> l(mu_);
+  while (session_up_ && !stop_) {
+    session_cv_.wait_for(l, period, [&] { return !session_up_ || stop_.load(); });
+    if (!session_up_ || stop_) break;
+    v1::WorkerMessage m;
+    m.mutable_heartbeat()->set_time_ms(
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+    stream_->Write(m);
+  }
+}
+
+absl::Status Worker::Run() {
+  const std::string worker_id = options_.worker_id.empty() ? absl::StrCat(host_, "-", getpid()) : options_.worker_id;
+  int64_t backoff_ms = 200;
+  bool logged_wait = false;
+  while (!stop_) {
+    auto channel = rpc::MakeChannel(options_.coordinator, options_.ca_cert);
+    auto stub = v1::WorkerService::NewStub(channel);
+    grpc::ClientContext ctx;
+    auto stream = stub->Connect(&ctx);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      ctx_ = &ctx;
+      stream_ = stream.get();
+    }
+    if (stop_) ctx.TryCancel();
+    v1::WorkerMessage reg;
+    reg.mutable_register_()->set_worker_id(worker_id);
+    reg.mutable_register_()->set_host(host_);
+    reg.mutable_register_()->set_device(options_.device);
+    reg.mutable_register_()->set_token(options_.token);
+    v1::CoordinatorMessage msg;
+    int64_t lease_ms = 0;
+    if (stream->Write(reg) && stream->Read(&msg) && msg.has_registered()) lease_ms = msg.registered().lease_ms();
+    if (lease_ms > 0) {
+      spdlog::info("worker {}: registered with {} (lease {} ms)", worker_id, options_.coordinator, lease_ms);
+      backoff_ms = 200;
+      logged_wait = false;
+      std::thread hb;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        session_up_ = true;
+      }
+      hb = std::thread([this, lease_ms] { Heartbeats(lease_ms); });
+      while (stream->Read(&msg)) {
+        if (msg.has_assign()) {
+          if (job_running_) {
+            spdlog::warn("worker {}: assignment of {} while busy; ignored", worker_id, msg.assign().job_id());
+            continue;
+          }
+          if (job_thread_.joinable()) job_thread_.join();
+          {
+            std::lock_guard<std::mutex> l(mu_);
+            job_id_ = msg.assign().job_id();
+          }
+          cancel_ = false;
+          keep_staging_ = true;
+          job_running_ = true;
+          job_thread_ = std::thread([this, a = msg.assign()] { RunAssignment(a); });
+        } else if (msg.has_cancel()) {
+          std::lock_guard<std::mutex> l(mu_);
+          if (job_running_ && job_id_ == msg.cancel().job_id()) {
+            keep_staging_ = msg.cancel().keep_staging();
+            cancel_ = true;
+            spdlog::info("worker {}: job {}: {}", worker_id, job_id_,
+                         msg.cancel().keep_staging() ? "moved elsewhere; stopping" : "cancelled; stopping");
+          }
+        }
+      }
+      // The connection is gone: stop the job, keeping its staging output for the resume.
+      keep_staging_ = true;
+      cancel_ = true;
+      if (job_thread_.joinable()) job_thread_.join();
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        session_up_ = false;
+        session_cv_.notify_all();
+      }
+      hb.join();
+    }
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stream_ = nullptr;
+      session_up_ = false;
+    }
+    stream->WritesDone();
+    grpc::Status st = stream->Finish();
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      ctx_ = nullptr;
+    }
+    if (stop_) break;
+    if (st.error_code() == grpc::StatusCode::UNAUTHENTICATED || st.error_code() == grpc::StatusCode::PERMISSION_DENIED)
+      return absl::Status(static_cast<absl::StatusCode>(st.error_code()),
+                          absl::StrCat("the coordinator at ", options_.coordinator, " refused this worker: ", st.error_message()));
+    if (lease_ms > 0) spdlog::warn("worker {}: disconnected ({}); reconnecting", worker_id, st.error_message());
+    else if (!logged_wait) {
+      spdlog::info("worker {}: waiting for the coordinator at {} ({})", worker_id, options_.coordinator,
+                   st.error_message());
+      logged_wait = true;
+    }
+    std::unique_lock<std::mutex> l(mu_);
+    session_cv_.wait_for(l, std::chrono::milliseconds(backoff_ms), [&] { return stop_.load(); });
+    backoff_ms = std::min<int64_t>(backoff_ms * 2, 3000);
+  }
+  return absl::OkStatus();
+}
+
+void Worker::RunAssignment(v1::Assignment a) {
+  spdlog::info("job {}: attempt {} rank {}/{}{}", a.job_id(), a.attempt(), a.rank(), a.world_size(),
+               a.resume_from_block() > 0 ? absl::StrCat(", resuming at block ", a.resume_from_block()) : "");
+  if (a.rank() == 0) {
+    RunRank0(a);
+  } else {
+    // Standby until the job ends or moves.
+    while (!cancel_) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    v1::WorkerMessage m;
+    auto* f = m.mutable_finished();
+    f->set_job_id(a.job_id());
+    f->set_attempt(a.attempt());
+    f->set_code(static_cast<int>(absl::StatusCode::kCancelled));
+    f->set_error("rank released");
+    Send(m);
+  }
+  job_running_ = false;
+}
+
+void Worker::RunRank0(const v1::Assignment& a) {
+  auto finish = [&](const absl::Status& s, const std::string& summary) {
+    v1::WorkerMessage m;
+    auto* f = m.mutable_finished();
+    f->set_job_id(a.job_id());
+    f->set_attempt(a.attempt());
+    f->set_ok(s.ok());
+    f->set_code(static_cast<int>(s.code()));
+    f->set_error(std::string(s.message()));
+    f->set_summary_json(summary);
+    if (!Send(m)) spdlog::warn("job {}: could not report the end (disconnected)", a.job_id());
+  };
+  const v1::JobSpec& spec = a.spec();
+  // The URIs go to the job path as they are: it resolves them (file:// or s3://) and publishes the output.
+  auto e = rpc::ToEngineSpec(spec, spec.model_uri(), spec.output_uri(), spec.calibration().dataset_uri());
+  if (!e.ok()) return finish(e.status(), "");
+  e->threads = options_.threads;
+  e->device = options_.device;
+  JobRequest request;
+  request.spec = *e;
+  request.eval_text = spec.eval_text_uri();
+  request.eval_max_windows = 200;
+  request.job_id = a.job_id();
+
+  JobControl c;
+  c.cancel = &cancel_;
+  c.staging_dir = a.staging_dir();
+  c.keep_staging = true;
+  c.resume_from_block = a.resume_from_block();
+  // Resuming needs this job's staging here (object-storage outputs stage in a scratch directory: start over).
+  if (c.resume_from_block > 0 && (c.staging_dir.empty() || !fs::is_directory(c.staging_dir))) {
+    spdlog::warn("job {}: staging {} is not here; starting from block 0", a.job_id(), c.staging_dir);
+    c.resume_from_block = 0;
+  }
+  int64_t last_sent = 0;
+  int last_blocks = -1;
+  c.on_progress = [&](const CompressProgress& p) {
+    const int64_t now = SteadyMs();
+    if (now - last_sent < 1000 && p.blocks_done == last_blocks) return;
+    last_sent = now;
+    last_blocks = p.blocks_done;
+    v1::WorkerMessage m;
+    m.mutable_progress()->set_job_id(a.job_id());
+    m.mutable_progress()->set_attempt(a.attempt());
+    *m.mutable_progress()->mutable_progress() = ToProto(p);
+    Send(m);
+  };
+  c.on_block_done = [&](int block) {
+    v1::WorkerMessage m;
+    m.mutable_block_done()->set_job_id(a.job_id());
+    m.mutable_block_done()->set_attempt(a.attempt());
+    m.mutable_block_done()->set_block(block);
+    Send(m);
+    if (options_.block_delay_ms > 0)
+      for (int t = 0; t < options_.block_delay_ms && !cancel_; t += 10)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  };
+  c.on_warning = [&](const std::string& w) { spdlog::warn("job {}: {}", a.job_id(), w); };
+  auto result = RunJobToOutput(request, c);
+  if (result.ok()) {
+    spdlog::info("job {}: done ({} -> {})", a.job_id(), spec.model_uri(), spec.output_uri());
+    return finish(absl::OkStatus(), result->report.dump());
+  }
+  const bool keep = cancel_ && keep_staging_;
+  if (!keep && !c.staging_dir.empty()) {
+    std::error_code ec;
+    fs::remove_all(c.staging_dir, ec);
+  }
+  spdlog::info("job {}: {}{}", a.job_id(), result.status().ToString(), keep ? " (staging kept for the resume)" : "");
+  finish(result.status(), "");
+}
+
+}  // namespace llmc::worker
