@@ -548,7 +548,7 @@ TEST_F(ServiceTest, ApiErrorsAuthAndIdempotency) {
   r = http.Get("/metrics");
   ASSERT_EQ(r->status, 200);
   EXPECT_THAT(r->body, HasSubstr("llmc_jobs{state=\"CANCELLED\"} 2"));
-  EXPECT_THAT(r->body, HasSubstr("llmc_rpc_requests_total{method=\"CreateJob\",code=\"PERMISSION_DENIED\"}"));
+  EXPECT_THAT(r->body, HasSubstr("llmc_rpc_requests_total{code=\"PERMISSION_DENIED\",method=\"CreateJob\"}"));
   std::ofstream(tmp_ / "metrics.txt") << r->body;
   if (access("/usr/bin/promtool", X_OK) == 0) {
     std::string sh = "/usr/bin/promtool check metrics < " + (tmp_ / "metrics.txt") + " 2>&1";
