@@ -42,109 +42,15 @@ for t in buildah podman debootstrap dpkg ldd; do
 done
 [ "$(id -u)" -eq 0 ] || { echo "build.sh: run as root (debootstrap and rootful buildah)" >&2; exit 1; }
 
-SUITE=bookworm
-MIRROR=${LLMC_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-CACHE=${LLMC_IMAGE_CACHE:-/var/tmp/llmc-image-cache}
 VERSION=$("$BIN/llmc" --version 2>/dev/null | awk '{print $2}') || true
 VERSION=${VERSION:-0.0.0}
 TAG=${TAG:-$VERSION}
 REVISION=$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)
-source "$HERE/podman-env.sh"   # LLMC_RUN_FLAGS: OCI runtime and ulimits for containers started here
+LLMC_LOG_NAME=build.sh
+source "$HERE/images.sh"   # llmc_base_image, llmc_runtime_deps; LLMC_BUILD_FLAGS (podman-env.sh)
+log() { llmc_log "$@"; }
 
-log() { echo "build.sh: $*" >&2; }
-sha() { sha256sum | cut -c1-16; }
-
-# --- the Debian base -------------------------------------------------------------------------------------------
-# A minimal bookworm with apt sources for the point and security updates. Extra packages come later, per image.
-BASE_KEY=$( { echo "$SUITE $MIRROR base-v1"; } | sha)
-BASE_IMAGE="localhost/llmc-base:$SUITE-$BASE_KEY"
-if ! podman image exists "$BASE_IMAGE"; then
-  mkdir -p "$CACHE"
-  TARBALL="$CACHE/debian-$SUITE-$BASE_KEY.tar"
-  if [ ! -s "$TARBALL" ]; then
-    log "debootstrap $SUITE from $MIRROR (once; cached in $TARBALL)"
-    ROOTFS=$(mktemp -d "$CACHE/rootfs.XXXXXX")
-    trap 'rm -rf "$ROOTFS"' EXIT
-    debootstrap --variant=minbase --include=ca-certificates "$SUITE" "$ROOTFS" "$MIRROR" >"$ROOTFS.log" 2>&1 || {
-      tail -20 "$ROOTFS.log" >&2; log "debootstrap failed (log: $ROOTFS.log)"; exit 1; }
-    rm -f "$ROOTFS.log"
-    security=${MIRROR%/debian}/debian-security
-    cat >"$ROOTFS/etc/apt/sources.list" <<EOF
-deb $MIRROR $SUITE main
-deb $MIRROR $SUITE-updates main
-deb $security $SUITE-security main
-EOF
-    # Images carry no documentation, manual pages or translations, and no recommended packages.
-    cat >"$ROOTFS/etc/dpkg/dpkg.cfg.d/llmc-excludes" <<'EOF'
-path-exclude=/usr/share/doc/*
-path-include=/usr/share/doc/*/copyright
-path-exclude=/usr/share/man/*
-path-exclude=/usr/share/info/*
-path-exclude=/usr/share/locale/*
-EOF
-    printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' >"$ROOTFS/etc/apt/apt.conf.d/90llmc"
-    find "$ROOTFS/usr/share/doc" -mindepth 2 ! -name copyright -delete 2>/dev/null || true
-    rm -rf "$ROOTFS"/usr/share/man/* "$ROOTFS"/usr/share/info/* "$ROOTFS"/usr/share/locale/* \
-      "$ROOTFS"/var/cache/apt/*.bin "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/* \
-      "$ROOTFS"/var/log/*.log "$ROOTFS"/var/log/apt/*
-    tar --numeric-owner -C "$ROOTFS" -cf "$TARBALL.tmp" .
-    mv "$TARBALL.tmp" "$TARBALL"
-    rm -rf "$ROOTFS"
-    trap - EXIT
-  fi
-  log "importing $TARBALL as $BASE_IMAGE"
-  podman import --quiet "$TARBALL" "$BASE_IMAGE" >/dev/null
-fi
-
-# --- which Debian packages (and CUDA libraries) a binary needs --------------------------------------------------
-# Prints "pkg PACKAGE" or "cuda PATH" lines; exits non-zero naming any library that is neither.
-runtime_deps() {
-  local bin=$1 line lib path real cand bad=0
-  local -a libs=() cands=()
-  local -A owner=()
-  while read -r line; do
-    case "$line" in
-      *"=> not found"*)
-        lib=${line%% *}
-        case "$lib" in
-          libcuda.so.*|libnvidia-ml.so.*) ;;  # the driver's libraries: mounted at run time on GPU hosts
-          *) log "$bin: $lib is not found by ldd"; bad=1 ;;
-        esac
-        continue ;;
-      *"=> "/*) path=${line#*=> }; path=${path%% (*} ;;
-      /*) path=${line%% (*} ;;
-      *) continue ;;  # linux-vdso
-    esac
-    real=$(readlink -f "$path")
-    case "$real" in
-      /usr/local/cuda/*|/usr/local/cuda-*/*)
-        case "$(basename "$real")" in libcuda.so*) continue ;; esac
-        echo "cuda $path"; continue ;;
-    esac
-    libs+=("$path")
-    # dpkg knows a file by the path its package installed it at: /lib or /usr/lib, the link or its target
-    cands+=("$path" "$real" "/usr$path" "${path#/usr}" "/usr$real" "${real#/usr}")
-  done < <(ldd "$bin")
-  # one dpkg query for all of them ("pkg:arch: /path" per path it knows)
-  while IFS= read -r line; do
-    case "$line" in diversion*) continue ;; esac
-    owner["${line#*: }"]=${line%%:*}
-  done < <(dpkg -S "${cands[@]}" 2>/dev/null | sort -u)
-  for path in "${libs[@]}"; do
-    real=$(readlink -f "$path")
-    lib=""
-    for cand in "$path" "$real" "/usr$path" "${path#/usr}" "/usr$real" "${real#/usr}"; do
-      if [ -n "${owner[$cand]:-}" ]; then lib=${owner[$cand]}; break; fi
-    done
-    if [ -z "$lib" ]; then
-      log "$bin: $path ($real) belongs to no Debian package and is not a CUDA library; cannot put it in an image"
-      bad=1
-    else
-      echo "pkg $lib"
-    fi
-  done
-  return $bad
-}
+BASE_IMAGE=$(llmc_base_image)
 
 # --- one image -----------------------------------------------------------------------------------------------------
 # build_image NAME CONTAINERFILE BINARY [EXTRA_PACKAGE...]: a runtime image (base + packages + user, cached by its
@@ -152,10 +58,10 @@ runtime_deps() {
 build_image() {
   local name=$1 containerfile=$2 binary=$3 deps packages cuda_libs runtime_key runtime ctx lib
   shift 3
-  deps=$(runtime_deps "$BIN/$binary") || { log "cannot build $name"; exit 1; }
+  deps=$(llmc_runtime_deps "$BIN/$binary") || { log "cannot build $name"; exit 1; }
   packages=$( { awk '$1 == "pkg" {print $2}' <<<"$deps"; printf '%s\n' "$@"; } | sed '/^$/d' | sort -u | tr '\n' ' ')
   cuda_libs=$(awk '$1 == "cuda" {print $2}' <<<"$deps" | sort -u)
-  runtime_key=$( { echo "$BASE_IMAGE"; echo "$packages"; cat "$HERE/Containerfile.runtime"; } | sha)
+  runtime_key=$( { echo "$BASE_IMAGE"; echo "$packages"; cat "$HERE/Containerfile.runtime"; } | llmc_sha)
   runtime="localhost/llmc-runtime:$runtime_key"
   if ! podman image exists "$runtime"; then
     log "$name: installing $packages"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks the systemd units in deploy/systemd without starting them (systemd need not be PID 1):
+# Checks the systemd units in deploy/systemd (systemd-analyze works without systemd as PID 1):
 #   - `systemd-analyze verify` of llmc-server.service, llmc-worker@cpu.service and llmc-worker@0.service with the
 #     GPU drop-in, with ExecStart pointing at BUILD_DIR's binaries: no warning at all is accepted;
 #   - `systemd-analyze security --offline=yes --threshold=N`: exposure at most 1.5 for the server, 2.0 for the
@@ -8,7 +8,12 @@
 #   - every flag in ExecStart and in the example environment files exists in `llmc-server --help` /
 #     `llmc-worker --help`, and every variable ExecStart uses is set by the unit or its example environment file;
 #   - llmc.sysusers.conf and llmc.tmpfiles.conf applied to an empty root with systemd-sysusers/systemd-tmpfiles;
-#   - and that the checks fail on a unit without its hardening and on a misspelt directive.
+#   - and that the checks fail on a unit without its hardening and on a misspelt directive;
+#   - then the units as shipped (with server.env, worker.env, sysusers, tmpfiles) under a real systemd, PID 1 of a
+#     podman container made from deploy/containers' Debian base: llmc-server.service and llmc-worker@cpu.service
+#     start, a W4A16 job submitted with the admin token SUCCEEDS, both services run as llmc with no capabilities,
+#     no_new_privs and a seccomp filter, and both stop cleanly. This part needs root, podman, buildah and
+#     debootstrap; without them it is reported as skipped and the rest still counts.
 #   deploy/tests/systemd_test.sh BUILD_DIR
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -125,6 +130,84 @@ else ok "a unit without its hardening section fails the security threshold"; fi
 sed 's/^NoNewPrivileges=yes/NoNewPrivilege=yes/' "$T/units/llmc-server.service" >"$T/units/misspelt.service"
 if [ -n "$(cd "$T/units" && systemd-analyze verify ./misspelt.service 2>&1)" ]; then ok "a misspelt directive makes verify complain"
 else fail "a misspelt directive passes verify silently"; fi
+
+# The units as shipped, started by a real systemd: PID 1 of a podman container made from the Debian base of
+# deploy/containers (cached as localhost/llmc-systemd-test:KEY). Needs buildah, podman and debootstrap.
+live() {
+  local id="llmc-systest-$$" image pkgs key base ctx b out pid field
+  LLMC_LOG_NAME=systemd_test
+  source "$HERE/../containers/images.sh"
+  base=$(llmc_base_image) || { fail "live: no Debian base image"; return; }
+  pkgs=$(for b in llmc llmc-server llmc-worker llmc-make-model; do llmc_runtime_deps "$BIN/$b"; done | \
+    awk '$1 == "pkg" {print $2}' | sort -u | tr '\n' ' ') || { fail "live: runtime packages"; return; }
+  key=$(printf '%s\n%s\nsystemd-test-v1\n' "$base" "$pkgs" | llmc_sha)
+  image="localhost/llmc-systemd-test:$key"
+  if ! podman image exists "$image"; then
+    ctx="$T/ctx"
+    mkdir -p "$ctx"
+    printf 'FROM %s\nRUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd systemd-sysv %s >/tmp/apt.log 2>&1 || { cat /tmp/apt.log; exit 1; }; rm -rf /var/lib/apt/lists/* /tmp/apt.log\n' \
+      "$base" "$pkgs" >"$ctx/Containerfile"
+    buildah build --quiet $LLMC_BUILD_FLAGS --network host -t "$image" "$ctx" >/dev/null 2>"$T/build.err" || {
+      fail "live: building $image" "$(tail -20 "$T/build.err")"; return; }
+  fi
+  podman run -d --name "$id" $LLMC_RUN_FLAGS --systemd=always --network none "$image" /lib/systemd/systemd \
+    >"$T/run.out" 2>&1 || { fail "live: podman run" "$(cat "$T/run.out")"; return; }
+  # shellcheck disable=SC2064
+  trap "podman rm -f -v -t 2 $id >/dev/null 2>&1; rm -rf '$T'" EXIT
+  mkdir -p "$T/bin"
+  for b in llmc llmc-server llmc-worker llmc-make-model; do
+    objcopy --strip-debug "$BIN/$b" "$T/bin/$b" 2>/dev/null || cp "$BIN/$b" "$T/bin/$b"
+  done
+  podman cp "$T/bin/." "$id:/usr/local/bin/"
+  podman cp "$UNITS/llmc-server.service" "$id:/etc/systemd/system/"
+  podman cp "$UNITS/llmc-worker@.service" "$id:/etc/systemd/system/"
+  podman exec "$id" mkdir -p /etc/sysusers.d /etc/tmpfiles.d
+  podman cp "$UNITS/llmc.sysusers.conf" "$id:/etc/sysusers.d/llmc.conf"
+  podman cp "$UNITS/llmc.tmpfiles.conf" "$id:/etc/tmpfiles.d/llmc.conf"
+  out=$(podman exec "$id" sh -c '
+    for i in $(seq 1 100); do
+      case "$(systemctl is-system-running 2>/dev/null)" in running|degraded) break ;; esac; sleep 0.2; done
+    systemd-sysusers && systemd-tmpfiles --create /etc/tmpfiles.d/llmc.conf' 2>&1) || { fail "live: sysusers/tmpfiles" "$out"; return; }
+  podman cp "$UNITS/server.env" "$id:/etc/llmc/server.env"
+  podman cp "$UNITS/worker.env" "$id:/etc/llmc/worker.env"
+  out=$(podman exec "$id" sh -c '
+    set -e
+    chmod 0600 /etc/llmc/server.env /etc/llmc/worker.env
+    systemctl daemon-reload
+    systemctl start llmc-server
+    for i in $(seq 1 100); do [ -s /var/lib/llmc/worker.token ] && break; sleep 0.1; done
+    install -m 0600 /var/lib/llmc/worker.token /etc/llmc/worker.token
+    systemctl start llmc-worker@cpu
+    runuser -u llmc -- llmc-make-model /srv/llmc/models/tiny --shape tiny >/dev/null
+    LLMC_TOKEN=$(cat /var/lib/llmc/admin.token) llmc submit /srv/llmc/models/tiny /srv/llmc/out/tiny-w4a16 \
+      --scheme W4A16 --watch --no-progress
+    test "$(stat -c %U /srv/llmc/out/tiny-w4a16/config.json)" = llmc' 2>&1) || {
+    fail "live: a job through llmc-server.service and llmc-worker@cpu.service" \
+      "$out"$'\n'"$(podman exec "$id" journalctl -u llmc-server -u llmc-worker@cpu --no-pager 2>&1 | tail -20)"; return; }
+  ok "live: systemd starts llmc-server.service and llmc-worker@cpu.service as shipped; a W4A16 job SUCCEEDS"
+  # What the kernel applied to the running services.
+  out=""
+  for u in llmc-server llmc-worker@cpu; do
+    pid=$(podman exec "$id" systemctl show -p MainPID --value "$u")
+    status=$(podman exec "$id" cat "/proc/$pid/status")
+    for field in "NoNewPrivs:	1" "Seccomp:	2" "CapBnd:	0000000000000000" "CapEff:	0000000000000000"; do
+      grep -qF "$field" <<<"$status" || out+="$u: /proc/$pid/status lacks '$field'"$'\n'
+    done
+    [ "$(podman exec "$id" stat -c %U "/proc/$pid")" = llmc ] || out+="$u: does not run as llmc"$'\n'
+  done
+  if [ -z "$out" ]; then ok "live: both services run as llmc with no capabilities, no_new_privs and a seccomp filter"
+  else fail "live: the hardening is not in force" "$out"; fi
+  out=$(podman exec "$id" sh -c 'systemctl stop llmc-worker@cpu llmc-server
+    for u in llmc-worker@cpu llmc-server; do
+      echo "$u $(systemctl show -p Result --value $u) $(systemctl show -p ExecMainStatus --value $u)"; done' 2>&1)
+  if [ "$(grep -c ' success 0$' <<<"$out")" = 2 ]; then ok "live: both stop cleanly on SIGTERM (exit 0)"
+  else fail "live: stopping the services" "$out"; fi
+}
+if command -v podman >/dev/null && command -v buildah >/dev/null && command -v debootstrap >/dev/null && [ "$(id -u)" = 0 ]; then
+  live
+else
+  echo "skip live run under systemd: needs root, podman, buildah and debootstrap"
+fi
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
