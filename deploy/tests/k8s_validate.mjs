@@ -13,10 +13,13 @@
 //     flags point, every volume/secret/config map/claim reference resolving, the restricted Pod Security profile,
 //     resources, NetworkPolicies and the ServiceMonitor selecting what exists, the GPU and S3 specifics;
 //  5. with --bin, every flag in the containers' args exists in `llmc-server --help` / `llmc-worker --help`.
+//  6. the example of an own overlay (deploy/k8s/example) with a generated worker token: the token replaces the
+//     placeholder in the one Secret both pods mount, images come from a registry, and 2-5 hold for it.
 // The checks are also run on broken copies of a rendered overlay, which they must reject (a check that cannot
 // fail is no check). Prints one line per overlay and "N passed, N failed"; exits non-zero on any failure.
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readdirSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { randomBytes } from "node:crypto";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseAllDocuments } from "yaml";
@@ -89,6 +92,18 @@ function argValues(args, flag) {
     else if (args[i].startsWith(flag + "=")) out.push(args[i].slice(flag.length + 1));
   }
   return out;
+}
+
+// kustomize writes long base64 values of Secrets wrapped over several lines; the API server's base64 decoder
+// ignores the line breaks, the schema's "byte" format does not: compare them as the server reads them.
+function render(dir) {
+  const text = execFileSync("kubectl", ["kustomize", dir], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  const docs = parseAllDocuments(text);
+  const errors = docs.flatMap((d) => d.errors.map((x) => `yaml: ${x.message}`));
+  const objs = docs.map((d) => d.toJS()).filter(Boolean);
+  for (const o of objs)
+    if (o.kind === "Secret") for (const k of Object.keys(o.data || {})) o.data[k] = String(o.data[k]).replace(/\s+/g, "");
+  return { objs, errors };
 }
 
 const portOf = (addr) => Number(addr.slice(addr.lastIndexOf(":") + 1));
@@ -450,16 +465,13 @@ async function main() {
   for (const name of overlays) {
     const expect = OVERLAYS[name];
     if (!expect) { report(`overlay ${name}`, ["not listed in k8s_validate.mjs OVERLAYS: say what it must contain"]); continue; }
-    let text;
+    let objs, parseErrs;
     try {
-      text = execFileSync("kubectl", ["kustomize", join(k8s, "overlays", name)], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+      ({ objs, errors: parseErrs } = render(join(k8s, "overlays", name)));
     } catch (e) {
       report(`overlay ${name}: kubectl kustomize`, [(e.stderr || String(e)).trim()]);
       continue;
     }
-    const docs = parseAllDocuments(text);
-    const parseErrs = docs.flatMap((d) => d.errors.map((x) => `yaml: ${x.message}`));
-    const objs = docs.map((d) => d.toJS()).filter(Boolean);
     rendered.set(name, objs);
     const errs = [...parseErrs];
     for (const o of objs) for (const e of await schemaErrors(o)) errs.push(`${o.kind} ${o.metadata?.name}: ${e}`);
@@ -469,6 +481,46 @@ async function main() {
   }
   for (const name of Object.keys(OVERLAYS))
     if (!overlays.includes(name)) report(`overlay ${name}`, ["listed in OVERLAYS but missing from deploy/k8s/overlays"]);
+
+  // The example of a deployment of one's own (docs/operations.md): with a worker token next to it, the real
+  // token replaces the placeholder in the one Secret both pods mount, and the images come from the registry.
+  const ex = join(k8s, "example");
+  if (existsSync(join(ex, "kustomization.yaml"))) {
+    const tokPath = join(ex, "worker.token");
+    const had = existsSync(tokPath);
+    if (!had) writeFileSync(tokPath, `llmc_${randomBytes(32).toString("hex")}\n`);
+    const errs = [];
+    let objs = [];
+    try {
+      const token = readFileSync(tokPath, "utf8");
+      let parseErrs;
+      ({ objs, errors: parseErrs } = render(ex));
+      errs.push(...parseErrs);
+      const kust = parseAllDocuments(readFileSync(join(ex, "kustomization.yaml"), "utf8"))[0].toJS();
+      const base = (kust.resources || []).map((r) => r.split("/").pop()).find((n) => OVERLAYS[n]);
+      if (!base) errs.push("its resources name none of the overlays");
+      else errs.push(...llmcErrors(objs, OVERLAYS[base]));
+      for (const o of objs) for (const e of await schemaErrors(o)) errs.push(`${o.kind} ${o.metadata?.name}: ${e}`);
+      const tokenSecrets = objs.filter((o) => o.kind === "Secret" && o.metadata.name.startsWith("llmc-tokens"));
+      if (tokenSecrets.length !== 1) errs.push(`${tokenSecrets.length} llmc-tokens Secrets`);
+      else if (Buffer.from(tokenSecrets[0].data?.["worker.token"] || "", "base64").toString() !== token)
+        errs.push("the llmc-tokens Secret does not hold worker.token");
+      for (const o of objs.filter((o) => o.kind === "Secret"))
+        for (const [k, v] of Object.entries(o.data || {}))
+          if (Buffer.from(v, "base64").toString().includes("REPLACE_ME") && o.metadata.name.startsWith("llmc-tokens"))
+            errs.push(`${o.metadata.name}: ${k} is still the placeholder`);
+      for (const o of objs)
+        for (const c of o.spec?.template?.spec?.containers || [])
+          if (c.image.startsWith("localhost/")) errs.push(`${o.kind} ${o.metadata.name}: image ${c.image} was not replaced`);
+      if (binDir) errs.push(...flagErrors(objs, binDir));
+    } catch (e) {
+      errs.push((e.stderr || String(e)).trim());
+    } finally {
+      if (!had) rmSync(tokPath, { force: true });
+    }
+    rendered.set("example", objs);
+    report(`example (own overlay): the token replaced, images from a registry, llmc rules (${objs.length} objects)`, errs);
+  }
 
   const work = mkdtempSync(join(HERE, ".tsc-")); // inside deploy/tests: tsc finds node_modules from here
   try {
