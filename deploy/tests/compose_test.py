@@ -188,6 +188,9 @@ def main():
     help_text = None
     if len(sys.argv) > 1:
         bindir = os.path.join(os.path.abspath(sys.argv[1]), "bin")
+        for b in ("llmc-server", "llmc-worker"):
+            if not os.access(os.path.join(bindir, b), os.X_OK):
+                sys.exit(f"compose_test: no {os.path.join(bindir, b)}")
         help_text = {b: subprocess.run([os.path.join(bindir, b), "--help"], capture_output=True, text=True).stdout
                      for b in ("llmc-server", "llmc-worker")}
     env, documented = read_env(os.path.join(COMPOSE, "env.example"))
