@@ -46,6 +46,7 @@ VERSION=$("$BIN/llmc" --version 2>/dev/null | awk '{print $2}') || true
 VERSION=${VERSION:-0.0.0}
 TAG=${TAG:-$VERSION}
 REVISION=$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)
+# shellcheck disable=SC2034  # read by images.sh
 LLMC_LOG_NAME=build.sh
 source "$HERE/images.sh"   # llmc_base_image, llmc_runtime_deps; LLMC_BUILD_FLAGS (podman-env.sh)
 log() { llmc_log "$@"; }

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Sourced by build.sh and deploy/tests/systemd_test.sh: the Debian base image and the packages a binary needs.
 #   llmc_base_image           makes (once) and prints localhost/llmc-base:bookworm-KEY, a debootstrapped Debian
 #                             bookworm imported into podman; its root file system is cached as a tarball in

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Sourced by build.sh and the container test: flags for buildah and podman on hosts where podman's defaults fail.
 #   LLMC_OCI_RUNTIME   OCI runtime (default: runc when installed; crun fails on some hosts, e.g. under gVisor)
 #   LLMC_RUN_FLAGS     flags for `podman run`: the runtime, and open-file and process limits that the container

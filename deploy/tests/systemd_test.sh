@@ -135,6 +135,7 @@ else fail "a misspelt directive passes verify silently"; fi
 # deploy/containers (cached as localhost/llmc-systemd-test:KEY). Needs buildah, podman and debootstrap.
 live() {
   local id="llmc-systest-$$" image pkgs key base ctx b out pid field
+  # shellcheck disable=SC2034  # read by images.sh
   LLMC_LOG_NAME=systemd_test
   source "$HERE/../containers/images.sh"
   base=$(llmc_base_image) || { fail "live: no Debian base image"; return; }
