@@ -6,7 +6,7 @@
 // Distribution is explicit in the structure even with one process: the calibration samples are a shard
 // (`Communicator::rank()`'s slice), statistics are reduced with `Communicator::AllReduceSum/Max` before any
 // solve, and each module has an owner rank that solves it and broadcasts the result. SingleRank is the
-// one-process implementation; an NCCL one plugs in behind the same interface.
+// one-process implementation; NCCL and Gloo ones plug in behind the same interface (engine/dist).
 #pragma once
 
 #include <atomic>
@@ -18,37 +18,12 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
-#include "absl/types/span.h"
 #include "engine/data/calibration_data.h"
+#include "engine/dist/communicator.h"
 #include "engine/format/algorithms.h"
 #include "engine/pipeline/compress_job.h"
 
 namespace llmc {
-
-// Collective operations of the ranks that share one job.
-class Communicator {
- public:
-  virtual ~Communicator() = default;
-  virtual int rank() const = 0;
-  virtual int size() const = 0;
-  // In place over all ranks.
-  virtual absl::Status AllReduceSum(absl::Span<float> data) = 0;
-  virtual absl::Status AllReduceSum(absl::Span<double> data) = 0;
-  virtual absl::Status AllReduceMax(absl::Span<float> data) = 0;
-  // From rank `root` to all.
-  virtual absl::Status Broadcast(absl::Span<float> data, int root) = 0;
-};
-
-// One process holding every sample: the collectives are no-ops.
-class SingleRank : public Communicator {
- public:
-  int rank() const override { return 0; }
-  int size() const override { return 1; }
-  absl::Status AllReduceSum(absl::Span<float>) override { return absl::OkStatus(); }
-  absl::Status AllReduceSum(absl::Span<double>) override { return absl::OkStatus(); }
-  absl::Status AllReduceMax(absl::Span<float>) override { return absl::OkStatus(); }
-  absl::Status Broadcast(absl::Span<float>, int) override { return absl::OkStatus(); }
-};
 
 struct SequentialOptions {
   std::string model_path;

@@ -5,11 +5,18 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cblas.h>
+#include <openssl/evp.h>
+
 #include <filesystem>
 #include <fstream>
+#include <map>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "engine/format/job_recipe.h"
 #include "engine/pipeline/run_job.h"
+#include "tests/support/synthetic_model.h"
 #include "engine/io/model_dir.h"
 #include "engine/model/causal_lm.h"
 #include "engine/model/perplexity.h"
@@ -37,7 +44,7 @@ class SequentialSolverTest : public ::testing::Test {
 
   // Compresses the fixture with `recipe_yaml` into tmp/name; returns the summary.
   absl::StatusOr<CompressSummary> Compress(const std::string& recipe_yaml, const std::string& name, int samples = 8,
-                                           int seq_len = 128) {
+                                           int seq_len = 128, const std::string& model = "") {
     auto recipe = ParseCompressionRecipe(recipe_yaml, "test.yaml");
     if (!recipe.ok()) return recipe.status();
     if (auto s = ResolveRecipe(&*recipe); !s.ok()) return s;
@@ -46,7 +53,7 @@ class SequentialSolverTest : public ::testing::Test {
     static const QuantConfig kEmpty;
     const QuantConfig& cfg = r.quant ? *r.quant : kEmpty;
     SequentialOptions so;
-    so.model_path = model_;
+    so.model_path = model.empty() ? model_ : model;
     so.dataset = dataset_;
     so.calibration.num_samples = samples;
     so.calibration.seq_len = seq_len;
@@ -54,7 +61,7 @@ class SequentialSolverTest : public ::testing::Test {
     auto solver = SequentialSolver::Create(so, r, cfg);
     if (!solver.ok()) return solver.status();
     CompressOptions o;
-    o.model_path = model_;
+    o.model_path = so.model_path;
     o.output_path = tmp_.path() + "/" + name;
     o.solver = solver->get();
     o.recipe_yaml = r.yaml;
@@ -250,6 +257,77 @@ TEST_F(SequentialSolverTest, ResumeIsByteIdentical) {
     std::ifstream a(e.path(), std::ios::binary), b(spec.output_path + "/" + name, std::ios::binary);
     std::string sa((std::istreambuf_iterator<char>(a)), {}), sb((std::istreambuf_iterator<char>(b)), {});
     EXPECT_TRUE(sa == sb) << name << " differs after resume";
+  }
+}
+
+// sha256 of every safetensors file under `dir`, by file name (none when hashing fails).
+std::map<std::string, std::string> SafetensorsSha256(const std::string& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() != ".safetensors") continue;
+    std::ifstream f(e.path(), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(f)), {});
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_sha256(), nullptr) != 1) return {};
+    std::string hex;
+    for (unsigned int i = 0; i < len; ++i) hex += absl::StrFormat("%02x", md[i]);
+    out[e.path().filename().string()] = hex;
+  }
+  return out;
+}
+
+// The exact bytes of calibrated outputs of a small synthetic Llama (2 blocks, hidden 256, the fixture's
+// tokenizer), one run per algorithm path: any change to the pipeline's or a solver's arithmetic shows here.
+// The values depend on OpenBLAS's kernels (summation order in sgemm/ssyrk), which it picks per CPU: they were
+// recorded with the core named below (and do not depend on its thread count); elsewhere the test skips, saying
+// so (OPENBLAS_CORETYPE=SkylakeX runs it on any AVX-512 CPU).
+TEST_F(SequentialSolverTest, CalibratedOutputBytesArePinned) {
+  constexpr char kRecordedCore[] = "SkylakeX";
+  if (std::string(openblas_get_corename()) != kRecordedCore)
+    GTEST_SKIP() << "hashes recorded with OpenBLAS core " << kRecordedCore << ", this one is "
+                 << openblas_get_corename();
+  const std::string model = tmp_.path() + "/synthetic";
+  SyntheticLlamaShape shape;  // hidden 256, intermediate 512, 2 layers, 4 heads, 2 kv heads
+  shape.vocab = 8192;         // the fixture tokenizer's
+  ASSERT_TRUE(WriteSyntheticLlama(model, shape, DType::kBF16, 17, 1u << 30).ok());
+  fs::copy_file(model_ + "/tokenizer.json", model + "/tokenizer.json");
+  fs::copy_file(model_ + "/tokenizer_config.json", model + "/tokenizer_config.json");
+  struct Run {
+    const char* name;
+    const char* recipe;
+    const char* sha256;  // of model.safetensors
+  };
+  const std::vector<Run> runs = {
+      {"gptq", "GPTQModifier: {scheme: W4A16, ignore: [lm_head], actorder: group}\n",
+       "9fd09b3a5dc6fe70d2ee5dc0588f15f9aa7c3384da1df9631451ece1772360df"},
+      {"awq", "AWQModifier: {scheme: W4A16_ASYM, ignore: [lm_head], n_grid: 5}\n",
+       "769c0e172c3bc10bccb1d3df9ed11fdfc503847e0959389ac962fe714ed57c68"},
+      {"sq_gptq", "SmoothQuantModifier: {smoothing_strength: 0.8}\nGPTQModifier: {scheme: W8A8, ignore: [lm_head]}\n",
+       "67d1c4eb180e5d2d63e4a9187d98b1f90b3e439491947f414fcdbbd0073c7806"},
+      {"sparsegpt", "SparseGPTModifier: {sparsity: 0.5, mask_structure: '2:4', ignore: [lm_head]}\n",
+       "369a69090179f41c383703e16aa23cb6f6fd9afd60d4634d66456325c1620030"},
+      {"sparsegpt_gptq",
+       "SparseGPTModifier: {sparsity: 0.5, ignore: [lm_head]}\nGPTQModifier: {scheme: W4A16, ignore: [lm_head]}\n",
+       "1889a438b9089da921bbcf291e6b6cba10984a8ab52a5b968304d64593f0e263"},
+      {"wanda", "WandaPruningModifier: {sparsity: 0.5, ignore: [lm_head]}\n",
+       "87ee590b8d9b9c92228f2f124631b24102e8dad1cd700c718b7ceeeb8b13dc04"},
+      {"fp8_static_kv",
+       "QuantizationModifier: {scheme: FP8, ignore: [lm_head], kv_cache_scheme: {num_bits: 8, type: float, "
+       "strategy: tensor, dynamic: false, symmetric: true}}\n",
+       "a824ab543d8376de816efc1c6fe251053b54f6cc7193e48a673b89da1d2c0599"},
+      {"gptq_nvfp4", "GPTQModifier: {scheme: NVFP4, ignore: [lm_head]}\n",
+       "1273e91cf65a732147c9f2eb8786d4b6925649a7a19fa598713fb36cca30f5c1"},
+  };
+  for (const Run& r : runs) {
+    auto s = Compress(r.recipe, r.name, 8, 64, model);
+    ASSERT_TRUE(s.ok()) << r.name << ": " << s.status();
+    const auto got = SafetensorsSha256(tmp_.path() + "/" + r.name);
+    ASSERT_FALSE(got.empty()) << r.name;
+    std::string listing;
+    for (const auto& [file, hex] : got) listing += absl::StrCat(file, " ", hex, "; ");
+    const std::map<std::string, std::string> want = {{"model.safetensors", r.sha256}};
+    EXPECT_EQ(got, want) << r.name << " wrote " << listing;
   }
 }
 
