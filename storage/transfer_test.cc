@@ -31,10 +31,7 @@ std::string RandomBytes(size_t n, uint64_t seed) {
   return s;
 }
 
-std::string ReadAll(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using ::llmc::testing::ReadAll;
 
 absl::StatusOr<UploadResult> Upload(const std::string& path, ObjectStore& store, const std::string& key,
                                     const TransferOptions& o) {

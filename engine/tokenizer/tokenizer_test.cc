@@ -35,12 +35,7 @@ std::string SharedDir() {
   return fs::exists(dir) ? dir : "";
 }
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using ::llmc::testing::ReadAll;
 
 using ::llmc::testing::TempDir;
 

@@ -11,6 +11,7 @@
 
 #include "tests/support/synthetic_model.h"
 #include "tests/support/test_paths.h"
+#include "tests/support/temp_dir.h"
 
 namespace llmc {
 namespace {
@@ -25,10 +26,7 @@ struct Result {
   std::string err;
 };
 
-std::string ReadAll(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using ::llmc::testing::ReadAll;
 
 // Runs `llmc ARGS` and captures exit status, stdout and stderr.
 Result Llmc(const std::string& args) {

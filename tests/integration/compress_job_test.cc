@@ -13,6 +13,7 @@
 #include "engine/format/recipe.h"
 #include "engine/io/model_dir.h"
 #include "tests/support/test_paths.h"
+#include "tests/support/temp_dir.h"
 
 namespace llmc {
 namespace {
@@ -21,10 +22,7 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using testing::TempDir;
 
-std::string ReadAll(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using ::llmc::testing::ReadAll;
 
 class CompressJobTest : public ::testing::Test {
  protected:

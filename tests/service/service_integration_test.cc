@@ -43,12 +43,7 @@ bool HaveFixture() { return fs::exists(SharedDir() + "/models/llmc-fixture-llama
 std::string Fixture() { return SharedDir() + "/models/llmc-fixture-llama"; }
 std::string Calibration() { return SharedDir() + "/data/calibration.txt"; }
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using ::llmc::testing::ReadAll;
 
 // Every file of `a` but compression_report.json (timings) is byte-identical in `b`, and b has no others.
 void ExpectSameCheckpoint(const std::string& a, const std::string& b) {

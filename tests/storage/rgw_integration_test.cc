@@ -70,10 +70,7 @@ std::string RandomBytes(size_t n, uint64_t seed) {
   return s;
 }
 
-std::string ReadAll(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using ::llmc::testing::ReadAll;
 
 class RgwTest : public ::testing::Test {
  protected:

@@ -1,10 +1,12 @@
-// A fresh temporary directory for tests, removed with its contents at destruction. Header-only; not thread-safe.
+// A fresh temporary directory for tests, removed with its contents at destruction, and reading a file whole.
+// Header-only; not thread-safe.
 #pragma once
 
 #include <stdlib.h>
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 namespace llmc::testing {
@@ -35,5 +37,11 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// The whole file at `path` as bytes ("" when it cannot be read).
+inline std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
 
 }  // namespace llmc::testing
