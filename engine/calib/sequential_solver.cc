@@ -17,42 +17,21 @@
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
 #include "common/util.h"
+#include "engine/algo/block_view.h"
 #include "engine/algo/gptq.h"
-#include "engine/algo/hessian.h"
+#include "engine/calib/block_backend.h"
+#include "engine/calib/calib_hooks.h"
 #include "engine/calib/pruning.h"
 #include "engine/model/causal_lm.h"
 #include "engine/quant/group_quantizer.h"
 #include "engine/quant/weight_quantizer.h"
 #include "engine/tokenizer/tokenizer.h"
-#if LLMC_CALIB_CUDA
-#include <cuda_runtime_api.h>
-
-#if LLMC_CALIB_CUDA_GPTQ
-#include "engine/algo/cuda_gptq.h"
-#endif
-#include "engine/model/cuda_block_runner.h"
-#include "engine/model/cuda_context.h"
-#endif
 
 namespace llmc {
 
 using json = nlohmann::json;
 
 namespace {
-
-std::string Leaf(const std::string& module) {
-  auto dot = module.rfind('.');
-  return dot == std::string::npos ? module : module.substr(dot + 1);
-}
-
-// Modules that read the same input tensor share its statistics.
-std::string InputGroup(const std::string& module) {
-  const std::string leaf = Leaf(module);
-  const std::string parent = module.substr(0, module.size() - leaf.size());
-  if (leaf == "q_proj" || leaf == "k_proj" || leaf == "v_proj") return parent + "qkv";
-  if (leaf == "gate_proj" || leaf == "up_proj") return parent + "gate_up";
-  return module;
-}
 
 std::vector<uint8_t> ToDTypeBytes(const std::vector<float>& v, DType dtype) {
   std::vector<uint8_t> out(v.size() * DTypeSize(dtype));
@@ -74,212 +53,6 @@ float RoundToDType(float x, DType d) {
   return d == DType::kBF16 ? RoundBF16(x) : d == DType::kF16 ? RoundF16(x) : x;
 }
 
-// What calibration collects in one pass.
-struct Wants {
-  std::set<std::string> hessian;      // input groups
-  std::set<std::string> row_norm;     // input groups (Wanda)
-  std::set<std::string> channel_max;  // input groups (SmoothQuant)
-  std::set<std::string> range;        // input groups (static activation scales)
-  std::set<std::string> channel_mean; // input groups (AWQ: mean |x| per channel)
-  std::set<std::string> capture;      // input groups whose inputs are kept (AWQ's search), up to capture_tokens
-  int64_t capture_tokens = 0;
-  bool kv = false;                    // k/v output ranges (kv cache scales)
-  // GPU runs: Hessians stay on the device (GPTQ solves there); false keeps them on the host (the pruning solvers).
-  bool device_hessian = true;
-  bool empty() const {
-    return hessian.empty() && row_norm.empty() && channel_max.empty() && range.empty() && channel_mean.empty() &&
-           capture.empty() && !kv;
-  }
-};
-
-struct GroupStats {
-  std::unique_ptr<HessianAccumulator> hessian;
-  std::unique_ptr<RowNormAccumulator> row_norm;
-  std::vector<float> channel_max;
-  std::vector<double> channel_abs_sum;  // AWQ
-  std::vector<float> captured;          // [captured_tokens, cols] inputs kept for AWQ's search
-  int64_t captured_tokens = 0, captured_seq_len = 0;
-#if LLMC_CALIB_CUDA
-  // GPU runs: the raw sum X^T X on the device and the samples it came from (H = 2/N of it).
-  std::shared_ptr<DeviceArray<float>> d_xtx;
-  int64_t d_samples = 0, d_tokens = 0;
-#endif
-  float amax = 0;  // max |x| over every element (static scales)
-  float min = 0, max = 0;
-  int64_t tokens = 0;
-  bool nonfinite = false;
-};
-
-// The LinearHooks that collect statistics during a calibration pass.
-class CalibHooks : public LinearHooks {
- public:
-  CalibHooks(const Wants& wants, const ModelSpec& spec, const RopeTable* rope, const DecoderBlock* block,
-             CpuContext* ctx)
-      : wants_(wants), spec_(spec), rope_(rope), block_(block), ctx_(ctx) {}
-
-  void set_seq_len(int64_t t) { seq_len_ = t; }
-  void set_on_device(bool d) { on_device_ = d; }
-  std::map<std::string, GroupStats>& stats() { return stats_; }
-  float k_amax() const { return k_amax_; }
-  float v_amax() const { return v_amax_; }
-
-  absl::Status OnInput(const LinearWeight& w, absl::Span<const float> input, int64_t tokens) override {
-    const std::string group = InputGroup(w.name);
-    const bool repeat = input.data() == last_ptr_ && group == last_group_;
-    last_ptr_ = input.data();
-    last_group_ = group;
-    if (wants_.kv) LLMC_RETURN_IF_ERROR(ObserveKv(w, input.data(), tokens));
-    if (repeat) return absl::OkStatus();
-    const int64_t cols = w.in_features;
-    const float* x = input.data();
-    const int64_t samples = seq_len_ > 0 ? std::max<int64_t>(1, tokens / seq_len_) : 1;
-    GroupStats* st = nullptr;
-    auto get = [&]() -> GroupStats& {
-      if (!st) st = &stats_[group];
-      return *st;
-    };
-    if (wants_.hessian.count(group) && !(on_device_ && wants_.device_hessian)) {
-      GroupStats& s = get();
-      if (!s.hessian) s.hessian = std::make_unique<HessianAccumulator>(cols);
-      LLMC_RETURN_IF_ERROR(s.hessian->Add(x, tokens, samples));
-    }
-    if (wants_.row_norm.count(group)) {
-      GroupStats& s = get();
-      if (!s.row_norm) s.row_norm = std::make_unique<RowNormAccumulator>(cols);
-      LLMC_RETURN_IF_ERROR(s.row_norm->Add(x, tokens, samples));
-    }
-    if (wants_.channel_max.count(group) || wants_.range.count(group)) {
-      GroupStats& s = get();
-      if (s.channel_max.empty()) s.channel_max.assign(cols, 0.0f);
-      float mn = s.min, mx = s.max;
-      bool finite = true;
-      for (int64_t t = 0; t < tokens; ++t) {
-        const float* r = x + t * cols;
-        for (int64_t c = 0; c < cols; ++c) {
-          float v = r[c];
-          finite &= std::isfinite(v);
-          s.channel_max[c] = std::max(s.channel_max[c], std::fabs(v));
-          mn = std::min(mn, v);
-          mx = std::max(mx, v);
-        }
-      }
-      s.min = mn;
-      s.max = mx;
-      s.amax = std::max(-mn, mx);
-      s.nonfinite |= !finite;
-    }
-    if (wants_.channel_mean.count(group)) {
-      GroupStats& s = get();
-      if (s.channel_abs_sum.empty()) s.channel_abs_sum.assign(cols, 0.0);
-      for (int64_t t = 0; t < tokens; ++t)
-        for (int64_t c = 0; c < cols; ++c) s.channel_abs_sum[c] += std::fabs(x[t * cols + c]);
-    }
-    if (wants_.capture.count(group)) {
-      GroupStats& s = get();
-      if (s.captured_tokens == 0) s.captured_seq_len = seq_len_;
-      if (s.captured_seq_len == seq_len_ && s.captured_tokens + tokens <= std::max(wants_.capture_tokens, seq_len_)) {
-        s.captured.insert(s.captured.end(), x, x + tokens * cols);
-        s.captured_tokens += tokens;
-      }
-    }
-    if (st) st->tokens += tokens;
-    return absl::OkStatus();
-  }
-
- private:
-  // k after its norm and rotary embedding, and v, as the kv cache stores them.
-  absl::Status ObserveKv(const LinearWeight& w, const float* x, int64_t tokens) {
-    const std::string leaf = Leaf(w.name);
-    if (leaf != "k_proj" && leaf != "v_proj") return absl::OkStatus();
-    // The weights as the block holds them on the host (device hooks see a weight-less descriptor).
-    const LinearWeight* lw = &w;
-    for (const LinearWeight* b : block_->linears())
-      if (b->name == w.name) lw = b;
-    if (lw->weight.size() != static_cast<size_t>(lw->out_features * lw->in_features))
-      return absl::InternalError(absl::StrCat(w.name, ": no host weights for the kv cache observer"));
-    std::vector<float> y(tokens * lw->out_features);
-    LinearForward(x, tokens, lw->in_features, lw->weight.data(), lw->bias.empty() ? nullptr : lw->bias.data(),
-                  lw->out_features, y.data(), ctx_);
-    if (leaf == "k_proj") {
-      if (spec_.qk_norm)
-        RmsNorm(y.data(), tokens * spec_.num_kv_heads, spec_.head_dim, block_->k_norm.data(),
-                static_cast<float>(spec_.rms_norm_eps), y.data(), ctx_);
-      ApplyRotary(y.data(), tokens / seq_len_, seq_len_, spec_.num_kv_heads, *rope_, ctx_);
-    }
-    float a = 0;
-    for (float v : y) a = std::max(a, std::fabs(v));
-    if (!std::isfinite(a))
-      return absl::InvalidArgumentError(absl::StrCat(w.name, ": NaN or Inf in the calibration activations"));
-    (leaf == "k_proj" ? k_amax_ : v_amax_) = std::max(leaf == "k_proj" ? k_amax_ : v_amax_, a);
-    return absl::OkStatus();
-  }
-
-  const Wants& wants_;
-  const ModelSpec& spec_;
-  const RopeTable* rope_;
-  const DecoderBlock* block_;
-  CpuContext* ctx_;
-  int64_t seq_len_ = 0;
-  bool on_device_ = false;
-  const float* last_ptr_ = nullptr;
-  std::string last_group_;
-  std::map<std::string, GroupStats> stats_;
-  float k_amax_ = 0, v_amax_ = 0;
-};
-
-#if LLMC_CALIB_CUDA
-// Calibration on the GPU: Hessian sums accumulate on the device (cuBLAS SYRK); every other statistic goes through
-// the host hooks (a copy of the input per call), which only the smoothing and static-scale algorithms need.
-class DeviceCalibHooks : public CudaLinearHooks {
- public:
-  // `alpha` scales every X^T X added (2/N for the Hessian of N calibration samples).
-  DeviceCalibHooks(const Wants& wants, CalibHooks* host, CudaContext* ctx, float alpha, cuda::GemmPrecision precision)
-      : wants_(wants), host_(host), ctx_(ctx), alpha_(alpha), precision_(precision) {
-    adapter_ = std::make_unique<HostLinearHooksAdapter>(host);
-    need_host_ = !wants.row_norm.empty() || !wants.channel_max.empty() || !wants.range.empty() ||
-                 !wants.channel_mean.empty() || !wants.capture.empty() || wants.kv ||
-                 (!wants.hessian.empty() && !wants.device_hessian);
-  }
-  void set_seq_len(int64_t t) { seq_len_ = t; }
-
-  absl::Status OnDeviceInput(const LinearWeight& w, const float* input, int64_t tokens, cudaStream_t stream) override {
-    const std::string group = InputGroup(w.name);
-    const bool repeat = input == last_ptr_ && group == last_group_;
-    last_ptr_ = input;
-    last_group_ = group;
-    if (!repeat && wants_.device_hessian && wants_.hessian.count(group)) {
-      GroupStats& s = host_->stats()[group];
-      const int64_t cols = w.in_features;
-      if (!s.d_xtx) {
-        s.d_xtx = std::make_shared<DeviceArray<float>>();
-        LLMC_RETURN_IF_ERROR(s.d_xtx->Reserve(cols * cols, absl::StrCat("Hessian of ", group)));
-        if (cudaMemsetAsync(s.d_xtx->data(), 0, cols * cols * sizeof(float), stream) != cudaSuccess)
-          return absl::InternalError("cudaMemsetAsync failed");
-      }
-      std::string err = ctx_->blas()->AccumulateXtX(input, tokens, cols, alpha_, s.d_xtx->data(), precision_);
-      if (!err.empty()) return absl::InternalError(absl::StrCat(w.name, ": ", err));
-      s.d_samples += seq_len_ > 0 ? std::max<int64_t>(1, tokens / seq_len_) : 1;
-      s.d_tokens += tokens;
-      s.tokens += tokens;
-    }
-    if (need_host_) return adapter_->OnDeviceInput(w, input, tokens, stream);
-    return absl::OkStatus();
-  }
-
- private:
-  const Wants& wants_;
-  CalibHooks* host_;
-  CudaContext* ctx_;
-  float alpha_;
-  cuda::GemmPrecision precision_;
-  std::unique_ptr<HostLinearHooksAdapter> adapter_;
-  bool need_host_ = false;
-  int64_t seq_len_ = 0;
-  const float* last_ptr_ = nullptr;
-  std::string last_group_;
-};
-#endif
-
 }  // namespace
 
 class SequentialSolver::Impl {
@@ -300,6 +73,7 @@ class SequentialSolver::Impl {
     for (auto& w : cs.warnings) warnings_.push_back(w);
     // This rank's shard of the samples, grouped by length (a batch holds equal-length sequences).
     std::map<size_t, std::vector<int32_t>> by_len;
+    std::vector<HiddenStates> batches;
     std::map<size_t, int64_t> count;
     for (size_t i = 0; i < cs.samples.size(); ++i) {
       if (static_cast<int>(i % comm_->size()) != comm_->rank()) continue;
@@ -315,65 +89,23 @@ class SequentialSolver::Impl {
     for (auto& [len, ids] : by_len) {
       LLMC_ASSIGN_OR_RETURN(HiddenStates x, lm_->Embed(ids, count[len], static_cast<int64_t>(len)));
       max_len_ = std::max<int64_t>(max_len_, len);
-      batches_.push_back(std::move(x));
+      batches.push_back(std::move(x));
     }
     // Model dtype: the dtype of the first decoder Linear weight.
     const ModelTensor* t = lm_->dir().Find("model.layers.0.self_attn.q_proj.weight");
     if (!t) return absl::InvalidArgumentError(absl::StrCat(opt_.model_path, ": no model.layers.0.self_attn.q_proj.weight"));
     dtype_ = t->info->dtype;
-    if (opt_.device == "cuda") LLMC_RETURN_IF_ERROR(InitDevice());
-    else if (opt_.device != "cpu")
-      return absl::InvalidArgumentError(absl::StrCat("device '", opt_.device, "': use cpu or cuda"));
+    BlockBackendOptions bo;
+    bo.device = opt_.device;
+    bo.gemm_precision = opt_.gemm_precision;
+    bo.max_chunk_tokens = opt_.max_chunk_tokens;
+    bo.num_samples = num_samples_;
+    LLMC_ASSIGN_OR_RETURN(backend_, CreateBlockBackend(bo, lm_.get(), std::move(batches)));
+    // Encode and write solved modules beside the solves while the blocks run off the host.
+    if (backend_->runs_off_host())
+      finisher_ = std::make_unique<ThreadPool>(
+          std::max(2, opt_.threads > 0 ? opt_.threads : static_cast<int>(std::thread::hardware_concurrency())));
     return CheckRecipe();
-  }
-
-  absl::Status InitDevice() {
-#if LLMC_CALIB_CUDA
-    LLMC_ASSIGN_OR_RETURN(cuda_, CudaContext::Create());
-    cuda::GemmPrecision prec = cuda::GemmPrecision::kTf32;
-    if (opt_.gemm_precision == "fp32") prec = cuda::GemmPrecision::kFp32;
-    else if (opt_.gemm_precision == "bf16") prec = cuda::GemmPrecision::kBf16;
-    else if (!opt_.gemm_precision.empty() && opt_.gemm_precision != "tf32")
-      return absl::InvalidArgumentError(absl::StrCat("GEMM precision '", opt_.gemm_precision, "': use fp32, tf32 or bf16"));
-    LLMC_ASSIGN_OR_RETURN(dweights_, CudaBlockWeights::Create(lm_->spec(), prec, cuda_.get()));
-    CudaBlockRunnerOptions ro;
-    ro.max_chunk_tokens = std::max<int64_t>(opt_.max_chunk_tokens, 8192);
-    LLMC_ASSIGN_OR_RETURN(runner_, CudaBlockRunner::Create(lm_->spec(), cuda_.get(), ro));
-    int64_t max_tokens = 0;
-    for (HiddenStates& b : batches_) {
-      LLMC_ASSIGN_OR_RETURN(DeviceHiddenStates d, UploadHiddenStates(b, cuda_.get()));
-      max_tokens = std::max(max_tokens, b.tokens());
-      dbatches_.push_back(std::move(d));
-      b.data.clear();
-      b.data.shrink_to_fit();
-    }
-    LLMC_RETURN_IF_ERROR(dscratch_.data.Reserve(max_tokens * lm_->spec().hidden_size, "calibration activations"));
-    finisher_ = std::make_unique<ThreadPool>(std::max(2, opt_.threads > 0 ? opt_.threads : static_cast<int>(std::thread::hardware_concurrency())));
-    dscratch_.hidden = lm_->spec().hidden_size;
-    return absl::OkStatus();
-#else
-    return absl::FailedPreconditionError("device cuda: this build of llmc has no CUDA support; use --device cpu");
-#endif
-  }
-
-  bool on_device() const { return opt_.device == "cuda"; }
-
-  // Runs `block` over every batch in place (propagation with the compressed weights).
-  absl::Status Propagate(const DecoderBlock& block) {
-#if LLMC_CALIB_CUDA
-    if (on_device()) {
-      LLMC_RETURN_IF_ERROR(dweights_->Upload(block));
-      for (DeviceHiddenStates& b : dbatches_) LLMC_RETURN_IF_ERROR(runner_->Run(dweights_.get(), &b));
-      return cuda_->Synchronize();
-    }
-#endif
-    for (HiddenStates& b : batches_) LLMC_RETURN_IF_ERROR(lm_->RunBlock(block, &b));
-    for (const HiddenStates& b : batches_)
-      for (float v : b.data)
-        if (!std::isfinite(v))
-          return absl::InvalidArgumentError(absl::StrCat("block ", block.layer, " produced NaN or Inf activations with the ",
-                                                         "compressed weights; the compression is unstable for this model"));
-    return absl::OkStatus();
   }
 
   // The errors a run would hit late, raised now.
@@ -472,12 +204,7 @@ class SequentialSolver::Impl {
     j["seconds"] = seconds_;
     j["peak_rss_bytes"] = PeakRssBytes();
     j["device"] = opt_.device;
-#if LLMC_CALIB_CUDA
-    if (cuda_) {
-      j["device_name"] = cuda_->device_name();
-      j["peak_device_used_bytes"] = peak_device_bytes_;
-    }
-#endif
+    backend_->Report(&j);
     j["warnings"] = warnings_;
     return j;
   }
@@ -490,29 +217,7 @@ class SequentialSolver::Impl {
   // Runs `block` over a copy of every batch with hooks collecting `wants`.
   absl::StatusOr<std::unique_ptr<CalibHooks>> Calibrate(const DecoderBlock& block, const Wants& wants) {
     auto hooks = std::make_unique<CalibHooks>(wants, lm_->spec(), &lm_->Rope(max_len_), &block, lm_->context());
-#if LLMC_CALIB_CUDA
-    if (on_device()) {
-      hooks->set_on_device(true);
-      DeviceCalibHooks dh(wants, hooks.get(), cuda_.get(), 2.0f / static_cast<float>(num_samples_), dweights_->precision());
-      LLMC_RETURN_IF_ERROR(dweights_->Upload(block));
-      for (const DeviceHiddenStates& b : dbatches_) {
-        dscratch_.num_seqs = b.num_seqs;
-        dscratch_.seq_len = b.seq_len;
-        if (cudaMemcpyAsync(dscratch_.data.data(), b.data.data(), b.tokens() * b.hidden * sizeof(float),
-                            cudaMemcpyDeviceToDevice, cuda_->stream()) != cudaSuccess)
-          return absl::InternalError("device copy of the calibration activations failed");
-        hooks->set_seq_len(b.seq_len);
-        dh.set_seq_len(b.seq_len);
-        LLMC_RETURN_IF_ERROR(runner_->Run(dweights_.get(), &dscratch_, &dh));
-      }
-      LLMC_RETURN_IF_ERROR(cuda_->Synchronize());
-    } else
-#endif
-    for (const HiddenStates& b : batches_) {
-      HiddenStates copy = b;
-      hooks->set_seq_len(b.seq_len);
-      LLMC_RETURN_IF_ERROR(lm_->RunBlock(block, &copy, hooks.get()));
-    }
+    LLMC_RETURN_IF_ERROR(backend_->Calibrate(block, wants, hooks.get()));
     // Statistics of all ranks' samples before any solve.
     for (auto& [name, s] : hooks->stats()) {
       if (s.nonfinite)
@@ -583,7 +288,7 @@ class SequentialSolver::Impl {
     blk["load_s"] = NowSeconds() - t;
     // Load (read, convert, dequantize) block L+1 on the host while the GPU works on block L. Only where nothing
     // else uses the runtime's CPU thread pool meanwhile (kv cache and AWQ observers do).
-    if (on_device() && !cfg_.kv_cache_scheme && !recipe_.awq && L + 1 < layers) {
+    if (backend_->runs_off_host() && !cfg_.kv_cache_scheme && !recipe_.awq && L + 1 < layers) {
       prefetch_layer_ = L + 1;
       prefetch_ = std::async(std::launch::async, [this, next = L + 1] { return lm_->LoadBlock(next); });
     }
@@ -718,17 +423,9 @@ class SequentialSolver::Impl {
     // 5. Propagate with the compressed weights.
     t = NowSeconds();
     report("propagate");
-    LLMC_RETURN_IF_ERROR(Propagate(*block));
+    LLMC_RETURN_IF_ERROR(backend_->Propagate(*block));
     blk["propagate_s"] = NowSeconds() - t;
-#if LLMC_CALIB_CUDA
-    if (on_device()) {
-      size_t free_b = 0, total_b = 0;
-      if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
-        peak_device_bytes_ = std::max<uint64_t>(peak_device_bytes_, total_b - free_b);
-        blk["device_used_bytes"] = total_b - free_b;
-      }
-    }
-#endif
+    backend_->ReportBlock(&blk);
 
     // 6. The block's other tensors: norms and biases (as modified by smoothing), anything else as stored.
     LLMC_RETURN_IF_ERROR(FinishModules());
@@ -782,7 +479,7 @@ class SequentialSolver::Impl {
       }
       LLMC_ASSIGN_OR_RETURN(lw->weight, DequantizeStored(*lw, wd, wa, grp.format, bufs, g_idx));
     }
-    LLMC_RETURN_IF_ERROR(Propagate(*block));
+    LLMC_RETURN_IF_ERROR(backend_->Propagate(*block));
     json blk = {{"layer", L}, {"resumed", true}};
     blocks_.push_back(blk);
     return absl::OkStatus();
@@ -819,7 +516,7 @@ class SequentialSolver::Impl {
       go.weight_args = &wa;
       go.keep_mask = keep;
       go.num_threads = opt_.threads;
-      auto r = RunGptq(orig->data(), *lw, st, &q, go);
+      auto r = backend_->Gptq(lw->name, orig->data(), rows, cols, st, &q, go);
       if (!r.ok()) return r.status();
       if (r->fell_back_to_rtn) AddWarning(r->warning);
       (*info)["algorithm"] = "gptq";
@@ -939,38 +636,6 @@ class SequentialSolver::Impl {
     }
     return absl::OkStatus();
   }
-
-  // GPTQ of one module with its input group's Hessian, on the GPU when the Hessian is there and the scheme is
-  // supported, else on the CPU.
-  absl::StatusOr<GptqResult> RunGptq(const float* weight, const LinearWeight& lwr, const GroupStats* st,
-                                     GroupQuantizer* q, const GptqOptions& go) {
-    const LinearWeight* lw = &lwr;
-    const int64_t rows = lw->out_features, cols = lw->in_features;
-#if LLMC_CALIB_CUDA
-    if (st && st->d_xtx) {
-      // d_xtx holds H = 2/N sum x x^T already (scaled as it accumulated).
-#if LLMC_CALIB_CUDA_GPTQ
-      if (CudaGptqSupports(*q))
-        return CudaGptqQuantize(lw->name, weight, rows, cols, st->d_xtx->data(), st->d_samples, q, go, cuda_.get());
-#endif
-      std::vector<float> h(cols * cols);
-      if (cudaMemcpy(h.data(), st->d_xtx->data(), h.size() * sizeof(float), cudaMemcpyDeviceToHost) != cudaSuccess)
-        return absl::InternalError("cannot copy a Hessian from the device");
-      return GptqQuantize(lw->name, weight, rows, cols, h.data(), st->d_samples, q, go);
-    }
-#endif
-    if (!st || !st->hessian) return absl::InternalError(absl::StrCat(lw->name, ": no Hessian"));
-    std::vector<float> h = st->hessian->Hessian();
-    return GptqQuantize(lw->name, weight, rows, cols, h.data(), st->hessian->num_samples(), q, go);
-  }
-
-#if LLMC_CALIB_CUDA
-  std::unique_ptr<CudaContext> cuda_;
-  std::unique_ptr<CudaBlockWeights> dweights_;
-  std::unique_ptr<CudaBlockRunner> runner_;
-  std::vector<DeviceHiddenStates> dbatches_;
-  DeviceHiddenStates dscratch_;
-#endif
 
   // --- SmoothQuant ----------------------------------------------------------------------------------------------
 
@@ -1150,7 +815,7 @@ class SequentialSolver::Impl {
       // The parent's output with given balance weights.
       const int64_t T = st->captured_seq_len, rows = st->captured_tokens, seqs = rows / T;
       const float* xin = st->captured.data();
-      const std::string leaf = Leaf(balance[0]->name);
+      const std::string leaf = LinearLeaf(balance[0]->name);
       const int64_t out_cols = (leaf == "o_proj" || leaf == "down_proj") ? balance[0]->out_features : H;
       auto parent = [&](const std::vector<const LinearWeight*>& ws, std::vector<float>* out) {
         out->assign(rows * out_cols, 0.0f);
@@ -1264,7 +929,7 @@ class SequentialSolver::Impl {
   SingleRank single_;
   Communicator* comm_;
   std::unique_ptr<CausalLm> lm_;
-  std::vector<HiddenStates> batches_;
+  std::unique_ptr<BlockBackend> backend_;  // holds this rank's activations
   int64_t max_len_ = 0;
   int64_t num_tokens_ = 0, num_samples_ = 0;
   DType dtype_ = DType::kBF16;
@@ -1272,11 +937,11 @@ class SequentialSolver::Impl {
   std::map<std::string, json> module_info_;
   json modules_ = json::array(), blocks_ = json::array();
   int modules_done_ = 0;
-  uint64_t peak_device_bytes_ = 0;
   // The next block, loading on the host while the GPU runs this one.
   std::future<absl::StatusOr<std::unique_ptr<DecoderBlock>>> prefetch_;
   int prefetch_layer_ = -1;
-  // Encodes and writes solved modules beside the solves (GPU runs; CPU runs finish each module inline).
+  // Encodes and writes solved modules beside the solves (backends that run off the host; else each module is
+  // finished inline).
   std::unique_ptr<ThreadPool> finisher_;
   std::mutex report_mu_;
   absl::Status finish_error_;
