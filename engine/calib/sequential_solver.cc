@@ -17,43 +17,23 @@
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
 #include "common/util.h"
+#include "engine/algo/awq.h"
 #include "engine/algo/block_view.h"
 #include "engine/algo/gptq.h"
+#include "engine/algo/smoothquant.h"
 #include "engine/calib/block_backend.h"
 #include "engine/calib/calib_hooks.h"
+#include "engine/calib/decoder_block_view.h"
 #include "engine/calib/pruning.h"
 #include "engine/model/causal_lm.h"
 #include "engine/quant/group_quantizer.h"
 #include "engine/quant/weight_quantizer.h"
+#include "engine/tensor/model_dtype.h"
 #include "engine/tokenizer/tokenizer.h"
 
 namespace llmc {
 
 using json = nlohmann::json;
-
-namespace {
-
-std::vector<uint8_t> ToDTypeBytes(const std::vector<float>& v, DType dtype) {
-  std::vector<uint8_t> out(v.size() * DTypeSize(dtype));
-  for (size_t i = 0; i < v.size(); ++i) {
-    if (dtype == DType::kBF16) {
-      uint16_t h = FloatToBF16(v[i]);
-      std::memcpy(out.data() + 2 * i, &h, 2);
-    } else if (dtype == DType::kF16) {
-      uint16_t h = FloatToF16(v[i]);
-      std::memcpy(out.data() + 2 * i, &h, 2);
-    } else {
-      std::memcpy(out.data() + 4 * i, &v[i], 4);
-    }
-  }
-  return out;
-}
-
-float RoundToDType(float x, DType d) {
-  return d == DType::kBF16 ? RoundBF16(x) : d == DType::kF16 ? RoundF16(x) : x;
-}
-
-}  // namespace
 
 class SequentialSolver::Impl {
  public:
@@ -308,18 +288,30 @@ class SequentialSolver::Impl {
       t = NowSeconds();
       report("smooth");
       Wants w;
-      for (const auto& m : recipe_.smoothquant->mappings)
-        for (const LinearWeight* lw : block->linears())
-          for (const auto& pat : m.balance)
-            if (MatchesPattern(pat, lw->name)) w.channel_max.insert(InputGroup(lw->name));
+      std::vector<std::string> linears;
+      for (const LinearWeight* lw : block->linears()) linears.push_back(lw->name);
+      for (const std::string& m : SmoothQuantInputs(*recipe_.smoothquant, linears)) w.channel_max.insert(InputGroup(m));
       LLMC_ASSIGN_OR_RETURN(auto hooks, Calibrate(*block, w));
-      LLMC_RETURN_IF_ERROR(ApplySmoothQuant(block.get(), hooks->stats()));
+      DecoderBlockView view(block.get(), lm_.get(), &hooks->stats(), &cfg_, dtype_);
+      LLMC_RETURN_IF_ERROR(ApplySmoothQuant(*recipe_.smoothquant, &view));
       blk["smooth_s"] = NowSeconds() - t;
     }
     if (recipe_.awq) {
       t = NowSeconds();
       report("awq");
-      LLMC_RETURN_IF_ERROR(ApplyAwq(block.get(), &blk));
+      Wants w;
+      w.capture_tokens = kAwqCaptureTokens;
+      for (const std::string& m : AwqInputs(absl::StrCat("model.layers.", block->layer, "."))) {
+        w.channel_mean.insert(InputGroup(m));
+        w.capture.insert(InputGroup(m));
+      }
+      LLMC_ASSIGN_OR_RETURN(auto hooks, Calibrate(*block, w));
+      DecoderBlockView view(block.get(), lm_.get(), &hooks->stats(), &cfg_, dtype_);
+      LLMC_ASSIGN_OR_RETURN(std::vector<AwqChoice> chosen, ApplyAwq(*recipe_.awq, &view));
+      json awq = json::array();
+      for (const AwqChoice& c : chosen)
+        awq.push_back({{"smooth", c.smooth}, {"balance", c.balance}, {"ratio", c.ratio}, {"loss", c.loss}});
+      blk["awq"] = awq;
       blk["awq_s"] = NowSeconds() - t;
     }
     if (cancel && cancel->load()) return absl::OkStatus();
@@ -637,289 +629,12 @@ class SequentialSolver::Impl {
     return absl::OkStatus();
   }
 
-  // --- SmoothQuant ----------------------------------------------------------------------------------------------
-
-  static bool MatchesPattern(const std::string& pattern, const std::string& name) {
-    auto m = TargetMatcher::Create(pattern);
-    return m.ok() && m->Matches(name, "");
-  }
-
-  absl::Status ApplySmoothQuant(DecoderBlock* block, Stats& stats) {
-    const double alpha = recipe_.smoothquant->smoothing_strength;
-    const std::string p = absl::StrCat("model.layers.", block->layer, ".");
-    for (const auto& m : recipe_.smoothquant->mappings) {
-      std::vector<float>* smooth = nullptr;
-      std::string smooth_name;
-      for (auto [n, v] : {std::pair<std::string, std::vector<float>*>{p + "input_layernorm", &block->input_norm},
-                          {p + "post_attention_layernorm", &block->post_attention_norm}})
-        if (MatchesPattern(m.smooth, n)) {
-          smooth = v;
-          smooth_name = n;
-        }
-      std::vector<LinearWeight*> balance;
-      for (LinearWeight* lw : block->linears()) {
-        bool ignored = false;
-        for (const auto& i : recipe_.smoothquant->ignore) ignored |= MatchesPattern(i, lw->name);
-        if (ignored) continue;
-        for (const auto& pat : m.balance)
-          if (MatchesPattern(pat, lw->name)) balance.push_back(lw);
-      }
-      if (!smooth || balance.empty()) continue;
-      if (smooth_name == p + "input_layernorm" && balance.size() && InputGroup(balance[0]->name) != p + "self_attn.qkv")
-        return absl::InvalidArgumentError(absl::StrCat("SmoothQuantModifier mapping ", m.smooth, ": balance layers must read the norm's output"));
-      const GroupStats* st = Find(stats, balance[0]->name);
-      if (!st || st->channel_max.empty()) continue;
-      const int64_t cols = balance[0]->in_features;
-      std::vector<float> wmax(cols, 0.0f);
-      for (const LinearWeight* b : balance)
-        for (int64_t r = 0; r < b->out_features; ++r)
-          for (int64_t c = 0; c < cols; ++c) wmax[c] = std::max(wmax[c], std::fabs(b->weight[r * cols + c]));
-      std::vector<float> s(cols);
-      for (int64_t c = 0; c < cols; ++c) {
-        double a = st->channel_max[c], w = wmax[c];
-        double v = w > 0 ? std::pow(a, alpha) / std::pow(w, 1 - alpha) : a;
-        if (!(v > 0) || !std::isfinite(v)) v = 1.0;
-        s[c] = static_cast<float>(v);
-      }
-      for (LinearWeight* b : balance)
-        for (int64_t r = 0; r < b->out_features; ++r)
-          for (int64_t c = 0; c < cols; ++c) b->weight[r * cols + c] *= s[c];
-      for (int64_t c = 0; c < cols; ++c) (*smooth)[c] /= s[c];
-      // The stored norm and weights are rounded to the model dtype; run with what is stored.
-      for (float& v : *smooth) v = RoundToDType(v, dtype_);
-      for (LinearWeight* b : balance)
-        for (float& v : b->weight) v = RoundToDType(v, dtype_);
-    }
-    return absl::OkStatus();
-  }
-
-  // --- AWQ ----------------------------------------------------------------------------------------------------------
-
-  // Attention of a block on normed inputs n [seqs * T, H] with the given q/k/v weights: o_proj's output.
-  void AttentionOut(const DecoderBlock& b, const LinearWeight& qw, const LinearWeight& kw, const LinearWeight& vw,
-                    const float* n, int64_t seqs, int64_t T, float* out) {
-    const ModelSpec& spec = lm_->spec();
-    CpuContext* ctx = lm_->context();
-    const int64_t rows = seqs * T, H = spec.hidden_size, Q = spec.q_size(), KV = spec.kv_size();
-    std::vector<float> q(rows * Q), k(rows * KV), v(rows * KV), attn(rows * Q);
-    auto lin = [&](const LinearWeight& w, const float* x, float* y) {
-      LinearForward(x, rows, w.in_features, w.weight.data(), w.bias.empty() ? nullptr : w.bias.data(), w.out_features, y, ctx);
-    };
-    lin(qw, n, q.data());
-    lin(kw, n, k.data());
-    lin(vw, n, v.data());
-    const float eps = static_cast<float>(spec.rms_norm_eps);
-    if (spec.qk_norm) {
-      RmsNorm(q.data(), rows * spec.num_heads, spec.head_dim, b.q_norm.data(), eps, q.data(), ctx);
-      RmsNorm(k.data(), rows * spec.num_kv_heads, spec.head_dim, b.k_norm.data(), eps, k.data(), ctx);
-    }
-    const RopeTable& rope = lm_->Rope(T);
-    ApplyRotary(q.data(), seqs, T, spec.num_heads, rope, ctx);
-    ApplyRotary(k.data(), seqs, T, spec.num_kv_heads, rope, ctx);
-    CausalAttention(q.data(), k.data(), v.data(), seqs, T, spec.num_heads, spec.num_kv_heads, spec.head_dim,
-                    spec.sliding_window, attn.data(), ctx);
-    LinearForward(attn.data(), rows, Q, b.o_proj.weight.data(), b.o_proj.bias.empty() ? nullptr : b.o_proj.bias.data(), H,
-                  out, ctx);
-  }
-
-  // The MLP of a block on normed inputs m [rows, H] with the given gate/up weights: down_proj's output.
-  void MlpOut(const DecoderBlock& b, const LinearWeight& gw, const LinearWeight& uw, const float* m, int64_t rows,
-              float* out) {
-    CpuContext* ctx = lm_->context();
-    const int64_t I = lm_->spec().intermediate_size, H = lm_->spec().hidden_size;
-    std::vector<float> g(rows * I), u(rows * I);
-    LinearForward(m, rows, H, gw.weight.data(), gw.bias.empty() ? nullptr : gw.bias.data(), I, g.data(), ctx);
-    LinearForward(m, rows, H, uw.weight.data(), uw.bias.empty() ? nullptr : uw.bias.data(), I, u.data(), ctx);
-    SwiGlu(g.data(), u.data(), rows * I, g.data(), ctx);
-    LinearForward(g.data(), rows, I, b.down_proj.weight.data(), b.down_proj.bias.empty() ? nullptr : b.down_proj.bias.data(),
-                  H, out, ctx);
-  }
-
-  // Round-to-nearest quantize-dequantize of w with its group's scheme (AWQ's search objective).
-  absl::StatusOr<std::vector<float>> PseudoQuantize(const LinearWeight& w, const std::vector<float>& values) {
-    int g = cfg_.Match(w.name, "Linear");
-    if (g < 0 || !cfg_.groups()[g].scheme.weights) return values;
-    const ConfigGroup& grp = cfg_.groups()[g];
-    auto bytes = ToDTypeBytes(values, dtype_);
-    WeightView view{w.name, bytes.data(), dtype_, w.out_features, w.in_features};
-    LLMC_ASSIGN_OR_RETURN(auto bufs, QuantizeWeight(view, *grp.scheme.weights, grp.format));
-    return DequantizeWeight(w.out_features, w.in_features, dtype_, *grp.scheme.weights, grp.format, bufs);
-  }
-
-  // AWQ (llm-compressor's AWQModifier): per mapping, per-channel scales s = x_mean^r / w_mean^(1-r) (duo
-  // scaling) normalized by sqrt(max*min), r on a grid of n_grid points in [0, 1); the r whose pseudo-quantized
-  // balance layers give the parent module's output closest (MSE) to the original wins; the smooth module
-  // absorbs 1/s and the balance layers s. The search runs on up to kAwqTokens tokens of the block's inputs
-  // (whole sequences); the activation means use every calibration token.
-  absl::Status ApplyAwq(DecoderBlock* block, json* blk) {
-    static constexpr int64_t kAwqTokens = 16384;
-    const AwqParams& ap = *recipe_.awq;
-    const std::string p = absl::StrCat("model.layers.", block->layer, ".");
-    const int64_t H = lm_->spec().hidden_size;
-    Wants w;
-    w.capture_tokens = kAwqTokens;
-    for (const char* m : {"self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj"}) {
-      w.channel_mean.insert(InputGroup(p + m));
-      w.capture.insert(InputGroup(p + m));
-    }
-    LLMC_ASSIGN_OR_RETURN(auto hooks, Calibrate(*block, w));
-    Stats& stats = hooks->stats();
-    json chosen = json::array();
-    for (const auto& m : ap.mappings) {
-      // Resolve the mapping in this block.
-      std::vector<LinearWeight*> balance;
-      for (LinearWeight* lw : block->linears()) {
-        bool ignored = false;
-        for (const auto& i : ap.ignore) ignored |= MatchesPattern(i, lw->name);
-        for (const auto& pat : m.balance)
-          if (!ignored && MatchesPattern(pat, lw->name)) balance.push_back(lw);
-      }
-      if (balance.empty()) continue;
-      std::vector<float>* smooth_norm = nullptr;
-      LinearWeight* smooth_linear = nullptr;
-      if (MatchesPattern(m.smooth, p + "input_layernorm")) smooth_norm = &block->input_norm;
-      else if (MatchesPattern(m.smooth, p + "post_attention_layernorm")) smooth_norm = &block->post_attention_norm;
-      else
-        for (LinearWeight* lw : block->linears())
-          if (MatchesPattern(m.smooth, lw->name)) smooth_linear = lw;
-      if (!smooth_norm && !smooth_linear) continue;
-      const int64_t cols = balance[0]->in_features;
-      if (smooth_linear && smooth_linear->out_features != cols) continue;  // e.g. v_proj -> o_proj under GQA
-      bool all_quantized = true;
-      for (LinearWeight* b : balance) {
-        int g = cfg_.Match(b->name, "Linear");
-        all_quantized &= g >= 0 && cfg_.groups()[g].scheme.weights.has_value();
-      }
-      if (!all_quantized) continue;
-      const GroupStats* st = Find(stats, balance[0]->name);
-      if (!st || st->tokens == 0 || st->captured_tokens == 0)
-        return absl::FailedPreconditionError(absl::StrCat(balance[0]->name, ": saw no calibration tokens; AWQ cannot scale it"));
-      // x_mean and w_mean.
-      std::vector<double> x_mean(cols), w_mean(cols, 0.0);
-      for (int64_t c = 0; c < cols; ++c) x_mean[c] = st->channel_abs_sum[c] / static_cast<double>(st->tokens);
-      int g0 = cfg_.Match(balance[0]->name, "Linear");
-      const QuantArgs& wa = *cfg_.groups()[g0].scheme.weights;
-      const int64_t gsz = wa.group_size && *wa.group_size > 0 ? *wa.group_size : cols;
-      int64_t wrows = 0;
-      for (LinearWeight* b : balance) {
-        for (int64_t r = 0; r < b->out_features; ++r)
-          for (int64_t g = 0; g < cols; g += gsz) {
-            const float* row = b->weight.data() + r * cols + g;
-            float amax = 0;
-            for (int64_t c = 0; c < gsz && g + c < cols; ++c) amax = std::max(amax, std::fabs(row[c]));
-            for (int64_t c = 0; c < gsz && g + c < cols; ++c) w_mean[g + c] += std::fabs(row[c]) / (amax + 1e-6);
-          }
-        wrows += b->out_features;
-      }
-      for (double& v : w_mean) v /= static_cast<double>(wrows);
-      // The parent's output with given balance weights.
-      const int64_t T = st->captured_seq_len, rows = st->captured_tokens, seqs = rows / T;
-      const float* xin = st->captured.data();
-      const std::string leaf = LinearLeaf(balance[0]->name);
-      const int64_t out_cols = (leaf == "o_proj" || leaf == "down_proj") ? balance[0]->out_features : H;
-      auto parent = [&](const std::vector<const LinearWeight*>& ws, std::vector<float>* out) {
-        out->assign(rows * out_cols, 0.0f);
-        if (leaf == "q_proj" || leaf == "k_proj" || leaf == "v_proj") {
-          AttentionOut(*block, *ws[0], *ws[1], *ws[2], xin, seqs, T, out->data());
-        } else if (leaf == "gate_proj" || leaf == "up_proj") {
-          MlpOut(*block, *ws[0], *ws[1], xin, rows, out->data());
-        } else {
-          const LinearWeight& l = *ws[0];
-          LinearForward(xin, rows, l.in_features, l.weight.data(), l.bias.empty() ? nullptr : l.bias.data(), l.out_features,
-                        out->data(), lm_->context());
-        }
-      };
-      // The parent reads its members in a fixed order; substitute the balance layers.
-      auto members = [&](const std::vector<LinearWeight>* subst) {
-        std::vector<const LinearWeight*> ws;
-        std::vector<const LinearWeight*> order;
-        if (leaf == "q_proj" || leaf == "k_proj" || leaf == "v_proj") order = {&block->q_proj, &block->k_proj, &block->v_proj};
-        else if (leaf == "gate_proj" || leaf == "up_proj") order = {&block->gate_proj, &block->up_proj};
-        else order = {balance[0]};
-        for (const LinearWeight* o : order) {
-          const LinearWeight* use = o;
-          if (subst)
-            for (size_t i = 0; i < balance.size(); ++i)
-              if (balance[i] == o) use = &(*subst)[i];
-          ws.push_back(use);
-        }
-        return ws;
-      };
-      std::vector<float> reference;
-      parent(members(nullptr), &reference);
-      double best = INFINITY;
-      int best_i = -1;
-      std::vector<float> best_s;
-      std::vector<float> s(cols);
-      std::vector<LinearWeight> trial(balance.size());
-      std::vector<float> out;
-      for (int i = 0; i < ap.n_grid; ++i) {
-        const double ratio = static_cast<double>(i) / ap.n_grid;
-        double mx = 0, mn = INFINITY;
-        for (int64_t c = 0; c < cols; ++c) {
-          double v = ap.duo_scaling ? std::pow(x_mean[c], ratio) / (std::pow(w_mean[c], 1 - ratio) + 1e-4)
-                                    : std::pow(x_mean[c], ratio);
-          v = std::max(v, 1e-4);
-          s[c] = static_cast<float>(v);
-          mx = std::max(mx, v);
-          mn = std::min(mn, v);
-        }
-        const float norm = static_cast<float>(std::sqrt(mx * mn));
-        for (float& v : s) v /= norm;
-        for (size_t b = 0; b < balance.size(); ++b) {
-          trial[b] = *balance[b];
-          std::vector<float> scaled(balance[b]->weight.size());
-          for (int64_t r = 0; r < balance[b]->out_features; ++r)
-            for (int64_t c = 0; c < cols; ++c) scaled[r * cols + c] = balance[b]->weight[r * cols + c] * s[c];
-          LLMC_ASSIGN_OR_RETURN(auto q, PseudoQuantize(*balance[b], scaled));
-          for (int64_t r = 0; r < balance[b]->out_features; ++r)
-            for (int64_t c = 0; c < cols; ++c) q[r * cols + c] /= s[c];
-          trial[b].weight = std::move(q);
-        }
-        parent(members(&trial), &out);
-        double loss = 0;
-        for (size_t k = 0; k < out.size(); ++k) {
-          double d = static_cast<double>(out[k]) - reference[k];
-          loss += d * d;
-        }
-        loss /= static_cast<double>(out.size());
-        if (loss < best) {
-          best = loss;
-          best_i = i;
-          best_s = s;
-        }
-      }
-      if (best_i < 0 || !std::isfinite(best))
-        return absl::InvalidArgumentError(absl::StrCat(balance[0]->name, ": AWQ found no finite loss; NaN or Inf in activations"));
-      // Apply: smooth /= s (norm weight, or output rows and bias of a Linear), balance *= s.
-      if (smooth_norm) {
-        for (int64_t c = 0; c < cols; ++c) (*smooth_norm)[c] = RoundToDType((*smooth_norm)[c] / best_s[c], dtype_);
-      } else {
-        const int64_t in = smooth_linear->in_features;
-        for (int64_t r = 0; r < cols; ++r) {
-          for (int64_t c = 0; c < in; ++c)
-            smooth_linear->weight[r * in + c] = RoundToDType(smooth_linear->weight[r * in + c] / best_s[r], dtype_);
-          if (!smooth_linear->bias.empty()) smooth_linear->bias[r] = RoundToDType(smooth_linear->bias[r] / best_s[r], dtype_);
-        }
-      }
-      for (LinearWeight* b : balance)
-        for (int64_t r = 0; r < b->out_features; ++r)
-          for (int64_t c = 0; c < cols; ++c) b->weight[r * cols + c] = RoundToDType(b->weight[r * cols + c] * best_s[c], dtype_);
-      chosen.push_back({{"smooth", smooth_norm ? m.smooth : smooth_linear->name},
-                        {"balance", balance[0]->name},
-                        {"ratio", static_cast<double>(best_i) / ap.n_grid},
-                        {"loss", best}});
-    }
-    (*blk)["awq"] = chosen;
-    return absl::OkStatus();
-  }
-
   // --- pruning --------------------------------------------------------------------------------------------------
 
   bool SparsityTargets(const SparsityParams& sp, const std::string& name) const {
     bool t = false;
-    for (const auto& p : sp.targets) t |= p == "Linear" || MatchesPattern(p, name);
-    for (const auto& p : sp.ignore) t &= !MatchesPattern(p, name);
+    for (const auto& p : sp.targets) t |= p == "Linear" || MatchesTarget(p, name);
+    for (const auto& p : sp.ignore) t &= !MatchesTarget(p, name);
     return t;
   }
 
