@@ -4,18 +4,13 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <future>
 #include <map>
-#include <mutex>
 #include <set>
-#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "common/status_macros.h"
-#include "common/thread_pool.h"
 #include "common/util.h"
 #include "engine/algo/awq.h"
 #include "engine/algo/block_view.h"
@@ -24,9 +19,10 @@
 #include "engine/calib/block_backend.h"
 #include "engine/calib/calib_hooks.h"
 #include "engine/calib/decoder_block_view.h"
+#include "engine/calib/module_solver.h"
 #include "engine/calib/pruning.h"
+#include "engine/calib/stored_block.h"
 #include "engine/model/causal_lm.h"
-#include "engine/quant/group_quantizer.h"
 #include "engine/quant/weight_quantizer.h"
 #include "engine/tensor/model_dtype.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -81,10 +77,9 @@ class SequentialSolver::Impl {
     bo.max_chunk_tokens = opt_.max_chunk_tokens;
     bo.num_samples = num_samples_;
     LLMC_ASSIGN_OR_RETURN(backend_, CreateBlockBackend(bo, lm_.get(), std::move(batches)));
-    // Encode and write solved modules beside the solves while the blocks run off the host.
-    if (backend_->runs_off_host())
-      finisher_ = std::make_unique<ThreadPool>(
-          std::max(2, opt_.threads > 0 ? opt_.threads : static_cast<int>(std::thread::hardware_concurrency())));
+    // Solved modules are encoded and written beside the next solves while the blocks run off the host.
+    module_solver_ = std::make_unique<ModuleSolver>(recipe_, cfg_, backend_.get(), dtype_, opt_.threads,
+                                                    backend_->runs_off_host());
     return CheckRecipe();
   }
 
@@ -108,19 +103,9 @@ class SequentialSolver::Impl {
 
   // --- planning ---------------------------------------------------------------------------------------------
 
-  absl::StatusOr<std::vector<OutputTensor>> Extras(const std::string& module, int group, int64_t rows, int64_t cols,
-                                                 DType dtype) const {
-    std::vector<OutputTensor> out;
-    const ConfigGroup& g = cfg_.groups()[group];
-    if (recipe_.gptq && g.scheme.weights) {
-      LLMC_ASSIGN_OR_RETURN(ResolvedActOrder ro, ResolveActOrder(module, recipe_.gptq->actorder, *g.scheme.weights));
-      if (ro.order == ActOrder::kGroup) out.push_back({"weight_g_idx", DType::kI32, {cols}});
-    }
-    const auto& in = g.scheme.input_activations;
-    if (in && in->dynamic == "false") out.push_back({"input_scale", dtype, {1}});
-    if (in && in->dynamic == "local") out.push_back({"input_global_scale", DType::kF32, {1}});
-    (void)rows;
-    return out;
+  absl::StatusOr<std::vector<OutputTensor>> ExtraModuleTensors(const std::string& module, int group, int64_t cols,
+                                                                DType dtype) const {
+    return module_solver_->ExtraTensors(module, group, cols, dtype);
   }
 
   std::vector<TensorSpec> ExtraTensors() const {
@@ -223,19 +208,6 @@ class SequentialSolver::Impl {
   static const GroupStats* Find(const Stats& s, const std::string& module) {
     auto it = s.find(InputGroup(module));
     return it == s.end() ? nullptr : &it->second;
-  }
-
-  // Scale of a static input (per-tensor, symmetric) from its observed range, as the library's observer
-  // computes qparams: stored in the model dtype.
-  absl::StatusOr<float> StaticInputScale(const std::string& module, const QuantArgs& in, const GroupStats& st) {
-    std::string fmt = in.type == QuantType::kFloat ? "float-quantized" : "int-quantized";
-    QuantArgs a = in;
-    a.dynamic = "false";
-    a.observer = "minmax";
-    LLMC_ASSIGN_OR_RETURN(GroupQuantizer q, GroupQuantizer::Create(module, 1, 2, dtype_, a, fmt));
-    float v[2] = {st.min, st.max};
-    LLMC_RETURN_IF_ERROR(q.Observe(v, 2, 0, 2, 0));
-    return q.params().scale[0];
   }
 
   // --- one block ----------------------------------------------------------------------------------------------
@@ -353,13 +325,11 @@ class SequentialSolver::Impl {
     }
     qw.kv = cfg_.kv_cache_scheme.has_value();
     std::unique_ptr<CalibHooks> qhooks;
-    // Module finishers read qhooks' statistics: they must be done before it goes, on every return path.
-    struct WaitFinisher {
-      ThreadPool* pool;
-      ~WaitFinisher() {
-        if (pool) pool->Wait();
-      }
-    } wait_finisher{finisher_.get()};
+    // Modules still being written read qhooks' statistics: they must be done before it goes, on every return path.
+    struct WaitForModules {
+      ModuleSolver* solver;
+      ~WaitForModules() { solver->Wait(); }
+    } wait_for_modules{module_solver_.get()};
     if (!qw.empty()) {
       t = NowSeconds();
       report("calibrate");
@@ -392,12 +362,12 @@ class SequentialSolver::Impl {
         LLMC_RETURN_IF_ERROR(emit(lw->name + ".weight", ToDTypeBytes(lw->weight, wdtype)));
         continue;
       }
-      const ConfigGroup& grp = cfg_.groups()[g];
       std::optional<float> gs;
       if (auto it = fused_amax.find(InputGroup(lw->name)); it != fused_amax.end()) gs = NvFp4GlobalScale(it->second, wdtype);
       const GroupStats* st = qhooks ? Find(qhooks->stats(), lw->name) : nullptr;
       auto kit = keep.find(lw->name);
-      LLMC_RETURN_IF_ERROR(SolveModule(lw, grp, wdtype, gs, st, kit == keep.end() ? nullptr : &kit->second, emit));
+      LLMC_RETURN_IF_ERROR(module_solver_->Solve(lw, g, wdtype, gs, st, kit == keep.end() ? nullptr : &kit->second,
+                                                 module_info_[lw->name], emit, &warnings_));
       ++modules_done_;
     }
     if (cfg_.kv_cache_scheme) {
@@ -420,7 +390,7 @@ class SequentialSolver::Impl {
     backend_->ReportBlock(&blk);
 
     // 6. The block's other tensors: norms and biases (as modified by smoothing), anything else as stored.
-    LLMC_RETURN_IF_ERROR(FinishModules());
+    LLMC_RETURN_IF_ERROR(module_solver_->Finish(&modules_));
     LLMC_RETURN_IF_ERROR(EmitRest(L, *block, emit));
     blk["rss_bytes"] = PeakRssBytes();
     if (std::getenv("LLMC_VERBOSE")) std::fprintf(stderr, "llmc: block %d %s\n", L, blk.dump().c_str());
@@ -432,176 +402,11 @@ class SequentialSolver::Impl {
   // exactly the activations the interrupted run propagated.
   absl::Status ReplayLayer(int L, const SolverIo& io) {
     if (!io.read_back) return absl::InternalError("resume without a way to read the staged output");
-    LLMC_ASSIGN_OR_RETURN(std::unique_ptr<DecoderBlock> block, lm_->LoadBlock(L));
-    const std::string p = absl::StrCat("model.layers.", L, ".");
-    auto floats = [&](const std::string& name, DType dtype, std::vector<float>* out) -> absl::Status {
-      LLMC_ASSIGN_OR_RETURN(auto bytes, io.read_back(name));
-      if (bytes.size() != out->size() * DTypeSize(dtype))
-        return absl::InternalError(absl::StrCat(name, ": staged size does not match"));
-      for (size_t i = 0; i < out->size(); ++i) (*out)[i] = LoadAsFloat(bytes.data(), dtype, i);
-      return absl::OkStatus();
-    };
-    auto tensor_dtype = [&](const std::string& name) {
-      const ModelTensor* t = lm_->dir().Find(name);
-      return t ? t->info->dtype : dtype_;
-    };
-    LLMC_RETURN_IF_ERROR(floats(p + "input_layernorm.weight", tensor_dtype(p + "input_layernorm.weight"), &block->input_norm));
-    LLMC_RETURN_IF_ERROR(floats(p + "post_attention_layernorm.weight", tensor_dtype(p + "post_attention_layernorm.weight"),
-                                &block->post_attention_norm));
-    for (LinearWeight* lw : block->linears()) {
-      const DType wd = tensor_dtype(lw->name + ".weight");
-      if (!lw->bias.empty()) LLMC_RETURN_IF_ERROR(floats(lw->name + ".bias", tensor_dtype(lw->name + ".bias"), &lw->bias));
-      int g = cfg_.Match(lw->name, "Linear");
-      if (g < 0 || !cfg_.groups()[g].scheme.weights) {
-        LLMC_RETURN_IF_ERROR(floats(lw->name + ".weight", wd, &lw->weight));
-        continue;
-      }
-      const ConfigGroup& grp = cfg_.groups()[g];
-      const QuantArgs& wa = *grp.scheme.weights;
-      LLMC_ASSIGN_OR_RETURN(auto plan, PlanQuantizedWeight(lw->name, lw->out_features, lw->in_features, wd, wa, grp.format));
-      std::vector<std::vector<uint8_t>> bufs;
-      for (const auto& o : plan) {
-        LLMC_ASSIGN_OR_RETURN(auto b, io.read_back(absl::StrCat(lw->name, ".", o.suffix)));
-        bufs.push_back(std::move(b));
-      }
-      std::vector<int32_t> g_idx;
-      if (auto gi = io.read_back(lw->name + ".weight_g_idx"); gi.ok()) {
-        g_idx.resize(lw->in_features);
-        std::memcpy(g_idx.data(), gi->data(), std::min<size_t>(gi->size(), g_idx.size() * 4));
-      }
-      LLMC_ASSIGN_OR_RETURN(lw->weight, DequantizeStored(*lw, wd, wa, grp.format, bufs, g_idx));
-    }
+    LLMC_ASSIGN_OR_RETURN(std::unique_ptr<DecoderBlock> block, LoadStoredBlock(*lm_, cfg_, dtype_, L, io.read_back));
     LLMC_RETURN_IF_ERROR(backend_->Propagate(*block));
     json blk = {{"layer", L}, {"resumed", true}};
     blocks_.push_back(blk);
     return absl::OkStatus();
-  }
-
-  // The values a stored quantized weight stands for, rounded to the model dtype (as the solver propagated them).
-  absl::StatusOr<std::vector<float>> DequantizeStored(const LinearWeight& lw, DType wd, const QuantArgs& wa,
-                                                      const std::string& format,
-                                                      const std::vector<std::vector<uint8_t>>& bufs,
-                                                      const std::vector<int32_t>& g_idx) {
-    LLMC_ASSIGN_OR_RETURN(auto deq, DequantizeWeight(lw.out_features, lw.in_features, wd, wa, format, bufs,
-                                                     g_idx.empty() ? nullptr : g_idx.data()));
-    for (float& v : deq) v = RoundToDType(v, wd);
-    return deq;
-  }
-
-  absl::Status SolveModule(LinearWeight* lw, const ConfigGroup& grp, DType wdtype, std::optional<float> gs,
-                           const GroupStats* st, const std::vector<uint8_t>* keep, const EmitFn& emit) {
-    const QuantArgs& wa = *grp.scheme.weights;
-    const int64_t rows = lw->out_features, cols = lw->in_features;
-    double t0 = NowSeconds();
-    auto info = std::make_shared<json>(module_info_[lw->name]);
-    (*info)["name"] = lw->name;
-    auto orig = std::make_shared<std::vector<float>>(std::move(lw->weight));
-    std::shared_ptr<std::vector<std::vector<uint8_t>>> bufs;
-    std::shared_ptr<std::vector<float>> qw;  // the compressed values, in the model dtype
-    std::shared_ptr<GroupQuantizer> quantizer;
-    if (recipe_.gptq) {
-      LLMC_ASSIGN_OR_RETURN(GroupQuantizer q, GroupQuantizer::Create(lw->name, rows, cols, wdtype, wa, grp.format, gs));
-      GptqOptions go;
-      go.block_size = recipe_.gptq->block_size;
-      go.dampening_frac = recipe_.gptq->dampening_frac;
-      go.actorder = recipe_.gptq->actorder;
-      go.weight_args = &wa;
-      go.keep_mask = keep;
-      go.num_threads = opt_.threads;
-      auto r = backend_->Gptq(lw->name, orig->data(), rows, cols, st, &q, go);
-      if (!r.ok()) return r.status();
-      if (r->fell_back_to_rtn) AddWarning(r->warning);
-      (*info)["algorithm"] = "gptq";
-      (*info)["gptq_loss"] = r->loss;
-      (*info)["fell_back_to_rtn"] = r->fell_back_to_rtn;
-      if (r->dead_columns) (*info)["dead_columns"] = r->dead_columns;
-      qw = std::make_shared<std::vector<float>>(std::move(r->weight));  // FakeQuant values: already in the dtype
-      quantizer = std::make_shared<GroupQuantizer>(std::move(q));
-    } else {
-      auto bytes = ToDTypeBytes(*orig, wdtype);
-      WeightView view{lw->name, bytes.data(), wdtype, rows, cols};
-      LLMC_ASSIGN_OR_RETURN(auto b, QuantizeWeight(view, wa, grp.format, gs));
-      bufs = std::make_shared<std::vector<std::vector<uint8_t>>>(std::move(b));
-      LLMC_ASSIGN_OR_RETURN(auto deq, DequantizeWeight(rows, cols, wdtype, wa, grp.format, *bufs));
-      for (float& v : deq) v = RoundToDType(v, wdtype);
-      qw = std::make_shared<std::vector<float>>(std::move(deq));
-      (*info)["algorithm"] = "rtn";
-    }
-    lw->weight = *qw;  // the block propagates with the compressed values
-    (*info)["solve_seconds"] = NowSeconds() - t0;
-    // Encoding, the report's error and the writes run beside the next solves (and the propagation).
-    LLMC_ASSIGN_OR_RETURN(auto extras, Extras(lw->name, static_cast<int>(&grp - cfg_.groups().data()), rows, cols, wdtype));
-    const std::string name = lw->name;
-    auto finish = [this, name, rows, cols, wdtype, &wa, &grp, st, orig, qw, bufs, quantizer, info, extras,
-                   emit]() -> absl::Status {
-      std::vector<std::vector<uint8_t>> out;
-      if (quantizer) {
-        LLMC_ASSIGN_OR_RETURN(out, EncodeQuantizedWeight(name, qw->data(), wdtype, wa, grp.format, quantizer->params()));
-      } else {
-        out = std::move(*bufs);
-      }
-      LLMC_ASSIGN_OR_RETURN(auto plan, PlanQuantizedWeight(name, rows, cols, wdtype, wa, grp.format));
-      // Relative error of the weight, ||W - Q||_F / ||W||_F (W as the model stores it).
-      double num = 0, den = 0;
-      for (size_t i = 0; i < qw->size(); ++i) {
-        double w = RoundToDType((*orig)[i], wdtype);
-        num += (w - (*qw)[i]) * (w - (*qw)[i]);
-        den += w * w;
-      }
-      (*info)["relative_weight_error"] = den > 0 ? std::sqrt(num / den) : 0.0;
-      for (const auto& e : extras) {
-        if (e.suffix == "weight_g_idx") {
-          if (out.size() <= plan.size()) return absl::InternalError(absl::StrCat(name, ": g_idx missing"));
-          plan.push_back(e);
-          continue;
-        }
-        const QuantArgs& in = *grp.scheme.input_activations;
-        if (!st || st->tokens == 0)
-          return absl::FailedPreconditionError(absl::StrCat(name, ": saw no calibration tokens; cannot set its static ",
-                                                            "input scale; give more calibration data or ignore the module"));
-        if (e.suffix == "input_scale") {
-          LLMC_ASSIGN_OR_RETURN(float s, StaticInputScale(name, in, *st));
-          out.push_back(ToDTypeBytes({s}, wdtype));
-          (*info)["input_amax"] = st->amax;
-        } else if (e.suffix == "input_global_scale") {
-          float g = 448.0f * 6.0f / std::max(st->amax, 1.17549435e-38f);
-          std::vector<uint8_t> b(4);
-          std::memcpy(b.data(), &g, 4);
-          out.push_back(std::move(b));
-          (*info)["input_amax"] = st->amax;
-        }
-        plan.push_back(e);
-      }
-      if (out.size() != plan.size()) return absl::InternalError(absl::StrCat(name, ": output count mismatch"));
-      for (size_t i = 0; i < plan.size(); ++i) LLMC_RETURN_IF_ERROR(emit(absl::StrCat(name, ".", plan[i].suffix), out[i]));
-      std::lock_guard<std::mutex> lock(report_mu_);
-      module_reports_[name] = *info;
-      return absl::OkStatus();
-    };
-    if (!finisher_) return finish();
-    finisher_->Submit([this, finish] {
-      absl::Status s = finish();
-      if (!s.ok()) {
-        std::lock_guard<std::mutex> lock(report_mu_);
-        if (finish_error_.ok()) finish_error_ = s;
-      }
-    });
-    return absl::OkStatus();
-  }
-
-  // Waits for the modules of the current block to be encoded and written.
-  absl::Status FinishModules() {
-    if (finisher_) finisher_->Wait();
-    std::lock_guard<std::mutex> lock(report_mu_);
-    LLMC_RETURN_IF_ERROR(finish_error_);
-    for (auto& [name, info] : module_reports_) modules_.push_back(std::move(info));
-    module_reports_.clear();
-    return absl::OkStatus();
-  }
-
-  void AddWarning(const std::string& w) {
-    std::lock_guard<std::mutex> lock(report_mu_);
-    warnings_.push_back(w);
   }
 
   absl::Status EmitRest(int L, const DecoderBlock& block, const EmitFn& emit) {
@@ -629,15 +434,6 @@ class SequentialSolver::Impl {
     return absl::OkStatus();
   }
 
-  // --- pruning --------------------------------------------------------------------------------------------------
-
-  bool SparsityTargets(const SparsityParams& sp, const std::string& name) const {
-    bool t = false;
-    for (const auto& p : sp.targets) t |= p == "Linear" || MatchesTarget(p, name);
-    for (const auto& p : sp.ignore) t &= !MatchesTarget(p, name);
-    return t;
-  }
-
   SequentialOptions opt_;
   const CompressionRecipe& recipe_;
   const QuantConfig& cfg_;
@@ -645,6 +441,7 @@ class SequentialSolver::Impl {
   Communicator* comm_;
   std::unique_ptr<CausalLm> lm_;
   std::unique_ptr<BlockBackend> backend_;  // holds this rank's activations
+  std::unique_ptr<ModuleSolver> module_solver_;
   int64_t max_len_ = 0;
   int64_t num_tokens_ = 0, num_samples_ = 0;
   DType dtype_ = DType::kBF16;
@@ -655,12 +452,6 @@ class SequentialSolver::Impl {
   // The next block, loading on the host while the GPU runs this one.
   std::future<absl::StatusOr<std::unique_ptr<DecoderBlock>>> prefetch_;
   int prefetch_layer_ = -1;
-  // Encodes and writes solved modules beside the solves (backends that run off the host; else each module is
-  // finished inline).
-  std::unique_ptr<ThreadPool> finisher_;
-  std::mutex report_mu_;
-  absl::Status finish_error_;
-  std::map<std::string, json> module_reports_;
   double t_start_ = 0, seconds_ = 0;
 };
 
@@ -697,7 +488,7 @@ absl::StatusOr<std::unique_ptr<SequentialSolver>> SequentialSolver::Create(const
 absl::StatusOr<std::vector<OutputTensor>> SequentialSolver::ExtraModuleTensors(const std::string& module, int group,
                                                                              int64_t rows, int64_t cols,
                                                                              DType dtype) const {
-  return impl_->Extras(module, group, rows, cols, dtype);
+  return impl_->ExtraModuleTensors(module, group, cols, dtype);
 }
 std::vector<TensorSpec> SequentialSolver::ExtraTensors() const { return impl_->ExtraTensors(); }
 absl::Status SequentialSolver::Run(const SolverIo& io) { return impl_->Run(io); }
