@@ -22,13 +22,7 @@ constexpr int64_t kHidden = 128, kInter = 256, kTokens = 32;
 // A block whose q/k/v and down_proj inputs have a few outlier channels; every Linear quantized W4A16_ASYM (int4,
 // groups of 128 columns).
 void Fill(FakeBlockView* b, DType dtype = DType::kF32) {
-  b->AddLinear("self_attn.q_proj", kHidden, kHidden, 1);
-  b->AddLinear("self_attn.k_proj", kHidden / 2, kHidden, 2);
-  b->AddLinear("self_attn.v_proj", kHidden / 2, kHidden, 3);
-  b->AddLinear("self_attn.o_proj", kHidden, kHidden, 4);
-  b->AddLinear("mlp.gate_proj", kInter, kHidden, 5);
-  b->AddLinear("mlp.up_proj", kInter, kHidden, 6);
-  b->AddLinear("mlp.down_proj", kHidden, kInter, 7);
+  b->AddDecoderLinears(kHidden, kHidden / 2, kInter);
   for (LinearWeight* l : b->linears())
     for (float& v : l->weight) v = RoundToDType(v, dtype);
   b->input_norm().assign(kHidden, 1.0f);
@@ -49,7 +43,7 @@ void Fill(FakeBlockView* b, DType dtype = DType::kF32) {
 AwqParams QkvMapping(int n_grid) {
   AwqParams p;
   p.n_grid = n_grid;
-  p.mappings.push_back({{"re:.*q_proj", "re:.*k_proj", "re:.*v_proj"}, "re:.*input_layernorm"});
+  p.mappings.push_back(testing::QkvFromInputNorm());
   return p;
 }
 

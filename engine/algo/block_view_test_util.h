@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/algo/block_view.h"
+#include "engine/format/algorithms.h"
 #include "engine/format/quant_config.h"
 #include "engine/format/quant_scheme.h"
 
@@ -46,6 +47,17 @@ class FakeBlockView final : public BlockView {
     for (float& v : lw.weight) v = normal(rng);
     linears_.push_back(std::move(lw));
     return linears_.back();
+  }
+  // The seven Linears of a Llama block (seeds 1 to 7 in forward order): q and o [hidden, hidden], k and v [kv,
+  // hidden], gate and up [inter, hidden], down [hidden, inter].
+  void AddDecoderLinears(int64_t hidden, int64_t kv, int64_t inter) {
+    AddLinear("self_attn.q_proj", hidden, hidden, 1);
+    AddLinear("self_attn.k_proj", kv, hidden, 2);
+    AddLinear("self_attn.v_proj", kv, hidden, 3);
+    AddLinear("self_attn.o_proj", hidden, hidden, 4);
+    AddLinear("mlp.gate_proj", inter, hidden, 5);
+    AddLinear("mlp.up_proj", inter, hidden, 6);
+    AddLinear("mlp.down_proj", hidden, inter, 7);
   }
   std::vector<float>& input_norm() { return input_norm_; }
   std::vector<float>& post_attention_norm() { return post_attention_norm_; }
@@ -88,14 +100,12 @@ class FakeBlockView final : public BlockView {
     auto it = inputs_.find(InputGroup(module));
     if (it == inputs_.end()) return std::nullopt;
     const FakeInput& f = it->second;
-    InputStatistics s;
-    s.tokens = f.tokens;
-    s.channel_max = f.channel_max;
-    s.channel_abs_sum = f.channel_abs_sum;
-    s.captured = f.captured;
-    s.captured_tokens = f.tokens;
-    s.captured_seq_len = f.tokens;
-    return s;
+    return InputStatistics{.tokens = f.tokens,
+                           .channel_max = f.channel_max,
+                           .channel_abs_sum = f.channel_abs_sum,
+                           .captured = f.captured,
+                           .captured_tokens = f.tokens,
+                           .captured_seq_len = f.tokens};  // one sequence
   }
   const ConfigGroup* weight_group(const std::string& module) const override {
     if (!config_) return nullptr;
@@ -129,5 +139,10 @@ class FakeBlockView final : public BlockView {
   std::map<std::string, FakeInput> inputs_;
   std::optional<QuantConfig> config_;
 };
+
+// The mapping of the input norm onto q/k/v.
+inline SmoothMapping QkvFromInputNorm() {
+  return {{"re:.*q_proj", "re:.*k_proj", "re:.*v_proj"}, "re:.*input_layernorm"};
+}
 
 }  // namespace llmc::testing

@@ -50,44 +50,39 @@ void ForRowChunks(ThreadPool* pool, int64_t rows, int chunks, Fn&& fn) {
   pool->Wait();
 }
 
-struct ColumnWalkArgs {
-  int64_t rows = 0;
-  int64_t cols = 0;
-  int64_t block_size = 0;  // columns per block (1 to cols)
-  const float* u = nullptr;  // [cols, cols] row-major; the upper triangle is the inverse-Hessian factor
-  float* w = nullptr;        // [rows, cols] row-major, solve order; updated in place
-  int threads = 1;           // for the per-column work (ColumnWalkThreads)
-};
-
-// Walks every column of args.w (see the file comment), adding each row's loss to (*row_loss)[r] (rows entries).
+// Walks every column of `w` [rows, cols] (row-major, solve order; updated in place) with the factor `u` [cols,
+// cols] (row-major; its upper triangle is read) in blocks of `block_size` columns (1 to cols), on
+// ColumnWalkThreads(num_threads, rows) threads (see the file comment). Returns each row's loss, sum over its
+// columns of (x - q)^2 / U_cc^2.
 template <typename Policy>
-void WalkColumns(const ColumnWalkArgs& args, Policy& policy, std::vector<double>* row_loss) {
-  const int64_t rows = args.rows, cols = args.cols, B = args.block_size;
-  const float* u = args.u;
-  float* w = args.w;
+std::vector<double> WalkColumns(float* w, int64_t rows, int64_t cols, const float* u, int64_t block_size,
+                                int num_threads, Policy* policy) {
+  const int64_t B = block_size;
+  const int threads = ColumnWalkThreads(num_threads, rows);
   std::unique_ptr<ThreadPool> pool;
-  if (args.threads > 1) pool = std::make_unique<ThreadPool>(args.threads);
+  if (threads > 1) pool = std::make_unique<ThreadPool>(threads);
   std::vector<float> blk(static_cast<size_t>(B * rows));  // [i][r]: column i1+i of the block, updated in place
   std::vector<float> err(static_cast<size_t>(B * rows));  // [i][r]: (w - q) / U_ii
   std::vector<float> trail;                               // [rows, cols - i2] product, masks_trailing only
-  double* loss = row_loss->data();
+  std::vector<double> row_loss(rows, 0.0);
+  double* loss = row_loss.data();
   (void)ForEachColumnBlock(cols, B, [&](int64_t i1, int64_t count) {
     const int64_t i2 = i1 + count;
     for (int64_t r = 0; r < rows; ++r) {
       const float* src = w + r * cols + i1;
       for (int64_t i = 0; i < count; ++i) blk[i * rows + r] = src[i];
     }
-    policy.StartBlock(i1, count, blk.data());
-    ForRowChunks(pool.get(), rows, args.threads, [&](int64_t r0, int64_t r1) {
+    policy->StartBlock(i1, count, blk.data());
+    ForRowChunks(pool.get(), rows, threads, [&](int64_t r0, int64_t r1) {
       for (int64_t i = 0; i < count; ++i) {
         const int64_t c = i1 + i;
         const float d = u[c * cols + c];
         float* wc = blk.data() + i * rows;
         float* ec = err.data() + i * rows;
-        policy.StartColumn(i, c, blk.data(), r0, r1);
+        policy->StartColumn(i, c, blk.data(), r0, r1);
         for (int64_t r = r0; r < r1; ++r) {
           const float x = wc[r];
-          const float q = policy.Quantize(x, r, i, c);
+          const float q = policy->Quantize(x, r, i, c);
           const float diff = x - q;
           loss[r] += static_cast<double>(diff * diff / (d * d));
           ec[r] = diff / d;
@@ -97,7 +92,7 @@ void WalkColumns(const ColumnWalkArgs& args, Policy& policy, std::vector<double>
         for (int64_t j = i + 1; j < count; ++j) {
           const float h = urow[j];
           float* wj = blk.data() + j * rows;
-          if (const float* kj = policy.BlockKeep(j)) {
+          if (const float* kj = policy->BlockKeep(j)) {
             for (int64_t r = r0; r < r1; ++r) wj[r] -= (ec[r] * h) * kj[r];
           } else {
             for (int64_t r = r0; r < r1; ++r) wj[r] -= ec[r] * h;
@@ -111,7 +106,7 @@ void WalkColumns(const ColumnWalkArgs& args, Policy& policy, std::vector<double>
     }
     if (i2 < cols) {
       const int64_t n = cols - i2;
-      if (!policy.masks_trailing()) {
+      if (!policy->masks_trailing()) {
         // W[:, i2:] -= Err^T U[i1:i2, i2:]
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<blasint>(rows), static_cast<blasint>(n),
                     static_cast<blasint>(count), -1.0f, err.data(), static_cast<blasint>(rows), u + i1 * cols + i2,
@@ -121,11 +116,12 @@ void WalkColumns(const ColumnWalkArgs& args, Policy& policy, std::vector<double>
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<blasint>(rows), static_cast<blasint>(n),
                     static_cast<blasint>(count), 1.0f, err.data(), static_cast<blasint>(rows), u + i1 * cols + i2,
                     static_cast<blasint>(cols), 0.0f, trail.data(), static_cast<blasint>(n));
-        for (int64_t r = 0; r < rows; ++r) policy.SubtractTrailing(r, i2, n, trail.data() + r * n, w + r * cols + i2);
+        for (int64_t r = 0; r < rows; ++r) policy->SubtractTrailing(r, i2, n, trail.data() + r * n, w + r * cols + i2);
       }
     }
     return absl::OkStatus();
   });
+  return row_loss;
 }
 
 }  // namespace llmc

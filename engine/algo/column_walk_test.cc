@@ -58,7 +58,7 @@ std::vector<double> Reference(std::vector<double> w, const std::vector<float>& u
 }
 
 TEST(ColumnWalkTest, MatchesThePlainWalkForEveryBlockSizeAndThreadCount) {
-  const int64_t rows = 70, cols = 37;
+  const int64_t rows = 200, cols = 37;  // 200 rows: up to 3 threads
   const std::vector<float> u = Factor(cols, 3);
   const std::vector<float> w0 = Weight(rows, cols, 4);
   double ref_loss = 0;
@@ -67,16 +67,8 @@ TEST(ColumnWalkTest, MatchesThePlainWalkForEveryBlockSizeAndThreadCount) {
   for (int64_t block : {int64_t{1}, int64_t{5}, int64_t{16}, cols}) {
     for (int threads : {1, 3}) {
       std::vector<float> w = w0;
-      ColumnWalkArgs a;
-      a.rows = rows;
-      a.cols = cols;
-      a.block_size = block;
-      a.u = u.data();
-      a.w = w.data();
-      a.threads = threads;
       QuarterPolicy p;
-      std::vector<double> row_loss(rows, 0.0);
-      WalkColumns(a, p, &row_loss);
+      const std::vector<double> row_loss = WalkColumns(w.data(), rows, cols, u.data(), block, threads, &p);
       double loss = 0;
       for (double l : row_loss) loss += l;
       EXPECT_NEAR(loss / 2, ref_loss, 1e-3 * ref_loss) << block << " " << threads;

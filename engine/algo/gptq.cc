@@ -169,15 +169,7 @@ absl::StatusOr<GptqResult> GptqQuantize(absl::string_view module, const float* w
   // ---- the blocked column walk ----
   const int64_t B = std::min<int64_t>(options.block_size, cols);
   GptqPolicy policy(quantizer, col_group.data(), preserve ? keep.data() : nullptr, rows, cols, B);
-  ColumnWalkArgs walk;
-  walk.rows = rows;
-  walk.cols = cols;
-  walk.block_size = B;
-  walk.u = U.data();
-  walk.w = w.data();
-  walk.threads = ColumnWalkThreads(options.num_threads, rows);
-  std::vector<double> row_loss(rows, 0.0);
-  WalkColumns(walk, policy, &row_loss);
+  const std::vector<double> row_loss = WalkColumns(w.data(), rows, cols, U.data(), B, options.num_threads, &policy);
 
   // ---- back to the original column order ----
   if (perm.empty()) {

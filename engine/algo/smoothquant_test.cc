@@ -20,13 +20,7 @@ constexpr int64_t kHidden = 8, kTokens = 12;
 
 // q/k/v read the input norm's output (channel 2 an outlier, channel 6 always 0); o, gate, up and down follow.
 void Fill(FakeBlockView* b) {
-  b->AddLinear("self_attn.q_proj", 8, kHidden, 1);
-  b->AddLinear("self_attn.k_proj", 4, kHidden, 2);
-  b->AddLinear("self_attn.v_proj", 4, kHidden, 3);
-  b->AddLinear("self_attn.o_proj", kHidden, 8, 4);
-  b->AddLinear("mlp.gate_proj", 16, kHidden, 5);
-  b->AddLinear("mlp.up_proj", 16, kHidden, 6);
-  b->AddLinear("mlp.down_proj", kHidden, 16, 7);
+  b->AddDecoderLinears(kHidden, 4, 16);
   b->input_norm().assign(kHidden, 1.0f);
   b->post_attention_norm().assign(kHidden, 0.5f);
   std::mt19937 rng(9);
@@ -45,7 +39,7 @@ void Fill(FakeBlockView* b) {
 SmoothQuantParams QkvMapping(double alpha) {
   SmoothQuantParams p;
   p.smoothing_strength = alpha;
-  p.mappings.push_back({{"re:.*q_proj", "re:.*k_proj", "re:.*v_proj"}, "re:.*input_layernorm"});
+  p.mappings.push_back(testing::QkvFromInputNorm());
   return p;
 }
 

@@ -164,16 +164,7 @@ absl::StatusOr<SparseGptResult> SparseGptPrune(absl::string_view module, const f
   }
 
   SparseGptPolicy policy(ms, options.sparsity, base.empty() ? nullptr : base.data(), U.data(), rows, cols, B);
-  ColumnWalkArgs walk;
-  walk.rows = rows;
-  walk.cols = cols;
-  walk.block_size = B;
-  walk.u = U.data();
-  walk.w = w.data();
-  walk.threads = ColumnWalkThreads(options.num_threads, rows);
-  std::vector<double> row_loss(rows, 0.0);
-  WalkColumns(walk, policy, &row_loss);
-  result.loss = HalfTotalLoss(row_loss);
+  result.loss = HalfTotalLoss(WalkColumns(w.data(), rows, cols, U.data(), B, options.num_threads, &policy));
   result.pruned = policy.pruned();
   result.weight = std::move(w);
   return result;

@@ -16,14 +16,12 @@ std::optional<InputStatistics> DecoderBlockView::input_statistics(const std::str
   auto it = stats_->find(InputGroup(module));
   if (it == stats_->end()) return std::nullopt;
   const GroupStats& s = it->second;
-  InputStatistics out;
-  out.tokens = s.tokens;
-  out.channel_max = s.channel_max;
-  out.channel_abs_sum = s.channel_abs_sum;
-  out.captured = s.captured;
-  out.captured_tokens = s.captured_tokens;
-  out.captured_seq_len = s.captured_seq_len;
-  return out;
+  return InputStatistics{.tokens = s.tokens,
+                         .channel_max = s.channel_max,
+                         .channel_abs_sum = s.channel_abs_sum,
+                         .captured = s.captured,
+                         .captured_tokens = s.captured_tokens,
+                         .captured_seq_len = s.captured_seq_len};
 }
 
 const ConfigGroup* DecoderBlockView::weight_group(const std::string& module) const {
