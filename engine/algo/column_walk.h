@@ -4,8 +4,8 @@
 //   for each block [i1, i2) of block_size columns (the last one narrower):
 //     the block's columns are copied out transposed, blk[i][r] = W[r, i1 + i]; policy.StartBlock(i1, count, blk);
 //     rows are split over threads (rows are independent); per column c = i1 + i, with d = U_cc:
-//       policy.StartColumn(i, c, blk, r0, r1);
-//       per row: q = policy.Quantize(x, r, i, c); row_loss[r] += (x - q)^2 / d^2; err = (x - q) / d; x = q;
+//       policy.StartColumn(i, c, blk, r0, r1); quantize = policy.Column(i, c);
+//       per row: q = quantize(x, r); row_loss[r] += (x - q)^2 / d^2; err = (x - q) / d; x = q;
 //       the block's later columns j: W[r, j] -= err * U_cj (times policy.BlockKeep(j)[r] where that is non-null);
 //     the block is copied back, and the trailing columns take W[:, i2:] -= Err^T U[i1:i2, i2:] in one sgemm (with
 //     policy.masks_trailing(), the product lands in a buffer and policy.SubtractTrailing applies it row by row).
@@ -15,7 +15,8 @@
 // A policy provides (all called from the walk's threads for disjoint row ranges, except StartBlock):
 //   void StartBlock(int64_t i1, int64_t count, const float* blk);
 //   void StartColumn(int64_t i, int64_t c, const float* blk, int64_t r0, int64_t r1);
-//   float Quantize(float x, int64_t r, int64_t i, int64_t c);
+//   auto Column(int64_t i, int64_t c);  // a callable float(float x, int64_t r): column c's quantized value of x
+//                                       // in row r (it holds what the column needs, so the row loop stays tight)
 //   const float* BlockKeep(int64_t j) const;  // [rows] for in-block column j, or null
 //   bool masks_trailing() const;
 //   void SubtractTrailing(int64_t r, int64_t i2, int64_t n, const float* product, float* w_row);
@@ -80,9 +81,10 @@ std::vector<double> WalkColumns(float* w, int64_t rows, int64_t cols, const floa
         float* wc = blk.data() + i * rows;
         float* ec = err.data() + i * rows;
         policy->StartColumn(i, c, blk.data(), r0, r1);
+        const auto quantize = policy->Column(i, c);
         for (int64_t r = r0; r < r1; ++r) {
           const float x = wc[r];
-          const float q = policy->Quantize(x, r, i, c);
+          const float q = quantize(x, r);
           const float diff = x - q;
           loss[r] += static_cast<double>(diff * diff / (d * d));
           ec[r] = diff / d;

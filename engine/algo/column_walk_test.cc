@@ -13,7 +13,9 @@ namespace {
 struct QuarterPolicy {
   void StartBlock(int64_t, int64_t, const float*) {}
   void StartColumn(int64_t, int64_t, const float*, int64_t, int64_t) {}
-  float Quantize(float x, int64_t, int64_t, int64_t) const { return std::nearbyint(x * 4.0f) / 4.0f; }
+  auto Column(int64_t, int64_t) const {
+    return [](float x, int64_t) { return std::nearbyint(x * 4.0f) / 4.0f; };
+  }
   const float* BlockKeep(int64_t) const { return nullptr; }
   bool masks_trailing() const { return false; }
   void SubtractTrailing(int64_t, int64_t, int64_t, const float*, float*) const {}

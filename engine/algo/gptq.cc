@@ -37,7 +37,11 @@ class GptqPolicy {
     }
   }
   void StartColumn(int64_t, int64_t, const float*, int64_t, int64_t) {}
-  float Quantize(float x, int64_t r, int64_t, int64_t c) const { return quantizer_->FakeQuant(x, r, col_group_[c]); }
+  auto Column(int64_t, int64_t c) const {
+    const GroupQuantizer* q = quantizer_;
+    const int64_t g = col_group_[c];
+    return [q, g](float x, int64_t r) { return q->FakeQuant(x, r, g); };
+  }
   const float* BlockKeep(int64_t j) const { return keep_ ? kblk_.data() + j * rows_ : nullptr; }
   bool masks_trailing() const { return keep_ != nullptr; }
   void SubtractTrailing(int64_t r, int64_t i2, int64_t n, const float* t, float* dst) const {

@@ -74,10 +74,14 @@ class SparseGptPolicy {
     }
   }
 
-  float Quantize(float x, int64_t r, int64_t i, int64_t) {
-    const uint8_t m = mblk_[i * rows_ + r];
-    row_pruned_[r] += m;
-    return m ? 0.0f : x;
+  // Pruned weights become 0 (counted per row), the others stay.
+  auto Column(int64_t i, int64_t) {
+    const uint8_t* mc = mblk_.data() + i * rows_;
+    int64_t* pruned = row_pruned_.data();
+    return [mc, pruned](float x, int64_t r) {
+      pruned[r] += mc[r];
+      return mc[r] ? 0.0f : x;
+    };
   }
   const float* BlockKeep(int64_t) const { return nullptr; }
   bool masks_trailing() const { return base_ != nullptr; }
