@@ -76,7 +76,7 @@ class CudaBlockBackend final : public BlockBackend {
  public:
   static absl::StatusOr<std::unique_ptr<CudaBlockBackend>> Create(const BlockBackendOptions& options, CausalLm* lm,
                                                                    std::vector<HiddenStates> batches) {
-    std::unique_ptr<CudaBlockBackend> b(new CudaBlockBackend(lm, options.num_samples));
+    std::unique_ptr<CudaBlockBackend> b(new CudaBlockBackend(options.num_samples));
     LLMC_ASSIGN_OR_RETURN(b->cuda_, CudaContext::Create());
     cuda::GemmPrecision prec = cuda::GemmPrecision::kTf32;
     if (options.gemm_precision == "fp32") prec = cuda::GemmPrecision::kFp32;
@@ -153,9 +153,8 @@ class CudaBlockBackend final : public BlockBackend {
   }
 
  private:
-  CudaBlockBackend(CausalLm* lm, int64_t num_samples) : lm_(lm), num_samples_(num_samples) {}
+  explicit CudaBlockBackend(int64_t num_samples) : num_samples_(num_samples) {}
 
-  CausalLm* lm_;
   int64_t num_samples_;
   std::unique_ptr<CudaContext> cuda_;
   std::unique_ptr<CudaBlockWeights> dweights_;
