@@ -7,7 +7,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <numeric>
 #include <optional>
 #include <string>
 #include <thread>
@@ -16,6 +15,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "engine/algo/gptq_common.h"
+#include "engine/algo/obs_common.h"
 #include "engine/backend/cuda/gptq_kernels.h"
 #include "engine/model/cuda_status.h"
 
@@ -24,23 +25,8 @@ namespace {
 
 using cuda::FakeQuantSpec;
 
-// As gptq.cc: llm-compressor's SPARSITY_THRESHOLD.
-constexpr float kSparsityThreshold = 0.05f;
 // cuSOLVER's potri takes 32-bit sizes: n * n must fit an int.
 constexpr int64_t kMaxCols = 46340;
-
-Strategy InferStrategy(const WeightQParams& p) {
-  if (!p.per_row) return Strategy::kTensor;
-  if (p.global_scale != 0.0f) return Strategy::kTensorGroup;
-  if (p.group_cols < p.cols) return Strategy::kGroup;
-  return Strategy::kChannel;
-}
-
-int ResolveThreads(int requested) {
-  if (requested > 0) return requested;
-  const unsigned hc = std::thread::hardware_concurrency();
-  return hc == 0 ? 1 : static_cast<int>(hc);
-}
 
 // ---- recognizing the quantizer's arithmetic ----
 
@@ -199,24 +185,9 @@ absl::StatusOr<GptqResult> CudaGptqQuantize(absl::string_view module, const floa
                                             int64_t cols, const float* d_hessian, int64_t num_samples,
                                             GroupQuantizer* quantizer, const GptqOptions& options, CudaContext* ctx) {
   // ---- validation (GptqQuantize's, in its order) ----
-  if (quantizer == nullptr) return absl::InvalidArgumentError(absl::StrCat(module, ": GPTQ needs a quantizer"));
-  if (weight == nullptr || d_hessian == nullptr)
-    return absl::InvalidArgumentError(absl::StrCat(module, ": GPTQ needs the weight and its Hessian"));
+  LLMC_RETURN_IF_ERROR(ValidateGptqArgs(module, weight, rows, cols, d_hessian, num_samples, quantizer, options));
   if (ctx == nullptr) return absl::InvalidArgumentError(absl::StrCat(module, ": CUDA GPTQ needs a CUDA context"));
-  if (rows <= 0 || cols <= 0 || quantizer->rows() != rows || quantizer->cols() != cols)
-    return absl::InvalidArgumentError(absl::StrCat(module, ": weight [", rows, ", ", cols,
-                                                   "] does not match the quantizer's [", quantizer->rows(), ", ",
-                                                   quantizer->cols(), "]"));
-  if (options.block_size <= 0)
-    return absl::InvalidArgumentError(absl::StrCat(module, ": block_size must be positive, got ", options.block_size));
-  if (num_samples <= 0)
-    return absl::FailedPreconditionError(absl::StrCat(
-        module, ": no calibration samples reached this module, so GPTQ has no Hessian; check the calibration data "
-                "and that the module is used in the forward pass, or add it to ignore"));
   const int64_t n = rows * cols;
-  if (options.keep_mask != nullptr && static_cast<int64_t>(options.keep_mask->size()) != n)
-    return absl::InvalidArgumentError(absl::StrCat(module, ": keep_mask has ", options.keep_mask->size(),
-                                                   " entries for a weight of ", n));
   const std::optional<FakeQuantSpec> spec = RecognizeScheme(*quantizer);
   if (!spec)
     return absl::UnimplementedError(absl::StrCat(
@@ -232,38 +203,19 @@ absl::StatusOr<GptqResult> CudaGptqQuantize(absl::string_view module, const floa
   LLMC_RETURN_IF_ERROR(Upload(&d_src, weight, n, "the GPTQ weight", stream));
   int64_t bad = -1, zeros = 0;
   LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::ScanValues(d_src.data(), n, d_scratch.data(), stream, &bad, &zeros));
-  if (bad >= 0)
-    return absl::InvalidArgumentError(absl::StrCat(module, ": the weight has a NaN or Inf at [", bad / cols, ", ",
-                                                   bad % cols, "]; check the model checkpoint"));
+  if (bad >= 0) return WeightNotFiniteError(module, bad, cols);
   std::vector<float> diag(cols);
   LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::CopyDiagonal(d_hessian, cols, diag.data(), stream));
-  for (int64_t i = 0; i < cols; ++i)
-    if (!std::isfinite(diag[i]))
-      return absl::InvalidArgumentError(absl::StrCat(
-          module, ": the Hessian has a NaN or Inf on its diagonal at column ", i,
-          "; the calibration activations of this module overflowed or contain NaN"));
+  LLMC_RETURN_IF_ERROR(CheckHessianDiagonal(module, diag.data(), 1, cols));
   phases.Mark("upload+scan");
 
   // ---- strategy and column order (as GptqQuantize) ----
-  const WeightQParams& p0 = quantizer->params();
-  const Strategy strategy = options.weight_args ? options.weight_args->strategy : InferStrategy(p0);
-  const bool grouped = strategy == Strategy::kGroup || strategy == Strategy::kTensorGroup;
-  ActOrder order;
-  if (options.weight_args) {
-    LLMC_ASSIGN_OR_RETURN(ResolvedActOrder res, ResolveActOrder(module, options.actorder, *options.weight_args));
-    order = res.order;
-  } else {
-    LLMC_ASSIGN_OR_RETURN(order, ParseActOrder(options.actorder));
-    if (strategy != Strategy::kGroup) order = ActOrder::kNone;
-  }
-  if (!grouped) order = ActOrder::kNone;
-  std::vector<int32_t> perm;
-  if (order != ActOrder::kNone) {
-    perm.resize(cols);
-    std::iota(perm.begin(), perm.end(), 0);
-    std::stable_sort(perm.begin(), perm.end(), [&](int32_t a, int32_t b) { return diag[a] > diag[b]; });
-  }
-  auto src_col = [&](int64_t j) -> int64_t { return perm.empty() ? j : perm[j]; };
+  LLMC_ASSIGN_OR_RETURN(const GptqColumnOrder plan,
+                        PlanGptqColumns(module, options, quantizer->params(), diag.data(), 1, cols));
+  const bool grouped = plan.grouped;
+  const ActOrder order = plan.order;
+  const std::vector<int64_t>& perm = plan.perm;
+  const std::vector<int32_t> perm32(perm.begin(), perm.end());  // for the device
 
   // ---- quantization parameters on the host, while the device factors the Hessian ----
   const int threads = ResolveThreads(options.num_threads);
@@ -284,7 +236,7 @@ absl::StatusOr<GptqResult> CudaGptqQuantize(absl::string_view module, const floa
   DeviceArray<int32_t> d_perm;
   DeviceArray<float> d_work;  // solve order (only with a permutation; else d_src is the working weight)
   if (!perm.empty()) {
-    LLMC_RETURN_IF_ERROR(Upload(&d_perm, perm.data(), cols, "the GPTQ permutation", stream));
+    LLMC_RETURN_IF_ERROR(Upload(&d_perm, perm32.data(), cols, "the GPTQ permutation", stream));
     LLMC_RETURN_IF_ERROR(d_work.Reserve(n, "the permuted GPTQ weight"));
     LLMC_CUDA_STR_RETURN_IF_ERROR(
         cuda::PermuteColumns(d_src.data(), rows, cols, d_perm.data(), /*inverse=*/false, d_work.data(), stream));
@@ -303,8 +255,7 @@ absl::StatusOr<GptqResult> CudaGptqQuantize(absl::string_view module, const floa
       LLMC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));  // before `given` is freed
     }
   } else {
-    const float sparsity = static_cast<float>(zeros) / static_cast<float>(n);
-    if (sparsity >= kSparsityThreshold) {
+    if (GptqPreservesZeros(zeros, n)) {
       LLMC_RETURN_IF_ERROR(d_keep.Reserve(n, "the GPTQ keep mask"));
       LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::KeepNonZero(w, n, d_keep.data(), stream));
     }
@@ -312,30 +263,15 @@ absl::StatusOr<GptqResult> CudaGptqQuantize(absl::string_view module, const floa
   const bool preserve = d_keep.size() > 0;
 
   // ---- inverse-Hessian factor (InverseHessianFactor::Compute's checks, order and arithmetic) ----
-  if (!(options.dampening_frac >= 0) || !std::isfinite(options.dampening_frac))
-    return absl::InvalidArgumentError(absl::StrCat(
-        module, ": dampening_frac must be a finite non-negative number, got ", options.dampening_frac));
+  LLMC_RETURN_IF_ERROR(CheckDampeningFrac(module, options.dampening_frac));
   LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::ScanValues(d_hessian, cols * cols, d_scratch.data(), stream, &bad, nullptr));
-  if (bad >= 0)
-    return absl::InvalidArgumentError(absl::StrCat(
-        module, ": the Hessian has a NaN or Inf at [", bad / cols, ", ", bad % cols,
-        "]; the calibration activations of this module overflowed or contain NaN (check the model's dtype and "
-        "the calibration data)"));
-  std::vector<uint8_t> dead(cols, 0);
-  int64_t num_dead = 0;
-  double diag_sum = 0;
-  for (int64_t i = 0; i < cols; ++i) {
-    double d = diag[src_col(i)];
-    if (d == 0) {
-      d = 1;
-      dead[i] = 1;
-      ++num_dead;
-    }
-    diag_sum += d;
-  }
-  const double damp = options.dampening_frac * (diag_sum / static_cast<double>(cols));
+  if (bad >= 0) return HessianNotFiniteError(module, bad, cols);
+  const Dampening dd =
+      DeadColumnsAndDamping(diag.data(), 1, cols, perm.empty() ? nullptr : perm.data(), options.dampening_frac);
+  const int64_t num_dead = dd.num_dead;
+  const double damp = dd.damp;
   DeviceArray<uint8_t> d_dead;
-  LLMC_RETURN_IF_ERROR(Upload(&d_dead, dead.data(), cols, "the GPTQ dead columns", stream));
+  LLMC_RETURN_IF_ERROR(Upload(&d_dead, dd.dead.data(), cols, "the GPTQ dead columns", stream));
   DeviceArray<float> d_u;
   LLMC_RETURN_IF_ERROR(d_u.Reserve(cols * cols, "the inverse-Hessian factor"));
   cuda::GptqLinalg linalg;
@@ -357,26 +293,14 @@ absl::StatusOr<GptqResult> CudaGptqQuantize(absl::string_view module, const floa
   result.preserved_zeros = preserve;
   result.dead_columns = num_dead;
   const bool factored = failure.empty();
-  if (!factored) {
-    result.fell_back_to_rtn = true;
-    result.warning = absl::StrCat(
-        module, ": ", failure, " (dampening_frac ", options.dampening_frac,
-        "); falling back to round-to-nearest for this module. Consider increasing dampening_frac, using more "
-        "calibration samples, or shuffling the calibration dataset");
-    spdlog::warn("{}", result.warning);
-  }
+  if (!factored) MarkRtnFallback(module, failure, options.dampening_frac, &result);
 
   // ---- the parameters reach the device ----
   observer.join();
   LLMC_RETURN_IF_ERROR(observed);
   phases.Mark("observe-wait");
   const WeightQParams& params = quantizer->params();
-  std::vector<int32_t> col_group(cols, 0);
-  if (grouped) {
-    const int64_t gs = quantizer->group_cols();
-    for (int64_t j = 0; j < cols; ++j)
-      col_group[j] = static_cast<int32_t>((order == ActOrder::kWeight ? perm[j] : j) / gs);
-  }
+  const std::vector<int32_t> col_group = plan.ColumnGroups(cols, quantizer->group_cols());
   DeviceArray<int32_t> d_group;
   DeviceArray<float> d_scale, d_zp;
   LLMC_RETURN_IF_ERROR(Upload(&d_group, col_group.data(), cols, "the GPTQ column groups", stream));
@@ -415,8 +339,7 @@ absl::StatusOr<GptqResult> CudaGptqQuantize(absl::string_view module, const floa
   args.row_loss = d_loss.data();
   args.tile = tile_floats > 0 ? d_tile.data() : nullptr;
   args.keep_tile = tile_floats > 0 && preserve ? d_keep_tile.data() : nullptr;
-  for (int64_t i1 = 0; i1 < cols; i1 += B) {
-    const int64_t count = std::min(B, cols - i1);
+  LLMC_RETURN_IF_ERROR(ForEachColumnBlock(cols, B, [&](int64_t i1, int64_t count) -> absl::Status {
     args.i1 = i1;
     args.count = count;
     LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::GptqBlock(args, stream));
@@ -424,7 +347,8 @@ absl::StatusOr<GptqResult> CudaGptqQuantize(absl::string_view module, const floa
     if (factored && i1 + count < cols)
       LLMC_CUDA_STR_RETURN_IF_ERROR(linalg.TrailingUpdate(d_err.data(), rows, cols, i1, count, d_u.data(), w,
                                                           args.keep, d_tmp.data()));
-  }
+    return absl::OkStatus();
+  }));
   std::vector<double> row_loss(rows);
   LLMC_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(row_loss.data(), d_loss.data(), rows * sizeof(double), cudaMemcpyDeviceToHost, stream));
@@ -439,15 +363,7 @@ absl::StatusOr<GptqResult> CudaGptqQuantize(absl::string_view module, const floa
       cudaMemcpyAsync(result.weight.data(), d_src.data(), n * sizeof(float), cudaMemcpyDeviceToHost, stream));
   LLMC_RETURN_IF_ERROR(ctx->Synchronize());
   phases.Mark("download");
-  double loss = 0;
-  for (double l : row_loss) loss += l;
-  result.loss = loss / 2;
-  if (order == ActOrder::kGroup) {
-    std::vector<int32_t>& g_idx = quantizer->mutable_params().g_idx;
-    g_idx.assign(cols, 0);
-    for (int64_t j = 0; j < cols; ++j) g_idx[perm[j]] = col_group[j];
-  }
-  result.params = quantizer->params();
+  FinishGptqResult(row_loss, plan, col_group, quantizer, &result);
   return result;
 }
 

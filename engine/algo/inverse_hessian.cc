@@ -5,8 +5,11 @@
 #include <cmath>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "engine/algo/obs_common.h"
 
 namespace llmc {
 namespace {
@@ -35,12 +38,11 @@ int Potri(char uplo, int n, T* a) {
   return static_cast<int>(info);
 }
 
-// Fills `a` (n x n of T, in raw storage) with H (optionally permuted), handles dead columns and dampening, and
-// factors. On success, the column-major lower triangle of `a` (= the row-major upper triangle) holds U with
-// (H + damp I)^-1 = U^T U. Returns "" or what failed.
+// Fills `a` (n x n of T, in raw storage) with H (optionally permuted), sets the dead columns' diagonal to 1, adds
+// the dampening, and factors. On success, the column-major lower triangle of `a` (= the row-major upper triangle)
+// holds U with (H + damp I)^-1 = U^T U. Returns "" or what failed.
 template <typename T>
-std::string Factor(const float* h, int64_t n, const int64_t* perm, double frac, T* a, std::vector<uint8_t>* dead,
-                   int64_t* num_dead, double* damp) {
+std::string Factor(const float* h, int64_t n, const int64_t* perm, const Dampening& dd, T* a) {
   for (int64_t i = 0; i < n; ++i) {
     const float* src = h + (perm ? perm[i] : i) * n;
     T* dst = a + i * n;
@@ -50,21 +52,11 @@ std::string Factor(const float* h, int64_t n, const int64_t* perm, double frac, 
       for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<T>(src[j]);
     }
   }
-  dead->assign(n, 0);
-  *num_dead = 0;
-  double diag_sum = 0;
+  const T damp_t = static_cast<T>(dd.damp);
   for (int64_t i = 0; i < n; ++i) {
-    T& d = a[i * n + i];
-    if (d == T(0)) {
-      d = T(1);
-      (*dead)[i] = 1;
-      ++*num_dead;
-    }
-    diag_sum += static_cast<double>(d);
+    if (dd.dead[i]) a[i * n + i] = T(1);
+    a[i * n + i] += damp_t;
   }
-  *damp = frac * (diag_sum / static_cast<double>(n));
-  const T damp_t = static_cast<T>(*damp);
-  for (int64_t i = 0; i < n; ++i) a[i * n + i] += damp_t;
 
   const int ni = static_cast<int>(n);
   int info = Potrf<T>('L', ni, a);
@@ -95,24 +87,19 @@ absl::StatusOr<InverseHessianFactor> InverseHessianFactor::Compute(absl::string_
   if (cols <= 0 || cols > (int64_t{1} << 31) - 1)
     return absl::InvalidArgumentError(absl::StrCat(module, ": invalid Hessian size ", cols));
   if (hessian == nullptr) return absl::InvalidArgumentError(absl::StrCat(module, ": no Hessian"));
-  if (!(dampening_frac >= 0) || !std::isfinite(dampening_frac))
-    return absl::InvalidArgumentError(
-        absl::StrCat(module, ": dampening_frac must be a finite non-negative number, got ", dampening_frac));
+  LLMC_RETURN_IF_ERROR(CheckDampeningFrac(module, dampening_frac));
   const int64_t n = cols, nn = n * n;
   for (int64_t i = 0; i < nn; ++i)
-    if (!std::isfinite(hessian[i]))
-      return absl::InvalidArgumentError(absl::StrCat(
-          module, ": the Hessian has a NaN or Inf at [", i / n, ", ", i % n,
-          "]; the calibration activations of this module overflowed or contain NaN (check the model's dtype and "
-          "the calibration data)"));
+    if (!std::isfinite(hessian[i])) return HessianNotFiniteError(module, i, n);
 
   InverseHessianFactor f;
   f.n_ = n;
+  Dampening dd = DeadColumnsAndDamping(hessian, n + 1, n, perm, dampening_frac);
   const size_t elem = double_precision ? sizeof(double) : sizeof(float);
   f.buf_.reset(new unsigned char[static_cast<size_t>(nn) * elem]);
   if (double_precision) {
     double* a = reinterpret_cast<double*>(f.buf_.get());
-    f.failure_ = Factor<double>(hessian, n, perm, dampening_frac, a, &f.dead_, &f.num_dead_, &f.damp_);
+    f.failure_ = Factor<double>(hessian, n, perm, dd, a);
     // fp64 -> fp32 in place: float k goes to bytes [4k, 4k+4), which only overlap doubles already read.
     unsigned char* bytes = f.buf_.get();
     for (int64_t i = 0; i < n; ++i)
@@ -125,10 +112,13 @@ absl::StatusOr<InverseHessianFactor> InverseHessianFactor::Compute(absl::string_
       }
   } else {
     float* a = reinterpret_cast<float*>(f.buf_.get());
-    f.failure_ = Factor<float>(hessian, n, perm, dampening_frac, a, &f.dead_, &f.num_dead_, &f.damp_);
+    f.failure_ = Factor<float>(hessian, n, perm, dd, a);
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = 0; j < i; ++j) a[i * n + j] = 0.0f;
   }
+  f.num_dead_ = dd.num_dead;
+  f.damp_ = dd.damp;
+  f.dead_ = std::move(dd.dead);
   f.factored_ = f.failure_.empty();
   if (!f.factored_) {
     float* u = reinterpret_cast<float*>(f.buf_.get());

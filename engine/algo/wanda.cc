@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "engine/algo/mask_structure.h"
+#include "engine/algo/obs_common.h"
 
 namespace llmc {
 
@@ -37,10 +38,7 @@ absl::StatusOr<WandaResult> WandaPrune(absl::string_view module, const float* we
                                                      "; the calibration activations overflowed or contain NaN"));
     root[c] = std::sqrt(static_cast<float>(s / static_cast<double>(num_samples)));
   }
-  for (int64_t i = 0; i < rows * cols; ++i)
-    if (!std::isfinite(weight[i]))
-      return absl::InvalidArgumentError(absl::StrCat(module, ": the weight has a NaN or Inf at [", i / cols, ", ",
-                                                     i % cols, "]; check the model checkpoint"));
+  LLMC_RETURN_IF_ERROR(CheckWeightFinite(module, weight, rows, cols));
 
   WandaResult result;
   result.weight.assign(weight, weight + rows * cols);

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "engine/algo/block_view.h"
 #include "engine/algo/mask_structure.h"
 #include "engine/algo/sparsegpt.h"
 #include "engine/algo/wanda.h"
@@ -13,6 +14,13 @@ absl::Status CheckSparsity(const SparsityParams& sp) {
   if (!(sp.sparsity >= 0 && sp.sparsity < 1))
     return absl::InvalidArgumentError("sparsity must be in [0, 1)");
   return absl::OkStatus();
+}
+
+bool SparsityTargets(const SparsityParams& sp, const std::string& name) {
+  bool t = false;
+  for (const auto& p : sp.targets) t |= p == "Linear" || MatchesTarget(p, name);
+  for (const auto& p : sp.ignore) t &= !MatchesTarget(p, name);
+  return t;
 }
 
 absl::StatusOr<PruneResult> PruneModule(const SparsityParams& sp, LinearWeight* w, const HessianAccumulator* hessian,

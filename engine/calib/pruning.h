@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -19,6 +20,10 @@ struct PruneResult {
 
 // Checks the recipe's pruning settings before a run (mask structure, sparsity range).
 absl::Status CheckSparsity(const SparsityParams& sp);
+
+// Whether the recipe prunes the Linear `name`: a target names it ("Linear" names every one) and no ignore entry
+// does.
+bool SparsityTargets(const SparsityParams& sp, const std::string& name);
 
 // Prunes `w` in place (zeros stored dense, values rounded to the model dtype by the caller). SparseGPT needs
 // `hessian`, Wanda `row_norm`. Errors name the module.

@@ -4,283 +4,32 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <future>
 #include <map>
-#include <mutex>
 #include <set>
-#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "common/status_macros.h"
-#include "common/thread_pool.h"
 #include "common/util.h"
+#include "engine/algo/awq.h"
+#include "engine/algo/block_view.h"
 #include "engine/algo/gptq.h"
-#include "engine/algo/hessian.h"
+#include "engine/algo/smoothquant.h"
+#include "engine/calib/block_backend.h"
+#include "engine/calib/calib_hooks.h"
+#include "engine/calib/decoder_block_view.h"
+#include "engine/calib/module_solver.h"
 #include "engine/calib/pruning.h"
+#include "engine/calib/stored_block.h"
 #include "engine/model/causal_lm.h"
-#include "engine/quant/group_quantizer.h"
 #include "engine/quant/weight_quantizer.h"
+#include "engine/tensor/model_dtype.h"
 #include "engine/tokenizer/tokenizer.h"
-#if LLMC_CALIB_CUDA
-#include <cuda_runtime_api.h>
-
-#if LLMC_CALIB_CUDA_GPTQ
-#include "engine/algo/cuda_gptq.h"
-#endif
-#include "engine/model/cuda_block_runner.h"
-#include "engine/model/cuda_context.h"
-#endif
 
 namespace llmc {
 
 using json = nlohmann::json;
-
-namespace {
-
-std::string Leaf(const std::string& module) {
-  auto dot = module.rfind('.');
-  return dot == std::string::npos ? module : module.substr(dot + 1);
-}
-
-// Modules that read the same input tensor share its statistics.
-std::string InputGroup(const std::string& module) {
-  const std::string leaf = Leaf(module);
-  const std::string parent = module.substr(0, module.size() - leaf.size());
-  if (leaf == "q_proj" || leaf == "k_proj" || leaf == "v_proj") return parent + "qkv";
-  if (leaf == "gate_proj" || leaf == "up_proj") return parent + "gate_up";
-  return module;
-}
-
-std::vector<uint8_t> ToDTypeBytes(const std::vector<float>& v, DType dtype) {
-  std::vector<uint8_t> out(v.size() * DTypeSize(dtype));
-  for (size_t i = 0; i < v.size(); ++i) {
-    if (dtype == DType::kBF16) {
-      uint16_t h = FloatToBF16(v[i]);
-      std::memcpy(out.data() + 2 * i, &h, 2);
-    } else if (dtype == DType::kF16) {
-      uint16_t h = FloatToF16(v[i]);
-      std::memcpy(out.data() + 2 * i, &h, 2);
-    } else {
-      std::memcpy(out.data() + 4 * i, &v[i], 4);
-    }
-  }
-  return out;
-}
-
-float RoundToDType(float x, DType d) {
-  return d == DType::kBF16 ? RoundBF16(x) : d == DType::kF16 ? RoundF16(x) : x;
-}
-
-// What calibration collects in one pass.
-struct Wants {
-  std::set<std::string> hessian;      // input groups
-  std::set<std::string> row_norm;     // input groups (Wanda)
-  std::set<std::string> channel_max;  // input groups (SmoothQuant)
-  std::set<std::string> range;        // input groups (static activation scales)
-  std::set<std::string> channel_mean; // input groups (AWQ: mean |x| per channel)
-  std::set<std::string> capture;      // input groups whose inputs are kept (AWQ's search), up to capture_tokens
-  int64_t capture_tokens = 0;
-  bool kv = false;                    // k/v output ranges (kv cache scales)
-  // GPU runs: Hessians stay on the device (GPTQ solves there); false keeps them on the host (the pruning solvers).
-  bool device_hessian = true;
-  bool empty() const {
-    return hessian.empty() && row_norm.empty() && channel_max.empty() && range.empty() && channel_mean.empty() &&
-           capture.empty() && !kv;
-  }
-};
-
-struct GroupStats {
-  std::unique_ptr<HessianAccumulator> hessian;
-  std::unique_ptr<RowNormAccumulator> row_norm;
-  std::vector<float> channel_max;
-  std::vector<double> channel_abs_sum;  // AWQ
-  std::vector<float> captured;          // [captured_tokens, cols] inputs kept for AWQ's search
-  int64_t captured_tokens = 0, captured_seq_len = 0;
-#if LLMC_CALIB_CUDA
-  // GPU runs: the raw sum X^T X on the device and the samples it came from (H = 2/N of it).
-  std::shared_ptr<DeviceArray<float>> d_xtx;
-  int64_t d_samples = 0, d_tokens = 0;
-#endif
-  float amax = 0;  // max |x| over every element (static scales)
-  float min = 0, max = 0;
-  int64_t tokens = 0;
-  bool nonfinite = false;
-};
-
-// The LinearHooks that collect statistics during a calibration pass.
-class CalibHooks : public LinearHooks {
- public:
-  CalibHooks(const Wants& wants, const ModelSpec& spec, const RopeTable* rope, const DecoderBlock* block,
-             CpuContext* ctx)
-      : wants_(wants), spec_(spec), rope_(rope), block_(block), ctx_(ctx) {}
-
-  void set_seq_len(int64_t t) { seq_len_ = t; }
-  void set_on_device(bool d) { on_device_ = d; }
-  std::map<std::string, GroupStats>& stats() { return stats_; }
-  float k_amax() const { return k_amax_; }
-  float v_amax() const { return v_amax_; }
-
-  absl::Status OnInput(const LinearWeight& w, absl::Span<const float> input, int64_t tokens) override {
-    const std::string group = InputGroup(w.name);
-    const bool repeat = input.data() == last_ptr_ && group == last_group_;
-    last_ptr_ = input.data();
-    last_group_ = group;
-    if (wants_.kv) LLMC_RETURN_IF_ERROR(ObserveKv(w, input.data(), tokens));
-    if (repeat) return absl::OkStatus();
-    const int64_t cols = w.in_features;
-    const float* x = input.data();
-    const int64_t samples = seq_len_ > 0 ? std::max<int64_t>(1, tokens / seq_len_) : 1;
-    GroupStats* st = nullptr;
-    auto get = [&]() -> GroupStats& {
-      if (!st) st = &stats_[group];
-      return *st;
-    };
-    if (wants_.hessian.count(group) && !(on_device_ && wants_.device_hessian)) {
-      GroupStats& s = get();
-      if (!s.hessian) s.hessian = std::make_unique<HessianAccumulator>(cols);
-      LLMC_RETURN_IF_ERROR(s.hessian->Add(x, tokens, samples));
-    }
-    if (wants_.row_norm.count(group)) {
-      GroupStats& s = get();
-      if (!s.row_norm) s.row_norm = std::make_unique<RowNormAccumulator>(cols);
-      LLMC_RETURN_IF_ERROR(s.row_norm->Add(x, tokens, samples));
-    }
-    if (wants_.channel_max.count(group) || wants_.range.count(group)) {
-      GroupStats& s = get();
-      if (s.channel_max.empty()) s.channel_max.assign(cols, 0.0f);
-      float mn = s.min, mx = s.max;
-      bool finite = true;
-      for (int64_t t = 0; t < tokens; ++t) {
-        const float* r = x + t * cols;
-        for (int64_t c = 0; c < cols; ++c) {
-          float v = r[c];
-          finite &= std::isfinite(v);
-          s.channel_max[c] = std::max(s.channel_max[c], std::fabs(v));
-          mn = std::min(mn, v);
-          mx = std::max(mx, v);
-        }
-      }
-      s.min = mn;
-      s.max = mx;
-      s.amax = std::max(-mn, mx);
-      s.nonfinite |= !finite;
-    }
-    if (wants_.channel_mean.count(group)) {
-      GroupStats& s = get();
-      if (s.channel_abs_sum.empty()) s.channel_abs_sum.assign(cols, 0.0);
-      for (int64_t t = 0; t < tokens; ++t)
-        for (int64_t c = 0; c < cols; ++c) s.channel_abs_sum[c] += std::fabs(x[t * cols + c]);
-    }
-    if (wants_.capture.count(group)) {
-      GroupStats& s = get();
-      if (s.captured_tokens == 0) s.captured_seq_len = seq_len_;
-      if (s.captured_seq_len == seq_len_ && s.captured_tokens + tokens <= std::max(wants_.capture_tokens, seq_len_)) {
-        s.captured.insert(s.captured.end(), x, x + tokens * cols);
-        s.captured_tokens += tokens;
-      }
-    }
-    if (st) st->tokens += tokens;
-    return absl::OkStatus();
-  }
-
- private:
-  // k after its norm and rotary embedding, and v, as the kv cache stores them.
-  absl::Status ObserveKv(const LinearWeight& w, const float* x, int64_t tokens) {
-    const std::string leaf = Leaf(w.name);
-    if (leaf != "k_proj" && leaf != "v_proj") return absl::OkStatus();
-    // The weights as the block holds them on the host (device hooks see a weight-less descriptor).
-    const LinearWeight* lw = &w;
-    for (const LinearWeight* b : block_->linears())
-      if (b->name == w.name) lw = b;
-    if (lw->weight.size() != static_cast<size_t>(lw->out_features * lw->in_features))
-      return absl::InternalError(absl::StrCat(w.name, ": no host weights for the kv cache observer"));
-    std::vector<float> y(tokens * lw->out_features);
-    LinearForward(x, tokens, lw->in_features, lw->weight.data(), lw->bias.empty() ? nullptr : lw->bias.data(),
-                  lw->out_features, y.data(), ctx_);
-    if (leaf == "k_proj") {
-      if (spec_.qk_norm)
-        RmsNorm(y.data(), tokens * spec_.num_kv_heads, spec_.head_dim, block_->k_norm.data(),
-                static_cast<float>(spec_.rms_norm_eps), y.data(), ctx_);
-      ApplyRotary(y.data(), tokens / seq_len_, seq_len_, spec_.num_kv_heads, *rope_, ctx_);
-    }
-    float a = 0;
-    for (float v : y) a = std::max(a, std::fabs(v));
-    if (!std::isfinite(a))
-      return absl::InvalidArgumentError(absl::StrCat(w.name, ": NaN or Inf in the calibration activations"));
-    (leaf == "k_proj" ? k_amax_ : v_amax_) = std::max(leaf == "k_proj" ? k_amax_ : v_amax_, a);
-    return absl::OkStatus();
-  }
-
-  const Wants& wants_;
-  const ModelSpec& spec_;
-  const RopeTable* rope_;
-  const DecoderBlock* block_;
-  CpuContext* ctx_;
-  int64_t seq_len_ = 0;
-  bool on_device_ = false;
-  const float* last_ptr_ = nullptr;
-  std::string last_group_;
-  std::map<std::string, GroupStats> stats_;
-  float k_amax_ = 0, v_amax_ = 0;
-};
-
-#if LLMC_CALIB_CUDA
-// Calibration on the GPU: Hessian sums accumulate on the device (cuBLAS SYRK); every other statistic goes through
-// the host hooks (a copy of the input per call), which only the smoothing and static-scale algorithms need.
-class DeviceCalibHooks : public CudaLinearHooks {
- public:
-  // `alpha` scales every X^T X added (2/N for the Hessian of N calibration samples).
-  DeviceCalibHooks(const Wants& wants, CalibHooks* host, CudaContext* ctx, float alpha, cuda::GemmPrecision precision)
-      : wants_(wants), host_(host), ctx_(ctx), alpha_(alpha), precision_(precision) {
-    adapter_ = std::make_unique<HostLinearHooksAdapter>(host);
-    need_host_ = !wants.row_norm.empty() || !wants.channel_max.empty() || !wants.range.empty() ||
-                 !wants.channel_mean.empty() || !wants.capture.empty() || wants.kv ||
-                 (!wants.hessian.empty() && !wants.device_hessian);
-  }
-  void set_seq_len(int64_t t) { seq_len_ = t; }
-
-  absl::Status OnDeviceInput(const LinearWeight& w, const float* input, int64_t tokens, cudaStream_t stream) override {
-    const std::string group = InputGroup(w.name);
-    const bool repeat = input == last_ptr_ && group == last_group_;
-    last_ptr_ = input;
-    last_group_ = group;
-    if (!repeat && wants_.device_hessian && wants_.hessian.count(group)) {
-      GroupStats& s = host_->stats()[group];
-      const int64_t cols = w.in_features;
-      if (!s.d_xtx) {
-        s.d_xtx = std::make_shared<DeviceArray<float>>();
-        LLMC_RETURN_IF_ERROR(s.d_xtx->Reserve(cols * cols, absl::StrCat("Hessian of ", group)));
-        if (cudaMemsetAsync(s.d_xtx->data(), 0, cols * cols * sizeof(float), stream) != cudaSuccess)
-          return absl::InternalError("cudaMemsetAsync failed");
-      }
-      std::string err = ctx_->blas()->AccumulateXtX(input, tokens, cols, alpha_, s.d_xtx->data(), precision_);
-      if (!err.empty()) return absl::InternalError(absl::StrCat(w.name, ": ", err));
-      s.d_samples += seq_len_ > 0 ? std::max<int64_t>(1, tokens / seq_len_) : 1;
-      s.d_tokens += tokens;
-      s.tokens += tokens;
-    }
-    if (need_host_) return adapter_->OnDeviceInput(w, input, tokens, stream);
-    return absl::OkStatus();
-  }
-
- private:
-  const Wants& wants_;
-  CalibHooks* host_;
-  CudaContext* ctx_;
-  float alpha_;
-  cuda::GemmPrecision precision_;
-  std::unique_ptr<HostLinearHooksAdapter> adapter_;
-  bool need_host_ = false;
-  int64_t seq_len_ = 0;
-  const float* last_ptr_ = nullptr;
-  std::string last_group_;
-};
-#endif
-
-}  // namespace
 
 class SequentialSolver::Impl {
  public:
@@ -300,6 +49,7 @@ class SequentialSolver::Impl {
     for (auto& w : cs.warnings) warnings_.push_back(w);
     // This rank's shard of the samples, grouped by length (a batch holds equal-length sequences).
     std::map<size_t, std::vector<int32_t>> by_len;
+    std::vector<HiddenStates> batches;
     std::map<size_t, int64_t> count;
     for (size_t i = 0; i < cs.samples.size(); ++i) {
       if (static_cast<int>(i % comm_->size()) != comm_->rank()) continue;
@@ -315,65 +65,22 @@ class SequentialSolver::Impl {
     for (auto& [len, ids] : by_len) {
       LLMC_ASSIGN_OR_RETURN(HiddenStates x, lm_->Embed(ids, count[len], static_cast<int64_t>(len)));
       max_len_ = std::max<int64_t>(max_len_, len);
-      batches_.push_back(std::move(x));
+      batches.push_back(std::move(x));
     }
     // Model dtype: the dtype of the first decoder Linear weight.
     const ModelTensor* t = lm_->dir().Find("model.layers.0.self_attn.q_proj.weight");
     if (!t) return absl::InvalidArgumentError(absl::StrCat(opt_.model_path, ": no model.layers.0.self_attn.q_proj.weight"));
     dtype_ = t->info->dtype;
-    if (opt_.device == "cuda") LLMC_RETURN_IF_ERROR(InitDevice());
-    else if (opt_.device != "cpu")
-      return absl::InvalidArgumentError(absl::StrCat("device '", opt_.device, "': use cpu or cuda"));
+    BlockBackendOptions bo;
+    bo.device = opt_.device;
+    bo.gemm_precision = opt_.gemm_precision;
+    bo.max_chunk_tokens = opt_.max_chunk_tokens;
+    bo.num_samples = num_samples_;
+    LLMC_ASSIGN_OR_RETURN(backend_, CreateBlockBackend(bo, lm_.get(), std::move(batches)));
+    // Solved modules are encoded and written beside the next solves while the blocks run off the host.
+    module_solver_ = std::make_unique<ModuleSolver>(recipe_, cfg_, backend_.get(), dtype_, opt_.threads,
+                                                    backend_->runs_off_host());
     return CheckRecipe();
-  }
-
-  absl::Status InitDevice() {
-#if LLMC_CALIB_CUDA
-    LLMC_ASSIGN_OR_RETURN(cuda_, CudaContext::Create());
-    cuda::GemmPrecision prec = cuda::GemmPrecision::kTf32;
-    if (opt_.gemm_precision == "fp32") prec = cuda::GemmPrecision::kFp32;
-    else if (opt_.gemm_precision == "bf16") prec = cuda::GemmPrecision::kBf16;
-    else if (!opt_.gemm_precision.empty() && opt_.gemm_precision != "tf32")
-      return absl::InvalidArgumentError(absl::StrCat("GEMM precision '", opt_.gemm_precision, "': use fp32, tf32 or bf16"));
-    LLMC_ASSIGN_OR_RETURN(dweights_, CudaBlockWeights::Create(lm_->spec(), prec, cuda_.get()));
-    CudaBlockRunnerOptions ro;
-    ro.max_chunk_tokens = std::max<int64_t>(opt_.max_chunk_tokens, 8192);
-    LLMC_ASSIGN_OR_RETURN(runner_, CudaBlockRunner::Create(lm_->spec(), cuda_.get(), ro));
-    int64_t max_tokens = 0;
-    for (HiddenStates& b : batches_) {
-      LLMC_ASSIGN_OR_RETURN(DeviceHiddenStates d, UploadHiddenStates(b, cuda_.get()));
-      max_tokens = std::max(max_tokens, b.tokens());
-      dbatches_.push_back(std::move(d));
-      b.data.clear();
-      b.data.shrink_to_fit();
-    }
-    LLMC_RETURN_IF_ERROR(dscratch_.data.Reserve(max_tokens * lm_->spec().hidden_size, "calibration activations"));
-    finisher_ = std::make_unique<ThreadPool>(std::max(2, opt_.threads > 0 ? opt_.threads : static_cast<int>(std::thread::hardware_concurrency())));
-    dscratch_.hidden = lm_->spec().hidden_size;
-    return absl::OkStatus();
-#else
-    return absl::FailedPreconditionError("device cuda: this build of llmc has no CUDA support; use --device cpu");
-#endif
-  }
-
-  bool on_device() const { return opt_.device == "cuda"; }
-
-  // Runs `block` over every batch in place (propagation with the compressed weights).
-  absl::Status Propagate(const DecoderBlock& block) {
-#if LLMC_CALIB_CUDA
-    if (on_device()) {
-      LLMC_RETURN_IF_ERROR(dweights_->Upload(block));
-      for (DeviceHiddenStates& b : dbatches_) LLMC_RETURN_IF_ERROR(runner_->Run(dweights_.get(), &b));
-      return cuda_->Synchronize();
-    }
-#endif
-    for (HiddenStates& b : batches_) LLMC_RETURN_IF_ERROR(lm_->RunBlock(block, &b));
-    for (const HiddenStates& b : batches_)
-      for (float v : b.data)
-        if (!std::isfinite(v))
-          return absl::InvalidArgumentError(absl::StrCat("block ", block.layer, " produced NaN or Inf activations with the ",
-                                                         "compressed weights; the compression is unstable for this model"));
-    return absl::OkStatus();
   }
 
   // The errors a run would hit late, raised now.
@@ -396,19 +103,9 @@ class SequentialSolver::Impl {
 
   // --- planning ---------------------------------------------------------------------------------------------
 
-  absl::StatusOr<std::vector<OutputTensor>> Extras(const std::string& module, int group, int64_t rows, int64_t cols,
-                                                 DType dtype) const {
-    std::vector<OutputTensor> out;
-    const ConfigGroup& g = cfg_.groups()[group];
-    if (recipe_.gptq && g.scheme.weights) {
-      LLMC_ASSIGN_OR_RETURN(ResolvedActOrder ro, ResolveActOrder(module, recipe_.gptq->actorder, *g.scheme.weights));
-      if (ro.order == ActOrder::kGroup) out.push_back({"weight_g_idx", DType::kI32, {cols}});
-    }
-    const auto& in = g.scheme.input_activations;
-    if (in && in->dynamic == "false") out.push_back({"input_scale", dtype, {1}});
-    if (in && in->dynamic == "local") out.push_back({"input_global_scale", DType::kF32, {1}});
-    (void)rows;
-    return out;
+  absl::StatusOr<std::vector<OutputTensor>> ExtraModuleTensors(const std::string& module, int group, int64_t cols,
+                                                                DType dtype) const {
+    return module_solver_->ExtraTensors(module, group, cols, dtype);
   }
 
   std::vector<TensorSpec> ExtraTensors() const {
@@ -472,12 +169,7 @@ class SequentialSolver::Impl {
     j["seconds"] = seconds_;
     j["peak_rss_bytes"] = PeakRssBytes();
     j["device"] = opt_.device;
-#if LLMC_CALIB_CUDA
-    if (cuda_) {
-      j["device_name"] = cuda_->device_name();
-      j["peak_device_used_bytes"] = peak_device_bytes_;
-    }
-#endif
+    backend_->Report(&j);
     j["warnings"] = warnings_;
     return j;
   }
@@ -490,29 +182,7 @@ class SequentialSolver::Impl {
   // Runs `block` over a copy of every batch with hooks collecting `wants`.
   absl::StatusOr<std::unique_ptr<CalibHooks>> Calibrate(const DecoderBlock& block, const Wants& wants) {
     auto hooks = std::make_unique<CalibHooks>(wants, lm_->spec(), &lm_->Rope(max_len_), &block, lm_->context());
-#if LLMC_CALIB_CUDA
-    if (on_device()) {
-      hooks->set_on_device(true);
-      DeviceCalibHooks dh(wants, hooks.get(), cuda_.get(), 2.0f / static_cast<float>(num_samples_), dweights_->precision());
-      LLMC_RETURN_IF_ERROR(dweights_->Upload(block));
-      for (const DeviceHiddenStates& b : dbatches_) {
-        dscratch_.num_seqs = b.num_seqs;
-        dscratch_.seq_len = b.seq_len;
-        if (cudaMemcpyAsync(dscratch_.data.data(), b.data.data(), b.tokens() * b.hidden * sizeof(float),
-                            cudaMemcpyDeviceToDevice, cuda_->stream()) != cudaSuccess)
-          return absl::InternalError("device copy of the calibration activations failed");
-        hooks->set_seq_len(b.seq_len);
-        dh.set_seq_len(b.seq_len);
-        LLMC_RETURN_IF_ERROR(runner_->Run(dweights_.get(), &dscratch_, &dh));
-      }
-      LLMC_RETURN_IF_ERROR(cuda_->Synchronize());
-    } else
-#endif
-    for (const HiddenStates& b : batches_) {
-      HiddenStates copy = b;
-      hooks->set_seq_len(b.seq_len);
-      LLMC_RETURN_IF_ERROR(lm_->RunBlock(block, &copy, hooks.get()));
-    }
+    LLMC_RETURN_IF_ERROR(backend_->Calibrate(block, wants, hooks.get()));
     // Statistics of all ranks' samples before any solve.
     for (auto& [name, s] : hooks->stats()) {
       if (s.nonfinite)
@@ -538,19 +208,6 @@ class SequentialSolver::Impl {
   static const GroupStats* Find(const Stats& s, const std::string& module) {
     auto it = s.find(InputGroup(module));
     return it == s.end() ? nullptr : &it->second;
-  }
-
-  // Scale of a static input (per-tensor, symmetric) from its observed range, as the library's observer
-  // computes qparams: stored in the model dtype.
-  absl::StatusOr<float> StaticInputScale(const std::string& module, const QuantArgs& in, const GroupStats& st) {
-    std::string fmt = in.type == QuantType::kFloat ? "float-quantized" : "int-quantized";
-    QuantArgs a = in;
-    a.dynamic = "false";
-    a.observer = "minmax";
-    LLMC_ASSIGN_OR_RETURN(GroupQuantizer q, GroupQuantizer::Create(module, 1, 2, dtype_, a, fmt));
-    float v[2] = {st.min, st.max};
-    LLMC_RETURN_IF_ERROR(q.Observe(v, 2, 0, 2, 0));
-    return q.params().scale[0];
   }
 
   // --- one block ----------------------------------------------------------------------------------------------
@@ -583,7 +240,7 @@ class SequentialSolver::Impl {
     blk["load_s"] = NowSeconds() - t;
     // Load (read, convert, dequantize) block L+1 on the host while the GPU works on block L. Only where nothing
     // else uses the runtime's CPU thread pool meanwhile (kv cache and AWQ observers do).
-    if (on_device() && !cfg_.kv_cache_scheme && !recipe_.awq && L + 1 < layers) {
+    if (backend_->runs_off_host() && !cfg_.kv_cache_scheme && !recipe_.awq && L + 1 < layers) {
       prefetch_layer_ = L + 1;
       prefetch_ = std::async(std::launch::async, [this, next = L + 1] { return lm_->LoadBlock(next); });
     }
@@ -603,18 +260,30 @@ class SequentialSolver::Impl {
       t = NowSeconds();
       report("smooth");
       Wants w;
-      for (const auto& m : recipe_.smoothquant->mappings)
-        for (const LinearWeight* lw : block->linears())
-          for (const auto& pat : m.balance)
-            if (MatchesPattern(pat, lw->name)) w.channel_max.insert(InputGroup(lw->name));
+      std::vector<std::string> linears;
+      for (const LinearWeight* lw : block->linears()) linears.push_back(lw->name);
+      for (const std::string& m : SmoothQuantInputs(*recipe_.smoothquant, linears)) w.channel_max.insert(InputGroup(m));
       LLMC_ASSIGN_OR_RETURN(auto hooks, Calibrate(*block, w));
-      LLMC_RETURN_IF_ERROR(ApplySmoothQuant(block.get(), hooks->stats()));
+      DecoderBlockView view(block.get(), lm_.get(), &hooks->stats(), &cfg_, dtype_);
+      LLMC_RETURN_IF_ERROR(ApplySmoothQuant(*recipe_.smoothquant, &view));
       blk["smooth_s"] = NowSeconds() - t;
     }
     if (recipe_.awq) {
       t = NowSeconds();
       report("awq");
-      LLMC_RETURN_IF_ERROR(ApplyAwq(block.get(), &blk));
+      Wants w;
+      w.capture_tokens = kAwqCaptureTokens;
+      for (const std::string& m : AwqInputs(absl::StrCat("model.layers.", block->layer, "."))) {
+        w.channel_mean.insert(InputGroup(m));
+        w.capture.insert(InputGroup(m));
+      }
+      LLMC_ASSIGN_OR_RETURN(auto hooks, Calibrate(*block, w));
+      DecoderBlockView view(block.get(), lm_.get(), &hooks->stats(), &cfg_, dtype_);
+      LLMC_ASSIGN_OR_RETURN(std::vector<AwqChoice> chosen, ApplyAwq(*recipe_.awq, &view));
+      json awq = json::array();
+      for (const AwqChoice& c : chosen)
+        awq.push_back({{"smooth", c.smooth}, {"balance", c.balance}, {"ratio", c.ratio}, {"loss", c.loss}});
+      blk["awq"] = awq;
       blk["awq_s"] = NowSeconds() - t;
     }
     if (cancel && cancel->load()) return absl::OkStatus();
@@ -656,13 +325,11 @@ class SequentialSolver::Impl {
     }
     qw.kv = cfg_.kv_cache_scheme.has_value();
     std::unique_ptr<CalibHooks> qhooks;
-    // Module finishers read qhooks' statistics: they must be done before it goes, on every return path.
-    struct WaitFinisher {
-      ThreadPool* pool;
-      ~WaitFinisher() {
-        if (pool) pool->Wait();
-      }
-    } wait_finisher{finisher_.get()};
+    // Modules still being written read qhooks' statistics: they must be done before it goes, on every return path.
+    struct WaitForModules {
+      ModuleSolver* solver;
+      ~WaitForModules() { solver->Wait(); }
+    } wait_for_modules{module_solver_.get()};
     if (!qw.empty()) {
       t = NowSeconds();
       report("calibrate");
@@ -695,12 +362,12 @@ class SequentialSolver::Impl {
         LLMC_RETURN_IF_ERROR(emit(lw->name + ".weight", ToDTypeBytes(lw->weight, wdtype)));
         continue;
       }
-      const ConfigGroup& grp = cfg_.groups()[g];
       std::optional<float> gs;
       if (auto it = fused_amax.find(InputGroup(lw->name)); it != fused_amax.end()) gs = NvFp4GlobalScale(it->second, wdtype);
       const GroupStats* st = qhooks ? Find(qhooks->stats(), lw->name) : nullptr;
       auto kit = keep.find(lw->name);
-      LLMC_RETURN_IF_ERROR(SolveModule(lw, grp, wdtype, gs, st, kit == keep.end() ? nullptr : &kit->second, emit));
+      LLMC_RETURN_IF_ERROR(module_solver_->Solve(lw, g, wdtype, gs, st, kit == keep.end() ? nullptr : &kit->second,
+                                                 module_info_[lw->name], emit, &warnings_));
       ++modules_done_;
     }
     if (cfg_.kv_cache_scheme) {
@@ -718,20 +385,12 @@ class SequentialSolver::Impl {
     // 5. Propagate with the compressed weights.
     t = NowSeconds();
     report("propagate");
-    LLMC_RETURN_IF_ERROR(Propagate(*block));
+    LLMC_RETURN_IF_ERROR(backend_->Propagate(*block));
     blk["propagate_s"] = NowSeconds() - t;
-#if LLMC_CALIB_CUDA
-    if (on_device()) {
-      size_t free_b = 0, total_b = 0;
-      if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
-        peak_device_bytes_ = std::max<uint64_t>(peak_device_bytes_, total_b - free_b);
-        blk["device_used_bytes"] = total_b - free_b;
-      }
-    }
-#endif
+    backend_->ReportBlock(&blk);
 
     // 6. The block's other tensors: norms and biases (as modified by smoothing), anything else as stored.
-    LLMC_RETURN_IF_ERROR(FinishModules());
+    LLMC_RETURN_IF_ERROR(module_solver_->Finish(&modules_));
     LLMC_RETURN_IF_ERROR(EmitRest(L, *block, emit));
     blk["rss_bytes"] = PeakRssBytes();
     if (std::getenv("LLMC_VERBOSE")) std::fprintf(stderr, "llmc: block %d %s\n", L, blk.dump().c_str());
@@ -743,176 +402,11 @@ class SequentialSolver::Impl {
   // exactly the activations the interrupted run propagated.
   absl::Status ReplayLayer(int L, const SolverIo& io) {
     if (!io.read_back) return absl::InternalError("resume without a way to read the staged output");
-    LLMC_ASSIGN_OR_RETURN(std::unique_ptr<DecoderBlock> block, lm_->LoadBlock(L));
-    const std::string p = absl::StrCat("model.layers.", L, ".");
-    auto floats = [&](const std::string& name, DType dtype, std::vector<float>* out) -> absl::Status {
-      LLMC_ASSIGN_OR_RETURN(auto bytes, io.read_back(name));
-      if (bytes.size() != out->size() * DTypeSize(dtype))
-        return absl::InternalError(absl::StrCat(name, ": staged size does not match"));
-      for (size_t i = 0; i < out->size(); ++i) (*out)[i] = LoadAsFloat(bytes.data(), dtype, i);
-      return absl::OkStatus();
-    };
-    auto tensor_dtype = [&](const std::string& name) {
-      const ModelTensor* t = lm_->dir().Find(name);
-      return t ? t->info->dtype : dtype_;
-    };
-    LLMC_RETURN_IF_ERROR(floats(p + "input_layernorm.weight", tensor_dtype(p + "input_layernorm.weight"), &block->input_norm));
-    LLMC_RETURN_IF_ERROR(floats(p + "post_attention_layernorm.weight", tensor_dtype(p + "post_attention_layernorm.weight"),
-                                &block->post_attention_norm));
-    for (LinearWeight* lw : block->linears()) {
-      const DType wd = tensor_dtype(lw->name + ".weight");
-      if (!lw->bias.empty()) LLMC_RETURN_IF_ERROR(floats(lw->name + ".bias", tensor_dtype(lw->name + ".bias"), &lw->bias));
-      int g = cfg_.Match(lw->name, "Linear");
-      if (g < 0 || !cfg_.groups()[g].scheme.weights) {
-        LLMC_RETURN_IF_ERROR(floats(lw->name + ".weight", wd, &lw->weight));
-        continue;
-      }
-      const ConfigGroup& grp = cfg_.groups()[g];
-      const QuantArgs& wa = *grp.scheme.weights;
-      LLMC_ASSIGN_OR_RETURN(auto plan, PlanQuantizedWeight(lw->name, lw->out_features, lw->in_features, wd, wa, grp.format));
-      std::vector<std::vector<uint8_t>> bufs;
-      for (const auto& o : plan) {
-        LLMC_ASSIGN_OR_RETURN(auto b, io.read_back(absl::StrCat(lw->name, ".", o.suffix)));
-        bufs.push_back(std::move(b));
-      }
-      std::vector<int32_t> g_idx;
-      if (auto gi = io.read_back(lw->name + ".weight_g_idx"); gi.ok()) {
-        g_idx.resize(lw->in_features);
-        std::memcpy(g_idx.data(), gi->data(), std::min<size_t>(gi->size(), g_idx.size() * 4));
-      }
-      LLMC_ASSIGN_OR_RETURN(lw->weight, DequantizeStored(*lw, wd, wa, grp.format, bufs, g_idx));
-    }
-    LLMC_RETURN_IF_ERROR(Propagate(*block));
+    LLMC_ASSIGN_OR_RETURN(std::unique_ptr<DecoderBlock> block, LoadStoredBlock(*lm_, cfg_, dtype_, L, io.read_back));
+    LLMC_RETURN_IF_ERROR(backend_->Propagate(*block));
     json blk = {{"layer", L}, {"resumed", true}};
     blocks_.push_back(blk);
     return absl::OkStatus();
-  }
-
-  // The values a stored quantized weight stands for, rounded to the model dtype (as the solver propagated them).
-  absl::StatusOr<std::vector<float>> DequantizeStored(const LinearWeight& lw, DType wd, const QuantArgs& wa,
-                                                      const std::string& format,
-                                                      const std::vector<std::vector<uint8_t>>& bufs,
-                                                      const std::vector<int32_t>& g_idx) {
-    LLMC_ASSIGN_OR_RETURN(auto deq, DequantizeWeight(lw.out_features, lw.in_features, wd, wa, format, bufs,
-                                                     g_idx.empty() ? nullptr : g_idx.data()));
-    for (float& v : deq) v = RoundToDType(v, wd);
-    return deq;
-  }
-
-  absl::Status SolveModule(LinearWeight* lw, const ConfigGroup& grp, DType wdtype, std::optional<float> gs,
-                           const GroupStats* st, const std::vector<uint8_t>* keep, const EmitFn& emit) {
-    const QuantArgs& wa = *grp.scheme.weights;
-    const int64_t rows = lw->out_features, cols = lw->in_features;
-    double t0 = NowSeconds();
-    auto info = std::make_shared<json>(module_info_[lw->name]);
-    (*info)["name"] = lw->name;
-    auto orig = std::make_shared<std::vector<float>>(std::move(lw->weight));
-    std::shared_ptr<std::vector<std::vector<uint8_t>>> bufs;
-    std::shared_ptr<std::vector<float>> qw;  // the compressed values, in the model dtype
-    std::shared_ptr<GroupQuantizer> quantizer;
-    if (recipe_.gptq) {
-      LLMC_ASSIGN_OR_RETURN(GroupQuantizer q, GroupQuantizer::Create(lw->name, rows, cols, wdtype, wa, grp.format, gs));
-      GptqOptions go;
-      go.block_size = recipe_.gptq->block_size;
-      go.dampening_frac = recipe_.gptq->dampening_frac;
-      go.actorder = recipe_.gptq->actorder;
-      go.weight_args = &wa;
-      go.keep_mask = keep;
-      go.num_threads = opt_.threads;
-      auto r = RunGptq(orig->data(), *lw, st, &q, go);
-      if (!r.ok()) return r.status();
-      if (r->fell_back_to_rtn) AddWarning(r->warning);
-      (*info)["algorithm"] = "gptq";
-      (*info)["gptq_loss"] = r->loss;
-      (*info)["fell_back_to_rtn"] = r->fell_back_to_rtn;
-      if (r->dead_columns) (*info)["dead_columns"] = r->dead_columns;
-      qw = std::make_shared<std::vector<float>>(std::move(r->weight));  // FakeQuant values: already in the dtype
-      quantizer = std::make_shared<GroupQuantizer>(std::move(q));
-    } else {
-      auto bytes = ToDTypeBytes(*orig, wdtype);
-      WeightView view{lw->name, bytes.data(), wdtype, rows, cols};
-      LLMC_ASSIGN_OR_RETURN(auto b, QuantizeWeight(view, wa, grp.format, gs));
-      bufs = std::make_shared<std::vector<std::vector<uint8_t>>>(std::move(b));
-      LLMC_ASSIGN_OR_RETURN(auto deq, DequantizeWeight(rows, cols, wdtype, wa, grp.format, *bufs));
-      for (float& v : deq) v = RoundToDType(v, wdtype);
-      qw = std::make_shared<std::vector<float>>(std::move(deq));
-      (*info)["algorithm"] = "rtn";
-    }
-    lw->weight = *qw;  // the block propagates with the compressed values
-    (*info)["solve_seconds"] = NowSeconds() - t0;
-    // Encoding, the report's error and the writes run beside the next solves (and the propagation).
-    LLMC_ASSIGN_OR_RETURN(auto extras, Extras(lw->name, static_cast<int>(&grp - cfg_.groups().data()), rows, cols, wdtype));
-    const std::string name = lw->name;
-    auto finish = [this, name, rows, cols, wdtype, &wa, &grp, st, orig, qw, bufs, quantizer, info, extras,
-                   emit]() -> absl::Status {
-      std::vector<std::vector<uint8_t>> out;
-      if (quantizer) {
-        LLMC_ASSIGN_OR_RETURN(out, EncodeQuantizedWeight(name, qw->data(), wdtype, wa, grp.format, quantizer->params()));
-      } else {
-        out = std::move(*bufs);
-      }
-      LLMC_ASSIGN_OR_RETURN(auto plan, PlanQuantizedWeight(name, rows, cols, wdtype, wa, grp.format));
-      // Relative error of the weight, ||W - Q||_F / ||W||_F (W as the model stores it).
-      double num = 0, den = 0;
-      for (size_t i = 0; i < qw->size(); ++i) {
-        double w = RoundToDType((*orig)[i], wdtype);
-        num += (w - (*qw)[i]) * (w - (*qw)[i]);
-        den += w * w;
-      }
-      (*info)["relative_weight_error"] = den > 0 ? std::sqrt(num / den) : 0.0;
-      for (const auto& e : extras) {
-        if (e.suffix == "weight_g_idx") {
-          if (out.size() <= plan.size()) return absl::InternalError(absl::StrCat(name, ": g_idx missing"));
-          plan.push_back(e);
-          continue;
-        }
-        const QuantArgs& in = *grp.scheme.input_activations;
-        if (!st || st->tokens == 0)
-          return absl::FailedPreconditionError(absl::StrCat(name, ": saw no calibration tokens; cannot set its static ",
-                                                            "input scale; give more calibration data or ignore the module"));
-        if (e.suffix == "input_scale") {
-          LLMC_ASSIGN_OR_RETURN(float s, StaticInputScale(name, in, *st));
-          out.push_back(ToDTypeBytes({s}, wdtype));
-          (*info)["input_amax"] = st->amax;
-        } else if (e.suffix == "input_global_scale") {
-          float g = 448.0f * 6.0f / std::max(st->amax, 1.17549435e-38f);
-          std::vector<uint8_t> b(4);
-          std::memcpy(b.data(), &g, 4);
-          out.push_back(std::move(b));
-          (*info)["input_amax"] = st->amax;
-        }
-        plan.push_back(e);
-      }
-      if (out.size() != plan.size()) return absl::InternalError(absl::StrCat(name, ": output count mismatch"));
-      for (size_t i = 0; i < plan.size(); ++i) LLMC_RETURN_IF_ERROR(emit(absl::StrCat(name, ".", plan[i].suffix), out[i]));
-      std::lock_guard<std::mutex> lock(report_mu_);
-      module_reports_[name] = *info;
-      return absl::OkStatus();
-    };
-    if (!finisher_) return finish();
-    finisher_->Submit([this, finish] {
-      absl::Status s = finish();
-      if (!s.ok()) {
-        std::lock_guard<std::mutex> lock(report_mu_);
-        if (finish_error_.ok()) finish_error_ = s;
-      }
-    });
-    return absl::OkStatus();
-  }
-
-  // Waits for the modules of the current block to be encoded and written.
-  absl::Status FinishModules() {
-    if (finisher_) finisher_->Wait();
-    std::lock_guard<std::mutex> lock(report_mu_);
-    LLMC_RETURN_IF_ERROR(finish_error_);
-    for (auto& [name, info] : module_reports_) modules_.push_back(std::move(info));
-    module_reports_.clear();
-    return absl::OkStatus();
-  }
-
-  void AddWarning(const std::string& w) {
-    std::lock_guard<std::mutex> lock(report_mu_);
-    warnings_.push_back(w);
   }
 
   absl::Status EmitRest(int L, const DecoderBlock& block, const EmitFn& emit) {
@@ -940,331 +434,14 @@ class SequentialSolver::Impl {
     return absl::OkStatus();
   }
 
-  // GPTQ of one module with its input group's Hessian, on the GPU when the Hessian is there and the scheme is
-  // supported, else on the CPU.
-  absl::StatusOr<GptqResult> RunGptq(const float* weight, const LinearWeight& lwr, const GroupStats* st,
-                                     GroupQuantizer* q, const GptqOptions& go) {
-    const LinearWeight* lw = &lwr;
-    const int64_t rows = lw->out_features, cols = lw->in_features;
-#if LLMC_CALIB_CUDA
-    if (st && st->d_xtx) {
-      // d_xtx holds H = 2/N sum x x^T already (scaled as it accumulated).
-#if LLMC_CALIB_CUDA_GPTQ
-      if (CudaGptqSupports(*q))
-        return CudaGptqQuantize(lw->name, weight, rows, cols, st->d_xtx->data(), st->d_samples, q, go, cuda_.get());
-#endif
-      std::vector<float> h(cols * cols);
-      if (cudaMemcpy(h.data(), st->d_xtx->data(), h.size() * sizeof(float), cudaMemcpyDeviceToHost) != cudaSuccess)
-        return absl::InternalError("cannot copy a Hessian from the device");
-      return GptqQuantize(lw->name, weight, rows, cols, h.data(), st->d_samples, q, go);
-    }
-#endif
-    if (!st || !st->hessian) return absl::InternalError(absl::StrCat(lw->name, ": no Hessian"));
-    std::vector<float> h = st->hessian->Hessian();
-    return GptqQuantize(lw->name, weight, rows, cols, h.data(), st->hessian->num_samples(), q, go);
-  }
-
-#if LLMC_CALIB_CUDA
-  std::unique_ptr<CudaContext> cuda_;
-  std::unique_ptr<CudaBlockWeights> dweights_;
-  std::unique_ptr<CudaBlockRunner> runner_;
-  std::vector<DeviceHiddenStates> dbatches_;
-  DeviceHiddenStates dscratch_;
-#endif
-
-  // --- SmoothQuant ----------------------------------------------------------------------------------------------
-
-  static bool MatchesPattern(const std::string& pattern, const std::string& name) {
-    auto m = TargetMatcher::Create(pattern);
-    return m.ok() && m->Matches(name, "");
-  }
-
-  absl::Status ApplySmoothQuant(DecoderBlock* block, Stats& stats) {
-    const double alpha = recipe_.smoothquant->smoothing_strength;
-    const std::string p = absl::StrCat("model.layers.", block->layer, ".");
-    for (const auto& m : recipe_.smoothquant->mappings) {
-      std::vector<float>* smooth = nullptr;
-      std::string smooth_name;
-      for (auto [n, v] : {std::pair<std::string, std::vector<float>*>{p + "input_layernorm", &block->input_norm},
-                          {p + "post_attention_layernorm", &block->post_attention_norm}})
-        if (MatchesPattern(m.smooth, n)) {
-          smooth = v;
-          smooth_name = n;
-        }
-      std::vector<LinearWeight*> balance;
-      for (LinearWeight* lw : block->linears()) {
-        bool ignored = false;
-        for (const auto& i : recipe_.smoothquant->ignore) ignored |= MatchesPattern(i, lw->name);
-        if (ignored) continue;
-        for (const auto& pat : m.balance)
-          if (MatchesPattern(pat, lw->name)) balance.push_back(lw);
-      }
-      if (!smooth || balance.empty()) continue;
-      if (smooth_name == p + "input_layernorm" && balance.size() && InputGroup(balance[0]->name) != p + "self_attn.qkv")
-        return absl::InvalidArgumentError(absl::StrCat("SmoothQuantModifier mapping ", m.smooth, ": balance layers must read the norm's output"));
-      const GroupStats* st = Find(stats, balance[0]->name);
-      if (!st || st->channel_max.empty()) continue;
-      const int64_t cols = balance[0]->in_features;
-      std::vector<float> wmax(cols, 0.0f);
-      for (const LinearWeight* b : balance)
-        for (int64_t r = 0; r < b->out_features; ++r)
-          for (int64_t c = 0; c < cols; ++c) wmax[c] = std::max(wmax[c], std::fabs(b->weight[r * cols + c]));
-      std::vector<float> s(cols);
-      for (int64_t c = 0; c < cols; ++c) {
-        double a = st->channel_max[c], w = wmax[c];
-        double v = w > 0 ? std::pow(a, alpha) / std::pow(w, 1 - alpha) : a;
-        if (!(v > 0) || !std::isfinite(v)) v = 1.0;
-        s[c] = static_cast<float>(v);
-      }
-      for (LinearWeight* b : balance)
-        for (int64_t r = 0; r < b->out_features; ++r)
-          for (int64_t c = 0; c < cols; ++c) b->weight[r * cols + c] *= s[c];
-      for (int64_t c = 0; c < cols; ++c) (*smooth)[c] /= s[c];
-      // The stored norm and weights are rounded to the model dtype; run with what is stored.
-      for (float& v : *smooth) v = RoundToDType(v, dtype_);
-      for (LinearWeight* b : balance)
-        for (float& v : b->weight) v = RoundToDType(v, dtype_);
-    }
-    return absl::OkStatus();
-  }
-
-  // --- AWQ ----------------------------------------------------------------------------------------------------------
-
-  // Attention of a block on normed inputs n [seqs * T, H] with the given q/k/v weights: o_proj's output.
-  void AttentionOut(const DecoderBlock& b, const LinearWeight& qw, const LinearWeight& kw, const LinearWeight& vw,
-                    const float* n, int64_t seqs, int64_t T, float* out) {
-    const ModelSpec& spec = lm_->spec();
-    CpuContext* ctx = lm_->context();
-    const int64_t rows = seqs * T, H = spec.hidden_size, Q = spec.q_size(), KV = spec.kv_size();
-    std::vector<float> q(rows * Q), k(rows * KV), v(rows * KV), attn(rows * Q);
-    auto lin = [&](const LinearWeight& w, const float* x, float* y) {
-      LinearForward(x, rows, w.in_features, w.weight.data(), w.bias.empty() ? nullptr : w.bias.data(), w.out_features, y, ctx);
-    };
-    lin(qw, n, q.data());
-    lin(kw, n, k.data());
-    lin(vw, n, v.data());
-    const float eps = static_cast<float>(spec.rms_norm_eps);
-    if (spec.qk_norm) {
-      RmsNorm(q.data(), rows * spec.num_heads, spec.head_dim, b.q_norm.data(), eps, q.data(), ctx);
-      RmsNorm(k.data(), rows * spec.num_kv_heads, spec.head_dim, b.k_norm.data(), eps, k.data(), ctx);
-    }
-    const RopeTable& rope = lm_->Rope(T);
-    ApplyRotary(q.data(), seqs, T, spec.num_heads, rope, ctx);
-    ApplyRotary(k.data(), seqs, T, spec.num_kv_heads, rope, ctx);
-    CausalAttention(q.data(), k.data(), v.data(), seqs, T, spec.num_heads, spec.num_kv_heads, spec.head_dim,
-                    spec.sliding_window, attn.data(), ctx);
-    LinearForward(attn.data(), rows, Q, b.o_proj.weight.data(), b.o_proj.bias.empty() ? nullptr : b.o_proj.bias.data(), H,
-                  out, ctx);
-  }
-
-  // The MLP of a block on normed inputs m [rows, H] with the given gate/up weights: down_proj's output.
-  void MlpOut(const DecoderBlock& b, const LinearWeight& gw, const LinearWeight& uw, const float* m, int64_t rows,
-              float* out) {
-    CpuContext* ctx = lm_->context();
-    const int64_t I = lm_->spec().intermediate_size, H = lm_->spec().hidden_size;
-    std::vector<float> g(rows * I), u(rows * I);
-    LinearForward(m, rows, H, gw.weight.data(), gw.bias.empty() ? nullptr : gw.bias.data(), I, g.data(), ctx);
-    LinearForward(m, rows, H, uw.weight.data(), uw.bias.empty() ? nullptr : uw.bias.data(), I, u.data(), ctx);
-    SwiGlu(g.data(), u.data(), rows * I, g.data(), ctx);
-    LinearForward(g.data(), rows, I, b.down_proj.weight.data(), b.down_proj.bias.empty() ? nullptr : b.down_proj.bias.data(),
-                  H, out, ctx);
-  }
-
-  // Round-to-nearest quantize-dequantize of w with its group's scheme (AWQ's search objective).
-  absl::StatusOr<std::vector<float>> PseudoQuantize(const LinearWeight& w, const std::vector<float>& values) {
-    int g = cfg_.Match(w.name, "Linear");
-    if (g < 0 || !cfg_.groups()[g].scheme.weights) return values;
-    const ConfigGroup& grp = cfg_.groups()[g];
-    auto bytes = ToDTypeBytes(values, dtype_);
-    WeightView view{w.name, bytes.data(), dtype_, w.out_features, w.in_features};
-    LLMC_ASSIGN_OR_RETURN(auto bufs, QuantizeWeight(view, *grp.scheme.weights, grp.format));
-    return DequantizeWeight(w.out_features, w.in_features, dtype_, *grp.scheme.weights, grp.format, bufs);
-  }
-
-  // AWQ (llm-compressor's AWQModifier): per mapping, per-channel scales s = x_mean^r / w_mean^(1-r) (duo
-  // scaling) normalized by sqrt(max*min), r on a grid of n_grid points in [0, 1); the r whose pseudo-quantized
-  // balance layers give the parent module's output closest (MSE) to the original wins; the smooth module
-  // absorbs 1/s and the balance layers s. The search runs on up to kAwqTokens tokens of the block's inputs
-  // (whole sequences); the activation means use every calibration token.
-  absl::Status ApplyAwq(DecoderBlock* block, json* blk) {
-    static constexpr int64_t kAwqTokens = 16384;
-    const AwqParams& ap = *recipe_.awq;
-    const std::string p = absl::StrCat("model.layers.", block->layer, ".");
-    const int64_t H = lm_->spec().hidden_size;
-    Wants w;
-    w.capture_tokens = kAwqTokens;
-    for (const char* m : {"self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj"}) {
-      w.channel_mean.insert(InputGroup(p + m));
-      w.capture.insert(InputGroup(p + m));
-    }
-    LLMC_ASSIGN_OR_RETURN(auto hooks, Calibrate(*block, w));
-    Stats& stats = hooks->stats();
-    json chosen = json::array();
-    for (const auto& m : ap.mappings) {
-      // Resolve the mapping in this block.
-      std::vector<LinearWeight*> balance;
-      for (LinearWeight* lw : block->linears()) {
-        bool ignored = false;
-        for (const auto& i : ap.ignore) ignored |= MatchesPattern(i, lw->name);
-        for (const auto& pat : m.balance)
-          if (!ignored && MatchesPattern(pat, lw->name)) balance.push_back(lw);
-      }
-      if (balance.empty()) continue;
-      std::vector<float>* smooth_norm = nullptr;
-      LinearWeight* smooth_linear = nullptr;
-      if (MatchesPattern(m.smooth, p + "input_layernorm")) smooth_norm = &block->input_norm;
-      else if (MatchesPattern(m.smooth, p + "post_attention_layernorm")) smooth_norm = &block->post_attention_norm;
-      else
-        for (LinearWeight* lw : block->linears())
-          if (MatchesPattern(m.smooth, lw->name)) smooth_linear = lw;
-      if (!smooth_norm && !smooth_linear) continue;
-      const int64_t cols = balance[0]->in_features;
-      if (smooth_linear && smooth_linear->out_features != cols) continue;  // e.g. v_proj -> o_proj under GQA
-      bool all_quantized = true;
-      for (LinearWeight* b : balance) {
-        int g = cfg_.Match(b->name, "Linear");
-        all_quantized &= g >= 0 && cfg_.groups()[g].scheme.weights.has_value();
-      }
-      if (!all_quantized) continue;
-      const GroupStats* st = Find(stats, balance[0]->name);
-      if (!st || st->tokens == 0 || st->captured_tokens == 0)
-        return absl::FailedPreconditionError(absl::StrCat(balance[0]->name, ": saw no calibration tokens; AWQ cannot scale it"));
-      // x_mean and w_mean.
-      std::vector<double> x_mean(cols), w_mean(cols, 0.0);
-      for (int64_t c = 0; c < cols; ++c) x_mean[c] = st->channel_abs_sum[c] / static_cast<double>(st->tokens);
-      int g0 = cfg_.Match(balance[0]->name, "Linear");
-      const QuantArgs& wa = *cfg_.groups()[g0].scheme.weights;
-      const int64_t gsz = wa.group_size && *wa.group_size > 0 ? *wa.group_size : cols;
-      int64_t wrows = 0;
-      for (LinearWeight* b : balance) {
-        for (int64_t r = 0; r < b->out_features; ++r)
-          for (int64_t g = 0; g < cols; g += gsz) {
-            const float* row = b->weight.data() + r * cols + g;
-            float amax = 0;
-            for (int64_t c = 0; c < gsz && g + c < cols; ++c) amax = std::max(amax, std::fabs(row[c]));
-            for (int64_t c = 0; c < gsz && g + c < cols; ++c) w_mean[g + c] += std::fabs(row[c]) / (amax + 1e-6);
-          }
-        wrows += b->out_features;
-      }
-      for (double& v : w_mean) v /= static_cast<double>(wrows);
-      // The parent's output with given balance weights.
-      const int64_t T = st->captured_seq_len, rows = st->captured_tokens, seqs = rows / T;
-      const float* xin = st->captured.data();
-      const std::string leaf = Leaf(balance[0]->name);
-      const int64_t out_cols = (leaf == "o_proj" || leaf == "down_proj") ? balance[0]->out_features : H;
-      auto parent = [&](const std::vector<const LinearWeight*>& ws, std::vector<float>* out) {
-        out->assign(rows * out_cols, 0.0f);
-        if (leaf == "q_proj" || leaf == "k_proj" || leaf == "v_proj") {
-          AttentionOut(*block, *ws[0], *ws[1], *ws[2], xin, seqs, T, out->data());
-        } else if (leaf == "gate_proj" || leaf == "up_proj") {
-          MlpOut(*block, *ws[0], *ws[1], xin, rows, out->data());
-        } else {
-          const LinearWeight& l = *ws[0];
-          LinearForward(xin, rows, l.in_features, l.weight.data(), l.bias.empty() ? nullptr : l.bias.data(), l.out_features,
-                        out->data(), lm_->context());
-        }
-      };
-      // The parent reads its members in a fixed order; substitute the balance layers.
-      auto members = [&](const std::vector<LinearWeight>* subst) {
-        std::vector<const LinearWeight*> ws;
-        std::vector<const LinearWeight*> order;
-        if (leaf == "q_proj" || leaf == "k_proj" || leaf == "v_proj") order = {&block->q_proj, &block->k_proj, &block->v_proj};
-        else if (leaf == "gate_proj" || leaf == "up_proj") order = {&block->gate_proj, &block->up_proj};
-        else order = {balance[0]};
-        for (const LinearWeight* o : order) {
-          const LinearWeight* use = o;
-          if (subst)
-            for (size_t i = 0; i < balance.size(); ++i)
-              if (balance[i] == o) use = &(*subst)[i];
-          ws.push_back(use);
-        }
-        return ws;
-      };
-      std::vector<float> reference;
-      parent(members(nullptr), &reference);
-      double best = INFINITY;
-      int best_i = -1;
-      std::vector<float> best_s;
-      std::vector<float> s(cols);
-      std::vector<LinearWeight> trial(balance.size());
-      std::vector<float> out;
-      for (int i = 0; i < ap.n_grid; ++i) {
-        const double ratio = static_cast<double>(i) / ap.n_grid;
-        double mx = 0, mn = INFINITY;
-        for (int64_t c = 0; c < cols; ++c) {
-          double v = ap.duo_scaling ? std::pow(x_mean[c], ratio) / (std::pow(w_mean[c], 1 - ratio) + 1e-4)
-                                    : std::pow(x_mean[c], ratio);
-          v = std::max(v, 1e-4);
-          s[c] = static_cast<float>(v);
-          mx = std::max(mx, v);
-          mn = std::min(mn, v);
-        }
-        const float norm = static_cast<float>(std::sqrt(mx * mn));
-        for (float& v : s) v /= norm;
-        for (size_t b = 0; b < balance.size(); ++b) {
-          trial[b] = *balance[b];
-          std::vector<float> scaled(balance[b]->weight.size());
-          for (int64_t r = 0; r < balance[b]->out_features; ++r)
-            for (int64_t c = 0; c < cols; ++c) scaled[r * cols + c] = balance[b]->weight[r * cols + c] * s[c];
-          LLMC_ASSIGN_OR_RETURN(auto q, PseudoQuantize(*balance[b], scaled));
-          for (int64_t r = 0; r < balance[b]->out_features; ++r)
-            for (int64_t c = 0; c < cols; ++c) q[r * cols + c] /= s[c];
-          trial[b].weight = std::move(q);
-        }
-        parent(members(&trial), &out);
-        double loss = 0;
-        for (size_t k = 0; k < out.size(); ++k) {
-          double d = static_cast<double>(out[k]) - reference[k];
-          loss += d * d;
-        }
-        loss /= static_cast<double>(out.size());
-        if (loss < best) {
-          best = loss;
-          best_i = i;
-          best_s = s;
-        }
-      }
-      if (best_i < 0 || !std::isfinite(best))
-        return absl::InvalidArgumentError(absl::StrCat(balance[0]->name, ": AWQ found no finite loss; NaN or Inf in activations"));
-      // Apply: smooth /= s (norm weight, or output rows and bias of a Linear), balance *= s.
-      if (smooth_norm) {
-        for (int64_t c = 0; c < cols; ++c) (*smooth_norm)[c] = RoundToDType((*smooth_norm)[c] / best_s[c], dtype_);
-      } else {
-        const int64_t in = smooth_linear->in_features;
-        for (int64_t r = 0; r < cols; ++r) {
-          for (int64_t c = 0; c < in; ++c)
-            smooth_linear->weight[r * in + c] = RoundToDType(smooth_linear->weight[r * in + c] / best_s[r], dtype_);
-          if (!smooth_linear->bias.empty()) smooth_linear->bias[r] = RoundToDType(smooth_linear->bias[r] / best_s[r], dtype_);
-        }
-      }
-      for (LinearWeight* b : balance)
-        for (int64_t r = 0; r < b->out_features; ++r)
-          for (int64_t c = 0; c < cols; ++c) b->weight[r * cols + c] = RoundToDType(b->weight[r * cols + c] * best_s[c], dtype_);
-      chosen.push_back({{"smooth", smooth_norm ? m.smooth : smooth_linear->name},
-                        {"balance", balance[0]->name},
-                        {"ratio", static_cast<double>(best_i) / ap.n_grid},
-                        {"loss", best}});
-    }
-    (*blk)["awq"] = chosen;
-    return absl::OkStatus();
-  }
-
-  // --- pruning --------------------------------------------------------------------------------------------------
-
-  bool SparsityTargets(const SparsityParams& sp, const std::string& name) const {
-    bool t = false;
-    for (const auto& p : sp.targets) t |= p == "Linear" || MatchesPattern(p, name);
-    for (const auto& p : sp.ignore) t &= !MatchesPattern(p, name);
-    return t;
-  }
-
   SequentialOptions opt_;
   const CompressionRecipe& recipe_;
   const QuantConfig& cfg_;
   SingleRank single_;
   Communicator* comm_;
   std::unique_ptr<CausalLm> lm_;
-  std::vector<HiddenStates> batches_;
+  std::unique_ptr<BlockBackend> backend_;  // holds this rank's activations
+  std::unique_ptr<ModuleSolver> module_solver_;
   int64_t max_len_ = 0;
   int64_t num_tokens_ = 0, num_samples_ = 0;
   DType dtype_ = DType::kBF16;
@@ -1272,15 +449,9 @@ class SequentialSolver::Impl {
   std::map<std::string, json> module_info_;
   json modules_ = json::array(), blocks_ = json::array();
   int modules_done_ = 0;
-  uint64_t peak_device_bytes_ = 0;
   // The next block, loading on the host while the GPU runs this one.
   std::future<absl::StatusOr<std::unique_ptr<DecoderBlock>>> prefetch_;
   int prefetch_layer_ = -1;
-  // Encodes and writes solved modules beside the solves (GPU runs; CPU runs finish each module inline).
-  std::unique_ptr<ThreadPool> finisher_;
-  std::mutex report_mu_;
-  absl::Status finish_error_;
-  std::map<std::string, json> module_reports_;
   double t_start_ = 0, seconds_ = 0;
 };
 
@@ -1298,7 +469,7 @@ absl::StatusOr<std::unique_ptr<SequentialSolver>> SequentialSolver::Create(const
 absl::StatusOr<std::vector<OutputTensor>> SequentialSolver::ExtraModuleTensors(const std::string& module, int group,
                                                                              int64_t rows, int64_t cols,
                                                                              DType dtype) const {
-  return impl_->Extras(module, group, rows, cols, dtype);
+  return impl_->ExtraModuleTensors(module, group, cols, dtype);
 }
 std::vector<TensorSpec> SequentialSolver::ExtraTensors() const { return impl_->ExtraTensors(); }
 absl::Status SequentialSolver::Run(const SolverIo& io) { return impl_->Run(io); }

@@ -1,0 +1,157 @@
+#include "engine/algo/awq.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "engine/quant/weight_quantizer.h"
+#include "engine/tensor/model_dtype.h"
+
+namespace llmc {
+namespace {
+
+// Round-to-nearest quantize-dequantize of `values` (w's shape) with w's weight scheme: AWQ's search objective.
+absl::StatusOr<std::vector<float>> PseudoQuantize(const BlockView& block, const LinearWeight& w,
+                                                  const std::vector<float>& values) {
+  const ConfigGroup* grp = block.weight_group(w.name);
+  if (grp == nullptr) return values;
+  const DType dtype = block.dtype();
+  auto bytes = ToDTypeBytes(values, dtype);
+  WeightView view{w.name, bytes.data(), dtype, w.out_features, w.in_features};
+  LLMC_ASSIGN_OR_RETURN(auto bufs, QuantizeWeight(view, *grp->scheme.weights, grp->format));
+  return DequantizeWeight(w.out_features, w.in_features, dtype, *grp->scheme.weights, grp->format, bufs);
+}
+
+}  // namespace
+
+std::vector<std::string> AwqInputs(const std::string& prefix) {
+  std::vector<std::string> out;
+  for (const char* m : {"self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj"})
+    out.push_back(prefix + m);
+  return out;
+}
+
+absl::StatusOr<std::vector<AwqChoice>> ApplyAwq(const AwqParams& params, BlockView* block) {
+  const DType dtype = block->dtype();
+  std::vector<AwqChoice> chosen;
+  for (const auto& m : params.mappings) {
+    // Resolve the mapping in this block.
+    std::vector<LinearWeight*> balance;
+    for (LinearWeight* lw : block->linears()) {
+      bool ignored = false;
+      for (const auto& i : params.ignore) ignored |= MatchesTarget(i, lw->name);
+      for (const auto& pat : m.balance)
+        if (!ignored && MatchesTarget(pat, lw->name)) balance.push_back(lw);
+    }
+    if (balance.empty()) continue;
+    std::vector<float>* smooth_norm = nullptr;
+    LinearWeight* smooth_linear = nullptr;
+    for (const auto& [name, norm] : block->norms())
+      if (MatchesTarget(m.smooth, name)) {
+        smooth_norm = norm;
+        break;
+      }
+    if (!smooth_norm)
+      for (LinearWeight* lw : block->linears())
+        if (MatchesTarget(m.smooth, lw->name)) smooth_linear = lw;
+    if (!smooth_norm && !smooth_linear) continue;
+    const int64_t cols = balance[0]->in_features;
+    if (smooth_linear && smooth_linear->out_features != cols) continue;  // e.g. v_proj -> o_proj under GQA
+    bool all_quantized = true;
+    for (LinearWeight* b : balance) all_quantized &= block->weight_group(b->name) != nullptr;
+    if (!all_quantized) continue;
+    const std::optional<InputStatistics> st = block->input_statistics(balance[0]->name);
+    if (!st || st->tokens == 0 || st->captured_tokens == 0)
+      return absl::FailedPreconditionError(
+          absl::StrCat(balance[0]->name, ": saw no calibration tokens; AWQ cannot scale it"));
+    // x_mean and w_mean.
+    std::vector<double> x_mean(cols), w_mean(cols, 0.0);
+    for (int64_t c = 0; c < cols; ++c) x_mean[c] = st->channel_abs_sum[c] / static_cast<double>(st->tokens);
+    const QuantArgs& wa = *block->weight_group(balance[0]->name)->scheme.weights;
+    const int64_t gsz = wa.group_size && *wa.group_size > 0 ? *wa.group_size : cols;
+    int64_t wrows = 0;
+    for (LinearWeight* b : balance) {
+      for (int64_t r = 0; r < b->out_features; ++r)
+        for (int64_t g = 0; g < cols; g += gsz) {
+          const float* row = b->weight.data() + r * cols + g;
+          float amax = 0;
+          for (int64_t c = 0; c < gsz && g + c < cols; ++c) amax = std::max(amax, std::fabs(row[c]));
+          for (int64_t c = 0; c < gsz && g + c < cols; ++c) w_mean[g + c] += std::fabs(row[c]) / (amax + 1e-6);
+        }
+      wrows += b->out_features;
+    }
+    for (double& v : w_mean) v /= static_cast<double>(wrows);
+    // The parent's output with the block's weights, then with each grid point's.
+    std::vector<float> reference;
+    const std::vector<const std::vector<float>*> as_held(balance.size(), nullptr);
+    LLMC_RETURN_IF_ERROR(block->ParentForward(balance, as_held, &reference));
+    double best = INFINITY;
+    int best_i = -1;
+    std::vector<float> best_s;
+    std::vector<float> s(cols);
+    std::vector<std::vector<float>> trial(balance.size());
+    std::vector<const std::vector<float>*> trial_ptrs(balance.size());
+    for (size_t b = 0; b < balance.size(); ++b) trial_ptrs[b] = &trial[b];
+    std::vector<float> out;
+    for (int i = 0; i < params.n_grid; ++i) {
+      const double ratio = static_cast<double>(i) / params.n_grid;
+      double mx = 0, mn = INFINITY;
+      for (int64_t c = 0; c < cols; ++c) {
+        double v = params.duo_scaling ? std::pow(x_mean[c], ratio) / (std::pow(w_mean[c], 1 - ratio) + 1e-4)
+                                      : std::pow(x_mean[c], ratio);
+        v = std::max(v, 1e-4);
+        s[c] = static_cast<float>(v);
+        mx = std::max(mx, v);
+        mn = std::min(mn, v);
+      }
+      const float norm = static_cast<float>(std::sqrt(mx * mn));
+      for (float& v : s) v /= norm;
+      for (size_t b = 0; b < balance.size(); ++b) {
+        std::vector<float> scaled(balance[b]->weight.size());
+        for (int64_t r = 0; r < balance[b]->out_features; ++r)
+          for (int64_t c = 0; c < cols; ++c) scaled[r * cols + c] = balance[b]->weight[r * cols + c] * s[c];
+        LLMC_ASSIGN_OR_RETURN(auto q, PseudoQuantize(*block, *balance[b], scaled));
+        for (int64_t r = 0; r < balance[b]->out_features; ++r)
+          for (int64_t c = 0; c < cols; ++c) q[r * cols + c] /= s[c];
+        trial[b] = std::move(q);
+      }
+      LLMC_RETURN_IF_ERROR(block->ParentForward(balance, trial_ptrs, &out));
+      double loss = 0;
+      for (size_t k = 0; k < out.size(); ++k) {
+        double d = static_cast<double>(out[k]) - reference[k];
+        loss += d * d;
+      }
+      loss /= static_cast<double>(out.size());
+      if (loss < best) {
+        best = loss;
+        best_i = i;
+        best_s = s;
+      }
+    }
+    if (best_i < 0 || !std::isfinite(best))
+      return absl::InvalidArgumentError(
+          absl::StrCat(balance[0]->name, ": AWQ found no finite loss; NaN or Inf in activations"));
+    // Apply: smooth /= s (norm weight, or output rows and bias of a Linear), balance *= s.
+    if (smooth_norm) {
+      for (int64_t c = 0; c < cols; ++c) (*smooth_norm)[c] = RoundToDType((*smooth_norm)[c] / best_s[c], dtype);
+    } else {
+      const int64_t in = smooth_linear->in_features;
+      for (int64_t r = 0; r < cols; ++r) {
+        for (int64_t c = 0; c < in; ++c)
+          smooth_linear->weight[r * in + c] = RoundToDType(smooth_linear->weight[r * in + c] / best_s[r], dtype);
+        if (!smooth_linear->bias.empty())
+          smooth_linear->bias[r] = RoundToDType(smooth_linear->bias[r] / best_s[r], dtype);
+      }
+    }
+    for (LinearWeight* b : balance)
+      for (int64_t r = 0; r < b->out_features; ++r)
+        for (int64_t c = 0; c < cols; ++c)
+          b->weight[r * cols + c] = RoundToDType(b->weight[r * cols + c] * best_s[c], dtype);
+    chosen.push_back({smooth_norm ? m.smooth : smooth_linear->name, balance[0]->name,
+                      static_cast<double>(best_i) / params.n_grid, best});
+  }
+  return chosen;
+}
+
+}  // namespace llmc

@@ -1,0 +1,51 @@
+// AWQ (https://arxiv.org/abs/2306.00978) on one decoder block, as llm-compressor's AWQModifier applies it
+// (src/llmcompressor/modifiers/awq/base.py): for each mapping, per input channel c of the balance Linears,
+//
+//   s_c = x_mean_c^r / (w_mean_c^(1-r) + 1e-4)   (duo_scaling; x_mean_c^r without it), at least 1e-4,
+//
+// normalized by sqrt(max(s) * min(s)), where x_mean_c = mean |x_c| over every calibration token, w_mean_c = the mean
+// over the balance Linears' rows of |W[r, c]| / (max |W| of c's group in that row + 1e-6), and r runs over the
+// grid i / n_grid, i in [0, n_grid). For each r the balance weights are scaled by s, quantize-dequantized with
+// their scheme (round to nearest) and divided by s again; the r whose weights give the parent module's output
+// (BlockView::ParentForward, on the inputs captured for the search) closest in mean squared error to the original
+// output wins. The smooth module then absorbs 1/s (a norm's weights, or a Linear's output rows and bias) and the
+// balance Linears' columns s, all rounded to the model dtype.
+//
+// Mappings resolve in the block: the balance Linears are those a `balance` target names, minus `ignore`; the smooth
+// module is the first norm its `smooth` target names, else the last Linear. A mapping is skipped when nothing
+// matches, when a smooth Linear's outputs are not the balance Linears' inputs (v_proj -> o_proj under grouped-query
+// attention) or when a balance Linear is not quantized.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/algo/block_view.h"
+#include "engine/format/algorithms.h"
+
+namespace llmc {
+
+// The inputs AWQ's search keeps, at most this many tokens (whole sequences) per input.
+inline constexpr int64_t kAwqCaptureTokens = 16384;
+
+// The Linears whose inputs AWQ needs (the sum of |x| per channel over every calibration token, and up to
+// kAwqCaptureTokens captured tokens): q_proj, o_proj, gate_proj and down_proj of the block `prefix` names.
+std::vector<std::string> AwqInputs(const std::string& prefix);
+
+// What AWQ chose for one mapping.
+struct AwqChoice {
+  std::string smooth;   // the mapping's smooth target (a norm), or the smooth Linear's name
+  std::string balance;  // the first balance Linear
+  double ratio = 0;     // the winning r
+  double loss = 0;      // its mean squared error of the parent's output
+};
+
+// Searches and applies the scales of every mapping of `params` that resolves in `block` (see the file comment),
+// in mapping order: a mapping sees the block as the earlier ones left it. FAILED_PRECONDITION naming the module
+// when a mapping's input has no statistics (no calibration tokens reached it), INVALID_ARGUMENT when no grid point
+// gives a finite loss (NaN or Inf in the activations); errors of the quantizer or of ParentForward as they come.
+absl::StatusOr<std::vector<AwqChoice>> ApplyAwq(const AwqParams& params, BlockView* block);
+
+}  // namespace llmc

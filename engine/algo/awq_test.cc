@@ -1,0 +1,163 @@
+#include "engine/algo/awq.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "engine/algo/block_view_test_util.h"
+#include "engine/tensor/model_dtype.h"
+
+namespace llmc {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using testing::FakeBlockView;
+
+constexpr int64_t kHidden = 128, kInter = 256, kTokens = 32;
+
+// A block whose q/k/v and down_proj inputs have a few outlier channels; every Linear quantized W4A16_ASYM (int4,
+// groups of 128 columns).
+void Fill(FakeBlockView* b, DType dtype = DType::kF32) {
+  b->AddDecoderLinears(kHidden, kHidden / 2, kInter);
+  for (LinearWeight* l : b->linears())
+    for (float& v : l->weight) v = RoundToDType(v, dtype);
+  b->input_norm().assign(kHidden, 1.0f);
+  b->post_attention_norm().assign(kHidden, 1.0f);
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  auto inputs = [&](int64_t in) {
+    std::vector<float> x(kTokens * in);
+    for (int64_t t = 0; t < kTokens; ++t)
+      for (int64_t c = 0; c < in; ++c) x[t * in + c] = normal(rng) * (c % 11 == 3 ? 25.0f : 1.0f);
+    return x;
+  };
+  b->SetInput("self_attn.q_proj", inputs(kHidden), kHidden);
+  b->SetInput("mlp.down_proj", inputs(kInter), kInter);
+  b->Quantize("W4A16_ASYM");
+}
+
+AwqParams QkvMapping(int n_grid) {
+  AwqParams p;
+  p.n_grid = n_grid;
+  p.mappings.push_back(testing::QkvFromInputNorm());
+  return p;
+}
+
+TEST(AwqTest, SearchesTheGridAndKeepsTheProductOfNormAndWeight) {
+  FakeBlockView b;
+  Fill(&b);
+  FakeBlockView orig;
+  Fill(&orig);
+  auto chosen = ApplyAwq(QkvMapping(10), &b);
+  ASSERT_TRUE(chosen.ok()) << chosen.status();
+  ASSERT_EQ(chosen->size(), 1u);
+  const AwqChoice& c = (*chosen)[0];
+  EXPECT_EQ(c.smooth, "re:.*input_layernorm");
+  EXPECT_EQ(c.balance, std::string(FakeBlockView::kPrefix) + "self_attn.q_proj");
+  EXPECT_GE(c.ratio, 0.0);
+  EXPECT_LT(c.ratio, 1.0);
+  EXPECT_GT(c.loss, 0.0);
+  EXPECT_EQ(b.parent_calls, 1 + 10);  // the reference, then every grid point
+  // The norm absorbed 1/s and q/k/v s: what the block computes is unchanged up to rounding.
+  EXPECT_NE(b.input_norm(), orig.input_norm());
+  for (const char* m : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"})
+    for (int64_t r = 0; r < b.linear(m)->out_features; ++r)
+      for (int64_t col = 0; col < kHidden; ++col) {
+        const float before = orig.input_norm()[col] * orig.linear(m)->weight[r * kHidden + col];
+        const float after = b.input_norm()[col] * b.linear(m)->weight[r * kHidden + col];
+        EXPECT_NEAR(after, before, 1e-6f * std::fabs(before) + 1e-12f) << m;
+      }
+  EXPECT_EQ(b.linear("mlp.gate_proj")->weight, orig.linear("mlp.gate_proj")->weight);
+}
+
+// The grid of n points holds ratio 0, which is the whole grid of one point: a finer search never does worse, and
+// with outlier channels it does better.
+TEST(AwqTest, AFinerGridFindsALowerLoss) {
+  FakeBlockView one, ten;
+  Fill(&one);
+  Fill(&ten);
+  auto a = ApplyAwq(QkvMapping(1), &one);
+  auto b = ApplyAwq(QkvMapping(10), &ten);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ((*a)[0].ratio, 0.0);
+  EXPECT_GT((*b)[0].ratio, 0.0);
+  EXPECT_LT((*b)[0].loss, (*a)[0].loss);
+}
+
+// up_proj -> down_proj: the smooth Linear's output rows (and bias) take 1/s, down_proj's columns s.
+TEST(AwqTest, ASmoothLinearAbsorbsTheScaleInItsRows) {
+  FakeBlockView b;
+  Fill(&b);
+  b.linear("mlp.up_proj")->bias.assign(kInter, 0.25f);
+  FakeBlockView orig;
+  Fill(&orig);
+  orig.linear("mlp.up_proj")->bias.assign(kInter, 0.25f);
+  AwqParams p;
+  p.n_grid = 4;
+  p.mappings.push_back({{"re:.*down_proj"}, "re:.*up_proj"});
+  auto chosen = ApplyAwq(p, &b);
+  ASSERT_TRUE(chosen.ok()) << chosen.status();
+  ASSERT_EQ(chosen->size(), 1u);
+  EXPECT_EQ((*chosen)[0].smooth, std::string(FakeBlockView::kPrefix) + "mlp.up_proj");
+  const LinearWeight &up = *b.linear("mlp.up_proj"), &down = *b.linear("mlp.down_proj");
+  const LinearWeight &up0 = *orig.linear("mlp.up_proj"), &down0 = *orig.linear("mlp.down_proj");
+  for (int64_t j = 0; j < kInter; ++j) {
+    const float s = down.weight[j] / down0.weight[j];  // column j of row 0
+    EXPECT_NEAR(up.bias[j] * s, up0.bias[j], 1e-6f);
+    for (int64_t c = 0; c < kHidden; ++c)
+      EXPECT_NEAR(up.weight[j * kHidden + c] * s, up0.weight[j * kHidden + c], 1e-6f * std::fabs(up0.weight[j * kHidden + c]) + 1e-9f);
+  }
+  EXPECT_EQ(b.input_norm(), orig.input_norm());
+}
+
+TEST(AwqTest, SkipsMappingsThatDoNotResolve) {
+  FakeBlockView b;
+  Fill(&b);
+  AwqParams p;
+  p.n_grid = 3;
+  p.mappings.push_back({{"re:.*o_proj"}, "re:.*v_proj"});          // v_proj's 64 outputs are not o_proj's 128 inputs
+  p.mappings.push_back({{"re:.*q_proj"}, "re:.*no_such_module"});  // nothing to smooth
+  p.mappings.push_back({{"re:.*nothing"}, "re:.*input_layernorm"});  // nothing to balance
+  auto chosen = ApplyAwq(p, &b);
+  ASSERT_TRUE(chosen.ok()) << chosen.status();
+  EXPECT_TRUE(chosen->empty());
+  EXPECT_EQ(b.parent_calls, 0);
+  // Balance Linears that are not quantized are left alone too.
+  FakeBlockView u;
+  Fill(&u);
+  u.Quantize("W4A16_ASYM", {"re:.*k_proj"});
+  auto none = ApplyAwq(QkvMapping(3), &u);
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+}
+
+TEST(AwqTest, NeedsCalibrationTokens) {
+  FakeBlockView b;
+  Fill(&b);
+  AwqParams p;
+  p.mappings.push_back({{"re:.*gate_proj", "re:.*up_proj"}, "re:.*post_attention_layernorm"});  // no inputs set
+  auto r = ApplyAwq(p, &b);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("mlp.gate_proj: saw no calibration tokens"));
+}
+
+TEST(AwqTest, RoundsToTheModelDtype) {
+  FakeBlockView b(DType::kBF16);
+  Fill(&b, DType::kBF16);
+  ASSERT_TRUE(ApplyAwq(QkvMapping(5), &b).ok());
+  for (float v : b.input_norm()) EXPECT_EQ(v, RoundBF16(v));
+  for (float v : b.linear("self_attn.v_proj")->weight) EXPECT_EQ(v, RoundBF16(v));
+}
+
+TEST(AwqTest, InputsAreTheFourParentInputs) {
+  EXPECT_THAT(AwqInputs("model.layers.3."),
+              ElementsAre("model.layers.3.self_attn.q_proj", "model.layers.3.self_attn.o_proj",
+                          "model.layers.3.mlp.gate_proj", "model.layers.3.mlp.down_proj"));
+}
+
+}  // namespace
+}  // namespace llmc

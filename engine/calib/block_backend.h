@@ -1,0 +1,66 @@
+// Where the sequential pipeline runs its blocks: the calibration passes (a block's forward with statistics hooks),
+// the propagation of the activations to the next block, and GPTQ's solve. A backend owns this rank's calibration
+// activations X_i between blocks. Implementations: the CPU runtime (cpu_block_backend.h) and, in builds with CUDA,
+// the GPU (cuda_block_backend.h), where activations, Hessians and GPTQ stay on the device.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/statusor.h"
+#include "engine/algo/gptq.h"
+#include "engine/calib/calib_hooks.h"
+#include "engine/calib/calib_stats.h"
+#include "engine/model/causal_lm.h"
+#include "engine/model/decoder_block.h"
+#include "engine/quant/group_quantizer.h"
+
+namespace llmc {
+
+// Not thread-safe: the pipeline drives a backend from one thread.
+class BlockBackend {
+ public:
+  virtual ~BlockBackend() = default;
+
+  // Runs `block` over a copy of every batch of activations (which stay as they are), `hooks` collecting `wants`.
+  // Statistics a backend keeps in its own memory (device Hessians) are put in hooks->stats() too.
+  virtual absl::Status Calibrate(const DecoderBlock& block, const Wants& wants, CalibHooks* hooks) = 0;
+
+  // Runs `block` over every batch in place: the next block's inputs. INVALID_ARGUMENT when the activations turn
+  // NaN or Inf (where the backend checks).
+  virtual absl::Status Propagate(const DecoderBlock& block) = 0;
+
+  // GPTQ (GptqQuantize's contract) of `module`'s `weight` [rows, cols] with the statistics of its input group
+  // (`st`, null when none were collected: INTERNAL). This implementation solves on the host with st->hessian;
+  // backends that keep Hessians themselves override it.
+  virtual absl::StatusOr<GptqResult> Gptq(const std::string& module, const float* weight, int64_t rows, int64_t cols,
+                                          const GroupStats* st, GroupQuantizer* quantizer, const GptqOptions& options);
+
+  // Whether the block forward and GPTQ run off the host's CPU threads: the pipeline then loads the next block and
+  // encodes solved modules on host threads meanwhile.
+  virtual bool runs_off_host() const { return false; }
+
+  // The backend's figures for a block's report (called after its propagation) and for the run's report.
+  virtual void ReportBlock(nlohmann::json* block_report) {}
+  virtual void Report(nlohmann::json* report) const {}
+};
+
+struct BlockBackendOptions {
+  std::string device = "cpu";           // "cpu" or "cuda"
+  std::string gemm_precision = "tf32";  // cuda: fp32, tf32 or bf16 block GEMMs
+  int64_t max_chunk_tokens = 4096;      // block-forward chunk (memory bound; no effect on results)
+  int64_t num_samples = 0;              // this rank's calibration samples (the N of H = 2/N X^T X)
+};
+
+// The backend for options.device, taking this rank's embedded calibration batches (equal-length sequences per
+// batch) and running blocks of `lm` (which must outlive it). INVALID_ARGUMENT for a device other than cpu or
+// cuda; FAILED_PRECONDITION for cuda in a build without CUDA or without a usable device; INVALID_ARGUMENT for an
+// unknown GEMM precision; RESOURCE_EXHAUSTED when the activations do not fit the device.
+absl::StatusOr<std::unique_ptr<BlockBackend>> CreateBlockBackend(const BlockBackendOptions& options, CausalLm* lm,
+                                                                 std::vector<HiddenStates> batches);
+
+}  // namespace llmc

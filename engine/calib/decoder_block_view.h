@@ -1,0 +1,57 @@
+// The BlockView (engine/algo/block_view.h) of a loaded decoder block, for the smoothing algorithms: the block's
+// weights, the statistics of a calibration pass over it, the recipe's weight schemes, and the parent modules'
+// forward on the CPU runtime.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/algo/block_view.h"
+#include "engine/calib/calib_stats.h"
+#include "engine/format/quant_config.h"
+#include "engine/model/causal_lm.h"
+#include "engine/model/decoder_block.h"
+
+namespace llmc {
+
+// Everything it is given must outlive it; `block` is changed through it. Not thread-safe.
+class DecoderBlockView final : public BlockView {
+ public:
+  DecoderBlockView(DecoderBlock* block, const CausalLm* lm, const std::map<std::string, GroupStats>* stats,
+                   const QuantConfig* config, DType dtype)
+      : block_(block), lm_(lm), stats_(stats), config_(config), dtype_(dtype) {}
+
+  std::string prefix() const override;
+  DType dtype() const override { return dtype_; }
+  std::vector<LinearWeight*> linears() override { return block_->linears(); }
+  std::vector<std::pair<std::string, std::vector<float>*>> norms() override;
+  std::optional<InputStatistics> input_statistics(const std::string& module) const override;
+  const ConfigGroup* weight_group(const std::string& module) const override;
+  // FAILED_PRECONDITION when balance[0]'s input has no captured tokens; INVALID_ARGUMENT when a weight's size is
+  // not its Linear's.
+  absl::Status ParentForward(absl::Span<LinearWeight* const> balance,
+                             absl::Span<const std::vector<float>* const> weights, std::vector<float>* out) override;
+
+ private:
+  // A Linear of the parent with the weight values it runs with.
+  struct Operand {
+    const LinearWeight* linear;
+    const float* weight;  // [out, in]
+  };
+  // Attention on normed inputs n [seqs * T, H] with the given q/k/v: o_proj's output.
+  void AttentionOut(const Operand& q, const Operand& k, const Operand& v, const float* n, int64_t seqs, int64_t T,
+                    float* out) const;
+  // The MLP on normed inputs m [rows, H] with the given gate/up: down_proj's output.
+  void MlpOut(const Operand& gate, const Operand& up, const float* m, int64_t rows, float* out) const;
+
+  DecoderBlock* block_;
+  const CausalLm* lm_;
+  const std::map<std::string, GroupStats>* stats_;
+  const QuantConfig* config_;
+  DType dtype_;
+};
+
+}  // namespace llmc

@@ -1,0 +1,172 @@
+#include "engine/calib/module_solver.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/util.h"
+#include "engine/algo/gptq.h"
+#include "engine/quant/group_quantizer.h"
+#include "engine/tensor/model_dtype.h"
+
+namespace llmc {
+
+using json = nlohmann::json;
+
+ModuleSolver::ModuleSolver(const CompressionRecipe& recipe, const QuantConfig& config, BlockBackend* backend,
+                           DType model_dtype, int threads, bool background)
+    : recipe_(recipe), cfg_(config), backend_(backend), dtype_(model_dtype), threads_(threads) {
+  if (background)
+    pool_ = std::make_unique<ThreadPool>(
+        std::max(2, threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency())));
+}
+
+ModuleSolver::~ModuleSolver() { Wait(); }
+
+absl::StatusOr<std::vector<OutputTensor>> ModuleSolver::ExtraTensors(const std::string& module, int group,
+                                                                     int64_t cols, DType dtype) const {
+  std::vector<OutputTensor> out;
+  const ConfigGroup& g = cfg_.groups()[group];
+  if (recipe_.gptq && g.scheme.weights) {
+    LLMC_ASSIGN_OR_RETURN(ResolvedActOrder ro, ResolveActOrder(module, recipe_.gptq->actorder, *g.scheme.weights));
+    if (ro.order == ActOrder::kGroup) out.push_back({"weight_g_idx", DType::kI32, {cols}});
+  }
+  const auto& in = g.scheme.input_activations;
+  if (in && in->dynamic == "false") out.push_back({"input_scale", dtype, {1}});
+  if (in && in->dynamic == "local") out.push_back({"input_global_scale", DType::kF32, {1}});
+  return out;
+}
+
+absl::StatusOr<float> ModuleSolver::StaticInputScale(const std::string& module, const QuantArgs& in,
+                                                     const GroupStats& st) const {
+  std::string fmt = in.type == QuantType::kFloat ? "float-quantized" : "int-quantized";
+  QuantArgs a = in;
+  a.dynamic = "false";
+  a.observer = "minmax";
+  LLMC_ASSIGN_OR_RETURN(GroupQuantizer q, GroupQuantizer::Create(module, 1, 2, dtype_, a, fmt));
+  float v[2] = {st.min, st.max};
+  LLMC_RETURN_IF_ERROR(q.Observe(v, 2, 0, 2, 0));
+  return q.params().scale[0];
+}
+
+absl::Status ModuleSolver::Solve(LinearWeight* lw, int group, DType wdtype, std::optional<float> gs,
+                                 const GroupStats* st, const std::vector<uint8_t>* keep, const json& module_info,
+                                 const EmitFn& emit, std::vector<std::string>* warnings) {
+  const ConfigGroup& grp = cfg_.groups()[group];
+  const QuantArgs& wa = *grp.scheme.weights;
+  const int64_t rows = lw->out_features, cols = lw->in_features;
+  double t0 = NowSeconds();
+  auto info = std::make_shared<json>(module_info);
+  (*info)["name"] = lw->name;
+  auto orig = std::make_shared<std::vector<float>>(std::move(lw->weight));
+  std::shared_ptr<std::vector<std::vector<uint8_t>>> bufs;
+  std::shared_ptr<std::vector<float>> qw;  // the compressed values, in the model dtype
+  std::shared_ptr<GroupQuantizer> quantizer;
+  if (recipe_.gptq) {
+    LLMC_ASSIGN_OR_RETURN(GroupQuantizer q, GroupQuantizer::Create(lw->name, rows, cols, wdtype, wa, grp.format, gs));
+    GptqOptions go;
+    go.block_size = recipe_.gptq->block_size;
+    go.dampening_frac = recipe_.gptq->dampening_frac;
+    go.actorder = recipe_.gptq->actorder;
+    go.weight_args = &wa;
+    go.keep_mask = keep;
+    go.num_threads = threads_;
+    auto r = backend_->Gptq(lw->name, orig->data(), rows, cols, st, &q, go);
+    if (!r.ok()) return r.status();
+    if (r->fell_back_to_rtn) warnings->push_back(r->warning);
+    (*info)["algorithm"] = "gptq";
+    (*info)["gptq_loss"] = r->loss;
+    (*info)["fell_back_to_rtn"] = r->fell_back_to_rtn;
+    if (r->dead_columns) (*info)["dead_columns"] = r->dead_columns;
+    qw = std::make_shared<std::vector<float>>(std::move(r->weight));  // FakeQuant values: already in the dtype
+    quantizer = std::make_shared<GroupQuantizer>(std::move(q));
+  } else {
+    auto bytes = ToDTypeBytes(*orig, wdtype);
+    WeightView view{lw->name, bytes.data(), wdtype, rows, cols};
+    LLMC_ASSIGN_OR_RETURN(auto b, QuantizeWeight(view, wa, grp.format, gs));
+    bufs = std::make_shared<std::vector<std::vector<uint8_t>>>(std::move(b));
+    LLMC_ASSIGN_OR_RETURN(auto deq, DequantizeWeight(rows, cols, wdtype, wa, grp.format, *bufs));
+    for (float& v : deq) v = RoundToDType(v, wdtype);
+    qw = std::make_shared<std::vector<float>>(std::move(deq));
+    (*info)["algorithm"] = "rtn";
+  }
+  lw->weight = *qw;  // the block propagates with the compressed values
+  (*info)["solve_seconds"] = NowSeconds() - t0;
+  // Encoding, the report's error and the writes run beside the next solves (and the propagation).
+  LLMC_ASSIGN_OR_RETURN(auto extras, ExtraTensors(lw->name, group, cols, wdtype));
+  const std::string name = lw->name;
+  auto finish = [this, name, rows, cols, wdtype, &wa, &grp, st, orig, qw, bufs, quantizer, info, extras,
+                 emit]() -> absl::Status {
+    std::vector<std::vector<uint8_t>> out;
+    if (quantizer) {
+      LLMC_ASSIGN_OR_RETURN(out, EncodeQuantizedWeight(name, qw->data(), wdtype, wa, grp.format, quantizer->params()));
+    } else {
+      out = std::move(*bufs);
+    }
+    LLMC_ASSIGN_OR_RETURN(auto plan, PlanQuantizedWeight(name, rows, cols, wdtype, wa, grp.format));
+    // Relative error of the weight, ||W - Q||_F / ||W||_F (W as the model stores it).
+    double num = 0, den = 0;
+    for (size_t i = 0; i < qw->size(); ++i) {
+      double w = RoundToDType((*orig)[i], wdtype);
+      num += (w - (*qw)[i]) * (w - (*qw)[i]);
+      den += w * w;
+    }
+    (*info)["relative_weight_error"] = den > 0 ? std::sqrt(num / den) : 0.0;
+    for (const auto& e : extras) {
+      if (e.suffix == "weight_g_idx") {
+        if (out.size() <= plan.size()) return absl::InternalError(absl::StrCat(name, ": g_idx missing"));
+        plan.push_back(e);
+        continue;
+      }
+      const QuantArgs& in = *grp.scheme.input_activations;
+      if (!st || st->tokens == 0)
+        return absl::FailedPreconditionError(absl::StrCat(name, ": saw no calibration tokens; cannot set its static ",
+                                                          "input scale; give more calibration data or ignore the module"));
+      if (e.suffix == "input_scale") {
+        LLMC_ASSIGN_OR_RETURN(float s, StaticInputScale(name, in, *st));
+        out.push_back(ToDTypeBytes({s}, wdtype));
+        (*info)["input_amax"] = st->amax;
+      } else if (e.suffix == "input_global_scale") {
+        float g = 448.0f * 6.0f / std::max(st->amax, 1.17549435e-38f);
+        std::vector<uint8_t> b(4);
+        std::memcpy(b.data(), &g, 4);
+        out.push_back(std::move(b));
+        (*info)["input_amax"] = st->amax;
+      }
+      plan.push_back(e);
+    }
+    if (out.size() != plan.size()) return absl::InternalError(absl::StrCat(name, ": output count mismatch"));
+    for (size_t i = 0; i < plan.size(); ++i) LLMC_RETURN_IF_ERROR(emit(absl::StrCat(name, ".", plan[i].suffix), out[i]));
+    std::lock_guard<std::mutex> lock(mu_);
+    reports_[name] = *info;
+    return absl::OkStatus();
+  };
+  if (!pool_) return finish();
+  pool_->Submit([this, finish] {
+    absl::Status s = finish();
+    if (!s.ok()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (error_.ok()) error_ = s;
+    }
+  });
+  return absl::OkStatus();
+}
+
+void ModuleSolver::Wait() {
+  if (pool_) pool_->Wait();
+}
+
+absl::Status ModuleSolver::Finish(json* modules) {
+  Wait();
+  std::lock_guard<std::mutex> lock(mu_);
+  LLMC_RETURN_IF_ERROR(error_);
+  for (auto& [name, info] : reports_) modules->push_back(std::move(info));
+  reports_.clear();
+  return absl::OkStatus();
+}
+
+}  // namespace llmc

@@ -1,0 +1,75 @@
+// The solve stage of the sequential pipeline for one quantized Linear: GPTQ (through the BlockBackend, with its
+// input group's Hessian) when the recipe has it, else round-to-nearest; the compressed values replace the weight
+// so the block propagates with them; then the module's tensors are encoded (the weight format's, weight_g_idx,
+// static input scales) and emitted, and its report entry is written. Where the backend runs off the host, the
+// encoding and writing run on a pool of host threads beside the next solves.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/statusor.h"
+#include "common/thread_pool.h"
+#include "engine/calib/block_backend.h"
+#include "engine/calib/calib_stats.h"
+#include "engine/format/algorithms.h"
+#include "engine/pipeline/compress_job.h"
+#include "engine/quant/weight_quantizer.h"
+
+namespace llmc {
+
+// Solve() and Finish() are called from one thread; the pool threads only encode, emit and report.
+class ModuleSolver {
+ public:
+  // `recipe`, `config` and `backend` must outlive it. `model_dtype` is the dtype static input scales are observed
+  // in; `threads` the CPU threads of a solve (0: all). With `background`, finishing runs on a pool of
+  // max(2, threads) threads (hardware concurrency for 0); otherwise inside Solve().
+  ModuleSolver(const CompressionRecipe& recipe, const QuantConfig& config, BlockBackend* backend, DType model_dtype,
+               int threads, bool background);
+  ~ModuleSolver();
+
+  // The tensors a module of config group `group` writes beyond its weight format's, in order: weight_g_idx (GPTQ
+  // with activation ordering "group"), input_scale (static activations, in `dtype`), input_global_scale (NVFP4
+  // activations). Errors name the module (an actorder that cannot be resolved).
+  absl::StatusOr<std::vector<OutputTensor>> ExtraTensors(const std::string& module, int group, int64_t cols,
+                                                         DType dtype) const;
+
+  // Quantizes `lw` (config group `group`; stored as `wdtype`; `global_scale`: the fused NVFP4 global scale, if
+  // any) and leaves the compressed values, rounded to wdtype, in lw->weight. `st` holds its input group's
+  // statistics (null when none were collected) and `keep` the pruning mask GPTQ preserves (or null); both must
+  // stay alive until Wait() or Finish(). `info` is the module's report entry so far. Appends GPTQ's fallback
+  // warnings to `warnings`. The module's tensors go to `emit`, inline or on the pool.
+  absl::Status Solve(LinearWeight* lw, int group, DType wdtype, std::optional<float> global_scale,
+                     const GroupStats* st, const std::vector<uint8_t>* keep, const nlohmann::json& info,
+                     const EmitFn& emit, std::vector<std::string>* warnings);
+
+  // Waits until the modules solved so far are written.
+  void Wait();
+  // Wait()s; then the first error of a module written on the pool, or OK, with the finished modules' report
+  // entries appended to `modules` in name order.
+  absl::Status Finish(nlohmann::json* modules);
+
+ private:
+  // The scale of a static input (per tensor, symmetric) from its observed range, as the library's observer computes
+  // it, in the model dtype.
+  absl::StatusOr<float> StaticInputScale(const std::string& module, const QuantArgs& in, const GroupStats& st) const;
+
+  const CompressionRecipe& recipe_;
+  const QuantConfig& cfg_;
+  BlockBackend* backend_;
+  DType dtype_;
+  int threads_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::mutex mu_;
+  absl::Status error_;                               // guarded by mu_
+  std::map<std::string, nlohmann::json> reports_;    // guarded by mu_
+};
+
+}  // namespace llmc
