@@ -202,7 +202,7 @@ class SequentialSolver::Impl {
 
   absl::Status ReduceHessian(HessianAccumulator* h) {
     if (comm_->size() == 1) return absl::OkStatus();
-    return absl::UnimplementedError("multi-rank Hessian reduction needs the NCCL communicator");
+    return absl::UnimplementedError("Hessian statistics cannot be reduced over several ranks yet; run the job on one rank");
   }
 
   static const GroupStats* Find(const Stats& s, const std::string& module) {
