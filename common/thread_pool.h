@@ -1,12 +1,13 @@
 // A fixed-size pool of worker threads running void() tasks in submission order.
 #pragma once
 
-#include <condition_variable>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 
 namespace llmc {
 
@@ -14,25 +15,25 @@ namespace llmc {
 class ThreadPool {
  public:
   explicit ThreadPool(int num_threads);
-  ~ThreadPool();
+  ~ThreadPool() ABSL_LOCKS_EXCLUDED(mu_);
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
-  void Submit(std::function<void()> task);
+  void Submit(std::function<void()> task) ABSL_LOCKS_EXCLUDED(mu_);
   // Blocks until every task submitted so far has finished.
-  void Wait();
+  void Wait() ABSL_LOCKS_EXCLUDED(mu_);
   int size() const { return static_cast<int>(threads_.size()); }
 
  private:
-  void Run();
+  void Run() ABSL_LOCKS_EXCLUDED(mu_);
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::condition_variable done_cv_;
-  std::deque<std::function<void()>> queue_;
-  int active_ = 0;
-  bool stop_ = false;
-  std::vector<std::thread> threads_;
+  absl::Mutex mu_;
+  absl::CondVar cv_;       // a task was queued, or stop_
+  absl::CondVar done_cv_;  // the queue is empty and no task runs
+  std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
+  int active_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> threads_;  // set in the constructor, joined in the destructor
 };
 
 }  // namespace llmc

@@ -22,6 +22,7 @@ if [ -n "${LLMC_SANITIZE:-}" ]; then
 fi
 BUILD=${BUILD_DIR:-build}
 BUILD_DIR=$BUILD bash scripts/build.sh -DLLMC_BUILD_TESTS=ON -DLLMC_BUILD_BENCH=ON
+bash scripts/thread_safety.sh  # clang's thread-safety analysis of the locking annotations (build-clang)
 n=$(count_tests "$BUILD" -LE gpu)
 if [ "${n:-0}" -lt "$MIN_TESTS" ]; then
   echo "llmc test: error: ctest registers ${n:-0} non-gpu tests in $BUILD, fewer than the suite's $MIN_TESTS" >&2

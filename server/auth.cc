@@ -126,7 +126,7 @@ absl::StatusOr<Principal> Authenticator::AuthenticateToken(absl::string_view tok
   if (token.empty()) return absl::UnauthenticatedError("empty bearer token");
   std::string h = TokenSha256(token);
   {
-    std::lock_guard<std::mutex> l(mu_);
+    absl::MutexLock l(&mu_);
     auto it = cache_.find(h);
     if (it != cache_.end()) return it->second;
   }
@@ -136,7 +136,7 @@ absl::StatusOr<Principal> Authenticator::AuthenticateToken(absl::string_view tok
                                       "`llmc-server token create`)");
   if (!rec.ok()) return absl::UnavailableError(absl::StrCat("cannot check the token: ", rec.status().message()));
   Principal p{rec->tenant, rec->role};
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   cache_[h] = p;
   return p;
 }

@@ -10,12 +10,12 @@
 #pragma once
 
 #include <map>
-#include <mutex>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "server/job_store.h"
 
 namespace llmc::server {
@@ -44,12 +44,12 @@ class Authenticator {
   explicit Authenticator(JobStore* store) : store_(store) {}
   // `authorization` is the header value ("Bearer <token>"). UNAUTHENTICATED for a missing, malformed or unknown
   // token, with what to do.
-  absl::StatusOr<Principal> Authenticate(absl::string_view authorization);
-  absl::StatusOr<Principal> AuthenticateToken(absl::string_view token);
+  absl::StatusOr<Principal> Authenticate(absl::string_view authorization) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<Principal> AuthenticateToken(absl::string_view token) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   JobStore* store_;
-  std::mutex mu_;
+  absl::Mutex mu_;
   std::map<std::string, Principal> cache_ ABSL_GUARDED_BY(mu_);
 };
 

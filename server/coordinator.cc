@@ -2,7 +2,6 @@
 
 #include <openssl/rand.h>
 
-#include <chrono>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
@@ -11,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "engine/format/job_recipe.h"
 #include "server/scheduler.h"
@@ -92,7 +92,7 @@ Coordinator::Coordinator(CoordinatorOptions options, JobStore* store, ServiceMet
 Coordinator::~Coordinator() { Stop(); }
 
 absl::Status Coordinator::Start() {
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   LLMC_ASSIGN_OR_RETURN(auto workers, store_->Workers());
   for (auto& w : workers) {
     if (w.state() == "LOST") continue;
@@ -122,25 +122,28 @@ absl::Status Coordinator::Start() {
 
 void Coordinator::Stop() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    absl::MutexLock l(&mu_);
     if (stop_) return;
     stop_ = true;
     for (auto& [id, f] : feeds_) {
-      std::lock_guard<std::mutex> fl(f->mu);
+      absl::MutexLock fl(&f->mu);
       f->stopped = true;
-      f->cv.notify_all();
+      f->cv.SignalAll();
     }
     for (auto& [id, w] : workers_)
       if (w.link.close) w.link.close();
   }
-  loop_cv_.notify_all();
+  loop_cv_.SignalAll();
   if (loop_.joinable()) loop_.join();
 }
 
 void Coordinator::Loop() {
-  std::unique_lock<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   while (!stop_) {
-    loop_cv_.wait_for(l, std::chrono::milliseconds(250), [this] { return stop_ || kick_; });
+    // Wake for a kick or every 250 ms (leases expire without one).
+    const absl::Time deadline = absl::Now() + absl::Milliseconds(250);
+    while (!stop_ && !kick_ && !loop_cv_.WaitWithDeadline(&mu_, deadline)) {
+    }
     if (stop_) break;
     kick_ = false;
     const int64_t now = NowMs();
@@ -170,10 +173,10 @@ absl::Status Coordinator::CommitLocked(v1::Job* job, std::vector<v1::JobEvent> e
   }
   auto f = feeds_.find(job->id());
   if (f != feeds_.end()) {
-    std::lock_guard<std::mutex> fl(f->second->mu);
+    absl::MutexLock fl(&f->second->mu);
     f->second->last_seq = job->last_event_seq();
     f->second->terminal = IsTerminal(job->state());
-    f->second->cv.notify_all();
+    f->second->cv.SignalAll();
   }
   auto a = active_.find(job->id());
   if (IsTerminal(job->state())) {
@@ -276,13 +279,13 @@ absl::StatusOr<v1::Job> Coordinator::CreateJob(const Principal& p, const v1::Cre
       return absl::AlreadyExistsError(absl::StrCat("request_id '", req.request_id(), "' was used for job ",
                                                    prior->first.id(), " with a different spec; use a new request_id "
                                                    "for a new job"));
-    std::lock_guard<std::mutex> l(mu_);
+    absl::MutexLock l(&mu_);
     auto a = active_.find(prior->first.id());
     return a != active_.end() ? a->second.job : prior->first;
   }
   if (!absl::IsNotFound(prior.status())) return absl::UnavailableError(prior.status().message());
   LLMC_ASSIGN_OR_RETURN(Checked checked, CheckSpec(req.spec(), /*for_create=*/true));
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   if (stop_) return absl::UnavailableError("the coordinator is shutting down; retry");
   const std::string out_path = LocalPathOf(req.spec().output_uri());
   for (const auto& [id, a] : active_)
@@ -315,7 +318,7 @@ absl::StatusOr<v1::Job> Coordinator::CreateJob(const Principal& p, const v1::Cre
   spdlog::info("job {}: created by tenant {} ({} -> {}, {})", a.job.id(), p.tenant, req.spec().model_uri(),
                req.spec().output_uri(), checked.method);
   kick_ = true;
-  loop_cv_.notify_all();
+  loop_cv_.SignalAll();
   return a.job;
 }
 
@@ -340,7 +343,7 @@ absl::StatusOr<v1::Job> Coordinator::LookupLocked(const Principal& p, const std:
 }
 
 absl::StatusOr<v1::Job> Coordinator::GetJob(const Principal& p, const std::string& id) {
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   return LookupLocked(p, id);
 }
 
@@ -353,12 +356,12 @@ absl::StatusOr<v1::ListJobsResponse> Coordinator::ListJobs(const Principal& p, c
   q.labels.insert(req.labels().begin(), req.labels().end());
   q.page_size = req.page_size();
   q.page_token = req.page_token();
-  std::lock_guard<std::mutex> l(mu_);  // store writes and active_ agree under mu_
+  absl::MutexLock l(&mu_);  // store writes and active_ agree under mu_
   return store_->ListJobs(q);
 }
 
 absl::StatusOr<v1::Job> Coordinator::CancelJob(const Principal& p, const std::string& id) {
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   LLMC_ASSIGN_OR_RETURN(v1::Job job, LookupLocked(p, id));
   LLMC_RETURN_IF_ERROR(RequireWrite(p, "cancel jobs"));
   if (IsTerminal(job.state()))
@@ -372,7 +375,7 @@ absl::StatusOr<v1::Job> Coordinator::CancelJob(const Principal& p, const std::st
     RemoveStaging(job);  // left by an earlier attempt
   }
   kick_ = true;
-  loop_cv_.notify_all();
+  loop_cv_.SignalAll();
   return job;
 }
 
@@ -394,20 +397,17 @@ absl::Status Coordinator::WatchJob(const Principal& p, const v1::WatchJobRequest
   if (req.from_seq() < 0) return absl::InvalidArgumentError("from_seq: must be >= 0 (the last seq you saw, or 0)");
   std::shared_ptr<Feed> feed;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    absl::MutexLock l(&mu_);
     LLMC_ASSIGN_OR_RETURN(v1::Job job, LookupLocked(p, req.id()));
     auto& f = feeds_[job.id()];
-    if (!f) {
-      f = std::make_shared<Feed>();
-      f->last_seq = job.last_event_seq();
-      f->terminal = IsTerminal(job.state());
-      f->stopped = stop_;
-    }
+    if (!f) f = std::make_shared<Feed>(job.last_event_seq(), IsTerminal(job.state()), stop_);
+    absl::MutexLock fl(&f->mu);
     f->watchers++;
     feed = f;
   }
   auto release = [&] {
-    std::lock_guard<std::mutex> l(mu_);
+    absl::MutexLock l(&mu_);
+    absl::MutexLock fl(&feed->mu);
     if (--feed->watchers == 0) feeds_.erase(req.id());
   };
   int64_t seq = req.from_seq();
@@ -431,11 +431,11 @@ absl::Status Coordinator::WatchJob(const Principal& p, const v1::WatchJobRequest
     if (!events->empty()) continue;  // maybe more than one page
     // Sleep until the feed moves past `seq` (no polling of the store); wake twice a second to notice a client
     // that went away.
-    std::unique_lock<std::mutex> fl(feed->mu);
+    absl::MutexLock fl(&feed->mu);
     if (feed->terminal && feed->last_seq <= seq) break;
     bool gone = false;
     while (feed->last_seq <= seq && !feed->terminal && !feed->stopped && !(gone = cancelled()))
-      feed->cv.wait_for(fl, std::chrono::milliseconds(500));
+      feed->cv.WaitWithTimeout(&feed->mu, absl::Milliseconds(500));
     if (feed->stopped) {
       result = absl::UnavailableError("the coordinator is shutting down; watch again with from_seq");
       break;
@@ -451,7 +451,7 @@ absl::Status Coordinator::WatchJob(const Principal& p, const v1::WatchJobRequest
 
 absl::StatusOr<v1::ListWorkersResponse> Coordinator::ListWorkers(const Principal& p) {
   LLMC_RETURN_IF_ERROR(RequireRead(p));
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   v1::ListWorkersResponse r;
   for (const auto& [id, w] : workers_) *r.add_workers() = w.info;
   return r;
@@ -463,7 +463,7 @@ void Coordinator::PersistWorkerLocked(const WorkerEntry& w) {
 }
 
 int64_t Coordinator::RegisterWorker(const v1::Register& reg, WorkerLink link) {
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   auto it = workers_.find(reg.worker_id());
   if (it != workers_.end() && it->second.info.state() != "LOST") {
     WorkerLostLocked(&it->second, "it registered again (new connection)");
@@ -489,7 +489,7 @@ int64_t Coordinator::RegisterWorker(const v1::Register& reg, WorkerLink link) {
   w.link.send(m);
   spdlog::info("worker {} registered ({} on {})", reg.worker_id(), reg.device(), reg.host());
   kick_ = true;
-  loop_cv_.notify_all();
+  loop_cv_.SignalAll();
   return w.session;
 }
 
@@ -501,7 +501,7 @@ void Coordinator::FreeWorkerLocked(WorkerEntry* w) {
   w->idle_since_ms = NowMs();
   PersistWorkerLocked(*w);
   kick_ = true;
-  loop_cv_.notify_all();
+  loop_cv_.SignalAll();
 }
 
 void Coordinator::ReleaseGangLocked(const v1::Job& job, const std::string& except, bool keep_staging) {
@@ -542,36 +542,39 @@ void Coordinator::WorkerLostLocked(WorkerEntry* w, const std::string& why) {
                                  "; re-queued to resume at block ", copy.finished_blocks());
   if (SetStateLocked(&copy, v1::RETRYING, msg).ok()) metrics_->job_retries->Inc();
   kick_ = true;
-  loop_cv_.notify_all();
+  loop_cv_.SignalAll();
 }
 
 void Coordinator::OnWorkerDisconnected(const std::string& worker_id, int64_t session) {
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   auto it = workers_.find(worker_id);
   if (it == workers_.end() || it->second.session != session) return;
   WorkerLostLocked(&it->second, "its connection closed");
   it->second.link = WorkerLink{};
 }
 
+v1::Job* Coordinator::RunningJobLocked(const std::string& job_id, int attempt, const std::string& worker_id) {
+  auto a = active_.find(job_id);
+  if (a == active_.end()) return nullptr;
+  v1::Job& job = a->second.job;
+  if (job.state() != v1::RUNNING || job.attempts() != attempt) return nullptr;
+  if (job.worker_ids_size() == 0 || job.worker_ids(0) != worker_id) return nullptr;
+  return &job;
+}
+
 void Coordinator::OnWorkerMessage(const std::string& worker_id, int64_t session, const v1::WorkerMessage& msg) {
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   auto it = workers_.find(worker_id);
   if (it == workers_.end() || it->second.session != session || it->second.info.state() == "LOST") return;
   WorkerEntry& w = it->second;
   const int64_t now = NowMs();
   w.lease_deadline_ms = now + options_.lease_ms;
   w.info.set_last_heartbeat_ms(now);
-  auto running = [&](const std::string& job_id, int attempt) -> v1::Job* {
-    auto a = active_.find(job_id);
-    if (a == active_.end() || a->second.job.state() != v1::RUNNING || a->second.job.attempts() != attempt) return nullptr;
-    if (a->second.job.worker_ids_size() == 0 || a->second.job.worker_ids(0) != worker_id) return nullptr;
-    return &a->second.job;
-  };
   switch (msg.msg_case()) {
     case v1::WorkerMessage::kHeartbeat:
       break;
     case v1::WorkerMessage::kProgress: {
-      v1::Job* job = running(msg.progress().job_id(), msg.progress().attempt());
+      v1::Job* job = RunningJobLocked(msg.progress().job_id(), msg.progress().attempt(), worker_id);
       if (!job) break;
       *job->mutable_progress() = WithFraction(msg.progress().progress());
       v1::JobEvent e;
@@ -583,7 +586,7 @@ void Coordinator::OnWorkerMessage(const std::string& worker_id, int64_t session,
       break;
     }
     case v1::WorkerMessage::kBlockDone: {
-      v1::Job* job = running(msg.block_done().job_id(), msg.block_done().attempt());
+      v1::Job* job = RunningJobLocked(msg.block_done().job_id(), msg.block_done().attempt(), worker_id);
       if (!job) break;
       metrics_->blocks->Inc();
       if (msg.block_done().block() != job->finished_blocks()) break;  // not the next consecutive block
@@ -600,7 +603,7 @@ void Coordinator::OnWorkerMessage(const std::string& worker_id, int64_t session,
     case v1::WorkerMessage::kFinished: {
       const auto& f = msg.finished();
       if (w.info.job_id() == f.job_id()) FreeWorkerLocked(&w);
-      v1::Job* jp = running(f.job_id(), f.attempt());
+      v1::Job* jp = RunningJobLocked(f.job_id(), f.attempt(), worker_id);
       if (!jp) break;
       v1::Job job = *jp;
       if (f.ok()) {
@@ -688,7 +691,7 @@ void Coordinator::Collect() {
     if (counts.ok() && counts->count(s)) n = counts->at(s);
     metrics_->jobs->Set({StateName(s)}, static_cast<double>(n));
   }
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   int64_t queued = 0;
   for (const auto& [id, a] : active_)
     if (a.job.state() == v1::QUEUED || a.job.state() == v1::RETRYING) ++queued;

@@ -10,20 +10,20 @@
 //
 // Thread-safety: all public methods are thread-safe. One mutex (mu_) guards the in-memory state and orders
 // the store writes, so every job's events are appended in order. Worker streams are written while holding
-// mu_ (messages are small; a stream's send is serialized by its own lock).
+// mu_ (messages are small; a stream's send is serialized by its own lock). Lock order: mu_, then a feed's mu.
+// Public methods take mu_ themselves (ABSL_LOCKS_EXCLUDED); *Locked helpers need it held.
 #pragma once
 
-#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "llmc/v1/compression.pb.h"
 #include "llmc/v1/worker.pb.h"
 #include "server/access_policy.h"
@@ -56,28 +56,32 @@ class Coordinator {
 
   // Recovers the store's state (RUNNING jobs become RETRYING; stored workers LOST) and starts the scheduler
   // thread.
-  absl::Status Start();
+  absl::Status Start() ABSL_LOCKS_EXCLUDED(mu_);
   // Stops the scheduler thread and wakes every WatchJob (they return UNAVAILABLE). Idempotent.
-  void Stop();
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
   // ---- public API (the caller is authenticated; these check roles and tenants) ----
-  absl::StatusOr<v1::Job> CreateJob(const Principal& p, const v1::CreateJobRequest& req);
-  absl::StatusOr<v1::Job> GetJob(const Principal& p, const std::string& id);
-  absl::StatusOr<v1::ListJobsResponse> ListJobs(const Principal& p, const v1::ListJobsRequest& req);
-  absl::StatusOr<v1::Job> CancelJob(const Principal& p, const std::string& id);
+  absl::StatusOr<v1::Job> CreateJob(const Principal& p, const v1::CreateJobRequest& req)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<v1::Job> GetJob(const Principal& p, const std::string& id) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<v1::ListJobsResponse> ListJobs(const Principal& p, const v1::ListJobsRequest& req)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<v1::Job> CancelJob(const Principal& p, const std::string& id) ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<v1::ValidateJobResponse> ValidateJob(const Principal& p, const v1::JobSpec& spec);
   // Calls `write` for every event after req.from_seq, then for live ones, until the job is final (OK), `write`
   // returns false or `cancelled()` is true (CANCELLED), or the coordinator stops (UNAVAILABLE).
   absl::Status WatchJob(const Principal& p, const v1::WatchJobRequest& req,
-                        const std::function<bool(const v1::JobEvent&)>& write, const std::function<bool()>& cancelled);
-  absl::StatusOr<v1::ListWorkersResponse> ListWorkers(const Principal& p);
+                        const std::function<bool(const v1::JobEvent&)>& write, const std::function<bool()>& cancelled)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<v1::ListWorkersResponse> ListWorkers(const Principal& p) ABSL_LOCKS_EXCLUDED(mu_);
 
   // ---- worker protocol ----
   // A worker sent Register (its token already checked). Replaces an earlier session of the same worker id
   // (whose job, if any, is re-queued). Returns the session number for the calls below; sends Registered.
-  int64_t RegisterWorker(const v1::Register& reg, WorkerLink link);
-  void OnWorkerMessage(const std::string& worker_id, int64_t session, const v1::WorkerMessage& msg);
-  void OnWorkerDisconnected(const std::string& worker_id, int64_t session);
+  int64_t RegisterWorker(const v1::Register& reg, WorkerLink link) ABSL_LOCKS_EXCLUDED(mu_);
+  void OnWorkerMessage(const std::string& worker_id, int64_t session, const v1::WorkerMessage& msg)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void OnWorkerDisconnected(const std::string& worker_id, int64_t session) ABSL_LOCKS_EXCLUDED(mu_);
 
   int64_t lease_ms() const { return options_.lease_ms; }
 
@@ -95,13 +99,16 @@ class Coordinator {
     int64_t idle_since_ms = 0;
     int attempt = 0;
   };
+  // What the WatchJob calls of one job sleep on; shared by them (the last one out drops it from feeds_).
   struct Feed {
-    std::mutex mu;
-    std::condition_variable cv;
-    int64_t last_seq = 0;
-    bool terminal = false;
-    bool stopped = false;
-    int watchers = 0;
+    Feed(int64_t last_seq, bool terminal, bool stopped)
+        : last_seq(last_seq), terminal(terminal), stopped(stopped) {}
+    absl::Mutex mu;
+    absl::CondVar cv;  // signalled when one of the fields below changes
+    int64_t last_seq ABSL_GUARDED_BY(mu);
+    bool terminal ABSL_GUARDED_BY(mu);
+    bool stopped ABSL_GUARDED_BY(mu);
+    int watchers ABSL_GUARDED_BY(mu) = 0;
   };
   struct Checked {
     std::string method;
@@ -123,22 +130,25 @@ class Coordinator {
   void PersistWorkerLocked(const WorkerEntry& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnFinalLocked(const v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::Job> LookupLocked(const Principal& p, const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Collect();
-  void Loop();
+  // The job `job_id` if it is RUNNING in `attempt` with `worker_id` as its rank 0; null otherwise.
+  v1::Job* RunningJobLocked(const std::string& job_id, int attempt, const std::string& worker_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Collect() ABSL_LOCKS_EXCLUDED(mu_);
+  void Loop() ABSL_LOCKS_EXCLUDED(mu_);
 
   const CoordinatorOptions options_;
   JobStore* const store_;
   ServiceMetrics* const metrics_;
 
-  std::mutex mu_;
+  absl::Mutex mu_;
   std::map<std::string, ActiveJob> active_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, WorkerEntry> workers_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<Feed>> feeds_ ABSL_GUARDED_BY(mu_);
   int64_t next_session_ ABSL_GUARDED_BY(mu_) = 1;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool kick_ ABSL_GUARDED_BY(mu_) = false;
-  std::condition_variable loop_cv_;
-  std::thread loop_;
+  absl::CondVar loop_cv_;  // kick_ or stop_ was set
+  std::thread loop_;  // the scheduler (Loop); started by Start, joined by Stop
 };
 
 // The staging directory a job's attempts share: beside a local output, <parent>/.<name>.llmc-staging-<job id>.

@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 
@@ -20,23 +21,24 @@ namespace {
 
 using ::testing::Contains;
 
-// One worker's side of the stream: records what the coordinator sends it.
+// One worker's side of the stream: records what the coordinator sends it. The coordinator keeps the link until
+// it stops (after the test body, in TearDown), so the link owns the state it writes, not the FakeWorker.
 class FakeWorker {
  public:
   explicit FakeWorker(std::string id) : id_(std::move(id)) {}
 
   WorkerLink Link() {
-    return WorkerLink{[this](const v1::CoordinatorMessage& m) {
-                        std::lock_guard<std::mutex> l(mu_);
-                        if (!connected_) return false;
-                        inbox_.push_back(m);
-                        cv_.notify_all();
+    return WorkerLink{[s = state_](const v1::CoordinatorMessage& m) {
+                        std::lock_guard<std::mutex> l(s->mu);
+                        if (!s->connected) return false;
+                        s->inbox.push_back(m);
+                        s->cv.notify_all();
                         return true;
                       },
-                      [this] {
-                        std::lock_guard<std::mutex> l(mu_);
-                        connected_ = false;
-                        closed_ = true;
+                      [s = state_] {
+                        std::lock_guard<std::mutex> l(s->mu);
+                        s->connected = false;
+                        s->closed = true;
                       }};
   }
   v1::Register Registration() const {
@@ -49,15 +51,16 @@ class FakeWorker {
   // The next message matching `pred` (earlier non-matching ones are dropped), waiting up to `timeout`.
   std::optional<v1::CoordinatorMessage> Next(const std::function<bool(const v1::CoordinatorMessage&)>& pred,
                                              std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
-    std::unique_lock<std::mutex> l(mu_);
+    State& s = *state_;
+    std::unique_lock<std::mutex> l(s.mu);
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (true) {
-      while (!inbox_.empty()) {
-        v1::CoordinatorMessage m = std::move(inbox_.front());
-        inbox_.pop_front();
+      while (!s.inbox.empty()) {
+        v1::CoordinatorMessage m = std::move(s.inbox.front());
+        s.inbox.pop_front();
         if (pred(m)) return m;
       }
-      if (cv_.wait_until(l, deadline) == std::cv_status::timeout && inbox_.empty()) return std::nullopt;
+      if (s.cv.wait_until(l, deadline) == std::cv_status::timeout && s.inbox.empty()) return std::nullopt;
     }
   }
   std::optional<v1::Assignment> NextAssignment() {
@@ -66,18 +69,21 @@ class FakeWorker {
     return m->assign();
   }
   bool closed() {
-    std::lock_guard<std::mutex> l(mu_);
-    return closed_;
+    std::lock_guard<std::mutex> l(state_->mu);
+    return state_->closed;
   }
   const std::string& id() const { return id_; }
 
  private:
+  struct State {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<v1::CoordinatorMessage> inbox;
+    bool connected = true;
+    bool closed = false;
+  };
   const std::string id_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<v1::CoordinatorMessage> inbox_;
-  bool connected_ = true;
-  bool closed_ = false;
+  const std::shared_ptr<State> state_ = std::make_shared<State>();
 };
 
 class CoordinatorTest : public ::testing::Test {

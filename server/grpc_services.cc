@@ -1,9 +1,11 @@
 #include "server/grpc_services.h"
 
 #include <chrono>
-#include <mutex>
+#include <memory>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/status_macros.h"
 
 namespace llmc::server {
@@ -25,6 +27,22 @@ class RpcScope {
   ServiceMetrics* m_;
   const char* method_;
   std::chrono::steady_clock::time_point t0_;
+};
+
+// One worker stream's writes, serialized (gRPC allows one outstanding Write per stream). Reads stay with the
+// Connect handler's thread.
+class StreamWriter {
+ public:
+  using Stream = grpc::ServerReaderWriter<v1::CoordinatorMessage, v1::WorkerMessage>;
+  explicit StreamWriter(Stream* stream) : stream_(stream) {}
+  bool Write(const v1::CoordinatorMessage& m) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock l(&mu_);
+    return stream_->Write(m);
+  }
+
+ private:
+  absl::Mutex mu_;
+  Stream* const stream_ ABSL_PT_GUARDED_BY(mu_);
 };
 
 std::string AuthHeader(grpc::ServerContext* ctx) {
@@ -153,12 +171,9 @@ grpc::Status WorkerServiceImpl::Connect(grpc::ServerContext* ctx,
     return scope.Done(absl::PermissionDeniedError(
         "workers authenticate with the worker token (DATA_DIR/worker.token) or an admin token"));
   if (reg.worker_id().empty()) return scope.Done(absl::InvalidArgumentError("register.worker_id: required"));
-  auto write_mu = std::make_shared<std::mutex>();
+  auto writer = std::make_shared<StreamWriter>(stream);
   WorkerLink link;
-  link.send = [stream, write_mu](const v1::CoordinatorMessage& m) {
-    std::lock_guard<std::mutex> l(*write_mu);
-    return stream->Write(m);
-  };
+  link.send = [writer](const v1::CoordinatorMessage& m) { return writer->Write(m); };
   link.close = [ctx] { ctx->TryCancel(); };
   const int64_t session = c_->RegisterWorker(reg, link);
   v1::WorkerMessage msg;

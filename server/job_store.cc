@@ -133,7 +133,7 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path
   }
   sqlite3_busy_timeout(db, 5000);
   std::unique_ptr<JobStore> store(new JobStore(db));
-  std::lock_guard<std::mutex> l(store->mu_);
+  absl::MutexLock l(&store->mu_);
   // WAL + synchronous=FULL: a commit is fsynced to the WAL before it returns.
   for (const char* sql : {"PRAGMA journal_mode=WAL;", "PRAGMA synchronous=FULL;", "PRAGMA foreign_keys=ON;", kSchema}) {
     absl::Status s = store->Exec(sql);
@@ -147,7 +147,7 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path
 }
 
 JobStore::~JobStore() {
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   sqlite3_close(db_);
 }
 
@@ -179,9 +179,9 @@ absl::Status JobStore::WriteEventLocked(const v1::JobEvent& e) {
 }
 
 absl::StatusOr<JobStore::Created> JobStore::CreateJob(v1::Job job, v1::JobEvent first_event) {
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   LLMC_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE;"));
-  auto rollback = [&](absl::Status s) {
+  auto rollback = [&](absl::Status s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     Exec("ROLLBACK;").IgnoreError();
     return s;
   };
@@ -222,7 +222,7 @@ absl::StatusOr<JobStore::Created> JobStore::CreateJob(v1::Job job, v1::JobEvent 
 
 absl::StatusOr<std::pair<v1::Job, std::string>> JobStore::FindByRequestId(const std::string& tenant,
                                                                           const std::string& request_id) {
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   Stmt q(db_, "SELECT spec, job FROM jobs WHERE tenant = ? AND request_id = ?");
   if (!q.ok()) return q.status("prepare lookup");
   q.Bind(1, tenant).Bind(2, request_id);
@@ -236,7 +236,7 @@ absl::StatusOr<std::pair<v1::Job, std::string>> JobStore::FindByRequestId(const 
 }
 
 absl::Status JobStore::UpdateJob(v1::Job* job, std::vector<v1::JobEvent>* events) {
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   v1::Job next = *job;
   int64_t seq = next.last_event_seq();
   for (auto& e : *events) {
@@ -258,7 +258,7 @@ absl::Status JobStore::UpdateJob(v1::Job* job, std::vector<v1::JobEvent>* events
 }
 
 absl::StatusOr<v1::Job> JobStore::GetJob(const std::string& id) {
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   Stmt q(db_, "SELECT job FROM jobs WHERE id = ?");
   if (!q.ok()) return q.status("prepare get");
   q.Bind(1, id);
@@ -285,7 +285,7 @@ absl::StatusOr<v1::ListJobsResponse> JobStore::ListJobs(const ListQuery& query) 
   if (!query.tenant.empty()) sql += " AND tenant = ?2";
   if (query.state != v1::JOB_STATE_UNSPECIFIED) sql += " AND state = ?3";
   sql += " ORDER BY seq DESC";
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   Stmt q(db_, sql.c_str());
   if (!q.ok()) return q.status("prepare list");
   q.Bind(1, before);
@@ -315,7 +315,7 @@ absl::StatusOr<v1::ListJobsResponse> JobStore::ListJobs(const ListQuery& query) 
 }
 
 absl::StatusOr<std::vector<std::pair<int64_t, v1::Job>>> JobStore::ActiveJobs() {
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   Stmt q(db_, "SELECT seq, job, state FROM jobs WHERE state IN (?, ?, ?) ORDER BY seq");
   if (!q.ok()) return q.status("prepare active");
   q.Bind(1, int64_t{v1::QUEUED}).Bind(2, int64_t{v1::RUNNING}).Bind(3, int64_t{v1::RETRYING});
@@ -331,7 +331,7 @@ absl::StatusOr<std::vector<std::pair<int64_t, v1::Job>>> JobStore::ActiveJobs() 
 }
 
 absl::StatusOr<std::vector<v1::JobEvent>> JobStore::Events(const std::string& job_id, int64_t after_seq, int limit) {
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   Stmt q(db_, "SELECT event FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?");
   if (!q.ok()) return q.status("prepare events");
   q.Bind(1, job_id).Bind(2, after_seq).Bind(3, static_cast<int64_t>(limit));
@@ -346,7 +346,7 @@ absl::StatusOr<std::vector<v1::JobEvent>> JobStore::Events(const std::string& jo
 }
 
 absl::StatusOr<std::map<int, int64_t>> JobStore::CountByState() {
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   Stmt q(db_, "SELECT state, COUNT(*) FROM jobs GROUP BY state");
   if (!q.ok()) return q.status("prepare count");
   std::map<int, int64_t> out;
@@ -356,7 +356,7 @@ absl::StatusOr<std::map<int, int64_t>> JobStore::CountByState() {
 }
 
 absl::Status JobStore::PutToken(const std::string& token_sha256, const TokenRecord& rec) {
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   Stmt st(db_, "INSERT OR REPLACE INTO tokens (sha256, tenant, role, name, create_ms) VALUES (?, ?, ?, ?, ?)");
   if (!st.ok()) return st.status("prepare token");
   st.Bind(1, token_sha256).Bind(2, rec.tenant).Bind(3, std::string(RoleName(rec.role))).Bind(4, rec.name)
@@ -366,7 +366,7 @@ absl::Status JobStore::PutToken(const std::string& token_sha256, const TokenReco
 }
 
 absl::StatusOr<TokenRecord> JobStore::LookupToken(const std::string& token_sha256) {
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   Stmt q(db_, "SELECT tenant, role, name, create_ms FROM tokens WHERE sha256 = ?");
   if (!q.ok()) return q.status("prepare token lookup");
   q.Bind(1, token_sha256);
@@ -382,7 +382,7 @@ absl::StatusOr<TokenRecord> JobStore::LookupToken(const std::string& token_sha25
 }
 
 absl::StatusOr<int64_t> JobStore::CountTokens(Role role) {
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   Stmt q(db_, "SELECT COUNT(*) FROM tokens WHERE role = ?");
   if (!q.ok()) return q.status("prepare token count");
   q.Bind(1, std::string(RoleName(role)));
@@ -391,7 +391,7 @@ absl::StatusOr<int64_t> JobStore::CountTokens(Role role) {
 }
 
 absl::Status JobStore::PutWorker(const v1::Worker& w) {
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   Stmt st(db_, "INSERT OR REPLACE INTO workers (id, worker) VALUES (?, ?)");
   if (!st.ok()) return st.status("prepare worker");
   st.Bind(1, w.id()).BindBlob(2, w.SerializeAsString());
@@ -400,7 +400,7 @@ absl::Status JobStore::PutWorker(const v1::Worker& w) {
 }
 
 absl::StatusOr<std::vector<v1::Worker>> JobStore::Workers() {
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   Stmt q(db_, "SELECT worker FROM workers ORDER BY id");
   if (!q.ok()) return q.status("prepare workers");
   std::vector<v1::Worker> out;

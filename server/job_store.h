@@ -13,7 +13,6 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -21,6 +20,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "llmc/v1/compression.pb.h"
 
 struct sqlite3;
@@ -96,8 +96,8 @@ class JobStore {
   absl::Status Exec(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status WriteJobLocked(const v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status WriteEventLocked(const v1::JobEvent& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  std::mutex mu_;
-  sqlite3* db_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex mu_;
+  sqlite3* db_ ABSL_GUARDED_BY(mu_);  // the one connection: every statement runs under mu_
 };
 
 }  // namespace llmc::server

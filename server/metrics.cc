@@ -40,7 +40,8 @@ uint64_t Histogram::Count(const LabelValues& labels) {
 
 MetricsRegistry::MetricsRegistry() : registry_(std::make_shared<prometheus::Registry>()) {}
 
-void MetricsRegistry::Check(const std::string& name, const std::string& help, const std::vector<std::string>& labels) {
+void MetricsRegistry::CheckLocked(const std::string& name, const std::string& help,
+                                  const std::vector<std::string>& labels) {
   static const std::regex metric_re("[a-zA-Z_:][a-zA-Z0-9_:]*"), label_re("[a-zA-Z_][a-zA-Z0-9_]*");
   bool ok = std::regex_match(name, metric_re) && std::find(names_.begin(), names_.end(), name) == names_.end();
   for (const auto& l : labels) ok = ok && std::regex_match(l, label_re) && l != "le" && l.rfind("__", 0) != 0;
@@ -54,7 +55,7 @@ void MetricsRegistry::Check(const std::string& name, const std::string& help, co
 
 Counter* MetricsRegistry::AddCounter(const std::string& name, const std::string& help, std::vector<std::string> labels) {
   absl::MutexLock l(&mu_);
-  Check(name, help, labels);
+  CheckLocked(name, help, labels);
   const bool unlabelled = labels.empty();
   auto& family = prometheus::BuildCounter().Name(name).Help(help).Register(*registry_);
   counters_.push_back(std::make_unique<Counter>(&family, std::move(labels)));
@@ -64,7 +65,7 @@ Counter* MetricsRegistry::AddCounter(const std::string& name, const std::string&
 
 Gauge* MetricsRegistry::AddGauge(const std::string& name, const std::string& help, std::vector<std::string> labels) {
   absl::MutexLock l(&mu_);
-  Check(name, help, labels);
+  CheckLocked(name, help, labels);
   const bool unlabelled = labels.empty();
   auto& family = prometheus::BuildGauge().Name(name).Help(help).Register(*registry_);
   gauges_.push_back(std::make_unique<Gauge>(&family, std::move(labels)));
@@ -75,7 +76,7 @@ Gauge* MetricsRegistry::AddGauge(const std::string& name, const std::string& hel
 Histogram* MetricsRegistry::AddHistogram(const std::string& name, const std::string& help,
                                          std::vector<std::string> labels, std::vector<double> buckets) {
   absl::MutexLock l(&mu_);
-  Check(name, help, labels);
+  CheckLocked(name, help, labels);
   auto& family = prometheus::BuildHistogram().Name(name).Help(help).Register(*registry_);
   histograms_.push_back(std::make_unique<Histogram>(&family, std::move(labels), std::move(buckets)));
   return histograms_.back().get();

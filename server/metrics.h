@@ -100,7 +100,8 @@ class MetricsRegistry {
   prometheus::Registry& registry() { return *registry_; }
 
  private:
-  void Check(const std::string& name, const std::string& help, const std::vector<std::string>& labels);
+  void CheckLocked(const std::string& name, const std::string& help, const std::vector<std::string>& labels)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::shared_ptr<prometheus::Registry> registry_;
   absl::Mutex mu_;
   std::vector<std::unique_ptr<Counter>> counters_ ABSL_GUARDED_BY(mu_);

@@ -3,12 +3,14 @@
 
 #include <algorithm>
 #include <cstring>
-#include <mutex>
+#include <mutex>  // std::call_once
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "storage/http_transport.h"
 
 namespace llmc::storage {
@@ -214,7 +216,7 @@ class CurlTransport final : public HttpTransport {
  private:
   CURL* Acquire() {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       if (!idle_.empty()) {
         CURL* h = idle_.back();
         idle_.pop_back();
@@ -227,7 +229,7 @@ class CurlTransport final : public HttpTransport {
 
   void Release(CURL* h, bool healthy) {
     if (healthy) {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       if (idle_.size() < 64) {
         idle_.push_back(h);
         return;
@@ -237,8 +239,8 @@ class CurlTransport final : public HttpTransport {
   }
 
   CurlTransportOptions opt_;
-  std::mutex mu_;
-  std::vector<CURL*> idle_;
+  absl::Mutex mu_;
+  std::vector<CURL*> idle_ ABSL_GUARDED_BY(mu_);  // connections kept for reuse, at most 64
 };
 
 }  // namespace

@@ -103,7 +103,7 @@ absl::Status OutputTarget::FileComplete(const std::string& name, const std::stri
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return absl::NotFoundError(absl::StrCat(path, ": finished output file not found"));
   LLMC_RETURN_IF_ERROR(publisher_->AddFile(name, path));
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   handed_[name] = {static_cast<uint64_t>(st.st_size),
                    static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec};
   return absl::OkStatus();
@@ -123,7 +123,7 @@ absl::Status OutputTarget::Commit() {
     std::pair<uint64_t, int64_t> now{static_cast<uint64_t>(st.st_size),
                                      static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec};
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      absl::MutexLock lock(&mu_);
       auto h = handed_.find(name);
       if (h != handed_.end() && h->second == now) continue;
     }

@@ -8,12 +8,12 @@
 #include <atomic>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "storage/output_publisher.h"
 #include "storage/transfer.h"
 
@@ -88,7 +88,7 @@ class OutputTarget {
   std::string scratch_root_;  // removed at destruction (s3:// outputs)
   std::unique_ptr<OutputPublisher> publisher_;
   OutputManifest manifest_;
-  std::mutex mu_;
+  absl::Mutex mu_;
   std::map<std::string, std::pair<uint64_t, int64_t>> handed_ ABSL_GUARDED_BY(mu_);  // name -> (size, mtime ns)
   bool done_ = false;
 };

@@ -13,23 +13,23 @@ MemoryObjectStore::MemoryObjectStore(std::string name, uint64_t min_part_size)
     : name_(std::move(name)), min_part_size_(min_part_size) {}
 
 void MemoryObjectStore::InjectFault(const std::string& op, absl::Status status, int skip, int count) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   faults_[op].push_back({std::move(status), skip, count});
 }
 
 int MemoryObjectStore::Calls(const std::string& op) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   auto it = calls_.find(op);
   return it == calls_.end() ? 0 : it->second;
 }
 
 size_t MemoryObjectStore::PendingUploads() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   return uploads_.size();
 }
 
 std::map<std::string, std::string> MemoryObjectStore::Objects() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   std::map<std::string, std::string> out;
   for (const auto& [k, o] : objects_) out[k] = o.data;
   return out;
@@ -52,7 +52,7 @@ absl::Status MemoryObjectStore::Enter(const std::string& op) {
 }
 
 absl::StatusOr<ObjectInfo> MemoryObjectStore::Stat(absl::string_view key) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (auto s = Enter("Stat"); !s.ok()) return s;
   auto it = objects_.find(std::string(key));
   if (it == objects_.end()) return absl::NotFoundError(absl::StrCat(UriOf(key), ": no such object"));
@@ -61,7 +61,7 @@ absl::StatusOr<ObjectInfo> MemoryObjectStore::Stat(absl::string_view key) {
 
 absl::Status MemoryObjectStore::Read(absl::string_view key, uint64_t offset, absl::Span<uint8_t> out,
                                      absl::string_view if_match) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (auto s = Enter("Read"); !s.ok()) return s;
   auto it = objects_.find(std::string(key));
   if (it == objects_.end()) return absl::NotFoundError(absl::StrCat(UriOf(key), ": no such object"));
@@ -75,7 +75,7 @@ absl::Status MemoryObjectStore::Read(absl::string_view key, uint64_t offset, abs
 }
 
 absl::StatusOr<std::string> MemoryObjectStore::Get(absl::string_view key, uint64_t offset, uint64_t length) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (auto s = Enter("Get"); !s.ok()) return s;
   auto it = objects_.find(std::string(key));
   if (it == objects_.end()) return absl::NotFoundError(absl::StrCat(UriOf(key), ": no such object"));
@@ -85,14 +85,14 @@ absl::StatusOr<std::string> MemoryObjectStore::Get(absl::string_view key, uint64
 }
 
 absl::Status MemoryObjectStore::Put(absl::string_view key, absl::string_view data) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (auto s = Enter("Put"); !s.ok()) return s;
   objects_[std::string(key)] = {std::string(data), Sha256Hex(data).substr(0, 32)};
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> MemoryObjectStore::CreateMultipartUpload(absl::string_view key) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (auto s = Enter("CreateMultipartUpload"); !s.ok()) return s;
   std::string id = absl::StrCat("upload-", ++next_upload_);
   uploads_[id] = {std::string(key), {}};
@@ -101,7 +101,7 @@ absl::StatusOr<std::string> MemoryObjectStore::CreateMultipartUpload(absl::strin
 
 absl::StatusOr<std::string> MemoryObjectStore::UploadPart(absl::string_view key, absl::string_view upload_id,
                                                           int part_number, absl::string_view data) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (auto s = Enter("UploadPart"); !s.ok()) return s;
   auto it = uploads_.find(std::string(upload_id));
   if (it == uploads_.end() || it->second.key != key)
@@ -114,7 +114,7 @@ absl::StatusOr<std::string> MemoryObjectStore::UploadPart(absl::string_view key,
 
 absl::Status MemoryObjectStore::CompleteMultipartUpload(absl::string_view key, absl::string_view upload_id,
                                                         const std::vector<CompletedPart>& parts) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (auto s = Enter("CompleteMultipartUpload"); !s.ok()) return s;
   auto it = uploads_.find(std::string(upload_id));
   if (it == uploads_.end() || it->second.key != key)
@@ -141,7 +141,7 @@ absl::Status MemoryObjectStore::CompleteMultipartUpload(absl::string_view key, a
 }
 
 absl::Status MemoryObjectStore::AbortMultipartUpload(absl::string_view key, absl::string_view upload_id) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (auto s = Enter("AbortMultipartUpload"); !s.ok()) return s;
   uploads_.erase(std::string(upload_id));
   return absl::OkStatus();
@@ -149,7 +149,7 @@ absl::Status MemoryObjectStore::AbortMultipartUpload(absl::string_view key, absl
 
 absl::StatusOr<ListResult> MemoryObjectStore::ListPage(absl::string_view prefix, absl::string_view token,
                                                        int max_keys) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (auto s = Enter("ListPage"); !s.ok()) return s;
   ListResult out;
   auto it = token.empty() ? objects_.lower_bound(std::string(prefix)) : objects_.upper_bound(std::string(token));
@@ -165,14 +165,14 @@ absl::StatusOr<ListResult> MemoryObjectStore::ListPage(absl::string_view prefix,
 }
 
 absl::Status MemoryObjectStore::Delete(absl::string_view key) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (auto s = Enter("Delete"); !s.ok()) return s;
   objects_.erase(std::string(key));
   return absl::OkStatus();
 }
 
 absl::Status MemoryObjectStore::Copy(absl::string_view src, absl::string_view dst) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (auto s = Enter("Copy"); !s.ok()) return s;
   auto it = objects_.find(std::string(src));
   if (it == objects_.end()) return absl::NotFoundError(absl::StrCat(UriOf(src), ": no such object"));

@@ -3,11 +3,11 @@
 #pragma once
 
 #include <map>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "storage/object_store.h"
 
 namespace llmc::storage {
@@ -62,7 +62,7 @@ class MemoryObjectStore final : public ObjectStore {
 
   const std::string name_;
   const uint64_t min_part_size_;
-  mutable std::mutex mu_;
+  mutable absl::Mutex mu_;
   std::map<std::string, Object> objects_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Upload> uploads_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::vector<Fault>> faults_ ABSL_GUARDED_BY(mu_);

@@ -114,13 +114,13 @@ absl::StatusOr<std::unique_ptr<OutputPublisher>> OutputPublisher::OpenStore(std:
 }
 
 OutputPublisher::~OutputPublisher() {
-  std::unique_lock<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (state_ == State::kOpen) {
-    absl::Status s = AbortLocked(lock);
+    absl::Status s = AbortLocked();
     if (!s.ok()) spdlog::warn("abandoning output {}: {}", store_->uri(), std::string(s.message()));
   }
   // Make sure no task is left touching this object.
-  cv_.wait(lock, [&] { return in_flight_total_ == 0; });
+  while (in_flight_total_ != 0) cv_.Wait(&mu_);
 }
 
 absl::Status OutputPublisher::CheckName(absl::string_view name) const {
@@ -134,8 +134,8 @@ absl::Status OutputPublisher::CheckName(absl::string_view name) const {
 }
 
 absl::StatusOr<int> OutputPublisher::Begin(const std::string& name) {
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return in_flight_[name] == 0 || state_ != State::kOpen || !error_.ok(); });
+  absl::MutexLock lock(&mu_);
+  while (in_flight_[name] != 0 && state_ == State::kOpen && error_.ok()) cv_.Wait(&mu_);
   if (state_ != State::kOpen)
     return absl::FailedPreconditionError(absl::StrCat(store_->uri(), ": cannot add ", name, ": the output was already ",
                                                       state_ == State::kCommitted ? "committed" : "aborted"));
@@ -148,7 +148,7 @@ absl::StatusOr<int> OutputPublisher::Begin(const std::string& name) {
 }
 
 void OutputPublisher::Finish(const std::string& name, int generation, absl::StatusOr<UploadResult> result) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   Entry& e = entries_[name];
   if (result.ok()) {
     if (e.generation == generation) {
@@ -161,7 +161,7 @@ void OutputPublisher::Finish(const std::string& name, int generation, absl::Stat
   }
   --in_flight_[name];
   --in_flight_total_;
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 absl::Status OutputPublisher::AddFile(absl::string_view name, absl::string_view local_path) {
@@ -197,9 +197,9 @@ absl::Status OutputPublisher::AddBytes(absl::string_view name, std::string data)
   return absl::OkStatus();
 }
 
-absl::Status OutputPublisher::WaitLocked(std::unique_lock<std::mutex>& lock) {
+absl::Status OutputPublisher::WaitLocked() {
   while (in_flight_total_ > 0) {
-    cv_.wait_for(lock, std::chrono::milliseconds(100));
+    cv_.WaitWithTimeout(&mu_, absl::Milliseconds(100));
     if (options_.transfer.cancel && options_.transfer.cancel->load()) cancel_ = true;
   }
   if (!error_.ok()) return error_;
@@ -208,26 +208,26 @@ absl::Status OutputPublisher::WaitLocked(std::unique_lock<std::mutex>& lock) {
 }
 
 absl::Status OutputPublisher::Wait() {
-  std::unique_lock<std::mutex> lock(mu_);
-  return WaitLocked(lock);
+  absl::MutexLock lock(&mu_);
+  return WaitLocked();
 }
 
 std::vector<std::string> OutputPublisher::published() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   std::vector<std::string> out;
   for (const auto& [name, e] : entries_)
     if (e.done) out.push_back(name);
   return out;
 }
 
-absl::Status OutputPublisher::AbortLocked(std::unique_lock<std::mutex>& lock) {
+absl::Status OutputPublisher::AbortLocked() {
   if (state_ == State::kAborted) return absl::OkStatus();
   if (state_ == State::kCommitted)
     return absl::FailedPreconditionError(absl::StrCat(store_->uri(), ": already committed; nothing to abort"));
   state_ = State::kAborted;
   cancel_ = true;
-  cv_.notify_all();
-  cv_.wait(lock, [&] { return in_flight_total_ == 0; });
+  cv_.SignalAll();
+  while (in_flight_total_ != 0) cv_.Wait(&mu_);
   // Uploads have stopped (their multipart uploads aborted); remove what they left.
   auto deleted = store_->DeletePrefix(staging_);
   if (!remove_root_if_empty_.empty()) {
@@ -241,19 +241,19 @@ absl::Status OutputPublisher::AbortLocked(std::unique_lock<std::mutex>& lock) {
 }
 
 absl::Status OutputPublisher::Abort() {
-  std::unique_lock<std::mutex> lock(mu_);
-  return AbortLocked(lock);
+  absl::MutexLock lock(&mu_);
+  return AbortLocked();
 }
 
 absl::StatusOr<OutputManifest> OutputPublisher::Commit() {
-  std::unique_lock<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (state_ != State::kOpen)
     return absl::FailedPreconditionError(absl::StrCat(store_->uri(), ": cannot commit: already ",
                                                       state_ == State::kCommitted ? "committed" : "aborted"));
-  absl::Status s = WaitLocked(lock);
+  absl::Status s = WaitLocked();
   if (s.ok() && entries_.empty()) s = absl::FailedPreconditionError(absl::StrCat(store_->uri(), ": nothing to commit"));
   if (!s.ok()) {
-    absl::Status a = AbortLocked(lock);
+    absl::Status a = AbortLocked();
     if (!a.ok()) spdlog::warn("{}", std::string(a.message()));
     return s;
   }
@@ -267,10 +267,10 @@ absl::StatusOr<OutputManifest> OutputPublisher::Commit() {
   // The rest talks to the store; nothing else may change the entries now (state is still open, but every
   // caller that could add is expected to have finished; AddFile after Commit started fails below).
   std::vector<std::string> copied(manifest.files.size());
-  auto fail = [&](absl::Status err) -> absl::Status {
+  auto fail = [&](absl::Status err) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
     for (const auto& c : copied)
       if (!c.empty()) (void)store_->Delete(c);
-    absl::Status a = AbortLocked(lock);
+    absl::Status a = AbortLocked();
     if (!a.ok()) spdlog::warn("{}", std::string(a.message()));
     return err;
   };
@@ -283,11 +283,10 @@ absl::StatusOr<OutputManifest> OutputPublisher::Commit() {
     for (const auto& o : *existing)
       if (!IsStagingKey(o.key) && o.key != kManifestName && !names.count(o.key)) stale.push_back(o.key);
   }
-  std::mutex copied_mu;
+  // Each call writes only its own element of `copied`; ParallelFor has joined its threads when it returns.
   s = ParallelFor(static_cast<int>(manifest.files.size()), options_.commit_parallelism, [&](int i) -> absl::Status {
     const std::string& name = manifest.files[i].name;
     LLMC_RETURN_IF_ERROR(store_->Copy(absl::StrCat(staging_, name), name));
-    std::lock_guard<std::mutex> l(copied_mu);
     copied[i] = name;
     return absl::OkStatus();
   });

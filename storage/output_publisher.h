@@ -14,10 +14,8 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -25,6 +23,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "common/thread_pool.h"
 #include "storage/object_store.h"
 #include "storage/transfer.h"
@@ -85,21 +84,21 @@ class OutputPublisher {
   // returning and read through that descriptor, so it may then be renamed or unlinked, but must not be
   // modified. Adding a name again replaces the earlier file (after its upload finished). Fails at once for a
   // bad name, an unreadable file, after Commit/Abort, or when an earlier upload failed (its error). Thread-safe.
-  absl::Status AddFile(absl::string_view name, absl::string_view local_path);
+  absl::Status AddFile(absl::string_view name, absl::string_view local_path) ABSL_LOCKS_EXCLUDED(mu_);
   // The same for bytes in memory (small files: configs, reports).
-  absl::Status AddBytes(absl::string_view name, std::string data);
+  absl::Status AddBytes(absl::string_view name, std::string data) ABSL_LOCKS_EXCLUDED(mu_);
   // Waits for every upload started so far; the first error, if any.
-  absl::Status Wait();
+  absl::Status Wait() ABSL_LOCKS_EXCLUDED(mu_);
   // Makes the output visible as described above and returns its manifest. On failure nothing is left: no
   // manifest, no staging objects, no copied files (the old output's files may be gone when overwriting).
-  absl::StatusOr<OutputManifest> Commit();
+  absl::StatusOr<OutputManifest> Commit() ABSL_LOCKS_EXCLUDED(mu_);
   // Stops the uploads, aborts their multipart uploads and deletes the staging prefix. OK if already aborted.
-  absl::Status Abort();
+  absl::Status Abort() ABSL_LOCKS_EXCLUDED(mu_);
 
   std::string output_uri() const { return store_->uri(); }
   std::string staging_uri() const { return store_->UriOf(staging_); }
   // Names added so far whose upload succeeded.
-  std::vector<std::string> published() const;
+  std::vector<std::string> published() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   enum class State { kOpen, kCommitted, kAborted };
@@ -112,10 +111,12 @@ class OutputPublisher {
   OutputPublisher(std::unique_ptr<ObjectStore> store, const PublisherOptions& options);
   absl::Status CheckName(absl::string_view name) const;
   // Registers an upload of `name` (waiting for an earlier one of the same name); returns its generation.
-  absl::StatusOr<int> Begin(const std::string& name);
-  void Finish(const std::string& name, int generation, absl::StatusOr<UploadResult> result);
-  absl::Status WaitLocked(std::unique_lock<std::mutex>& lock) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status AbortLocked(std::unique_lock<std::mutex>& lock) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<int> Begin(const std::string& name) ABSL_LOCKS_EXCLUDED(mu_);
+  void Finish(const std::string& name, int generation, absl::StatusOr<UploadResult> result)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Both wait on cv_, releasing mu_ while they wait.
+  absl::Status WaitLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status AbortLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   std::unique_ptr<ObjectStore> store_;
   const PublisherOptions options_;
@@ -124,8 +125,8 @@ class OutputPublisher {
   std::atomic<bool> cancel_{false};
   TransferOptions transfer_;  // options_.transfer with cancel_ as its flag
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
+  mutable absl::Mutex mu_;
+  absl::CondVar cv_;  // an upload finished, or the state changed
   State state_ ABSL_GUARDED_BY(mu_) = State::kOpen;
   std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> in_flight_ ABSL_GUARDED_BY(mu_);

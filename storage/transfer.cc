@@ -5,20 +5,21 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <condition_variable>
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
 #include "common/parallel.h"
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
@@ -139,27 +140,35 @@ absl::StatusOr<UploadResult> UploadFdToStore(int fd, absl::string_view what, Obj
     const int n = static_cast<int>((size + part - 1) / part);
     LLMC_ASSIGN_OR_RETURN(std::string upload_id, store.CreateMultipartUpload(key));
     const int par = std::max(1, std::min(opt.parallelism, n));
-    std::vector<CompletedPart> parts(n);
-    std::mutex mu;
-    std::condition_variable cv;
-    std::vector<std::unique_ptr<std::string>> free_buffers;
-    for (int i = 0; i < par; ++i) free_buffers.push_back(std::make_unique<std::string>());
-    absl::Status error;
+    // What the reading thread and the part uploads share.
+    struct Shared {
+      absl::Mutex mu;
+      absl::CondVar cv;  // a buffer came back
+      std::vector<CompletedPart> parts ABSL_GUARDED_BY(mu);
+      std::vector<std::unique_ptr<std::string>> free_buffers ABSL_GUARDED_BY(mu);
+      absl::Status error ABSL_GUARDED_BY(mu);  // the first one
+    } sh;
+    {
+      absl::MutexLock lock(&sh.mu);
+      sh.parts.resize(n);
+      for (int i = 0; i < par; ++i) sh.free_buffers.push_back(std::make_unique<std::string>());
+    }
     Sha256 hash;
     {
       ThreadPool pool(par);
       for (int i = 0; i < n; ++i) {
         std::unique_ptr<std::string> buf;
         {
-          std::unique_lock<std::mutex> lock(mu);
-          cv.wait(lock, [&] { return !free_buffers.empty() || !error.ok(); });
-          if (!error.ok()) break;
-          buf = std::move(free_buffers.back());
-          free_buffers.pop_back();
+          absl::MutexLock lock(&sh.mu);
+          while (sh.free_buffers.empty() && sh.error.ok()) sh.cv.Wait(&sh.mu);
+          if (!sh.error.ok()) break;
+          buf = std::move(sh.free_buffers.back());
+          sh.free_buffers.pop_back();
         }
         if (Cancelled(opt)) {
-          std::lock_guard<std::mutex> lock(mu);
-          if (error.ok()) error = absl::CancelledError(absl::StrCat("upload of ", what, " to ", uri, " cancelled"));
+          absl::MutexLock lock(&sh.mu);
+          if (sh.error.ok())
+            sh.error = absl::CancelledError(absl::StrCat("upload of ", what, " to ", uri, " cancelled"));
           break;
         }
         uint64_t off = static_cast<uint64_t>(i) * part;
@@ -167,8 +176,8 @@ absl::StatusOr<UploadResult> UploadFdToStore(int fd, absl::string_view what, Obj
         buf->resize(len);
         absl::Status rs = PreadExact(fd, off, buf->data(), len, what);
         if (!rs.ok()) {
-          std::lock_guard<std::mutex> lock(mu);
-          if (error.ok()) error = rs;
+          absl::MutexLock lock(&sh.mu);
+          if (sh.error.ok()) sh.error = rs;
           break;
         }
         hash.Update(buf->data(), len);
@@ -178,19 +187,27 @@ absl::StatusOr<UploadResult> UploadFdToStore(int fd, absl::string_view what, Obj
           absl::StatusOr<std::string> etag = absl::CancelledError("skipped");
           bool skip;
           {
-            std::lock_guard<std::mutex> lock(mu);
-            skip = !error.ok();
+            absl::MutexLock lock(&sh.mu);
+            skip = !sh.error.ok();
           }
           if (!skip) etag = store.UploadPart(key, upload_id, i + 1, *b);
           if (etag.ok() && opt.on_bytes) opt.on_bytes(b->size());
-          std::lock_guard<std::mutex> lock(mu);
-          if (etag.ok()) parts[i] = {i + 1, *etag};
-          else if (!skip && error.ok()) error = etag.status();
-          free_buffers.push_back(std::move(b));
-          cv.notify_all();
+          absl::MutexLock lock(&sh.mu);
+          if (etag.ok()) sh.parts[i] = {i + 1, *etag};
+          else if (!skip && sh.error.ok()) sh.error = etag.status();
+          sh.free_buffers.push_back(std::move(b));
+          sh.cv.SignalAll();
         });
       }
       pool.Wait();
+    }
+    // The pool has joined: the rest runs on this thread alone.
+    absl::Status error;
+    std::vector<CompletedPart> parts;
+    {
+      absl::MutexLock lock(&sh.mu);
+      error = sh.error;
+      parts = std::move(sh.parts);
     }
     if (error.ok() && Cancelled(opt)) error = absl::CancelledError(absl::StrCat("upload of ", what, " to ", uri, " cancelled"));
     if (error.ok()) error = store.CompleteMultipartUpload(key, upload_id, parts);
@@ -342,7 +359,9 @@ absl::StatusOr<DownloadResult> DownloadPrefixFromStore(ObjectStore& store, absl:
       chunks.push_back({j.get(), c * chunk, std::min(chunk, j->object.size - c * chunk)});
   }
 
-  std::mutex mu;
+  // finish_file runs once per file, on whichever thread wrote its last chunk: `j->done` has one writer and is
+  // read after ParallelFor joined; the count of finished files is shared.
+  std::atomic<int> files_done{0};
   auto finish_file = [&](FileJob* j) -> absl::Status {
     if (::fdatasync(j->fd) != 0) return ErrnoToStatus(errno, absl::StrCat("cannot sync ", j->tmp_path));
     struct stat st;
@@ -355,9 +374,8 @@ absl::StatusOr<DownloadResult> DownloadPrefixFromStore(ObjectStore& store, absl:
     if (::close(fd) != 0) return ErrnoToStatus(errno, absl::StrCat("cannot close ", j->tmp_path));
     if (::rename(j->tmp_path.c_str(), j->final_path.c_str()) != 0)
       return ErrnoToStatus(errno, absl::StrCat("cannot rename ", j->tmp_path, " to ", j->final_path));
-    std::lock_guard<std::mutex> lock(mu);
     j->done = true;
-    ++result.files;
+    ++files_done;
     return absl::OkStatus();
   };
   // Empty objects have no chunks.
@@ -386,6 +404,7 @@ absl::StatusOr<DownloadResult> DownloadPrefixFromStore(ObjectStore& store, absl:
   }
   cleanup();
   if (!error.ok()) return error;
+  result.files = files_done.load();
   result.bytes = bytes.load();
   // Remember what is here, for skip_unchanged.
   nlohmann::json objects = nlohmann::json::object();

@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "common/util.h"
 #include "proto/channel.h"
@@ -53,22 +54,24 @@ Worker::~Worker() {
 void Worker::Stop() {
   stop_ = true;
   cancel_ = true;  // keep_staging stays as is: a stopped worker's job is re-queued and resumes
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   if (ctx_) ctx_->TryCancel();
-  session_cv_.notify_all();
+  session_cv_.SignalAll();
 }
 
 bool Worker::Send(const v1::WorkerMessage& m) {
-  std::lock_guard<std::mutex> l(mu_);
+  absl::MutexLock l(&mu_);
   if (!stream_ || !session_up_) return false;
   return stream_->Write(m);
 }
 
 void Worker::Heartbeats(int64_t lease_ms) {
-  const auto period = std::chrono::milliseconds(std::max<int64_t>(100, lease_ms / 3));
-  std::unique_lock<std::mutex> l(mu_);
+  const absl::Duration period = absl::Milliseconds(std::max<int64_t>(100, lease_ms / 3));
+  absl::MutexLock l(&mu_);
   while (session_up_ && !stop_) {
-    session_cv_.wait_for(l, period, [&] { return !session_up_ || stop_.load(); });
+    const absl::Time deadline = absl::Now() + period;
+    while (session_up_ && !stop_ && !session_cv_.WaitWithDeadline(&mu_, deadline)) {
+    }
     if (!session_up_ || stop_) break;
     v1::WorkerMessage m;
     m.mutable_heartbeat()->set_time_ms(
@@ -87,7 +90,7 @@ absl::Status Worker::Run() {
     grpc::ClientContext ctx;
     auto stream = stub->Connect(&ctx);
     {
-      std::lock_guard<std::mutex> l(mu_);
+      absl::MutexLock l(&mu_);
       ctx_ = &ctx;
       stream_ = stream.get();
     }
@@ -106,7 +109,7 @@ absl::Status Worker::Run() {
       logged_wait = false;
       std::thread hb;
       {
-        std::lock_guard<std::mutex> l(mu_);
+        absl::MutexLock l(&mu_);
         session_up_ = true;
       }
       hb = std::thread([this, lease_ms] { Heartbeats(lease_ms); });
@@ -118,7 +121,7 @@ absl::Status Worker::Run() {
           }
           if (job_thread_.joinable()) job_thread_.join();
           {
-            std::lock_guard<std::mutex> l(mu_);
+            absl::MutexLock l(&mu_);
             job_id_ = msg.assign().job_id();
           }
           cancel_ = false;
@@ -126,7 +129,7 @@ absl::Status Worker::Run() {
           job_running_ = true;
           job_thread_ = std::thread([this, a = msg.assign()] { RunAssignment(a); });
         } else if (msg.has_cancel()) {
-          std::lock_guard<std::mutex> l(mu_);
+          absl::MutexLock l(&mu_);
           if (job_running_ && job_id_ == msg.cancel().job_id()) {
             keep_staging_ = msg.cancel().keep_staging();
             cancel_ = true;
@@ -140,21 +143,21 @@ absl::Status Worker::Run() {
       cancel_ = true;
       if (job_thread_.joinable()) job_thread_.join();
       {
-        std::lock_guard<std::mutex> l(mu_);
+        absl::MutexLock l(&mu_);
         session_up_ = false;
-        session_cv_.notify_all();
+        session_cv_.SignalAll();
       }
       hb.join();
     }
     {
-      std::lock_guard<std::mutex> l(mu_);
+      absl::MutexLock l(&mu_);
       stream_ = nullptr;
       session_up_ = false;
     }
     stream->WritesDone();
     grpc::Status st = stream->Finish();
     {
-      std::lock_guard<std::mutex> l(mu_);
+      absl::MutexLock l(&mu_);
       ctx_ = nullptr;
     }
     if (stop_) break;
@@ -167,8 +170,12 @@ absl::Status Worker::Run() {
                    st.error_message());
       logged_wait = true;
     }
-    std::unique_lock<std::mutex> l(mu_);
-    session_cv_.wait_for(l, std::chrono::milliseconds(backoff_ms), [&] { return stop_.load(); });
+    {
+      absl::MutexLock l(&mu_);
+      const absl::Time deadline = absl::Now() + absl::Milliseconds(backoff_ms);
+      while (!stop_ && !session_cv_.WaitWithDeadline(&mu_, deadline)) {
+      }
+    }
     backoff_ms = std::min<int64_t>(backoff_ms * 2, 3000);
   }
   return absl::OkStatus();

@@ -13,14 +13,13 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "llmc/v1/worker.grpc.pb.h"
 
 namespace llmc::worker {
@@ -41,24 +40,24 @@ class Worker {
   explicit Worker(WorkerOptions options);
   ~Worker();
   // Serves until Stop(). Returns an error only for a permanent failure (the coordinator rejected the token).
-  absl::Status Run();
-  void Stop();
+  absl::Status Run() ABSL_LOCKS_EXCLUDED(mu_);
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  bool Send(const v1::WorkerMessage& m);
-  void RunAssignment(v1::Assignment a);
-  void RunRank0(const v1::Assignment& a);
-  void Heartbeats(int64_t lease_ms);
+  bool Send(const v1::WorkerMessage& m) ABSL_LOCKS_EXCLUDED(mu_);
+  void RunAssignment(v1::Assignment a) ABSL_LOCKS_EXCLUDED(mu_);
+  void RunRank0(const v1::Assignment& a) ABSL_LOCKS_EXCLUDED(mu_);
+  void Heartbeats(int64_t lease_ms) ABSL_LOCKS_EXCLUDED(mu_);
 
   const WorkerOptions options_;
   std::string host_;
 
   std::atomic<bool> stop_{false};
-  std::mutex mu_;  // guards the stream pointers and the session state
+  absl::Mutex mu_;  // guards the stream pointers and the session state
   grpc::ClientContext* ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
   grpc::ClientReaderWriter<v1::WorkerMessage, v1::CoordinatorMessage>* stream_ ABSL_GUARDED_BY(mu_) = nullptr;
   bool session_up_ ABSL_GUARDED_BY(mu_) = false;
-  std::condition_variable session_cv_;
+  absl::CondVar session_cv_;  // session_up_ or stop_ changed
 
   // The current job.
   std::thread job_thread_;

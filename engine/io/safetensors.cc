@@ -207,7 +207,10 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Open(
       return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", w->specs_[i].name, "' listed twice"));
   }
   std::string header = BuildSafetensorsHeader(w->specs_, metadata, &w->offsets_, &w->total_size_);
-  w->written_.assign(w->specs_.size(), 0);
+  {
+    absl::MutexLock lock(&w->mu_);
+    w->written_.assign(w->specs_.size(), 0);
+  }
   if (reopen) {
     w->fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
     if (w->fd_ < 0) return ErrnoToStatus(errno, absl::StrCat("cannot reopen ", path, " to resume"));
@@ -247,7 +250,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Reopen(
 }
 
 void SafetensorsWriter::MarkWritten(int index) {
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (index >= 0 && index < static_cast<int>(specs_.size())) written_[index] = specs_[index].nbytes();
 }
 
@@ -299,7 +302,7 @@ absl::Status SafetensorsWriter::Write(int index, uint64_t offset, absl::Span<con
   // Start writing these pages back now, so the data reaches the disk while the job computes and the final
   // fdatasync has little left to do.
   if (data.size() >= (1u << 20)) sync_file_range(fd_, static_cast<off_t>(pos), static_cast<off_t>(data.size()), SYNC_FILE_RANGE_WRITE);
-  std::lock_guard<std::mutex> lock(mu_);
+  absl::MutexLock lock(&mu_);
   written_[index] += data.size();
   return absl::OkStatus();
 }
@@ -307,7 +310,7 @@ absl::Status SafetensorsWriter::Write(int index, uint64_t offset, absl::Span<con
 absl::Status SafetensorsWriter::Close() {
   if (fd_ < 0) return absl::OkStatus();  // closed already
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    absl::MutexLock lock(&mu_);
     for (size_t i = 0; i < specs_.size(); ++i) {
       if (written_[i] != specs_[i].nbytes())
         return absl::InternalError(absl::StrCat(path_, ": tensor '", specs_[i].name, "' got ", written_[i], " of ",

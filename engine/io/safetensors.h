@@ -5,13 +5,14 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include "absl/strings/string_view.h"
 #include <unordered_map>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "engine/tensor/dtype.h"
 
@@ -128,8 +129,8 @@ class SafetensorsWriter {
   std::vector<TensorSpec> specs_;
   std::vector<uint64_t> offsets_;
   std::unordered_map<std::string, int> by_name_;
-  std::mutex mu_;
-  std::vector<uint64_t> written_;  // bytes written per tensor, guarded by mu_
+  absl::Mutex mu_;
+  std::vector<uint64_t> written_ ABSL_GUARDED_BY(mu_);  // bytes written per tensor
   uint64_t total_size_ = 0;
 };
 
