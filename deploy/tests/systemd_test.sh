@@ -134,7 +134,7 @@ else fail "a misspelt directive passes verify silently"; fi
 # The units as shipped, started by a real systemd: PID 1 of a podman container made from the Debian base of
 # deploy/containers (cached as localhost/llmc-systemd-test:KEY). Needs buildah, podman and debootstrap.
 live() {
-  local id="llmc-systest-$$" image pkgs key base ctx b out pid field
+  local id="llmc-systest-$$" image pkgs key base ctx b out pid field cudalibs lib
   # shellcheck disable=SC2034  # read by images.sh
   LLMC_LOG_NAME=systemd_test
   source "$HERE/../containers/images.sh"
@@ -160,6 +160,15 @@ live() {
     objcopy --strip-debug "$BIN/$b" "$T/bin/$b" 2>/dev/null || cp "$BIN/$b" "$T/bin/$b"
   done
   podman cp "$T/bin/." "$id:/usr/local/bin/"
+  # A CUDA build's binaries link the toolkit's libraries (not the driver): copy them in, as the images do.
+  cudalibs=$(for b in llmc llmc-server llmc-worker llmc-make-model; do llmc_runtime_deps "$BIN/$b"; done | \
+    awk '$1 == "cuda" {print $2}' | sort -u)
+  if [ -n "$cudalibs" ]; then
+    mkdir -p "$T/cuda"
+    for lib in $cudalibs; do cp -L "$lib" "$T/cuda/$(basename "$lib")"; done
+    podman cp "$T/cuda/." "$id:/usr/local/lib/"
+    podman exec "$id" ldconfig
+  fi
   podman cp "$UNITS/llmc-server.service" "$id:/etc/systemd/system/"
   podman cp "$UNITS/llmc-worker@.service" "$id:/etc/systemd/system/"
   podman exec "$id" mkdir -p /etc/sysusers.d /etc/tmpfiles.d
