@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/match.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -562,6 +563,50 @@ v1::Job* Coordinator::RunningJobLocked(const std::string& job_id, int attempt, c
   return &job;
 }
 
+namespace {
+
+bool ValidRendezvousKey(const std::string& key) {
+  if (key.empty() || key.size() > 200 || key[0] == '.') return false;
+  for (char ch : key)
+    if (!(absl::ascii_isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '_' || ch == '-')) return false;
+  return true;
+}
+
+}  // namespace
+
+void Coordinator::RendezvousLocked(const std::string& worker_id, const v1::RendezvousSet& set) {
+  auto a = active_.find(set.job_id());
+  if (a == active_.end()) return;
+  const v1::Job& job = a->second.job;
+  bool member = false;
+  for (const auto& id : job.worker_ids()) member = member || id == worker_id;
+  if (job.state() != v1::RUNNING || job.attempts() != set.attempt() || !member) return;  // a stale or foreign rank
+  ActiveJob& aj = a->second;
+  if (aj.rendezvous_attempt != set.attempt()) {
+    aj.rendezvous.clear();
+    aj.rendezvous_attempt = set.attempt();
+  }
+  const size_t max_keys = 64 + 4 * static_cast<size_t>(job.worker_ids_size());
+  if (!ValidRendezvousKey(set.key()) || set.value().size() > 64 * 1024 ||
+      (aj.rendezvous.size() >= max_keys && !aj.rendezvous.count(set.key()))) {
+    spdlog::warn("job {}: worker {}: rendezvous key dropped ({} bytes; keys are [A-Za-z0-9._-]{{1,200}}, values at "
+                 "most 64 KiB, at most {} keys)", job.id(), worker_id, set.value().size(), max_keys);
+    return;
+  }
+  aj.rendezvous[set.key()] = set.value();
+  v1::CoordinatorMessage m;
+  auto* v = m.mutable_rendezvous_value();
+  v->set_job_id(set.job_id());
+  v->set_attempt(set.attempt());
+  v->set_key(set.key());
+  v->set_value(set.value());
+  for (const auto& id : job.worker_ids()) {
+    auto w = workers_.find(id);
+    if (w != workers_.end() && w->second.link.send && !w->second.link.send(m))
+      spdlog::warn("job {}: cannot relay rendezvous key {} to worker {}", job.id(), set.key(), id);
+  }
+}
+
 void Coordinator::OnWorkerMessage(const std::string& worker_id, int64_t session, const v1::WorkerMessage& msg) {
   absl::MutexLock l(&mu_);
   auto it = workers_.find(worker_id);
@@ -572,6 +617,9 @@ void Coordinator::OnWorkerMessage(const std::string& worker_id, int64_t session,
   w.info.set_last_heartbeat_ms(now);
   switch (msg.msg_case()) {
     case v1::WorkerMessage::kHeartbeat:
+      break;
+    case v1::WorkerMessage::kRendezvousSet:
+      RendezvousLocked(worker_id, msg.rendezvous_set());
       break;
     case v1::WorkerMessage::kProgress: {
       v1::Job* job = RunningJobLocked(msg.progress().job_id(), msg.progress().attempt(), worker_id);

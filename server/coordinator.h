@@ -90,6 +90,9 @@ class Coordinator {
     v1::Job job;
     int64_t queue_seq = 0;
     std::string wait_reason;  // last "why it waits" event, not repeated
+    // Rendezvous keys of the current attempt (relayed to the gang; a new attempt starts empty).
+    int rendezvous_attempt = 0;
+    std::map<std::string, std::string> rendezvous;
   };
   struct WorkerEntry {
     v1::Worker info;
@@ -131,6 +134,8 @@ class Coordinator {
   void OnFinalLocked(const v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::Job> LookupLocked(const Principal& p, const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The job `job_id` if it is RUNNING in `attempt` with `worker_id` as its rank 0; null otherwise.
+  // Relays a gang member's RendezvousSet to every rank of its attempt (bounded; anything else is dropped).
+  void RendezvousLocked(const std::string& worker_id, const v1::RendezvousSet& set) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::Job* RunningJobLocked(const std::string& job_id, int attempt, const std::string& worker_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Collect() ABSL_LOCKS_EXCLUDED(mu_);
