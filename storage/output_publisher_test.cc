@@ -20,12 +20,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
-std::string RandomBytes(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng());
-  return s;
-}
+using ::llmc::testing::RandomBytes;
 
 std::vector<std::string> KeysOf(const std::map<std::string, std::string>& m) {
   std::vector<std::string> out;

@@ -60,15 +60,7 @@ class RgwEnvironment : public ::testing::Environment {
   std::unique_ptr<testing::RgwServer> server_;
 };
 
-std::string RandomBytes(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (size_t i = 0; i < n; i += 8) {
-    uint64_t v = rng();
-    std::memcpy(&s[i], &v, std::min<size_t>(8, n - i));
-  }
-  return s;
-}
+using ::llmc::testing::RandomBytes;
 
 using ::llmc::testing::ReadAll;
 

@@ -1,12 +1,17 @@
-// A fresh temporary directory for tests, removed with its contents at destruction, and reading a file whole.
+// A fresh temporary directory for tests, removed with its contents at destruction; reading a file whole;
+// deterministic random payloads.
 // Header-only; not thread-safe.
 #pragma once
 
 #include <stdlib.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <random>
 #include <string>
 
 namespace llmc::testing {
@@ -42,6 +47,17 @@ class TempDir {
 inline std::string ReadAll(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// `n` pseudo-random bytes, the same for the same seed (payloads for storage tests).
+inline std::string RandomBytes(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; i += 8) {
+    uint64_t v = rng();
+    std::memcpy(&s[i], &v, std::min<size_t>(8, n - i));
+  }
+  return s;
 }
 
 }  // namespace llmc::testing
