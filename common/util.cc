@@ -83,6 +83,13 @@ absl::Status ErrnoToStatus(int err, absl::string_view what) {
   }
 }
 
+bool IsPortableName(absl::string_view name, size_t max_len) {
+  if (name.empty() || name.size() > max_len || name[0] == '.') return false;
+  for (char ch : name)
+    if (!(absl::ascii_isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '_' || ch == '-')) return false;
+  return true;
+}
+
 int64_t NowMs() {
   using namespace std::chrono;
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();

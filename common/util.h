@@ -24,6 +24,10 @@ std::string ErrnoString(int err);
 // EACCES/EPERM -> PERMISSION_DENIED, otherwise INTERNAL. The message is "<what>: <strerror>".
 absl::Status ErrnoToStatus(int err, absl::string_view what);
 
+// Whether `name` is 1..max_len characters of [A-Za-z0-9._-] and does not start with '.': safe as a file name and
+// as a key on the wire (rendezvous keys).
+bool IsPortableName(absl::string_view name, size_t max_len);
+
 // Monotonic seconds since an arbitrary point.
 double NowSeconds();
 

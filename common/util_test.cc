@@ -28,5 +28,18 @@ TEST(ErrnoToStatusTest, Codes) {
   EXPECT_NE(ErrnoToStatus(ENOSPC, "writing f").message().find("writing f: "), std::string::npos);
 }
 
+TEST(IsPortableNameTest, OnlyFileNameSafeCharactersWithinTheLength) {
+  EXPECT_TRUE(IsPortableName("job-1.attempt_2", 200));
+  EXPECT_TRUE(IsPortableName("a", 1));
+  EXPECT_FALSE(IsPortableName("", 200));
+  EXPECT_FALSE(IsPortableName("ab", 1));
+  EXPECT_FALSE(IsPortableName(".hidden", 200));
+  EXPECT_FALSE(IsPortableName("../up", 200));
+  EXPECT_FALSE(IsPortableName("a/b", 200));
+  EXPECT_FALSE(IsPortableName("sp ace", 200));
+  EXPECT_FALSE(IsPortableName(std::string("nul\0", 4), 200));
+  EXPECT_FALSE(IsPortableName("\xc3\xa9", 200));
+}
+
 }  // namespace
 }  // namespace llmc

@@ -2,6 +2,7 @@
 // channel (TLS when LLMC_CA_CERT or --ca-cert is given), the bearer token, and status conversion.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <string>
 
@@ -14,6 +15,11 @@
 namespace llmc::rpc {
 
 inline constexpr char kDefaultServer[] = "127.0.0.1:7443";
+
+// Rendezvous relay limits (worker.proto, RendezvousSet): keys are IsPortableName(key, kMaxRendezvousKeyLength)
+// (common/util.h), values at most kMaxRendezvousValueBytes.
+inline constexpr size_t kMaxRendezvousKeyLength = 200;
+inline constexpr size_t kMaxRendezvousValueBytes = 64 * 1024;
 
 // `server` ("" : $LLMC_SERVER, else 127.0.0.1:7443); TLS with the PEM roots in `ca_cert` when not empty.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& server, const std::string& ca_cert = "");

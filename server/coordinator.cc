@@ -8,13 +8,13 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/match.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "engine/format/job_recipe.h"
 #include "server/scheduler.h"
+#include "proto/channel.h"
 #include "proto/spec_convert.h"
 #include "storage/storage_uri.h"
 #include "common/util.h"
@@ -563,17 +563,6 @@ v1::Job* Coordinator::RunningJobLocked(const std::string& job_id, int attempt, c
   return &job;
 }
 
-namespace {
-
-bool ValidRendezvousKey(const std::string& key) {
-  if (key.empty() || key.size() > 200 || key[0] == '.') return false;
-  for (char ch : key)
-    if (!(absl::ascii_isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '_' || ch == '-')) return false;
-  return true;
-}
-
-}  // namespace
-
 void Coordinator::RendezvousLocked(const std::string& worker_id, const v1::RendezvousSet& set) {
   auto a = active_.find(set.job_id());
   if (a == active_.end()) return;
@@ -587,7 +576,7 @@ void Coordinator::RendezvousLocked(const std::string& worker_id, const v1::Rende
     aj.rendezvous_attempt = set.attempt();
   }
   const size_t max_keys = 64 + 4 * static_cast<size_t>(job.worker_ids_size());
-  if (!ValidRendezvousKey(set.key()) || set.value().size() > 64 * 1024 ||
+  if (!IsPortableName(set.key(), rpc::kMaxRendezvousKeyLength) || set.value().size() > rpc::kMaxRendezvousValueBytes ||
       (aj.rendezvous.size() >= max_keys && !aj.rendezvous.count(set.key()))) {
     spdlog::warn("job {}: worker {}: rendezvous key dropped ({} bytes; keys are [A-Za-z0-9._-]{{1,200}}, values at "
                  "most 64 KiB, at most {} keys)", job.id(), worker_id, set.value().size(), max_keys);

@@ -1,7 +1,8 @@
 #include "worker/gang_store.h"
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/util.h"
+#include "proto/channel.h"
 
 namespace llmc::worker {
 
@@ -9,12 +10,10 @@ GangStore::GangStore(std::string job_id, int attempt, std::function<bool(const v
     : job_id_(std::move(job_id)), attempt_(attempt), send_(std::move(send)) {}
 
 absl::Status GangStore::Set(absl::string_view key, absl::string_view value) {
-  bool valid = !key.empty() && key.size() <= 200 && key[0] != '.';
-  for (char c : key) valid = valid && (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-');
-  if (!valid)
+  if (!IsPortableName(key, rpc::kMaxRendezvousKeyLength))
     return absl::InvalidArgumentError(absl::StrCat("rendezvous key '", key.substr(0, 64),
                                                    "': use 1-200 characters of [A-Za-z0-9._-], not starting with '.'"));
-  if (value.size() > 64 * 1024)
+  if (value.size() > rpc::kMaxRendezvousValueBytes)
     return absl::InvalidArgumentError(absl::StrCat("rendezvous value of ", value.size(), " bytes: at most 64 KiB"));
   v1::WorkerMessage m;
   auto* s = m.mutable_rendezvous_set();

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/util.h"
 
 namespace llmc {
 namespace {
@@ -17,12 +18,7 @@ namespace {
 namespace fs = std::filesystem;
 
 // Keys become file names: only [A-Za-z0-9._-], so a key cannot name a path outside the directory.
-bool ValidKey(absl::string_view key) {
-  if (key.empty() || key.size() > 200 || key[0] == '.') return false;
-  for (char c : key)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-')) return false;
-  return true;
-}
+bool ValidKey(absl::string_view key) { return IsPortableName(key, kMaxRendezvousKeyLength); }
 
 absl::Status BadKey(absl::string_view key) {
   return absl::InvalidArgumentError(absl::StrCat("rendezvous key '", key.substr(0, 64),

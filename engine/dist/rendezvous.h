@@ -13,6 +13,9 @@
 
 namespace llmc {
 
+// Keys are 1-200 characters of [A-Za-z0-9._-], not starting with '.' (common/util.h IsPortableName).
+inline constexpr size_t kMaxRendezvousKeyLength = 200;
+
 // Thread-safe. Keys are short ASCII names chosen by the communicators; values are bytes.
 class RendezvousStore {
  public:
