@@ -25,10 +25,34 @@ absl::StatusOr<double> EvalPerplexity(const std::string& model_dir, const std::s
   return r.perplexity;
 }
 
+namespace {
+
+// Ranks above 0 read the inputs, compute their share and write nothing (rank 0 opens, evaluates and commits the
+// output).
+absl::StatusOr<JobResult> RunFollowerRank(const JobRequest& request, const CompressionRecipe& recipe,
+                                          const JobControl& control) {
+  JobSpec spec = request.spec;
+  if (!recipe.NeedsCalibration()) return JobResult{};  // data-free: rank 0 does it all
+  storage::ModelInputOptions in = request.input;
+  in.download.transfer.cancel = control.cancel;
+  LLMC_ASSIGN_OR_RETURN(spec.model_path, storage::ResolveModelInput(request.spec.model_path, in));
+  LLMC_ASSIGN_OR_RETURN(spec.dataset, storage::ResolveFileInput(request.spec.dataset, in));
+  spec.output_path.clear();
+  LLMC_ASSIGN_OR_RETURN(CompressSummary summary, RunJob(spec, control));
+  JobResult result;
+  result.report = summary.ToJson();
+  summary.model_path = request.spec.model_path;
+  result.summary = std::move(summary);
+  return result;
+}
+
+}  // namespace
+
 absl::StatusOr<JobResult> RunJobToOutput(const JobRequest& request, const JobControl& control) {
   JobSpec spec = request.spec;
   // 1. The recipe first, so bad flags fail before any model data is read.
   LLMC_ASSIGN_OR_RETURN(CompressionRecipe recipe, ResolveJobRecipe(spec));
+  if (control.comm && control.comm->rank() > 0) return RunFollowerRank(request, recipe, control);
 
   // 2. The output: refusing an existing output is cheap, downloading the model is not.
   storage::OutputTargetOptions oo = request.output;

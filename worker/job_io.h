@@ -46,7 +46,8 @@ struct JobResult {
   nlohmann::json report;    // summary.ToJson() plus "eval" when evaluated: what compression_report.json holds
 };
 
-// Runs the whole sequence above. `control.cancel` also stops downloads and uploads. Errors name the input and
+// Runs the whole sequence above. With control.comm of several ranks, rank 0 runs it all; the other ranks only
+// resolve the inputs and compute their share of the calibration (their result holds their report). `control.cancel` also stops downloads and uploads. Errors name the input and
 // what to do (INVALID_ARGUMENT for the recipe, NOT_FOUND for a missing model or file, CANCELLED, ...).
 absl::StatusOr<JobResult> RunJobToOutput(const JobRequest& request, const JobControl& control = {});
 

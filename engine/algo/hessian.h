@@ -22,6 +22,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 
 namespace llmc {
 
@@ -55,6 +56,14 @@ class HessianAccumulator {
   // Clears sums and counts.
   void Reset();
 
+  // The raw parts, for summing over the ranks of a job in place: X^T X (only its upper triangle, c >= r, is
+  // maintained; the rest may hold anything) and the counts.
+  absl::Span<float> raw_sum() { return absl::MakeSpan(sum_); }
+  void set_counts(int64_t tokens, int64_t samples) {
+    tokens_ = tokens;
+    samples_ = samples;
+  }
+
  private:
   // Copies the upper triangle of sum_ to the lower one of `m` (a copy of sum_).
   void Symmetrize(std::vector<float>& m) const;
@@ -84,6 +93,13 @@ class RowNormAccumulator {
   std::vector<float> RowScalars() const;
 
   void Reset();
+
+  // The raw parts, for summing over the ranks of a job in place.
+  absl::Span<double> raw_sum_squares() { return absl::MakeSpan(sum_sq_); }
+  void set_counts(int64_t tokens, int64_t samples) {
+    tokens_ = tokens;
+    samples_ = samples;
+  }
 
  private:
   int64_t tokens_ = 0;

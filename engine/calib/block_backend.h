@@ -15,6 +15,7 @@
 #include "engine/algo/gptq.h"
 #include "engine/calib/calib_hooks.h"
 #include "engine/calib/calib_stats.h"
+#include "engine/dist/communicator.h"
 #include "engine/model/causal_lm.h"
 #include "engine/model/decoder_block.h"
 #include "engine/quant/group_quantizer.h"
@@ -40,6 +41,10 @@ class BlockBackend {
   virtual absl::StatusOr<GptqResult> Gptq(const std::string& module, const float* weight, int64_t rows, int64_t cols,
                                           const GroupStats* st, GroupQuantizer* quantizer, const GptqOptions& options);
 
+  // Sums the statistics of `st` this backend keeps in its own memory (device Hessians and their counts) over the
+  // ranks of `comm` (a collective: every rank calls it for the same groups in the same order).
+  virtual absl::Status ReduceDeviceStats(GroupStats* st, Communicator* comm) { return absl::OkStatus(); }
+
   // Whether the block forward and GPTQ run off the host's CPU threads: the pipeline then loads the next block and
   // encodes solved modules on host threads meanwhile.
   virtual bool runs_off_host() const { return false; }
@@ -53,7 +58,7 @@ struct BlockBackendOptions {
   std::string device = "cpu";           // "cpu" or "cuda"
   std::string gemm_precision = "tf32";  // cuda: fp32, tf32 or bf16 block GEMMs
   int64_t max_chunk_tokens = 4096;      // block-forward chunk (memory bound; no effect on results)
-  int64_t num_samples = 0;              // this rank's calibration samples (the N of H = 2/N X^T X)
+  int64_t num_samples = 0;              // every rank's calibration samples (the N of H = 2/N X^T X)
 };
 
 // The backend for options.device, taking this rank's embedded calibration batches (equal-length sequences per

@@ -34,6 +34,11 @@ class CalibHooks : public LinearHooks {
   std::map<std::string, GroupStats>& stats() { return stats_; }
   float k_amax() const { return k_amax_; }
   float v_amax() const { return v_amax_; }
+  // The ranges over every rank's samples (after a reduction).
+  void set_kv_amax(float k, float v) {
+    k_amax_ = k;
+    v_amax_ = v;
+  }
 
   absl::Status OnInput(const LinearWeight& w, absl::Span<const float> input, int64_t tokens) override;
 

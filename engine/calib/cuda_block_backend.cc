@@ -137,6 +137,28 @@ class CudaBlockBackend final : public BlockBackend {
     return GptqQuantize(module, weight, rows, cols, host.data(), h->samples, q, go);
   }
 
+  // NCCL sums the device Hessian in place; a host communicator (Gloo) through a host copy.
+  absl::Status ReduceDeviceStats(GroupStats* st, Communicator* comm) override {
+    if (!st->device_hessian || comm->size() == 1) return absl::OkStatus();
+    auto* h = static_cast<CudaHessian*>(st->device_hessian.get());
+    LLMC_RETURN_IF_ERROR(cuda_->Synchronize());
+    const size_t n = h->xtx.size();
+    if (comm->device_memory()) {
+      LLMC_RETURN_IF_ERROR(comm->AllReduceSum(absl::MakeSpan(h->xtx.data(), n)));
+    } else {
+      std::vector<float> host(n);
+      if (cudaMemcpy(host.data(), h->xtx.data(), n * sizeof(float), cudaMemcpyDeviceToHost) != cudaSuccess)
+        return absl::InternalError("cannot copy a Hessian from the device");
+      LLMC_RETURN_IF_ERROR(comm->AllReduceSum(absl::MakeSpan(host)));
+      if (cudaMemcpy(h->xtx.data(), host.data(), n * sizeof(float), cudaMemcpyHostToDevice) != cudaSuccess)
+        return absl::InternalError("cannot copy a Hessian to the device");
+    }
+    double samples = static_cast<double>(h->samples);
+    LLMC_RETURN_IF_ERROR(comm->AllReduceSum(absl::MakeSpan(&samples, 1)));
+    h->samples = static_cast<int64_t>(samples);
+    return absl::OkStatus();
+  }
+
   bool runs_off_host() const override { return true; }
 
   void ReportBlock(nlohmann::json* blk) override {

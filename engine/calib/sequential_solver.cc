@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <future>
 #include <map>
+#include <mutex>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -21,6 +22,7 @@
 #include "engine/calib/decoder_block_view.h"
 #include "engine/calib/module_solver.h"
 #include "engine/calib/pruning.h"
+#include "engine/calib/rank_exchange.h"
 #include "engine/calib/stored_block.h"
 #include "engine/model/causal_lm.h"
 #include "engine/quant/weight_quantizer.h"
@@ -34,7 +36,9 @@ using json = nlohmann::json;
 class SequentialSolver::Impl {
  public:
   Impl(const SequentialOptions& o, const CompressionRecipe& r, const QuantConfig& c) : opt_(o), recipe_(r), cfg_(c) {
-    comm_ = o.comm ? o.comm : &single_;
+    metered_ = std::make_unique<MeteredCommunicator>(o.comm ? o.comm : &single_);
+    comm_ = metered_.get();
+    writes_ = comm_->rank() == 0;
   }
 
   absl::Status Init() {
@@ -60,8 +64,19 @@ class SequentialSolver::Impl {
       num_tokens_ += s.size();
       ++num_samples_;
     }
-    if (num_samples_ == 0)
+    // The counts of every rank: the N of the Hessians, and a rank without a sample stops them all.
+    double totals[2] = {static_cast<double>(num_samples_), static_cast<double>(num_tokens_)};
+    float fewest = -static_cast<float>(num_samples_);
+    LLMC_RETURN_IF_ERROR(comm_->AllReduceSum(absl::MakeSpan(totals, 2)));
+    LLMC_RETURN_IF_ERROR(comm_->AllReduceMax(absl::MakeSpan(&fewest, 1)));
+    total_samples_ = static_cast<int64_t>(totals[0]);
+    total_tokens_ = static_cast<int64_t>(totals[1]);
+    if (total_samples_ == 0)
       return absl::InvalidArgumentError(absl::StrCat(opt_.dataset, ": no calibration samples; give more text"));
+    if (fewest == 0.0f)
+      return absl::InvalidArgumentError(absl::StrCat(opt_.dataset, ": ", total_samples_, " calibration samples for ",
+                                                     comm_->size(), " ranks; every rank needs at least one: use fewer ",
+                                                     "ranks or more samples"));
     for (auto& [len, ids] : by_len) {
       LLMC_ASSIGN_OR_RETURN(HiddenStates x, lm_->Embed(ids, count[len], static_cast<int64_t>(len)));
       max_len_ = std::max<int64_t>(max_len_, len);
@@ -75,7 +90,7 @@ class SequentialSolver::Impl {
     bo.device = opt_.device;
     bo.gemm_precision = opt_.gemm_precision;
     bo.max_chunk_tokens = opt_.max_chunk_tokens;
-    bo.num_samples = num_samples_;
+    bo.num_samples = total_samples_;
     LLMC_ASSIGN_OR_RETURN(backend_, CreateBlockBackend(bo, lm_.get(), std::move(batches)));
     // Solved modules are encoded and written beside the next solves while the blocks run off the host.
     module_solver_ = std::make_unique<ModuleSolver>(recipe_, cfg_, backend_.get(), dtype_, opt_.threads,
@@ -122,12 +137,15 @@ class SequentialSolver::Impl {
   absl::Status Run(const SolverIo& io) {
     const auto& progress = io.progress;
     const int64_t layers = lm_->spec().num_layers;
-    if (io.resume_from_block < 0 || io.resume_from_block > layers)
-      return absl::InvalidArgumentError(absl::StrCat("resume block ", io.resume_from_block, " outside [0, ", layers, "]"));
+    // Rank 0 holds the output and knows where it resumes.
+    int64_t resume = io.resume_from_block;
+    LLMC_RETURN_IF_ERROR(BroadcastInt(comm_, &resume, 0));
+    if (resume < 0 || resume > layers)
+      return absl::InvalidArgumentError(absl::StrCat("resume block ", resume, " outside [0, ", layers, "]"));
     t_start_ = NowSeconds();
     for (int64_t l = 0; l < layers; ++l) {
       if (io.cancel && io.cancel->load()) return absl::CancelledError("compression cancelled");
-      if (l < io.resume_from_block) {
+      if (l < resume) {
         LLMC_RETURN_IF_ERROR(ReplayLayer(static_cast<int>(l), io));
         continue;
       }
@@ -143,6 +161,16 @@ class SequentialSolver::Impl {
       progress(p);
     }
     seconds_ = NowSeconds() - t_start_;
+    // Every rank's figures, for rank 0's report.
+    if (comm_->size() > 1) {
+      const CommStats& c = metered_->stats();
+      json mine = {{"rank", comm_->rank()},          {"samples", num_samples_},       {"tokens", num_tokens_},
+                   {"seconds", seconds_},            {"calibrate_s", totals_.calibrate}, {"solve_s", totals_.solve},
+                   {"propagate_s", totals_.propagate}, {"modules_solved", modules_solved_},
+                   {"communication", {{"seconds", c.seconds}, {"bytes", c.bytes}, {"calls", c.calls}}}};
+      LLMC_ASSIGN_OR_RETURN(std::vector<json> all, AllGatherJson(comm_, mine));
+      ranks_ = all;
+    }
     return absl::OkStatus();
   }
 
@@ -150,8 +178,8 @@ class SequentialSolver::Impl {
     json j;
     j["method"] = recipe_.Describe();
     j["calibration"] = {{"dataset", opt_.dataset},
-                        {"samples", num_samples_},
-                        {"tokens", num_tokens_},
+                        {"samples", total_samples_},
+                        {"tokens", total_tokens_},
                         {"seq_len", opt_.calibration.seq_len},
                         {"seed", opt_.calibration.seed},
                         {"ranks", comm_->size()}};
@@ -164,6 +192,10 @@ class SequentialSolver::Impl {
       j["sparsity"] = {{"method", recipe_.sparsity->method},
                        {"sparsity", recipe_.sparsity->sparsity},
                        {"mask_structure", recipe_.sparsity->mask_structure}};
+    j["world_size"] = comm_->size();
+    if (!ranks_.empty()) j["ranks"] = ranks_;
+    const CommStats& c = metered_->stats();
+    j["communication"] = {{"seconds", c.seconds}, {"bytes", c.bytes}, {"calls", c.calls}};
     j["modules"] = modules_;
     j["blocks"] = blocks_;
     j["seconds"] = seconds_;
@@ -184,25 +216,15 @@ class SequentialSolver::Impl {
     auto hooks = std::make_unique<CalibHooks>(wants, lm_->spec(), &lm_->Rope(max_len_), &block, lm_->context());
     LLMC_RETURN_IF_ERROR(backend_->Calibrate(block, wants, hooks.get()));
     // Statistics of all ranks' samples before any solve.
+    LLMC_RETURN_IF_ERROR(ReduceCalibStats(comm_, backend_.get(), hooks.get(), !wants.capture.empty()));
     for (auto& [name, s] : hooks->stats()) {
       if (s.nonfinite)
         return absl::InvalidArgumentError(absl::StrCat(
             name, ": NaN or Inf in the calibration activations (block ", block.layer,
             "); the model overflows on this data in fp32; check the checkpoint or use other calibration data"));
-      if (s.hessian) LLMC_RETURN_IF_ERROR(ReduceHessian(s.hessian.get()));
-      if (!s.channel_max.empty()) LLMC_RETURN_IF_ERROR(comm_->AllReduceMax(absl::MakeSpan(s.channel_max)));
-      float mm[2] = {-s.min, s.max};
-      LLMC_RETURN_IF_ERROR(comm_->AllReduceMax(absl::MakeSpan(mm, 2)));
-      s.min = -mm[0];
-      s.max = mm[1];
-      s.amax = std::max(mm[0], mm[1]);
+      s.amax = std::max(-s.min, s.max);
     }
     return hooks;
-  }
-
-  absl::Status ReduceHessian(HessianAccumulator* h) {
-    if (comm_->size() == 1) return absl::OkStatus();
-    return absl::UnimplementedError("Hessian statistics cannot be reduced over several ranks yet; run the job on one rank");
   }
 
   static const GroupStats* Find(const Stats& s, const std::string& module) {
@@ -225,6 +247,7 @@ class SequentialSolver::Impl {
       progress(p);
     };
     json blk = {{"layer", L}};
+    const double comm_at_start = metered_->stats().seconds;
     double t = NowSeconds();
     report("load");
     std::unique_ptr<DecoderBlock> block;
@@ -272,18 +295,27 @@ class SequentialSolver::Impl {
       t = NowSeconds();
       report("awq");
       Wants w;
-      w.capture_tokens = kAwqCaptureTokens;
+      // Each rank captures its share of the inputs the search runs on; rank 0 searches on all of them.
+      w.capture_tokens = (kAwqCaptureTokens + comm_->size() - 1) / comm_->size();
       for (const std::string& m : AwqInputs(absl::StrCat("model.layers.", block->layer, "."))) {
         w.channel_mean.insert(InputGroup(m));
         w.capture.insert(InputGroup(m));
       }
       LLMC_ASSIGN_OR_RETURN(auto hooks, Calibrate(*block, w));
-      DecoderBlockView view(block.get(), lm_.get(), &hooks->stats(), &cfg_, dtype_);
-      LLMC_ASSIGN_OR_RETURN(std::vector<AwqChoice> chosen, ApplyAwq(*recipe_.awq, &view));
-      json awq = json::array();
-      for (const AwqChoice& c : chosen)
-        awq.push_back({{"smooth", c.smooth}, {"balance", c.balance}, {"ratio", c.ratio}, {"loss", c.loss}});
-      blk["awq"] = awq;
+      absl::Status searched;
+      if (writes_) {
+        DecoderBlockView view(block.get(), lm_.get(), &hooks->stats(), &cfg_, dtype_);
+        auto chosen = ApplyAwq(*recipe_.awq, &view);
+        searched = chosen.status();
+        json awq = json::array();
+        if (chosen.ok())
+          for (const AwqChoice& c : *chosen)
+            awq.push_back({{"smooth", c.smooth}, {"balance", c.balance}, {"ratio", c.ratio}, {"loss", c.loss}});
+        blk["awq"] = awq;
+      }
+      // The other ranks take the scaled block from rank 0.
+      LLMC_RETURN_IF_ERROR(AgreeOnStatus(comm_, searched));
+      LLMC_RETURN_IF_ERROR(SyncBlock(comm_, block.get(), 0));
       blk["awq_s"] = NowSeconds() - t;
     }
     if (cancel && cancel->load()) return absl::OkStatus();
@@ -299,16 +331,44 @@ class SequentialSolver::Impl {
       for (const LinearWeight* lw : block->linears())
         if (SparsityTargets(sp, lw->name)) (sp.method == "wanda" ? w.row_norm : w.hessian).insert(InputGroup(lw->name));
       LLMC_ASSIGN_OR_RETURN(auto hooks, Calibrate(*block, w));
-      for (LinearWeight* lw : block->linears()) {
-        if (!SparsityTargets(sp, lw->name)) continue;
+      std::vector<LinearWeight*> targets;
+      std::vector<double> costs;
+      for (LinearWeight* lw : block->linears())
+        if (SparsityTargets(sp, lw->name)) {
+          targets.push_back(lw);
+          costs.push_back(SolveCost(lw->out_features, lw->in_features, sp.method != "wanda"));
+        }
+      // Each module is pruned by its owner rank, which hands the result to the others.
+      const std::vector<int> owner = AssignOwners(costs, comm_->size());
+      std::vector<ModuleResult> results(targets.size());
+      absl::Status pruned;
+      for (size_t i = 0; i < targets.size() && pruned.ok(); ++i) {
+        if (owner[i] != comm_->rank()) continue;
+        LinearWeight* lw = targets[i];
         const GroupStats* st = Find(hooks->stats(), lw->name);
         if (!st) return absl::InternalError(absl::StrCat(lw->name, ": no calibration statistics"));
         double t0 = NowSeconds();
-        LLMC_ASSIGN_OR_RETURN(PruneResult pr, PruneModule(sp, lw, st->hessian.get(),
-                                                          st->row_norm.get(), opt_.threads));
-        keep[lw->name] = std::move(pr.mask);
-        module_info_[lw->name]["prune"] = {{"method", sp.method}, {"loss", pr.loss},
-                                           {"sparsity", pr.sparsity}, {"seconds", NowSeconds() - t0}};
+        auto pr = PruneModule(sp, lw, st->hessian.get(), st->row_norm.get(), opt_.threads);
+        if (!pr.ok()) {
+          pruned = pr.status();
+          break;
+        }
+        results[i].mask = std::move(pr->mask);
+        results[i].info = {{"method", sp.method}, {"loss", pr->loss},
+                           {"sparsity", pr->sparsity}, {"seconds", NowSeconds() - t0}};
+        ++modules_solved_;
+      }
+      LLMC_RETURN_IF_ERROR(AgreeOnStatus(comm_, pruned));
+      for (size_t i = 0; i < targets.size(); ++i) {
+        LinearWeight* lw = targets[i];
+        ModuleResult& r = results[i];
+        if (comm_->size() > 1) {
+          if (owner[i] == comm_->rank()) r.weight = std::move(lw->weight);
+          LLMC_RETURN_IF_ERROR(BroadcastModuleResult(comm_, &r, owner[i]));
+          lw->weight = std::move(r.weight);
+        }
+        keep[lw->name] = std::move(r.mask);
+        module_info_[lw->name]["prune"] = std::move(r.info);
       }
       blk["prune_s"] = NowSeconds() - t;
     }
@@ -335,6 +395,7 @@ class SequentialSolver::Impl {
       report("calibrate");
       LLMC_ASSIGN_OR_RETURN(qhooks, Calibrate(*block, qw));
       blk["calibrate_s"] = NowSeconds() - t;
+      totals_.calibrate += NowSeconds() - t;
     }
     if (cancel && cancel->load()) return absl::OkStatus();
 
@@ -353,24 +414,13 @@ class SequentialSolver::Impl {
       float& f = fused_amax[InputGroup(lw->name)];
       f = std::max(f, a);
     }
-    for (LinearWeight* lw : block->linears()) {
+    if (comm_->size() > 1) {
+      LLMC_RETURN_IF_ERROR(SolveShared(block.get(), fused_amax, qhooks.get(), keep, emit));
+    } else {
+      LLMC_RETURN_IF_ERROR(SolveAll(block.get(), fused_amax, qhooks.get(), keep, emit, cancel));
       if (cancel && cancel->load()) return absl::OkStatus();
-      const ModelTensor* src = lm_->dir().Find(lw->name + ".weight");
-      const DType wdtype = src ? src->info->dtype : dtype_;
-      int g = cfg_.Match(lw->name, "Linear");
-      if (g < 0 || !cfg_.groups()[g].scheme.weights) {
-        LLMC_RETURN_IF_ERROR(emit(lw->name + ".weight", ToDTypeBytes(lw->weight, wdtype)));
-        continue;
-      }
-      std::optional<float> gs;
-      if (auto it = fused_amax.find(InputGroup(lw->name)); it != fused_amax.end()) gs = NvFp4GlobalScale(it->second, wdtype);
-      const GroupStats* st = qhooks ? Find(qhooks->stats(), lw->name) : nullptr;
-      auto kit = keep.find(lw->name);
-      LLMC_RETURN_IF_ERROR(module_solver_->Solve(lw, g, wdtype, gs, st, kit == keep.end() ? nullptr : &kit->second,
-                                                 module_info_[lw->name], emit, &warnings_));
-      ++modules_done_;
     }
-    if (cfg_.kv_cache_scheme) {
+    if (cfg_.kv_cache_scheme && writes_) {
       const std::string p = absl::StrCat("model.layers.", L, ".self_attn.");
       auto scale = [&](float amax) {
         float s = RoundToDType(amax / kF8E4M3Max, dtype_);
@@ -380,6 +430,7 @@ class SequentialSolver::Impl {
       LLMC_RETURN_IF_ERROR(emit(p + "v_scale", ToDTypeBytes(scale(qhooks->v_amax()), dtype_)));
     }
     blk["solve_s"] = NowSeconds() - t;
+    totals_.solve += NowSeconds() - t;
     if (cancel && cancel->load()) return absl::OkStatus();
 
     // 5. Propagate with the compressed weights.
@@ -387,11 +438,13 @@ class SequentialSolver::Impl {
     report("propagate");
     LLMC_RETURN_IF_ERROR(backend_->Propagate(*block));
     blk["propagate_s"] = NowSeconds() - t;
+    totals_.propagate += NowSeconds() - t;
     backend_->ReportBlock(&blk);
 
     // 6. The block's other tensors: norms and biases (as modified by smoothing), anything else as stored.
     LLMC_RETURN_IF_ERROR(module_solver_->Finish(&modules_));
-    LLMC_RETURN_IF_ERROR(EmitRest(L, *block, emit));
+    if (writes_) LLMC_RETURN_IF_ERROR(EmitRest(L, *block, emit));
+    if (comm_->size() > 1) blk["communicate_s"] = metered_->stats().seconds - comm_at_start;
     blk["rss_bytes"] = PeakRssBytes();
     if (std::getenv("LLMC_VERBOSE")) std::fprintf(stderr, "llmc: block %d %s\n", L, blk.dump().c_str());
     blocks_.push_back(blk);
@@ -401,12 +454,130 @@ class SequentialSolver::Impl {
   // A block finished before a resume: its weights as stored (dequantized, norms and biases as emitted) give
   // exactly the activations the interrupted run propagated.
   absl::Status ReplayLayer(int L, const SolverIo& io) {
-    if (!io.read_back) return absl::InternalError("resume without a way to read the staged output");
-    LLMC_ASSIGN_OR_RETURN(std::unique_ptr<DecoderBlock> block, LoadStoredBlock(*lm_, cfg_, dtype_, L, io.read_back));
+    std::unique_ptr<DecoderBlock> block;
+    if (writes_) {
+      // Rank 0 reads the staged output; the other ranks take the block from it.
+      if (!io.read_back) return absl::InternalError("resume without a way to read the staged output");
+      LLMC_ASSIGN_OR_RETURN(block, LoadStoredBlock(*lm_, cfg_, dtype_, L, io.read_back));
+    } else {
+      LLMC_ASSIGN_OR_RETURN(block, lm_->LoadBlock(L));
+    }
+    LLMC_RETURN_IF_ERROR(SyncBlock(comm_, block.get(), 0));
     LLMC_RETURN_IF_ERROR(backend_->Propagate(*block));
     json blk = {{"layer", L}, {"resumed", true}};
     blocks_.push_back(blk);
     return absl::OkStatus();
+  }
+
+  // One rank: every module solved here, its tensors emitted as they are encoded.
+  absl::Status SolveAll(DecoderBlock* block, const std::map<std::string, float>& fused_amax, CalibHooks* qhooks,
+                        const std::map<std::string, std::vector<uint8_t>>& keep, const EmitFn& emit,
+                        const std::atomic<bool>* cancel) {
+    for (LinearWeight* lw : block->linears()) {
+      if (cancel && cancel->load()) return absl::OkStatus();
+      LLMC_ASSIGN_OR_RETURN(std::optional<Planned> p, Plan(*lw, fused_amax));
+      if (!p) {
+        LLMC_RETURN_IF_ERROR(emit(lw->name + ".weight", ToDTypeBytes(lw->weight, WeightDType(*lw))));
+        continue;
+      }
+      const GroupStats* st = qhooks ? Find(qhooks->stats(), lw->name) : nullptr;
+      auto kit = keep.find(lw->name);
+      LLMC_RETURN_IF_ERROR(module_solver_->Solve(lw, p->group, p->wdtype, p->global_scale, st,
+                                                 kit == keep.end() ? nullptr : &kit->second, module_info_[lw->name],
+                                                 emit, &warnings_));
+      ++modules_done_;
+      ++modules_solved_;
+    }
+    return absl::OkStatus();
+  }
+
+  // Several ranks: each module is solved by its owner (balanced by solve cost), which broadcasts the compressed
+  // values (every rank propagates with them), the module's tensors (rank 0 writes them) and its report entry.
+  absl::Status SolveShared(DecoderBlock* block, const std::map<std::string, float>& fused_amax, CalibHooks* qhooks,
+                           const std::map<std::string, std::vector<uint8_t>>& keep, const EmitFn& emit) {
+    std::vector<LinearWeight*> mods;
+    std::vector<Planned> plans;
+    std::vector<double> costs;
+    for (LinearWeight* lw : block->linears()) {
+      LLMC_ASSIGN_OR_RETURN(std::optional<Planned> p, Plan(*lw, fused_amax));
+      if (!p) {
+        if (writes_) LLMC_RETURN_IF_ERROR(emit(lw->name + ".weight", ToDTypeBytes(lw->weight, WeightDType(*lw))));
+        continue;
+      }
+      mods.push_back(lw);
+      plans.push_back(*p);
+      costs.push_back(SolveCost(lw->out_features, lw->in_features, recipe_.gptq.has_value()));
+    }
+    const std::vector<int> owner = AssignOwners(costs, comm_->size());
+    std::vector<ModuleResult> results(mods.size());
+    std::mutex mu;  // the pool threads emit into `results`
+    absl::Status solved;
+    for (size_t i = 0; i < mods.size() && solved.ok(); ++i) {
+      if (owner[i] != comm_->rank()) continue;
+      LinearWeight* lw = mods[i];
+      ModuleResult* r = &results[i];
+      EmitFn keep_tensor = [&mu, r](const std::string& name, absl::Span<const uint8_t> bytes) {
+        std::lock_guard<std::mutex> lock(mu);
+        r->tensors.emplace_back(name, std::vector<uint8_t>(bytes.begin(), bytes.end()));
+        return absl::OkStatus();
+      };
+      const GroupStats* st = qhooks ? Find(qhooks->stats(), lw->name) : nullptr;
+      auto kit = keep.find(lw->name);
+      solved = module_solver_->Solve(lw, plans[i].group, plans[i].wdtype, plans[i].global_scale, st,
+                                     kit == keep.end() ? nullptr : &kit->second, module_info_[lw->name], keep_tensor,
+                                     &r->warnings);
+      ++modules_solved_;
+    }
+    json entries = json::array();
+    absl::Status finished = module_solver_->Finish(&entries);
+    if (solved.ok()) solved = finished;
+    // Every rank learns of a failed solve (and its message) before any broadcast waits for it.
+    LLMC_RETURN_IF_ERROR(AgreeOnStatus(comm_, solved));
+    std::map<std::string, json> by_name;
+    for (json& e : entries) by_name[e.value("name", "")] = std::move(e);
+    std::vector<json> block_modules;
+    for (size_t i = 0; i < mods.size(); ++i) {
+      ModuleResult& r = results[i];
+      if (owner[i] == comm_->rank()) {
+        r.weight = std::move(mods[i]->weight);
+        r.info = std::move(by_name[mods[i]->name]);
+      }
+      LLMC_RETURN_IF_ERROR(BroadcastModuleResult(comm_, &r, owner[i]));
+      mods[i]->weight = std::move(r.weight);
+      if (writes_)
+        for (const auto& [name, bytes] : r.tensors) LLMC_RETURN_IF_ERROR(emit(name, bytes));
+      for (auto& w : r.warnings) warnings_.push_back(std::move(w));
+      block_modules.push_back(std::move(r.info));
+      r = ModuleResult();
+      ++modules_done_;
+    }
+    // The report lists a block's modules in name order, as one rank does.
+    std::sort(block_modules.begin(), block_modules.end(),
+              [](const json& a, const json& b) { return a.value("name", "") < b.value("name", ""); });
+    for (json& e : block_modules) modules_.push_back(std::move(e));
+    return absl::OkStatus();
+  }
+
+  // How a Linear is quantized: its config group, stored dtype and fused NVFP4 global scale; nullopt when it stays
+  // as it is.
+  struct Planned {
+    int group = -1;
+    DType wdtype = DType::kBF16;
+    std::optional<float> global_scale;
+  };
+  DType WeightDType(const LinearWeight& lw) const {
+    const ModelTensor* src = lm_->dir().Find(lw.name + ".weight");
+    return src ? src->info->dtype : dtype_;
+  }
+  absl::StatusOr<std::optional<Planned>> Plan(const LinearWeight& lw, const std::map<std::string, float>& fused_amax) const {
+    int g = cfg_.Match(lw.name, "Linear");
+    if (g < 0 || !cfg_.groups()[g].scheme.weights) return std::optional<Planned>();
+    Planned p;
+    p.group = g;
+    p.wdtype = WeightDType(lw);
+    if (auto it = fused_amax.find(InputGroup(lw.name)); it != fused_amax.end())
+      p.global_scale = NvFp4GlobalScale(it->second, p.wdtype);
+    return std::optional<Planned>(p);
   }
 
   absl::Status EmitRest(int L, const DecoderBlock& block, const EmitFn& emit) {
@@ -438,7 +609,15 @@ class SequentialSolver::Impl {
   const CompressionRecipe& recipe_;
   const QuantConfig& cfg_;
   SingleRank single_;
-  Communicator* comm_;
+  std::unique_ptr<MeteredCommunicator> metered_;  // counts this rank's collectives
+  Communicator* comm_;                            // metered_
+  bool writes_ = true;                            // rank 0 emits the output
+  int64_t total_samples_ = 0, total_tokens_ = 0;  // over every rank
+  int modules_solved_ = 0;                        // by this rank
+  struct {
+    double calibrate = 0, solve = 0, propagate = 0;
+  } totals_;
+  json ranks_ = json::array();                    // every rank's figures (after a run on several ranks)
   std::unique_ptr<CausalLm> lm_;
   std::unique_ptr<BlockBackend> backend_;  // holds this rank's activations
   std::unique_ptr<ModuleSolver> module_solver_;

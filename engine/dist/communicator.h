@@ -6,6 +6,9 @@
 // the same interface.
 #pragma once
 
+#include <cstdint>
+#include <string>
+
 #include "absl/status/status.h"
 #include "absl/types/span.h"
 
@@ -28,6 +31,10 @@ class Communicator {
   virtual absl::Status AllReduceMax(absl::Span<float> data) = 0;
   // From rank `root` to all: every rank's `data` becomes root's.
   virtual absl::Status Broadcast(absl::Span<float> data, int root) = 0;
+  virtual absl::Status Broadcast(absl::Span<uint8_t> data, int root) = 0;
+  // Whether the collectives also take device memory (NCCL: GPU buffers reduce in place; host buffers are staged
+  // through the device). Host memory works with every communicator.
+  virtual bool device_memory() const { return false; }
 };
 
 // One process holding every sample: rank 0 of 1, and the collectives leave the data as it is.
@@ -39,6 +46,41 @@ class SingleRank : public Communicator {
   absl::Status AllReduceSum(absl::Span<double> data) override;
   absl::Status AllReduceMax(absl::Span<float> data) override;
   absl::Status Broadcast(absl::Span<float> data, int root) override;
+  absl::Status Broadcast(absl::Span<uint8_t> data, int root) override;
 };
+
+// What a job's collectives cost, as a MeteredCommunicator counts them.
+struct CommStats {
+  int64_t calls = 0;
+  int64_t bytes = 0;       // payload bytes of this rank's buffers
+  double seconds = 0;      // wall time inside collectives (waiting for slower ranks included)
+};
+
+// Forwards to another communicator and counts calls, bytes and time (compression_report.json's "communication").
+class MeteredCommunicator final : public Communicator {
+ public:
+  explicit MeteredCommunicator(Communicator* inner) : inner_(inner) {}
+  int rank() const override { return inner_->rank(); }
+  int size() const override { return inner_->size(); }
+  absl::Status AllReduceSum(absl::Span<float> data) override;
+  absl::Status AllReduceSum(absl::Span<double> data) override;
+  absl::Status AllReduceMax(absl::Span<float> data) override;
+  absl::Status Broadcast(absl::Span<float> data, int root) override;
+  absl::Status Broadcast(absl::Span<uint8_t> data, int root) override;
+  bool device_memory() const override { return inner_->device_memory(); }
+  const CommStats& stats() const { return stats_; }
+
+ private:
+  template <typename F>
+  absl::Status Count(size_t bytes, F&& f);
+  Communicator* inner_;
+  CommStats stats_;
+};
+
+// From `root` to all, a byte string of any length (its size first): every rank's `*data` becomes root's.
+// Refuses (DATA_LOSS) a size above `max_bytes`, so a broken peer cannot make a rank allocate without bound.
+absl::Status BroadcastString(Communicator* comm, std::string* data, int root, int64_t max_bytes = int64_t{1} << 40);
+// From `root` to all: one integer.
+absl::Status BroadcastInt(Communicator* comm, int64_t* value, int root);
 
 }  // namespace llmc

@@ -108,7 +108,8 @@ absl::Status GlooCommunicator::AllReduceMax(absl::Span<float> data) {
   return AllReduce(data, &gloo::max<float>, "all-reduce (max)");
 }
 
-absl::Status GlooCommunicator::Broadcast(absl::Span<float> data, int root) {
+template <typename T>
+absl::Status GlooCommunicator::BroadcastT(absl::Span<T> data, int root) {
   if (root < 0 || root >= size_)
     return absl::InvalidArgumentError(absl::StrCat("gloo: broadcast root ", root, " is not a rank of ", size_));
   if (!broken_.empty()) return absl::AbortedError(absl::StrCat("gloo: unusable after: ", broken_));
@@ -125,5 +126,8 @@ absl::Status GlooCommunicator::Broadcast(absl::Span<float> data, int root) {
   }
   return absl::OkStatus();
 }
+
+absl::Status GlooCommunicator::Broadcast(absl::Span<float> data, int root) { return BroadcastT(data, root); }
+absl::Status GlooCommunicator::Broadcast(absl::Span<uint8_t> data, int root) { return BroadcastT(data, root); }
 
 }  // namespace llmc

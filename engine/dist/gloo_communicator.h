@@ -48,8 +48,11 @@ class GlooCommunicator final : public Communicator {
   absl::Status AllReduceSum(absl::Span<double> data) override;
   absl::Status AllReduceMax(absl::Span<float> data) override;
   absl::Status Broadcast(absl::Span<float> data, int root) override;
+  absl::Status Broadcast(absl::Span<uint8_t> data, int root) override;
 
  private:
+  template <typename T>
+  absl::Status BroadcastT(absl::Span<T> data, int root);
   GlooCommunicator(int rank, int size, std::chrono::milliseconds timeout, std::shared_ptr<gloo::Context> context);
   template <typename T>
   absl::Status AllReduce(absl::Span<T> data, void (*fn)(void*, const void*, const void*, size_t), const char* what);

@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -17,6 +18,8 @@ struct NcclCommunicator::Impl {
   int device = 0;
   absl::Duration timeout;
   std::string broken;  // the first failure; non-empty: aborted and unusable
+  void* scratch = nullptr;  // device staging for host buffers
+  size_t scratch_bytes = 0;
 };
 
 namespace {
@@ -93,6 +96,7 @@ NcclCommunicator::NcclCommunicator(std::unique_ptr<Impl> impl) : impl_(std::move
 NcclCommunicator::~NcclCommunicator() {
   if (!impl_ || !impl_->comm) return;
   cudaSetDevice(impl_->device);
+  if (impl_->scratch) cudaFree(impl_->scratch);
   if (impl_->broken.empty()) {
     ncclCommFinalize(impl_->comm);
     if (!WaitFor(impl_->comm, impl_->stream, absl::Now() + absl::Seconds(10), false).empty()) {
@@ -103,43 +107,77 @@ NcclCommunicator::~NcclCommunicator() {
   }
 }
 
-// Enqueues one collective, then waits for it within the deadline; on failure aborts the communicator.
-#define LLMC_NCCL_RUN(what, call)                                                                               \
-  do {                                                                                                          \
-    if (!impl_->broken.empty()) return absl::AbortedError(absl::StrCat("nccl: unusable after: ", impl_->broken)); \
-    if (data.empty()) return absl::OkStatus();                                                                  \
-    cudaSetDevice(impl_->device);                                                                               \
-    ncclResult_t r_ = (call);                                                                                   \
-    std::string e_ = (r_ != ncclSuccess && r_ != ncclInProgress)                                                \
-                         ? absl::StrCat("enqueue: ", NcclError(r_))                                             \
-                         : WaitFor(impl_->comm, impl_->stream, absl::Now() + impl_->timeout, true);             \
-    if (!e_.empty()) {                                                                                          \
-      ncclCommAbort(impl_->comm);                                                                               \
-      impl_->broken = absl::StrCat(what, " failed on rank ", rank_, " of ", size_, ": ", e_);                   \
-      return absl::AbortedError(absl::StrCat("nccl: ", impl_->broken, "; the ranks must be formed again"));      \
-    }                                                                                                           \
-    return absl::OkStatus();                                                                                    \
-  } while (0)
+// Enqueues one collective on `data` (device or host memory, `bytes` long), then waits for it within the deadline;
+// on failure aborts the communicator. Host buffers go through a device scratch buffer.
+absl::Status NcclCommunicator::Run(const char* what, void* data, size_t bytes,
+                                   const std::function<int(void* buf)>& enqueue) {
+  if (!impl_->broken.empty()) return absl::AbortedError(absl::StrCat("nccl: unusable after: ", impl_->broken));
+  if (bytes == 0) return absl::OkStatus();
+  cudaSetDevice(impl_->device);
+  cudaPointerAttributes attr{};
+  const bool on_device = cudaPointerGetAttributes(&attr, data) == cudaSuccess &&
+                         (attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged);
+  cudaGetLastError();  // a host pointer may leave an error behind on older runtimes
+  void* buf = data;
+  std::string e;
+  if (!on_device) {
+    if (impl_->scratch_bytes < bytes) {
+      if (impl_->scratch) cudaFree(impl_->scratch);
+      impl_->scratch = nullptr;
+      impl_->scratch_bytes = 0;
+      if (cudaMalloc(&impl_->scratch, bytes) != cudaSuccess)
+        return absl::ResourceExhaustedError(absl::StrCat("nccl: no device memory to stage ", bytes, " bytes of ", what));
+      impl_->scratch_bytes = bytes;
+    }
+    buf = impl_->scratch;
+    if (cudaMemcpyAsync(buf, data, bytes, cudaMemcpyHostToDevice, impl_->stream) != cudaSuccess)
+      e = "staging the host buffer on the device failed";
+  }
+  if (e.empty()) {
+    auto r = static_cast<ncclResult_t>(enqueue(buf));
+    e = (r != ncclSuccess && r != ncclInProgress) ? absl::StrCat("enqueue: ", NcclError(r))
+                                                  : WaitFor(impl_->comm, impl_->stream, absl::Now() + impl_->timeout, true);
+  }
+  if (e.empty() && !on_device &&
+      (cudaMemcpyAsync(data, buf, bytes, cudaMemcpyDeviceToHost, impl_->stream) != cudaSuccess ||
+       cudaStreamSynchronize(impl_->stream) != cudaSuccess))
+    e = "copying the result back to the host failed";
+  if (!e.empty()) {
+    ncclCommAbort(impl_->comm);
+    impl_->broken = absl::StrCat(what, " failed on rank ", rank_, " of ", size_, ": ", e);
+    return absl::AbortedError(absl::StrCat("nccl: ", impl_->broken, "; the ranks must be formed again"));
+  }
+  return absl::OkStatus();
+}
 
-absl::Status NcclCommunicator::AllReduceSum(absl::Span<float> data) {
-  LLMC_NCCL_RUN("all-reduce (sum)",
-                ncclAllReduce(data.data(), data.data(), data.size(), ncclFloat32, ncclSum, impl_->comm, impl_->stream));
+absl::Status NcclCommunicator::AllReduceSum(absl::Span<float> d) {
+  return Run("all-reduce (sum)", d.data(), d.size() * sizeof(float), [&](void* b) {
+    return static_cast<int>(ncclAllReduce(b, b, d.size(), ncclFloat32, ncclSum, impl_->comm, impl_->stream));
+  });
 }
-absl::Status NcclCommunicator::AllReduceSum(absl::Span<double> data) {
-  LLMC_NCCL_RUN("all-reduce (sum)",
-                ncclAllReduce(data.data(), data.data(), data.size(), ncclFloat64, ncclSum, impl_->comm, impl_->stream));
+absl::Status NcclCommunicator::AllReduceSum(absl::Span<double> d) {
+  return Run("all-reduce (sum)", d.data(), d.size() * sizeof(double), [&](void* b) {
+    return static_cast<int>(ncclAllReduce(b, b, d.size(), ncclFloat64, ncclSum, impl_->comm, impl_->stream));
+  });
 }
-absl::Status NcclCommunicator::AllReduceMax(absl::Span<float> data) {
-  LLMC_NCCL_RUN("all-reduce (max)",
-                ncclAllReduce(data.data(), data.data(), data.size(), ncclFloat32, ncclMax, impl_->comm, impl_->stream));
+absl::Status NcclCommunicator::AllReduceMax(absl::Span<float> d) {
+  return Run("all-reduce (max)", d.data(), d.size() * sizeof(float), [&](void* b) {
+    return static_cast<int>(ncclAllReduce(b, b, d.size(), ncclFloat32, ncclMax, impl_->comm, impl_->stream));
+  });
 }
-absl::Status NcclCommunicator::Broadcast(absl::Span<float> data, int root) {
+absl::Status NcclCommunicator::Broadcast(absl::Span<float> d, int root) {
   if (root < 0 || root >= size_)
     return absl::InvalidArgumentError(absl::StrCat("nccl: broadcast root ", root, " is not a rank of ", size_));
-  LLMC_NCCL_RUN("broadcast",
-                ncclBroadcast(data.data(), data.data(), data.size(), ncclFloat32, root, impl_->comm, impl_->stream));
+  return Run("broadcast", d.data(), d.size() * sizeof(float), [&](void* b) {
+    return static_cast<int>(ncclBroadcast(b, b, d.size(), ncclFloat32, root, impl_->comm, impl_->stream));
+  });
 }
-
-#undef LLMC_NCCL_RUN
+absl::Status NcclCommunicator::Broadcast(absl::Span<uint8_t> d, int root) {
+  if (root < 0 || root >= size_)
+    return absl::InvalidArgumentError(absl::StrCat("nccl: broadcast root ", root, " is not a rank of ", size_));
+  return Run("broadcast", d.data(), d.size(), [&](void* b) {
+    return static_cast<int>(ncclBroadcast(b, b, d.size(), ncclUint8, root, impl_->comm, impl_->stream));
+  });
+}
 
 }  // namespace llmc

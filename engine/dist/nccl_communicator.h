@@ -1,7 +1,8 @@
 // NCCL (from the CUDA toolkit): the communicator of GPU ranks, one per job, one GPU per rank. Built with the CUDA
 // backend only.
 //
-// Buffers are DEVICE memory on this rank's GPU; collectives are enqueued on `stream` (the job's stream) and this
+// Buffers are device memory on this rank's GPU (host buffers are staged through it); collectives are enqueued
+// on `stream` (the job's stream) and this
 // call waits for them, polling NCCL's asynchronous error and the deadline: a rank that died or stops answering
 // ends the collective with ABORTED after at most `timeout` (the communicator is aborted with ncclCommAbort and
 // stays unusable), never a hang. Rendezvous: rank 0 creates the ncclUniqueId and publishes it through the store
@@ -12,6 +13,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -40,13 +42,16 @@ class NcclCommunicator final : public Communicator {
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
-  // `data` is device memory.
+  // `data` is device memory on this rank's GPU, or host memory (staged through the device).
   absl::Status AllReduceSum(absl::Span<float> data) override;
   absl::Status AllReduceSum(absl::Span<double> data) override;
   absl::Status AllReduceMax(absl::Span<float> data) override;
   absl::Status Broadcast(absl::Span<float> data, int root) override;
+  absl::Status Broadcast(absl::Span<uint8_t> data, int root) override;
+  bool device_memory() const override { return true; }
 
  private:
+  absl::Status Run(const char* what, void* data, size_t bytes, const std::function<int(void* buf)>& enqueue);
   struct Impl;
   explicit NcclCommunicator(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

@@ -22,9 +22,34 @@ absl::StatusOr<CompressSummary> RunJob(const JobSpec& a, const JobControl& contr
     so.calibration.seed = a.seed;
     so.threads = a.threads;
     so.device = a.device;
+    so.comm = control.comm;
     LLMC_ASSIGN_OR_RETURN(solver, SequentialSolver::Create(so, recipe, cfg));
     if (control.on_warning)
       for (const auto& w : solver->warnings()) control.on_warning(w);
+  }
+  if (control.comm && control.comm->rank() > 0) {
+    // A rank that computes and writes nothing: the solver's collectives with rank 0's.
+    CompressSummary summary;
+    summary.model_path = a.model_path;
+    summary.method = recipe.Describe();
+    if (!solver) return summary;
+    SolverIo io;
+    io.emit = [](const std::string& name, absl::Span<const uint8_t>) {
+      return absl::InternalError(absl::StrCat("rank > 0 emitted ", name));
+    };
+    io.progress = control.on_progress;
+    io.cancel = control.cancel;
+    io.resume_from_block = control.resume_from_block;
+    absl::Status s = solver->Run(io);
+    if (control.on_warning)
+      for (const auto& w : solver->warnings()) control.on_warning(w);
+    if (!s.ok()) {
+      if (control.cancel && control.cancel->load()) return absl::CancelledError("compression cancelled");
+      return s;
+    }
+    summary.solver_report = solver->Report();
+    summary.seconds = NowSeconds() - t0;
+    return summary;
   }
   CompressOptions opt;
   opt.model_path = a.model_path;
