@@ -1,19 +1,25 @@
 #include "client/cli/compress_command.h"
 
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <filesystem>
 #include <iostream>
+#include <thread>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "client/cli/cli_errors.h"
 #include "common/util.h"
 #include "common/status_macros.h"
+#include "engine/dist/make_communicator.h"
 #include "engine/format/algorithms.h"
 #include "engine/format/job_recipe.h"
 #include "engine/io/model_dir.h"
@@ -50,6 +56,102 @@ void DrawProgress(const CompressProgress& p, double t0) {
   }
   std::fflush(stderr);
 }
+
+// The GPU a rank's process sees (CUDA_VISIBLE_DEVICES), or "" to leave it as it is. NCCL needs one GPU per rank;
+// Gloo ranks with --device cuda share the visible GPUs round-robin.
+absl::StatusOr<std::string> RankGpu(int rank, int ranks, const std::string& backend) {
+  const char* env = std::getenv("CUDA_VISIBLE_DEVICES");
+  std::vector<std::string> visible;
+  if (env && *env) visible = absl::StrSplit(env, ',', absl::SkipWhitespace());
+  if (backend == "nccl") {
+    if (visible.empty()) return absl::StrCat(rank);
+    if (static_cast<int>(visible.size()) < ranks)
+      return absl::InvalidArgumentError(absl::StrCat("--ranks ", ranks, " over nccl needs one GPU per rank; ",
+                                                     "CUDA_VISIBLE_DEVICES lists ", visible.size()));
+    return visible[rank];
+  }
+  if (visible.empty()) return std::string();
+  return visible[rank % visible.size()];
+}
+
+// The processes of ranks 1..N-1 of `llmc compress --ranks N`: this command line again, plus their rank and the
+// rendezvous directory. They die with this process (PR_SET_PDEATHSIG) and print nothing but errors.
+class RankProcesses {
+ public:
+  ~RankProcesses() { Stop(); }
+
+  absl::Status Start(const CompressArgs& a, const std::string& backend, const std::string& dir) {
+    const pid_t parent = getpid();
+    for (int r = 1; r < a.ranks; ++r) {
+      std::vector<std::string> args = a.argv;
+      args.insert(args.end(), {"--rank", absl::StrCat(r), "--rendezvous", dir, "--no-progress"});
+      std::string gpu;
+      if (a.device == "cuda") {
+        auto g = RankGpu(r, a.ranks, backend);
+        if (!g.ok()) return g.status();
+        gpu = *g;
+      }
+      pid_t pid = fork();
+      if (pid < 0) return absl::ResourceExhaustedError(absl::StrCat("cannot start rank ", r, ": fork failed"));
+      if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(1);
+        if (!gpu.empty()) setenv("CUDA_VISIBLE_DEVICES", gpu.c_str(), 1);
+        if (FILE* f = std::freopen("/dev/null", "w", stdout); f == nullptr) _exit(1);
+        std::vector<char*> cargv;
+        for (auto& x : args) cargv.push_back(x.data());
+        cargv.push_back(nullptr);
+        execv("/proc/self/exe", cargv.data());
+        _exit(127);
+      }
+      pids_.push_back(pid);
+    }
+    return absl::OkStatus();
+  }
+
+  // A rank that has exited with a failure (its rank and status), if any; reaps it.
+  std::optional<std::pair<int, int>> Failed() {
+    for (size_t i = 0; i < pids_.size(); ++i) {
+      if (pids_[i] <= 0) continue;
+      int status = 0;
+      if (waitpid(pids_[i], &status, WNOHANG) != pids_[i]) continue;
+      pids_[i] = 0;
+      if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+        return std::make_pair(static_cast<int>(i) + 1, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    }
+    return std::nullopt;
+  }
+
+  // Waits up to `grace` for every rank to exit; then kills the rest. False when one failed or had to be killed.
+  bool Wait(std::chrono::milliseconds grace) {
+    const auto deadline = std::chrono::steady_clock::now() + grace;
+    bool ok = true;
+    for (pid_t& pid : pids_) {
+      if (pid <= 0) continue;
+      int status = 0;
+      while (waitpid(pid, &status, WNOHANG) == 0) {
+        if (std::chrono::steady_clock::now() >= deadline) {
+          kill(pid, SIGKILL);
+          waitpid(pid, &status, 0);
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      ok = ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+      pid = 0;
+    }
+    return ok;
+  }
+
+  void Stop() {
+    for (pid_t pid : pids_)
+      if (pid > 0) kill(pid, SIGTERM);
+    Wait(std::chrono::seconds(5));
+  }
+
+ private:
+  std::vector<pid_t> pids_;
+};
 
 }  // namespace
 
@@ -88,6 +190,75 @@ int RunCompressCommand(const CompressArgs& a) {
   if (!recipe->NeedsCalibration() && (!a.dataset.empty() || a.calibration_flags_given) && !a.json)
     std::fprintf(stderr, "llmc: note: %s is data-free; --dataset and the sampling flags are not used\n",
                  recipe->Describe().c_str());
+  // Several ranks: this process is rank 0 and starts the others; they meet in a rendezvous directory.
+  if (a.ranks < 1 || a.ranks > 64) return Fail(absl::InvalidArgumentError("--ranks must be between 1 and 64"));
+  if (a.rank < 0 || a.rank >= a.ranks || (a.rank > 0) != !a.rendezvous.empty())
+    return Fail(absl::InvalidArgumentError("--rank and --rendezvous are set by `llmc compress --ranks N` itself"));
+  if (a.comm_timeout_s < 1 || a.comm_timeout_s > 86400)
+    return Fail(absl::InvalidArgumentError("--comm-timeout must be between 1 and 86400 seconds"));
+  const std::string backend = a.comm.empty() ? DefaultCommBackend(a.device) : a.comm;
+  if (backend != "gloo" && backend != "nccl")
+    return Fail(absl::InvalidArgumentError(absl::StrCat("--comm ", a.comm.substr(0, 64), ": use gloo or nccl")));
+  // An explicit --comm forms the communicator even for one rank (the same path as several, e.g. to check NCCL).
+  const bool shared = (a.ranks > 1 || !a.comm.empty()) && recipe->NeedsCalibration();
+  if (a.ranks > 1 && !shared && a.rank == 0 && !a.json)
+    std::fprintf(stderr, "llmc: note: %s is data-free; it runs in one process (--ranks applies to calibration)\n",
+                 recipe->Describe().c_str());
+  if (a.rank > 0 && !shared) return 0;
+  if (shared && a.threads == 0)  // the cores shared among the ranks
+    spec.threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / a.ranks);
+  RankProcesses ranks;
+  std::string rendezvous = a.rendezvous;
+  std::unique_ptr<Communicator> comm;
+  struct RemoveDir {
+    std::string dir;
+    ~RemoveDir() {
+      std::error_code ec;
+      if (!dir.empty()) std::filesystem::remove_all(dir, ec);
+    }
+  } remove_rendezvous;
+  if (shared) {
+    if (a.rank == 0) {
+      std::string tmpl = (std::filesystem::temp_directory_path() / "llmc-ranks-XXXXXX").string();
+      if (!mkdtemp(tmpl.data()))
+        return Fail(absl::InternalError(absl::StrCat("cannot create a rendezvous directory in ",
+                                                     std::filesystem::temp_directory_path().string())));
+      rendezvous = remove_rendezvous.dir = tmpl;
+      if (a.device == "cuda") {
+        auto gpu = RankGpu(0, a.ranks, backend);
+        if (!gpu.ok()) return Fail(gpu.status());
+        if (!gpu->empty()) setenv("CUDA_VISIBLE_DEVICES", gpu->c_str(), 1);
+      }
+      if (absl::Status st = ranks.Start(a, backend, rendezvous); !st.ok()) return Fail(st);
+    }
+    auto store = NewDirectoryStore(rendezvous);
+    if (!store.ok()) return Fail(store.status());
+    CommOptions co;
+    co.backend = backend;
+    co.rank = a.rank;
+    co.size = a.ranks;
+    co.prefix = "compress";
+    co.timeout = absl::Seconds(a.comm_timeout_s);
+    // A rank that fails before the ranks are formed stops this one too, instead of leaving it waiting.
+    std::atomic<bool> formed{false};
+    std::thread watch;
+    if (a.rank == 0)
+      watch = std::thread([&] {
+        while (!formed.load()) {
+          if (auto f = ranks.Failed()) {
+            std::fprintf(stderr, "llmc: error: rank %d exited with status %d before the ranks were formed\n",
+                         f->first, f->second);
+            std::_Exit(1);
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+      });
+    auto c = MakeCommunicator(co, store->get());
+    formed = true;
+    if (watch.joinable()) watch.join();
+    if (!c.ok()) return Fail(c.status());
+    comm = std::move(*c);
+  }
   // The job path (worker/job_io.h): MODEL and OUTPUT may be object-storage URIs (the model is fetched into the
   // cache; the output is written locally and published, finished shards uploading while the job runs).
   JobRequest request;
@@ -96,7 +267,8 @@ int RunCompressCommand(const CompressArgs& a) {
   request.eval_max_windows = a.eval_max_windows;
   JobControl control;
   control.cancel = &g_cancel;
-  if (!a.json) control.on_warning = [](const std::string& w) { std::fprintf(stderr, "llmc: warning: %s\n", w.c_str()); };
+  control.comm = comm.get();
+  if (!a.json && a.rank == 0) control.on_warning = [](const std::string& w) { std::fprintf(stderr, "llmc: warning: %s\n", w.c_str()); };
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   bool tty = isatty(STDERR_FILENO) && !a.no_progress && !a.json;
@@ -104,7 +276,18 @@ int RunCompressCommand(const CompressArgs& a) {
   if (tty) control.on_progress = [t0](const CompressProgress& p) { DrawProgress(p, t0); };
   auto result = RunJobToOutput(request, control);
   if (tty) std::fprintf(stderr, "\n");
-  if (!result.ok()) return Fail(result.status());
+  if (a.rank > 0) {
+    if (!result.ok())
+      return Fail(absl::Status(result.status().code(), absl::StrCat("rank ", a.rank, ": ", result.status().message())));
+    return 0;
+  }
+  comm.reset();  // the other ranks see the end of the job
+  if (!result.ok()) {
+    ranks.Stop();
+    return Fail(result.status());
+  }
+  if (!ranks.Wait(std::chrono::seconds(60)))
+    std::fprintf(stderr, "llmc: warning: a rank did not end cleanly after the job finished\n");
   CompressSummary& s = result->summary;
   nlohmann::json j = result->report;
   j["output"] = a.output;

@@ -16,6 +16,14 @@ struct CompressArgs {
   bool ignore_given = false;
   int threads = 0;
   bool overwrite = false, json = false, no_progress = false;
+  // Several ranks on this host (one process each; docs/distributed.md).
+  int ranks = 1;
+  std::string comm;           // gloo or nccl ("": nccl with --device cuda, else gloo)
+  int comm_timeout_s = 300;   // forming the ranks and each collective
+  // Set on the processes of ranks > 0, which the first process starts with its own arguments plus these.
+  int rank = 0;
+  std::string rendezvous;
+  std::vector<std::string> argv;  // this process's command line
 };
 int RunCompressCommand(const CompressArgs& args);
 

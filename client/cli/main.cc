@@ -39,6 +39,15 @@ int main(int argc, char** argv) {
   compress->add_flag("--overwrite", c.overwrite, "replace OUTPUT if it exists");
   compress->add_flag("--json", c.json, "print the summary as one JSON object");
   compress->add_flag("--no-progress", c.no_progress, "no progress bar");
+  compress->add_option("--ranks", c.ranks,
+                       "share the calibration over N processes on this host (one GPU each with --device cuda)")
+      ->capture_default_str();
+  compress->add_option("--comm", c.comm, "with --ranks: gloo (CPU, TCP) or nccl (GPUs); default nccl for cuda, else gloo");
+  compress->add_option("--comm-timeout", c.comm_timeout_s,
+                       "with --ranks: seconds a rank waits for the others (forming, and each collective)")
+      ->capture_default_str();
+  compress->add_option("--rank", c.rank, "(internal) this process's rank")->group("");
+  compress->add_option("--rendezvous", c.rendezvous, "(internal) the ranks' rendezvous directory")->group("");
 
   llmc::cli::InspectArgs i;
   auto* inspect = app.add_subcommand("inspect", "Describe a checkpoint: schemes, per-module formats, sizes");
@@ -82,6 +91,7 @@ int main(int argc, char** argv) {
   if (compress->parsed()) {
     c.ignore_given = ign->count() > 0;
     c.calibration_flags_given = ns->count() + sl->count() + sd->count() > 0;
+    c.argv.assign(argv, argv + argc);
     return llmc::cli::RunCompressCommand(c);
   }
   if (inspect->parsed()) return llmc::cli::RunInspectCommand(i);

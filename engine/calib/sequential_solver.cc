@@ -534,7 +534,10 @@ class SequentialSolver::Impl {
     // Every rank learns of a failed solve (and its message) before any broadcast waits for it.
     LLMC_RETURN_IF_ERROR(AgreeOnStatus(comm_, solved));
     std::map<std::string, json> by_name;
-    for (json& e : entries) by_name[e.value("name", "")] = std::move(e);
+    for (json& e : entries) {
+      const std::string name = e.value("name", "");
+      by_name[name] = std::move(e);
+    }
     std::vector<json> block_modules;
     for (size_t i = 0; i < mods.size(); ++i) {
       ModuleResult& r = results[i];

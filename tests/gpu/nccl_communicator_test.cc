@@ -56,6 +56,32 @@ TEST(NcclCommunicatorTest, OneRankLeavesTheDataAsItIs) {
   cudaFree(dd);
 }
 
+// Host buffers go through the device; bytes broadcast as they are.
+TEST(NcclCommunicatorTest, HostBuffersAndBytesWithOneRank) {
+  SKIP_WITHOUT_GPUS(1);
+  auto store = NewMemoryStore();
+  NcclOptions o;
+  o.prefix = "host";
+  auto c = NcclCommunicator::Create(o, store.get());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE((*c)->device_memory());
+  std::vector<float> h = {1.5f, -2.0f, 3.25f};
+  const std::vector<float> h0 = h;
+  std::vector<double> hd = {1e300, -0.5};
+  std::vector<uint8_t> b = {0, 1, 254, 255, 7};
+  const std::vector<uint8_t> b0 = b;
+  ASSERT_TRUE((*c)->AllReduceSum(absl::MakeSpan(h)).ok());
+  ASSERT_TRUE((*c)->AllReduceMax(absl::MakeSpan(h)).ok());
+  ASSERT_TRUE((*c)->AllReduceSum(absl::MakeSpan(hd)).ok());
+  ASSERT_TRUE((*c)->Broadcast(absl::MakeSpan(b), 0).ok());
+  EXPECT_EQ(h, h0);
+  EXPECT_EQ(hd, (std::vector<double>{1e300, -0.5}));
+  EXPECT_EQ(b, b0);
+  std::string s = "a module's tensors";
+  ASSERT_TRUE(BroadcastString(c->get(), &s, 0).ok());
+  EXPECT_EQ(s, "a module's tensors");
+}
+
 TEST(NcclCommunicatorTest, OneRankPerGpuSumsAndBroadcasts) {
   SKIP_WITHOUT_GPUS(2);
   const int ranks = Devices();
