@@ -3,6 +3,8 @@
 // Gloo sharing the GPU (device Hessians summed through the host; within the bound of docs/distributed.md).
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -11,7 +13,8 @@
 namespace llmc {
 namespace {
 
-const std::string kLlmc = std::string(LLMC_BINARY_DIR) + "/bin/llmc";
+// `llmc` beside this test binary (the build's bin/, or a bundle carried to the GPU machine).
+const std::string kLlmc = (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "llmc").string();
 
 bool HaveGpu() {
   std::string out;
