@@ -248,6 +248,7 @@ int RunCompressCommand(const CompressArgs& a) {
           if (auto f = ranks.Failed()) {
             std::fprintf(stderr, "llmc: error: rank %d exited with status %d before the ranks were formed\n",
                          f->first, f->second);
+            ranks.Stop();
             std::_Exit(1);
           }
           std::this_thread::sleep_for(std::chrono::milliseconds(50));

@@ -69,6 +69,9 @@ absl::StatusOr<CompressSummary> RunJob(const JobSpec& a, const JobControl& contr
   opt.on_file_complete = control.on_file_complete;
   size_t warned = solver ? solver->warnings().size() : 0;
   auto summary = RunCompress(opt, cfg);
+  // A cancel may reach the ranks at different times: one that stopped first ends the others' collectives.
+  if (!summary.ok() && control.cancel && control.cancel->load() && summary.status().code() != absl::StatusCode::kCancelled)
+    summary = absl::CancelledError("compression cancelled; no output was written");
   // The job's time includes the calibration setup (model open, tokenization, embedding, device start).
   if (summary.ok()) summary->seconds = NowSeconds() - t0;
   if (solver && control.on_warning)

@@ -17,6 +17,7 @@ int WaitFor(pid_t pid, int timeout_ms);
 int Stop(pid_t pid, int sig, int timeout_ms);
 // Runs argv to completion; returns the exit status (or -1) and its stdout in *out.
 int RunCapture(const std::vector<std::string>& argv, std::string* out, const std::vector<std::string>& env = {});
+// Whether `pid` runs (a zombie does not).
 bool Alive(pid_t pid);
 
 }  // namespace llmc::testing
