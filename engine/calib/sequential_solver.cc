@@ -244,6 +244,7 @@ class SequentialSolver::Impl {
       p.blocks_total = layers;
       p.modules_done = modules_done_;
       p.stage = absl::StrCat(stage, " block ", L + 1, "/", layers);
+      if (comm_->size() > 1) absl::StrAppend(&p.stage, " (", comm_->size(), " ranks)");
       progress(p);
     };
     json blk = {{"layer", L}};
