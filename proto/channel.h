@@ -21,6 +21,15 @@ inline constexpr char kDefaultServer[] = "127.0.0.1:7443";
 inline constexpr size_t kMaxRendezvousKeyLength = 200;
 inline constexpr size_t kMaxRendezvousValueBytes = 64 * 1024;
 
+// Whether a gang rank's failure (JobFinished.code of a job on several ranks) says that the gang broke rather than
+// the job: a collective aborted because another rank died or stopped (ABORTED), the ranks could not meet or a
+// peer was unreachable (UNAVAILABLE, DEADLINE_EXCEEDED). The coordinator retries such an attempt like a lost worker
+// and rank 0 keeps its staging output for the resume; any other code fails the job.
+inline bool IsGangFailure(absl::StatusCode code) {
+  return code == absl::StatusCode::kAborted || code == absl::StatusCode::kUnavailable ||
+         code == absl::StatusCode::kDeadlineExceeded;
+}
+
 // `server` ("" : $LLMC_SERVER, else 127.0.0.1:7443); TLS with the PEM roots in `ca_cert` when not empty.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& server, const std::string& ca_cert = "");
 std::string ResolveServer(const std::string& server);

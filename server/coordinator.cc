@@ -370,11 +370,8 @@ absl::StatusOr<v1::Job> Coordinator::CancelJob(const Principal& p, const std::st
                                                       "; only QUEUED, RUNNING or RETRYING jobs can be cancelled"));
   const bool running = job.state() == v1::RUNNING;
   LLMC_RETURN_IF_ERROR(SetStateLocked(&job, v1::CANCELLED, absl::StrCat("cancelled by tenant ", p.tenant)));
-  if (running) {
-    ReleaseGangLocked(job, "", /*keep_staging=*/false);  // rank 0 removes the staging output
-  } else {
-    RemoveStaging(job);  // left by an earlier attempt
-  }
+  if (running) ReleaseGangLocked(job, "", /*keep_staging=*/false);  // every rank stops; rank 0 removes the staging
+  RemoveStagingWhenStoppedLocked(job);  // and whatever an earlier attempt left, once no rank runs the job
   kick_ = true;
   loop_cv_.SignalAll();
   return job;
@@ -523,27 +520,60 @@ void Coordinator::WorkerLostLocked(WorkerEntry* w, const std::string& why) {
   PersistWorkerLocked(*w);
   spdlog::warn("worker {} lost: {}", w->info.id(), why);
   if (job_id.empty()) return;
+  WorkerStoppedLocked(job_id);
   auto a = active_.find(job_id);
   if (a == active_.end() || a->second.job.state() != v1::RUNNING) return;
-  v1::Job& job = a->second.job;
+  const v1::Job& job = a->second.job;
   bool member = false;
   for (const auto& id : job.worker_ids()) member = member || id == w->info.id();
   if (!member) return;
-  v1::Job copy = job;
-  ReleaseGangLocked(copy, w->info.id(), /*keep_staging=*/true);
-  if (copy.attempts() >= std::max(1, copy.max_attempts())) {
-    std::string msg = absl::StrCat("worker ", w->info.id(), " was lost (", why, ") in attempt ", copy.attempts(), " of ",
-                                   copy.max_attempts(), "; giving up. Check the workers' logs, then resubmit");
-    copy.set_error(msg);
-    if (SetStateLocked(&copy, v1::FAILED, msg).ok()) RemoveStaging(copy);
+  AttemptLostLocked(job, absl::StrCat("worker ", w->info.id(), " was lost (", why, ")"), w->info.id());
+}
+
+void Coordinator::AttemptLostLocked(v1::Job job, const std::string& why, const std::string& except) {
+  ReleaseGangLocked(job, except, /*keep_staging=*/true);
+  if (job.attempts() >= std::max(1, job.max_attempts())) {
+    std::string msg = absl::StrCat(why, " in attempt ", job.attempts(), " of ", job.max_attempts(),
+                                   "; giving up. Check the workers' logs, then resubmit");
+    job.set_error(msg);
+    if (SetStateLocked(&job, v1::FAILED, msg).ok()) RemoveStagingWhenStoppedLocked(job);
     return;
   }
-  copy.clear_worker_ids();
-  std::string msg = absl::StrCat("worker ", w->info.id(), " was lost (", why, ") in attempt ", copy.attempts(),
-                                 "; re-queued to resume at block ", copy.finished_blocks());
-  if (SetStateLocked(&copy, v1::RETRYING, msg).ok()) metrics_->job_retries->Inc();
+  job.clear_worker_ids();
+  std::string msg = absl::StrCat(why, " in attempt ", job.attempts(), "; re-queued to resume at block ",
+                                 job.finished_blocks());
+  if (SetStateLocked(&job, v1::RETRYING, msg).ok()) metrics_->job_retries->Inc();
   kick_ = true;
   loop_cv_.SignalAll();
+}
+
+void Coordinator::FailJobLocked(v1::Job job, const std::string& error) {
+  job.set_error(error);
+  if (!SetStateLocked(&job, v1::FAILED, error).ok()) return;
+  ReleaseGangLocked(job, "", /*keep_staging=*/false);
+  RemoveStagingWhenStoppedLocked(job);
+}
+
+int Coordinator::RanksRunningLocked(const std::string& job_id) const {
+  int n = 0;
+  for (const auto& [id, w] : workers_) n += w.info.state() == "BUSY" && w.info.job_id() == job_id;
+  return n;
+}
+
+void Coordinator::RemoveStagingWhenStoppedLocked(const v1::Job& job) {
+  if (RanksRunningLocked(job.id()) == 0) {
+    RemoveStaging(job);
+    cleanup_.erase(job.id());
+  } else {
+    cleanup_[job.id()] = job;
+  }
+}
+
+void Coordinator::WorkerStoppedLocked(const std::string& job_id) {
+  auto it = cleanup_.find(job_id);
+  if (it == cleanup_.end() || RanksRunningLocked(job_id) > 0) return;
+  RemoveStaging(it->second);
+  cleanup_.erase(it);
 }
 
 void Coordinator::OnWorkerDisconnected(const std::string& worker_id, int64_t session) {
@@ -639,20 +669,14 @@ void Coordinator::OnWorkerMessage(const std::string& worker_id, int64_t session,
     }
     case v1::WorkerMessage::kFinished: {
       const auto& f = msg.finished();
-      if (w.info.job_id() == f.job_id()) FreeWorkerLocked(&w);
-      v1::Job* jp = RunningJobLocked(f.job_id(), f.attempt(), worker_id);
-      if (!jp) break;
-      v1::Job job = *jp;
-      if (f.ok()) {
-        job.set_summary_json(f.summary_json());
-        if (auto j = nlohmann::json::parse(f.summary_json(), nullptr, false); j.is_object() && j.contains("output_bytes"))
-          metrics_->bytes_written->Inc({}, j["output_bytes"].get<double>());
-        SetStateLocked(&job, v1::SUCCEEDED, absl::StrCat("finished on worker ", worker_id)).IgnoreError();
-      } else {
-        job.set_error(f.error());
-        SetStateLocked(&job, v1::FAILED, f.error()).IgnoreError();
+      // Whether this worker ran that attempt of the job, and as which rank (before freeing it clears both).
+      const bool ran = w.info.state() == "BUSY" && w.info.job_id() == f.job_id() && w.attempt == f.attempt();
+      const int rank = w.info.rank();
+      if (w.info.job_id() == f.job_id()) {
+        FreeWorkerLocked(&w);
+        WorkerStoppedLocked(f.job_id());
       }
-      ReleaseGangLocked(job, worker_id, /*keep_staging=*/true);
+      if (ran) RankFinishedLocked(worker_id, rank, f);
       break;
     }
     default:
@@ -660,11 +684,47 @@ void Coordinator::OnWorkerMessage(const std::string& worker_id, int64_t session,
   }
 }
 
+void Coordinator::RankFinishedLocked(const std::string& worker_id, int rank, const v1::JobFinished& f) {
+  auto a = active_.find(f.job_id());
+  if (a == active_.end() || a->second.job.attempts() != f.attempt()) return;
+  v1::Job job = a->second.job;
+  const int world = std::max(1, job.spec().gpus());
+  const auto code = static_cast<absl::StatusCode>(f.code());
+  // The worker was stopped (CANCELLED while the job runs), or the gang broke (a collective aborted because another
+  // rank died or stopped, or the ranks could not meet): the attempt is lost, not the job.
+  const bool attempt_lost = code == absl::StatusCode::kCancelled || (world > 1 && rpc::IsGangFailure(code));
+  const std::string who = world > 1 ? absl::StrCat("rank ", rank, " (worker ", worker_id, ")") : "";
+  if (job.state() == v1::RUNNING) {
+    if (f.ok()) {
+      if (rank != 0) return;  // its share is done; rank 0 reports the job
+      job.set_summary_json(f.summary_json());
+      if (auto j = nlohmann::json::parse(f.summary_json(), nullptr, false); j.is_object() && j.contains("output_bytes"))
+        metrics_->bytes_written->Inc({}, j["output_bytes"].get<double>());
+      if (SetStateLocked(&job, v1::SUCCEEDED, absl::StrCat("finished on worker ", worker_id)).ok())
+        ReleaseGangLocked(job, worker_id, /*keep_staging=*/true);
+      return;
+    }
+    if (attempt_lost) {
+      AttemptLostLocked(job, absl::StrCat(world > 1 ? who : absl::StrCat("worker ", worker_id), " stopped (",
+                                          f.error(), ")"),
+                        worker_id);
+    } else {
+      FailJobLocked(job, world > 1 ? absl::StrCat(who, ": ", f.error()) : f.error());
+    }
+    return;
+  }
+  // The attempt's gang broke and the job waits for its ranks to stop before it is re-formed. A rank that failed
+  // for a reason of its own (a bad input on its host, ...) says why the gang broke: the job fails rather than
+  // repeat the failure.
+  if (job.state() == v1::RETRYING && world > 1 && !f.ok() && !attempt_lost)
+    FailJobLocked(job, absl::StrCat(who, ": ", f.error()));
+}
+
 void Coordinator::ScheduleLocked() {
   std::vector<QueuedJob> queued;
   for (const auto& [id, a] : active_)
     if (a.job.state() == v1::QUEUED || a.job.state() == v1::RETRYING)
-      queued.push_back({id, a.job.spec().priority(), a.queue_seq, a.job.spec().gpus()});
+      queued.push_back({id, a.job.spec().priority(), a.queue_seq, a.job.spec().gpus(), RanksRunningLocked(id)});
   if (queued.empty()) return;
   std::vector<IdleWorker> idle;
   int live = 0;

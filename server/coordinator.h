@@ -6,7 +6,9 @@
 // QUEUED/RUNNING/RETRYING. A worker lost (stream closed or no heartbeat within the lease) or a coordinator
 // restart puts a RUNNING job in RETRYING; it is queued again and its next Assignment carries
 // resume_from_block = finished_blocks (consecutive blocks reported durable by BlockDone). After
-// max_attempts lost attempts the job FAILS.
+// max_attempts lost attempts the job FAILS. A job with gpus = G runs on G workers (ranks 0..G-1, all computing);
+// rank 0's end ends the job, any rank's failure ends the attempt: a lost worker, a stopped rank or a broken gang
+// (rpc::IsGangFailure) re-queues the job once all its ranks have stopped, any other error FAILS it.
 //
 // Thread-safety: all public methods are thread-safe. One mutex (mu_) guards the in-memory state and orders
 // the store writes, so every job's events are appended in order. Worker streams are written while holding
@@ -127,6 +129,22 @@ class Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ScheduleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WorkerLostLocked(WorkerEntry* w, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The current attempt of `job` (RUNNING) is lost (`why`: a worker was lost, a rank stopped, the gang broke): the
+  // other ranks (all but `except`) are told to stop keeping the staging output, and the job is queued again to
+  // resume at its first unfinished block, or FAILS after max_attempts.
+  void AttemptLostLocked(v1::Job job, const std::string& why, const std::string& except)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `job` FAILS with `error`; its ranks are told to stop, and its staging output is removed once none runs.
+  void FailJobLocked(v1::Job job, const std::string& error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A rank of the job's attempt reported its end (the worker ran that attempt as `rank`).
+  void RankFinishedLocked(const std::string& worker_id, int rank, const v1::JobFinished& f)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Workers (not LOST) still running some attempt of the job: BUSY with it until they report their end.
+  int RanksRunningLocked(const std::string& job_id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes the staging output of a job that ended (FAILED, CANCELLED) now, or once the last of its ranks has
+  // stopped (WorkerStoppedLocked), so no rank still writes into it.
+  void RemoveStagingWhenStoppedLocked(const v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WorkerStoppedLocked(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseGangLocked(const v1::Job& job, const std::string& except, bool keep_staging)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FreeWorkerLocked(WorkerEntry* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -149,6 +167,8 @@ class Coordinator {
   std::map<std::string, ActiveJob> active_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, WorkerEntry> workers_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<Feed>> feeds_ ABSL_GUARDED_BY(mu_);
+  // Jobs that ended while some of their ranks still ran: their staging is removed when the last one stops.
+  std::map<std::string, v1::Job> cleanup_ ABSL_GUARDED_BY(mu_);
   int64_t next_session_ ABSL_GUARDED_BY(mu_) = 1;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool kick_ ABSL_GUARDED_BY(mu_) = false;

@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <filesystem>
 #include <optional>
 
 #include "tests/support/temp_dir.h"
@@ -143,6 +144,17 @@ class CoordinatorTest : public ::testing::Test {
     f->set_code(ok ? 0 : static_cast<int>(absl::StatusCode::kInvalidArgument));
     f->set_error(ok ? "" : "bad model");
     f->set_summary_json(summary);
+    Send(w, session, m);
+  }
+  void FinishWith(FakeWorker* w, int64_t session, const v1::Assignment& a, absl::StatusCode code,
+                  const std::string& error) {
+    v1::WorkerMessage m;
+    auto* f = m.mutable_finished();
+    f->set_job_id(a.job_id());
+    f->set_attempt(a.attempt());
+    f->set_ok(false);
+    f->set_code(static_cast<int>(code));
+    f->set_error(error);
     Send(w, session, m);
   }
   v1::Job Get(const std::string& id) {
@@ -296,6 +308,135 @@ TEST_F(CoordinatorTest, AGangJobWaitsForAllItsWorkersAndRanksThem) {
   EXPECT_EQ(a1->world_size(), 2);
   EXPECT_EQ(a0->rank() + a1->rank(), 1);  // ranks 0 and 1
   EXPECT_EQ(a0->job_id(), job.id());
+}
+
+// A gang of two fake workers, with each worker's rank known.
+struct Gang {
+  FakeWorker w0{"g0"}, w1{"g1"};
+  int64_t s0 = 0, s1 = 0;
+  v1::Assignment a0, a1;
+  // The worker, session and assignment of `rank`.
+  FakeWorker* worker(int rank) { return a0.rank() == rank ? &w0 : &w1; }
+  int64_t session(int rank) { return a0.rank() == rank ? s0 : s1; }
+  const v1::Assignment& assignment(int rank) { return a0.rank() == rank ? a0 : a1; }
+};
+
+TEST_F(CoordinatorTest, AGangWhoseRankAbortedIsReformedOnceEveryRankStopped) {
+  StartCoordinator();
+  Gang g;
+  g.s0 = Connect(&g.w0);
+  g.s1 = Connect(&g.w1);
+  v1::Job job = Create("gang", /*gpus=*/2);
+  auto a0 = g.w0.NextAssignment(), a1 = g.w1.NextAssignment();
+  ASSERT_TRUE(a0 && a1);
+  g.a0 = *a0;
+  g.a1 = *a1;
+  BlockDone(g.worker(0), g.session(0), g.assignment(0), 0);
+  // Rank 1's collective aborted (say rank 0's host dropped a connection): the attempt is lost, not the job.
+  FinishWith(g.worker(1), g.session(1), g.assignment(1), absl::StatusCode::kAborted, "gloo: all-reduce failed");
+  ASSERT_TRUE(WaitState(job.id(), v1::RETRYING));
+  EXPECT_EQ(Get(job.id()).error(), "");
+  auto cancel = g.worker(0)->Next([](const v1::CoordinatorMessage& m) { return m.has_cancel(); });
+  ASSERT_TRUE(cancel.has_value());
+  EXPECT_TRUE(cancel->cancel().keep_staging());  // rank 0 keeps the staging: the job resumes from it
+  // Rank 0 has not stopped yet: the next attempt waits for it, although both workers are registered.
+  EXPECT_FALSE(g.worker(1)
+                   ->Next([](const v1::CoordinatorMessage& m) { return m.has_assign(); }, std::chrono::milliseconds(700))
+                   .has_value());
+  EXPECT_THAT(Get(job.id()).message(), ::testing::HasSubstr("of the previous attempt to stop"));
+  FinishWith(g.worker(0), g.session(0), g.assignment(0), absl::StatusCode::kCancelled, "compression cancelled");
+  auto b0 = g.w0.NextAssignment(), b1 = g.w1.NextAssignment();
+  ASSERT_TRUE(b0 && b1);
+  EXPECT_EQ(b0->attempt(), 2);
+  EXPECT_EQ(b0->resume_from_block(), 1);
+  EXPECT_EQ(b1->resume_from_block(), 1);
+  g.a0 = *b0;
+  g.a1 = *b1;
+  // Rank 1 ends first: the job runs on until rank 0 reports it.
+  Finish(g.worker(1), g.session(1), g.assignment(1), true);
+  EXPECT_EQ(Get(job.id()).state(), v1::RUNNING);
+  Finish(g.worker(0), g.session(0), g.assignment(0), true, R"({"output_bytes": 10})");
+  ASSERT_TRUE(WaitState(job.id(), v1::SUCCEEDED));
+  EXPECT_EQ(Get(job.id()).attempts(), 2);
+}
+
+TEST_F(CoordinatorTest, AGangRanksOwnErrorFailsTheJobAndItsStagingGoesWhenTheRanksStopped) {
+  StartCoordinator();
+  Gang g;
+  g.s0 = Connect(&g.w0);
+  g.s1 = Connect(&g.w1);
+  v1::Job job = Create("gang", /*gpus=*/2);
+  auto a0 = g.w0.NextAssignment(), a1 = g.w1.NextAssignment();
+  ASSERT_TRUE(a0 && a1);
+  g.a0 = *a0;
+  g.a1 = *a1;
+  const std::string staging = g.a0.staging_dir();
+  ASSERT_FALSE(staging.empty());
+  std::filesystem::create_directories(staging);
+  FinishWith(g.worker(1), g.session(1), g.assignment(1), absl::StatusCode::kNotFound, "no dataset here");
+  ASSERT_TRUE(WaitState(job.id(), v1::FAILED));
+  EXPECT_EQ(Get(job.id()).error(), "rank 1 (worker " + g.worker(1)->id() + "): no dataset here");
+  auto cancel = g.worker(0)->Next([](const v1::CoordinatorMessage& m) { return m.has_cancel(); });
+  ASSERT_TRUE(cancel.has_value());
+  EXPECT_FALSE(cancel->cancel().keep_staging());
+  // Rank 0 still runs (it may write): the staging stays until it stops, whatever it reports.
+  EXPECT_TRUE(std::filesystem::exists(staging));
+  FinishWith(g.worker(0), g.session(0), g.assignment(0), absl::StatusCode::kAborted, "gloo: broadcast failed");
+  EXPECT_FALSE(std::filesystem::exists(staging));
+  EXPECT_EQ(Get(job.id()).state(), v1::FAILED);
+}
+
+TEST_F(CoordinatorTest, ARanksOwnErrorAfterTheGangBrokeFailsTheJob) {
+  StartCoordinator();
+  Gang g;
+  g.s0 = Connect(&g.w0);
+  g.s1 = Connect(&g.w1);
+  v1::Job job = Create("gang", /*gpus=*/2);
+  auto a0 = g.w0.NextAssignment(), a1 = g.w1.NextAssignment();
+  ASSERT_TRUE(a0 && a1);
+  g.a0 = *a0;
+  g.a1 = *a1;
+  // Rank 0 hears of the broken gang first; rank 1, whose input was bad, reports after.
+  FinishWith(g.worker(0), g.session(0), g.assignment(0), absl::StatusCode::kAborted, "gloo: all-reduce failed");
+  ASSERT_TRUE(WaitState(job.id(), v1::RETRYING));
+  FinishWith(g.worker(1), g.session(1), g.assignment(1), absl::StatusCode::kInvalidArgument, "bad model");
+  ASSERT_TRUE(WaitState(job.id(), v1::FAILED));
+  EXPECT_EQ(Get(job.id()).error(), "rank 1 (worker " + g.worker(1)->id() + "): bad model");
+}
+
+TEST_F(CoordinatorTest, ALostRankStopsTheOthersAndCancelStopsEveryRank) {
+  StartCoordinator();
+  Gang g;
+  g.s0 = Connect(&g.w0);
+  g.s1 = Connect(&g.w1);
+  v1::Job job = Create("gang", /*gpus=*/2);
+  auto a0 = g.w0.NextAssignment(), a1 = g.w1.NextAssignment();
+  ASSERT_TRUE(a0 && a1);
+  g.a0 = *a0;
+  g.a1 = *a1;
+  // Rank 1's worker goes away: rank 0 is told to stop keeping its staging, the job waits to be re-formed.
+  coordinator_->OnWorkerDisconnected(g.worker(1)->id(), g.session(1));
+  ASSERT_TRUE(WaitState(job.id(), v1::RETRYING));
+  auto cancel = g.worker(0)->Next([](const v1::CoordinatorMessage& m) { return m.has_cancel(); });
+  ASSERT_TRUE(cancel.has_value());
+  EXPECT_TRUE(cancel->cancel().keep_staging());
+  // Its ABORTED end is the consequence, not a second failure.
+  FinishWith(g.worker(0), g.session(0), g.assignment(0), absl::StatusCode::kAborted, "gloo: all-reduce failed");
+  EXPECT_EQ(Get(job.id()).state(), v1::RETRYING);
+  // The worker comes back: a new gang, attempt 2; a cancel then reaches both ranks.
+  FakeWorker back(g.worker(1)->id());
+  const int64_t sb = Connect(&back);
+  auto r0 = g.worker(0)->NextAssignment(), r1 = back.NextAssignment();
+  ASSERT_TRUE(r0 && r1);
+  EXPECT_EQ(r0->attempt(), 2);
+  ASSERT_TRUE(coordinator_->CancelJob(admin_, job.id()).ok());
+  for (FakeWorker* w : {g.worker(0), &back}) {
+    auto m = w->Next([](const v1::CoordinatorMessage& m) { return m.has_cancel(); });
+    ASSERT_TRUE(m.has_value()) << w->id();
+    EXPECT_FALSE(m->cancel().keep_staging());
+  }
+  FinishWith(&back, sb, *r1, absl::StatusCode::kCancelled, "compression cancelled");
+  EXPECT_EQ(Get(job.id()).state(), v1::CANCELLED);
 }
 
 }  // namespace

@@ -25,12 +25,16 @@ ScheduleResult Schedule(std::vector<QueuedJob> jobs, std::vector<IdleWorker> idl
       continue;
     }
     const size_t free = idle.size() - next_idle;
-    if (blocked || static_cast<size_t>(want) > free) {
+    if (blocked || static_cast<size_t>(want) > free || j.stopping > 0) {
       if (!blocked) {
         blocked = true;
         blocker = j.id;
-        r.waiting.push_back({j.id, absl::StrCat("waiting for ", want, " idle worker", want == 1 ? "" : "s", " (",
-                                                free, " idle now)")});
+        if (j.stopping > 0)
+          r.waiting.push_back({j.id, absl::StrCat("waiting for ", j.stopping, " worker", j.stopping == 1 ? "" : "s",
+                                                  " of the previous attempt to stop")});
+        else
+          r.waiting.push_back({j.id, absl::StrCat("waiting for ", want, " idle worker", want == 1 ? "" : "s", " (",
+                                                  free, " idle now)")});
       } else {
         r.waiting.push_back({j.id, absl::StrCat("queued behind job ", blocker)});
       }

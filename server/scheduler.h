@@ -5,7 +5,8 @@
 // Head-of-line rule: when the first job in order that could ever run (G <= live workers) does not fit in the
 // idle workers now, nothing behind it starts either, so a large job is not starved by a stream of small
 // ones. A job asking for more workers than are registered (and not LOST) is skipped with a reason and stays
-// queued.
+// queued. A job whose previous attempt's workers have not all stopped yet waits the same way as one that does not
+// fit.
 //
 // Pure function of its inputs: no clock, no I/O; thread-compatible.
 #pragma once
@@ -21,6 +22,9 @@ struct QueuedJob {
   int priority = 0;
   int64_t queue_seq = 0;  // creation order
   int gpus = 1;           // workers wanted (<= 0 means 1)
+  // Workers still running an earlier attempt of this job (told to stop, not yet stopped). The job waits for them,
+  // as a job that does not fit waits (blocking the jobs behind it), so two attempts never run at once.
+  int stopping = 0;
 };
 
 struct IdleWorker {

@@ -47,6 +47,21 @@ TEST(SchedulerTest, GangWaitsAndBlocksLaterJobs) {
   EXPECT_THAT(r.waiting[1].reason, HasSubstr("queued behind job big"));
 }
 
+TEST(SchedulerTest, RetriedGangWaitsForItsPreviousAttemptToStop) {
+  // Enough idle workers, but one rank of the previous attempt still runs: the job waits and blocks the one behind.
+  QueuedJob retried{"gang", 0, 1, 2};
+  retried.stopping = 1;
+  auto r = Schedule({retried, {"small", 0, 2, 1}}, Idle(3), 4);
+  EXPECT_TRUE(r.placements.empty());
+  ASSERT_EQ(r.waiting.size(), 2u);
+  EXPECT_THAT(r.waiting[0].reason, HasSubstr("waiting for 1 worker of the previous attempt to stop"));
+  EXPECT_THAT(r.waiting[1].reason, HasSubstr("queued behind job gang"));
+  retried.stopping = 0;
+  r = Schedule({retried}, Idle(3), 4);
+  ASSERT_EQ(r.placements.size(), 1u);
+  EXPECT_EQ(r.placements[0].worker_ids.size(), 2u);
+}
+
 TEST(SchedulerTest, ImpossibleGangIsSkippedWithReason) {
   auto r = Schedule({{"huge", 9, 1, 8}, {"small", 0, 2, 1}}, Idle(2), 2);
   ASSERT_EQ(r.placements.size(), 1u);

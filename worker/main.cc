@@ -1,6 +1,7 @@
 // llmc-worker: one worker process (one GPU, or the CPU). Parses flags and runs service::Worker until
 // SIGINT/SIGTERM.
 //   llmc-worker --coordinator 127.0.0.1:7443 --token-file DATA_DIR/worker.token [--device cpu|cuda] [--threads N]
+//               [--comm-address ADDR] [--comm-timeout SECONDS]
 #include <signal.h>
 #include <unistd.h>
 
@@ -26,6 +27,14 @@ int main(int argc, char** argv) {
   app.add_option("--threads", o.threads, "CPU threads per job (default: one per core)");
   app.add_option("--work-dir", work_dir, "working directory for the worker (caches; default: the current one)");
   app.add_option("--ca-cert", o.ca_cert, "PEM root certificates: connect with TLS");
+  app.add_option("--comm-address", o.comm_address,
+                 "address the other ranks of a multi-worker cpu job reach this worker at (Gloo listens on it, any "
+                 "port); give this host's address when the workers are on several hosts")
+      ->capture_default_str();
+  app.add_option("--comm-timeout", o.comm_timeout_s,
+                 "seconds a multi-worker job's ranks wait for each other (forming, and each collective)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 24 * 3600));
   app.add_option("--test-block-delay-ms", o.block_delay_ms, "testing only: pause after each durable block")
       ->group("");
   spdlog::flush_on(spdlog::level::info);  // logs reach a redirected file line by line

@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "common/util.h"
+#include "engine/dist/make_communicator.h"
 #include "proto/channel.h"
 #include "proto/spec_convert.h"
 #include "worker/job_io.h"
@@ -55,6 +56,7 @@ void Worker::Stop() {
   stop_ = true;
   cancel_ = true;  // keep_staging stays as is: a stopped worker's job is re-queued and resumes
   absl::MutexLock l(&mu_);
+  if (gang_) gang_->Close();
   if (ctx_) ctx_->TryCancel();
   session_cv_.SignalAll();
 }
@@ -115,32 +117,51 @@ absl::Status Worker::Run() {
       hb = std::thread([this, lease_ms] { Heartbeats(lease_ms); });
       while (stream->Read(&msg)) {
         if (msg.has_assign()) {
+          const v1::Assignment& as = msg.assign();
           if (job_running_) {
-            spdlog::warn("worker {}: assignment of {} while busy; ignored", worker_id, msg.assign().job_id());
+            spdlog::warn("worker {}: assignment of {} while busy; ignored", worker_id, as.job_id());
             continue;
           }
           if (job_thread_.joinable()) job_thread_.join();
+          // A gang's store exists before the next message is read: the relayed keys of the other ranks follow
+          // the assignment on this stream.
+          std::shared_ptr<GangStore> gang;
+          if (as.world_size() > 1)
+            gang = std::make_shared<GangStore>(as.job_id(), as.attempt(),
+                                               [this](const v1::WorkerMessage& m) { return Send(m); });
           {
             absl::MutexLock l(&mu_);
-            job_id_ = msg.assign().job_id();
+            job_id_ = as.job_id();
+            gang_ = gang;
           }
           cancel_ = false;
           keep_staging_ = true;
           job_running_ = true;
-          job_thread_ = std::thread([this, a = msg.assign()] { RunAssignment(a); });
+          job_thread_ = std::thread([this, a = as, gang] { RunAssignment(a, gang); });
         } else if (msg.has_cancel()) {
           absl::MutexLock l(&mu_);
           if (job_running_ && job_id_ == msg.cancel().job_id()) {
             keep_staging_ = msg.cancel().keep_staging();
             cancel_ = true;
+            if (gang_) gang_->Close();  // a rank still meeting its gang stops waiting
             spdlog::info("worker {}: job {}: {}", worker_id, job_id_,
                          msg.cancel().keep_staging() ? "moved elsewhere; stopping" : "cancelled; stopping");
           }
+        } else if (msg.has_rendezvous_value()) {
+          absl::MutexLock l(&mu_);
+          if (!gang_ || !gang_->Deliver(msg.rendezvous_value()))
+            spdlog::debug("worker {}: rendezvous key {} of {} attempt {} is not for the current job; dropped",
+                          worker_id, msg.rendezvous_value().key(), msg.rendezvous_value().job_id(),
+                          msg.rendezvous_value().attempt());
         }
       }
       // The connection is gone: stop the job, keeping its staging output for the resume.
       keep_staging_ = true;
       cancel_ = true;
+      {
+        absl::MutexLock l(&mu_);
+        if (gang_) gang_->Close();
+      }
       if (job_thread_.joinable()) job_thread_.join();
       {
         absl::MutexLock l(&mu_);
@@ -181,27 +202,25 @@ absl::Status Worker::Run() {
   return absl::OkStatus();
 }
 
-void Worker::RunAssignment(v1::Assignment a) {
+void Worker::RunAssignment(v1::Assignment a, std::shared_ptr<GangStore> gang) {
   spdlog::info("job {}: attempt {} rank {}/{}{}", a.job_id(), a.attempt(), a.rank(), a.world_size(),
                a.resume_from_block() > 0 ? absl::StrCat(", resuming at block ", a.resume_from_block()) : "");
-  if (a.rank() == 0) {
-    RunRank0(a);
-  } else {
-    // Standby until the job ends or moves.
-    while (!cancel_) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    v1::WorkerMessage m;
-    auto* f = m.mutable_finished();
-    f->set_job_id(a.job_id());
-    f->set_attempt(a.attempt());
-    f->set_code(static_cast<int>(absl::StatusCode::kCancelled));
-    f->set_error("rank released");
-    Send(m);
+  std::unique_ptr<Communicator> comm;
+  v1::WorkerMessage end = RunJob(a, gang.get(), &comm);
+  {
+    absl::MutexLock l(&mu_);
+    if (gang_ == gang) gang_.reset();
   }
+  // Idle before the report: the coordinator may send the next assignment as soon as it has it. The report goes
+  // out before this rank's communicator closes, so a rank that failed on its own is heard before the others,
+  // whose collectives then fail (ABORTED) on the closed connection.
   job_running_ = false;
+  if (!Send(end)) spdlog::warn("job {}: could not report the end (disconnected)", a.job_id());
+  comm.reset();
 }
 
-void Worker::RunRank0(const v1::Assignment& a) {
-  auto finish = [&](const absl::Status& s, const std::string& summary) {
+v1::WorkerMessage Worker::RunJob(const v1::Assignment& a, GangStore* gang, std::unique_ptr<Communicator>* comm) {
+  auto finished = [&](const absl::Status& s, const std::string& summary) {
     v1::WorkerMessage m;
     auto* f = m.mutable_finished();
     f->set_job_id(a.job_id());
@@ -210,12 +229,16 @@ void Worker::RunRank0(const v1::Assignment& a) {
     f->set_code(static_cast<int>(s.code()));
     f->set_error(std::string(s.message()));
     f->set_summary_json(summary);
-    if (!Send(m)) spdlog::warn("job {}: could not report the end (disconnected)", a.job_id());
+    return m;
   };
+  // Rank 0 writes the output (staging, resume, durable blocks, progress); the other ranks of a gang compute their
+  // share and write nothing (rank 0 tells them where the job resumes).
+  const bool writer = a.rank() == 0;
+  const bool gang_job = a.world_size() > 1;
   const v1::JobSpec& spec = a.spec();
   // The URIs go to the job path as they are: it resolves them (file:// or s3://) and publishes the output.
   auto e = rpc::ToEngineSpec(spec, spec.model_uri(), spec.output_uri(), spec.calibration().dataset_uri());
-  if (!e.ok()) return finish(e.status(), "");
+  if (!e.ok()) return finished(e.status(), "");
   e->threads = options_.threads;
   e->device = options_.device;
   JobRequest request;
@@ -226,50 +249,79 @@ void Worker::RunRank0(const v1::Assignment& a) {
 
   JobControl c;
   c.cancel = &cancel_;
-  c.staging_dir = a.staging_dir();
-  c.keep_staging = true;
-  c.resume_from_block = a.resume_from_block();
-  // Resuming needs this job's staging here (object-storage outputs stage in a scratch directory: start over).
-  if (c.resume_from_block > 0 && (c.staging_dir.empty() || !fs::is_directory(c.staging_dir))) {
-    spdlog::warn("job {}: staging {} is not here; starting from block 0", a.job_id(), c.staging_dir);
-    c.resume_from_block = 0;
-  }
+  c.on_warning = [&](const std::string& w) { spdlog::warn("job {}: {}", a.job_id(), w); };
   int64_t last_sent = 0;
   int last_blocks = -1;
-  c.on_progress = [&](const CompressProgress& p) {
-    const int64_t now = SteadyMs();
-    if (now - last_sent < 1000 && p.blocks_done == last_blocks) return;
-    last_sent = now;
-    last_blocks = p.blocks_done;
-    v1::WorkerMessage m;
-    m.mutable_progress()->set_job_id(a.job_id());
-    m.mutable_progress()->set_attempt(a.attempt());
-    *m.mutable_progress()->mutable_progress() = ToProto(p);
-    Send(m);
-  };
-  c.on_block_done = [&](int block) {
-    v1::WorkerMessage m;
-    m.mutable_block_done()->set_job_id(a.job_id());
-    m.mutable_block_done()->set_attempt(a.attempt());
-    m.mutable_block_done()->set_block(block);
-    Send(m);
-    if (options_.block_delay_ms > 0)
-      for (int t = 0; t < options_.block_delay_ms && !cancel_; t += 10)
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  };
-  c.on_warning = [&](const std::string& w) { spdlog::warn("job {}: {}", a.job_id(), w); };
+  if (writer) {
+    c.staging_dir = a.staging_dir();
+    c.keep_staging = true;
+    c.resume_from_block = a.resume_from_block();
+    // Resuming needs this job's staging here (object-storage outputs stage in a scratch directory: start over).
+    if (c.resume_from_block > 0 && (c.staging_dir.empty() || !fs::is_directory(c.staging_dir))) {
+      spdlog::warn("job {}: staging {} is not here; starting from block 0", a.job_id(), c.staging_dir);
+      c.resume_from_block = 0;
+    }
+    c.on_progress = [&](const CompressProgress& p) {
+      const int64_t now = SteadyMs();
+      if (now - last_sent < 1000 && p.blocks_done == last_blocks) return;
+      last_sent = now;
+      last_blocks = p.blocks_done;
+      v1::WorkerMessage m;
+      m.mutable_progress()->set_job_id(a.job_id());
+      m.mutable_progress()->set_attempt(a.attempt());
+      *m.mutable_progress()->mutable_progress() = ToProto(p);
+      Send(m);
+    };
+    c.on_block_done = [&](int block) {
+      v1::WorkerMessage m;
+      m.mutable_block_done()->set_job_id(a.job_id());
+      m.mutable_block_done()->set_attempt(a.attempt());
+      m.mutable_block_done()->set_block(block);
+      Send(m);
+      if (options_.block_delay_ms > 0)
+        for (int t = 0; t < options_.block_delay_ms && !cancel_; t += 10)
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    };
+  }
+  if (gang_job) {
+    // Gloo between cpu workers, NCCL between cuda workers (each on its device 0: one GPU per worker).
+    CommOptions g;
+    g.backend = DefaultCommBackend(options_.device);
+    g.rank = a.rank();
+    g.size = a.world_size();
+    g.hostname = options_.comm_address;
+    g.prefix = absl::StrCat(a.job_id(), ".attempt", a.attempt());
+    g.timeout = absl::Seconds(options_.comm_timeout_s);
+    const int64_t t0 = SteadyMs();
+    absl::StatusOr<std::unique_ptr<Communicator>> formed = absl::InternalError("no rendezvous store for the gang");
+    if (gang) formed = MakeCommunicator(g, gang);
+    if (!formed.ok()) {
+      if (cancel_) return finished(absl::CancelledError("cancelled while the ranks were meeting"), "");
+      spdlog::warn("job {}: rank {} of {}: {}", a.job_id(), a.rank(), a.world_size(), formed.status().ToString());
+      return finished(formed.status(), "");
+    }
+    spdlog::info("job {}: rank {} of {} joined its gang in {} ms", a.job_id(), a.rank(), a.world_size(),
+                 SteadyMs() - t0);
+    *comm = std::move(*formed);
+    c.comm = comm->get();
+  }
   auto result = RunJobToOutput(request, c);
   if (result.ok()) {
-    spdlog::info("job {}: done ({} -> {})", a.job_id(), spec.model_uri(), spec.output_uri());
-    return finish(absl::OkStatus(), result->report.dump());
+    if (writer) spdlog::info("job {}: done ({} -> {})", a.job_id(), spec.model_uri(), spec.output_uri());
+    else spdlog::info("job {}: rank {} done", a.job_id(), a.rank());
+    return finished(absl::OkStatus(), result->report.dump());
   }
-  const bool keep = cancel_ && keep_staging_;
-  if (!keep && !c.staging_dir.empty()) {
+  const absl::Status& s = result.status();
+  // The staging output is rank 0's: kept when the job moves (or the gang broke: it will be re-formed and resume),
+  // removed when it was cancelled or failed. The coordinator removes what is left of a job that ends anyway.
+  const bool keep = cancel_ ? keep_staging_.load() : gang_job && rpc::IsGangFailure(s.code());
+  if (writer && !keep && !c.staging_dir.empty()) {
     std::error_code ec;
     fs::remove_all(c.staging_dir, ec);
   }
-  spdlog::info("job {}: {}{}", a.job_id(), result.status().ToString(), keep ? " (staging kept for the resume)" : "");
-  finish(result.status(), "");
+  spdlog::info("job {}: rank {}: {}{}", a.job_id(), a.rank(), s.ToString(),
+               writer && keep ? " (staging kept for the resume)" : "");
+  return finished(s, "");
 }
 
 }  // namespace llmc::worker

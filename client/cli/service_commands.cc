@@ -54,7 +54,7 @@ struct ServiceCommands {
   bool all_pages = false;
   // serve
   std::string data_dir = "llmc-data", host = "127.0.0.1";
-  int port = 7443, http_port = 7480, workers = 1, threads = 0;
+  int port = 7443, http_port = 7480, workers = 1, threads = 0, comm_timeout = 0;
   std::vector<std::string> roots, input_roots;
   bool no_cwd_root = false;
   std::string device;
@@ -387,6 +387,7 @@ int Serve(const ServiceCommands& c) {
                                   "--worker-id", absl::StrCat("local-", i)};
     if (c.threads > 0) a.insert(a.end(), {"--threads", absl::StrCat(c.threads)});
     if (!c.device.empty()) a.insert(a.end(), {"--device", c.device});
+    if (c.comm_timeout > 0) a.insert(a.end(), {"--comm-timeout", absl::StrCat(c.comm_timeout)});
     return a;
   };
   std::map<pid_t, int> workers;  // pid -> index
@@ -504,6 +505,9 @@ std::shared_ptr<ServiceCommands> AddServiceCommands(CLI::App& app) {
   v->add_option("--workers", c->workers, "local worker processes")->capture_default_str();
   v->add_option("--threads", c->threads, "CPU threads per worker (default: one per core)");
   v->add_option("--device", c->device, "device of the local workers: cpu or cuda (default: the worker's default, cpu)");
+  v->add_option("--comm-timeout", c->comm_timeout,
+                "seconds the ranks of a multi-worker job wait for each other (default: the worker's, 300)")
+      ->check(CLI::Range(1, 24 * 3600));
   v->add_option("--allowed-root", c->roots, "extra directory or s3:// prefix jobs may read and write (repeatable)");
   v->add_option("--allowed-input-root", c->input_roots, "extra location jobs may only read (repeatable)");
   v->add_flag("--no-cwd-root", c->no_cwd_root,

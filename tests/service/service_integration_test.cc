@@ -18,57 +18,30 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "tests/support/synthetic_model.h"
-#include "tests/support/temp_dir.h"
 #include "llmc/v1/compression.grpc.pb.h"
 #include "proto/channel.h"
+#include "tests/service/service_fixture.h"
 #include "tests/support/process.h"
+#include "tests/support/synthetic_model.h"
 
 namespace llmc::rpc {
 namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using testing::Calibration;
+using testing::ExpectSameCheckpoint;
+using testing::Fixture;
+using testing::HaveFixture;
+using testing::IsBlockEvent;
+using testing::ReadAll;
 using testing::RunCapture;
 using testing::Spawn;
+using testing::StagingLeft;
 using testing::Stop;
 
-const std::string kBin = std::string(LLMC_BINARY_DIR) + "/bin/";
-
-std::string SharedDir() {
-  if (const char* e = std::getenv("LLMC_SHARED_DIR")) return e;
-  return (fs::path(LLMC_SOURCE_DIR) / ".." / "shared").lexically_normal().string();
-}
-bool HaveFixture() { return fs::exists(SharedDir() + "/models/llmc-fixture-llama/config.json"); }
-std::string Fixture() { return SharedDir() + "/models/llmc-fixture-llama"; }
-std::string Calibration() { return SharedDir() + "/data/calibration.txt"; }
-
-using ::llmc::testing::ReadAll;
-
-// Every file of `a` but compression_report.json (timings) is byte-identical in `b`, and b has no others.
-void ExpectSameCheckpoint(const std::string& a, const std::string& b) {
-  ASSERT_TRUE(fs::is_directory(a)) << a;
-  ASSERT_TRUE(fs::is_directory(b)) << b;
-  int n = 0;
-  for (const auto& e : fs::directory_iterator(a)) {
-    const std::string name = e.path().filename().string();
-    if (name == "compression_report.json") continue;
-    EXPECT_TRUE(ReadAll(e.path().string()) == ReadAll(b + "/" + name)) << name << " differs";
-    ++n;
-  }
-  int m = 0;
-  for (const auto& e : fs::directory_iterator(b))
-    if (e.path().filename() != "compression_report.json") ++m;
-  EXPECT_EQ(n, m);
-  EXPECT_GT(n, 2);
-}
-
-std::vector<std::string> StagingLeft(const std::string& dir) {
-  std::vector<std::string> out;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.path().filename().string().find("llmc-staging") != std::string::npos) out.push_back(e.path().string());
-  return out;
-}
+const std::string kBin = testing::BinDir();
+std::string SharedDir() { return testing::ServiceSharedDir(); }
 
 // `llmc compress` reference output.
 void Compress(const std::vector<std::string>& args) {
@@ -79,149 +52,7 @@ void Compress(const std::vector<std::string>& args) {
   ASSERT_EQ(RunCapture(argv, &out), 0) << out;
 }
 
-class ServiceTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    data_ = tmp_ / "data";
-    work_ = tmp_ / "work";
-    fs::create_directories(work_);
-    log_ = tmp_ / "service.log";
-  }
-  void TearDown() override {
-    for (pid_t p : workers_) Stop(p, SIGKILL, 2000);
-    Stop(server_, SIGKILL, 2000);
-    if (HasFailure() || std::getenv("LLMC_TEST_SHOW_LOGS")) std::cerr << "---- service log ----\n" << ReadAll(log_) << "---------------------\n";
-  }
-
-  // Starts llmc-server on data_ (port 0 the first time, then the same port again).
-  void StartServer(std::vector<std::string> extra = {}) {
-    const std::string ready = tmp_ / "ready";
-    fs::remove(ready);
-    std::vector<std::string> argv = {kBin + "llmc-server", "--data-dir", data_,
-                                     "--listen", absl::StrCat("127.0.0.1:", grpc_port_),
-                                     "--http-listen", absl::StrCat("127.0.0.1:", http_port_),
-                                     "--allowed-root", work_, "--ready-file", ready, "--lease-ms", "3000"};
-    if (HaveFixture()) argv.insert(argv.end(), {"--allowed-input-root", SharedDir()});
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    server_ = Spawn(argv, log_);
-    for (int i = 0; i < 300 && !fs::exists(ready); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    std::ifstream in(ready);
-    ASSERT_TRUE(in >> grpc_port_ >> http_port_) << "llmc-server did not start; log:\n" << ReadAll(log_);
-    addr_ = absl::StrCat("127.0.0.1:", grpc_port_);
-    stub_ = v1::Compression::NewStub(grpc::CreateChannel(addr_, grpc::InsecureChannelCredentials()));
-    admin_ = ReadAll(data_ + "/admin.token");
-    while (!admin_.empty() && admin_.back() == '\n') admin_.pop_back();
-  }
-
-  pid_t StartWorker(const std::string& id, int block_delay_ms = 0) {
-    pid_t p = Spawn({kBin + "llmc-worker", "--coordinator", addr_, "--token-file", data_ + "/worker.token",
-                     "--worker-id", id, "--threads", "2", "--test-block-delay-ms", absl::StrCat(block_delay_ms)},
-                    log_);
-    workers_.push_back(p);
-    return p;
-  }
-
-  void WaitWorkers(int n, const std::string& state = "IDLE") {
-    for (int i = 0; i < 200; ++i) {
-      auto w = ListWorkers();
-      int k = 0;
-      for (const auto& x : w.workers()) k += x.state() == state;
-      if (k >= n) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    FAIL() << "workers did not reach " << state;
-  }
-
-  v1::ListWorkersResponse ListWorkers() {
-    grpc::ClientContext ctx;
-    AddAuth(&ctx, admin_);
-    v1::ListWorkersResponse r;
-    stub_->ListWorkers(&ctx, {}, &r);
-    return r;
-  }
-
-  grpc::Status Create(const std::string& token, const std::string& rid, const v1::JobSpec& spec, v1::Job* job) {
-    grpc::ClientContext ctx;
-    AddAuth(&ctx, token);
-    v1::CreateJobRequest r;
-    r.set_request_id(rid);
-    *r.mutable_spec() = spec;
-    return stub_->CreateJob(&ctx, r, job);
-  }
-
-  grpc::Status Get(const std::string& token, const std::string& id, v1::Job* job) {
-    grpc::ClientContext ctx;
-    AddAuth(&ctx, token);
-    v1::GetJobRequest r;
-    r.set_id(id);
-    return stub_->GetJob(&ctx, r, job);
-  }
-
-  // Polls until the job is final (or the timeout).
-  v1::Job WaitFinal(const std::string& id, int timeout_s = 90) {
-    v1::Job job;
-    for (int i = 0; i < timeout_s * 10; ++i) {
-      grpc::Status st = Get(admin_, id, &job);
-      if (st.ok() && (job.state() == v1::SUCCEEDED || job.state() == v1::FAILED || job.state() == v1::CANCELLED))
-        return job;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    ADD_FAILURE() << "job " << id << " did not finish; last state " << v1::JobState_Name(job.state());
-    return job;
-  }
-
-  // Reads the job's events until `pred` holds for one (returns it) or the stream ends.
-  std::vector<v1::JobEvent> Events(const std::string& id, int64_t from_seq,
-                                   const std::function<bool(const v1::JobEvent&)>& stop_at = nullptr) {
-    grpc::ClientContext ctx;
-    AddAuth(&ctx, admin_);
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(90));
-    v1::WatchJobRequest r;
-    r.set_id(id);
-    r.set_from_seq(from_seq);
-    auto reader = stub_->WatchJob(&ctx, r);
-    std::vector<v1::JobEvent> out;
-    v1::JobEvent e;
-    while (reader->Read(&e)) {
-      out.push_back(e);
-      if (stop_at && stop_at(e)) {
-        ctx.TryCancel();
-        break;
-      }
-    }
-    reader->Finish();
-    return out;
-  }
-
-  v1::JobSpec GptqSpec(const std::string& out) {
-    v1::JobSpec s;
-    s.set_model_uri(Fixture());
-    s.set_output_uri(out);
-    s.mutable_preset()->set_scheme("W4A16");
-    s.mutable_preset()->set_algorithm("gptq");
-    s.mutable_calibration()->set_dataset_uri(Calibration());
-    s.mutable_calibration()->set_num_samples(4);
-    s.mutable_calibration()->set_seq_len(64);
-    s.set_max_shard_size("10MB");
-    return s;
-  }
-  std::vector<std::string> GptqArgs(const std::string& out) {
-    return {Fixture(), out, "--scheme", "W4A16", "--algorithm", "gptq", "--dataset", Calibration(),
-            "--num-samples", "4", "--seq-len", "64", "--max-shard-size", "10MB", "--threads", "2"};
-  }
-
-  llmc::testing::TempDir tmp_;
-  std::string data_, work_, log_, addr_, admin_;
-  int grpc_port_ = 0, http_port_ = 0;
-  pid_t server_ = -1;
-  std::vector<pid_t> workers_;
-  std::unique_ptr<v1::Compression::Stub> stub_;
-};
-
-bool IsBlockEvent(const v1::JobEvent& e, int at_least) {
-  return e.type() == "block" && e.progress().blocks_done() + 0 >= 0 &&
-         e.message().find(absl::StrCat(" ", at_least, " finished")) != std::string::npos;
-}
+using ServiceTest = testing::ServiceFixture;
 
 // ---- llmc serve produces what llmc compress produces ----
 
