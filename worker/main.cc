@@ -29,7 +29,8 @@ int main(int argc, char** argv) {
   app.add_option("--ca-cert", o.ca_cert, "PEM root certificates: connect with TLS");
   app.add_option("--comm-address", o.comm_address,
                  "address the other ranks of a multi-worker cpu job reach this worker at (Gloo listens on it, any "
-                 "port); give this host's address when the workers are on several hosts")
+                 "port); give this host's address when the workers are on several hosts, or `hostname` for the name "
+                 "gethostname() returns (containers on one network)")
       ->capture_default_str();
   app.add_option("--comm-timeout", o.comm_timeout_s,
                  "seconds a multi-worker job's ranks wait for each other (forming, and each collective)")

@@ -290,6 +290,10 @@ v1::WorkerMessage Worker::RunJob(const v1::Assignment& a, GangStore* gang, std::
     g.rank = a.rank();
     g.size = a.world_size();
     g.hostname = options_.comm_address;
+    if (g.hostname == "hostname") {  // this machine's (or container's) name, as the others resolve it
+      char host[256] = {};
+      if (gethostname(host, sizeof(host) - 1) == 0 && host[0] != '\0') g.hostname = host;
+    }
     g.prefix = absl::StrCat(a.job_id(), ".attempt", a.attempt());
     g.timeout = absl::Seconds(options_.comm_timeout_s);
     const int64_t t0 = SteadyMs();
