@@ -237,6 +237,9 @@ absl::StatusOr<Coordinator::Checked> Coordinator::CheckSpec(const v1::JobSpec& s
   }
   if (spec.gpus() < 0 || spec.gpus() > 1024)
     return absl::InvalidArgumentError(absl::StrCat("spec.gpus ", spec.gpus(), ": give 1 to 1024 (0 means 1)"));
+  if (spec.min_gpus() < 0 || spec.min_gpus() > std::max(1, spec.gpus()))
+    return absl::InvalidArgumentError(absl::StrCat("spec.min_gpus ", spec.min_gpus(), ": give 1 to gpus (",
+                                                   std::max(1, spec.gpus()), "), or 0 for no fewer than gpus"));
   for (const auto& [k, v] : spec.labels())
     if (k.empty() || k.size() > 63 || v.size() > 256)
       return absl::InvalidArgumentError(absl::StrCat("spec.labels: key '", k, "': keys are 1-63 characters, values at most 256"));
@@ -254,8 +257,9 @@ absl::StatusOr<Coordinator::Checked> Coordinator::CheckSpec(const v1::JobSpec& s
   c.recipe_yaml = recipe->yaml;
   if (!c.needs_calibration && !spec.calibration().dataset_uri().empty())
     c.warnings.push_back(absl::StrCat(c.method, " is data-free; spec.calibration is not used"));
-  if (spec.gpus() > 1)
-    c.warnings.push_back("gpus > 1: the workers are gang-scheduled; this engine build computes on rank 0 only");
+  if (spec.gpus() > 1 && !c.needs_calibration)
+    c.warnings.push_back(absl::StrCat(c.method, " is data-free: rank 0 of the ", spec.gpus(),
+                                      " workers does all of it; use gpus: 1"));
   if (options_.check_local_paths && model.is_file()) {
     if (!fs::is_regular_file(fs::path(model.path) / "config.json"))
       return absl::InvalidArgumentError(absl::StrCat("spec.model_uri: ", model.path,
@@ -688,7 +692,9 @@ void Coordinator::RankFinishedLocked(const std::string& worker_id, int rank, con
   auto a = active_.find(f.job_id());
   if (a == active_.end() || a->second.job.attempts() != f.attempt()) return;
   v1::Job job = a->second.job;
-  const int world = std::max(1, job.spec().gpus());
+  // The attempt's gang (smaller than gpus when the job went on with fewer workers); a job waiting to be re-formed
+  // no longer lists its workers: it was a gang if it asked for one.
+  const int world = std::max(1, job.worker_ids_size() > 0 ? job.worker_ids_size() : job.spec().gpus());
   const auto code = static_cast<absl::StatusCode>(f.code());
   // The worker was stopped (CANCELLED while the job runs), or the gang broke (a collective aborted because another
   // rank died or stopped, or the ranks could not meet): the attempt is lost, not the job.
@@ -724,7 +730,8 @@ void Coordinator::ScheduleLocked() {
   std::vector<QueuedJob> queued;
   for (const auto& [id, a] : active_)
     if (a.job.state() == v1::QUEUED || a.job.state() == v1::RETRYING)
-      queued.push_back({id, a.job.spec().priority(), a.queue_seq, a.job.spec().gpus(), RanksRunningLocked(id)});
+      queued.push_back({id, a.job.spec().priority(), a.queue_seq, a.job.spec().gpus(), RanksRunningLocked(id),
+                        a.job.spec().min_gpus()});
   if (queued.empty()) return;
   std::vector<IdleWorker> idle;
   int live = 0;

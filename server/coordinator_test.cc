@@ -114,8 +114,9 @@ class CoordinatorTest : public ::testing::Test {
     if (registered) EXPECT_EQ(registered->registered().lease_ms(), coordinator_->lease_ms());
     return session;
   }
-  v1::Job Create(const std::string& rid, int gpus = 1) {
+  v1::Job Create(const std::string& rid, int gpus = 1, int min_gpus = 0) {
     v1::CreateJobRequest req;
+    req.mutable_spec()->set_min_gpus(min_gpus);
     req.set_request_id(rid);
     req.mutable_spec()->set_model_uri(tmp_.path() + "/model");
     req.mutable_spec()->set_output_uri(tmp_.path() + "/out-" + rid);
@@ -440,4 +441,51 @@ TEST_F(CoordinatorTest, ALostRankStopsTheOthersAndCancelStopsEveryRank) {
 }
 
 }  // namespace
+// A job that allows fewer ranks (min_gpus) goes on with the workers that remain when one is lost for good: the
+// gang is re-formed smaller and resumes where the first attempt stopped.
+TEST_F(CoordinatorTest, AGangAllowedFewerRanksGoesOnWithTheWorkersLeft) {
+  StartCoordinator(/*lease_ms=*/400);
+  Gang g;
+  g.s0 = Connect(&g.w0);
+  g.s1 = Connect(&g.w1);
+  v1::Job job = Create("shrink", /*gpus=*/2, /*min_gpus=*/1);
+  auto a0 = g.w0.NextAssignment(), a1 = g.w1.NextAssignment();
+  ASSERT_TRUE(a0 && a1);
+  g.a0 = *a0;
+  g.a1 = *a1;
+  EXPECT_EQ(a0->world_size(), 2);
+  BlockDone(g.worker(0), g.session(0), g.assignment(0), 0);
+  BlockDone(g.worker(0), g.session(0), g.assignment(0), 1);
+  // Rank 1's worker goes away and does not come back; rank 0 stops on the coordinator's cancel.
+  FakeWorker* survivor = g.worker(0);
+  const int64_t ss = g.session(0);
+  const v1::Assignment first = g.assignment(0);
+  coordinator_->OnWorkerDisconnected(g.worker(1)->id(), g.session(1));
+  ASSERT_TRUE(WaitState(job.id(), v1::RETRYING));
+  ASSERT_TRUE(survivor->Next([](const v1::CoordinatorMessage& m) { return m.has_cancel(); }).has_value());
+  FinishWith(survivor, ss, first, absl::StatusCode::kCancelled, "compression cancelled");
+  auto b = survivor->NextAssignment();
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(b->attempt(), 2);
+  EXPECT_EQ(b->world_size(), 1);
+  EXPECT_EQ(b->rank(), 0);
+  EXPECT_EQ(b->resume_from_block(), 2);
+  Finish(survivor, ss, *b, true, R"({"output_bytes": 10})");
+  ASSERT_TRUE(WaitState(job.id(), v1::SUCCEEDED));
+  // A job without min_gpus waits for its full gang instead.
+  v1::Job strict = Create("strict", /*gpus=*/2);
+  EXPECT_FALSE(survivor->Next([](const v1::CoordinatorMessage& m) { return m.has_assign(); }, std::chrono::milliseconds(700))
+                   .has_value());
+  EXPECT_THAT(Get(strict.id()).message(), ::testing::HasSubstr("needs 2 workers"));
+  // min_gpus above gpus is refused.
+  v1::CreateJobRequest bad;
+  bad.set_request_id("bad");
+  bad.mutable_spec()->set_model_uri(tmp_.path() + "/model");
+  bad.mutable_spec()->set_output_uri(tmp_.path() + "/out-bad");
+  bad.mutable_spec()->mutable_preset()->set_scheme("W4A16");
+  bad.mutable_spec()->set_gpus(2);
+  bad.mutable_spec()->set_min_gpus(3);
+  EXPECT_EQ(coordinator_->CreateJob(admin_, bad).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace llmc::server

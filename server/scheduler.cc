@@ -18,7 +18,9 @@ ScheduleResult Schedule(std::vector<QueuedJob> jobs, std::vector<IdleWorker> idl
   bool blocked = false;
   std::string blocker;
   for (const QueuedJob& j : jobs) {
-    const int want = std::max(1, j.gpus);
+    int want = std::max(1, j.gpus);
+    // Fewer ranks if that is all there is and the job allows it.
+    if (want > live_workers && j.min_gpus > 0 && j.min_gpus <= live_workers) want = live_workers;
     if (want > live_workers) {
       r.waiting.push_back({j.id, absl::StrCat("needs ", want, " worker", want == 1 ? "" : "s", "; ", live_workers,
                                               " registered: start more llmc-worker processes or lower gpus")});

@@ -5,7 +5,8 @@
 // Head-of-line rule: when the first job in order that could ever run (G <= live workers) does not fit in the
 // idle workers now, nothing behind it starts either, so a large job is not starved by a stream of small
 // ones. A job asking for more workers than are registered (and not LOST) is skipped with a reason and stays
-// queued. A job whose previous attempt's workers have not all stopped yet waits the same way as one that does not
+// queued, unless it allows fewer (min_gpus): then it takes every live worker (at least min_gpus) once they are
+// idle, so a job whose worker was lost goes on with the workers that remain. A job whose previous attempt's workers have not all stopped yet waits the same way as one that does not
 // fit.
 //
 // Pure function of its inputs: no clock, no I/O; thread-compatible.
@@ -25,6 +26,8 @@ struct QueuedJob {
   // Workers still running an earlier attempt of this job (told to stop, not yet stopped). The job waits for them,
   // as a job that does not fit waits (blocking the jobs behind it), so two attempts never run at once.
   int stopping = 0;
+  // The fewest workers it may run on when fewer than `gpus` are live (0: gpus, no shrinking).
+  int min_gpus = 0;
 };
 
 struct IdleWorker {

@@ -71,6 +71,27 @@ TEST(SchedulerTest, ImpossibleGangIsSkippedWithReason) {
   EXPECT_THAT(r.waiting[0].reason, HasSubstr("needs 8 workers; 2 registered"));
 }
 
+TEST(SchedulerTest, AGangAllowedFewerTakesTheLiveWorkers) {
+  QueuedJob j{"g", 0, 1, 4};
+  j.min_gpus = 2;
+  // Three live workers, all idle: it runs on three.
+  auto r = Schedule({j}, Idle(3), 3);
+  ASSERT_EQ(r.placements.size(), 1u);
+  EXPECT_EQ(r.placements[0].worker_ids.size(), 3u);
+  // Three live, two idle: it waits for the third.
+  r = Schedule({j}, Idle(2), 3);
+  EXPECT_TRUE(r.placements.empty());
+  // One live: below min_gpus, skipped with the reason.
+  r = Schedule({j}, Idle(1), 1);
+  EXPECT_TRUE(r.placements.empty());
+  ASSERT_EQ(r.waiting.size(), 1u);
+  EXPECT_THAT(r.waiting[0].reason, HasSubstr("needs 4 workers"));
+  // Enough workers: the full gang.
+  r = Schedule({j}, Idle(5), 5);
+  ASSERT_EQ(r.placements.size(), 1u);
+  EXPECT_EQ(r.placements[0].worker_ids.size(), 4u);
+}
+
 TEST(SchedulerTest, ZeroGpusMeansOne) {
   auto r = Schedule({{"a", 0, 1, 0}}, Idle(1), 1);
   ASSERT_EQ(r.placements.size(), 1u);

@@ -41,7 +41,7 @@ struct ServiceCommands {
   CLI::App *submit = nullptr, *get = nullptr, *list = nullptr, *watch = nullptr, *cancel = nullptr, *serve = nullptr;
   CLI::Option* ignore_opt = nullptr;
   std::string model, output, scheme, algorithm, recipe, dataset, request_id, max_shard_size, observer, eval_text;
-  int num_samples = 0, seq_len = 0, gpus = 0, priority = 0;
+  int num_samples = 0, seq_len = 0, gpus = 0, min_gpus = 0, priority = 0;
   uint64_t seed = 0;
   std::vector<std::string> labels, ignore;
   bool then_watch = false, no_progress = false;
@@ -232,6 +232,7 @@ int Submit(const ServiceCommands& c) {
   s->mutable_calibration()->set_seed(c.seed);
   if (!c.eval_text.empty()) s->set_eval_text_uri(AsUri(c.eval_text));
   s->set_gpus(c.gpus);
+  s->set_min_gpus(c.min_gpus);
   s->set_priority(c.priority);
   s->set_max_shard_size(c.max_shard_size);
   s->set_observer(c.observer);
@@ -468,6 +469,8 @@ std::shared_ptr<ServiceCommands> AddServiceCommands(CLI::App& app) {
   s->add_option("--max-shard-size", c->max_shard_size, "largest output shard (default 5GB)");
   s->add_option("--observer", c->observer, "weight observer: minmax or mse");
   s->add_option("--gpus", c->gpus, "workers to gang-schedule (default 1)");
+  s->add_option("--min-gpus", c->min_gpus,
+                "with --gpus: the fewest workers the job may go on with when fewer are registered (default: gpus)");
   s->add_option("--priority", c->priority, "higher runs first (default 0)");
   s->add_option("--label", c->labels, "KEY=VALUE (repeatable)")->allow_extra_args(false);
   s->add_option("--request-id", c->request_id, "idempotency key (default: random); resubmitting it returns the same job");

@@ -158,11 +158,11 @@ class Client:
 
     @staticmethod
     def make_spec(model, output, scheme=None, algorithm=None, recipe_yaml=None, ignore=(), dataset=None,
-                  num_samples=0, seq_len=0, seed=0, eval_text=None, gpus=0, priority=0, labels=None,
+                  num_samples=0, seq_len=0, seed=0, eval_text=None, gpus=0, min_gpus=0, priority=0, labels=None,
                   max_shard_size="", observer=""):
         """A JobSpec: exactly one of scheme (with optional algorithm) and recipe_yaml (the recipe's text).
         Local paths are made absolute; URIs (file://, s3://) are passed as given."""
-        spec = pb.JobSpec(model_uri=_as_uri(model), output_uri=_as_uri(output), gpus=gpus, priority=priority,
+        spec = pb.JobSpec(model_uri=_as_uri(model), output_uri=_as_uri(output), gpus=gpus, min_gpus=min_gpus, priority=priority,
                           max_shard_size=max_shard_size or "", observer=observer or "")
         if scheme is not None:
             spec.preset.scheme = scheme
