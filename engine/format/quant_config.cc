@@ -97,6 +97,33 @@ int QuantConfig::Match(const std::string& name, const std::string& cls) const {
   return best;
 }
 
+absl::Status QuantConfig::CheckAttentionTargets(const std::set<std::string>& modules) const {
+  auto is_attention = [](const std::string& m) {
+    const std::string leaf = m.substr(m.rfind('.') + 1);
+    return leaf == "self_attn" || leaf == "attn" || leaf == "attention" || leaf == "self_attention";
+  };
+  for (const auto& g : groups_)
+    for (const auto& t : g.matchers) {
+      if (t.kind() == TargetMatcher::Kind::kClass) continue;
+      for (const auto& m : modules) {
+        if (!is_attention(m) || !t.Matches(m, "")) continue;
+        const auto dot = m.rfind('.');
+        if (dot != std::string::npos && t.Matches(m.substr(0, dot), "")) continue;
+        bool child = false;
+        const std::string prefix = m + ".";
+        for (auto it = modules.lower_bound(prefix); it != modules.end() && absl::StartsWith(*it, prefix); ++it)
+          child |= t.Matches(*it, "");
+        if (child) continue;
+        return absl::InvalidArgumentError(absl::StrCat(
+            "config group '", g.name, "' targets the attention module ", m, " ('", t.text(),
+            "'): attention quantization (compressed-tensors' q/k/v scales for attention-targeted groups) is not ",
+            "supported yet. For k_scale/v_scale use kv_cache_scheme; to quantize the projections target them ",
+            "(e.g. 're:.*self_attn\\.(q|k|v|o)_proj$')"));
+      }
+    }
+  return absl::OkStatus();
+}
+
 std::string QuantConfig::TopFormat() const {
   std::string f = groups_.front().format;
   for (const auto& g : groups_)
@@ -169,10 +196,18 @@ std::string QuantConfig::RecipeYaml() const {
         e << YAML::Key << "input_activations" << YAML::Value;
         EmitArgs(e, *g.scheme.input_activations);
       }
+      if (g.scheme.output_activations) {
+        e << YAML::Key << "output_activations" << YAML::Value;
+        EmitArgs(e, *g.scheme.output_activations);
+      }
       e << YAML::Key << "format" << YAML::Value << g.format;
       e << YAML::EndMap;
     }
     e << YAML::EndMap;
+  }
+  if (kv_cache_scheme) {
+    e << YAML::Key << "kv_cache_scheme" << YAML::Value;
+    EmitArgs(e, *kv_cache_scheme);
   }
   e << YAML::EndMap << YAML::EndMap << YAML::EndMap << YAML::EndMap;
   return std::string(e.c_str()) + "\n";

@@ -439,7 +439,6 @@ TEST(QuantConfigRecipeYamlTest, ConfigGroupsRecipeRoundTrips) {
   QuantScheme mse = Preset("W8A16", {"re:.*lm_head"});
   mse.weights->observer = "mse";
   mse.weights->observer_kwargs = {{"maxshrink", 0.5}};
-  mse.weights->actorder = "static";
   auto c = QuantConfig::Create({{"group_0", mlp}, {"group_1", attn}, {"group_2", mse}}, {"model.embed_tokens"});
   ASSERT_TRUE(c.ok()) << c.status();
   std::string yaml = c->RecipeYaml();
@@ -453,7 +452,7 @@ TEST(QuantConfigRecipeYamlTest, ConfigGroupsRecipeRoundTrips) {
 TEST(QuantConfigRecipeYamlTest, ObserverKwargsKeepTheirValuesAndTypes) {
   QuantScheme s = Preset("W4A16", {"Linear"});
   s.weights->observer = "mse";
-  s.weights->observer_kwargs = {{"norm", 2.4}, {"grid", 100}, {"maxshrink", 0.25}, {"patience", 5}};
+  s.weights->observer_kwargs = {{"norm", 2.4}, {"grid", 100}, {"maxshrink", 0.25}, {"patience", 25}};
   auto c = QuantConfig::Create({{"group_0", s}}, {"lm_head"});
   ASSERT_TRUE(c.ok()) << c.status();
   std::string yaml = c->RecipeYaml();

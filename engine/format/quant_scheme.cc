@@ -321,7 +321,7 @@ absl::StatusOr<QuantScheme> PresetScheme(absl::string_view raw) {
   } else if (name == "FP8") {
     s.weights = Fp8Weights(Strategy::kTensor);
     QuantArgs in = Fp8Weights(Strategy::kTensor);
-    in.observer = "minmax";
+    in.observer = "static_minmax";
     s.input_activations = in;
   } else if (name == "FP8_DYNAMIC") {
     s.weights = Fp8Weights(Strategy::kChannel);
@@ -336,7 +336,7 @@ absl::StatusOr<QuantScheme> PresetScheme(absl::string_view raw) {
     s.weights = Fp4Weights(false);
     QuantArgs in = Fp4Weights(false);
     in.dynamic = "local";
-    in.observer = "minmax";
+    in.observer = "static_minmax";
     s.input_activations = in;
   } else if (name == "MXFP4A16") {
     s.weights = Fp4Weights(true);

@@ -58,6 +58,10 @@ absl::StatusOr<json> NodeToJson(const YAML::Node& n, int depth) {
       json o = json::object();
       for (const auto& kv : n) {
         if (!kv.first.IsScalar()) return absl::InvalidArgumentError("mapping keys must be plain strings");
+        // A repeated key would silently replace the first value (PyYAML keeps the last); refuse it.
+        if (o.contains(kv.first.Scalar()))
+          return absl::InvalidArgumentError(absl::StrCat("key '", kv.first.Scalar(), "' appears twice in one mapping (line ",
+                                                         kv.first.Mark().line + 1, "); give it once"));
         LLMC_ASSIGN_OR_RETURN(json v, NodeToJson(kv.second, depth + 1));
         o[kv.first.Scalar()] = std::move(v);
       }

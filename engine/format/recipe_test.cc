@@ -1,5 +1,7 @@
 #include "engine/format/recipe.h"
 
+#include "engine/format/algorithms.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -229,12 +231,12 @@ QuantizationModifier:
 }
 
 TEST(ParseRecipeTest, ActorderTrueMeansGroup) {
-  auto c = ParseRecipe(
-      "QuantizationModifier:\n  config_groups:\n    g:\n      targets: [Linear]\n"
+  auto c = ParseCompressionRecipe(
+      "GPTQModifier:\n  config_groups:\n    g:\n      targets: [Linear]\n"
       "      weights: {num_bits: 4, group_size: 128, actorder: true}\n",
       "recipe.yaml");
   ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(c->groups()[0].scheme.weights->actorder, "group");
+  EXPECT_EQ(c->quant->groups()[0].scheme.weights->actorder, "group");
 }
 
 TEST(ParseRecipeTest, SchemeAndConfigGroupsTogetherMakeTwoGroups) {
