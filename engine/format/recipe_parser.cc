@@ -278,6 +278,7 @@ absl::Status ParseQuantizingArgs(const std::string& name, const json& args, cons
   }
   if (Has(args, "kv_cache_scheme")) {
     const std::string w = absl::StrCat(where, ".kv_cache_scheme");
+    LLMC_RETURN_IF_ERROR(CheckRecipeArgsSpelling(args["kv_cache_scheme"], w));
     LLMC_ASSIGN_OR_RETURN(QuantArgs kv, QuantArgs::FromJson(args["kv_cache_scheme"], w, false));
     LLMC_RETURN_IF_ERROR(ResolveRecipeArgs(&kv, QuantRole::kKvCache, w));
     if (q->kv_cache) return Invalid(w, "given by two modifiers; give it once");
@@ -310,6 +311,10 @@ absl::Status ParseQuantizingArgs(const std::string& name, const json& args, cons
     if (!cg.is_object()) return Invalid(absl::StrCat(where, ".config_groups"), "must be a mapping");
     for (auto it = cg.begin(); it != cg.end(); ++it) {
       const std::string w = absl::StrCat(where, ".config_groups.", it.key());
+      if (it.value().is_object())
+        for (const char* kind : {"weights", "input_activations", "output_activations"})
+          if (it.value().contains(kind))
+            LLMC_RETURN_IF_ERROR(CheckRecipeArgsSpelling(it.value()[kind], absl::StrCat(w, ".", kind)));
       LLMC_ASSIGN_OR_RETURN(QuantScheme qs, QuantScheme::FromJson(it.value(), w));
       q->groups.push_back({it.key(), std::move(qs), w});
     }

@@ -107,6 +107,21 @@ absl::Status ResolveRecipeArgs(QuantArgs* a, QuantRole role, absl::string_view w
     return absl::InvalidArgumentError(absl::StrCat(where, ".", key, ": ", what));
   };
   if (a->observer) a->observer = absl::AsciiStrToLower(*a->observer);  // the library's registry ignores case
+  if (role == QuantRole::kKvCache) {  // before Validate, whose messages speak of weights
+    const char* bad = a->type != QuantType::kFloat ? "type"
+                      : a->num_bits != 8            ? "num_bits"
+                      : a->strategy != Strategy::kTensor ? "strategy"
+                      : a->dynamic != "false"       ? "dynamic"
+                      : !a->symmetric               ? "symmetric"
+                      : a->group_size               ? "group_size"
+                      : a->block_structure          ? "block_structure"
+                      : a->scale_dtype              ? "scale_dtype"
+                                                    : nullptr;
+    if (bad)
+      return err(bad, "llmc writes fp8 per-tensor static kv cache scales (k_scale, v_scale); use {num_bits: 8, "
+                      "type: float, strategy: tensor, dynamic: false, symmetric: true} (per-head attn_head scales "
+                      "and other kv cache formats are not supported yet)");
+  }
   LLMC_RETURN_IF_ERROR(a->Validate(where));
   const Strategy st = a->strategy;
   const bool grouped = st == Strategy::kGroup || st == Strategy::kTensorGroup;
@@ -126,8 +141,8 @@ absl::Status ResolveRecipeArgs(QuantArgs* a, QuantRole role, absl::string_view w
     return err("actorder", "activation ordering reorders weight columns; it belongs to weights only");
 
   // What llmc writes. scale_dtype: weights' int and fp8 scales in the model dtype, NVFP4's in fp8, MX's in e8m0.
-  if (a->scale_dtype && !a->is_mx() && !(a->is_fp4() && *a->scale_dtype == "torch.float8_e4m3fn") &&
-      !(a->dynamic == "true" && role != QuantRole::kWeights))
+  if (a->scale_dtype && role != QuantRole::kKvCache && !a->is_mx() &&
+      !(a->is_fp4() && *a->scale_dtype == "torch.float8_e4m3fn") && !(a->dynamic == "true" && role != QuantRole::kWeights))
     return err("scale_dtype", absl::StrCat("'", *a->scale_dtype, "' is not what llmc writes: int and fp8 scales are ",
                                            "stored in the model's dtype (leave scale_dtype null), NVFP4 scales in ",
                                            "torch.float8_e4m3fn, MX scales in torch.uint8"));
@@ -152,21 +167,27 @@ absl::Status ResolveRecipeArgs(QuantArgs* a, QuantRole role, absl::string_view w
         return err("dynamic", "\"local\" (a calibrated global scale, per-group scales at run time) is implemented "
                               "for NVFP4 activations (fp4, tensor_group 16) only");
       break;
+    case QuantRole::kKvCache:
+      break;
     case QuantRole::kOutputActivations:
       if (a->dynamic != "true")
         return err("dynamic", "static output activations are not supported: llmc writes no output scales "
                               "(output_scale); remove output_activations or make them dynamic: true");
       break;
-    case QuantRole::kKvCache:
-      if (a->type != QuantType::kFloat || a->num_bits != 8 || st != Strategy::kTensor || a->dynamic != "false" ||
-          !a->symmetric || a->group_size || a->block_structure || a->scale_dtype)
-        return absl::InvalidArgumentError(absl::StrCat(
-            where, ": llmc writes fp8 per-tensor static kv cache scales (k_scale, v_scale); use {num_bits: 8, ",
-            "type: float, strategy: tensor, dynamic: false, symmetric: true} (per-head attn_head scales and other ",
-            "kv cache formats are not supported yet)"));
-      break;
   }
   return CheckObserver(a, role, where);
+}
+
+absl::Status CheckRecipeArgsSpelling(const nlohmann::json& j, absl::string_view where) {
+  if (!j.is_object()) return absl::OkStatus();  // FromJson reports it
+  auto set = [&](const char* k) { return j.contains(k) && !j[k].is_null(); };
+  if (set("observer") && j.contains("dynamic") && j["dynamic"] == true && j["observer"] != "memoryless")
+    return absl::InvalidArgumentError(absl::StrCat(where, ".observer: dynamic arguments are quantized at run time and ",
+                                                   "have no observer (the library drops it); remove observer"));
+  if (set("zp_dtype") && !(j.contains("symmetric") && j["symmetric"] == false))
+    return absl::InvalidArgumentError(absl::StrCat(where, ".zp_dtype: symmetric quantization has no zero point; ",
+                                                   "remove zp_dtype"));
+  return absl::OkStatus();
 }
 
 absl::Status ResolveRecipeScheme(QuantScheme* s, absl::string_view where) {

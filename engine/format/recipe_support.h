@@ -38,6 +38,11 @@ bool IsMseObserver(const std::optional<std::string>& observer);
 // "recipe.yaml: GPTQModifier.config_groups.group_0.weights").
 absl::Status ResolveRecipeArgs(QuantArgs* a, QuantRole role, absl::string_view where);
 
+// The recipe's spelling of one QuantArgs mapping, before QuantArgs::FromJson normalizes it the library's way
+// (which silently drops an observer of dynamic arguments and a zp_dtype of symmetric ones): a recipe that sets
+// either is refused, since the setting could not be applied. `where` names the mapping.
+absl::Status CheckRecipeArgsSpelling(const nlohmann::json& args, absl::string_view where);
+
 // ResolveRecipeArgs for each kind of `s`; also refuses a group without weights (llmc quantizes weights; an
 // activation-only group would be advertised and applied to nothing). `where` names the group.
 absl::Status ResolveRecipeScheme(QuantScheme* s, absl::string_view where);

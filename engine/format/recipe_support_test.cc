@@ -152,6 +152,11 @@ TEST(RecipeArgsTest, UnsupportedSettingsNameTheirKey) {
        {"g.weights.scale_dtype", "model's dtype"}},
       {"      weights: {num_bits: 4, group_size: 128, symmetric: false, zp_dtype: torch.int32}\n",
        {"g.weights.zp_dtype", "torch.int8"}},
+      {"      weights: {num_bits: 4, group_size: 128, zp_dtype: torch.int8}\n",
+       {"g.weights.zp_dtype", "symmetric quantization has no zero point"}},
+      {"      weights: {num_bits: 8, strategy: channel}\n"
+       "      input_activations: {num_bits: 8, strategy: token, dynamic: true, observer: minmax}\n",
+       {"g.input_activations.observer", "no observer"}},
       {"      input_activations: {num_bits: 8, type: float, strategy: token, dynamic: true}\n",
        {"g: a group without weights", "give the group weights"}},
       {"      weights: {num_bits: 8, type: float, strategy: tensor}\n"

@@ -216,18 +216,18 @@ class Job {
       ignored_.push_back("lm_head");
       ++summary_.modules_ignored;
     }
-    if (summary_.modules_quantized == 0 && !opt_.solver)
-      return absl::InvalidArgumentError(absl::StrCat(opt_.model_path, ": no module matches the targets of the scheme ",
-                                                     "(after ignore); check targets and --ignore"));
-    // Every config group is applied to something, and none asks for attention quantization.
+    // No config group asks for attention quantization, and every one is applied to something.
     LLMC_RETURN_IF_ERROR(cfg_.CheckAttentionTargets(module_paths));
     for (size_t g = 0; g < group_modules.size(); ++g)
-      if (group_modules[g] == 0 && summary_.modules_quantized > 0)
+      if (group_modules[g] == 0)
         return absl::InvalidArgumentError(absl::StrCat(
             opt_.model_path, ": config group '", cfg_.groups()[g].name, "' (targets ",
             nlohmann::json(cfg_.groups()[g].scheme.targets).dump(), ") quantizes no module: its targets match no ",
             "Linear module, or every match is ignored or taken by a group with a more specific target; fix its ",
             "targets or remove the group"));
+    if (summary_.modules_quantized == 0 && !opt_.solver)
+      return absl::InvalidArgumentError(absl::StrCat(opt_.model_path, ": no module matches the targets of the scheme ",
+                                                     "(after ignore); check targets and --ignore"));
     // Shards: consecutive items, a new shard when the next item would exceed the limit.
     std::vector<std::vector<TensorSpec>> shard_specs(1);
     uint64_t cur = 0;
