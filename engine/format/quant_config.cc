@@ -178,7 +178,14 @@ std::string QuantConfig::RecipeYaml() const {
   e << YAML::BeginMap << YAML::Key << "default_stage" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "default_modifiers" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "QuantizationModifier" << YAML::Value << YAML::BeginMap;
-  if (!preset_name.empty()) {
+  // The preset form only while the group is still exactly the preset (an observer override changes it).
+  bool preset_form = !preset_name.empty() && groups_.size() == 1;
+  if (preset_form) {
+    auto p = PresetScheme(preset_name);
+    if (p.ok()) p->targets = groups_.front().scheme.targets;
+    preset_form = p.ok() && p->ToJson(groups_.front().format) == groups_.front().scheme.ToJson(groups_.front().format);
+  }
+  if (preset_form) {
     e << YAML::Key << "targets" << YAML::Value << YAML::Flow << groups_.front().scheme.targets;
     e << YAML::Key << "ignore" << YAML::Value << YAML::Flow << ignore_;
     e << YAML::Key << "scheme" << YAML::Value << preset_name;

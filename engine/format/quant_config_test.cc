@@ -448,6 +448,18 @@ TEST(QuantConfigRecipeYamlTest, ConfigGroupsRecipeRoundTrips) {
   EXPECT_EQ(back->ToJson({}), c->ToJson({})) << yaml;
 }
 
+// A preset whose group a modifier's observer changed is no longer the preset: written as its config group.
+TEST(QuantConfigRecipeYamlTest, PresetWithAnObserverOverrideIsWrittenAsItsGroup) {
+  auto c = ParseRecipe("QuantizationModifier: {scheme: W8A8, ignore: [lm_head], observer: {weights: memoryless_mse}}\n",
+                       "recipe.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  std::string yaml = c->RecipeYaml();
+  EXPECT_THAT(yaml, HasSubstr("memoryless_mse"));
+  auto back = ParseRecipe(yaml, "recipe.yaml");
+  ASSERT_TRUE(back.ok()) << back.status() << "\n" << yaml;
+  EXPECT_EQ(back->ToJson({}), c->ToJson({})) << yaml;
+}
+
 // RecipeYaml writes observer_kwargs values through json::dump(); integers must stay integers and floats floats.
 TEST(QuantConfigRecipeYamlTest, ObserverKwargsKeepTheirValuesAndTypes) {
   QuantScheme s = Preset("W4A16", {"Linear"});

@@ -277,6 +277,9 @@ std::vector<Case> Cases() {
       awq_with("mappings: [{smooth_layer: 're:.*post_attention_layernorm', balance_layers: ['re:.*gate_proj', "
                "'re:.*up_proj']}]"),
       changes);
+  add("AWQModifier.mappings", awq,
+      awq_with("mappings: [{smooth_layer: 're:.*post_attention_layernorm', balance_layers: ['re:.*gates$']}]"), refused,
+      Mode::kRun, "AWQModifier.mappings[0]: no balance layer of [re:.*gates$] matches a Linear");
   add("AWQModifier.duo_scaling", awq, awq_with("duo_scaling: false"), changes);
   add("AWQModifier.duo_scaling", awq, awq_with("duo_scaling: both"), refused);
   add("AWQModifier.n_grid", awq, Mod("AWQModifier", "scheme: W4A16_ASYM, ignore: [lm_head], n_grid: 2"), changes);
@@ -289,6 +292,8 @@ std::vector<Case> Cases() {
   add("SmoothQuantModifier.smoothing_strength", sq, Mod("SmoothQuantModifier", "smoothing_strength: 0.5", w8a8), changes);
   add("SmoothQuantModifier.mappings", sq, sq_with("mappings: [[['re:.*gate_proj', 're:.*up_proj'], 're:.*post_attention_layernorm']]"),
       changes);
+  add("SmoothQuantModifier.mappings", sq, sq_with("mappings: [[['re:.*gate_proj'], 're:.*post_attn_layernorm']]"),
+      refused, Mode::kRun, "SmoothQuantModifier.mappings[0]: the smooth layer 're:.*post_attn_layernorm' matches no module");
   add("SmoothQuantModifier.ignore", sq, sq_with("ignore: ['re:.*up_proj']"), changes);
   add("SmoothQuantModifier.num_calibration_steps", sq, sq_with("num_calibration_steps: 1"), same);
 
