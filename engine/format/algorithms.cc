@@ -1,17 +1,12 @@
+// The registry, and the recipe of a preset run. Recipe parsing is in recipe_parser.cc.
 #include "engine/format/algorithms.h"
 
 #include <yaml-cpp/yaml.h>
 
-#include <set>
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
-#include "common/status_macros.h"
-#include "engine/format/recipe.h"
 
 namespace llmc {
 

@@ -35,7 +35,9 @@ absl::StatusOr<std::vector<std::string>> StringList(const json& v, const std::st
   }
   if (!v.is_array()) return Invalid(where, "must be a list of strings");
   for (const auto& x : v) {
-    if (!x.is_string()) return Invalid(where, absl::StrCat("must be a list of strings; ", x.dump(), " is not a string"));
+    if (!x.is_string())
+      return Invalid(where, absl::StrCat("must be a list of strings; ",
+                                         x.dump(-1, ' ', false, json::error_handler_t::replace), " is not a string"));
     out.push_back(x.get<std::string>());
   }
   return out;
@@ -56,8 +58,8 @@ absl::Status CheckNamesOrPatterns(const std::vector<std::string>& list, const st
   return absl::OkStatus();
 }
 
-// Finds modifiers in the recipe, in document order: {stage: {group_modifiers: {Name: args}}}, or {Name: args} at
-// any of the first three levels. Every key of a `*_modifiers` mapping is a modifier (so a misspelled one is reported,
+// Finds modifiers in the recipe: {stage: {group_modifiers: {Name: args}}}, or {Name: args} at any of the first
+// three levels; in key order (YamlToJson's mappings are sorted; the pipeline fixes the order algorithms run in). Every key of a `*_modifiers` mapping is a modifier (so a misspelled one is reported,
 // not skipped); elsewhere a key ending in "Modifier" is. Other keys (stage names, run_type, version, args) are
 // structure and metadata, as in llm-compressor.
 void CollectModifiers(const json& j, int depth, bool modifier_group, std::vector<std::pair<std::string, json>>* out) {

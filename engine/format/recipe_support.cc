@@ -5,7 +5,6 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 
 namespace llmc {
@@ -13,10 +12,6 @@ namespace llmc {
 namespace {
 
 constexpr char kStaticMinMax[] = "static_minmax";
-
-bool IsMinMaxObserver(const std::string& o) {
-  return o == "minmax" || o == "memoryless_minmax" || o == "static_minmax";
-}
 
 // The MSE search's defaults (the library's MemorylessMSEObserver).
 constexpr double kMseGrid = 100.0, kMseMaxShrink = 0.2;

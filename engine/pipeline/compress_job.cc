@@ -222,7 +222,7 @@ class Job {
       if (group_modules[g] == 0)
         return absl::InvalidArgumentError(absl::StrCat(
             opt_.model_path, ": config group '", cfg_.groups()[g].name, "' (targets ",
-            nlohmann::json(cfg_.groups()[g].scheme.targets).dump(), ") quantizes no module: its targets match no ",
+            nlohmann::json(cfg_.groups()[g].scheme.targets).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), ") quantizes no module: its targets match no ",
             "Linear module, or every match is ignored or taken by a group with a more specific target; fix its ",
             "targets or remove the group"));
     if (summary_.modules_quantized == 0 && !opt_.solver)
