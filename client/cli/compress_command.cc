@@ -355,25 +355,35 @@ int RunSchemesCommand(bool json) {
 }
 
 int RunAlgorithmsCommand(bool json) {
+  auto arg_json = [](const AlgorithmArg& x) {
+    nlohmann::json j = {{"name", x.name}, {"type", x.type}, {"default", x.default_value}, {"help", x.help}};
+    if (!x.no_effect.empty()) j["no_effect"] = x.no_effect;
+    return j;
+  };
   if (json) {
     nlohmann::json out = nlohmann::json::array();
     for (const auto& a : Algorithms()) {
       nlohmann::json args = nlohmann::json::array();
-      for (const auto& x : a.args)
-        args.push_back({{"name", x.name}, {"type", x.type}, {"default", x.default_value}, {"help", x.help}});
+      for (const auto& x : a.args) args.push_back(arg_json(x));
+      for (const auto& x : CommonModifierArgs()) args.push_back(arg_json(x));
       out.push_back({{"name", a.name}, {"modifier", a.modifier}, {"summary", a.summary},
                      {"needs_calibration", a.needs_calibration}, {"statistics", a.statistics}, {"arguments", args}});
     }
     std::cout << out.dump() << std::endl;
     return 0;
   }
+  auto print_arg = [](const AlgorithmArg& x) {
+    std::cout << absl::StrFormat("    %-18s %-8s default %-10s %s%s\n", x.name, x.type,
+                                 x.default_value.is_null() ? "-" : x.default_value.dump(), x.help,
+                                 x.no_effect.empty() ? "" : absl::StrCat(" [no effect: ", x.no_effect, "]"));
+  };
   for (const auto& a : Algorithms()) {
     std::cout << absl::StrFormat("%s (%s)%s\n  %s\n", a.name, a.modifier, a.needs_calibration ? " [calibrated]" : "",
                                  a.summary);
-    for (const auto& x : a.args)
-      std::cout << absl::StrFormat("    %-18s %-8s default %-10s %s\n", x.name, x.type,
-                                   x.default_value.is_null() ? "-" : x.default_value.dump(), x.help);
+    for (const auto& x : a.args) print_arg(x);
   }
+  std::cout << "every modifier also accepts llm-compressor's lifecycle fields:\n";
+  for (const auto& x : CommonModifierArgs()) print_arg(x);
   return 0;
 }
 

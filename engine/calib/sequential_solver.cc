@@ -11,6 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "common/util.h"
 #include "engine/algo/awq.h"
@@ -113,6 +114,34 @@ class SequentialSolver::Impl {
                                                        "supported; use symmetric: true"));
     }
     if (recipe_.sparsity) LLMC_RETURN_IF_ERROR(CheckSparsity(*recipe_.sparsity));
+    if (recipe_.smoothquant) LLMC_RETURN_IF_ERROR(CheckMappings(recipe_.smoothquant->mappings, "SmoothQuantModifier"));
+    if (recipe_.awq) LLMC_RETURN_IF_ERROR(CheckMappings(recipe_.awq->mappings, "AWQModifier"));
+    return absl::OkStatus();
+  }
+
+  // A smoothing mapping whose smooth layer or balance layers match no module of the first block would smooth
+  // nothing in any block (the families llmc runs repeat one block layout): an error, not a silent no-op.
+  absl::Status CheckMappings(const std::vector<SmoothMapping>& mappings, const char* modifier) const {
+    std::vector<std::string> modules, linears;
+    for (const auto& t : lm_->dir().tensors()) {
+      const std::string& n = t.info->name;
+      if (!absl::StartsWith(n, "model.layers.0.") || !absl::EndsWith(n, ".weight")) continue;
+      modules.push_back(n.substr(0, n.size() - 7));
+      if (t.info->shape.size() == 2) linears.push_back(modules.back());
+    }
+    for (size_t i = 0; i < mappings.size(); ++i) {
+      const SmoothMapping& m = mappings[i];
+      bool smooth = false, balance = false;
+      for (const auto& name : modules) smooth |= MatchesTarget(m.smooth, name);
+      for (const auto& name : linears)
+        for (const auto& b : m.balance) balance |= MatchesTarget(b, name);
+      if (smooth && balance) continue;
+      return absl::InvalidArgumentError(absl::StrCat(
+          modifier, ".mappings[", i, "]: ",
+          !smooth ? absl::StrCat("the smooth layer '", m.smooth, "' matches no module")
+                  : absl::StrCat("no balance layer of [", absl::StrJoin(m.balance, ", "), "] matches a Linear"),
+          " of model.layers.0, so the mapping would smooth nothing; fix its patterns"));
+    }
     return absl::OkStatus();
   }
 

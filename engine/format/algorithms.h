@@ -22,6 +22,10 @@ struct AlgorithmArg {
   std::string type;  // "int", "float", "string", "bool", "list", "mapping", "scheme"
   nlohmann::json default_value;
   std::string help;
+  // Empty for an argument that changes what llmc writes. Otherwise the argument is accepted for compatibility
+  // but cannot change the output, and this says why (a memory-placement hint, or a key llm-compressor itself
+  // deprecates or does not use); tests/integration/recipe_keys_test.cc checks that it indeed changes nothing.
+  std::string no_effect;
 };
 
 struct AlgorithmInfo {
@@ -35,6 +39,9 @@ struct AlgorithmInfo {
 
 // Every algorithm, in a fixed order.
 const std::vector<AlgorithmInfo>& Algorithms();
+// The arguments every modifier accepts besides its own: llm-compressor's lifecycle fields (index, group, start,
+// end, update), none of which changes a one-shot run.
+const std::vector<AlgorithmArg>& CommonModifierArgs();
 // By modifier name or CLI name (case-insensitive); nullptr if unknown.
 const AlgorithmInfo* FindAlgorithm(absl::string_view name);
 
@@ -89,8 +96,11 @@ struct CompressionRecipe {
   std::string Describe() const;
 };
 
-// Parses an llm-compressor recipe (stages, *_modifiers groups, the six modifiers). Unknown modifiers or
-// arguments fail naming `source` and listing what is supported.
+// Parses an llm-compressor recipe (stages, *_modifiers groups, the six modifiers). Every key is either applied or
+// refused: unknown modifiers, arguments and keys, and settings llmc does not implement (see
+// engine/format/recipe_support.h and docs/formats.md), fail with INVALID_ARGUMENT naming `source`, the key's path
+// (e.g. "GPTQModifier.config_groups.group_0.weights.observer") and what is supported. Observer overrides of a
+// quantizing modifier (weight_observer, input_observer, output_observer, observer) are applied to its own groups.
 absl::StatusOr<CompressionRecipe> ParseCompressionRecipe(absl::string_view yaml_text, absl::string_view source);
 
 // The recipe of a preset run: `--scheme NAME --algorithm ALGO` with targets and ignore. ALGO: rtn, gptq, awq,

@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "engine/format/actorder.h"
+#include "engine/format/recipe_support.h"
 
 namespace llmc {
 
@@ -48,7 +49,11 @@ absl::StatusOr<CompressionRecipe> ResolveJobRecipe(const JobSpec& a) {
     std::vector<std::pair<std::string, QuantScheme>> groups;
     for (const auto& g : cfg.groups()) {
       QuantScheme s = g.scheme;
-      if (s.weights && !a.observer.empty()) s.weights->observer = a.observer;
+      if (s.weights && !a.observer.empty()) {
+        s.weights->observer = a.observer;
+        LLMC_RETURN_IF_ERROR(ResolveRecipeArgs(&*s.weights, QuantRole::kWeights,
+                                               absl::StrCat("--observer ", a.observer, ": ", g.name, ".weights")));
+      }
       groups.emplace_back(g.name, s);
     }
     LLMC_ASSIGN_OR_RETURN(QuantConfig next, QuantConfig::Create(groups, ignore));

@@ -97,6 +97,33 @@ int QuantConfig::Match(const std::string& name, const std::string& cls) const {
   return best;
 }
 
+absl::Status QuantConfig::CheckAttentionTargets(const std::set<std::string>& modules) const {
+  auto is_attention = [](const std::string& m) {
+    const std::string leaf = m.substr(m.rfind('.') + 1);
+    return leaf == "self_attn" || leaf == "attn" || leaf == "attention" || leaf == "self_attention";
+  };
+  for (const auto& g : groups_)
+    for (const auto& t : g.matchers) {
+      if (t.kind() == TargetMatcher::Kind::kClass) continue;
+      for (const auto& m : modules) {
+        if (!is_attention(m) || !t.Matches(m, "")) continue;
+        const auto dot = m.rfind('.');
+        if (dot != std::string::npos && t.Matches(m.substr(0, dot), "")) continue;
+        bool child = false;
+        const std::string prefix = m + ".";
+        for (auto it = modules.lower_bound(prefix); it != modules.end() && absl::StartsWith(*it, prefix); ++it)
+          child |= t.Matches(*it, "");
+        if (child) continue;
+        return absl::InvalidArgumentError(absl::StrCat(
+            "config group '", g.name, "' targets the attention module ", m, " ('", t.text(),
+            "'): attention quantization (compressed-tensors' q/k/v scales for attention-targeted groups) is not ",
+            "supported yet. For k_scale/v_scale use kv_cache_scheme; to quantize the projections target them ",
+            "(e.g. 're:.*self_attn\\.(q|k|v|o)_proj$')"));
+      }
+    }
+  return absl::OkStatus();
+}
+
 std::string QuantConfig::TopFormat() const {
   std::string f = groups_.front().format;
   for (const auto& g : groups_)
@@ -151,7 +178,14 @@ std::string QuantConfig::RecipeYaml() const {
   e << YAML::BeginMap << YAML::Key << "default_stage" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "default_modifiers" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "QuantizationModifier" << YAML::Value << YAML::BeginMap;
-  if (!preset_name.empty()) {
+  // The preset form only while the group is still exactly the preset (an observer override changes it).
+  bool preset_form = !preset_name.empty() && groups_.size() == 1;
+  if (preset_form) {
+    auto p = PresetScheme(preset_name);
+    if (p.ok()) p->targets = groups_.front().scheme.targets;
+    preset_form = p.ok() && p->ToJson(groups_.front().format) == groups_.front().scheme.ToJson(groups_.front().format);
+  }
+  if (preset_form) {
     e << YAML::Key << "targets" << YAML::Value << YAML::Flow << groups_.front().scheme.targets;
     e << YAML::Key << "ignore" << YAML::Value << YAML::Flow << ignore_;
     e << YAML::Key << "scheme" << YAML::Value << preset_name;
@@ -169,10 +203,18 @@ std::string QuantConfig::RecipeYaml() const {
         e << YAML::Key << "input_activations" << YAML::Value;
         EmitArgs(e, *g.scheme.input_activations);
       }
+      if (g.scheme.output_activations) {
+        e << YAML::Key << "output_activations" << YAML::Value;
+        EmitArgs(e, *g.scheme.output_activations);
+      }
       e << YAML::Key << "format" << YAML::Value << g.format;
       e << YAML::EndMap;
     }
     e << YAML::EndMap;
+  }
+  if (kv_cache_scheme) {
+    e << YAML::Key << "kv_cache_scheme" << YAML::Value;
+    EmitArgs(e, *kv_cache_scheme);
   }
   e << YAML::EndMap << YAML::EndMap << YAML::EndMap << YAML::EndMap;
   return std::string(e.c_str()) + "\n";

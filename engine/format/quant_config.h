@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -62,6 +63,11 @@ class QuantConfig {
   nlohmann::json ToJson(const std::vector<std::string>& ignored_modules) const;
   // The recipe.yaml text describing what was applied (llm-compressor's QuantizationModifier form).
   std::string RecipeYaml() const;
+  // Fails when a group's exact or re: target narrowly matches an attention module of the model (it matches the
+  // module, but neither its parent nor any of its children: compressed-tensors then quantizes the attention
+  // itself, with q/k/v scales, which llmc does not implement). `modules` is every module path of the model.
+  // `re:.*self_attn.*` matches the projections too and is not an attention target.
+  absl::Status CheckAttentionTargets(const std::set<std::string>& modules) const;
   // A one-line description: "W4A16" preset name if it came from a preset, else the group formats.
   std::string preset_name;
   // fp8 kv cache (static per-tensor k_scale/v_scale on each attention module), or none.

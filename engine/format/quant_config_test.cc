@@ -439,7 +439,6 @@ TEST(QuantConfigRecipeYamlTest, ConfigGroupsRecipeRoundTrips) {
   QuantScheme mse = Preset("W8A16", {"re:.*lm_head"});
   mse.weights->observer = "mse";
   mse.weights->observer_kwargs = {{"maxshrink", 0.5}};
-  mse.weights->actorder = "static";
   auto c = QuantConfig::Create({{"group_0", mlp}, {"group_1", attn}, {"group_2", mse}}, {"model.embed_tokens"});
   ASSERT_TRUE(c.ok()) << c.status();
   std::string yaml = c->RecipeYaml();
@@ -449,11 +448,23 @@ TEST(QuantConfigRecipeYamlTest, ConfigGroupsRecipeRoundTrips) {
   EXPECT_EQ(back->ToJson({}), c->ToJson({})) << yaml;
 }
 
+// A preset whose group a modifier's observer changed is no longer the preset: written as its config group.
+TEST(QuantConfigRecipeYamlTest, PresetWithAnObserverOverrideIsWrittenAsItsGroup) {
+  auto c = ParseRecipe("QuantizationModifier: {scheme: W8A8, ignore: [lm_head], observer: {weights: memoryless_mse}}\n",
+                       "recipe.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  std::string yaml = c->RecipeYaml();
+  EXPECT_THAT(yaml, HasSubstr("memoryless_mse"));
+  auto back = ParseRecipe(yaml, "recipe.yaml");
+  ASSERT_TRUE(back.ok()) << back.status() << "\n" << yaml;
+  EXPECT_EQ(back->ToJson({}), c->ToJson({})) << yaml;
+}
+
 // RecipeYaml writes observer_kwargs values through json::dump(); integers must stay integers and floats floats.
 TEST(QuantConfigRecipeYamlTest, ObserverKwargsKeepTheirValuesAndTypes) {
   QuantScheme s = Preset("W4A16", {"Linear"});
   s.weights->observer = "mse";
-  s.weights->observer_kwargs = {{"norm", 2.4}, {"grid", 100}, {"maxshrink", 0.25}, {"patience", 5}};
+  s.weights->observer_kwargs = {{"norm", 2.4}, {"grid", 100}, {"maxshrink", 0.25}, {"patience", 25}};
   auto c = QuantConfig::Create({{"group_0", s}}, {"lm_head"});
   ASSERT_TRUE(c.ok()) << c.status();
   std::string yaml = c->RecipeYaml();

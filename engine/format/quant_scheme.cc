@@ -1,5 +1,6 @@
 #include "engine/format/quant_scheme.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -56,15 +57,25 @@ json QuantArgs::ToJson() const {
   return j;
 }
 
+const std::vector<std::string>& QuantArgs::Keys() {
+  static const std::vector<std::string> kKeys = {"num_bits",  "type",        "symmetric", "group_size",
+                                                 "strategy",  "block_structure", "dynamic", "actorder",
+                                                 "scale_dtype", "zp_dtype", "observer",  "observer_kwargs"};
+  return kKeys;
+}
+
+const std::vector<std::string>& QuantScheme::Keys() {
+  static const std::vector<std::string> kKeys = {"targets", "weights", "input_activations", "output_activations",
+                                                 "format"};
+  return kKeys;
+}
+
 absl::StatusOr<QuantArgs> QuantArgs::FromJson(const json& j, absl::string_view where, bool is_weight) {
   if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(where, ": expected a mapping of quantization arguments"));
-  static const std::set<std::string> kKeys = {"num_bits", "type", "symmetric", "group_size", "strategy",
-                                              "block_structure", "dynamic", "actorder", "scale_dtype",
-                                              "zp_dtype", "observer", "observer_kwargs"};
   for (auto it = j.begin(); it != j.end(); ++it) {
-    if (!kKeys.count(it.key()))
+    if (std::find(Keys().begin(), Keys().end(), it.key()) == Keys().end())
       return absl::InvalidArgumentError(absl::StrCat(where, ": unknown argument '", it.key(), "'; known: ",
-                                                     absl::StrJoin(kKeys, ", ")));
+                                                     absl::StrJoin(Keys(), ", ")));
   }
   auto err = [&](absl::string_view key, absl::string_view what) {
     return absl::InvalidArgumentError(absl::StrCat(where, ".", key, ": ", what));
@@ -321,7 +332,7 @@ absl::StatusOr<QuantScheme> PresetScheme(absl::string_view raw) {
   } else if (name == "FP8") {
     s.weights = Fp8Weights(Strategy::kTensor);
     QuantArgs in = Fp8Weights(Strategy::kTensor);
-    in.observer = "minmax";
+    in.observer = "static_minmax";
     s.input_activations = in;
   } else if (name == "FP8_DYNAMIC") {
     s.weights = Fp8Weights(Strategy::kChannel);
@@ -336,7 +347,7 @@ absl::StatusOr<QuantScheme> PresetScheme(absl::string_view raw) {
     s.weights = Fp4Weights(false);
     QuantArgs in = Fp4Weights(false);
     in.dynamic = "local";
-    in.observer = "minmax";
+    in.observer = "static_minmax";
     s.input_activations = in;
   } else if (name == "MXFP4A16") {
     s.weights = Fp4Weights(true);

@@ -41,6 +41,8 @@ struct QuantArgs {
 
   // Exactly the keys the library writes, in its JSON shape.
   nlohmann::json ToJson() const;
+  // Those keys: the ones FromJson accepts.
+  static const std::vector<std::string>& Keys();
   // Parses the library's JSON/YAML shape (dict of keys). Unknown keys are an error naming `where`.
   // Fills defaults and derived fields as pydantic validation does (strategy from group_size, observer, ...).
   static absl::StatusOr<QuantArgs> FromJson(const nlohmann::json& j, absl::string_view where, bool is_weight);
@@ -58,6 +60,8 @@ struct QuantScheme {
 
   nlohmann::json ToJson(const std::string& format) const;
   static absl::StatusOr<QuantScheme> FromJson(const nlohmann::json& j, absl::string_view where);
+  // The keys FromJson accepts: targets, weights, input_activations, output_activations, format.
+  static const std::vector<std::string>& Keys();
 };
 
 // The compression format (compressed-tensors CompressionFormat value) for a scheme: "pack-quantized",

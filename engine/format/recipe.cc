@@ -45,7 +45,11 @@ absl::StatusOr<json> NodeToJson(const YAML::Node& n, int depth) {
   switch (n.Type()) {
     case YAML::NodeType::Null:
     case YAML::NodeType::Undefined: return json(nullptr);
-    case YAML::NodeType::Scalar: return ScalarToJson(n);
+    case YAML::NodeType::Scalar:
+      // yaml-cpp can make invalid UTF-8 of valid text (a NUL byte in a plain scalar), which json::dump rejects.
+      if (!IsValidUtf8(n.Scalar()))
+        return absl::InvalidArgumentError(absl::StrCat("line ", n.Mark().line + 1, ": a value is not valid UTF-8 text"));
+      return ScalarToJson(n);
     case YAML::NodeType::Sequence: {
       json a = json::array();
       for (const auto& x : n) {
@@ -58,6 +62,12 @@ absl::StatusOr<json> NodeToJson(const YAML::Node& n, int depth) {
       json o = json::object();
       for (const auto& kv : n) {
         if (!kv.first.IsScalar()) return absl::InvalidArgumentError("mapping keys must be plain strings");
+        if (!IsValidUtf8(kv.first.Scalar()))
+          return absl::InvalidArgumentError(absl::StrCat("line ", kv.first.Mark().line + 1, ": a key is not valid UTF-8 text"));
+        // A repeated key would silently replace the first value (PyYAML keeps the last); refuse it.
+        if (o.contains(kv.first.Scalar()))
+          return absl::InvalidArgumentError(absl::StrCat("key '", kv.first.Scalar(), "' appears twice in one mapping (line ",
+                                                         kv.first.Mark().line + 1, "); give it once"));
         LLMC_ASSIGN_OR_RETURN(json v, NodeToJson(kv.second, depth + 1));
         o[kv.first.Scalar()] = std::move(v);
       }

@@ -1,5 +1,7 @@
 #include "engine/format/recipe.h"
 
+#include "engine/format/algorithms.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -82,6 +84,30 @@ TEST(YamlToJsonTest, DeepNestingIsAnErrorNotACrash) {
   ASSERT_FALSE(j.ok());
   EXPECT_THAT(Msg(j.status()), HasSubstr("deep.yaml"));
   EXPECT_THAT(Msg(j.status()), HasSubstr("nesting"));
+}
+
+// yaml-cpp turns a NUL byte in a plain scalar into a lone 0xA0 byte; such text is an error, never a string that
+// json::dump (config.json) would throw on. (Found by fuzz_recipe; the inputs are in its corpus.)
+TEST(YamlToJsonTest, TextThatYamlCppMakesInvalidUtf8IsRejected) {
+  int rejected = 0;
+  for (const std::string& y : {std::string("group.\0_0: 1\n", 12), std::string("k: [\0_x]\n", 10),
+                               std::string("k: a\0b\n", 8)}) {
+    auto j = YamlToJson(y, "n.yaml");
+    if (j.ok()) {
+      EXPECT_NO_THROW(j->dump()) << j->dump(-1, ' ', false, json::error_handler_t::replace);
+    } else {
+      ++rejected;
+      EXPECT_THAT(Msg(j.status()), HasSubstr("n.yaml"));
+    }
+  }
+  EXPECT_GT(rejected, 0);
+}
+
+TEST(YamlToJsonTest, RepeatedKeysAreRejected) {
+  auto j = YamlToJson("a: 1\nb: 2\na: 3\n", "d.yaml");
+  ASSERT_FALSE(j.ok());
+  EXPECT_THAT(Msg(j.status()), HasSubstr("'a' appears twice"));
+  EXPECT_THAT(Msg(j.status()), HasSubstr("line 3"));
 }
 
 TEST(YamlToJsonTest, ComplexKeysAreRejected) {
@@ -229,12 +255,12 @@ QuantizationModifier:
 }
 
 TEST(ParseRecipeTest, ActorderTrueMeansGroup) {
-  auto c = ParseRecipe(
-      "QuantizationModifier:\n  config_groups:\n    g:\n      targets: [Linear]\n"
+  auto c = ParseCompressionRecipe(
+      "GPTQModifier:\n  config_groups:\n    g:\n      targets: [Linear]\n"
       "      weights: {num_bits: 4, group_size: 128, actorder: true}\n",
       "recipe.yaml");
   ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(c->groups()[0].scheme.weights->actorder, "group");
+  EXPECT_EQ(c->quant->groups()[0].scheme.weights->actorder, "group");
 }
 
 TEST(ParseRecipeTest, SchemeAndConfigGroupsTogetherMakeTwoGroups) {

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <cmath>
@@ -17,6 +18,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
 #include "common/util.h"
@@ -147,8 +149,13 @@ class Job {
     summary_.scheme = cfg_.preset_name.empty() ? "custom" : cfg_.preset_name;
     // Which modules are Linear: every 2-D `.weight` that is not an embedding.
     bool has_lm_head = model_->Find("lm_head.weight") != nullptr;
+    std::vector<int> group_modules(cfg_.groups().size(), 0);
+    std::set<std::string> module_paths;  // every module of the model: each proper prefix of a tensor name
     for (const auto& t : model_->tensors()) {
       const std::string& name = t.info->name;
+      for (size_t dot = name.find('.'); dot != std::string::npos; dot = name.find('.', dot + 1))
+        module_paths.insert(name.substr(0, dot));
+      LLMC_RETURN_IF_ERROR(CheckFusedExperts(*t.info));
       std::string cls = ModuleClass(name, t.info->shape.size());
       Item item;
       if (!cls.empty()) {
@@ -169,6 +176,7 @@ class Job {
           item.module = module;
           item.group = g;
           item.weight = &t;
+          ++group_modules[g];
           ++summary_.modules_quantized;
           summary_.modules.push_back({module, grp.name, grp.format, t.info->nbytes(), 0});
         } else {
@@ -208,6 +216,15 @@ class Job {
       ignored_.push_back("lm_head");
       ++summary_.modules_ignored;
     }
+    // No config group asks for attention quantization, and every one is applied to something.
+    LLMC_RETURN_IF_ERROR(cfg_.CheckAttentionTargets(module_paths));
+    for (size_t g = 0; g < group_modules.size(); ++g)
+      if (group_modules[g] == 0)
+        return absl::InvalidArgumentError(absl::StrCat(
+            opt_.model_path, ": config group '", cfg_.groups()[g].name, "' (targets ",
+            nlohmann::json(cfg_.groups()[g].scheme.targets).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), ") quantizes no module: its targets match no ",
+            "Linear module, or every match is ignored or taken by a group with a more specific target; fix its ",
+            "targets or remove the group"));
     if (summary_.modules_quantized == 0 && !opt_.solver)
       return absl::InvalidArgumentError(absl::StrCat(opt_.model_path, ": no module matches the targets of the scheme ",
                                                      "(after ignore); check targets and --ignore"));
@@ -258,6 +275,25 @@ class Job {
       if (!key.empty()) fused_[key].push_back(i);
     }
     return absl::OkStatus();
+  }
+
+  // Fused 3-D expert weights (GPT-OSS, Llama 4: experts.gate_up_proj [experts, hidden, 2 * intermediate],
+  // experts.down_proj) are not Linear modules, so no group would quantize them: a job that targets Linear would
+  // finish with the experts, most of the model, left in bf16. Quantizing them is not supported yet; the job fails
+  // unless the ignore list names them, and then they are copied and listed in quantization_config.ignore.
+  absl::Status CheckFusedExperts(const TensorInfo& t) {
+    if (t.shape.size() < 3 || cfg_.groups().empty() || !absl::StrContains(t.name, "experts")) return absl::OkStatus();
+    const std::string module = t.name.substr(0, t.name.rfind('.'));
+    if (cfg_.IsIgnored(module, "") || cfg_.IsIgnored(t.name, "")) {
+      if (std::find(ignored_.begin(), ignored_.end(), module) == ignored_.end()) ignored_.push_back(module);
+      return absl::OkStatus();
+    }
+    std::vector<std::string> dims;
+    for (int64_t d : t.shape) dims.push_back(std::to_string(d));
+    return absl::InvalidArgumentError(absl::StrCat(
+        t.name, ": fused 3-D expert weights [", absl::StrJoin(dims, ", "), "] are not supported yet (llmc quantizes ",
+        "2-D Linear weights; these would stay unquantized); to keep them in ", DTypeName(t.dtype),
+        " add '", module, "' or 're:.*experts$' to ignore"));
   }
 
   absl::Status MakeStaging() {

@@ -8,7 +8,10 @@
 //    runs on a few module names, and the recipe.yaml llmc writes for it (RecipeYaml) parses back to the same
 //    quantization_config.
 // Findings it made, now fixed and kept as properties: non-UTF-8 text from YAML (rejected), observer_kwargs
-// written back as strings (only numbers are accepted), a backtracking `re:` pattern (RE2 runs in linear time).
+// written back as strings (only numbers are accepted), a backtracking `re:` pattern (RE2 runs in linear time),
+// invalid UTF-8 that yaml-cpp makes of a NUL byte in a plain scalar (rejected; corpus nul_in_group_name.yaml,
+// non_utf8_list_entry.yaml), and a preset changed by a modifier's observer written back as the bare preset
+// (recipe.yaml now writes the group; corpus observer_mapping.yaml).
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
