@@ -704,8 +704,21 @@ void Coordinator::RankFinishedLocked(const std::string& worker_id, int rank, con
     if (f.ok()) {
       if (rank != 0) return;  // its share is done; rank 0 reports the job
       job.set_summary_json(f.summary_json());
-      if (auto j = nlohmann::json::parse(f.summary_json(), nullptr, false); j.is_object() && j.contains("output_bytes"))
-        metrics_->bytes_written->Inc({}, j["output_bytes"].get<double>());
+      if (auto j = nlohmann::json::parse(f.summary_json(), nullptr, false); j.is_object()) {
+        if (j.contains("output_bytes") && j["output_bytes"].is_number())
+          metrics_->bytes_written->Inc({}, j["output_bytes"].get<double>());
+        // Every rank's collectives, from rank 0's report (solve.ranks).
+        const auto solve = j.find("solve");
+        if (solve != j.end() && solve->is_object() && solve->contains("ranks") && (*solve)["ranks"].is_array())
+          for (const auto& r : (*solve)["ranks"]) {
+            if (!r.is_object() || !r.contains("communication") || !r["communication"].is_object()) continue;
+            const auto& c = r["communication"];
+            if (c.contains("seconds") && c["seconds"].is_number() && c["seconds"].get<double>() >= 0)
+              metrics_->comm_seconds->Inc({}, c["seconds"].get<double>());
+            if (c.contains("bytes") && c["bytes"].is_number() && c["bytes"].get<double>() >= 0)
+              metrics_->comm_bytes->Inc({}, c["bytes"].get<double>());
+          }
+      }
       if (SetStateLocked(&job, v1::SUCCEEDED, absl::StrCat("finished on worker ", worker_id)).ok())
         ReleaseGangLocked(job, worker_id, /*keep_staging=*/true);
       return;
@@ -801,7 +814,14 @@ void Coordinator::Collect() {
     if (a.job.state() == v1::QUEUED || a.job.state() == v1::RETRYING) ++queued;
   metrics_->queue_depth->Set(static_cast<double>(queued));
   std::map<std::string, int> by_state{{"IDLE", 0}, {"BUSY", 0}, {"LOST", 0}};
-  for (const auto& [id, w] : workers_) by_state[w.info.state()]++;
+  int gang = 0;
+  for (const auto& [id, w] : workers_) {
+    by_state[w.info.state()]++;
+    if (w.info.state() != "BUSY") continue;
+    auto a = active_.find(w.info.job_id());
+    if (a != active_.end() && a->second.job.worker_ids_size() > 1) ++gang;
+  }
+  metrics_->gang_workers->Set({}, gang);
   metrics_->workers->Clear();
   for (const auto& [s, n] : by_state) metrics_->workers->Set({s}, n);
 }

@@ -356,9 +356,19 @@ TEST_F(CoordinatorTest, AGangWhoseRankAbortedIsReformedOnceEveryRankStopped) {
   // Rank 1 ends first: the job runs on until rank 0 reports it.
   Finish(g.worker(1), g.session(1), g.assignment(1), true);
   EXPECT_EQ(Get(job.id()).state(), v1::RUNNING);
-  Finish(g.worker(0), g.session(0), g.assignment(0), true, R"({"output_bytes": 10})");
+  EXPECT_EQ(metrics_->gang_workers->Value(), 0);
+  registry_.Render();  // runs the coordinator's collector
+  EXPECT_EQ(metrics_->gang_workers->Value(), 1);  // rank 0 still runs the gang job
+  // The ranks' communication in rank 0's report reaches the fleet's counters; malformed entries are skipped.
+  Finish(g.worker(0), g.session(0), g.assignment(0), true,
+         R"({"output_bytes": 10, "solve": {"ranks": [{"communication": {"seconds": 1.5, "bytes": 100}},
+             {"communication": {"seconds": 0.5, "bytes": 300}}, {"communication": "x"}, 7]}})");
   ASSERT_TRUE(WaitState(job.id(), v1::SUCCEEDED));
   EXPECT_EQ(Get(job.id()).attempts(), 2);
+  EXPECT_DOUBLE_EQ(metrics_->comm_seconds->Value(), 2.0);
+  EXPECT_DOUBLE_EQ(metrics_->comm_bytes->Value(), 400);
+  registry_.Render();  // runs the coordinator's collector
+  EXPECT_EQ(metrics_->gang_workers->Value(), 0);
 }
 
 TEST_F(CoordinatorTest, AGangRanksOwnErrorFailsTheJobAndItsStagingGoesWhenTheRanksStopped) {

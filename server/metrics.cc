@@ -101,6 +101,11 @@ ServiceMetrics::ServiceMetrics(MetricsRegistry* r) : registry(r) {
   jobs = r->AddGauge("llmc_jobs", "Jobs in the job store by state.", {"state"});
   queue_depth = r->AddGauge("llmc_queue_depth", "Jobs waiting for workers (QUEUED or RETRYING).");
   workers = r->AddGauge("llmc_workers", "Registered workers by state (IDLE, BUSY, LOST).", {"state"});
+  gang_workers = r->AddGauge("llmc_gang_workers", "Busy workers running a rank of a job on several workers.");
+  comm_seconds = r->AddCounter("llmc_communication_seconds_total",
+                               "Seconds the ranks of succeeded multi-worker jobs spent in collectives (all ranks).");
+  comm_bytes = r->AddCounter("llmc_communication_bytes_total",
+                             "Bytes the ranks of succeeded multi-worker jobs passed to collectives (all ranks).");
   job_duration = r->AddHistogram("llmc_job_duration_seconds",
                                  "Seconds from a job's first start to its end, by final state.", {"state"},
                                  {1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400});

@@ -118,6 +118,9 @@ struct ServiceMetrics {
   Gauge* jobs;                 // llmc_jobs{state}
   Gauge* queue_depth;          // llmc_queue_depth
   Gauge* workers;              // llmc_workers{state}
+  Gauge* gang_workers;         // llmc_gang_workers
+  Counter* comm_seconds;       // llmc_communication_seconds_total
+  Counter* comm_bytes;         // llmc_communication_bytes_total
   Histogram* job_duration;     // llmc_job_duration_seconds{state}
   Counter* jobs_finished;      // llmc_jobs_finished_total{state}
   Counter* jobs_created;       // llmc_jobs_created_total
