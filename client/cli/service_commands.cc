@@ -325,9 +325,27 @@ int Cancel(const ServiceCommands& c) {
 
 // ---- llmc serve ----
 
-pid_t Spawn(const std::vector<std::string>& argv) {
+// The GPU local cuda worker `index` runs on (CUDA_VISIBLE_DEVICES for it): the workers take the visible GPUs
+// round-robin (CUDA_VISIBLE_DEVICES's entries, else the driver's GPUs); "" when no GPU is known here.
+std::string WorkerGpu(int index) {
+  std::vector<std::string> gpus;
+  if (const char* env = std::getenv("CUDA_VISIBLE_DEVICES"); env && *env) {
+    gpus = absl::StrSplit(env, ',', absl::SkipWhitespace());
+  } else {
+    std::error_code ec;
+    int n = 0;
+    for (auto it = fs::directory_iterator("/proc/driver/nvidia/gpus", ec); !ec && it != fs::directory_iterator();
+         it.increment(ec))
+      ++n;
+    for (int i = 0; i < n; ++i) gpus.push_back(absl::StrCat(i));
+  }
+  return gpus.empty() ? std::string() : gpus[index % gpus.size()];
+}
+
+pid_t Spawn(const std::vector<std::string>& argv, const std::string& cuda_visible_devices = "") {
   pid_t pid = fork();
   if (pid != 0) return pid;
+  if (!cuda_visible_devices.empty()) setenv("CUDA_VISIBLE_DEVICES", cuda_visible_devices.c_str(), 1);
   prctl(PR_SET_PDEATHSIG, SIGTERM);  // children go when `llmc serve` goes, even on kill -9
   sigset_t none;
   sigemptyset(&none);
@@ -392,7 +410,7 @@ int Serve(const ServiceCommands& c) {
     return a;
   };
   std::map<pid_t, int> workers;  // pid -> index
-  for (int i = 0; i < c.workers; ++i) workers[Spawn(worker_argv(i))] = i;
+  for (int i = 0; i < c.workers; ++i) workers[Spawn(worker_argv(i), c.device == "cuda" ? WorkerGpu(i) : "")] = i;
   std::fprintf(stderr,
                "llmc serve: coordinator on %s (HTTP http://%s:%d: /metrics, /healthz, /api/v1), %d worker%s\n"
                "llmc serve: admin token in %s/admin.token (export LLMC_TOKEN=$(cat %s/admin.token))\n"
@@ -418,7 +436,7 @@ int Serve(const ServiceCommands& c) {
         workers.erase(it);
         std::fprintf(stderr, "llmc serve: worker local-%d exited (%s); restarting it\n", i, how.c_str());
         std::this_thread::sleep_for(std::chrono::milliseconds(500));
-        workers[Spawn(worker_argv(i))] = i;
+        workers[Spawn(worker_argv(i), c.device == "cuda" ? WorkerGpu(i) : "")] = i;
       }
     }
   }
@@ -507,7 +525,7 @@ std::shared_ptr<ServiceCommands> AddServiceCommands(CLI::App& app) {
   v->add_option("--http-port", c->http_port, "HTTP port for /metrics, /healthz, /api/v1 (0: any)")->capture_default_str();
   v->add_option("--workers", c->workers, "local worker processes")->capture_default_str();
   v->add_option("--threads", c->threads, "CPU threads per worker (default: one per core)");
-  v->add_option("--device", c->device, "device of the local workers: cpu or cuda (default: the worker's default, cpu)");
+  v->add_option("--device", c->device, "device of the local workers: cpu or cuda (cuda: one GPU each, round-robin; default cpu)");
   v->add_option("--comm-timeout", c->comm_timeout,
                 "seconds the ranks of a multi-worker job wait for each other (default: the worker's, 300)")
       ->check(CLI::Range(1, 24 * 3600));
