@@ -173,6 +173,35 @@ TEST_F(ServiceGangTest, KilledRanksReformTheGangAndTheJobResumesByteIdentical) {
   EXPECT_TRUE(StagingLeft(work_).empty());
 }
 
+// A job that allows fewer ranks (min_gpus) goes on with the workers left when one is lost for good: the gang is
+// re-formed smaller, resumes from rank 0's staging (the stored blocks broadcast to the new ranks), and the output
+// is a valid checkpoint within the bound of a full run (docs/distributed.md).
+TEST_F(ServiceGangTest, ALostWorkerThatDoesNotComeBackShrinksTheGangWhenAllowed) {
+  StartGang(/*block_delay_ms=*/300);
+  v1::Job job;
+  v1::JobSpec spec = GangSpec(work_ + "/out");
+  spec.set_min_gpus(2);
+  ASSERT_TRUE(Create(admin_, "shrink", spec, &job).ok());
+  WaitForBlockOfAttempt(job.id(), 1);
+  const std::string rank1 = WorkerOfRank(job.id(), 1);
+  ASSERT_FALSE(rank1.empty());
+  ASSERT_EQ(kill(worker_pids_[rank1], SIGKILL), 0);  // not restarted
+  v1::Job done = WaitFinal(job.id());
+  ASSERT_EQ(done.state(), v1::SUCCEEDED) << done.error();
+  EXPECT_EQ(done.attempts(), 2);
+  EXPECT_EQ(done.worker_ids_size(), kRanks - 1);
+  int resumed = -1;
+  for (const auto& e : Events(job.id(), 0))
+    if (int b = ResumedAt(e); b >= 0) resumed = b;
+  EXPECT_GE(resumed, 1);
+  auto report = nlohmann::json::parse(done.summary_json(), nullptr, false);
+  ASSERT_TRUE(report.is_object());
+  EXPECT_EQ(report["solve"]["world_size"], kRanks - 1);
+  std::string out;
+  EXPECT_EQ(RunCapture({BinDir() + "llmc", "inspect", work_ + "/out", "--json"}, &out), 0) << out;
+  EXPECT_TRUE(StagingLeft(work_).empty());
+}
+
 TEST_F(ServiceGangTest, CancelStopsEveryRank) {
   StartGang(/*block_delay_ms=*/300);
   v1::Job job;
