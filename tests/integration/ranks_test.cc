@@ -38,6 +38,9 @@ struct Job {
   double max_ppl_change;          // relative perplexity difference, N ranks vs 1
 };
 
+// How gtest names a job in its output.
+void PrintTo(const Job& job, std::ostream* os) { *os << job.name; }
+
 // The three calibrated paths: GPTQ, SmoothQuant + GPTQ, SparseGPT 2:4 (+ RTN). 2:4 masks flip with the smallest
 // change of the Hessian, so SparseGPT's bound is wider.
 const std::vector<Job>& Jobs() {
