@@ -220,6 +220,7 @@ void Coordinator::OnFinalLocked(const v1::Job& job) {
 
 absl::StatusOr<Coordinator::Checked> Coordinator::CheckSpec(const v1::JobSpec& spec, bool for_create) {
   const auto& pol = options_.policy;
+  LLMC_RETURN_IF_ERROR(CheckSpecLimits(spec, options_.limits));
   LLMC_ASSIGN_OR_RETURN(storage::StorageUri model, pol.CheckInput("spec.model_uri", spec.model_uri()));
   LLMC_ASSIGN_OR_RETURN(storage::StorageUri output, pol.CheckOutput("spec.output_uri", spec.output_uri()));
   std::string dataset;
@@ -240,9 +241,6 @@ absl::StatusOr<Coordinator::Checked> Coordinator::CheckSpec(const v1::JobSpec& s
   if (spec.min_gpus() < 0 || spec.min_gpus() > std::max(1, spec.gpus()))
     return absl::InvalidArgumentError(absl::StrCat("spec.min_gpus ", spec.min_gpus(), ": give 1 to gpus (",
                                                    std::max(1, spec.gpus()), "), or 0 for no fewer than gpus"));
-  for (const auto& [k, v] : spec.labels())
-    if (k.empty() || k.size() > 63 || v.size() > 256)
-      return absl::InvalidArgumentError(absl::StrCat("spec.labels: key '", k, "': keys are 1-63 characters, values at most 256"));
   if (!spec.observer().empty() && spec.observer() != "mse" && spec.observer() != "minmax")
     return absl::InvalidArgumentError(absl::StrCat("spec.observer '", spec.observer(), "': use minmax or mse"));
   LLMC_ASSIGN_OR_RETURN(llmc::JobSpec e, ToEngineSpec(spec, model.path, output.path, dataset));
@@ -274,9 +272,10 @@ absl::StatusOr<Coordinator::Checked> Coordinator::CheckSpec(const v1::JobSpec& s
 
 absl::StatusOr<v1::Job> Coordinator::CreateJob(const Principal& p, const v1::CreateJobRequest& req) {
   LLMC_RETURN_IF_ERROR(RequireWrite(p, "create jobs"));
-  if (req.request_id().empty() || req.request_id().size() > 128)
-    return absl::InvalidArgumentError("request_id: required (1-128 characters), e.g. a UUID; repeating a create "
-                                      "with the same request_id returns the same job");
+  if (req.request_id().empty() || req.request_id().size() > kMaxRequestIdBytes)
+    return absl::InvalidArgumentError(absl::StrCat("request_id: required (1-", kMaxRequestIdBytes,
+                                                   " bytes), e.g. a UUID; repeating a create with the same "
+                                                   "request_id returns the same job"));
   // An idempotent repeat is answered before the checks (the output may exist by now).
   auto prior = store_->FindByRequestId(p.tenant, req.request_id());
   if (prior.ok()) {

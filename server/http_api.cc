@@ -1,5 +1,7 @@
 #include "server/http_api.h"
 
+#include <chrono>
+
 #include <google/protobuf/util/json_util.h>
 #include <httplib.h>
 #include <nlohmann/json.hpp>
@@ -216,6 +218,8 @@ absl::Status HttpApi::Start(const std::string& host, int port) {
     port_ = port;
   }
   thread_ = std::thread([this] { svr_->listen_after_bind(); });
+  // httplib's stop() does nothing before the listen loop runs: wait for it, so a Stop right after Start ends it.
+  while (!svr_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   return absl::OkStatus();
 }
 
