@@ -115,6 +115,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& o) {
   b.RegisterService(impl->api.get());
   b.RegisterService(impl->workers.get());
   b.SetMaxReceiveMessageSize(kMaxRequestBytes);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<MalformedRequestInterceptorFactory>());
+  b.experimental().SetInterceptorCreators(std::move(interceptors));
   impl->grpc = b.BuildAndStart();
   if (!impl->grpc || impl->grpc_port == 0)
     return absl::UnavailableError(absl::StrCat("--listen ", o.listen, ": cannot listen (in use?); choose another port"));

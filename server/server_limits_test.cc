@@ -224,5 +224,63 @@ TEST_F(ServerLimitsTest, OperatorSetsCalibrationBounds) {
   EXPECT_TRUE(Create(spec, "d").ok());
 }
 
+// Control characters (a newline forges a log line, a NUL fails late), over-long path components, non-UTF-8 text
+// and long echoes: each INVALID_ARGUMENT (or PERMISSION_DENIED) with a message, never UNKNOWN or INTERNAL, and
+// never quoting more than about 200 bytes of the input.
+TEST_F(ServerLimitsTest, MalformedStringsAreRefusedWithBoundedMessages) {
+  struct Case {
+    std::string name;
+    std::function<void(v1::JobSpec*)> edit;
+    grpc::StatusCode code;
+    std::string says;
+  };
+  const std::string nul("x\0y", 3);
+  const std::vector<Case> cases = {
+      {"NUL in model_uri", [&](v1::JobSpec* s) { s->set_model_uri(root_ + "/model" + nul); },
+       grpc::StatusCode::INVALID_ARGUMENT, "spec.model_uri: control character 0x00"},
+      {"newline in output_uri",
+       [&](v1::JobSpec* s) { s->set_output_uri(root_ + "/out\n[info] job forged: SUCCEEDED"); },
+       grpc::StatusCode::INVALID_ARGUMENT, "spec.output_uri: control character 0x0a"},
+      {"ESC in label value", [&](v1::JobSpec* s) { (*s->mutable_labels())["k"] = "\x1b[31mred"; },
+       grpc::StatusCode::INVALID_ARGUMENT, "control character 0x1b"},
+      {"newline in ignore", [&](v1::JobSpec* s) { s->add_ignore("lm_head\nx"); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "spec.ignore[0]"},
+      {"NUL in recipe", [&](v1::JobSpec* s) { s->set_recipe_yaml("a: 1\n" + nul); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "spec.recipe_yaml: control character 0x00"},
+      {"300-byte output component", [&](v1::JobSpec* s) { s->set_output_uri(root_ + "/" + std::string(300, 'o')); },
+       grpc::StatusCode::INVALID_ARGUMENT, "spec.output_uri"},
+      {"300-byte model component", [&](v1::JobSpec* s) { s->set_model_uri(root_ + "/" + std::string(300, 'm')); },
+       grpc::StatusCode::INVALID_ARGUMENT, "spec.model_uri"},
+      {"5000-byte component", [&](v1::JobSpec* s) { s->set_output_uri(root_ + "/" + std::string(5000, 'o')); },
+       grpc::StatusCode::INVALID_ARGUMENT, "spec.output_uri"},
+      {"long relative path", [&](v1::JobSpec* s) { s->set_model_uri(std::string(4000, 'r')); },
+       grpc::StatusCode::INVALID_ARGUMENT, "(4000 bytes)"},
+      {"long path outside the roots", [&](v1::JobSpec* s) { s->set_output_uri("/elsewhere/" + std::string(4000, 'o')); },
+       grpc::StatusCode::PERMISSION_DENIED, "bytes) is outside"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    v1::JobSpec spec = Spec();
+    c.edit(&spec);
+    grpc::Status st = Create(spec, "r1");
+    EXPECT_EQ(st.error_code(), c.code) << st.error_message();
+    EXPECT_THAT(st.error_message(), HasSubstr(c.says));
+    EXPECT_LE(st.error_message().size(), 600u) << st.error_message();
+    EXPECT_EQ(st.error_message().find('\n'), std::string::npos);
+  }
+  grpc::Status rid = Create(Spec(), "r\n1");
+  EXPECT_EQ(rid.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(rid.error_message(), HasSubstr("request_id: control character"));
+  // Not UTF-8: protobuf refuses to parse the request; the answer still says what to fix.
+  for (const std::string& bad : {std::string("\xff\xfe"), std::string("/a\xc3")}) {
+    v1::JobSpec spec = Spec();
+    spec.set_model_uri(bad);
+    grpc::Status st = Create(spec, "r2");
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+    EXPECT_THAT(st.error_message(), HasSubstr("UTF-8"));
+  }
+  EXPECT_EQ(JobCount(), 0);
+}
+
 }  // namespace
 }  // namespace llmc::server

@@ -40,10 +40,18 @@ struct SpecLimits {
 // INVALID_ARGUMENT naming the field and the limit when any field of `spec` is over its limit.
 absl::Status CheckSpecLimits(const v1::JobSpec& spec, const SpecLimits& limits);
 
-// INVALID_ARGUMENT when `value` (the client's `field`) is longer than `max_bytes`.
-absl::Status CheckText(absl::string_view field, absl::string_view value, size_t max_bytes);
+// Whether a client's string may hold line breaks: a recipe may (tabs, CR and LF); everything else that is logged
+// or used as a path, name or label is one line.
+enum class TextKind { kLine, kMultiline };
 
-// `s` quoted for a message: at most kMaxQuotedBytes bytes of it, then "... (N bytes)".
+// INVALID_ARGUMENT naming the client's `field` when `value` is longer than `max_bytes`, is not valid UTF-8, or
+// holds a control character (NUL, newline, ESC, DEL, ...; kMultiline allows tab, CR and LF). The message quotes
+// none of the value, so it cannot forge a log line.
+absl::Status CheckText(absl::string_view field, absl::string_view value, size_t max_bytes,
+                       TextKind kind = TextKind::kLine);
+
+// `s` for a message: at most kMaxQuotedBytes bytes of it, then "... (N bytes)"; Quote adds single quotes.
+std::string Truncated(absl::string_view s);
 std::string Quote(absl::string_view s);
 
 }  // namespace llmc::server
