@@ -282,5 +282,23 @@ TEST_F(ServerLimitsTest, MalformedStringsAreRefusedWithBoundedMessages) {
   EXPECT_EQ(JobCount(), 0);
 }
 
+// A data directory whose jobs.db was emptied does not start as a new, empty service.
+TEST_F(ServerLimitsTest, EmptiedJobStoreIsRefusedAtStart) {
+  server_->Shutdown();
+  server_.reset();
+  const std::string db = tmp_.path() + "/data/jobs.db";
+  fs::remove(db + "-wal");
+  fs::remove(db + "-shm");
+  std::ofstream(db, std::ios::trunc).close();
+  ServerOptions o;
+  o.data_dir = tmp_.path() + "/data";
+  o.listen = "127.0.0.1:0";
+  o.http_listen = "";
+  auto s = Server::Start(o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.status().message(), HasSubstr("jobs.db: the job store is empty"));
+}
+
 }  // namespace
 }  // namespace llmc::server
