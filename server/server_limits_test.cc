@@ -2,7 +2,15 @@
 // request here must be refused quickly with a canonical code and a bounded message, before anything is stored.
 #include "server/server.h"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <grpcpp/grpcpp.h>
+#include <httplib.h>
 #include <gtest/gtest.h>
 #include <gmock/gmock.h>
 
@@ -16,6 +24,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "llmc/v1/compression.grpc.pb.h"
+#include "server/http_api.h"
 #include "tests/support/temp_dir.h"
 
 namespace llmc::server {
@@ -298,6 +307,56 @@ TEST_F(ServerLimitsTest, EmptiedJobStoreIsRefusedAtStart) {
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(s.status().message(), HasSubstr("jobs.db: the job store is empty"));
+}
+
+// Connections held open and idle do not stop /healthz and /metrics, and every request is counted with the status it
+// got (also those no route took).
+TEST_F(ServerLimitsTest, IdleHttpConnectionsDoNotStopHealthOrMetrics) {
+  // 64 connections that send nothing, opened at once (non-blocking: httplib listens with a backlog of 5, so some
+  // handshakes are retried by the kernel) and all established before /healthz is asked.
+  std::vector<int> idle;
+  for (int i = 0; i < 64; ++i) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(server_->http_port());
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    idle.push_back(fd);
+  }
+  for (int fd : idle) {
+    pollfd p{fd, POLLOUT, 0};
+    ASSERT_EQ(poll(&p, 1, 10000), 1);
+    int err = 0;
+    socklen_t len = sizeof(err);
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    ASSERT_EQ(err, 0);
+    fcntl(fd, F_SETFL, 0);
+  }
+  httplib::Client cli("127.0.0.1", server_->http_port());
+  cli.set_connection_timeout(3, 0);
+  cli.set_read_timeout(3, 0);
+  auto t0 = std::chrono::steady_clock::now();
+  auto h = cli.Get("/healthz");
+  ASSERT_TRUE(h) << httplib::to_string(h.error());
+  EXPECT_EQ(h->status, 200);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+  auto nope = cli.Get("/nope");
+  ASSERT_TRUE(nope);
+  EXPECT_EQ(nope->status, 404);
+  auto m = cli.Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->status, 200);
+  EXPECT_THAT(m->body, HasSubstr("llmc_http_requests_total{route=\"/healthz\",status=\"200\"} 1"));
+  EXPECT_THAT(m->body, HasSubstr("llmc_http_requests_total{route=\"other\",status=\"404\"} 1"));
+  EXPECT_THAT(m->body, ::testing::Not(HasSubstr("status=\"-1\"")));
+  // An idle connection is closed by the server after its idle timeout: a read sees the end of the stream.
+  timeval tv{kHttpIdleTimeoutS + 3, 0};
+  setsockopt(idle[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  char c;
+  EXPECT_EQ(read(idle[0], &c, 1), 0);
+  for (int fd : idle) close(fd);
 }
 
 }  // namespace
