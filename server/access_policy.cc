@@ -29,6 +29,14 @@ storage::StorageUri Canonical(storage::StorageUri u) {
 
 absl::StatusOr<storage::StorageUri> Parse(absl::string_view field, absl::string_view uri) {
   if (uri.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": empty; give an absolute path, file:///dir or s3://bucket/prefix"));
+  // A URI of another scheme (gs://, http://) is named as such, not as a relative path.
+  const size_t colon = uri.find("://");
+  if (colon != absl::string_view::npos && colon > 0 && !storage::IsS3Uri(uri) &&
+      !absl::StartsWithIgnoreCase(uri, "file:") &&
+      uri.substr(0, colon).find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.") ==
+          absl::string_view::npos)
+    return absl::InvalidArgumentError(absl::StrCat(field, ": unsupported scheme ", Quote(uri.substr(0, colon)),
+                                                   "; use an absolute path, file:///abs/dir or s3://bucket/prefix"));
   if (!storage::IsS3Uri(uri) && !absl::StartsWith(uri, "/") && !absl::StartsWithIgnoreCase(uri, "file:"))
     return absl::InvalidArgumentError(absl::StrCat(field, ": ", Quote(uri), " is a relative path; give an absolute path or a "
                                                    "file:// URI (the CLI makes paths absolute for you)"));

@@ -264,6 +264,10 @@ TEST_F(ServerLimitsTest, MalformedStringsAreRefusedWithBoundedMessages) {
        grpc::StatusCode::INVALID_ARGUMENT, "spec.output_uri"},
       {"long relative path", [&](v1::JobSpec* s) { s->set_model_uri(std::string(4000, 'r')); },
        grpc::StatusCode::INVALID_ARGUMENT, "(4000 bytes)"},
+      {"gs:// URI", [&](v1::JobSpec* s) { s->set_model_uri("gs://bucket/model"); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "spec.model_uri: unsupported scheme 'gs'"},
+      {"http:// URI", [&](v1::JobSpec* s) { s->set_output_uri("http://example.com/out"); },
+       grpc::StatusCode::INVALID_ARGUMENT, "spec.output_uri: unsupported scheme 'http'"},
       {"long path outside the roots", [&](v1::JobSpec* s) { s->set_output_uri("/elsewhere/" + std::string(4000, 'o')); },
        grpc::StatusCode::PERMISSION_DENIED, "bytes) is outside"},
   };
