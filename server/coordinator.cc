@@ -249,6 +249,7 @@ absl::StatusOr<Coordinator::Checked> Coordinator::CheckSpec(const v1::JobSpec& s
   auto recipe = ResolveJobRecipe(e);
   if (!recipe.ok()) {
     std::string field = spec.has_preset() ? "spec.preset" : "spec.recipe_yaml";
+    if (absl::StartsWith(recipe.status().message(), field)) return recipe.status();  // it names the field already
     return absl::Status(recipe.status().code(), absl::StrCat(field, ": ", recipe.status().message()));
   }
   Checked c;

@@ -128,6 +128,7 @@ TEST_F(ServerLimitsTest, BillionLaughsRecipeIsRefusedFast) {
   EXPECT_EQ(v.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(v.error_message(), HasSubstr("spec.recipe_yaml"));
   EXPECT_THAT(v.error_message(), HasSubstr("100000"));
+  EXPECT_EQ(v.error_message().find("spec.recipe_yaml: spec.recipe_yaml"), std::string::npos) << v.error_message();
   grpc::Status c = Create(spec);
   EXPECT_EQ(c.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(c.error_message(), HasSubstr("100000"));
