@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "server/spec_limits.h"
 
 namespace llmc::server {
 
@@ -28,11 +29,25 @@ storage::StorageUri Canonical(storage::StorageUri u) {
 
 absl::StatusOr<storage::StorageUri> Parse(absl::string_view field, absl::string_view uri) {
   if (uri.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": empty; give an absolute path, file:///dir or s3://bucket/prefix"));
+  // A URI of another scheme (gs://, http://) is named as such, not as a relative path.
+  const size_t colon = uri.find("://");
+  if (colon != absl::string_view::npos && colon > 0 && !storage::IsS3Uri(uri) &&
+      !absl::StartsWithIgnoreCase(uri, "file:") &&
+      uri.substr(0, colon).find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.") ==
+          absl::string_view::npos)
+    return absl::InvalidArgumentError(absl::StrCat(field, ": unsupported scheme ", Quote(uri.substr(0, colon)),
+                                                   "; use an absolute path, file:///abs/dir or s3://bucket/prefix"));
   if (!storage::IsS3Uri(uri) && !absl::StartsWith(uri, "/") && !absl::StartsWithIgnoreCase(uri, "file:"))
-    return absl::InvalidArgumentError(absl::StrCat(field, ": '", uri, "' is a relative path; give an absolute path or a "
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", Quote(uri), " is a relative path; give an absolute path or a "
                                                    "file:// URI (the CLI makes paths absolute for you)"));
   auto u = storage::ParseStorageUri(uri);
-  if (!u.ok()) return absl::Status(u.status().code(), absl::StrCat(field, ": ", u.status().message()));
+  if (!u.ok()) {
+    // The parser's message starts with the URI: quote a long one bounded.
+    absl::string_view m = u.status().message();
+    if (uri.size() > kMaxQuotedBytes && absl::StartsWith(m, uri))
+      return absl::Status(u.status().code(), absl::StrCat(field, ": ", Quote(uri), m.substr(uri.size())));
+    return absl::Status(u.status().code(), absl::StrCat(field, ": ", m));
+  }
   return Canonical(*u);
 }
 
@@ -70,7 +85,7 @@ absl::StatusOr<storage::StorageUri> AccessPolicy::Check(absl::string_view field,
   if (!write)
     for (const auto& r : ro_)
       if (UnderRoot(u, r)) return u;
-  return absl::PermissionDeniedError(absl::StrCat(field, ": ", u.ToString(), " is outside the allowed ",
+  return absl::PermissionDeniedError(absl::StrCat(field, ": ", Truncated(u.ToString()), " is outside the allowed ",
                                                   write ? "output" : "storage", " roots (", Describe(),
                                                   "); use a location under one of them or ask the operator to add "
                                                   "--allowed-root"));

@@ -220,35 +220,36 @@ void Coordinator::OnFinalLocked(const v1::Job& job) {
 
 absl::StatusOr<Coordinator::Checked> Coordinator::CheckSpec(const v1::JobSpec& spec, bool for_create) {
   const auto& pol = options_.policy;
+  LLMC_RETURN_IF_ERROR(CheckSpecLimits(spec, options_.limits));
   LLMC_ASSIGN_OR_RETURN(storage::StorageUri model, pol.CheckInput("spec.model_uri", spec.model_uri()));
   LLMC_ASSIGN_OR_RETURN(storage::StorageUri output, pol.CheckOutput("spec.output_uri", spec.output_uri()));
   std::string dataset;
   if (!spec.calibration().dataset_uri().empty()) {
     LLMC_ASSIGN_OR_RETURN(storage::StorageUri d, pol.CheckInput("spec.calibration.dataset_uri", spec.calibration().dataset_uri()));
     dataset = d.is_file() ? d.path : d.ToString();
-    if (d.is_file() && options_.check_local_paths && !fs::is_regular_file(dataset))
-      return absl::InvalidArgumentError(absl::StrCat("spec.calibration.dataset_uri: ", dataset,
+    std::error_code ec;  // the overloads without it throw, e.g. on a path component over NAME_MAX
+    if (d.is_file() && options_.check_local_paths && !fs::is_regular_file(dataset, ec))
+      return absl::InvalidArgumentError(absl::StrCat("spec.calibration.dataset_uri: ", Truncated(dataset),
                                                      " is not a readable file; give a text or JSONL file"));
   }
   if (!spec.eval_text_uri().empty()) {
     LLMC_ASSIGN_OR_RETURN(storage::StorageUri t, pol.CheckInput("spec.eval_text_uri", spec.eval_text_uri()));
-    if (t.is_file() && options_.check_local_paths && !fs::is_regular_file(t.path))
-      return absl::InvalidArgumentError(absl::StrCat("spec.eval_text_uri: ", t.path, " is not a readable file"));
+    std::error_code ec;
+    if (t.is_file() && options_.check_local_paths && !fs::is_regular_file(t.path, ec))
+      return absl::InvalidArgumentError(absl::StrCat("spec.eval_text_uri: ", Truncated(t.path), " is not a readable file"));
   }
   if (spec.gpus() < 0 || spec.gpus() > 1024)
     return absl::InvalidArgumentError(absl::StrCat("spec.gpus ", spec.gpus(), ": give 1 to 1024 (0 means 1)"));
   if (spec.min_gpus() < 0 || spec.min_gpus() > std::max(1, spec.gpus()))
     return absl::InvalidArgumentError(absl::StrCat("spec.min_gpus ", spec.min_gpus(), ": give 1 to gpus (",
                                                    std::max(1, spec.gpus()), "), or 0 for no fewer than gpus"));
-  for (const auto& [k, v] : spec.labels())
-    if (k.empty() || k.size() > 63 || v.size() > 256)
-      return absl::InvalidArgumentError(absl::StrCat("spec.labels: key '", k, "': keys are 1-63 characters, values at most 256"));
   if (!spec.observer().empty() && spec.observer() != "mse" && spec.observer() != "minmax")
     return absl::InvalidArgumentError(absl::StrCat("spec.observer '", spec.observer(), "': use minmax or mse"));
   LLMC_ASSIGN_OR_RETURN(llmc::JobSpec e, ToEngineSpec(spec, model.path, output.path, dataset));
   auto recipe = ResolveJobRecipe(e);
   if (!recipe.ok()) {
     std::string field = spec.has_preset() ? "spec.preset" : "spec.recipe_yaml";
+    if (absl::StartsWith(recipe.status().message(), field)) return recipe.status();  // it names the field already
     return absl::Status(recipe.status().code(), absl::StrCat(field, ": ", recipe.status().message()));
   }
   Checked c;
@@ -261,22 +262,32 @@ absl::StatusOr<Coordinator::Checked> Coordinator::CheckSpec(const v1::JobSpec& s
     c.warnings.push_back(absl::StrCat(c.method, " is data-free: rank 0 of the ", spec.gpus(),
                                       " workers does all of it; use gpus: 1"));
   if (options_.check_local_paths && model.is_file()) {
-    if (!fs::is_regular_file(fs::path(model.path) / "config.json"))
-      return absl::InvalidArgumentError(absl::StrCat("spec.model_uri: ", model.path,
+    std::error_code ec;
+    if (!fs::is_regular_file(fs::path(model.path) / "config.json", ec))
+      return absl::InvalidArgumentError(absl::StrCat("spec.model_uri: ", Truncated(model.path),
                                                      " is not a readable Hugging Face model directory (no config.json); "
                                                      "give the directory with config.json and *.safetensors"));
   }
-  if (for_create && options_.check_local_paths && output.is_file() && fs::exists(output.path))
-    return absl::FailedPreconditionError(absl::StrCat("spec.output_uri: ", output.path,
+  if (for_create && options_.check_local_paths && output.is_file()) {
+    std::error_code ec;
+    const bool exists = fs::exists(output.path, ec);
+    if (ec && ec != std::errc::no_such_file_or_directory)
+      return absl::InvalidArgumentError(absl::StrCat("spec.output_uri: ", Quote(output.path), ": ", ec.message(),
+                                                     "; choose another output location"));
+    if (exists)
+      return absl::FailedPreconditionError(absl::StrCat("spec.output_uri: ", Truncated(output.path),
                                                       " exists; jobs never overwrite: choose a new output location"));
+  }
   return c;
 }
 
 absl::StatusOr<v1::Job> Coordinator::CreateJob(const Principal& p, const v1::CreateJobRequest& req) {
   LLMC_RETURN_IF_ERROR(RequireWrite(p, "create jobs"));
-  if (req.request_id().empty() || req.request_id().size() > 128)
-    return absl::InvalidArgumentError("request_id: required (1-128 characters), e.g. a UUID; repeating a create "
-                                      "with the same request_id returns the same job");
+  LLMC_RETURN_IF_ERROR(CheckText("request_id", req.request_id(), kMaxRequestIdBytes));
+  if (req.request_id().empty())
+    return absl::InvalidArgumentError(absl::StrCat("request_id: required (1-", kMaxRequestIdBytes,
+                                                   " bytes), e.g. a UUID; repeating a create with the same "
+                                                   "request_id returns the same job"));
   // An idempotent repeat is answered before the checks (the output may exist by now).
   auto prior = store_->FindByRequestId(p.tenant, req.request_id());
   if (prior.ok()) {

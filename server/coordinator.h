@@ -32,6 +32,7 @@
 #include "server/auth.h"
 #include "server/job_store.h"
 #include "server/metrics.h"
+#include "server/spec_limits.h"
 
 namespace llmc::server {
 
@@ -40,6 +41,7 @@ struct CoordinatorOptions {
   int64_t lease_ms = 6000;  // a worker silent this long is LOST
   int max_attempts = 3;     // lost attempts before a job fails
   bool check_local_paths = true;  // check file:// models exist and outputs do not, at create time
+  SpecLimits limits;              // calibration bounds (the fixed field limits are in spec_limits.h)
 };
 
 // How the coordinator talks to one connected worker. Both functions are thread-safe.

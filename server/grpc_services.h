@@ -5,6 +5,7 @@
 #pragma once
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/support/server_interceptor.h>
 
 #include "llmc/v1/compression.grpc.pb.h"
 #include "llmc/v1/worker.grpc.pb.h"
@@ -15,6 +16,14 @@
 namespace llmc::server {
 
 grpc::Status ToGrpc(const absl::Status& s);
+
+// gRPC answers a request it cannot parse (e.g. a string field that is not valid UTF-8, which protobuf refuses)
+// with INTERNAL and an empty message. This factory's interceptor turns that answer into INVALID_ARGUMENT saying
+// what to fix; every other status passes unchanged (the handlers never return INTERNAL without a message).
+class MalformedRequestInterceptorFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateServerInterceptor(grpc::experimental::ServerRpcInfo* info) override;
+};
 // The canonical name of a code ("OK", "NOT_FOUND", ...), as in metrics labels.
 const char* CodeName(absl::StatusCode code);
 

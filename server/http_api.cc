@@ -1,5 +1,7 @@
 #include "server/http_api.h"
 
+#include <chrono>
+
 #include <google/protobuf/util/json_util.h>
 #include <httplib.h>
 #include <nlohmann/json.hpp>
@@ -67,10 +69,24 @@ HttpApi::~HttpApi() { Stop(); }
 absl::Status HttpApi::Start(const std::string& host, int port) {
   svr_ = std::make_unique<httplib::Server>();
   auto& svr = *svr_;
-  svr.new_task_queue = [] { return new httplib::ThreadPool(32); };
+  // httplib serves a connection on one pool thread for its whole life: idle and slow clients are cut off after a
+  // few seconds, and the pool is large enough that many connections held open still leave threads for /healthz
+  // and /metrics (docs/service.md, "HTTP").
+  svr.new_task_queue = [] { return new httplib::ThreadPool(kHttpThreads); };
+  svr.set_keep_alive_timeout(kHttpIdleTimeoutS);
+  svr.set_keep_alive_max_count(100);
+  svr.set_read_timeout(kHttpReadTimeoutS, 0);
+  svr.set_write_timeout(kHttpReadTimeoutS, 0);
+  svr.set_payload_max_length(kMaxRequestBytes);
+  // Before a handler sets one, a response's status is -1 (httplib answers 200 then).
   auto count = [this](const char* route, const httplib::Response& res) {
-    m_->http_requests->Inc({route, absl::StrCat(res.status)});
+    m_->http_requests->Inc({route, absl::StrCat(res.status == -1 ? 200 : res.status)});
   };
+  // Requests no route took (404, or 400 for a malformed request) are counted under route "other"; a handler's own
+  // error replies carry a body and were counted by the handler.
+  svr.set_error_handler([this](const httplib::Request&, httplib::Response& res) {
+    if (res.body.empty()) m_->http_requests->Inc({"other", absl::StrCat(res.status)});
+  });
   auto caller = [this](const httplib::Request& req) { return auth_->Authenticate(req.get_header_value("Authorization")); };
 
   svr.Get("/healthz", [count](const httplib::Request&, httplib::Response& res) {
@@ -216,6 +232,8 @@ absl::Status HttpApi::Start(const std::string& host, int port) {
     port_ = port;
   }
   thread_ = std::thread([this] { svr_->listen_after_bind(); });
+  // httplib's stop() does nothing before the listen loop runs: wait for it, so a Stop right after Start ends it.
+  while (!svr_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   return absl::OkStatus();
 }
 

@@ -20,6 +20,12 @@ class Server;
 
 namespace llmc::server {
 
+// Serving limits: pool threads (each open connection holds one while it is served or idle), seconds an idle
+// keep-alive connection is kept, seconds a slow client may take to send a request or read a reply.
+inline constexpr int kHttpThreads = 256;
+inline constexpr int kHttpIdleTimeoutS = 2;
+inline constexpr int kHttpReadTimeoutS = 5;
+
 // The HTTP status for a canonical code (NOT_FOUND -> 404, ...).
 int HttpStatusFor(absl::StatusCode code);
 

@@ -2,6 +2,8 @@
 
 #include <sqlite3.h>
 
+#include <filesystem>
+
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 
@@ -13,6 +15,8 @@
 #include "common/util.h"
 
 namespace llmc::server {
+
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -122,6 +126,18 @@ absl::StatusOr<Role> ParseRole(const std::string& name) {
 }
 
 absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path) {
+  // SQLite takes an empty file for a new database: an emptied store (truncated, or a failed copy) would start with
+  // no jobs and no tenant tokens. A fresh store is made only where no file exists. (A non-empty write-ahead log
+  // beside an empty file may still hold the data: SQLite reads it.)
+  std::error_code ec;
+  if (fs::exists(path, ec) && fs::is_regular_file(path, ec) && fs::file_size(path, ec) == 0 && !ec) {
+    std::error_code wal_ec;
+    const bool wal = fs::exists(path + "-wal", wal_ec) && fs::file_size(path + "-wal", wal_ec) > 0 && !wal_ec;
+    if (!wal)
+      return absl::FailedPreconditionError(absl::StrCat(
+          path, ": the job store is empty (0 bytes), so its jobs and tokens are gone; restore it from a backup "
+                "(docs/operations.md), or remove the file to start a new, empty store"));
+  }
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                            nullptr);

@@ -51,7 +51,8 @@ std::string DeterministicBytes(const google::protobuf::Message& m);
 
 class JobStore {
  public:
-  // Opens (creating if needed) the database at `path`. Errors name the path.
+  // Opens the database at `path`, creating it only where no file exists. FAILED_PRECONDITION for an empty (0-byte)
+  // file without a write-ahead log (an emptied store is never taken for a new one); errors name the path.
   static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& path);
   ~JobStore();
   JobStore(const JobStore&) = delete;

@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include "tests/support/temp_dir.h"
 
 namespace llmc::server {
@@ -156,6 +158,24 @@ TEST_F(JobStoreTest, CountByState) {
   EXPECT_EQ(c[v1::QUEUED], 1);
   EXPECT_EQ(c[v1::FAILED], 1);
   EXPECT_EQ(store_->ActiveJobs()->size(), 1u);
+}
+
+// An emptied store file (truncated, a failed copy) is refused instead of becoming a new, empty store; a fresh one is
+// made only where no file exists, and a corrupt one is refused as before.
+TEST(JobStoreOpenTest, EmptyOrForeignFileIsRefused) {
+  llmc::testing::TempDir tmp;
+  std::ofstream(tmp.path() + "/empty.db").close();
+  auto empty = JobStore::Open(tmp.path() + "/empty.db");
+  ASSERT_FALSE(empty.ok());
+  EXPECT_EQ(empty.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(empty.status().message(), HasSubstr("empty.db"));
+  EXPECT_THAT(empty.status().message(), HasSubstr("restore it from a backup"));
+  std::ofstream(tmp.path() + "/foreign.db") << "not a database, but some text that fills a few bytes";
+  EXPECT_FALSE(JobStore::Open(tmp.path() + "/foreign.db").ok());
+  auto fresh = JobStore::Open(tmp.path() + "/fresh.db");
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  fresh->reset();
+  EXPECT_TRUE(JobStore::Open(tmp.path() + "/fresh.db").ok());  // reopening the store it made
 }
 
 }  // namespace

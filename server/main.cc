@@ -29,6 +29,13 @@ int main(int argc, char** argv) {
   app.add_option("--tls-key", o.tls_key, "PEM private key for --tls-cert");
   app.add_option("--lease-ms", o.lease_ms, "a worker silent this long is lost")->capture_default_str();
   app.add_option("--max-attempts", o.max_attempts, "lost attempts before a job fails")->capture_default_str();
+  app.add_option("--max-num-samples", o.limits.max_num_samples, "most calibration samples a job may ask for")
+      ->capture_default_str();
+  app.add_option("--max-seq-len", o.limits.max_seq_len, "longest calibration sample (tokens) a job may ask for")
+      ->capture_default_str();
+  app.add_option("--max-calibration-tokens", o.limits.max_calibration_tokens,
+                 "most calibration tokens (num_samples x seq_len) a job may ask for")
+      ->capture_default_str();
   app.add_option("--ready-file", ready_file, "write \"GRPC_PORT HTTP_PORT\" here once serving (for scripts)");
 
   auto* token = app.add_subcommand("token", "manage API tokens");

@@ -87,6 +87,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& o) {
   LLMC_ASSIGN_OR_RETURN(co.policy, AccessPolicy::Create(roots, o.input_roots));
   co.lease_ms = o.lease_ms;
   co.max_attempts = o.max_attempts;
+  if (o.limits.max_num_samples < 1 || o.limits.max_seq_len < 1 || o.limits.max_calibration_tokens < 1)
+    return absl::InvalidArgumentError("--max-num-samples, --max-seq-len and --max-calibration-tokens must be positive");
+  co.limits = o.limits;
   spdlog::info("allowed storage roots: {}", co.policy.Describe());
   impl->metrics = std::make_unique<ServiceMetrics>(&impl->registry);
   impl->auth = std::make_unique<Authenticator>(impl->store.get());
@@ -111,7 +114,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& o) {
   b.AddListeningPort(o.listen, creds, &impl->grpc_port);
   b.RegisterService(impl->api.get());
   b.RegisterService(impl->workers.get());
-  b.SetMaxReceiveMessageSize(64 << 20);
+  b.SetMaxReceiveMessageSize(kMaxRequestBytes);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<MalformedRequestInterceptorFactory>());
+  b.experimental().SetInterceptorCreators(std::move(interceptors));
   impl->grpc = b.BuildAndStart();
   if (!impl->grpc || impl->grpc_port == 0)
     return absl::UnavailableError(absl::StrCat("--listen ", o.listen, ": cannot listen (in use?); choose another port"));

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/spec_limits.h"
 
 namespace llmc::server {
 
@@ -19,6 +20,7 @@ struct ServerOptions {
   std::string tls_cert, tls_key;                // PEM files: serve gRPC over TLS
   int64_t lease_ms = 6000;
   int max_attempts = 3;
+  SpecLimits limits;  // upper bounds on a job's calibration (--max-num-samples, --max-seq-len, ...)
 };
 
 class Server {

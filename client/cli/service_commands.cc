@@ -57,6 +57,7 @@ struct ServiceCommands {
   int port = 7443, http_port = 7480, workers = 1, threads = 0, comm_timeout = 0;
   std::vector<std::string> roots, input_roots;
   bool no_cwd_root = false;
+  int64_t max_num_samples = 0, max_seq_len = 0, max_calibration_tokens = 0;  // 0: llmc-server's defaults
   std::string device;
 };
 
@@ -383,6 +384,10 @@ int Serve(const ServiceCommands& c) {
     if (!c.no_cwd_root) a.insert(a.end(), {"--allowed-root", fs::current_path().string()});
     for (const auto& r : c.roots) a.insert(a.end(), {"--allowed-root", AsUri(r)});
     for (const auto& r : c.input_roots) a.insert(a.end(), {"--allowed-input-root", AsUri(r)});
+    if (c.max_num_samples > 0) a.insert(a.end(), {"--max-num-samples", absl::StrCat(c.max_num_samples)});
+    if (c.max_seq_len > 0) a.insert(a.end(), {"--max-seq-len", absl::StrCat(c.max_seq_len)});
+    if (c.max_calibration_tokens > 0)
+      a.insert(a.end(), {"--max-calibration-tokens", absl::StrCat(c.max_calibration_tokens)});
     return a;
   };
   pid_t server = Spawn(server_argv());
@@ -531,6 +536,13 @@ std::shared_ptr<ServiceCommands> AddServiceCommands(CLI::App& app) {
       ->check(CLI::Range(1, 24 * 3600));
   v->add_option("--allowed-root", c->roots, "extra directory or s3:// prefix jobs may read and write (repeatable)");
   v->add_option("--allowed-input-root", c->input_roots, "extra location jobs may only read (repeatable)");
+  v->add_option("--max-num-samples", c->max_num_samples, "most calibration samples a job may ask for (default 4096)")
+      ->check(CLI::PositiveNumber);
+  v->add_option("--max-seq-len", c->max_seq_len, "longest calibration sample a job may ask for (default 16384)")
+      ->check(CLI::PositiveNumber);
+  v->add_option("--max-calibration-tokens", c->max_calibration_tokens,
+                "most calibration tokens, num_samples x seq_len, a job may ask for (default 4194304)")
+      ->check(CLI::PositiveNumber);
   v->add_flag("--no-cwd-root", c->no_cwd_root,
               "do not allow the current directory (allowed by default, besides DATA_DIR/storage)");
   return c;

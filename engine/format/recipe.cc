@@ -40,8 +40,19 @@ json ScalarToJson(const YAML::Node& n) {
   return s;
 }
 
-absl::StatusOr<json> NodeToJson(const YAML::Node& n, int depth) {
+// Counts the nodes NodeToJson visits. An alias is a second reference to one node of yaml-cpp's graph, so nested
+// aliases ("billion laughs") make a few hundred bytes expand into billions of visits: the budget bounds the
+// expanded size, and so the time and memory of the conversion.
+struct NodeBudget {
+  int64_t left = kMaxRecipeNodes;
+};
+
+absl::StatusOr<json> NodeToJson(const YAML::Node& n, int depth, NodeBudget* budget) {
   if (depth > 64) return absl::InvalidArgumentError("nesting deeper than 64 levels");
+  if (--budget->left < 0)
+    return absl::InvalidArgumentError(absl::StrCat("more than ", kMaxRecipeNodes,
+                                                   " values once aliases are expanded; write the recipe without "
+                                                   "nested aliases"));
   switch (n.Type()) {
     case YAML::NodeType::Null:
     case YAML::NodeType::Undefined: return json(nullptr);
@@ -53,7 +64,7 @@ absl::StatusOr<json> NodeToJson(const YAML::Node& n, int depth) {
     case YAML::NodeType::Sequence: {
       json a = json::array();
       for (const auto& x : n) {
-        LLMC_ASSIGN_OR_RETURN(json v, NodeToJson(x, depth + 1));
+        LLMC_ASSIGN_OR_RETURN(json v, NodeToJson(x, depth + 1, budget));
         a.push_back(std::move(v));
       }
       return a;
@@ -68,7 +79,7 @@ absl::StatusOr<json> NodeToJson(const YAML::Node& n, int depth) {
         if (o.contains(kv.first.Scalar()))
           return absl::InvalidArgumentError(absl::StrCat("key '", kv.first.Scalar(), "' appears twice in one mapping (line ",
                                                          kv.first.Mark().line + 1, "); give it once"));
-        LLMC_ASSIGN_OR_RETURN(json v, NodeToJson(kv.second, depth + 1));
+        LLMC_ASSIGN_OR_RETURN(json v, NodeToJson(kv.second, depth + 1, budget));
         o[kv.first.Scalar()] = std::move(v);
       }
       return o;
@@ -80,6 +91,9 @@ absl::StatusOr<json> NodeToJson(const YAML::Node& n, int depth) {
 }  // namespace
 
 absl::StatusOr<json> YamlToJson(absl::string_view text, absl::string_view source) {
+  if (text.size() > kMaxRecipeBytes)
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", text.size(), " bytes, more than the limit of ",
+                                                   kMaxRecipeBytes, " bytes for a recipe"));
   if (!IsValidUtf8(text))
     return absl::InvalidArgumentError(absl::StrCat(source, ": not valid UTF-8 text; save the recipe as UTF-8"));
   YAML::Node root;
@@ -89,7 +103,8 @@ absl::StatusOr<json> YamlToJson(absl::string_view text, absl::string_view source
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": invalid YAML at line ", e.mark.line + 1, ", column ", e.mark.column + 1, ": ", e.msg));
   }
-  auto j = NodeToJson(root, 0);
+  NodeBudget budget;
+  auto j = NodeToJson(root, 0, &budget);
   if (!j.ok()) return absl::InvalidArgumentError(absl::StrCat(source, ": ", j.status().message()));
   return j;
 }

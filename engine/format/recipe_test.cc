@@ -86,6 +86,44 @@ TEST(YamlToJsonTest, DeepNestingIsAnErrorNotACrash) {
   EXPECT_THAT(Msg(j.status()), HasSubstr("nesting"));
 }
 
+// The "billion laughs" recipe: nine levels of aliases, each repeating the one before ten times (10^9 values from
+// about 500 bytes). yaml-cpp keeps one node per anchor; the expansion is refused at the node budget, fast.
+std::string BillionLaughs() {
+  std::string y = "a: &a [x, x, x, x, x, x, x, x, x, x]\n";
+  char prev = 'a';
+  for (char c = 'b'; c <= 'i'; ++c) {
+    y += std::string(1, c) + ": &" + c + " [";
+    for (int i = 0; i < 10; ++i) y += std::string(i ? ", *" : "*") + prev;
+    y += "]\n";
+    prev = c;
+  }
+  return y + "default_stage: {default_modifiers: {QuantizationModifier: {targets: [Linear], scheme: W4A16, ignore: *i}}}\n";
+}
+
+TEST(YamlToJsonTest, NestedAliasesAreBoundedByTheNodeBudget) {
+  auto j = YamlToJson(BillionLaughs(), "laughs.yaml");
+  ASSERT_FALSE(j.ok());
+  EXPECT_EQ(j.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Msg(j.status()), HasSubstr("laughs.yaml"));
+  EXPECT_THAT(Msg(j.status()), HasSubstr(std::to_string(kMaxRecipeNodes)));
+  auto r = ParseRecipe(BillionLaughs(), "laughs.yaml");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  // A few aliases within the budget still work.
+  auto ok = YamlToJson("a: &a [1, 2]\nb: [*a, *a]\n", "small.yaml");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ((*ok)["b"].dump(), "[[1,2],[1,2]]");
+}
+
+TEST(YamlToJsonTest, OversizedRecipeIsRefusedBeforeParsing) {
+  std::string big = "a: \"" + std::string(kMaxRecipeBytes, 'x') + "\"\n";
+  auto j = YamlToJson(big, "big.yaml");
+  ASSERT_FALSE(j.ok());
+  EXPECT_EQ(j.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(Msg(j.status()), HasSubstr("big.yaml"));
+  EXPECT_THAT(Msg(j.status()), HasSubstr(std::to_string(kMaxRecipeBytes)));
+}
+
 // yaml-cpp turns a NUL byte in a plain scalar into a lone 0xA0 byte; such text is an error, never a string that
 // json::dump (config.json) would throw on. (Found by fuzz_recipe; the inputs are in its corpus.)
 TEST(YamlToJsonTest, TextThatYamlCppMakesInvalidUtf8IsRejected) {
