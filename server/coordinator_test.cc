@@ -87,6 +87,18 @@ class FakeWorker {
   const std::shared_ptr<State> state_ = std::make_shared<State>();
 };
 
+// A gang of two fake workers, with each worker's rank known.
+struct Gang {
+  FakeWorker w0{"g0"}, w1{"g1"};
+  int64_t s0 = 0, s1 = 0;
+  v1::Assignment a0, a1;
+  // The worker, session and assignment of `rank`.
+  FakeWorker* worker(int rank) { return a0.rank() == rank ? &w0 : &w1; }
+  int64_t session(int rank) { return a0.rank() == rank ? s0 : s1; }
+  const v1::Assignment& assignment(int rank) { return a0.rank() == rank ? a0 : a1; }
+  bool assigned = false;  // both workers got their assignment
+};
+
 class CoordinatorTest : public ::testing::Test {
  protected:
   void StartCoordinator(int64_t lease_ms = 6000) {
@@ -113,6 +125,19 @@ class CoordinatorTest : public ::testing::Test {
     EXPECT_TRUE(registered.has_value());
     if (registered) EXPECT_EQ(registered->registered().lease_ms(), coordinator_->lease_ms());
     return session;
+  }
+  // Connects the gang's two workers and creates a 2-worker job; g->assigned says both got their assignment.
+  v1::Job StartGangJob(Gang* g, const std::string& rid, int min_gpus = 0) {
+    g->s0 = Connect(&g->w0);
+    g->s1 = Connect(&g->w1);
+    v1::Job job = Create(rid, /*gpus=*/2, min_gpus);
+    auto a0 = g->w0.NextAssignment(), a1 = g->w1.NextAssignment();
+    g->assigned = a0 && a1;
+    if (g->assigned) {
+      g->a0 = *a0;
+      g->a1 = *a1;
+    }
+    return job;
   }
   v1::Job Create(const std::string& rid, int gpus = 1, int min_gpus = 0) {
     v1::CreateJobRequest req;
@@ -311,27 +336,12 @@ TEST_F(CoordinatorTest, AGangJobWaitsForAllItsWorkersAndRanksThem) {
   EXPECT_EQ(a0->job_id(), job.id());
 }
 
-// A gang of two fake workers, with each worker's rank known.
-struct Gang {
-  FakeWorker w0{"g0"}, w1{"g1"};
-  int64_t s0 = 0, s1 = 0;
-  v1::Assignment a0, a1;
-  // The worker, session and assignment of `rank`.
-  FakeWorker* worker(int rank) { return a0.rank() == rank ? &w0 : &w1; }
-  int64_t session(int rank) { return a0.rank() == rank ? s0 : s1; }
-  const v1::Assignment& assignment(int rank) { return a0.rank() == rank ? a0 : a1; }
-};
 
 TEST_F(CoordinatorTest, AGangWhoseRankAbortedIsReformedOnceEveryRankStopped) {
   StartCoordinator();
   Gang g;
-  g.s0 = Connect(&g.w0);
-  g.s1 = Connect(&g.w1);
-  v1::Job job = Create("gang", /*gpus=*/2);
-  auto a0 = g.w0.NextAssignment(), a1 = g.w1.NextAssignment();
-  ASSERT_TRUE(a0 && a1);
-  g.a0 = *a0;
-  g.a1 = *a1;
+  v1::Job job = StartGangJob(&g, "gang");
+  ASSERT_TRUE(g.assigned);
   BlockDone(g.worker(0), g.session(0), g.assignment(0), 0);
   // Rank 1's collective aborted (say rank 0's host dropped a connection): the attempt is lost, not the job.
   FinishWith(g.worker(1), g.session(1), g.assignment(1), absl::StatusCode::kAborted, "gloo: all-reduce failed");
@@ -374,13 +384,8 @@ TEST_F(CoordinatorTest, AGangWhoseRankAbortedIsReformedOnceEveryRankStopped) {
 TEST_F(CoordinatorTest, AGangRanksOwnErrorFailsTheJobAndItsStagingGoesWhenTheRanksStopped) {
   StartCoordinator();
   Gang g;
-  g.s0 = Connect(&g.w0);
-  g.s1 = Connect(&g.w1);
-  v1::Job job = Create("gang", /*gpus=*/2);
-  auto a0 = g.w0.NextAssignment(), a1 = g.w1.NextAssignment();
-  ASSERT_TRUE(a0 && a1);
-  g.a0 = *a0;
-  g.a1 = *a1;
+  v1::Job job = StartGangJob(&g, "gang");
+  ASSERT_TRUE(g.assigned);
   const std::string staging = g.a0.staging_dir();
   ASSERT_FALSE(staging.empty());
   std::filesystem::create_directories(staging);
@@ -400,13 +405,8 @@ TEST_F(CoordinatorTest, AGangRanksOwnErrorFailsTheJobAndItsStagingGoesWhenTheRan
 TEST_F(CoordinatorTest, ARanksOwnErrorAfterTheGangBrokeFailsTheJob) {
   StartCoordinator();
   Gang g;
-  g.s0 = Connect(&g.w0);
-  g.s1 = Connect(&g.w1);
-  v1::Job job = Create("gang", /*gpus=*/2);
-  auto a0 = g.w0.NextAssignment(), a1 = g.w1.NextAssignment();
-  ASSERT_TRUE(a0 && a1);
-  g.a0 = *a0;
-  g.a1 = *a1;
+  v1::Job job = StartGangJob(&g, "gang");
+  ASSERT_TRUE(g.assigned);
   // Rank 0 hears of the broken gang first; rank 1, whose input was bad, reports after.
   FinishWith(g.worker(0), g.session(0), g.assignment(0), absl::StatusCode::kAborted, "gloo: all-reduce failed");
   ASSERT_TRUE(WaitState(job.id(), v1::RETRYING));
@@ -418,13 +418,8 @@ TEST_F(CoordinatorTest, ARanksOwnErrorAfterTheGangBrokeFailsTheJob) {
 TEST_F(CoordinatorTest, ALostRankStopsTheOthersAndCancelStopsEveryRank) {
   StartCoordinator();
   Gang g;
-  g.s0 = Connect(&g.w0);
-  g.s1 = Connect(&g.w1);
-  v1::Job job = Create("gang", /*gpus=*/2);
-  auto a0 = g.w0.NextAssignment(), a1 = g.w1.NextAssignment();
-  ASSERT_TRUE(a0 && a1);
-  g.a0 = *a0;
-  g.a1 = *a1;
+  v1::Job job = StartGangJob(&g, "gang");
+  ASSERT_TRUE(g.assigned);
   // Rank 1's worker goes away: rank 0 is told to stop keeping its staging, the job waits to be re-formed.
   coordinator_->OnWorkerDisconnected(g.worker(1)->id(), g.session(1));
   ASSERT_TRUE(WaitState(job.id(), v1::RETRYING));
@@ -456,14 +451,9 @@ TEST_F(CoordinatorTest, ALostRankStopsTheOthersAndCancelStopsEveryRank) {
 TEST_F(CoordinatorTest, AGangAllowedFewerRanksGoesOnWithTheWorkersLeft) {
   StartCoordinator(/*lease_ms=*/400);
   Gang g;
-  g.s0 = Connect(&g.w0);
-  g.s1 = Connect(&g.w1);
-  v1::Job job = Create("shrink", /*gpus=*/2, /*min_gpus=*/1);
-  auto a0 = g.w0.NextAssignment(), a1 = g.w1.NextAssignment();
-  ASSERT_TRUE(a0 && a1);
-  g.a0 = *a0;
-  g.a1 = *a1;
-  EXPECT_EQ(a0->world_size(), 2);
+  v1::Job job = StartGangJob(&g, "shrink", /*min_gpus=*/1);
+  ASSERT_TRUE(g.assigned);
+  EXPECT_EQ(g.a0.world_size(), 2);
   BlockDone(g.worker(0), g.session(0), g.assignment(0), 0);
   BlockDone(g.worker(0), g.session(0), g.assignment(0), 1);
   // Rank 1's worker goes away and does not come back; rank 0 stops on the coordinator's cancel.
