@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/status_macros.h"
 
 namespace llmc {
 
@@ -20,6 +21,12 @@ const std::vector<ArchitectureInfo>& SupportedArchitectures() {
        SlidingWindowRule::kOptIn},
       {"Qwen3ForCausalLM", "Qwen3 dense (q/k RMSNorm, explicit head_dim)", false, "attention_bias", nullptr,
        true, SlidingWindowRule::kOptIn},
+      {"Qwen3MoeForCausalLM", "Qwen3-MoE (routed experts, decoder_sparse_step, mlp_only_layers)", false,
+       "attention_bias", nullptr, true, SlidingWindowRule::kOptIn, MoeStyle::kQwen},
+      {"Qwen2MoeForCausalLM", "Qwen2-MoE / Qwen1.5-MoE (routed experts + gated shared expert)", true, nullptr,
+       nullptr, false, SlidingWindowRule::kOptIn, MoeStyle::kQwen, true},
+      {"MixtralForCausalLM", "Mixtral (block_sparse_moe experts, sliding window when configured)", false, nullptr,
+       nullptr, false, SlidingWindowRule::kAlways, MoeStyle::kMixtral},
   };
   return kArchitectures;
 }
@@ -168,6 +175,8 @@ absl::StatusOr<ModelSpec> ResolveModelSpec(const ModelConfig& c, const json& con
   s.o_bias = attention_bias;
   s.mlp_bias = BoolKey(config_json, a.mlp_bias_key);
   s.qk_norm = a.qk_norm;
+  LLMC_ASSIGN_OR_RETURN(s.moe, ResolveMoeSpec(a.moe, a.moe_shared_expert, config_json, s.num_layers,
+                                              s.intermediate_size, source));
   switch (a.sliding_window) {
     case SlidingWindowRule::kNone:
       break;

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "engine/io/model_dir.h"
+#include "engine/model/moe.h"
 #include "engine/tensor/dtype.h"
 
 namespace llmc {
@@ -35,6 +36,9 @@ struct ArchitectureInfo {
   const char* mlp_bias_key;        // config key that gives gate/up/down biases ("mlp_bias"), or nullptr
   bool qk_norm;                    // RMSNorm over head_dim on q and k before RoPE (Qwen3)
   SlidingWindowRule sliding_window;
+  // Mixture-of-experts MLP (moe.h), and whether it has a Qwen2-MoE shared expert.
+  MoeStyle moe = MoeStyle::kNone;
+  bool moe_shared_expert = false;
 };
 
 // Every supported architecture, in a fixed order.
@@ -74,6 +78,7 @@ struct ModelSpec {
   bool mlp_bias = false;
   bool qk_norm = false;
   int64_t sliding_window = 0;  // 0: full causal attention
+  MoeSpec moe;                 // num_experts == 0: dense MLP in every layer
 
   int64_t q_size() const { return num_heads * head_dim; }
   int64_t kv_size() const { return num_kv_heads * head_dim; }

@@ -75,25 +75,46 @@ absl::StatusOr<std::unique_ptr<DecoderBlock>> CausalLm::LoadBlock(int layer, Lin
   }
   struct Job {
     LinearWeight* dst;
-    const char* name;
+    std::string name;  // module name
     int64_t out, in;
     bool bias;
   };
-  const Job jobs[] = {
-      {&b->q_proj, "self_attn.q_proj", Q, H, spec_.qkv_bias},
-      {&b->k_proj, "self_attn.k_proj", KV, H, spec_.qkv_bias},
-      {&b->v_proj, "self_attn.v_proj", KV, H, spec_.qkv_bias},
-      {&b->o_proj, "self_attn.o_proj", H, Q, spec_.o_bias},
-      {&b->gate_proj, "mlp.gate_proj", I, H, spec_.mlp_bias},
-      {&b->up_proj, "mlp.up_proj", I, H, spec_.mlp_bias},
-      {&b->down_proj, "mlp.down_proj", H, I, spec_.mlp_bias},
+  std::vector<Job> jobs = {
+      {&b->q_proj, p + "self_attn.q_proj", Q, H, spec_.qkv_bias},
+      {&b->k_proj, p + "self_attn.k_proj", KV, H, spec_.qkv_bias},
+      {&b->v_proj, p + "self_attn.v_proj", KV, H, spec_.qkv_bias},
+      {&b->o_proj, p + "self_attn.o_proj", H, Q, spec_.o_bias},
   };
-  constexpr int kJobs = sizeof(jobs) / sizeof(jobs[0]);
+  const MoeSpec& moe = spec_.moe;
+  if (moe.IsSparse(layer)) {
+    const int64_t E = moe.num_experts, IE = moe.expert_intermediate;
+    b->moe.gate.resize(E);
+    b->moe.up.resize(E);
+    b->moe.down.resize(E);
+    jobs.push_back({&b->moe.router, MoeRouterName(moe.style, layer), E, H, false});
+    for (int64_t e = 0; e < E; ++e) {
+      jobs.push_back({&b->moe.gate[e], MoeExpertName(moe.style, layer, e, "gate"), IE, H, false});
+      jobs.push_back({&b->moe.up[e], MoeExpertName(moe.style, layer, e, "up"), IE, H, false});
+      jobs.push_back({&b->moe.down[e], MoeExpertName(moe.style, layer, e, "down"), H, IE, false});
+    }
+    if (moe.shared_intermediate > 0) {
+      const int64_t IS = moe.shared_intermediate;
+      jobs.push_back({&b->moe.shared_gate, MoeSharedName(layer, "gate"), IS, H, false});
+      jobs.push_back({&b->moe.shared_up, MoeSharedName(layer, "up"), IS, H, false});
+      jobs.push_back({&b->moe.shared_down, MoeSharedName(layer, "down"), H, IS, false});
+      jobs.push_back({&b->moe.shared_expert_gate, MoeSharedName(layer, "gate_weight"), 1, H, false});
+    }
+  } else {
+    jobs.push_back({&b->gate_proj, p + "mlp.gate_proj", I, H, spec_.mlp_bias});
+    jobs.push_back({&b->up_proj, p + "mlp.up_proj", I, H, spec_.mlp_bias});
+    jobs.push_back({&b->down_proj, p + "mlp.down_proj", H, I, spec_.mlp_bias});
+  }
+  const int64_t kJobs = static_cast<int64_t>(jobs.size());
   // Conversion and dequantization of the modules run side by side; hooks then see them in order.
   std::vector<absl::Status> status(kJobs);
   ctx_->ParallelFor(kJobs, 1, [&](int64_t j0, int64_t j1) {
     for (int64_t j = j0; j < j1; ++j) {
-      auto w = LoadLinear(p + jobs[j].name, layer, jobs[j].out, jobs[j].in, jobs[j].bias);
+      auto w = LoadLinear(jobs[j].name, layer, jobs[j].out, jobs[j].in, jobs[j].bias);
       if (w.ok()) {
         *jobs[j].dst = std::move(*w);
       } else {

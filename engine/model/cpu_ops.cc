@@ -239,4 +239,18 @@ void LogSoftmaxRows(float* x, int64_t rows, int64_t vocab, CpuContext* ctx) {
   });
 }
 
+void GatherRows(const float* src, const int32_t* rows, int64_t n, int64_t cols, float* dst) {
+  for (int64_t i = 0; i < n; ++i) std::copy(src + rows[i] * cols, src + (rows[i] + 1) * cols, dst + i * cols);
+}
+
+void ScatterAddScaledRows(const float* src, const int32_t* src_rows, const int32_t* dst_rows, const float* scales,
+                          int64_t n, int64_t cols, float* dst) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float* s = src + (src_rows != nullptr ? src_rows[i] : i) * cols;
+    float* d = dst + static_cast<int64_t>(dst_rows[i]) * cols;
+    const float w = scales[i];
+    for (int64_t c = 0; c < cols; ++c) d[c] += s[c] * w;
+  }
+}
+
 }  // namespace llmc

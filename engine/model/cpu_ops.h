@@ -89,4 +89,11 @@ double TokenNll(const float* logits, int64_t vocab, int64_t target);
 // log softmax over each row of x [rows, vocab], in place (fp32 values, fp64 normalizer).
 void LogSoftmaxRows(float* x, int64_t rows, int64_t vocab, CpuContext* ctx);
 
+// Mixture-of-experts dispatch (references of the CUDA GatherRowsDevice / ScatterAddScaledRowsDevice):
+// dst [n, cols] = src[rows[i]].
+void GatherRows(const float* src, const int32_t* rows, int64_t n, int64_t cols, float* dst);
+// dst[dst_rows[i]] += src[src_rows ? src_rows[i] : i] * scales[i] (the product rounded to fp32, then added).
+void ScatterAddScaledRows(const float* src, const int32_t* src_rows, const int32_t* dst_rows, const float* scales,
+                          int64_t n, int64_t cols, float* dst);
+
 }  // namespace llmc

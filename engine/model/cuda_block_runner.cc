@@ -41,33 +41,36 @@ absl::StatusOr<std::unique_ptr<CudaBlockWeights>> CudaBlockWeights::Create(const
     LLMC_ASSIGN_OR_RETURN(b->q_norm_, DeviceArray<float>::Create(spec.head_dim, "q_norm"));
     LLMC_ASSIGN_OR_RETURN(b->k_norm_, DeviceArray<float>::Create(spec.head_dim, "k_norm"));
   }
-  struct Shape {
-    Linear* l;
-    const char* name;
-    int64_t out, in;
-    bool bias;
-  };
-  const Shape shapes[] = {
-      {&b->q_, "self_attn.q_proj", Q, H, spec.qkv_bias},   {&b->k_, "self_attn.k_proj", KV, H, spec.qkv_bias},
-      {&b->v_, "self_attn.v_proj", KV, H, spec.qkv_bias},  {&b->o_, "self_attn.o_proj", H, Q, spec.o_bias},
-      {&b->gate_, "mlp.gate_proj", I, H, spec.mlp_bias}, {&b->up_, "mlp.up_proj", I, H, spec.mlp_bias},
-      {&b->down_, "mlp.down_proj", H, I, spec.mlp_bias},
-  };
   int64_t largest = 0;
-  for (const Shape& s : shapes) {
-    s.l->meta.name = s.name;
-    s.l->meta.out_features = s.out;
-    s.l->meta.in_features = s.in;
-    const std::string what = absl::StrCat(s.name, " weights");
-    if (bf16) {
-      LLMC_ASSIGN_OR_RETURN(s.l->w16, DeviceArray<uint16_t>::Create(s.out * s.in, what));
-    } else {
-      LLMC_ASSIGN_OR_RETURN(s.l->w32, DeviceArray<float>::Create(s.out * s.in, what));
+  LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->q_, "self_attn.q_proj", Q, H, spec.qkv_bias, &largest));
+  LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->k_, "self_attn.k_proj", KV, H, spec.qkv_bias, &largest));
+  LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->v_, "self_attn.v_proj", KV, H, spec.qkv_bias, &largest));
+  LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->o_, "self_attn.o_proj", H, Q, spec.o_bias, &largest));
+  const MoeSpec& moe = spec.moe;
+  bool any_dense = !moe.enabled(), any_sparse = false;
+  for (int64_t l = 0; l < spec.num_layers; ++l) (moe.IsSparse(static_cast<int>(l)) ? any_sparse : any_dense) = true;
+  if (any_dense) {
+    LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->gate_, "mlp.gate_proj", I, H, spec.mlp_bias, &largest));
+    LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->up_, "mlp.up_proj", I, H, spec.mlp_bias, &largest));
+    LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->down_, "mlp.down_proj", H, I, spec.mlp_bias, &largest));
+  }
+  if (any_sparse) {
+    const int64_t E = moe.num_experts, IE = moe.expert_intermediate, IS = moe.shared_intermediate;
+    LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->router_, "router", E, H, false, &largest));
+    b->expert_gate_.resize(E);
+    b->expert_up_.resize(E);
+    b->expert_down_.resize(E);
+    for (int64_t e = 0; e < E; ++e) {
+      LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->expert_gate_[e], "expert gate", IE, H, false, &largest));
+      LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->expert_up_[e], "expert up", IE, H, false, &largest));
+      LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->expert_down_[e], "expert down", H, IE, false, &largest));
     }
-    if (s.bias) {
-      LLMC_ASSIGN_OR_RETURN(s.l->bias, DeviceArray<float>::Create(s.out, absl::StrCat(s.name, " bias")));
+    if (IS > 0) {
+      LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->shared_gate_, "shared_expert.gate_proj", IS, H, false, &largest));
+      LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->shared_up_, "shared_expert.up_proj", IS, H, false, &largest));
+      LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->shared_down_, "shared_expert.down_proj", H, IS, false, &largest));
+      LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->shared_expert_gate_, "shared_expert_gate", 1, H, false, &largest));
     }
-    largest = std::max(largest, s.out * s.in);
   }
   if (bf16) {
     LLMC_ASSIGN_OR_RETURN(b->staging_, DeviceArray<float>::Create(largest, "bf16 conversion staging"));
@@ -75,6 +78,24 @@ absl::StatusOr<std::unique_ptr<CudaBlockWeights>> CudaBlockWeights::Create(const
   LLMC_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&b->ready_, cudaEventDisableTiming));
   LLMC_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&b->released_, cudaEventDisableTiming));
   return b;
+}
+
+absl::Status CudaBlockWeights::CreateLinear(Linear* l, const std::string& name, int64_t out, int64_t in, bool bias,
+                                           int64_t* largest) {
+  l->meta.name = name;
+  l->meta.out_features = out;
+  l->meta.in_features = in;
+  const std::string what = absl::StrCat(name, " weights");
+  if (precision_ == cuda::GemmPrecision::kBf16) {
+    LLMC_ASSIGN_OR_RETURN(l->w16, DeviceArray<uint16_t>::Create(out * in, what));
+  } else {
+    LLMC_ASSIGN_OR_RETURN(l->w32, DeviceArray<float>::Create(out * in, what));
+  }
+  if (bias) {
+    LLMC_ASSIGN_OR_RETURN(l->bias, DeviceArray<float>::Create(out, absl::StrCat(name, " bias")));
+  }
+  *largest = std::max(*largest, out * in);
+  return absl::OkStatus();
 }
 
 CudaBlockWeights::~CudaBlockWeights() {
@@ -89,8 +110,11 @@ CudaBlockWeights::~CudaBlockWeights() {
 
 uint64_t CudaBlockWeights::device_bytes() const {
   uint64_t n = input_norm_.bytes() + post_norm_.bytes() + q_norm_.bytes() + k_norm_.bytes() + staging_.bytes();
-  for (const Linear* l : {&q_, &k_, &v_, &o_, &gate_, &up_, &down_})
-    n += l->w32.bytes() + l->w16.bytes() + l->bias.bytes();
+  std::vector<const Linear*> all = {&q_, &k_, &v_, &o_, &gate_, &up_, &down_, &router_,
+                                    &shared_gate_, &shared_up_, &shared_down_, &shared_expert_gate_};
+  for (const auto* v : {&expert_gate_, &expert_up_, &expert_down_})
+    for (const Linear& l : *v) all.push_back(&l);
+  for (const Linear* l : all) n += l->w32.bytes() + l->w16.bytes() + l->bias.bytes();
   return n;
 }
 
@@ -141,10 +165,33 @@ absl::Status CudaBlockWeights::Upload(const DecoderBlock& block) {
   LLMC_RETURN_IF_ERROR(CopyIn(&post_norm_, block.post_attention_norm, s));
   LLMC_RETURN_IF_ERROR(CopyIn(&q_norm_, block.q_norm, s));
   LLMC_RETURN_IF_ERROR(CopyIn(&k_norm_, block.k_norm, s));
-  const LinearWeight* src[] = {&block.q_proj, &block.k_proj, &block.v_proj, &block.o_proj,
-                               &block.gate_proj, &block.up_proj, &block.down_proj};
-  Linear* dst[] = {&q_, &k_, &v_, &o_, &gate_, &up_, &down_};
-  for (int i = 0; i < 7; ++i) LLMC_RETURN_IF_ERROR(UploadLinear(*src[i], dst[i]));
+  std::vector<std::pair<const LinearWeight*, Linear*>> pairs = {
+      {&block.q_proj, &q_}, {&block.k_proj, &k_}, {&block.v_proj, &v_}, {&block.o_proj, &o_}};
+  const MoeMlp& moe = block.moe;
+  if (moe.active()) {
+    if (expert_gate_.empty() || moe.gate.size() != expert_gate_.size() || moe.has_shared() != (shared_gate_.meta.out_features > 0))
+      return absl::InvalidArgumentError(absl::StrCat("layer ", block.layer, ": its ", moe.gate.size(),
+                                                     " experts do not match the model's block shape"));
+    pairs.push_back({&moe.router, &router_});
+    for (size_t e = 0; e < moe.gate.size(); ++e) {
+      pairs.push_back({&moe.gate[e], &expert_gate_[e]});
+      pairs.push_back({&moe.up[e], &expert_up_[e]});
+      pairs.push_back({&moe.down[e], &expert_down_[e]});
+    }
+    if (moe.has_shared()) {
+      pairs.push_back({&moe.shared_gate, &shared_gate_});
+      pairs.push_back({&moe.shared_up, &shared_up_});
+      pairs.push_back({&moe.shared_down, &shared_down_});
+      pairs.push_back({&moe.shared_expert_gate, &shared_expert_gate_});
+    }
+  } else {
+    if (gate_.meta.out_features == 0)
+      return absl::InvalidArgumentError(absl::StrCat("layer ", block.layer, ": a dense MLP in a model whose layers ",
+                                                     "are all mixture-of-experts"));
+    pairs.insert(pairs.end(), {{&block.gate_proj, &gate_}, {&block.up_proj, &up_}, {&block.down_proj, &down_}});
+  }
+  for (auto& [src, dst] : pairs) LLMC_RETURN_IF_ERROR(UploadLinear(*src, dst));
+  moe_layer_ = moe.active();
   LLMC_CUDA_RETURN_IF_ERROR(cudaEventRecord(ready_, s));
   layer_ = block.layer;
   return absl::OkStatus();
@@ -165,11 +212,21 @@ absl::StatusOr<std::unique_ptr<CudaBlockRunner>> CudaBlockRunner::Create(const M
 
 uint64_t CudaBlockRunner::scratch_bytes() const {
   return normed_.bytes() + q_.bytes() + k_.bytes() + v_.bytes() + attn_.bytes() + gate_.bytes() + up_.bytes() +
-         proj_.bytes() + xb_.bytes() + rope_cos_.bytes() + rope_sin_.bytes();
+         proj_.bytes() + xb_.bytes() + rope_cos_.bytes() + rope_sin_.bytes() + logits_.bytes() + xg_.bytes() +
+         ye_.bytes() + scales_.bytes() + rows_idx_.bytes();
 }
 
 absl::Status CudaBlockRunner::Reserve(int64_t rows, int64_t seq_len, cuda::GemmPrecision precision) {
-  const int64_t H = spec_.hidden_size, Q = spec_.q_size(), KV = spec_.kv_size(), I = spec_.intermediate_size;
+  const int64_t H = spec_.hidden_size, Q = spec_.q_size(), KV = spec_.kv_size();
+  const MoeSpec& moe = spec_.moe;
+  const int64_t I = std::max({spec_.intermediate_size, moe.expert_intermediate, moe.shared_intermediate});
+  if (moe.enabled()) {
+    LLMC_RETURN_IF_ERROR(logits_.Reserve(rows * std::max<int64_t>(moe.num_experts, 1), "MoE scratch (router)"));
+    LLMC_RETURN_IF_ERROR(xg_.Reserve(rows * H, "MoE scratch (gathered inputs)"));
+    LLMC_RETURN_IF_ERROR(ye_.Reserve(rows * H, "MoE scratch (expert outputs)"));
+    LLMC_RETURN_IF_ERROR(scales_.Reserve(rows * (moe.top_k + 1), "MoE scratch (routing weights)"));
+    LLMC_RETURN_IF_ERROR(rows_idx_.Reserve(rows * (moe.top_k + 1), "MoE scratch (routed tokens)"));
+  }
   LLMC_RETURN_IF_ERROR(normed_.Reserve(rows * H, "block scratch (normed)"));
   LLMC_RETURN_IF_ERROR(q_.Reserve(rows * Q, "block scratch (q)"));
   LLMC_RETURN_IF_ERROR(k_.Reserve(rows * KV, "block scratch (k)"));
@@ -257,6 +314,11 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
     LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::AddDevice(xc, proj_.data(), rows * H, s));
     // MLP.
     LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::RmsNormDevice(xc, rows, H, w->post_norm_.data(), eps, normed_.data(), s));
+    if (w->moe_layer_) {
+      LLMC_RETURN_IF_ERROR(RunMoe(w, rows, hooks));
+      LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::AddDevice(xc, proj_.data(), rows * H, s));
+      continue;
+    }
     LLMC_ASSIGN_OR_RETURN(const uint16_t* mb, xb_or(normed_.data(), rows * H));
     LLMC_RETURN_IF_ERROR(Linear(w->gate_, p, normed_.data(), mb, rows, gate_.data(), hooks));
     LLMC_RETURN_IF_ERROR(Linear(w->up_, p, normed_.data(), mb, rows, up_.data(), hooks));
@@ -266,6 +328,83 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
     LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::AddDevice(xc, proj_.data(), rows * H, s));
   }
   LLMC_CUDA_RETURN_IF_ERROR(cudaEventRecord(w->released_, s));
+  return absl::OkStatus();
+}
+
+absl::Status CudaBlockRunner::RunExpert(const CudaBlockWeights::Linear& gate, const CudaBlockWeights::Linear& up,
+                                        const CudaBlockWeights::Linear& down, cuda::GemmPrecision p, const float* x,
+                                        int64_t rows, float* y, CudaLinearHooks* hooks) {
+  const int64_t H = spec_.hidden_size, I = gate.meta.out_features;
+  LLMC_ASSIGN_OR_RETURN(const uint16_t* xb, ToBf16(p, x, rows * H));
+  LLMC_RETURN_IF_ERROR(Linear(gate, p, x, xb, rows, gate_.data(), hooks));
+  LLMC_RETURN_IF_ERROR(Linear(up, p, x, xb, rows, up_.data(), hooks));
+  LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::SwiGluDevice(gate_.data(), up_.data(), rows * I, gate_.data(), ctx_->stream()));
+  LLMC_ASSIGN_OR_RETURN(const uint16_t* gb, ToBf16(p, gate_.data(), rows * I));
+  return Linear(down, p, gate_.data(), gb, rows, y, hooks);
+}
+
+absl::Status CudaBlockRunner::RunMoe(CudaBlockWeights* w, int64_t rows, CudaLinearHooks* hooks) {
+  const MoeSpec& moe = spec_.moe;
+  const int64_t H = spec_.hidden_size, E = moe.num_experts, K = moe.top_k;
+  const cuda::GemmPrecision p = w->precision_;
+  cudaStream_t s = ctx_->stream();
+  // Router logits to the host; the routing (softmax, top-k) is the CPU's, so both runtimes pick the same experts.
+  LLMC_ASSIGN_OR_RETURN(const uint16_t* nb, ToBf16(p, normed_.data(), rows * H));
+  LLMC_RETURN_IF_ERROR(Linear(w->router_, p, normed_.data(), nb, rows, logits_.data(), hooks));
+  host_logits_.resize(rows * E);
+  LLMC_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(host_logits_.data(), logits_.data(), rows * E * sizeof(float), cudaMemcpyDeviceToHost, s));
+  LLMC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));
+  const MoeRouting routing = RouteTokens(moe, host_logits_.data(), rows);
+  // Every expert's token list and weights, one after the other, then the shared expert's (all tokens).
+  std::vector<int32_t> idx;
+  std::vector<float> scale;
+  std::vector<int64_t> offset(E + 1, 0);
+  idx.reserve(rows * (K + 1));
+  scale.reserve(rows * (K + 1));
+  for (int64_t e = 0; e < E; ++e) {
+    offset[e] = static_cast<int64_t>(idx.size());
+    idx.insert(idx.end(), routing.tokens[e].begin(), routing.tokens[e].end());
+    scale.insert(scale.end(), routing.weights[e].begin(), routing.weights[e].end());
+  }
+  offset[E] = static_cast<int64_t>(idx.size());
+  for (int64_t t = 0; t < rows; ++t) idx.push_back(static_cast<int32_t>(t));
+  // Pageable host memory: each copy has left the host buffer when it returns.
+  LLMC_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(rows_idx_.data(), idx.data(), idx.size() * sizeof(int32_t), cudaMemcpyHostToDevice, s));
+  LLMC_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(scales_.data(), scale.data(), scale.size() * sizeof(float), cudaMemcpyHostToDevice, s));
+  LLMC_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(proj_.data(), 0, rows * H * sizeof(float), s));
+  const bool all = hooks != nullptr && hooks->SeeAllExperts();
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t n = offset[e + 1] - offset[e];
+    if (n == 0 && !all) continue;
+    const int32_t* tok = rows_idx_.data() + offset[e];
+    const float* x = normed_.data();
+    if (!all) {
+      LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::GatherRowsDevice(normed_.data(), tok, n, H, xg_.data(), s));
+      x = xg_.data();
+    }
+    LLMC_RETURN_IF_ERROR(RunExpert(w->expert_gate_[e], w->expert_up_[e], w->expert_down_[e], p, x, all ? rows : n,
+                                   ye_.data(), hooks));
+    LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::ScatterAddScaledRowsDevice(ye_.data(), all ? tok : nullptr, tok,
+                                                                   scales_.data() + offset[e], n, H, proj_.data(), s));
+  }
+  if (moe.shared_intermediate > 0) {
+    LLMC_RETURN_IF_ERROR(RunExpert(w->shared_gate_, w->shared_up_, w->shared_down_, p, normed_.data(), rows,
+                                   ye_.data(), hooks));
+    LLMC_ASSIGN_OR_RETURN(const uint16_t* nb2, ToBf16(p, normed_.data(), rows * H));
+    LLMC_RETURN_IF_ERROR(Linear(w->shared_expert_gate_, p, normed_.data(), nb2, rows, logits_.data(), hooks));
+    std::vector<float> g(rows);
+    LLMC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(g.data(), logits_.data(), rows * sizeof(float), cudaMemcpyDeviceToHost, s));
+    LLMC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));
+    for (float& v : g) v = SharedExpertScale(v);
+    float* shared_scale = scales_.data() + offset[E];
+    LLMC_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(shared_scale, g.data(), rows * sizeof(float), cudaMemcpyHostToDevice, s));
+    LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::ScatterAddScaledRowsDevice(ye_.data(), nullptr, rows_idx_.data() + offset[E],
+                                                                   shared_scale, rows, H, proj_.data(), s));
+  }
   return absl::OkStatus();
 }
 

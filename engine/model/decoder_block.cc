@@ -6,6 +6,25 @@
 
 namespace llmc {
 
+std::vector<LinearWeight*> DecoderBlock::linears() {
+  std::vector<LinearWeight*> out = {&q_proj, &k_proj, &v_proj, &o_proj};
+  if (!moe.active()) {
+    out.insert(out.end(), {&gate_proj, &up_proj, &down_proj});
+    return out;
+  }
+  out.push_back(&moe.router);
+  for (size_t e = 0; e < moe.gate.size(); ++e) out.insert(out.end(), {&moe.gate[e], &moe.up[e], &moe.down[e]});
+  if (moe.has_shared())
+    out.insert(out.end(), {&moe.shared_gate, &moe.shared_up, &moe.shared_down, &moe.shared_expert_gate});
+  return out;
+}
+
+std::vector<const LinearWeight*> DecoderBlock::linears() const {
+  std::vector<const LinearWeight*> out;
+  for (LinearWeight* l : const_cast<DecoderBlock*>(this)->linears()) out.push_back(l);
+  return out;
+}
+
 uint64_t DecoderBlock::bytes() const {
   uint64_t n = input_norm.size() + post_attention_norm.size() + q_norm.size() + k_norm.size();
   for (const LinearWeight* l : linears()) n += l->weight.size() + l->bias.size();
@@ -65,6 +84,11 @@ absl::Status RunDecoderBlock(const ModelSpec& spec, const RopeTable& rope, const
     AddInPlace(xc, proj.data(), rows * H, ctx);
     // MLP.
     RmsNorm(xc, rows, H, block.post_attention_norm.data(), eps, normed.data(), ctx);
+    if (block.moe.active()) {
+      LLMC_RETURN_IF_ERROR(RunMoeMlp(spec.moe, block.moe, normed.data(), rows, H, proj.data(), hooks, ctx));
+      AddInPlace(xc, proj.data(), rows * H, ctx);
+      continue;
+    }
     LLMC_RETURN_IF_ERROR(Linear(block.gate_proj, normed.data(), rows, gate.data(), hooks, ctx));
     LLMC_RETURN_IF_ERROR(Linear(block.up_proj, normed.data(), rows, up.data(), hooks, ctx));
     SwiGlu(gate.data(), up.data(), rows * I, gate.data(), ctx);

@@ -1,6 +1,7 @@
 // One decoder block's fp32 weights and its forward pass on the CPU:
 //   x += o_proj(attention(rope(q_norm?(q_proj(n))), rope(k_norm?(k_proj(n))), v_proj(n)))   n = input_norm(x)
 //   x += down_proj(silu(gate_proj(m)) * up_proj(m))                                          m = post_norm(x)
+// or, in the sparse layers of a mixture-of-experts model, x += moe(m) (moe.h).
 #pragma once
 
 #include <cstdint>
@@ -11,6 +12,7 @@
 #include "engine/model/cpu_context.h"
 #include "engine/model/cpu_ops.h"
 #include "engine/model/linear_hooks.h"
+#include "engine/model/moe.h"
 
 namespace llmc {
 
@@ -34,15 +36,14 @@ struct DecoderBlock {
   std::vector<float> input_norm;           // [hidden]
   std::vector<float> post_attention_norm;  // [hidden]
   std::vector<float> q_norm, k_norm;       // [head_dim] when spec.qk_norm, else empty
-  LinearWeight q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
+  LinearWeight q_proj, k_proj, v_proj, o_proj;
+  LinearWeight gate_proj, up_proj, down_proj;  // the dense MLP (empty in a sparse layer)
+  MoeMlp moe;                                  // the MoE MLP of a sparse layer (moe.active())
 
-  // The seven Linear modules in the order the forward pass uses them.
-  std::vector<LinearWeight*> linears() {
-    return {&q_proj, &k_proj, &v_proj, &o_proj, &gate_proj, &up_proj, &down_proj};
-  }
-  std::vector<const LinearWeight*> linears() const {
-    return {&q_proj, &k_proj, &v_proj, &o_proj, &gate_proj, &up_proj, &down_proj};
-  }
+  // The Linear modules in the order the forward pass uses them: q, k, v, o, then gate, up, down, or the router,
+  // each expert's gate, up and down, and the shared expert's gate, up, down and gate weight.
+  std::vector<LinearWeight*> linears();
+  std::vector<const LinearWeight*> linears() const;
   // Bytes of fp32 weights held.
   uint64_t bytes() const;
 };

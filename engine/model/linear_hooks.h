@@ -41,6 +41,11 @@ class LinearHooks {
   virtual absl::Status OnInput(const LinearWeight& w, absl::Span<const float> input, int64_t tokens) {
     return absl::OkStatus();
   }
+
+  // Mixture-of-experts blocks (moe.h): whether every expert runs on every token so that OnInput sees all of them
+  // (calibration of every expert); the block's output still adds only each token's routed experts. False: each
+  // expert sees only the tokens routed to it (none at all when no token chose it).
+  virtual bool SeeAllExperts() const { return false; }
 };
 
 }  // namespace llmc

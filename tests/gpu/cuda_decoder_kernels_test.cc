@@ -239,5 +239,33 @@ TEST_F(CudaDecoderKernelsTest, ResidualAndBiasAddsMatchCpu) {
   for (int64_t i = 0; i < rows * cols; ++i) ASSERT_EQ(gpu[i], (x[i] + y[i]) + b[i % cols]) << i;
 }
 
+// MoE dispatch: gathering an expert's tokens and adding its weighted outputs back, bit for bit with the CPU.
+TEST_F(CudaDecoderKernelsTest, MoeGatherAndScatterMatchCpu) {
+  const int64_t rows = 37, cols = 1025, n = 17;
+  auto x = Normal(rows * cols, 1.0f, 61), out = Normal(rows * cols, 1.0f, 62), scales = Normal(n, 1.0f, 63);
+  std::vector<int32_t> idx(n);
+  for (int64_t i = 0; i < n; ++i) idx[i] = static_cast<int32_t>((i * 11 + 3) % rows);  // distinct rows
+  auto dx = ToDevice(x), dout = ToDevice(out), ds = ToDevice(scales);
+  auto didx = ToDevice(idx);
+  auto dg = ToDevice(std::vector<float>(n * cols, 0.0f));
+  ASSERT_EQ(cuda::GatherRowsDevice(dx.data(), didx.data(), n, cols, dg.data()), "");
+  std::vector<float> g(n * cols);
+  GatherRows(x.data(), idx.data(), n, cols, g.data());
+  EXPECT_EQ(ToHost(dg, n * cols), g);
+  // Scatter from the gathered rows (routed experts) and from the full rows (every expert on every token).
+  for (bool from_full : {false, true}) {
+    auto dref = ToDevice(out);
+    std::vector<float> ref = out;
+    const float* src = from_full ? x.data() : g.data();
+    const float* dsrc = from_full ? dx.data() : dg.data();
+    ScatterAddScaledRows(src, from_full ? idx.data() : nullptr, idx.data(), scales.data(), n, cols, ref.data());
+    ASSERT_EQ(cuda::ScatterAddScaledRowsDevice(dsrc, from_full ? didx.data() : nullptr, didx.data(), ds.data(), n,
+                                               cols, dref.data()),
+              "");
+    EXPECT_EQ(ToHost(dref, rows * cols), ref) << "from_full " << from_full;
+  }
+  EXPECT_NE(cuda::GatherRowsDevice(dx.data(), didx.data(), -1, cols, dg.data()), "");
+}
+
 }  // namespace
 }  // namespace llmc

@@ -83,6 +83,23 @@ __global__ void AddBiasKernel(float* y, int64_t rows, int64_t cols, const float*
   if (i < rows * cols) y[i] += bias[i % cols];
 }
 
+__global__ void GatherRowsKernel(const float* __restrict__ src, const int32_t* __restrict__ rows, int64_t n,
+                                 int64_t cols, float* __restrict__ dst) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n * cols) dst[i] = src[static_cast<int64_t>(rows[i / cols]) * cols + i % cols];
+}
+
+__global__ void ScatterAddScaledRowsKernel(const float* __restrict__ src, const int32_t* __restrict__ src_rows,
+                                           const int32_t* __restrict__ dst_rows, const float* __restrict__ scales,
+                                           int64_t n, int64_t cols, float* dst) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n * cols) return;
+  const int64_t r = i / cols, c = i % cols;
+  const int64_t s = src_rows != nullptr ? src_rows[r] : r;
+  const float v = __fmul_rn(src[s * cols + c], scales[r]);
+  dst[static_cast<int64_t>(dst_rows[r]) * cols + c] += v;
+}
+
 // One block per row: fp32 max, then sum of exp(x - max) in double.
 __global__ void TokenNllKernel(const float* __restrict__ logits, int64_t vocab, const int32_t* __restrict__ targets,
                                double* nll) {
@@ -183,6 +200,26 @@ std::string AddBiasDevice(float* y, int64_t rows, int64_t cols, const float* bia
   if (rows < 0 || cols < 1) return "AddBiasDevice: invalid shape";
   if (rows == 0) return "";
   AddBiasKernel<<<Blocks(rows * cols), kThreads, 0, stream>>>(y, rows, cols, bias);
+  LLMC_CUDA_TRY(cudaGetLastError());
+  return "";
+}
+
+std::string GatherRowsDevice(const float* src, const int32_t* rows, int64_t n, int64_t cols, float* dst,
+                             cudaStream_t stream) {
+  if (n < 0 || cols < 1) return "GatherRowsDevice: invalid shape";
+  if (n == 0) return "";
+  GatherRowsKernel<<<Blocks(n * cols), kThreads, 0, stream>>>(src, rows, n, cols, dst);
+  LLMC_CUDA_TRY(cudaGetLastError());
+  return "";
+}
+
+std::string ScatterAddScaledRowsDevice(const float* src, const int32_t* src_rows, const int32_t* dst_rows,
+                                       const float* scales, int64_t n, int64_t cols, float* dst,
+                                       cudaStream_t stream) {
+  if (n < 0 || cols < 1) return "ScatterAddScaledRowsDevice: invalid shape";
+  if (n == 0) return "";
+  ScatterAddScaledRowsKernel<<<Blocks(n * cols), kThreads, 0, stream>>>(src, src_rows, dst_rows, scales, n, cols,
+                                                                         dst);
   LLMC_CUDA_TRY(cudaGetLastError());
   return "";
 }

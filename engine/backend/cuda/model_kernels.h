@@ -38,6 +38,15 @@ std::string AddBiasDevice(float* y, int64_t rows, int64_t cols, const float* bia
 std::string TokenNllDevice(const float* logits, int64_t rows, int64_t vocab, const int32_t* targets, double* nll,
                            cudaStream_t stream = nullptr);
 
+// Mixture-of-experts dispatch (CPU references: GatherRows / ScatterAddScaledRows in engine/model/cpu_ops.h).
+// dst [n, cols] = src[rows[i]] for i < n (rows: device int32 indices into src).
+std::string GatherRowsDevice(const float* src, const int32_t* rows, int64_t n, int64_t cols, float* dst,
+                             cudaStream_t stream = nullptr);
+// dst[dst_rows[i]] += src[src_rows ? src_rows[i] : i] * scales[i] for i < n, each row of `cols` values (the product
+// rounded to fp32, then added, as the CPU). dst_rows must be distinct (one expert's tokens).
+std::string ScatterAddScaledRowsDevice(const float* src, const int32_t* src_rows, const int32_t* dst_rows,
+                                       const float* scales, int64_t n, int64_t cols, float* dst,
+                                       cudaStream_t stream = nullptr);
 // out[i] = bf16(in[i]) (round to nearest even; bf16 bit patterns as uint16).
 std::string FloatToBf16Device(const float* in, int64_t n, uint16_t* out, cudaStream_t stream = nullptr);
 
