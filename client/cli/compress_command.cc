@@ -173,6 +173,12 @@ int RunCompressCommand(const CompressArgs& a) {
   spec.ignore = a.ignore;
   spec.ignore_given = a.ignore_given;
   spec.observer = a.observer;
+  if (!a.moe_calibrate_all_experts.empty()) {
+    if (a.moe_calibrate_all_experts != "true" && a.moe_calibrate_all_experts != "false")
+      return Fail(absl::InvalidArgumentError(absl::StrCat("--moe-calibrate-all-experts '", a.moe_calibrate_all_experts,
+                                                          "': use true or false")));
+    spec.moe_calibrate_all_experts = a.moe_calibrate_all_experts == "true";
+  }
   spec.dataset = a.dataset;
   spec.num_samples = a.num_samples;
   spec.seq_len = a.seq_len;

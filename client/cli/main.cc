@@ -27,6 +27,9 @@ int main(int argc, char** argv) {
                                    "module to leave unquantized: exact name, re:REGEX or class name (repeatable; default lm_head)")
                  ->allow_extra_args(false);
   compress->add_option("--observer", c.observer, "weight observer: minmax (default) or mse");
+  compress->add_option("--moe-calibrate-all-experts", c.moe_calibrate_all_experts,
+                       "mixture-of-experts models, calibrated algorithms: true (default) runs every calibration token "
+                       "through every expert for its statistics; false: each expert sees its routed tokens only");
   compress->add_option("--max-shard-size", c.max_shard_size, "largest output shard, e.g. 5GB, 500MB")->capture_default_str();
   compress->add_option("--threads", c.threads, "worker threads (default: one per core)");
   compress->add_option("--device", c.device, "cpu or cuda (data-free compression runs on the CPU)")->capture_default_str();

@@ -47,6 +47,7 @@ class SequentialSolver::Impl {
     lo.threads = opt_.threads;
     lo.max_chunk_tokens = opt_.max_chunk_tokens;
     LLMC_ASSIGN_OR_RETURN(lm_, CausalLm::Open(opt_.model_path, lo));
+    LLMC_RETURN_IF_ERROR(ResolveMoeOption());
     LLMC_ASSIGN_OR_RETURN(auto docs, LoadDocuments(opt_.dataset));
     LLMC_ASSIGN_OR_RETURN(auto tok, Tokenizer::FromModelDir(opt_.model_path));
     EncodeFn enc = [&](absl::string_view text) { return tok->Encode(text, /*add_special_tokens=*/false); };
@@ -99,8 +100,35 @@ class SequentialSolver::Impl {
     return CheckRecipe();
   }
 
+  // moe_calibrate_all_experts: on by default for MoE models, an error elsewhere.
+  absl::Status ResolveMoeOption() {
+    const ModelSpec& spec = lm_->spec();
+    if (!spec.moe.enabled()) {
+      if (opt_.moe_calibrate_all_experts)
+        return absl::InvalidArgumentError(absl::StrCat(
+            "moe_calibrate_all_experts: ", opt_.model_path, " (", spec.arch->name,
+            ") is not a mixture-of-experts model; leave the option out"));
+      return absl::OkStatus();
+    }
+    all_experts_ = opt_.moe_calibrate_all_experts.value_or(true);
+    if (!all_experts_ && comm_->size() > 1)
+      return absl::UnimplementedError(absl::StrCat(
+          "moe_calibrate_all_experts false on ", comm_->size(), " ranks: each rank would route its samples to other ",
+          "experts and the statistics reductions need the same experts on every rank; run on one rank or leave the ",
+          "option on"));
+    return absl::OkStatus();
+  }
+
   // The errors a run would hit late, raised now.
   absl::Status CheckRecipe() {
+    if (lm_->spec().moe.enabled())
+      for (const auto& [on, modifier] : {std::pair<bool, const char*>{recipe_.smoothquant.has_value(), "SmoothQuantModifier"},
+                                         std::pair<bool, const char*>{recipe_.awq.has_value(), "AWQModifier"}})
+        if (on)
+          return absl::UnimplementedError(absl::StrCat(
+              modifier, ": smoothing mappings for mixture-of-experts models (", lm_->spec().arch->name,
+              ": per-expert gate/up balanced against post_attention_layernorm, shared across experts) are not ",
+              "implemented in llmc; use GPTQ or round-to-nearest (--algorithm gptq / rtn) for this model"));
     for (const auto& g : cfg_.groups()) {
       const auto& in = g.scheme.input_activations;
       if (!in || (in->is_dynamic() && in->dynamic != "local")) continue;
@@ -231,6 +259,11 @@ class SequentialSolver::Impl {
     j["peak_rss_bytes"] = PeakRssBytes();
     j["device"] = opt_.device;
     backend_->Report(&j);
+    if (lm_->spec().moe.enabled())
+      j["moe"] = {{"calibrate_all_experts", all_experts_},
+                  {"experts", lm_->spec().moe.num_experts},
+                  {"experts_per_token", lm_->spec().moe.top_k},
+                  {"modules_without_tokens", experts_without_tokens_}};
     j["warnings"] = warnings_;
     return j;
   }
@@ -243,6 +276,7 @@ class SequentialSolver::Impl {
   // Runs `block` over a copy of every batch with hooks collecting `wants`.
   absl::StatusOr<std::unique_ptr<CalibHooks>> Calibrate(const DecoderBlock& block, const Wants& wants) {
     auto hooks = std::make_unique<CalibHooks>(wants, lm_->spec(), &lm_->Rope(max_len_), &block, lm_->context());
+    hooks->set_see_all_experts(all_experts_);
     LLMC_RETURN_IF_ERROR(backend_->Calibrate(block, wants, hooks.get()));
     // Statistics of all ranks' samples before any solve.
     LLMC_RETURN_IF_ERROR(ReduceCalibStats(comm_, backend_.get(), hooks.get(), !wants.capture.empty()));
@@ -376,7 +410,10 @@ class SequentialSolver::Impl {
         if (owner[i] != comm_->rank()) continue;
         LinearWeight* lw = targets[i];
         const GroupStats* st = Find(hooks->stats(), lw->name);
-        if (!st) return absl::InternalError(absl::StrCat(lw->name, ": no calibration statistics"));
+        if (!st || st->tokens == 0)
+          return absl::FailedPreconditionError(absl::StrCat(
+              lw->name, ": no calibration token reached this module (an expert no token was routed to), so it ",
+              "cannot be pruned from statistics; leave moe_calibrate_all_experts on or add it to the ignore list"));
         double t0 = NowSeconds();
         auto pr = PruneModule(sp, lw, st->hessian.get(), st->row_norm.get(), opt_.threads);
         if (!pr.ok()) {
@@ -511,6 +548,7 @@ class SequentialSolver::Impl {
         continue;
       }
       const GroupStats* st = qhooks ? Find(qhooks->stats(), lw->name) : nullptr;
+      NoteExpertTokens(*lw, st, qhooks != nullptr);
       auto kit = keep.find(lw->name);
       LLMC_RETURN_IF_ERROR(module_solver_->Solve(lw, p->group, p->wdtype, p->global_scale, st,
                                                  kit == keep.end() ? nullptr : &kit->second, module_info_[lw->name],
@@ -552,6 +590,7 @@ class SequentialSolver::Impl {
         return absl::OkStatus();
       };
       const GroupStats* st = qhooks ? Find(qhooks->stats(), lw->name) : nullptr;
+      NoteExpertTokens(*lw, st, qhooks != nullptr);
       auto kit = keep.find(lw->name);
       solved = module_solver_->Solve(lw, plans[i].group, plans[i].wdtype, plans[i].global_scale, st,
                                      kit == keep.end() ? nullptr : &kit->second, module_info_[lw->name], keep_tensor,
@@ -589,6 +628,15 @@ class SequentialSolver::Impl {
               [](const json& a, const json& b) { return a.value("name", "") < b.value("name", ""); });
     for (json& e : block_modules) modules_.push_back(std::move(e));
     return absl::OkStatus();
+  }
+
+  // MoE models: the calibration tokens each solved module saw (the report's `calibration_tokens`), and the experts
+  // that saw none.
+  void NoteExpertTokens(const LinearWeight& lw, const GroupStats* st, bool calibrated) {
+    if (!lm_->spec().moe.enabled() || !calibrated) return;
+    const int64_t n = st ? st->tokens : 0;
+    module_info_[lw.name]["calibration_tokens"] = n;
+    if (n == 0) experts_without_tokens_.push_back(lw.name);
   }
 
   // How a Linear is quantized: its config group, stored dtype and fused NVFP4 global scale; nullopt when it stays
@@ -661,6 +709,8 @@ class SequentialSolver::Impl {
   std::map<std::string, json> module_info_;
   json modules_ = json::array(), blocks_ = json::array();
   int modules_done_ = 0;
+  bool all_experts_ = false;                       // MoE: every expert sees every calibration token
+  std::vector<std::string> experts_without_tokens_;  // MoE, option off: modules solved without statistics
   // The next block, loading on the host while the GPU runs this one.
   std::future<absl::StatusOr<std::unique_ptr<DecoderBlock>>> prefetch_;
   int prefetch_layer_ = -1;
