@@ -62,7 +62,7 @@ class BlockView {
 // The last component of a module name: "q_proj" for "model.layers.0.self_attn.q_proj".
 std::string LinearLeaf(const std::string& module);
 // The input tensor `module` reads, named after the Linears that share it: q/k/v read "<parent>qkv", gate/up read
-// "<parent>gate_up", every other Linear its own input (the module name).
+// "<parent>gate_up" (Mixtral's w1/w3 "<parent>w1_w3"), every other Linear its own input (the module name).
 std::string InputGroup(const std::string& module);
 // Whether the recipe target `pattern` (exact name or "re:" regex, TargetMatcher) names `module`; false for an
 // invalid pattern.

@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "engine/algo/block_view.h"
 #include "engine/format/job_recipe.h"
 #include "engine/io/model_dir.h"
 #include "engine/model/causal_lm.h"
@@ -273,6 +274,16 @@ TEST_F(MoeCalibrationTest, OptionAndAlgorithmsAreRefusedWhereTheyCannotApply) {
   r = RunJob(g);
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(r.status().message(), HasSubstr("block_sparse_moe.gate"));
+}
+
+// Mixtral's w1 and w3 read one input (one Hessian, one NVFP4 global scale per expert, as vLLM fuses w13).
+TEST(MoeInputGroupTest, MixtralGateAndUpShareTheirInput) {
+  EXPECT_EQ(InputGroup("model.layers.0.block_sparse_moe.experts.1.w1"),
+            "model.layers.0.block_sparse_moe.experts.1.w1_w3");
+  EXPECT_EQ(InputGroup("model.layers.0.block_sparse_moe.experts.1.w3"),
+            "model.layers.0.block_sparse_moe.experts.1.w1_w3");
+  EXPECT_EQ(InputGroup("model.layers.0.block_sparse_moe.experts.1.w2"), "model.layers.0.block_sparse_moe.experts.1.w2");
+  EXPECT_EQ(InputGroup("model.layers.0.mlp.experts.1.up_proj"), "model.layers.0.mlp.experts.1.gate_up");
 }
 
 // A preset without --ignore leaves the routers out by itself (data-free).

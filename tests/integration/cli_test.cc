@@ -237,6 +237,46 @@ TEST_F(CliTest, CalibratedGptqOnTheFixture) {
   EXPECT_EQ(algos[1]["modifier"], "GPTQModifier");
 }
 
+// A mixture-of-experts model (tiny-qwen3moe with a character-level tokenizer) through `llmc compress` (GPTQ, every
+// expert calibrated) and `llmc eval` of the output; the MoE option's refusals as one-line errors.
+TEST_F(CliTest, MoeCompressAndEval) {
+  const std::string model = tmp_ / "moe";
+  fs::create_directories(model);
+  const std::string src = std::string(LLMC_SOURCE_DIR) + "/engine/model/testdata/tiny-qwen3moe";
+  for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(src + "/" + f, model + "/" + f);
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int c = 32; c < 127; ++c) vocab[std::string(1, static_cast<char>(c))] = c - 32;
+  vocab["<unk>"] = 95;
+  std::ofstream(model + "/tokenizer.json")
+      << nlohmann::json({{"version", "1.0"},
+                         {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()},
+                                    {"unk_token", "<unk>"}}}})
+             .dump();
+  std::ofstream(model + "/tokenizer_config.json") << "{}";
+  std::string text;
+  for (int i = 0; i < 8; ++i) text += "Mixture of experts models route every token to a few experts of many. ";
+  const std::string data = tmp_.Write("moe.txt", text);
+  const std::string recipe = tmp_.Write(
+      "moe.yaml",
+      "GPTQModifier:\n  ignore: [lm_head, 're:.*mlp\\.gate$']\n  config_groups:\n    g:\n      targets: [Linear]\n"
+      "      weights: {num_bits: 4, type: int, symmetric: true, strategy: group, group_size: 8}\n");
+  Result r = Llmc("compress " + model + " " + (tmp_ / "moe-gptq") + " --recipe " + recipe + " --dataset " + data +
+                  " --num-samples 4 --seq-len 24 --threads 2 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["solve"]["moe"]["calibrate_all_experts"], true);
+  r = Llmc("eval " + (tmp_ / "moe-gptq") + " --text " + data + " --seq-len 32 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_GT(nlohmann::json::parse(r.out)["perplexity"].get<double>(), 1.0);
+  EXPECT_EQ(nlohmann::json::parse(r.out)["weights"], "pack-quantized");
+  ExpectOneLineError(Llmc("compress " + model + " " + (tmp_ / "x") + " --recipe " + recipe + " --dataset " + data +
+                          " --moe-calibrate-all-experts maybe"),
+                     "use true or false");
+  ExpectOneLineError(Llmc("compress " + model + " " + (tmp_ / "y") + " --scheme FP8_DYNAMIC --moe-calibrate-all-experts "
+                          "false"),
+                     "moe_calibrate_all_experts");
+}
+
 TEST_F(CliTest, FullDiskFailsCleanly) {
   TempDir mnt;
   if (geteuid() != 0 || mount("tmpfs", mnt.path().c_str(), "tmpfs", 0, "size=256k") != 0)
