@@ -1,7 +1,8 @@
 // Calibrated compression of mixture-of-experts models (Qwen3-MoE, Mixtral, Qwen2-MoE) end to end on the CPU:
-// GPTQ W4A16 with every expert calibrated (moe_calibrate_all_experts, the default) and without (an expert that no
-// token was routed to gets round-to-nearest scales), the routers left unquantized, the output's tensor names and
-// shapes as transformers and compressed-tensors expect, and the runtime (`llmc eval`'s) reading it back.
+// GPTQ W4A16 with every expert calibrated (moe_calibrate_all_experts, the default) and without (an expert
+// that no token was routed to gets round-to-nearest scales), the routers left unquantized, the output's
+// tensor names and shapes as transformers and compressed-tensors expect, and the runtime (`llmc eval`'s)
+// reading it back.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -37,22 +38,26 @@ std::string CharTokenizerJson() {
   json vocab = json::object();
   for (int c = 32; c < 127; ++c) vocab[std::string(1, static_cast<char>(c))] = c - 32;
   vocab["<unk>"] = 95;
-  json t = {{"version", "1.0"},
-            {"added_tokens", json::array()},
-            {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}, {"unk_token", "<unk>"}}}};
+  json t = {
+      {"version", "1.0"},
+      {"added_tokens", json::array()},
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}, {"unk_token", "<unk>"}}}};
   return t.dump();
 }
 
 constexpr char kText[] =
-    "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. How vexingly quick "
-    "daft zebras jump! Sphinx of black quartz, judge my vow. The five boxing wizards jump quickly. Jackdaws love "
+    "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. How vexingly "
+    "quick "
+    "daft zebras jump! Sphinx of black quartz, judge my vow. The five boxing wizards jump quickly. Jackdaws "
+    "love "
     "my big sphinx of quartz. Mixture of experts models route every token to a few experts of many. ";
 
 // W4A16 groups of 8: every tiny model's in_features (64, 80, 32, 24, 48) is a multiple.
 constexpr char kGptqRecipe[] =
     "quant_stage:\n  quant_modifiers:\n    GPTQModifier:\n      ignore: [lm_head, 're:.*mlp\\.gate$', "
     "'re:.*block_sparse_moe\\.gate$', 're:.*shared_expert_gate$']\n      config_groups:\n        group_0:\n"
-    "          targets: [Linear]\n          weights: {num_bits: 4, type: int, symmetric: true, strategy: group, "
+    "          targets: [Linear]\n          weights: {num_bits: 4, type: int, symmetric: true, strategy: "
+    "group, "
     "group_size: 8}\n";
 
 class MoeCalibrationTest : public ::testing::Test {
@@ -132,8 +137,9 @@ TEST_F(MoeCalibrationTest, GptqCalibratesEveryExpertOnEveryToken) {
     for (int l = 0; l < spec.num_layers; ++l) sparse += spec.moe.IsSparse(l);
     EXPECT_EQ(experts, sparse * spec.moe.num_experts * 3);
 
-    // Names and shapes: each expert's Linears as on disk (transformers' checkpoint names, which vLLM's MoE loaders
-    // map onto their fused experts), in compressed-tensors' pack-quantized layout; routers unquantized.
+    // Names and shapes: each expert's Linears as on disk (transformers' checkpoint names, which vLLM's MoE
+    // loaders map onto their fused experts), in compressed-tensors' pack-quantized layout; routers
+    // unquantized.
     auto dir = ModelDir::Open(out);
     ASSERT_TRUE(dir.ok()) << dir.status();
     for (int l = 0; l < spec.num_layers; ++l) {
@@ -148,8 +154,8 @@ TEST_F(MoeCalibrationTest, GptqCalibratesEveryExpertOnEveryToken) {
       EXPECT_EQ(r->info->shape, (std::vector<int64_t>{spec.moe.num_experts, spec.hidden_size}));
       for (int64_t e = 0; e < spec.moe.num_experts; ++e) {
         const int64_t I = spec.moe.expert_intermediate, H = spec.hidden_size;
-        for (auto [which, rows, cols] : {std::tuple<const char*, int64_t, int64_t>{"gate", I, H},
-                                         {"up", I, H}, {"down", H, I}}) {
+        for (auto [which, rows, cols] :
+             {std::tuple<const char*, int64_t, int64_t>{"gate", I, H}, {"up", I, H}, {"down", H, I}}) {
           const std::string m = MoeExpertName(spec.moe.style, l, e, which);
           const ModelTensor* p = (*dir)->Find(m + ".weight_packed");
           ASSERT_NE(p, nullptr) << m;
@@ -173,8 +179,8 @@ TEST_F(MoeCalibrationTest, GptqCalibratesEveryExpertOnEveryToken) {
     EXPECT_TRUE(router_ignored);
     // `llmc eval` reads it back and it is still close to the original model.
     const double before = Perplexity(model), after = Perplexity(out);
-    std::printf("%s: perplexity bf16 %.4f, GPTQ W4A16 g8 (every expert calibrated) %.4f\n", name.c_str(), before,
-                after);
+    std::printf("%s: perplexity bf16 %.4f, GPTQ W4A16 g8 (every expert calibrated) %.4f\n", name.c_str(),
+                before, after);
     EXPECT_TRUE(std::isfinite(after));
     EXPECT_LT(after, 1.5 * before);
   }
@@ -234,8 +240,10 @@ TEST_F(MoeCalibrationTest, RoutedOnlyCalibrationFallsBackForExpertsWithoutTokens
     ASSERT_GT(v, 0.0f) << first;
   }
   const double ppl = Perplexity(out);
-  std::printf("tiny-qwen3moe-nonorm, routed-only calibration on %lld tokens: %zu expert Linears without tokens, "
-              "perplexity %.4f\n", static_cast<long long>(tokens), empty.size(), ppl);
+  std::printf(
+      "tiny-qwen3moe-nonorm, routed-only calibration on %lld tokens: %zu expert Linears without tokens, "
+      "perplexity %.4f\n",
+      static_cast<long long>(tokens), empty.size(), ppl);
   EXPECT_TRUE(std::isfinite(ppl));
 }
 
@@ -269,7 +277,8 @@ TEST_F(MoeCalibrationTest, OptionAndAlgorithmsAreRefusedWhereTheyCannotApply) {
   // A recipe that targets the routers: vLLM loads them unquantized.
   JobSpec g = Spec(moe, "router");
   g.recipe_yaml =
-      "GPTQModifier: {ignore: [lm_head], config_groups: {g: {targets: [Linear], weights: {num_bits: 4, type: int, "
+      "GPTQModifier: {ignore: [lm_head], config_groups: {g: {targets: [Linear], weights: {num_bits: 4, type: "
+      "int, "
       "symmetric: true, strategy: group, group_size: 8}}}}\n";
   r = RunJob(g);
   ASSERT_FALSE(r.ok());
@@ -282,7 +291,8 @@ TEST(MoeInputGroupTest, MixtralGateAndUpShareTheirInput) {
             "model.layers.0.block_sparse_moe.experts.1.w1_w3");
   EXPECT_EQ(InputGroup("model.layers.0.block_sparse_moe.experts.1.w3"),
             "model.layers.0.block_sparse_moe.experts.1.w1_w3");
-  EXPECT_EQ(InputGroup("model.layers.0.block_sparse_moe.experts.1.w2"), "model.layers.0.block_sparse_moe.experts.1.w2");
+  EXPECT_EQ(InputGroup("model.layers.0.block_sparse_moe.experts.1.w2"),
+            "model.layers.0.block_sparse_moe.experts.1.w2");
   EXPECT_EQ(InputGroup("model.layers.0.mlp.experts.1.up_proj"), "model.layers.0.mlp.experts.1.gate_up");
 }
 
@@ -304,8 +314,9 @@ TEST_F(MoeCalibrationTest, PresetsIgnoreRoutersByDefault) {
   EXPECT_EQ((*dir)->Find("model.layers.0.mlp.experts.3.down_proj.weight")->info->dtype, DType::kF8E4M3);
 }
 
-// Llama 4's fused 3-D experts, data-free: one quantized Linear per expert and projection under the names vLLM's
-// Llama 4 loader reads (feed_forward.experts.N.{gate,up,down}_proj), each the transposed slice of the fused tensor.
+// Llama 4's fused 3-D experts, data-free: one quantized Linear per expert and projection under the names
+// vLLM's Llama 4 loader reads (feed_forward.experts.N.{gate,up,down}_proj), each the transposed slice of the
+// fused tensor.
 TEST_F(MoeCalibrationTest, Llama4FusedExpertsAreSplitIntoQuantizedLinears) {
   const std::string src = testing_util::TestDataDir() + "/tiny-llama4text";
   JobSpec s;
@@ -334,7 +345,8 @@ TEST_F(MoeCalibrationTest, Llama4FusedExpertsAreSplitIntoQuantizedLinears) {
     ASSERT_TRUE(gate_up.ok() && down.ok());
     for (int64_t e = 0; e < E; ++e) {
       for (auto [leaf, rows, cols] : {std::tuple<const char*, int64_t, int64_t>{"gate_proj", I, H},
-                                      {"up_proj", I, H}, {"down_proj", H, I}}) {
+                                      {"up_proj", I, H},
+                                      {"down_proj", H, I}}) {
         const std::string m = absl::StrCat(p, "experts.", e, ".", leaf);
         const ModelTensor* qw = (*out)->Find(m + ".weight");
         ASSERT_NE(qw, nullptr) << m;
@@ -348,8 +360,9 @@ TEST_F(MoeCalibrationTest, Llama4FusedExpertsAreSplitIntoQuantizedLinears) {
         const std::string lf = leaf;
         for (int64_t rr = 0; rr < rows; ++rr)
           for (int64_t c = 0; c < cols; ++c) {
-            const float w = lf == "down_proj" ? (*down)[(e * I + c) * H + rr]
-                                              : (*gate_up)[(e * H + c) * 2 * I + (lf == "up_proj" ? I : 0) + rr];
+            const float w = lf == "down_proj"
+                                ? (*down)[(e * I + c) * H + rr]
+                                : (*gate_up)[(e * H + c) * 2 * I + (lf == "up_proj" ? I : 0) + rr];
             num += (w - (*q)[rr * cols + c]) * (w - (*q)[rr * cols + c]);
             den += double(w) * w;
           }
@@ -361,7 +374,8 @@ TEST_F(MoeCalibrationTest, Llama4FusedExpertsAreSplitIntoQuantizedLinears) {
   bool router_ignored = false;
   for (const auto& i : q["ignore"]) router_ignored |= i == "model.layers.0.feed_forward.router";
   EXPECT_TRUE(router_ignored);
-  // Calibrated algorithms need the Llama 4 runtime (chunked attention, no-rope layers), which llmc does not have.
+  // Calibrated algorithms need the Llama 4 runtime (chunked attention, no-rope layers), which llmc does not
+  // have.
   JobSpec g = s;
   g.output_path = tmp_ / "llama4-gptq";
   g.algorithm = "gptq";
@@ -371,8 +385,8 @@ TEST_F(MoeCalibrationTest, Llama4FusedExpertsAreSplitIntoQuantizedLinears) {
   EXPECT_THAT(refused.status().message(), HasSubstr("Llama4ForCausalLM"));
 }
 
-// GPT-OSS's interleaved fused experts cannot be written in a form vLLM loads: refused naming the tensor, or kept in
-// bf16 with a warning when ignored.
+// GPT-OSS's interleaved fused experts cannot be written in a form vLLM loads: refused naming the tensor, or
+// kept in bf16 with a warning when ignored.
 TEST_F(MoeCalibrationTest, GptOssFusedExpertsAreRefusedOrKeptWithAWarning) {
   const std::string src = testing_util::TestDataDir() + "/tiny-gptoss";
   JobSpec s;
@@ -382,7 +396,8 @@ TEST_F(MoeCalibrationTest, GptOssFusedExpertsAreRefusedOrKeptWithAWarning) {
   s.threads = 2;
   auto r = RunJob(s);
   ASSERT_FALSE(r.ok());
-  EXPECT_THAT(r.status().message(), HasSubstr("model.layers.0.mlp.experts."));  // the first fused tensor stored
+  EXPECT_THAT(r.status().message(),
+              HasSubstr("model.layers.0.mlp.experts."));  // the first fused tensor stored
   EXPECT_THAT(r.status().message(), HasSubstr("fused 3-D expert weights"));
   EXPECT_THAT(r.status().message(), HasSubstr("GPT-OSS"));
   s.ignore = {"lm_head", "re:.*experts$", "re:.*router$"};

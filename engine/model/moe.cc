@@ -35,19 +35,22 @@ absl::StatusOr<int64_t> PositiveInt(const json& j, std::initializer_list<const c
 
 }  // namespace
 
-absl::StatusOr<MoeSpec> ResolveMoeSpec(MoeStyle style, bool shared_expert, const json& config, int64_t num_layers,
-                                       int64_t intermediate_size, absl::string_view source) {
+absl::StatusOr<MoeSpec> ResolveMoeSpec(MoeStyle style, bool shared_expert, const json& config,
+                                       int64_t num_layers, int64_t intermediate_size,
+                                       absl::string_view source) {
   MoeSpec m;
   m.style = style;
   if (style == MoeStyle::kNone) return m;
   LLMC_ASSIGN_OR_RETURN(m.num_experts, PositiveInt(config, {"num_local_experts", "num_experts"}, 0, source));
   LLMC_ASSIGN_OR_RETURN(m.top_k, PositiveInt(config, {"num_experts_per_tok"}, 0, source));
   if (m.top_k > m.num_experts)
-    return Invalid(source, absl::StrCat("num_experts_per_tok ", m.top_k, " exceeds the ", m.num_experts, " experts"));
+    return Invalid(source,
+                   absl::StrCat("num_experts_per_tok ", m.top_k, " exceeds the ", m.num_experts, " experts"));
   for (const char* key : {"router_jitter_noise", "moe_jitter_eps"}) {
     auto it = config.find(key);
     if (it != config.end() && it->is_number() && it->get<double>() != 0.0)
-      return absl::UnimplementedError(absl::StrCat(source, ": ", key, " (router noise) is not supported by the ",
+      return absl::UnimplementedError(absl::StrCat(source, ": ", key,
+                                                   " (router noise) is not supported by the ",
                                                    "llmc model runtime (evaluation has none); set it to 0"));
   }
   m.sparse_layers.assign(num_layers, true);
@@ -74,35 +77,41 @@ absl::StatusOr<MoeSpec> ResolveMoeSpec(MoeStyle style, bool shared_expert, const
       dense[v.get<int64_t>()] = true;
     }
   }
-  // Qwen3MoeDecoderLayer / Qwen2MoeDecoderLayer: sparse when not in mlp_only_layers and (layer + 1) % step == 0.
+  // Qwen3MoeDecoderLayer / Qwen2MoeDecoderLayer: sparse when not in mlp_only_layers and (layer + 1) % step ==
+  // 0.
   for (int64_t l = 0; l < num_layers; ++l) m.sparse_layers[l] = !dense[l] && (l + 1) % step == 0;
   if (shared_expert) {
-    LLMC_ASSIGN_OR_RETURN(m.shared_intermediate, PositiveInt(config, {"shared_expert_intermediate_size"}, 0, source));
+    LLMC_ASSIGN_OR_RETURN(m.shared_intermediate,
+                          PositiveInt(config, {"shared_expert_intermediate_size"}, 0, source));
   }
   return m;
 }
 
 std::string MoeRouterName(MoeStyle style, int layer) {
-  return absl::StrCat("model.layers.", layer, style == MoeStyle::kMixtral ? ".block_sparse_moe.gate" : ".mlp.gate");
+  return absl::StrCat("model.layers.", layer,
+                      style == MoeStyle::kMixtral ? ".block_sparse_moe.gate" : ".mlp.gate");
 }
 
 std::string MoeExpertName(MoeStyle style, int layer, int64_t expert, const char* which) {
   const absl::string_view w = which;
   if (style == MoeStyle::kMixtral)
     return absl::StrCat("model.layers.", layer, ".block_sparse_moe.experts.", expert, ".",
-                        w == "gate" ? "w1" : w == "up" ? "w3" : "w2");
+                        w == "gate" ? "w1"
+                        : w == "up" ? "w3"
+                                    : "w2");
   return absl::StrCat("model.layers.", layer, ".mlp.experts.", expert, ".", which, "_proj");
 }
 
 std::string MoeSharedName(int layer, const char* which) {
-  if (absl::string_view(which) == "gate_weight") return absl::StrCat("model.layers.", layer, ".mlp.shared_expert_gate");
+  if (absl::string_view(which) == "gate_weight")
+    return absl::StrCat("model.layers.", layer, ".mlp.shared_expert_gate");
   return absl::StrCat("model.layers.", layer, ".mlp.shared_expert.", which, "_proj");
 }
 
 const std::vector<std::string>& MoeRouterIgnorePatterns() {
-  static const std::vector<std::string> kPatterns = {
-      "re:.*mlp\\.gate$", "re:.*block_sparse_moe\\.gate$", "re:.*shared_expert_gate$", "re:.*mlp\\.router$",
-      "re:.*feed_forward\\.router$"};
+  static const std::vector<std::string> kPatterns = {"re:.*mlp\\.gate$", "re:.*block_sparse_moe\\.gate$",
+                                                     "re:.*shared_expert_gate$", "re:.*mlp\\.router$",
+                                                     "re:.*feed_forward\\.router$"};
   return kPatterns;
 }
 
@@ -148,14 +157,14 @@ absl::Status Linear(const LinearWeight& w, const float* x, int64_t rows, float* 
                     CpuContext* ctx) {
   if (hooks != nullptr && rows > 0)
     LLMC_RETURN_IF_ERROR(hooks->OnInput(w, absl::MakeConstSpan(x, rows * w.in_features), rows));
-  LinearForward(x, rows, w.in_features, w.weight.data(), w.bias.empty() ? nullptr : w.bias.data(), w.out_features, y,
-                ctx);
+  LinearForward(x, rows, w.in_features, w.weight.data(), w.bias.empty() ? nullptr : w.bias.data(),
+                w.out_features, y, ctx);
   return absl::OkStatus();
 }
 
 // y [rows, H] = down(silu(gate(x)) * up(x)).
-absl::Status Expert(const LinearWeight& gate, const LinearWeight& up, const LinearWeight& down, const float* x,
-                    int64_t rows, float* y, LinearHooks* hooks, CpuContext* ctx) {
+absl::Status Expert(const LinearWeight& gate, const LinearWeight& up, const LinearWeight& down,
+                    const float* x, int64_t rows, float* y, LinearHooks* hooks, CpuContext* ctx) {
   const int64_t I = gate.out_features;
   std::vector<float> g(rows * I), u(rows * I);
   LLMC_RETURN_IF_ERROR(Linear(gate, x, rows, g.data(), hooks, ctx));
@@ -193,7 +202,8 @@ absl::Status RunMoeMlp(const MoeSpec& spec, const MoeMlp& moe, const float* m, i
   }
   if (moe.has_shared()) {
     y.resize(rows * H);
-    LLMC_RETURN_IF_ERROR(Expert(moe.shared_gate, moe.shared_up, moe.shared_down, m, rows, y.data(), hooks, ctx));
+    LLMC_RETURN_IF_ERROR(
+        Expert(moe.shared_gate, moe.shared_up, moe.shared_down, m, rows, y.data(), hooks, ctx));
     std::vector<float> g(rows);
     LLMC_RETURN_IF_ERROR(Linear(moe.shared_expert_gate, m, rows, g.data(), hooks, ctx));
     std::vector<int32_t> all_rows(rows);

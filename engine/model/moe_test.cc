@@ -1,4 +1,5 @@
-// The MoE MLP (moe.h): config resolution of each family's keys, routing, and the all-experts calibration mode.
+// The MoE MLP (moe.h): config resolution of each family's keys, routing, and the all-experts calibration
+// mode.
 #include "engine/model/moe.h"
 
 #include <gmock/gmock.h>
@@ -71,7 +72,8 @@ TEST(MoeSpecTest, BadKeysAreNamed) {
   EXPECT_THAT(s.status().message(), HasSubstr("moe_intermediate_size"));
   c["moe_intermediate_size"] = 8;
   c["router_jitter_noise"] = 0.1;
-  EXPECT_EQ(ResolveMoeSpec(MoeStyle::kQwen, false, c, 2, 16, "cfg").status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(ResolveMoeSpec(MoeStyle::kQwen, false, c, 2, 16, "cfg").status().code(),
+            absl::StatusCode::kUnimplemented);
 }
 
 TEST(MoeRoutingTest, TopKSoftmaxWithAndWithoutRenormalization) {
