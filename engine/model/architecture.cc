@@ -172,6 +172,9 @@ absl::StatusOr<ModelSpec> ResolveModelSpec(const ModelConfig& c, const json& con
   const ArchitectureInfo& a = **arch;
   bool attention_bias = BoolKey(config_json, a.attention_bias_key);
   s.qkv_bias = a.qkv_bias || attention_bias;
+  // Qwen2-MoE's config says whether q/k/v have biases (`qkv_bias`, default true).
+  if (auto it = config_json.find("qkv_bias"); a.qkv_bias && it != config_json.end() && it->is_boolean())
+    s.qkv_bias = it->get<bool>() || attention_bias;
   s.o_bias = attention_bias;
   s.mlp_bias = BoolKey(config_json, a.mlp_bias_key);
   s.qk_norm = a.qk_norm;

@@ -55,6 +55,20 @@ TEST(MoeSpecTest, FamiliesResolveTheirKeys) {
   EXPECT_FALSE(Spec("tiny-qwen3").moe.enabled());
 }
 
+// Qwen2-MoE's q/k/v biases follow its config's `qkv_bias`.
+TEST(MoeSpecTest, Qwen2MoeQkvBiasFollowsTheConfig) {
+  json c = testing_util::ReadJson(TestDataDir() + "/tiny-qwen2moe/config.json");
+  for (bool bias : {true, false}) {
+    c["qkv_bias"] = bias;
+    auto mc = ParseModelConfig(c.dump(), "cfg");
+    ASSERT_TRUE(mc.ok()) << mc.status();
+    auto spec = ResolveModelSpec(*mc, c, "cfg");
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    EXPECT_EQ(spec->qkv_bias, bias);
+    EXPECT_FALSE(spec->o_bias);
+  }
+}
+
 TEST(MoeSpecTest, BadKeysAreNamed) {
   json c = {{"num_local_experts", 4}, {"num_experts_per_tok", 5}, {"moe_intermediate_size", 8}};
   auto s = ResolveMoeSpec(MoeStyle::kQwen, false, c, 2, 16, "cfg");
