@@ -35,6 +35,9 @@ struct DecoderBlock {
   std::vector<float> post_attention_norm;  // [hidden]
   std::vector<float> q_norm, k_norm;       // [head_dim] when spec.qk_norm, else empty
   LinearWeight q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
+  // kv-cache fake quantization (kv_cache_scheme): k after the rotary embedding, v as projected, each row
+  // [num_kv_heads * head_dim]; null when the checkpoint has none (or activation quantization is off).
+  std::shared_ptr<const ActivationQuantizer> k_cache_quant, v_cache_quant;
 
   // The seven Linear modules in the order the forward pass uses them.
   std::vector<LinearWeight*> linears() {
@@ -50,7 +53,8 @@ struct DecoderBlock {
 // Runs `block` on every sequence of `x` in place. Sequences are processed in chunks of whole sequences of
 // about `max_chunk_tokens` tokens (at least one sequence), which bounds the scratch memory to chunk_tokens *
 // 2 * (hidden + q_size + kv_size + intermediate) floats; the result does not depend on the chunk size beyond
-// float rounding. `rope` must cover x->seq_len positions. `hooks` may be null. Fails only when a hook fails.
+// float rounding. Linear inputs/outputs and k/v are fake-quantized where the block says (LinearWeight::input_quant,
+// output_quant, k_cache_quant, v_cache_quant); hooks see a Linear's input before it is quantized. `rope` must cover x->seq_len positions. `hooks` may be null. Fails only when a hook fails.
 absl::Status RunDecoderBlock(const ModelSpec& spec, const RopeTable& rope, const DecoderBlock& block,
                              HiddenStates* x, LinearHooks* hooks, int64_t max_chunk_tokens, CpuContext* ctx);
 
