@@ -7,6 +7,7 @@
 #
 #   bench/accuracy.sh [LLMC_BIN] [OUT_DIR]
 #   ONLY='W8A8|FP8|NVFP4' bench/accuracy.sh ...     # only the rows whose label matches (grep -E)
+#   WINDOWS=64 NUM_SAMPLES=32 bench/accuracy.sh ...  # smaller settings (defaults 100 and 128)
 #
 # `llmc eval` runs the dequantized weights with activations (Linear inputs, kv cache) fake-quantized as the
 # checkpoint's quantization_config says: "eval.txt ppl". For schemes that quantize activations (W8A8, FP8, NVFP4)
@@ -20,6 +21,7 @@ model="$shared/models/llmc-fixture-llama"
 calib="$shared/data/calibration.txt"
 evaltext="$shared/data/eval.txt"
 windows="${WINDOWS:-100}"
+samples="${NUM_SAMPLES:-128}"  # calibration samples of 512 tokens
 mkdir -p "$out"
 [ -d "$model" ] || { echo "accuracy.sh: needs $model" >&2; exit 2; }
 
@@ -37,7 +39,7 @@ run() {  # run LABEL SCHEME ALGORITHM-or-RECIPE
   if [ -f "$how" ]; then args=(--recipe "$how"); else args=(--scheme "$scheme" --algorithm "$how"); fi
   local t0 t1
   t0=$(date +%s.%N)
-  "$llmc" compress "$model" "$dir" "${args[@]}" --dataset "$calib" --num-samples 128 --seq-len 512 --seed 42 \
+  "$llmc" compress "$model" "$dir" "${args[@]}" --dataset "$calib" --num-samples "$samples" --seq-len 512 --seed 42 \
     --overwrite --json > "$dir.summary.json"
   t1=$(date +%s.%N)
   local p w=""

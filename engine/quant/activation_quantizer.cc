@@ -179,8 +179,9 @@ float ActivationQuantizer::FakeQuant(float x, float scale) const {
       return RoundTo(dtype_, q * scale);
     }
     case Kind::kNvFp4: {
+      // The library's fp4 cast on CUDA (its Triton kernel, what GPU readers run) rounds to bf16 first.
       const float e = scale / global_;
-      float q = FP4ToFloat(FloatToFP4(std::clamp(x / e, qmin_, qmax_)));
+      float q = FP4ToFloat(FloatToFP4(RoundBF16(std::clamp(x / e, qmin_, qmax_))));
       return RoundTo(dtype_, q * e);
     }
   }

@@ -21,7 +21,9 @@
 //   int:   y = R(rint(clamp(R(x / scale), qmin, qmax)) * scale)                    (rint: half to even)
 //   fp8:   y = R(e4m3(clamp(R(x / scale), -448, 448)) * scale)
 //   NVFP4: per group of 16: s = e4m3(clamp(g * R(amax / 6), -448, 448)) (0 -> 0.125), with g the fp32 global
-//          scale; e = s / g (fp32); y = R(fp4(clamp(x / e, -6, 6)) * e)               (x / e in fp32)
+//          scale; e = s / g (fp32); y = R(fp4(bf16(clamp(x / e, -6, 6))) * e)         (x / e in fp32)
+//          The bf16 rounding before the fp4 cast is the library's CUDA cast (its Triton kernel, which GPU readers
+//          run and the reference figures used); its CPU fallback casts the fp32 value directly.
 #pragma once
 
 #include <cstdint>
