@@ -171,7 +171,9 @@ float ActivationQuantizer::DynamicScale(float mn, float mx) const {
 float ActivationQuantizer::FakeQuant(float x, float scale) const {
   switch (kind_) {
     case Kind::kInt: {
-      float q = RoundHalfEvenSmall(std::clamp(RoundTo(dtype_, x / scale), qmin_, qmax_));
+      // torch.round keeps the sign of a value that rounds to zero (-0.5 -> -0), as rintf does on the GPU.
+      const float v = std::clamp(RoundTo(dtype_, x / scale), qmin_, qmax_);
+      const float q = std::copysign(RoundHalfEvenSmall(v), v);
       return RoundTo(dtype_, q * scale);
     }
     case Kind::kFp8: {

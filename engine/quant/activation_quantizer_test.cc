@@ -37,7 +37,8 @@ TEST(ActivationQuantizerTest, Int8PerTokenUsesHalfTheRangeAndClampsAt127) {
   q->Apply(x.data(), 1);
   EXPECT_EQ(x[0], 7.9375f);   // 127.5 clamps to 127
   EXPECT_EQ(x[1], 0.125f);    // bf16(0.1) = 0.10009765625 -> 1.6015625 -> 2
-  EXPECT_EQ(x[2], 0.0f);      // -0.5 rounds half to even: 0 (the sign of a zero input to the GEMM is immaterial)
+  EXPECT_EQ(x[2], 0.0f);      // -0.5 rounds half to even: -0, as torch.round
+  EXPECT_TRUE(std::signbit(x[2]));
   EXPECT_EQ(x[3], 0.125f);    // 1.5 -> 2
   EXPECT_EQ(x[4], -7.0f);     // -112 exactly
 }
