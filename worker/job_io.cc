@@ -11,8 +11,8 @@
 
 namespace llmc {
 
-absl::StatusOr<double> EvalPerplexity(const std::string& model_dir, const std::string& text_path, int64_t max_windows,
-                                      int threads) {
+absl::StatusOr<EvalFigures> EvalPerplexity(const std::string& model_dir, const std::string& text_path,
+                                           int64_t max_windows, int threads) {
   CausalLmOptions lo;
   lo.threads = threads;
   LLMC_ASSIGN_OR_RETURN(auto lm, CausalLm::Open(model_dir, lo));
@@ -22,7 +22,15 @@ absl::StatusOr<double> EvalPerplexity(const std::string& model_dir, const std::s
   PerplexityOptions po;
   po.max_windows = max_windows;
   LLMC_ASSIGN_OR_RETURN(PerplexityResult r, ComputePerplexity(*lm, ids, po));
-  return r.perplexity;
+  EvalFigures f;
+  f.perplexity = f.perplexity_weights_only = r.perplexity;
+  f.activations_quantized = lm->quantizes_activations();
+  if (f.activations_quantized) {
+    LLMC_RETURN_IF_ERROR(lm->SetQuantizeActivations(false));
+    LLMC_ASSIGN_OR_RETURN(PerplexityResult w, ComputePerplexity(*lm, ids, po));
+    f.perplexity_weights_only = w.perplexity;
+  }
+  return f;
 }
 
 namespace {
@@ -87,15 +95,20 @@ absl::StatusOr<JobResult> RunJobToOutput(const JobRequest& request, const JobCon
   result.report = summary.ToJson();
   if (!request.eval_text.empty()) {
     LLMC_ASSIGN_OR_RETURN(std::string text, storage::ResolveFileInput(request.eval_text, in));
-    LLMC_ASSIGN_OR_RETURN(double before,
+    LLMC_ASSIGN_OR_RETURN(EvalFigures before_f,
                           EvalPerplexity(spec.model_path, text, request.eval_max_windows, spec.threads));
-    LLMC_ASSIGN_OR_RETURN(double after,
+    LLMC_ASSIGN_OR_RETURN(EvalFigures after,
                           EvalPerplexity(target->local_dir(), text, request.eval_max_windows, spec.threads));
+    const double before = before_f.perplexity;
+    // "after" runs activations as the checkpoint says; "after_weights_only" with fp32 activations.
     result.report["eval"] = {{"text", request.eval_text},
                              {"max_windows", request.eval_max_windows},
                              {"perplexity_before", before},
-                             {"perplexity_after", after},
-                             {"recovery_percent", 100.0 * before / after}};
+                             {"perplexity_after", after.perplexity},
+                             {"perplexity_after_weights_only", after.perplexity_weights_only},
+                             {"activations_quantized", after.activations_quantized},
+                             {"recovery_percent", 100.0 * before / after.perplexity},
+                             {"recovery_percent_weights_only", 100.0 * before / after.perplexity_weights_only}};
     // The checkpoint's report says what was measured.
     const std::string path = target->local_dir() + "/compression_report.json";
     std::ofstream rep(path, std::ios::trunc);

@@ -67,6 +67,10 @@ int main(int argc, char** argv) {
   eval->add_option("--device", e.device, "cpu or cuda")->capture_default_str();
   eval->add_option("--threads", e.threads, "CPU threads (default: one per core)");
   eval->add_flag("--json", e.json, "print one JSON object");
+  eval->add_option("--activations", e.activations,
+                   "for checkpoints that quantize activations: both (perplexity as the checkpoint says, and "
+                   "perplexity_weights_only with fp32 activations), quantized, or weights-only")
+      ->capture_default_str();
 
   llmc::cli::TokenizeArgs t;
   auto* tokenize = app.add_subcommand("tokenize", "Token ids of a text, exactly as Hugging Face tokenizers");

@@ -15,6 +15,7 @@ absl::StatusOr<std::unique_ptr<CausalLm>> CausalLm::Open(const std::string& path
   const std::string source = (std::filesystem::path(path) / "config.json").string();
   LLMC_ASSIGN_OR_RETURN(lm->spec_, ResolveModelSpec(lm->dir_->config(), lm->dir_->config_json(), source));
   LLMC_ASSIGN_OR_RETURN(lm->loader_, WeightLoader::Create(lm->dir_.get()));
+  if (options.quantize_activations) LLMC_RETURN_IF_ERROR(lm->loader_->activation_support());
   lm->options_ = options;
   if (lm->options_.max_chunk_tokens < 1) lm->options_.max_chunk_tokens = 1;
   lm->ctx_ = std::make_unique<CpuContext>(options.threads);
@@ -55,7 +56,25 @@ absl::StatusOr<LinearWeight> CausalLm::LoadLinear(const std::string& module, int
   if (bias) {
     LLMC_ASSIGN_OR_RETURN(w.bias, loader_->LoadDense(module + ".bias", {out}));
   }
+  LLMC_RETURN_IF_ERROR(AttachActivationQuant(&w));
   return w;
+}
+
+absl::Status CausalLm::AttachActivationQuant(LinearWeight* w) const {
+  if (!options_.quantize_activations) return absl::OkStatus();
+  LLMC_ASSIGN_OR_RETURN(w->input_quant, loader_->LinearActivationQuant(w->name, "input", w->in_features));
+  LLMC_ASSIGN_OR_RETURN(w->output_quant, loader_->LinearActivationQuant(w->name, "output", w->out_features));
+  return absl::OkStatus();
+}
+
+absl::Status CausalLm::SetQuantizeActivations(bool on) {
+  if (on) LLMC_RETURN_IF_ERROR(loader_->activation_support());
+  options_.quantize_activations = on;
+  return absl::OkStatus();
+}
+
+bool CausalLm::quantizes_activations() const {
+  return options_.quantize_activations && loader_->quantizes_activations();
 }
 
 absl::StatusOr<std::unique_ptr<DecoderBlock>> CausalLm::LoadBlock(int layer, LinearHooks* hooks) const {
@@ -123,6 +142,12 @@ absl::StatusOr<std::unique_ptr<DecoderBlock>> CausalLm::LoadBlock(int layer, Lin
     }
   });
   for (const auto& s : status) LLMC_RETURN_IF_ERROR(s);
+  if (options_.quantize_activations) {
+    LLMC_ASSIGN_OR_RETURN(b->k_cache_quant,
+                          loader_->KvCacheQuant(p + "self_attn", "k", spec_.num_kv_heads, spec_.head_dim));
+    LLMC_ASSIGN_OR_RETURN(b->v_cache_quant,
+                          loader_->KvCacheQuant(p + "self_attn", "v", spec_.num_kv_heads, spec_.head_dim));
+  }
   if (hooks != nullptr)
     for (LinearWeight* w : b->linears()) LLMC_RETURN_IF_ERROR(hooks->OnWeightLoaded(w));
   return b;
@@ -152,6 +177,7 @@ absl::StatusOr<LinearWeight> CausalLm::LoadLmHead(LinearHooks* hooks) const {
     w.in_features = spec_.hidden_size;
     LLMC_ASSIGN_OR_RETURN(
         w.weight, loader_->LoadDense("model.embed_tokens.weight", {spec_.vocab_size, spec_.hidden_size}));
+    LLMC_RETURN_IF_ERROR(AttachActivationQuant(&w));
   } else {
     if (!loader_->Has("lm_head.weight") && !loader_->Has("lm_head.weight_packed"))
       return absl::NotFoundError(absl::StrCat(dir_->path(),
@@ -167,8 +193,18 @@ absl::Status CausalLm::Logits(const LinearWeight& head, const float* x, int64_t 
                               LinearHooks* hooks) const {
   if (hooks != nullptr)
     LLMC_RETURN_IF_ERROR(hooks->OnInput(head, absl::MakeConstSpan(x, rows * head.in_features), rows));
+  std::vector<float> quantized;
+  auto quantize = [&](const ActivationQuantizer& q, float* v, int64_t n) {
+    ctx_->ParallelFor(n, 1, [&](int64_t r0, int64_t r1) { q.Apply(v + r0 * q.cols(), r1 - r0); });
+  };
+  if (head.input_quant != nullptr) {
+    quantized.assign(x, x + rows * head.in_features);
+    quantize(*head.input_quant, quantized.data(), rows);
+    x = quantized.data();
+  }
   LinearForward(x, rows, head.in_features, head.weight.data(), head.bias.empty() ? nullptr : head.bias.data(),
                 head.out_features, logits, ctx_.get());
+  if (head.output_quant != nullptr) quantize(*head.output_quant, logits, rows);
   return absl::OkStatus();
 }
 

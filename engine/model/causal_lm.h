@@ -35,6 +35,10 @@ struct CausalLmOptions {
   int threads = 0;  // CPU threads (0: one per hardware thread)
   int64_t max_chunk_tokens =
       4096;  // tokens per block-forward chunk (bounds scratch memory; no effect on results)
+  // Fake-quantize activations (Linear inputs/outputs, kv cache) as the checkpoint's quantization_config says
+  // (docs/formats.md, "Activations at evaluation"). Off: dequantized weights with fp32 activations ("weights
+  // only"). Opening a checkpoint whose activation scheme llmc cannot evaluate fails while this is on.
+  bool quantize_activations = true;
 };
 
 // Not thread-safe: one call at a time (the calls share one thread pool).
@@ -81,6 +85,12 @@ class CausalLm {
       const std::function<void(int, const HiddenStates&)>& on_hidden = nullptr,
       LinearHooks* hooks = nullptr) const;
 
+  // Turns activation quantization on or off for blocks and lm_heads loaded from now on (see
+  // CausalLmOptions::quantize_activations). Turning it on fails, naming the scheme, when llmc cannot evaluate it.
+  absl::Status SetQuantizeActivations(bool on);
+  // Whether loaded blocks fake-quantize some activations: the option is on and the checkpoint quantizes some.
+  bool quantizes_activations() const;
+
   // The RoPE table for sequences of up to seq_len tokens (cached; grows as needed).
   const RopeTable& Rope(int64_t seq_len) const;
 
@@ -88,6 +98,8 @@ class CausalLm {
   CausalLm() = default;
   absl::StatusOr<LinearWeight> LoadLinear(const std::string& module, int layer, int64_t out, int64_t in,
                                           bool bias) const;
+  // Sets w's input_quant/output_quant from the checkpoint when activation quantization is on.
+  absl::Status AttachActivationQuant(LinearWeight* w) const;
 
   std::unique_ptr<ModelDir> dir_;
   std::unique_ptr<WeightLoader> loader_;

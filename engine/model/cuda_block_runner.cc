@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "engine/backend/cuda/activation_quant_kernels.h"
 #include "engine/backend/cuda/attention_kernels.h"
 #include "engine/backend/cuda/model_kernels.h"
 #include "engine/model/cpu_ops.h"
@@ -136,12 +137,34 @@ absl::Status CopyIn(DeviceArray<T>* dst, const std::vector<T>& src, cudaStream_t
 
 }  // namespace
 
+absl::StatusOr<cuda::ActivationQuantParams> ActivationQuantDeviceParams(const ActivationQuantizer& q) {
+  cuda::ActivationQuantParams p;
+  p.kind = q.kind() == ActivationQuantizer::Kind::kInt ? 0 : q.kind() == ActivationQuantizer::Kind::kFp8 ? 1 : 2;
+  p.round = q.dtype() == DType::kBF16 ? 1 : q.dtype() == DType::kF16 ? 2 : 0;
+  p.dynamic = q.dynamic();
+  p.cols = q.cols();
+  p.group_cols = q.group_cols();
+  p.qmin = q.qmin();
+  p.qmax = q.qmax();
+  p.global_scale = q.global_scale();
+  p.dtype_eps = q.DynamicScale(0.0f, 0.0f);  // a zero range gives the eps (int/fp8; unused for NVFP4)
+  const auto& st = q.static_scales();
+  if (st.size() > static_cast<size_t>(cuda::kMaxStaticActivationScales))
+    return absl::UnimplementedError(absl::StrCat(q.where(), ": ", st.size(), " static scales; the CUDA runtime takes at most ",
+                                                 cuda::kMaxStaticActivationScales, "; use --device cpu"));
+  p.num_static = static_cast<int>(st.size());
+  for (size_t i = 0; i < st.size(); ++i) p.static_scales[i] = st[i];
+  return p;
+}
+
 absl::Status CudaBlockWeights::UploadLinear(const LinearWeight& src, Linear* dst) {
   const std::string name = src.name.empty() ? dst->meta.name : src.name;
   LLMC_RETURN_IF_ERROR(CheckSize(name + " weight", src.weight.size(), dst->meta.out_features * dst->meta.in_features));
   LLMC_RETURN_IF_ERROR(CheckSize(name + " bias", src.bias.size(), dst->bias.size()));
   dst->meta.name = src.name;
   dst->meta.layer = src.layer;
+  dst->meta.input_quant = src.input_quant;
+  dst->meta.output_quant = src.output_quant;
   cudaStream_t s = ctx_->upload_stream();
   if (precision_ == cuda::GemmPrecision::kBf16) {
     LLMC_RETURN_IF_ERROR(CopyIn(&staging_, src.weight, s));
@@ -192,6 +215,8 @@ absl::Status CudaBlockWeights::Upload(const DecoderBlock& block) {
   }
   for (auto& [src, dst] : pairs) LLMC_RETURN_IF_ERROR(UploadLinear(*src, dst));
   moe_layer_ = moe.active();
+  k_cache_quant_ = block.k_cache_quant;
+  v_cache_quant_ = block.v_cache_quant;
   LLMC_CUDA_RETURN_IF_ERROR(cudaEventRecord(ready_, s));
   layer_ = block.layer;
   return absl::OkStatus();
@@ -212,8 +237,8 @@ absl::StatusOr<std::unique_ptr<CudaBlockRunner>> CudaBlockRunner::Create(const M
 
 uint64_t CudaBlockRunner::scratch_bytes() const {
   return normed_.bytes() + q_.bytes() + k_.bytes() + v_.bytes() + attn_.bytes() + gate_.bytes() + up_.bytes() +
-         proj_.bytes() + xb_.bytes() + rope_cos_.bytes() + rope_sin_.bytes() + logits_.bytes() + xg_.bytes() +
-         ye_.bytes() + scales_.bytes() + rows_idx_.bytes();
+         proj_.bytes() + xb_.bytes() + qin_.bytes() + qinb_.bytes() + rope_cos_.bytes() + rope_sin_.bytes() +
+         logits_.bytes() + xg_.bytes() + ye_.bytes() + scales_.bytes() + rows_idx_.bytes();
 }
 
 absl::Status CudaBlockRunner::Reserve(int64_t rows, int64_t seq_len, cuda::GemmPrecision precision) {
@@ -261,12 +286,30 @@ absl::StatusOr<const uint16_t*> CudaBlockRunner::ToBf16(cuda::GemmPrecision p, c
   return static_cast<const uint16_t*>(xb_.data());
 }
 
+absl::Status CudaBlockRunner::Quantize(const ActivationQuantizer& q, const float* x, float* y, int64_t rows) {
+  LLMC_ASSIGN_OR_RETURN(cuda::ActivationQuantParams p, ActivationQuantDeviceParams(q));
+  LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::FakeQuantActivationsDevice(x, y, rows, p, ctx_->stream()));
+  return absl::OkStatus();
+}
+
 absl::Status CudaBlockRunner::Linear(const CudaBlockWeights::Linear& l, cuda::GemmPrecision precision,
                                      const float* x, const uint16_t* xb, int64_t rows, float* y,
                                      CudaLinearHooks* hooks) {
   if (hooks != nullptr) LLMC_RETURN_IF_ERROR(hooks->OnDeviceInput(l.meta, x, rows, ctx_->stream()));
+  if (l.meta.input_quant != nullptr) {
+    const int64_t n = rows * l.meta.in_features;
+    if (n > qin_.size()) return absl::InternalError("CudaBlockRunner: quantized-input scratch was not reserved");
+    LLMC_RETURN_IF_ERROR(Quantize(*l.meta.input_quant, x, qin_.data(), rows));
+    x = qin_.data();
+    xb = nullptr;
+    if (precision == cuda::GemmPrecision::kBf16) {
+      LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::FloatToBf16Device(qin_.data(), n, qinb_.data(), ctx_->stream()));
+      xb = qinb_.data();
+    }
+  }
   LLMC_CUDA_STR_RETURN_IF_ERROR(ctx_->blas()->Linear(precision, x, xb, rows, l.meta.in_features, l.weight(),
                                                      l.bias_or_null(), l.meta.out_features, y));
+  if (l.meta.output_quant != nullptr) LLMC_RETURN_IF_ERROR(Quantize(*l.meta.output_quant, y, y, rows));
   return absl::OkStatus();
 }
 
@@ -283,6 +326,25 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
       std::max<int64_t>(1, std::min(x->num_seqs, options_.max_chunk_tokens / std::max<int64_t>(T, 1)));
   const cuda::GemmPrecision p = w->precision_;
   LLMC_RETURN_IF_ERROR(Reserve(chunk_seqs * T, T, p));
+  bool quantized_input = false;
+  int64_t widest_input = std::max({H, Q, I});
+  std::vector<const CudaBlockWeights::Linear*> all = {&w->q_,    &w->k_,  &w->v_,   &w->o_,
+                                                      &w->gate_, &w->up_, &w->down_};
+  for (const std::vector<CudaBlockWeights::Linear>* experts : {&w->expert_gate_, &w->expert_up_, &w->expert_down_})
+    for (const CudaBlockWeights::Linear& l : *experts) all.push_back(&l);
+  for (const CudaBlockWeights::Linear* l : {&w->router_, &w->shared_gate_, &w->shared_up_, &w->shared_down_,
+                                            &w->shared_expert_gate_})
+    all.push_back(l);
+  for (const CudaBlockWeights::Linear* l : all) {
+    if (l->meta.input_quant == nullptr) continue;
+    quantized_input = true;
+    widest_input = std::max(widest_input, l->meta.in_features);
+  }
+  if (quantized_input) {  // up front, like the other scratch
+    const int64_t n = chunk_seqs * T * widest_input;
+    LLMC_RETURN_IF_ERROR(qin_.Reserve(n, "block scratch (quantized input)"));
+    if (p == cuda::GemmPrecision::kBf16) LLMC_RETURN_IF_ERROR(qinb_.Reserve(n, "block scratch (quantized input, bf16)"));
+  }
   cudaStream_t s = ctx_->stream();
   auto xb_or = [&](const float* in, int64_t n) { return ToBf16(p, in, n); };
   LLMC_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(s, w->ready_, 0));
@@ -306,6 +368,9 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
                                                    rope_cos_.data(), rope_sin_.data(), s));
     LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::RopeDevice(k_.data(), seqs, T, spec.num_kv_heads, spec.head_dim,
                                                    rope_cos_.data(), rope_sin_.data(), s));
+    // The kv cache as the library quantizes it: k after the rotary embedding, v as projected.
+    if (w->k_cache_quant_ != nullptr) LLMC_RETURN_IF_ERROR(Quantize(*w->k_cache_quant_, k_.data(), k_.data(), rows));
+    if (w->v_cache_quant_ != nullptr) LLMC_RETURN_IF_ERROR(Quantize(*w->v_cache_quant_, v_.data(), v_.data(), rows));
     LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::CausalAttentionDevice(q_.data(), k_.data(), v_.data(), seqs, T,
                                                               spec.num_heads, spec.num_kv_heads, spec.head_dim,
                                                               spec.sliding_window, attn_.data(), s));

@@ -23,6 +23,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "engine/backend/cuda/activation_quant_kernels.h"
 #include "engine/backend/cuda/blas.h"
 #include "engine/model/architecture.h"
 #include "engine/model/cuda_context.h"
@@ -30,6 +31,10 @@
 #include "engine/model/linear_hooks.h"
 
 namespace llmc {
+
+// The CUDA kernel's parameters for `q` (engine/backend/cuda/activation_quant_kernels.h). UNIMPLEMENTED, naming q,
+// when it holds more static scales than the kernel takes.
+absl::StatusOr<cuda::ActivationQuantParams> ActivationQuantDeviceParams(const ActivationQuantizer& q);
 
 // Sees each Linear's input on the device, for calibration statistics (e.g. Blas::AccumulateXtX into a device
 // Hessian). Called from the thread that runs the block, in the order RunDecoderBlock calls LinearHooks::OnInput
@@ -108,6 +113,8 @@ class CudaBlockWeights {
   Linear router_, shared_gate_, shared_up_, shared_down_, shared_expert_gate_;
   std::vector<Linear> expert_gate_, expert_up_, expert_down_;
   bool moe_layer_ = false;
+  // The block's kv-cache fake quantization (null: none), as DecoderBlock's.
+  std::shared_ptr<const ActivationQuantizer> k_cache_quant_, v_cache_quant_;
   DeviceArray<float> staging_;  // bf16: one Linear's fp32 weights before conversion
   cudaEvent_t ready_ = nullptr;     // recorded on the upload stream after Upload's copies
   cudaEvent_t released_ = nullptr;  // recorded on the compute stream after the last Run with these weights
@@ -126,7 +133,8 @@ class CudaBlockRunner {
   static absl::StatusOr<std::unique_ptr<CudaBlockRunner>> Create(const ModelSpec& spec, CudaContext* ctx,
                                                                  const CudaBlockRunnerOptions& options = {});
 
-  // Runs `w` on every sequence of `x` in place. Queues the work on the context's compute stream (after w's upload)
+  // Runs `w` on every sequence of `x` in place, fake-quantizing Linear inputs/outputs and k/v where the uploaded
+  // block says (as RunDecoderBlock; kernels in engine/backend/cuda/activation_quant_kernels.h). Queues the work on the context's compute stream (after w's upload)
   // and returns without synchronizing unless a hook does; errors of queued kernels surface at the next
   // synchronization. `hooks` may be null. Fails when x's width is not the model's, a hook fails or a launch fails.
   absl::Status Run(CudaBlockWeights* w, DeviceHiddenStates* x, CudaLinearHooks* hooks = nullptr);
@@ -139,6 +147,8 @@ class CudaBlockRunner {
   absl::Status Reserve(int64_t rows, int64_t seq_len, cuda::GemmPrecision precision);
   absl::Status Linear(const CudaBlockWeights::Linear& l, cuda::GemmPrecision precision, const float* x,
                       const uint16_t* xb, int64_t rows, float* y, CudaLinearHooks* hooks);
+  // Fake-quantizes x [rows, q.cols()] into y (may alias x) on the compute stream.
+  absl::Status Quantize(const ActivationQuantizer& q, const float* x, float* y, int64_t rows);
   // bf16 copy of x [rows, cols] in xb_ (bf16 mode), else null.
   absl::StatusOr<const uint16_t*> ToBf16(cuda::GemmPrecision p, const float* x, int64_t n);
   // The MoE MLP of normed_ [rows, H] into proj_ (see moe.h; hooks as RunMoeMlp calls them).
@@ -158,6 +168,8 @@ class CudaBlockRunner {
   DeviceArray<int32_t> rows_idx_;
   std::vector<float> host_logits_;
   DeviceArray<uint16_t> xb_;
+  DeviceArray<float> qin_;      // a quantized Linear input (q/k/v and gate/up share theirs)
+  DeviceArray<uint16_t> qinb_;  // its bf16 copy (bf16 mode)
   DeviceArray<float> rope_cos_, rope_sin_;
   int64_t rope_positions_ = 0;
 };

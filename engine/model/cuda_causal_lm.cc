@@ -79,6 +79,10 @@ absl::Status CudaCausalLm::ApplyFinalNorm(DeviceHiddenStates* x) {
 
 absl::Status CudaCausalLm::LoadLmHead(LinearHooks* hooks) {
   LLMC_ASSIGN_OR_RETURN(LinearWeight head, lm_->LoadLmHead(hooks));
+  if (head.input_quant != nullptr || head.output_quant != nullptr)
+    return absl::UnimplementedError(absl::StrCat(
+        lm_->dir().path(), ": the checkpoint quantizes lm_head's activations; the CUDA runtime evaluates them for "
+        "decoder blocks only; use --device cpu (or --activations weights-only)"));
   LLMC_RETURN_IF_ERROR(ctx_->Synchronize());  // a previous head may still be in use
   head_meta_ = LinearWeight{head.name, head.layer, head.out_features, head.in_features, {}, {}};
   const int64_t n = head.out_features * head.in_features;

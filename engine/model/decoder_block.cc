@@ -33,13 +33,29 @@ uint64_t DecoderBlock::bytes() const {
 
 namespace {
 
-// y = x W^T + b for `tokens` rows, after letting the hooks see x.
+// Fake-quantizes x [rows, q.cols()] in place, rows split across the threads.
+void QuantizeRows(const ActivationQuantizer& q, float* x, int64_t rows, CpuContext* ctx) {
+  ctx->ParallelFor(rows, std::max<int64_t>(1, (1 << 14) / q.cols()), [&](int64_t r0, int64_t r1) {
+    q.Apply(x + r0 * q.cols(), r1 - r0);
+  });
+}
+
+// y = x W^T + b for `tokens` rows, after letting the hooks see x. A quantized input is copied to `scratch`
+// (resized as needed) first, since q/k/v and gate/up share theirs.
 absl::Status Linear(const LinearWeight& w, const float* x, int64_t tokens, float* y, LinearHooks* hooks,
-                    CpuContext* ctx) {
+                    std::vector<float>* scratch, CpuContext* ctx) {
   if (hooks != nullptr)
     LLMC_RETURN_IF_ERROR(hooks->OnInput(w, absl::MakeConstSpan(x, tokens * w.in_features), tokens));
+  if (w.input_quant != nullptr) {
+    const size_t n = static_cast<size_t>(tokens * w.in_features);
+    if (scratch->size() < n) scratch->resize(n);
+    std::copy(x, x + n, scratch->data());
+    QuantizeRows(*w.input_quant, scratch->data(), tokens, ctx);
+    x = scratch->data();
+  }
   LinearForward(x, tokens, w.in_features, w.weight.data(), w.bias.empty() ? nullptr : w.bias.data(),
                 w.out_features, y, ctx);
+  if (w.output_quant != nullptr) QuantizeRows(*w.output_quant, y, tokens, ctx);
   return absl::OkStatus();
 }
 
@@ -63,24 +79,28 @@ absl::Status RunDecoderBlock(const ModelSpec& spec, const RopeTable& rope, const
       attn(max_rows * Q);
   std::vector<float> gate(max_rows * I), up(max_rows * I),
       proj(max_rows * H);  // proj: o_proj / down_proj out
+  std::vector<float> qin;  // a quantized Linear input
   for (int64_t s0 = 0; s0 < x->num_seqs; s0 += chunk_seqs) {
     const int64_t seqs = std::min(chunk_seqs, x->num_seqs - s0);
     const int64_t rows = seqs * T;
     float* xc = x->row(s0 * T);
     // Attention.
     RmsNorm(xc, rows, H, block.input_norm.data(), eps, normed.data(), ctx);
-    LLMC_RETURN_IF_ERROR(Linear(block.q_proj, normed.data(), rows, q.data(), hooks, ctx));
-    LLMC_RETURN_IF_ERROR(Linear(block.k_proj, normed.data(), rows, k.data(), hooks, ctx));
-    LLMC_RETURN_IF_ERROR(Linear(block.v_proj, normed.data(), rows, v.data(), hooks, ctx));
+    LLMC_RETURN_IF_ERROR(Linear(block.q_proj, normed.data(), rows, q.data(), hooks, &qin, ctx));
+    LLMC_RETURN_IF_ERROR(Linear(block.k_proj, normed.data(), rows, k.data(), hooks, &qin, ctx));
+    LLMC_RETURN_IF_ERROR(Linear(block.v_proj, normed.data(), rows, v.data(), hooks, &qin, ctx));
     if (spec.qk_norm) {
       RmsNorm(q.data(), rows * spec.num_heads, spec.head_dim, block.q_norm.data(), eps, q.data(), ctx);
       RmsNorm(k.data(), rows * spec.num_kv_heads, spec.head_dim, block.k_norm.data(), eps, k.data(), ctx);
     }
     ApplyRotary(q.data(), seqs, T, spec.num_heads, rope, ctx);
     ApplyRotary(k.data(), seqs, T, spec.num_kv_heads, rope, ctx);
+    // The library quantizes the cache where transformers stores it: k after the rotary embedding, v as is.
+    if (block.k_cache_quant != nullptr) QuantizeRows(*block.k_cache_quant, k.data(), rows, ctx);
+    if (block.v_cache_quant != nullptr) QuantizeRows(*block.v_cache_quant, v.data(), rows, ctx);
     CausalAttention(q.data(), k.data(), v.data(), seqs, T, spec.num_heads, spec.num_kv_heads, spec.head_dim,
                     spec.sliding_window, attn.data(), ctx);
-    LLMC_RETURN_IF_ERROR(Linear(block.o_proj, attn.data(), rows, proj.data(), hooks, ctx));
+    LLMC_RETURN_IF_ERROR(Linear(block.o_proj, attn.data(), rows, proj.data(), hooks, &qin, ctx));
     AddInPlace(xc, proj.data(), rows * H, ctx);
     // MLP.
     RmsNorm(xc, rows, H, block.post_attention_norm.data(), eps, normed.data(), ctx);
@@ -89,10 +109,10 @@ absl::Status RunDecoderBlock(const ModelSpec& spec, const RopeTable& rope, const
       AddInPlace(xc, proj.data(), rows * H, ctx);
       continue;
     }
-    LLMC_RETURN_IF_ERROR(Linear(block.gate_proj, normed.data(), rows, gate.data(), hooks, ctx));
-    LLMC_RETURN_IF_ERROR(Linear(block.up_proj, normed.data(), rows, up.data(), hooks, ctx));
+    LLMC_RETURN_IF_ERROR(Linear(block.gate_proj, normed.data(), rows, gate.data(), hooks, &qin, ctx));
+    LLMC_RETURN_IF_ERROR(Linear(block.up_proj, normed.data(), rows, up.data(), hooks, &qin, ctx));
     SwiGlu(gate.data(), up.data(), rows * I, gate.data(), ctx);
-    LLMC_RETURN_IF_ERROR(Linear(block.down_proj, gate.data(), rows, proj.data(), hooks, ctx));
+    LLMC_RETURN_IF_ERROR(Linear(block.down_proj, gate.data(), rows, proj.data(), hooks, &qin, ctx));
     AddInPlace(xc, proj.data(), rows * H, ctx);
   }
   return absl::OkStatus();

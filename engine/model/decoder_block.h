@@ -39,6 +39,9 @@ struct DecoderBlock {
   LinearWeight q_proj, k_proj, v_proj, o_proj;
   LinearWeight gate_proj, up_proj, down_proj;  // the dense MLP (empty in a sparse layer)
   MoeMlp moe;                                  // the MoE MLP of a sparse layer (moe.active())
+  // kv-cache fake quantization (kv_cache_scheme): k after the rotary embedding, v as projected, each row
+  // [num_kv_heads * head_dim]; null when the checkpoint has none (or activation quantization is off).
+  std::shared_ptr<const ActivationQuantizer> k_cache_quant, v_cache_quant;
 
   // The Linear modules in the order the forward pass uses them: q, k, v, o, then gate, up, down, or the router,
   // each expert's gate, up and down, and the shared expert's gate, up, down and gate weight.
@@ -51,7 +54,8 @@ struct DecoderBlock {
 // Runs `block` on every sequence of `x` in place. Sequences are processed in chunks of whole sequences of
 // about `max_chunk_tokens` tokens (at least one sequence), which bounds the scratch memory to chunk_tokens *
 // 2 * (hidden + q_size + kv_size + intermediate) floats; the result does not depend on the chunk size beyond
-// float rounding. `rope` must cover x->seq_len positions. `hooks` may be null. Fails only when a hook fails.
+// float rounding. Linear inputs/outputs and k/v are fake-quantized where the block says (LinearWeight::input_quant,
+// output_quant, k_cache_quant, v_cache_quant); hooks see a Linear's input before it is quantized. `rope` must cover x->seq_len positions. `hooks` may be null. Fails only when a hook fails.
 absl::Status RunDecoderBlock(const ModelSpec& spec, const RopeTable& rope, const DecoderBlock& block,
                              HiddenStates* x, LinearHooks* hooks, int64_t max_chunk_tokens, CpuContext* ctx);
 

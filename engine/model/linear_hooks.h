@@ -3,11 +3,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "engine/quant/activation_quantizer.h"
 
 namespace llmc {
 
@@ -19,6 +21,9 @@ struct LinearWeight {
   int64_t in_features = 0;
   std::vector<float> weight;  // [out_features, in_features] row-major
   std::vector<float> bias;    // [out_features], or empty
+  // Fake quantization of the input [tokens, in_features] before the product and of the output [tokens,
+  // out_features] after it (bias included), as the checkpoint's quantization_config says; null: fp32 as is.
+  std::shared_ptr<const ActivationQuantizer> input_quant, output_quant;
 };
 
 // Observes and may rewrite the Linear modules of a model while it runs. Both methods default to doing

@@ -157,8 +157,17 @@ absl::Status Linear(const LinearWeight& w, const float* x, int64_t rows, float* 
                     CpuContext* ctx) {
   if (hooks != nullptr && rows > 0)
     LLMC_RETURN_IF_ERROR(hooks->OnInput(w, absl::MakeConstSpan(x, rows * w.in_features), rows));
+  // Activations fake-quantized as the checkpoint says (evaluation): row-wise, so a gathered expert input
+  // quantizes as the rows would in place.
+  std::vector<float> qx;
+  if (w.input_quant != nullptr && rows > 0) {
+    qx.assign(x, x + rows * w.in_features);
+    w.input_quant->Apply(qx.data(), rows);
+    x = qx.data();
+  }
   LinearForward(x, rows, w.in_features, w.weight.data(), w.bias.empty() ? nullptr : w.bias.data(),
                 w.out_features, y, ctx);
+  if (w.output_quant != nullptr && rows > 0) w.output_quant->Apply(y, rows);
   return absl::OkStatus();
 }
 

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_format.h"
 #include "tests/support/synthetic_model.h"
 #include "tests/support/test_paths.h"
 #include "tests/support/temp_dir.h"
@@ -206,6 +207,33 @@ TEST_F(CliTest, TokenizeAndEvalTheFixture) {
   double ppl4 = nlohmann::json::parse(r.out)["perplexity"].get<double>();
   EXPECT_GT(ppl4, ppl);
   EXPECT_LT(ppl4, ppl * 1.2);
+  // W8A8 quantizes activations: `perplexity` runs them quantized, `perplexity_weights_only` in fp32, and the
+  // compression report's evaluation has both.
+  r = Llmc("compress " + model + " " + (tmp_ / "w8a8") + " --scheme W8A8 --eval-text " + text +
+           " --eval-max-windows 1 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto report = nlohmann::json::parse(ReadAll(tmp_ / "w8a8/compression_report.json"), nullptr, false);
+  ASSERT_TRUE(report.contains("eval")) << report.dump();
+  EXPECT_EQ(report["eval"]["activations_quantized"], true);
+  EXPECT_GT(report["eval"]["perplexity_after"].get<double>(), report["eval"]["perplexity_after_weights_only"].get<double>());
+  r = Llmc("eval " + (tmp_ / "w8a8") + " --text " + text + " --max-windows 1 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto both = nlohmann::json::parse(r.out);
+  EXPECT_EQ(both["activations"], "quantized");
+  const double after = report["eval"]["perplexity_after"].get<double>();
+  const double after_w = report["eval"]["perplexity_after_weights_only"].get<double>();
+  EXPECT_NEAR(both["perplexity"].get<double>(), after, 1e-4 * after);  // other thread counts
+  EXPECT_NEAR(both["perplexity_weights_only"].get<double>(), after_w, 1e-5 * after_w);
+  r = Llmc("eval " + (tmp_ / "w8a8") + " --text " + text + " --max-windows 1 --json --activations weights-only");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto wo = nlohmann::json::parse(r.out);
+  EXPECT_EQ(wo["activations"], "weights-only");
+  EXPECT_DOUBLE_EQ(wo["perplexity"].get<double>(), both["perplexity_weights_only"].get<double>());
+  r = Llmc("eval " + (tmp_ / "w8a8") + " --text " + text + " --max-windows 1 --activations quantized");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(absl::StrFormat("perplexity %.4f on", both["perplexity"].get<double>())));
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr("weights only")));
+  ExpectOneLineError(Llmc("eval " + (tmp_ / "w8a8") + " --text " + text + " --activations some"), "--activations some");
   // Bad inputs.
   ExpectOneLineError(Llmc("eval " + model + " --text " + (tmp_ / "missing.txt")), "missing.txt");
   ExpectOneLineError(Llmc("eval " + (tmp_ / "model") + " --text " + text), "tokenizer");
