@@ -62,13 +62,15 @@ class CausalLm {
   // Runs `block` on x in place (see RunDecoderBlock).
   absl::Status RunBlock(const DecoderBlock& block, HiddenStates* x, LinearHooks* hooks = nullptr) const;
 
-  // The final RMSNorm, in place.
+  // The final RMSNorm, in place. final_norm() is its effective scale (with spec().norm_offset).
+  const std::vector<float>& final_norm() const { return final_norm_; }
   absl::Status ApplyFinalNorm(HiddenStates* x) const;
 
   // lm_head (the embedding matrix when tie_word_embeddings) in fp32 [vocab, hidden].
   absl::StatusOr<LinearWeight> LoadLmHead(LinearHooks* hooks = nullptr) const;
 
-  // logits [rows, vocab] = x [rows, hidden] head^T, after hooks->OnInput(head, x) (if hooks).
+  // logits [rows, vocab] = x [rows, hidden] head^T, after hooks->OnInput(head, x) (if hooks); then
+  // spec().final_softcap's softcapping when set.
   absl::Status Logits(const LinearWeight& head, const float* x, int64_t rows, float* logits,
                       LinearHooks* hooks = nullptr) const;
 
@@ -81,11 +83,15 @@ class CausalLm {
       const std::function<void(int, const HiddenStates&)>& on_hidden = nullptr,
       LinearHooks* hooks = nullptr) const;
 
-  // The RoPE table for sequences of up to seq_len tokens (cached; grows as needed).
+  // The RoPE table for sequences of up to seq_len tokens (cached; grows as needed): the global rope, or the one
+  // `layer` uses (ModelSpec::rope_for). A returned reference stays valid until the next call with a longer seq_len.
   const RopeTable& Rope(int64_t seq_len) const;
+  const RopeTable& Rope(int64_t seq_len, int layer) const;
 
  private:
   CausalLm() = default;
+  // A norm weight [size] as its effective fp32 scale (+ spec_.norm_offset).
+  absl::StatusOr<std::vector<float>> LoadNorm(const std::string& name, int64_t size) const;
   absl::StatusOr<LinearWeight> LoadLinear(const std::string& module, int layer, int64_t out, int64_t in,
                                           bool bias) const;
 
@@ -95,7 +101,7 @@ class CausalLm {
   CausalLmOptions options_;
   std::unique_ptr<CpuContext> ctx_;
   std::vector<float> final_norm_;
-  mutable std::unique_ptr<RopeTable> rope_;
+  mutable std::unique_ptr<RopeTable> rope_, rope_local_;
 };
 
 }  // namespace llmc

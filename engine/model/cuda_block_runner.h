@@ -1,6 +1,7 @@
 // One decoder block on the GPU, with the semantics of RunDecoderBlock (decoder_block.h):
 //   x += o_proj(attention(rope(q_norm?(q_proj(n))), rope(k_norm?(k_proj(n))), v_proj(n)))   n = input_norm(x)
-//   x += down_proj(silu(gate_proj(m)) * up_proj(m))                                          m = post_norm(x)
+//   x += down_proj(act(gate_proj(m)) * up_proj(m))                                           m = post_norm(x)
+// (with Gemma's sandwich norms, per-layer windows and ropes, softmax scale and softcap as RunDecoderBlock)
 // on hidden states that stay on the device between blocks.
 //
 //   LLMC_ASSIGN_OR_RETURN(auto ctx, CudaContext::Create());
@@ -95,7 +96,7 @@ class CudaBlockWeights {
   cuda::GemmPrecision precision_ = cuda::GemmPrecision::kFp32;
   CudaContext* ctx_ = nullptr;
   int layer_ = -1;
-  DeviceArray<float> input_norm_, post_norm_, q_norm_, k_norm_;
+  DeviceArray<float> input_norm_, post_norm_, q_norm_, k_norm_, pre_ff_norm_, post_ff_norm_;
   Linear q_, k_, v_, o_, gate_, up_, down_;
   DeviceArray<float> staging_;  // bf16: one Linear's fp32 weights before conversion
   cudaEvent_t ready_ = nullptr;     // recorded on the upload stream after Upload's copies
@@ -128,16 +129,21 @@ class CudaBlockRunner {
   absl::Status Reserve(int64_t rows, int64_t seq_len, cuda::GemmPrecision precision);
   absl::Status Linear(const CudaBlockWeights::Linear& l, cuda::GemmPrecision precision, const float* x,
                       const uint16_t* xb, int64_t rows, float* y, CudaLinearHooks* hooks);
+  // dst [rows, width] = columns [col0, col0 + width) of src [rows, src_width] (splitting a fused projection), queued
+  // on the compute stream.
+  absl::Status CopyColumns(const float* src, int64_t rows, int64_t src_width, int64_t col0, int64_t width, float* dst);
   // bf16 copy of x [rows, cols] in xb_ (bf16 mode), else null.
   absl::StatusOr<const uint16_t*> ToBf16(cuda::GemmPrecision p, const float* x, int64_t n);
 
   ModelSpec spec_;
   CudaContext* ctx_ = nullptr;
   CudaBlockRunnerOptions options_;
-  DeviceArray<float> normed_, q_, k_, v_, attn_, gate_, up_, proj_;
+  DeviceArray<float> normed_, q_, k_, v_, attn_, gate_, up_, proj_, fused_;
   DeviceArray<uint16_t> xb_;
-  DeviceArray<float> rope_cos_, rope_sin_;
+  DeviceArray<float> rope_cos_, rope_sin_;              // spec.rope
+  DeviceArray<float> rope_local_cos_, rope_local_sin_;  // spec.rope_local (when spec.local_rope)
   int64_t rope_positions_ = 0;
+  bool rope_long_ = false;  // the tables hold longrope's long factors
 };
 
 }  // namespace llmc

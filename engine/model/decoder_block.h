@@ -1,6 +1,9 @@
 // One decoder block's fp32 weights and its forward pass on the CPU:
 //   x += o_proj(attention(rope(q_norm?(q_proj(n))), rope(k_norm?(k_proj(n))), v_proj(n)))   n = input_norm(x)
-//   x += down_proj(silu(gate_proj(m)) * up_proj(m))                                          m = post_norm(x)
+//   x += down_proj(act(gate_proj(m)) * up_proj(m))                                           m = post_norm(x)
+// and, with spec.sandwich_norms (Gemma), post_attention_norm on the attention output before its residual add,
+// m = pre_feedforward_norm(x), and post_feedforward_norm on the MLP output before its residual add. The layer's
+// window, rope, softmax scale and logit softcap come from the spec (ModelSpec::window, rope_for).
 #pragma once
 
 #include <cstdint>
@@ -34,13 +37,22 @@ struct DecoderBlock {
   std::vector<float> input_norm;           // [hidden]
   std::vector<float> post_attention_norm;  // [hidden]
   std::vector<float> q_norm, k_norm;       // [head_dim] when spec.qk_norm, else empty
+  std::vector<float> pre_feedforward_norm, post_feedforward_norm;  // [hidden] when spec.sandwich_norms
+  // Norm weights hold the effective scale (checkpoint weight + spec.norm_offset).
   LinearWeight q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
+  // With spec.fused_projections (Phi-3) the checkpoint's fused Linears instead of q/k/v and gate/up:
+  // qkv_proj [q_size + 2 kv_size, hidden] (rows q, then k, then v) and gate_up_proj [2 intermediate, hidden]
+  // (rows gate, then up); q_proj, k_proj, v_proj, gate_proj and up_proj are then empty.
+  LinearWeight qkv_proj, gate_up_proj;
 
-  // The seven Linear modules in the order the forward pass uses them.
+  bool fused() const { return qkv_proj.out_features > 0; }
+  // The Linear modules in the order the forward pass uses them (seven, or four when fused).
   std::vector<LinearWeight*> linears() {
+    if (fused()) return {&qkv_proj, &o_proj, &gate_up_proj, &down_proj};
     return {&q_proj, &k_proj, &v_proj, &o_proj, &gate_proj, &up_proj, &down_proj};
   }
   std::vector<const LinearWeight*> linears() const {
+    if (fused()) return {&qkv_proj, &o_proj, &gate_up_proj, &down_proj};
     return {&q_proj, &k_proj, &v_proj, &o_proj, &gate_proj, &up_proj, &down_proj};
   }
   // Bytes of fp32 weights held.

@@ -30,7 +30,9 @@ using gpu_test::MaxAbsDiff;
 using gpu_test::RelNorm;
 using json = nlohmann::json;
 
-const char* const kTinyModels[] = {"tiny-llama3", "tiny-mistral", "tiny-qwen2", "tiny-qwen3"};
+const char* const kTinyModels[] = {"tiny-llama3", "tiny-mistral", "tiny-qwen2",     "tiny-qwen3",
+                                   "tiny-gemma2", "tiny-gemma3",  "tiny-qwen2-swa", "tiny-phi3",
+                                   "tiny-phi4mini"};
 
 std::vector<int32_t> RandomIds(int64_t n, int64_t vocab, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -181,7 +183,7 @@ TEST_P(CudaBlockTest, HooksSeeTheSameInputs) {
   RecordingHooks cpu_hooks, gpu_hooks;
   HiddenStates cpu = *x;
   // Chunks of 2 sequences on both sides, so the hook calls line up one to one.
-  ASSERT_TRUE(RunDecoderBlock(spec, lm->Rope(T), **block, &cpu, &cpu_hooks, 2 * T, lm->context()).ok());
+  ASSERT_TRUE(RunDecoderBlock(spec, lm->Rope(T, (*block)->layer), **block, &cpu, &cpu_hooks, 2 * T, lm->context()).ok());
   auto w = CudaBlockWeights::Create(spec, cuda::GemmPrecision::kFp32, ctx->get());
   ASSERT_TRUE(w.ok());
   ASSERT_TRUE((*w)->Upload(**block).ok());
@@ -225,27 +227,35 @@ TEST_P(CudaBlockTest, ForwardMatchesCpuAndTransformers) {
   ASSERT_NE(lm, nullptr);
   json ref = testing_util::ReadJson(gpu_test::ModelTestData() + "/" + GetParam() + "/reference.json");
   ASSERT_FALSE(ref.is_discarded());
-  std::vector<int32_t> ids;
-  for (const auto& s : ref["input_ids"])
-    for (int32_t id : s) ids.push_back(id);
-  const int64_t seqs = ref["input_ids"].size(), T = ref["input_ids"][0].size(), V = lm->spec().vocab_size;
-  std::map<int, std::vector<float>> cpu_hidden, gpu_hidden;
-  auto cpu = lm->Forward(ids, seqs, T, [&](int i, const HiddenStates& x) { cpu_hidden[i] = x.data; });
-  ASSERT_TRUE(cpu.ok()) << cpu.status();
-  for (bool prefetch : {true, false}) {
-    auto gpu_lm = CudaCausalLm::Create(lm.get(), {.prefetch = prefetch});
-    ASSERT_TRUE(gpu_lm.ok()) << gpu_lm.status();
-    auto gpu = (*gpu_lm)->Forward(ids, seqs, T, [&](int i, const HiddenStates& x) { gpu_hidden[i] = x.data; });
-    ASSERT_TRUE(gpu.ok()) << gpu.status();
-    ASSERT_EQ(gpu_hidden.size(), cpu_hidden.size());
-    for (auto& [i, h] : cpu_hidden)
-      ExpectClose(gpu_hidden[i], h, 1e-5, 1e-4, absl::StrCat(GetParam(), " hidden state ", i));
-    ExpectClose(*gpu, *cpu, 1e-5, 1e-4, absl::StrCat(GetParam(), " logits, prefetch ", prefetch));
-    for (int64_t s = 0; s < seqs; ++s)
-      for (int64_t t = 0; t + 1 < T; ++t) {
-        const double lp = -TokenNll(gpu->data() + (s * T + t) * V, V, ids[s * T + t + 1]);
-        EXPECT_NEAR(lp, ref["next_token_logprobs"][s][t].get<double>(), 1e-4) << "seq " << s << " t " << t;
+  const int64_t V = lm->spec().vocab_size;
+  // Sequences of equal length run as one batch (the references hold sequences of several lengths).
+  std::map<int64_t, std::vector<int64_t>> by_len;
+  for (size_t s = 0; s < ref["input_ids"].size(); ++s) by_len[ref["input_ids"][s].size()].push_back(s);
+  for (const auto& [T, members] : by_len) {
+    std::vector<int32_t> ids;
+    for (int64_t s : members)
+      for (int32_t id : ref["input_ids"][s]) ids.push_back(id);
+    const int64_t seqs = members.size();
+    std::map<int, std::vector<float>> cpu_hidden, gpu_hidden;
+    auto cpu = lm->Forward(ids, seqs, T, [&](int i, const HiddenStates& x) { cpu_hidden[i] = x.data; });
+    ASSERT_TRUE(cpu.ok()) << cpu.status();
+    for (bool prefetch : {true, false}) {
+      auto gpu_lm = CudaCausalLm::Create(lm.get(), {.prefetch = prefetch});
+      ASSERT_TRUE(gpu_lm.ok()) << gpu_lm.status();
+      auto gpu = (*gpu_lm)->Forward(ids, seqs, T, [&](int i, const HiddenStates& x) { gpu_hidden[i] = x.data; });
+      ASSERT_TRUE(gpu.ok()) << gpu.status();
+      ASSERT_EQ(gpu_hidden.size(), cpu_hidden.size());
+      for (auto& [i, h] : cpu_hidden)
+        ExpectClose(gpu_hidden[i], h, 1e-5, 1e-4, absl::StrCat(GetParam(), " T ", T, " hidden state ", i));
+      ExpectClose(*gpu, *cpu, 1e-5, 1e-4, absl::StrCat(GetParam(), " T ", T, " logits, prefetch ", prefetch));
+      for (int64_t m = 0; m < seqs; ++m) {
+        const int64_t s = members[m];
+        for (int64_t t = 0; t + 1 < T; ++t) {
+          const double lp = -TokenNll(gpu->data() + (m * T + t) * V, V, ids[m * T + t + 1]);
+          EXPECT_NEAR(lp, ref["next_token_logprobs"][s][t].get<double>(), 1e-4) << "seq " << s << " t " << t;
+        }
       }
+    }
   }
 }
 
