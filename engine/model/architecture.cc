@@ -89,6 +89,7 @@ absl::StatusOr<RopeSpec> ParseRope(const json& rs, double theta, absl::string_vi
       break;
     }
   }
+  if (type == "su") type = "longrope";  // early Phi-3 configs' name for it, as transformers maps it
   if (type == "default") return r;
   if (type == "linear") {
     r.type = RopeSpec::Type::kLinear;
@@ -281,9 +282,10 @@ absl::Status ResolveLayerTypes(const ArchitectureInfo& a, const json& j, absl::s
   if (has_window && (!window->is_number_integer() || window->get<int64_t>() <= 0))
     return Invalid(source, "'sliding_window' must be a positive integer or null");
   if (a.sliding_window == SlidingWindowRule::kOptIn && !BoolKey(j, "use_sliding_window")) return absl::OkStatus();
-  if (!has_window) return absl::OkStatus();
-  s->sliding_window = window->get<int64_t>();
+  if (has_window) s->sliding_window = window->get<int64_t>();
   if (a.sliding_window == SlidingWindowRule::kAlways) return absl::OkStatus();
+  // Gemma's layer kinds also choose the rope (Gemma 3), so they are resolved even without a window.
+  if (!has_window && a.sliding_window == SlidingWindowRule::kOptIn) return absl::OkStatus();
   s->layer_attention.assign(s->num_layers, AttentionKind::kFull);
   if (auto lt = j.find("layer_types"); lt != j.end() && !lt->is_null()) {
     if (!lt->is_array() || static_cast<int64_t>(lt->size()) != s->num_layers)

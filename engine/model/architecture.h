@@ -130,7 +130,8 @@ struct ModelSpec {
     return layer_attention[layer] == AttentionKind::kSliding ? sliding_window : 0;
   }
   const RopeSpec& rope_for(int64_t layer) const {
-    return local_rope && layer_attention[layer] == AttentionKind::kSliding ? rope_local : rope;
+    return local_rope && !layer_attention.empty() && layer_attention[layer] == AttentionKind::kSliding ? rope_local
+                                                                                                        : rope;
   }
   float softmax_scale() const {
     return attention_scale > 0 ? attention_scale : static_cast<float>(1.0 / std::sqrt(double(head_dim)));

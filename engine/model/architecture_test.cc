@@ -153,6 +153,12 @@ TEST(ArchitectureTest, GemmaFamilies) {
   EXPECT_EQ(&s->rope_for(0), &s->rope_local);
   EXPECT_EQ(&s->rope_for(5), &s->rope);
   EXPECT_FLOAT_EQ(s->softmax_scale(), 1.0f / 16.0f);  // no query_pre_attn_scalar: transformers' default 256
+  json nowin = g3;  // no window: no layer slides, but sliding layers keep the local rope
+  nowin["sliding_window"] = nullptr;
+  auto nw = Resolve(nowin);
+  ASSERT_TRUE(nw.ok()) << nw.status();
+  EXPECT_EQ(nw->window(0), 0);
+  EXPECT_EQ(&nw->rope_for(0), &nw->rope_local);
   g3["use_bidirectional_attention"] = true;
   EXPECT_THAT(std::string(Resolve(g3).status().message()), HasSubstr("use_bidirectional_attention"));
   g3.erase("use_bidirectional_attention");
@@ -238,6 +244,42 @@ TEST(ArchitectureTest, RejectsWhatTheRuntimeCannotRun) {
     EXPECT_THAT(std::string(s.status().message()), HasSubstr(c.message)) << c.key;
     EXPECT_THAT(std::string(s.status().message()), HasSubstr("test/config.json")) << c.key;
   }
+}
+
+TEST(ArchitectureTest, PhiLongropeAndPartialRotary) {
+  json j = Base("Phi3ForCausalLM");  // head_dim 16
+  j["max_position_embeddings"] = 131072;
+  j["original_max_position_embeddings"] = 4096;
+  j["partial_rotary_factor"] = 0.75;
+  j["rope_scaling"] = {{"rope_type", "longrope"},
+                       {"short_factor", {1.0, 1.0, 1.0, 1.0, 1.0, 1.0}},
+                       {"long_factor", {1.0, 2.0, 3.0, 4.0, 5.0, 6.0}}};
+  auto s = Resolve(j);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(s->fused_projections);
+  EXPECT_EQ(s->rotary_dim(), 12);
+  EXPECT_EQ(s->rope.original_max_position_embeddings, 4096);
+  EXPECT_NEAR(s->rope.attention_factor, std::sqrt(1 + std::log(32.0) / std::log(4096.0)), 1e-12);
+  EXPECT_FALSE(s->rope.UsesLongFactors(4096));
+  EXPECT_TRUE(s->rope.UsesLongFactors(4097));
+  j["rope_scaling"]["attention_factor"] = 1.25;  // given: used as is
+  EXPECT_EQ(Resolve(j)->rope.attention_factor, 1.25);
+  j["sliding_window"] = 2047;  // Phi-3-mini: every layer
+  EXPECT_EQ(Resolve(j)->window(1), 2047);
+  j["rope_scaling"]["long_factor"] = {1.0, 2.0};
+  EXPECT_THAT(std::string(Resolve(j).status().message()), HasSubstr("must have 6 entries"));
+  json odd = Base("Phi3ForCausalLM");
+  odd["partial_rotary_factor"] = 0.3;  // int(16 * 0.3) = 4.8 -> 4: fine; 0.35 -> 5: odd
+  EXPECT_EQ(Resolve(odd)->rotary_dim(), 4);
+  odd["partial_rotary_factor"] = 0.35;
+  EXPECT_THAT(std::string(Resolve(odd).status().message()), HasSubstr("it must be even"));
+  // longrope and partial rotary belong to Phi-3 here; elsewhere they are refused naming the key.
+  json llama = Base("LlamaForCausalLM");
+  llama["rope_scaling"] = j["rope_scaling"];
+  EXPECT_THAT(std::string(Resolve(llama).status().message()), HasSubstr("'longrope'"));
+  json gemma = Base("Gemma2ForCausalLM");
+  gemma["partial_rotary_factor"] = 0.5;
+  EXPECT_THAT(std::string(Resolve(gemma).status().message()), HasSubstr("partial_rotary_factor"));
 }
 
 }  // namespace
