@@ -82,8 +82,13 @@ TEST_P(TinyModelTest, MatchesTransformersFp32) {
       auto lp = NextTokenLogprobs(*logits, ids, V, m * T);
       const auto& want = ref["next_token_logprobs"][s];
       ASSERT_EQ(lp.size(), want.size());
-      for (size_t t = 0; t < lp.size(); ++t)
+      double worst = 0;
+      for (size_t t = 0; t < lp.size(); ++t) {
         EXPECT_NEAR(lp[t], want[t].get<double>(), kLogprobTol) << "seq " << s << " t " << t;
+        worst = std::max(worst, std::fabs(lp[t] - want[t].get<double>()));
+      }
+      std::printf("%s seq %lld (%lld tokens): max |log-prob - transformers| = %.3g\n", GetParam().c_str(),
+                  static_cast<long long>(s), static_cast<long long>(T), worst);
       const auto& last = ref["last_logits"][s];
       for (int64_t v = 0; v < V; ++v)
         EXPECT_NEAR((*logits)[(m * T + T - 1) * V + v], last[v].get<double>(),
