@@ -133,6 +133,9 @@ TEST(ArchitectureTest, GemmaFamilies) {
   EXPECT_EQ(s->attention_softcap, 50.0f);
   EXPECT_EQ(s->final_softcap, 30.0f);
   EXPECT_EQ(s->activation, Activation::kGeluTanh);
+  EXPECT_FALSE(s->qkv_bias || s->o_bias);
+  g2["attention_bias"] = true;  // transformers' Gemma attention: q/k/v/o biases
+  EXPECT_TRUE(Resolve(g2)->qkv_bias && Resolve(g2)->o_bias);
   g2["hidden_activation"] = "gelu";
   EXPECT_THAT(std::string(Resolve(g2).status().message()), HasSubstr("hidden_activation 'gelu'"));
 
