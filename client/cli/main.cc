@@ -5,12 +5,14 @@
 #include "client/cli/eval_command.h"
 #include "client/cli/service_commands.h"
 #include "client/cli/tokenize_command.h"
+#include "engine/model/architecture.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"llmc: compress Hugging Face LLMs into compressed-tensors checkpoints"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "llmc 0.1.0");
 
+  const std::string architectures = llmc::SupportedArchitectureNames();
   llmc::cli::CompressArgs c;
   auto* compress = app.add_subcommand("compress", "Quantize MODEL into a compressed-tensors checkpoint at OUTPUT");
   compress->add_option("MODEL", c.model, "Hugging Face model directory (safetensors)")->required();
@@ -21,7 +23,7 @@ int main(int argc, char** argv) {
                        "SparseGPTModifier, WandaPruningModifier; see `llmc algorithms`)");
   compress->add_option("--algorithm", c.algorithm,
                        "with --scheme: rtn (data-free), gptq, awq, smoothquant+gptq, sparsegpt or wanda (2:4 + RTN); "
-                       "calibrated ones need --dataset")
+                       "calibrated ones need --dataset and one of the architectures " + architectures)
       ->capture_default_str();
   auto* ign = compress->add_option("--ignore", c.ignore,
                                    "module to leave unquantized: exact name, re:REGEX or class name (repeatable; default lm_head)")
@@ -59,7 +61,8 @@ int main(int argc, char** argv) {
   inspect->add_flag("-v,--verbose", i.verbose, "list every module");
 
   llmc::cli::EvalArgs e;
-  auto* eval = app.add_subcommand("eval", "Perplexity of MODEL (original or compressed) on a text file");
+  auto* eval = app.add_subcommand(
+      "eval", "Perplexity of MODEL (original or compressed) on a text file; architectures: " + architectures);
   eval->add_option("MODEL", e.model, "model or compressed-tensors checkpoint directory")->required();
   eval->add_option("--text", e.text, "UTF-8 text file, tokenized whole without special tokens")->required();
   eval->add_option("--seq-len", e.seq_len, "tokens per window")->capture_default_str();

@@ -85,8 +85,10 @@ class SequentialSolver::Impl {
       batches.push_back(std::move(x));
     }
     // Model dtype: the dtype of the first decoder Linear weight.
-    const ModelTensor* t = lm_->dir().Find("model.layers.0.self_attn.q_proj.weight");
-    if (!t) return absl::InvalidArgumentError(absl::StrCat(opt_.model_path, ": no model.layers.0.self_attn.q_proj.weight"));
+    const char* first = lm_->spec().fused_projections ? "model.layers.0.self_attn.qkv_proj.weight"
+                                                      : "model.layers.0.self_attn.q_proj.weight";
+    const ModelTensor* t = lm_->dir().Find(first);
+    if (!t) return absl::InvalidArgumentError(absl::StrCat(opt_.model_path, ": no ", first));
     dtype_ = t->info->dtype;
     BlockBackendOptions bo;
     bo.device = opt_.device;
@@ -142,8 +144,22 @@ class SequentialSolver::Impl {
                                                        "supported; use symmetric: true"));
     }
     if (recipe_.sparsity) LLMC_RETURN_IF_ERROR(CheckSparsity(*recipe_.sparsity));
-    if (recipe_.smoothquant) LLMC_RETURN_IF_ERROR(CheckMappings(recipe_.smoothquant->mappings, "SmoothQuantModifier"));
-    if (recipe_.awq) LLMC_RETURN_IF_ERROR(CheckMappings(recipe_.awq->mappings, "AWQModifier"));
+    if (cfg_.kv_cache_scheme && lm_->spec().fused_projections)
+      return absl::UnimplementedError(absl::StrCat(
+          "kv_cache_scheme: ", lm_->spec().arch->name,
+          " computes k and v in the fused qkv_proj; llmc does not calibrate a kv cache scheme for it (remove "
+          "kv_cache_scheme)"));
+    if (recipe_.smoothquant) {
+      smoothquant_ = *recipe_.smoothquant;
+      LLMC_ASSIGN_OR_RETURN(smoothquant_->mappings,
+                            FamilySmoothMappings(smoothquant_->mappings, lm_->spec(), "SmoothQuantModifier"));
+      LLMC_RETURN_IF_ERROR(CheckMappings(smoothquant_->mappings, "SmoothQuantModifier"));
+    }
+    if (recipe_.awq) {
+      awq_ = *recipe_.awq;
+      LLMC_ASSIGN_OR_RETURN(awq_->mappings, FamilySmoothMappings(awq_->mappings, lm_->spec(), "AWQModifier"));
+      LLMC_RETURN_IF_ERROR(CheckMappings(awq_->mappings, "AWQModifier"));
+    }
     return absl::OkStatus();
   }
 
@@ -275,7 +291,7 @@ class SequentialSolver::Impl {
 
   // Runs `block` over a copy of every batch with hooks collecting `wants`.
   absl::StatusOr<std::unique_ptr<CalibHooks>> Calibrate(const DecoderBlock& block, const Wants& wants) {
-    auto hooks = std::make_unique<CalibHooks>(wants, lm_->spec(), &lm_->Rope(max_len_), &block, lm_->context());
+    auto hooks = std::make_unique<CalibHooks>(wants, lm_->spec(), &lm_->Rope(max_len_, block.layer), &block, lm_->context());
     hooks->set_see_all_experts(all_experts_);
     LLMC_RETURN_IF_ERROR(backend_->Calibrate(block, wants, hooks.get()));
     // Statistics of all ranks' samples before any solve.
@@ -337,7 +353,8 @@ class SequentialSolver::Impl {
           if (!std::isfinite(x))
             return absl::InvalidArgumentError(absl::StrCat(lw->name, (v == &lw->weight ? ".weight" : ".bias"),
                                                            ": contains NaN or Inf; fix the checkpoint or ignore the module"));
-    for (const std::vector<float>* v : {&block->input_norm, &block->post_attention_norm, &block->q_norm, &block->k_norm})
+    for (const std::vector<float>* v : {&block->input_norm, &block->post_attention_norm, &block->q_norm, &block->k_norm,
+                                        &block->pre_feedforward_norm, &block->post_feedforward_norm})
       for (float x : *v)
         if (!std::isfinite(x))
           return absl::InvalidArgumentError(absl::StrCat("model.layers.", L, ": a norm weight contains NaN or Inf; fix the checkpoint"));
@@ -349,10 +366,10 @@ class SequentialSolver::Impl {
       Wants w;
       std::vector<std::string> linears;
       for (const LinearWeight* lw : block->linears()) linears.push_back(lw->name);
-      for (const std::string& m : SmoothQuantInputs(*recipe_.smoothquant, linears)) w.channel_max.insert(InputGroup(m));
+      for (const std::string& m : SmoothQuantInputs(*smoothquant_, linears)) w.channel_max.insert(InputGroup(m));
       LLMC_ASSIGN_OR_RETURN(auto hooks, Calibrate(*block, w));
       DecoderBlockView view(block.get(), lm_.get(), &hooks->stats(), &cfg_, dtype_);
-      LLMC_RETURN_IF_ERROR(ApplySmoothQuant(*recipe_.smoothquant, &view));
+      LLMC_RETURN_IF_ERROR(ApplySmoothQuant(*smoothquant_, &view));
       blk["smooth_s"] = NowSeconds() - t;
     }
     if (recipe_.awq) {
@@ -369,7 +386,7 @@ class SequentialSolver::Impl {
       absl::Status searched;
       if (writes_) {
         DecoderBlockView view(block.get(), lm_.get(), &hooks->stats(), &cfg_, dtype_);
-        auto chosen = ApplyAwq(*recipe_.awq, &view);
+        auto chosen = ApplyAwq(*awq_, &view);
         searched = chosen.status();
         json awq = json::array();
         if (chosen.ok())
@@ -669,6 +686,11 @@ class SequentialSolver::Impl {
     };
     if (!block.q_norm.empty()) values[p + "self_attn.q_norm.weight"] = &block.q_norm;
     if (!block.k_norm.empty()) values[p + "self_attn.k_norm.weight"] = &block.k_norm;
+    if (!block.pre_feedforward_norm.empty()) values[p + "pre_feedforward_layernorm.weight"] = &block.pre_feedforward_norm;
+    if (!block.post_feedforward_norm.empty())
+      values[p + "post_feedforward_layernorm.weight"] = &block.post_feedforward_norm;
+    std::set<const std::vector<float>*> norms;
+    for (const auto& [name, v] : values) norms.insert(v);
     std::set<std::string> linear_weights;
     for (const LinearWeight* lw : block.linears()) {
       linear_weights.insert(lw->name + ".weight");
@@ -678,6 +700,14 @@ class SequentialSolver::Impl {
       const std::string& name = t.info->name;
       if (!absl::StartsWith(name, p) || linear_weights.count(name)) continue;
       if (auto it = values.find(name); it != values.end()) {
+        // Norms are held as their effective scale: the checkpoint stores it less the family's offset.
+        const float offset = norms.count(it->second) ? lm_->spec().norm_offset : 0.0f;
+        if (offset != 0.0f) {
+          std::vector<float> stored(*it->second);
+          for (float& v : stored) v -= offset;
+          LLMC_RETURN_IF_ERROR(emit(name, ToDTypeBytes(stored, t.info->dtype)));
+          continue;
+        }
         LLMC_RETURN_IF_ERROR(emit(name, ToDTypeBytes(*it->second, t.info->dtype)));
       } else {
         LLMC_RETURN_IF_ERROR(emit(name, t.file->Data(*t.info)));
@@ -688,6 +718,9 @@ class SequentialSolver::Impl {
 
   SequentialOptions opt_;
   const CompressionRecipe& recipe_;
+  // The recipe's smoothing parameters with the mappings resolved for the model's family (FamilySmoothMappings).
+  std::optional<SmoothQuantParams> smoothquant_;
+  std::optional<AwqParams> awq_;
   const QuantConfig& cfg_;
   SingleRank single_;
   std::unique_ptr<MeteredCommunicator> metered_;  // counts this rank's collectives

@@ -19,15 +19,29 @@ absl::StatusOr<std::unique_ptr<CausalLm>> CausalLm::Open(const std::string& path
   lm->options_ = options;
   if (lm->options_.max_chunk_tokens < 1) lm->options_.max_chunk_tokens = 1;
   lm->ctx_ = std::make_unique<CpuContext>(options.threads);
-  LLMC_ASSIGN_OR_RETURN(lm->final_norm_,
-                        lm->loader_->LoadDense("model.norm.weight", {lm->spec_.hidden_size}));
+  LLMC_ASSIGN_OR_RETURN(lm->final_norm_, lm->LoadNorm("model.norm.weight", lm->spec_.hidden_size));
   return lm;
 }
 
+absl::StatusOr<std::vector<float>> CausalLm::LoadNorm(const std::string& name, int64_t size) const {
+  LLMC_ASSIGN_OR_RETURN(std::vector<float> w, loader_->LoadDense(name, {size}));
+  // transformers' Gemma norms: (1.0 + weight.float()) in fp32, as here.
+  if (spec_.norm_offset != 0.0f)
+    for (float& v : w) v += spec_.norm_offset;
+  return w;
+}
+
 const RopeTable& CausalLm::Rope(int64_t seq_len) const {
-  if (rope_ == nullptr || rope_->max_positions() < seq_len)
-    rope_ = std::make_unique<RopeTable>(spec_.rope, spec_.head_dim, seq_len);
+  if (rope_ == nullptr || !rope_->Serves(spec_.rope, seq_len))
+    rope_ = std::make_unique<RopeTable>(spec_.rope, spec_.rotary_dim(), seq_len);
   return *rope_;
+}
+
+const RopeTable& CausalLm::Rope(int64_t seq_len, int layer) const {
+  if (!spec_.local_rope || &spec_.rope_for(layer) == &spec_.rope) return Rope(seq_len);
+  if (rope_local_ == nullptr || !rope_local_->Serves(spec_.rope_local, seq_len))
+    rope_local_ = std::make_unique<RopeTable>(spec_.rope_local, spec_.rotary_dim(), seq_len);
+  return *rope_local_;
 }
 
 absl::StatusOr<HiddenStates> CausalLm::Embed(absl::Span<const int32_t> ids, int64_t num_seqs,
@@ -42,6 +56,8 @@ absl::StatusOr<HiddenStates> CausalLm::Embed(absl::Span<const int32_t> ids, int6
   x.data.resize(static_cast<size_t>(x.tokens() * x.hidden));
   LLMC_RETURN_IF_ERROR(loader_->GatherRows("model.embed_tokens.weight", spec_.vocab_size, spec_.hidden_size,
                                            ids, x.data.data()));
+  if (spec_.embedding_scale != 1.0f)
+    for (float& v : x.data) v *= spec_.embedding_scale;
   return x;
 }
 
@@ -85,12 +101,15 @@ absl::StatusOr<std::unique_ptr<DecoderBlock>> CausalLm::LoadBlock(int layer, Lin
   b->layer = layer;
   const std::string p = absl::StrCat("model.layers.", layer, ".");
   const int64_t H = spec_.hidden_size, Q = spec_.q_size(), KV = spec_.kv_size(), I = spec_.intermediate_size;
-  LLMC_ASSIGN_OR_RETURN(b->input_norm, loader_->LoadDense(p + "input_layernorm.weight", {H}));
-  LLMC_ASSIGN_OR_RETURN(b->post_attention_norm,
-                        loader_->LoadDense(p + "post_attention_layernorm.weight", {H}));
+  LLMC_ASSIGN_OR_RETURN(b->input_norm, LoadNorm(p + "input_layernorm.weight", H));
+  LLMC_ASSIGN_OR_RETURN(b->post_attention_norm, LoadNorm(p + "post_attention_layernorm.weight", H));
+  if (spec_.sandwich_norms) {
+    LLMC_ASSIGN_OR_RETURN(b->pre_feedforward_norm, LoadNorm(p + "pre_feedforward_layernorm.weight", H));
+    LLMC_ASSIGN_OR_RETURN(b->post_feedforward_norm, LoadNorm(p + "post_feedforward_layernorm.weight", H));
+  }
   if (spec_.qk_norm) {
-    LLMC_ASSIGN_OR_RETURN(b->q_norm, loader_->LoadDense(p + "self_attn.q_norm.weight", {spec_.head_dim}));
-    LLMC_ASSIGN_OR_RETURN(b->k_norm, loader_->LoadDense(p + "self_attn.k_norm.weight", {spec_.head_dim}));
+    LLMC_ASSIGN_OR_RETURN(b->q_norm, LoadNorm(p + "self_attn.q_norm.weight", spec_.head_dim));
+    LLMC_ASSIGN_OR_RETURN(b->k_norm, LoadNorm(p + "self_attn.k_norm.weight", spec_.head_dim));
   }
   struct Job {
     LinearWeight* dst;
@@ -98,12 +117,16 @@ absl::StatusOr<std::unique_ptr<DecoderBlock>> CausalLm::LoadBlock(int layer, Lin
     int64_t out, in;
     bool bias;
   };
-  std::vector<Job> jobs = {
-      {&b->q_proj, p + "self_attn.q_proj", Q, H, spec_.qkv_bias},
-      {&b->k_proj, p + "self_attn.k_proj", KV, H, spec_.qkv_bias},
-      {&b->v_proj, p + "self_attn.v_proj", KV, H, spec_.qkv_bias},
-      {&b->o_proj, p + "self_attn.o_proj", H, Q, spec_.o_bias},
-  };
+  std::vector<Job> jobs;
+  if (spec_.fused_projections) {
+    jobs = {{&b->qkv_proj, p + "self_attn.qkv_proj", Q + 2 * KV, H, spec_.qkv_bias},
+            {&b->o_proj, p + "self_attn.o_proj", H, Q, spec_.o_bias}};
+  } else {
+    jobs = {{&b->q_proj, p + "self_attn.q_proj", Q, H, spec_.qkv_bias},
+            {&b->k_proj, p + "self_attn.k_proj", KV, H, spec_.qkv_bias},
+            {&b->v_proj, p + "self_attn.v_proj", KV, H, spec_.qkv_bias},
+            {&b->o_proj, p + "self_attn.o_proj", H, Q, spec_.o_bias}};
+  }
   const MoeSpec& moe = spec_.moe;
   if (moe.IsSparse(layer)) {
     const int64_t E = moe.num_experts, IE = moe.expert_intermediate;
@@ -123,6 +146,9 @@ absl::StatusOr<std::unique_ptr<DecoderBlock>> CausalLm::LoadBlock(int layer, Lin
       jobs.push_back({&b->moe.shared_down, MoeSharedName(layer, "down"), H, IS, false});
       jobs.push_back({&b->moe.shared_expert_gate, MoeSharedName(layer, "gate_weight"), 1, H, false});
     }
+  } else if (spec_.fused_projections) {
+    jobs.push_back({&b->gate_up_proj, p + "mlp.gate_up_proj", 2 * I, H, spec_.mlp_bias});
+    jobs.push_back({&b->down_proj, p + "mlp.down_proj", H, I, spec_.mlp_bias});
   } else {
     jobs.push_back({&b->gate_proj, p + "mlp.gate_proj", I, H, spec_.mlp_bias});
     jobs.push_back({&b->up_proj, p + "mlp.up_proj", I, H, spec_.mlp_bias});
@@ -157,7 +183,8 @@ absl::Status CausalLm::RunBlock(const DecoderBlock& block, HiddenStates* x, Line
   if (x->hidden != spec_.hidden_size)
     return absl::InvalidArgumentError(
         absl::StrCat("RunBlock: hidden states have width ", x->hidden, ", the model ", spec_.hidden_size));
-  return RunDecoderBlock(spec_, Rope(x->seq_len), block, x, hooks, options_.max_chunk_tokens, ctx_.get());
+  return RunDecoderBlock(spec_, Rope(x->seq_len, block.layer), block, x, hooks, options_.max_chunk_tokens,
+                         ctx_.get());
 }
 
 absl::Status CausalLm::ApplyFinalNorm(HiddenStates* x) const {
@@ -205,6 +232,7 @@ absl::Status CausalLm::Logits(const LinearWeight& head, const float* x, int64_t 
   LinearForward(x, rows, head.in_features, head.weight.data(), head.bias.empty() ? nullptr : head.bias.data(),
                 head.out_features, logits, ctx_.get());
   if (head.output_quant != nullptr) quantize(*head.output_quant, logits, rows);
+  if (spec_.final_softcap > 0) Softcap(logits, rows * head.out_features, spec_.final_softcap, ctx_.get());
   return absl::OkStatus();
 }
 

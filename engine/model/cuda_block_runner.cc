@@ -38,19 +38,30 @@ absl::StatusOr<std::unique_ptr<CudaBlockWeights>> CudaBlockWeights::Create(const
   const bool bf16 = precision == cuda::GemmPrecision::kBf16;
   LLMC_ASSIGN_OR_RETURN(b->input_norm_, DeviceArray<float>::Create(H, "input_layernorm"));
   LLMC_ASSIGN_OR_RETURN(b->post_norm_, DeviceArray<float>::Create(H, "post_attention_layernorm"));
+  if (spec.sandwich_norms) {
+    LLMC_ASSIGN_OR_RETURN(b->pre_ff_norm_, DeviceArray<float>::Create(H, "pre_feedforward_layernorm"));
+    LLMC_ASSIGN_OR_RETURN(b->post_ff_norm_, DeviceArray<float>::Create(H, "post_feedforward_layernorm"));
+  }
   if (spec.qk_norm) {
     LLMC_ASSIGN_OR_RETURN(b->q_norm_, DeviceArray<float>::Create(spec.head_dim, "q_norm"));
     LLMC_ASSIGN_OR_RETURN(b->k_norm_, DeviceArray<float>::Create(spec.head_dim, "k_norm"));
   }
   int64_t largest = 0;
-  LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->q_, "self_attn.q_proj", Q, H, spec.qkv_bias, &largest));
-  LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->k_, "self_attn.k_proj", KV, H, spec.qkv_bias, &largest));
-  LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->v_, "self_attn.v_proj", KV, H, spec.qkv_bias, &largest));
+  if (spec.fused_projections) {  // q_ holds qkv_proj, gate_ holds gate_up_proj; k_, v_, up_ stay empty
+    LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->q_, "self_attn.qkv_proj", Q + 2 * KV, H, spec.qkv_bias, &largest));
+  } else {
+    LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->q_, "self_attn.q_proj", Q, H, spec.qkv_bias, &largest));
+    LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->k_, "self_attn.k_proj", KV, H, spec.qkv_bias, &largest));
+    LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->v_, "self_attn.v_proj", KV, H, spec.qkv_bias, &largest));
+  }
   LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->o_, "self_attn.o_proj", H, Q, spec.o_bias, &largest));
   const MoeSpec& moe = spec.moe;
   bool any_dense = !moe.enabled(), any_sparse = false;
   for (int64_t l = 0; l < spec.num_layers; ++l) (moe.IsSparse(static_cast<int>(l)) ? any_sparse : any_dense) = true;
-  if (any_dense) {
+  if (any_dense && spec.fused_projections) {
+    LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->gate_, "mlp.gate_up_proj", 2 * I, H, spec.mlp_bias, &largest));
+    LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->down_, "mlp.down_proj", H, I, spec.mlp_bias, &largest));
+  } else if (any_dense) {
     LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->gate_, "mlp.gate_proj", I, H, spec.mlp_bias, &largest));
     LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->up_, "mlp.up_proj", I, H, spec.mlp_bias, &largest));
     LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->down_, "mlp.down_proj", H, I, spec.mlp_bias, &largest));
@@ -110,7 +121,8 @@ CudaBlockWeights::~CudaBlockWeights() {
 }
 
 uint64_t CudaBlockWeights::device_bytes() const {
-  uint64_t n = input_norm_.bytes() + post_norm_.bytes() + q_norm_.bytes() + k_norm_.bytes() + staging_.bytes();
+  uint64_t n = input_norm_.bytes() + post_norm_.bytes() + q_norm_.bytes() + k_norm_.bytes() + pre_ff_norm_.bytes() +
+               post_ff_norm_.bytes() + staging_.bytes();
   std::vector<const Linear*> all = {&q_, &k_, &v_, &o_, &gate_, &up_, &down_, &router_,
                                     &shared_gate_, &shared_up_, &shared_down_, &shared_expert_gate_};
   for (const auto* v : {&expert_gate_, &expert_up_, &expert_down_})
@@ -182,17 +194,29 @@ absl::Status CudaBlockWeights::Upload(const DecoderBlock& block) {
   LLMC_RETURN_IF_ERROR(CheckSize("post_attention_layernorm", block.post_attention_norm.size(), spec_.hidden_size));
   LLMC_RETURN_IF_ERROR(CheckSize("q_norm", block.q_norm.size(), spec_.qk_norm ? spec_.head_dim : 0));
   LLMC_RETURN_IF_ERROR(CheckSize("k_norm", block.k_norm.size(), spec_.qk_norm ? spec_.head_dim : 0));
+  const int64_t ff = spec_.sandwich_norms ? spec_.hidden_size : 0;
+  LLMC_RETURN_IF_ERROR(CheckSize("pre_feedforward_layernorm", block.pre_feedforward_norm.size(), ff));
+  LLMC_RETURN_IF_ERROR(CheckSize("post_feedforward_layernorm", block.post_feedforward_norm.size(), ff));
   // Do not overwrite weights a queued block still reads.
   LLMC_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(s, released_, 0));
   LLMC_RETURN_IF_ERROR(CopyIn(&input_norm_, block.input_norm, s));
   LLMC_RETURN_IF_ERROR(CopyIn(&post_norm_, block.post_attention_norm, s));
   LLMC_RETURN_IF_ERROR(CopyIn(&q_norm_, block.q_norm, s));
   LLMC_RETURN_IF_ERROR(CopyIn(&k_norm_, block.k_norm, s));
-  std::vector<std::pair<const LinearWeight*, Linear*>> pairs = {
-      {&block.q_proj, &q_}, {&block.k_proj, &k_}, {&block.v_proj, &v_}, {&block.o_proj, &o_}};
+  LLMC_RETURN_IF_ERROR(CopyIn(&pre_ff_norm_, block.pre_feedforward_norm, s));
+  LLMC_RETURN_IF_ERROR(CopyIn(&post_ff_norm_, block.post_feedforward_norm, s));
+  if (block.fused() != spec_.fused_projections)
+    return absl::InvalidArgumentError(absl::StrCat("layer ", block.layer, ": the block's projections are ",
+                                                   block.fused() ? "fused" : "separate", ", the model's are not"));
+  std::vector<std::pair<const LinearWeight*, Linear*>> pairs;
+  if (spec_.fused_projections)  // q_ holds qkv_proj, gate_ holds gate_up_proj; k_, v_, up_ stay empty
+    pairs = {{&block.qkv_proj, &q_}, {&block.o_proj, &o_}};
+  else
+    pairs = {{&block.q_proj, &q_}, {&block.k_proj, &k_}, {&block.v_proj, &v_}, {&block.o_proj, &o_}};
   const MoeMlp& moe = block.moe;
   if (moe.active()) {
-    if (expert_gate_.empty() || moe.gate.size() != expert_gate_.size() || moe.has_shared() != (shared_gate_.meta.out_features > 0))
+    if (expert_gate_.empty() || moe.gate.size() != expert_gate_.size() ||
+        moe.has_shared() != (shared_gate_.meta.out_features > 0))
       return absl::InvalidArgumentError(absl::StrCat("layer ", block.layer, ": its ", moe.gate.size(),
                                                      " experts do not match the model's block shape"));
     pairs.push_back({&moe.router, &router_});
@@ -211,7 +235,10 @@ absl::Status CudaBlockWeights::Upload(const DecoderBlock& block) {
     if (gate_.meta.out_features == 0)
       return absl::InvalidArgumentError(absl::StrCat("layer ", block.layer, ": a dense MLP in a model whose layers ",
                                                      "are all mixture-of-experts"));
-    pairs.insert(pairs.end(), {{&block.gate_proj, &gate_}, {&block.up_proj, &up_}, {&block.down_proj, &down_}});
+    if (spec_.fused_projections)
+      pairs.insert(pairs.end(), {{&block.gate_up_proj, &gate_}, {&block.down_proj, &down_}});
+    else
+      pairs.insert(pairs.end(), {{&block.gate_proj, &gate_}, {&block.up_proj, &up_}, {&block.down_proj, &down_}});
   }
   for (auto& [src, dst] : pairs) LLMC_RETURN_IF_ERROR(UploadLinear(*src, dst));
   moe_layer_ = moe.active();
@@ -237,8 +264,9 @@ absl::StatusOr<std::unique_ptr<CudaBlockRunner>> CudaBlockRunner::Create(const M
 
 uint64_t CudaBlockRunner::scratch_bytes() const {
   return normed_.bytes() + q_.bytes() + k_.bytes() + v_.bytes() + attn_.bytes() + gate_.bytes() + up_.bytes() +
-         proj_.bytes() + xb_.bytes() + qin_.bytes() + qinb_.bytes() + rope_cos_.bytes() + rope_sin_.bytes() +
-         logits_.bytes() + xg_.bytes() + ye_.bytes() + scales_.bytes() + rows_idx_.bytes();
+         proj_.bytes() + fused_.bytes() + xb_.bytes() + qin_.bytes() + qinb_.bytes() + rope_cos_.bytes() +
+         rope_sin_.bytes() + rope_local_cos_.bytes() + rope_local_sin_.bytes() + logits_.bytes() + xg_.bytes() +
+         ye_.bytes() + scales_.bytes() + rows_idx_.bytes();
 }
 
 absl::Status CudaBlockRunner::Reserve(int64_t rows, int64_t seq_len, cuda::GemmPrecision precision) {
@@ -260,21 +288,27 @@ absl::Status CudaBlockRunner::Reserve(int64_t rows, int64_t seq_len, cuda::GemmP
   LLMC_RETURN_IF_ERROR(gate_.Reserve(rows * I, "block scratch (gate)"));
   LLMC_RETURN_IF_ERROR(up_.Reserve(rows * I, "block scratch (up)"));
   LLMC_RETURN_IF_ERROR(proj_.Reserve(rows * H, "block scratch (projection)"));
+  if (spec_.fused_projections)
+    LLMC_RETURN_IF_ERROR(fused_.Reserve(rows * std::max(Q + 2 * KV, 2 * I), "block scratch (fused projection)"));
   // Reserved up front: growing it between the GEMMs of one chunk would free a buffer queued work still reads.
   if (precision == cuda::GemmPrecision::kBf16)
     LLMC_RETURN_IF_ERROR(xb_.Reserve(rows * std::max({H, Q, I}), "block scratch (bf16 input)"));
-  if (seq_len > rope_positions_) {
-    RopeTable table(spec_.rope, spec_.head_dim, seq_len);
-    const int64_t n = seq_len * (spec_.head_dim / 2);
-    LLMC_RETURN_IF_ERROR(rope_cos_.Reserve(n, "RoPE table"));
-    LLMC_RETURN_IF_ERROR(rope_sin_.Reserve(n, "RoPE table"));
+  // A longrope table is built for one sequence length's factors (RopeTable); rebuilt when that choice changes.
+  if (seq_len > rope_positions_ || spec_.rope.UsesLongFactors(seq_len) != rope_long_) {
+    const int64_t n = seq_len * (spec_.rotary_dim() / 2);
     cudaStream_t s = ctx_->stream();
-    LLMC_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(rope_cos_.data(), table.cos(0), n * sizeof(float), cudaMemcpyHostToDevice, s));
-    LLMC_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(rope_sin_.data(), table.sin(0), n * sizeof(float), cudaMemcpyHostToDevice, s));
-    LLMC_RETURN_IF_ERROR(ctx_->Synchronize());  // `table` goes out of scope
+    auto upload = [&](const RopeSpec& rope, DeviceArray<float>* cos, DeviceArray<float>* sin) -> absl::Status {
+      RopeTable table(rope, spec_.rotary_dim(), seq_len);
+      LLMC_RETURN_IF_ERROR(cos->Reserve(n, "RoPE table"));
+      LLMC_RETURN_IF_ERROR(sin->Reserve(n, "RoPE table"));
+      LLMC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(cos->data(), table.cos(0), n * sizeof(float), cudaMemcpyHostToDevice, s));
+      LLMC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(sin->data(), table.sin(0), n * sizeof(float), cudaMemcpyHostToDevice, s));
+      return ctx_->Synchronize();  // `table` goes out of scope
+    };
+    LLMC_RETURN_IF_ERROR(upload(spec_.rope, &rope_cos_, &rope_sin_));
+    if (spec_.local_rope) LLMC_RETURN_IF_ERROR(upload(spec_.rope_local, &rope_local_cos_, &rope_local_sin_));
     rope_positions_ = seq_len;
+    rope_long_ = spec_.rope.UsesLongFactors(seq_len);
   }
   return absl::OkStatus();
 }
@@ -313,9 +347,17 @@ absl::Status CudaBlockRunner::Linear(const CudaBlockWeights::Linear& l, cuda::Ge
   return absl::OkStatus();
 }
 
+absl::Status CudaBlockRunner::CopyColumns(const float* src, int64_t rows, int64_t src_width, int64_t col0,
+                                          int64_t width, float* dst) {
+  LLMC_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(dst, width * sizeof(float), src + col0, src_width * sizeof(float),
+                                              width * sizeof(float), rows, cudaMemcpyDeviceToDevice, ctx_->stream()));
+  return absl::OkStatus();
+}
+
 absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, CudaLinearHooks* hooks) {
   const ModelSpec& spec = spec_;
   const int64_t T = x->seq_len, H = spec.hidden_size, Q = spec.q_size(), I = spec.intermediate_size;
+  const int64_t KV = spec.kv_size();
   if (x->hidden != H)
     return absl::InvalidArgumentError(
         absl::StrCat("CudaBlockRunner::Run: hidden states have width ", x->hidden, ", the model ", H));
@@ -348,6 +390,10 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
   cudaStream_t s = ctx_->stream();
   auto xb_or = [&](const float* in, int64_t n) { return ToBf16(p, in, n); };
   LLMC_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(s, w->ready_, 0));
+  const int layer = w->layer_;
+  const bool local = spec.local_rope && &spec.rope_for(layer) == &spec.rope_local;
+  const float* rope_cos = local ? rope_local_cos_.data() : rope_cos_.data();
+  const float* rope_sin = local ? rope_local_sin_.data() : rope_sin_.data();
   for (int64_t s0 = 0; s0 < x->num_seqs; s0 += chunk_seqs) {
     const int64_t seqs = std::min(chunk_seqs, x->num_seqs - s0);
     const int64_t rows = seqs * T;
@@ -355,9 +401,16 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
     // Attention.
     LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::RmsNormDevice(xc, rows, H, w->input_norm_.data(), eps, normed_.data(), s));
     LLMC_ASSIGN_OR_RETURN(const uint16_t* nb, xb_or(normed_.data(), rows * H));
-    LLMC_RETURN_IF_ERROR(Linear(w->q_, p, normed_.data(), nb, rows, q_.data(), hooks));
-    LLMC_RETURN_IF_ERROR(Linear(w->k_, p, normed_.data(), nb, rows, k_.data(), hooks));
-    LLMC_RETURN_IF_ERROR(Linear(w->v_, p, normed_.data(), nb, rows, v_.data(), hooks));
+    if (spec.fused_projections) {
+      LLMC_RETURN_IF_ERROR(Linear(w->q_, p, normed_.data(), nb, rows, fused_.data(), hooks));
+      LLMC_RETURN_IF_ERROR(CopyColumns(fused_.data(), rows, Q + 2 * KV, 0, Q, q_.data()));
+      LLMC_RETURN_IF_ERROR(CopyColumns(fused_.data(), rows, Q + 2 * KV, Q, KV, k_.data()));
+      LLMC_RETURN_IF_ERROR(CopyColumns(fused_.data(), rows, Q + 2 * KV, Q + KV, KV, v_.data()));
+    } else {
+      LLMC_RETURN_IF_ERROR(Linear(w->q_, p, normed_.data(), nb, rows, q_.data(), hooks));
+      LLMC_RETURN_IF_ERROR(Linear(w->k_, p, normed_.data(), nb, rows, k_.data(), hooks));
+      LLMC_RETURN_IF_ERROR(Linear(w->v_, p, normed_.data(), nb, rows, v_.data(), hooks));
+    }
     if (spec.qk_norm) {
       LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::RmsNormDevice(q_.data(), rows * spec.num_heads, spec.head_dim,
                                                         w->q_norm_.data(), eps, q_.data(), s));
@@ -365,31 +418,48 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
                                                         w->k_norm_.data(), eps, k_.data(), s));
     }
     LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::RopeDevice(q_.data(), seqs, T, spec.num_heads, spec.head_dim,
-                                                   rope_cos_.data(), rope_sin_.data(), s));
+                                                   rope_cos, rope_sin, s, spec.rotary_dim()));
     LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::RopeDevice(k_.data(), seqs, T, spec.num_kv_heads, spec.head_dim,
-                                                   rope_cos_.data(), rope_sin_.data(), s));
+                                                   rope_cos, rope_sin, s, spec.rotary_dim()));
     // The kv cache as the library quantizes it: k after the rotary embedding, v as projected.
     if (w->k_cache_quant_ != nullptr) LLMC_RETURN_IF_ERROR(Quantize(*w->k_cache_quant_, k_.data(), k_.data(), rows));
     if (w->v_cache_quant_ != nullptr) LLMC_RETURN_IF_ERROR(Quantize(*w->v_cache_quant_, v_.data(), v_.data(), rows));
-    LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::CausalAttentionDevice(q_.data(), k_.data(), v_.data(), seqs, T,
-                                                              spec.num_heads, spec.num_kv_heads, spec.head_dim,
-                                                              spec.sliding_window, attn_.data(), s));
+    LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::CausalAttentionDevice(
+        q_.data(), k_.data(), v_.data(), seqs, T, spec.num_heads, spec.num_kv_heads, spec.head_dim,
+        spec.window(layer), attn_.data(), s, spec.softmax_scale(), spec.attention_softcap));
     LLMC_ASSIGN_OR_RETURN(const uint16_t* ab, xb_or(attn_.data(), rows * Q));
     LLMC_RETURN_IF_ERROR(Linear(w->o_, p, attn_.data(), ab, rows, proj_.data(), hooks));
+    if (spec.sandwich_norms)
+      LLMC_CUDA_STR_RETURN_IF_ERROR(
+          cuda::RmsNormDevice(proj_.data(), rows, H, w->post_norm_.data(), eps, proj_.data(), s));
     LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::AddDevice(xc, proj_.data(), rows * H, s));
     // MLP.
-    LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::RmsNormDevice(xc, rows, H, w->post_norm_.data(), eps, normed_.data(), s));
+    LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::RmsNormDevice(
+        xc, rows, H, spec.sandwich_norms ? w->pre_ff_norm_.data() : w->post_norm_.data(), eps, normed_.data(), s));
     if (w->moe_layer_) {
       LLMC_RETURN_IF_ERROR(RunMoe(w, rows, hooks));
       LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::AddDevice(xc, proj_.data(), rows * H, s));
       continue;
     }
     LLMC_ASSIGN_OR_RETURN(const uint16_t* mb, xb_or(normed_.data(), rows * H));
-    LLMC_RETURN_IF_ERROR(Linear(w->gate_, p, normed_.data(), mb, rows, gate_.data(), hooks));
-    LLMC_RETURN_IF_ERROR(Linear(w->up_, p, normed_.data(), mb, rows, up_.data(), hooks));
-    LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::SwiGluDevice(gate_.data(), up_.data(), rows * I, gate_.data(), s));
+    if (spec.fused_projections) {
+      LLMC_RETURN_IF_ERROR(Linear(w->gate_, p, normed_.data(), mb, rows, fused_.data(), hooks));
+      LLMC_RETURN_IF_ERROR(CopyColumns(fused_.data(), rows, 2 * I, 0, I, gate_.data()));
+      LLMC_RETURN_IF_ERROR(CopyColumns(fused_.data(), rows, 2 * I, I, I, up_.data()));
+    } else {
+      LLMC_RETURN_IF_ERROR(Linear(w->gate_, p, normed_.data(), mb, rows, gate_.data(), hooks));
+      LLMC_RETURN_IF_ERROR(Linear(w->up_, p, normed_.data(), mb, rows, up_.data(), hooks));
+    }
+    if (spec.activation == Activation::kGeluTanh) {
+      LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::GeluTanhGluDevice(gate_.data(), up_.data(), rows * I, gate_.data(), s));
+    } else {
+      LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::SwiGluDevice(gate_.data(), up_.data(), rows * I, gate_.data(), s));
+    }
     LLMC_ASSIGN_OR_RETURN(const uint16_t* gb, xb_or(gate_.data(), rows * I));
     LLMC_RETURN_IF_ERROR(Linear(w->down_, p, gate_.data(), gb, rows, proj_.data(), hooks));
+    if (spec.sandwich_norms)
+      LLMC_CUDA_STR_RETURN_IF_ERROR(
+          cuda::RmsNormDevice(proj_.data(), rows, H, w->post_ff_norm_.data(), eps, proj_.data(), s));
     LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::AddDevice(xc, proj_.data(), rows * H, s));
   }
   LLMC_CUDA_RETURN_IF_ERROR(cudaEventRecord(w->released_, s));

@@ -1,8 +1,10 @@
 // One decoder block on the GPU, with the semantics of RunDecoderBlock (decoder_block.h):
 //   x += o_proj(attention(rope(q_norm?(q_proj(n))), rope(k_norm?(k_proj(n))), v_proj(n)))   n = input_norm(x)
-//   x += down_proj(silu(gate_proj(m)) * up_proj(m))                                          m = post_norm(x)
-// (or the mixture-of-experts MLP of moe.h: router on the device, top-k on the host, each expert's tokens gathered,
-// run and scattered back with their weights) on hidden states that stay on the device between blocks.
+//   x += down_proj(act(gate_proj(m)) * up_proj(m))                                           m = post_norm(x)
+// (with Gemma's sandwich norms, per-layer windows and ropes, softmax scale and softcap as RunDecoderBlock)
+//  on the device between blocks.
+// or the mixture-of-experts MLP of moe.h (router on the device, top-k on the host, each expert's tokens gathered,
+// run and scattered back with their weights), on hidden states that stay on the device between blocks.
 //
 //   LLMC_ASSIGN_OR_RETURN(auto ctx, CudaContext::Create());
 //   LLMC_ASSIGN_OR_RETURN(auto w, CudaBlockWeights::Create(spec, cuda::GemmPrecision::kFp32, ctx.get()));
@@ -107,7 +109,7 @@ class CudaBlockWeights {
   cuda::GemmPrecision precision_ = cuda::GemmPrecision::kFp32;
   CudaContext* ctx_ = nullptr;
   int layer_ = -1;
-  DeviceArray<float> input_norm_, post_norm_, q_norm_, k_norm_;
+  DeviceArray<float> input_norm_, post_norm_, q_norm_, k_norm_, pre_ff_norm_, post_ff_norm_;
   Linear q_, k_, v_, o_, gate_, up_, down_;  // dense MLP: allocated when some layer is dense
   // Mixture-of-experts MLP (allocated when some layer is sparse); moe_layer_: the uploaded block is sparse.
   Linear router_, shared_gate_, shared_up_, shared_down_, shared_expert_gate_;
@@ -149,6 +151,9 @@ class CudaBlockRunner {
                       const uint16_t* xb, int64_t rows, float* y, CudaLinearHooks* hooks);
   // Fake-quantizes x [rows, q.cols()] into y (may alias x) on the compute stream.
   absl::Status Quantize(const ActivationQuantizer& q, const float* x, float* y, int64_t rows);
+  // dst [rows, width] = columns [col0, col0 + width) of src [rows, src_width] (splitting a fused projection), queued
+  // on the compute stream.
+  absl::Status CopyColumns(const float* src, int64_t rows, int64_t src_width, int64_t col0, int64_t width, float* dst);
   // bf16 copy of x [rows, cols] in xb_ (bf16 mode), else null.
   absl::StatusOr<const uint16_t*> ToBf16(cuda::GemmPrecision p, const float* x, int64_t n);
   // The MoE MLP of normed_ [rows, H] into proj_ (see moe.h; hooks as RunMoeMlp calls them).
@@ -161,7 +166,7 @@ class CudaBlockRunner {
   ModelSpec spec_;
   CudaContext* ctx_ = nullptr;
   CudaBlockRunnerOptions options_;
-  DeviceArray<float> normed_, q_, k_, v_, attn_, gate_, up_, proj_;
+  DeviceArray<float> normed_, q_, k_, v_, attn_, gate_, up_, proj_, fused_;
   // MoE scratch: router logits [rows, E], gathered inputs and expert outputs [rows, H], the routed token indices and
   // weights of every expert (and the shared expert's) [rows * (top_k + 1)].
   DeviceArray<float> logits_, xg_, ye_, scales_;
@@ -170,8 +175,10 @@ class CudaBlockRunner {
   DeviceArray<uint16_t> xb_;
   DeviceArray<float> qin_;      // a quantized Linear input (q/k/v and gate/up share theirs)
   DeviceArray<uint16_t> qinb_;  // its bf16 copy (bf16 mode)
-  DeviceArray<float> rope_cos_, rope_sin_;
+  DeviceArray<float> rope_cos_, rope_sin_;              // spec.rope
+  DeviceArray<float> rope_local_cos_, rope_local_sin_;  // spec.rope_local (when spec.local_rope)
   int64_t rope_positions_ = 0;
+  bool rope_long_ = false;  // the tables hold longrope's long factors
 };
 
 }  // namespace llmc

@@ -1,7 +1,10 @@
 // One decoder block's fp32 weights and its forward pass on the CPU:
 //   x += o_proj(attention(rope(q_norm?(q_proj(n))), rope(k_norm?(k_proj(n))), v_proj(n)))   n = input_norm(x)
-//   x += down_proj(silu(gate_proj(m)) * up_proj(m))                                          m = post_norm(x)
-// or, in the sparse layers of a mixture-of-experts model, x += moe(m) (moe.h).
+//   x += down_proj(act(gate_proj(m)) * up_proj(m))                                           m = post_norm(x)
+// and, with spec.sandwich_norms (Gemma), post_attention_norm on the attention output before its residual add,
+// m = pre_feedforward_norm(x), and post_feedforward_norm on the MLP output before its residual add. The layer's
+// window, rope, softmax scale and logit softcap come from the spec (ModelSpec::window, rope_for).
+// In the sparse layers of a mixture-of-experts model the MLP is moe(m) instead (moe.h).
 #pragma once
 
 #include <cstdint>
@@ -36,15 +39,22 @@ struct DecoderBlock {
   std::vector<float> input_norm;           // [hidden]
   std::vector<float> post_attention_norm;  // [hidden]
   std::vector<float> q_norm, k_norm;       // [head_dim] when spec.qk_norm, else empty
+  std::vector<float> pre_feedforward_norm, post_feedforward_norm;  // [hidden] when spec.sandwich_norms
+  // Norm weights hold the effective scale (checkpoint weight + spec.norm_offset).
   LinearWeight q_proj, k_proj, v_proj, o_proj;
   LinearWeight gate_proj, up_proj, down_proj;  // the dense MLP (empty in a sparse layer)
-  MoeMlp moe;                                  // the MoE MLP of a sparse layer (moe.active())
+  // With spec.fused_projections (Phi-3) the checkpoint's fused Linears instead of q/k/v and gate/up:
+  // qkv_proj [q_size + 2 kv_size, hidden] (rows q, then k, then v) and gate_up_proj [2 intermediate, hidden]
+  // (rows gate, then up); q_proj, k_proj, v_proj, gate_proj and up_proj are then empty.
+  LinearWeight qkv_proj, gate_up_proj;
+  MoeMlp moe;  // the MoE MLP of a sparse layer (moe.active())
   // kv-cache fake quantization (kv_cache_scheme): k after the rotary embedding, v as projected, each row
   // [num_kv_heads * head_dim]; null when the checkpoint has none (or activation quantization is off).
   std::shared_ptr<const ActivationQuantizer> k_cache_quant, v_cache_quant;
 
-  // The Linear modules in the order the forward pass uses them: q, k, v, o, then gate, up, down, or the router,
-  // each expert's gate, up and down, and the shared expert's gate, up, down and gate weight.
+  bool fused() const { return qkv_proj.out_features > 0; }
+  // The Linear modules in the order the forward pass uses them: q, k, v (or qkv), o, then gate, up (or gate_up),
+  // down, or the router, each expert's gate, up and down, and the shared expert's gate, up, down and gate weight.
   std::vector<LinearWeight*> linears();
   std::vector<const LinearWeight*> linears() const;
   // Bytes of fp32 weights held.

@@ -32,7 +32,9 @@ using json = nlohmann::json;
 
 // The dense families, then the mixture-of-experts ones (router on the device, top-k on the host, experts gathered).
 const char* const kTinyModels[] = {"tiny-llama3",   "tiny-mistral",         "tiny-qwen2",   "tiny-qwen3",
-                                   "tiny-qwen3moe", "tiny-qwen3moe-nonorm", "tiny-mixtral", "tiny-qwen2moe"};
+                                   "tiny-gemma2",   "tiny-gemma3",          "tiny-qwen2-swa", "tiny-phi3",
+                                   "tiny-phi4mini", "tiny-qwen3moe", "tiny-qwen3moe-nonorm", "tiny-mixtral",
+                                   "tiny-qwen2moe"};
 
 std::vector<int32_t> RandomIds(int64_t n, int64_t vocab, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -186,7 +188,7 @@ TEST_P(CudaBlockTest, HooksSeeTheSameInputs) {
   RecordingHooks cpu_hooks, gpu_hooks;
   HiddenStates cpu = *x;
   // Chunks of 2 sequences on both sides, so the hook calls line up one to one.
-  ASSERT_TRUE(RunDecoderBlock(spec, lm->Rope(T), **block, &cpu, &cpu_hooks, 2 * T, lm->context()).ok());
+  ASSERT_TRUE(RunDecoderBlock(spec, lm->Rope(T, (*block)->layer), **block, &cpu, &cpu_hooks, 2 * T, lm->context()).ok());
   auto w = CudaBlockWeights::Create(spec, cuda::GemmPrecision::kFp32, ctx->get());
   ASSERT_TRUE(w.ok());
   ASSERT_TRUE((*w)->Upload(**block).ok());
@@ -233,26 +235,32 @@ TEST_P(CudaBlockTest, ForwardMatchesCpuAndTransformers) {
   json ref = testing_util::ReadJson(gpu_test::ModelTestData() + "/" + GetParam() + "/reference.json");
   ASSERT_FALSE(ref.is_discarded());
   const int64_t V = lm->spec().vocab_size;
-  // The references' sequences may differ in length (the MoE ones): each runs as its own batch.
-  for (size_t s = 0; s < ref["input_ids"].size(); ++s) {
+  // Sequences of equal length run as one batch (the references hold sequences of several lengths).
+  std::map<int64_t, std::vector<int64_t>> by_len;
+  for (size_t s = 0; s < ref["input_ids"].size(); ++s) by_len[ref["input_ids"][s].size()].push_back(s);
+  for (const auto& [T, members] : by_len) {
     std::vector<int32_t> ids;
-    for (int32_t id : ref["input_ids"][s]) ids.push_back(id);
-    const int64_t T = static_cast<int64_t>(ids.size());
+    for (int64_t s : members)
+      for (int32_t id : ref["input_ids"][s]) ids.push_back(id);
+    const int64_t seqs = members.size();
     std::map<int, std::vector<float>> cpu_hidden, gpu_hidden;
-    auto cpu = lm->Forward(ids, 1, T, [&](int i, const HiddenStates& x) { cpu_hidden[i] = x.data; });
+    auto cpu = lm->Forward(ids, seqs, T, [&](int i, const HiddenStates& x) { cpu_hidden[i] = x.data; });
     ASSERT_TRUE(cpu.ok()) << cpu.status();
     for (bool prefetch : {true, false}) {
       auto gpu_lm = CudaCausalLm::Create(lm.get(), {.prefetch = prefetch});
       ASSERT_TRUE(gpu_lm.ok()) << gpu_lm.status();
-      auto gpu = (*gpu_lm)->Forward(ids, 1, T, [&](int i, const HiddenStates& x) { gpu_hidden[i] = x.data; });
+      auto gpu = (*gpu_lm)->Forward(ids, seqs, T, [&](int i, const HiddenStates& x) { gpu_hidden[i] = x.data; });
       ASSERT_TRUE(gpu.ok()) << gpu.status();
       ASSERT_EQ(gpu_hidden.size(), cpu_hidden.size());
       for (auto& [i, h] : cpu_hidden)
-        ExpectClose(gpu_hidden[i], h, 1e-5, 1e-4, absl::StrCat(GetParam(), " seq ", s, " hidden state ", i));
-      ExpectClose(*gpu, *cpu, 1e-5, 1e-4, absl::StrCat(GetParam(), " seq ", s, " logits, prefetch ", prefetch));
-      for (int64_t t = 0; t + 1 < T; ++t) {
-        const double lp = -TokenNll(gpu->data() + t * V, V, ids[t + 1]);
-        EXPECT_NEAR(lp, ref["next_token_logprobs"][s][t].get<double>(), 1e-4) << "seq " << s << " t " << t;
+        ExpectClose(gpu_hidden[i], h, 1e-5, 1e-4, absl::StrCat(GetParam(), " T ", T, " hidden state ", i));
+      ExpectClose(*gpu, *cpu, 1e-5, 1e-4, absl::StrCat(GetParam(), " T ", T, " logits, prefetch ", prefetch));
+      for (int64_t m = 0; m < seqs; ++m) {
+        const int64_t s = members[m];
+        for (int64_t t = 0; t + 1 < T; ++t) {
+          const double lp = -TokenNll(gpu->data() + (m * T + t) * V, V, ids[m * T + t + 1]);
+          EXPECT_NEAR(lp, ref["next_token_logprobs"][s][t].get<double>(), 1e-4) << "seq " << s << " t " << t;
+        }
       }
     }
   }

@@ -22,11 +22,19 @@ std::string RmsNormDevice(const float* x, int64_t rows, int64_t dim, const float
 // out[i] = gate[i] / (1 + exp(-gate[i])) * up[i]. `out` may alias either input.
 std::string SwiGluDevice(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream = nullptr);
 
+// out[i] = gelu_tanh(gate[i]) * up[i] (PyTorch's gelu(approximate="tanh") in fp32, as the CPU GeluTanhGlu).
+// `out` may alias either input.
+std::string GeluTanhGluDevice(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream = nullptr);
+// x[i] = cap * tanh(x[i] / cap) for n elements (logit softcapping, as the CPU Softcap). cap > 0.
+std::string SoftcapDevice(float* x, int64_t n, float cap, cudaStream_t stream = nullptr);
+
 // Rotary embedding in place on x [num_seqs * seq_len, heads * head_dim] (HF rotate_half: dimension i pairs with
 // i + head_dim/2); token t of each sequence has position t. cos and sin are the RopeTable's [positions,
 // head_dim/2] tables, with at least seq_len positions. Bit-identical to the CPU ApplyRotary (no FMA contraction).
+// With rotary_dim > 0 (partial rotary) only the first rotary_dim dimensions of each head rotate (pairs i and
+// i + rotary_dim/2) and the tables are [positions, rotary_dim/2].
 std::string RopeDevice(float* x, int64_t num_seqs, int64_t seq_len, int64_t heads, int64_t head_dim,
-                       const float* cos, const float* sin, cudaStream_t stream = nullptr);
+                       const float* cos, const float* sin, cudaStream_t stream = nullptr, int64_t rotary_dim = 0);
 
 // x[i] += y[i] for n elements (the residual adds).
 std::string AddDevice(float* x, const float* y, int64_t n, cudaStream_t stream = nullptr);
