@@ -32,6 +32,9 @@ struct JobSpec {
   int threads = 0;
   std::string device = "cpu";
   bool overwrite = false;
+  // How the report names the model and the output ("": model_path, output_path): the job path gives the
+  // locations as the user wrote them when the engine reads and writes through other paths.
+  std::string model_label, output_label;
 };
 
 // Settles what the recipe leaves to the algorithms before a run, so the checkpoint's quantization_config says
