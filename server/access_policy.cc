@@ -142,6 +142,7 @@ absl::Status AccessPolicy::SetTenantRoots(const TenantRootOptions& options) {
 }
 
 absl::StatusOr<AccessPolicy> AccessPolicy::ForTenant(absl::string_view tenant) const {
+  if (!tenant_.per_tenant && tenant_.shared_roots.empty() && tenant_.shared_input_roots.empty()) return *this;
   std::vector<std::string> rw, ro;
   if (tenant_.per_tenant) {
     if (!IsPortableName(tenant, 128))
