@@ -38,8 +38,8 @@ class ConfinedJobTest : public ::testing::Test {
     std::ofstream(root_ + "/data/admin.token") << "ADMIN-TOKEN";
     std::ofstream(tmp_ / "outside/secret") << "SECRET";
     SyntheticLlamaShape shape;
-    shape.hidden = 64;
-    shape.intermediate = 128;
+    shape.hidden = 128;
+    shape.intermediate = 256;
     shape.layers = 1;
     shape.heads = 2;
     shape.kv_heads = 1;

@@ -19,6 +19,7 @@
 #include <string>
 
 #include <google/protobuf/util/json_util.h>
+#include <spdlog/spdlog.h>
 
 #include "absl/status/status.h"
 #include "server/access_policy.h"
@@ -83,10 +84,17 @@ void Check(const absl::Status& s, const char* what) {
   }
 }
 
+Harness* g_harness = nullptr;
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static Harness* h = new Harness();  // one coordinator for the whole run
+  if (!g_harness) {  // one coordinator for the whole run, its directory removed at exit
+    spdlog::set_level(spdlog::level::warn);
+    g_harness = new Harness();
+    std::atexit([] { delete g_harness; });
+  }
+  Harness* h = g_harness;
   if (size < 1) return 0;
   const int mode = data[0] % 3;
   const char* body = reinterpret_cast<const char*>(data + 1);

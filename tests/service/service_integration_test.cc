@@ -114,8 +114,8 @@ TEST_F(ServiceTest, ServeOutputMatchesCompress) {
 TEST_F(ServiceTest, WorkerConfinesJobsToTheRootsWhenTheyRun) {
   StartServer();
   SyntheticLlamaShape shape;
-  shape.hidden = 64;
-  shape.intermediate = 128;
+  shape.hidden = 128;
+  shape.intermediate = 256;
   shape.layers = 1;
   shape.heads = 2;
   shape.kv_heads = 1;
