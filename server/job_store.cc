@@ -172,7 +172,7 @@ absl::Status CheckStoreIntegrity(sqlite3* db, const std::string& path, bool full
     return absl::DataLossError(absl::StrCat(
         path, ": the job store is damaged (", what, "); llmc-server will not use it. Restore the latest backup: ",
         "llmc-server restore --data-dir DIR --from BACKUP with the server stopped (docs/operations.md, ",
-        "\"Backup and restore\"); the damaged files are kept beside it"));
+        "\"Back up and restore the job store\"), which keeps the damaged files beside the restored store"));
   };
   sqlite3_stmt* st = nullptr;
   int rc = sqlite3_prepare_v2(db, full ? "PRAGMA integrity_check(20)" : "PRAGMA quick_check(20)", -1, &st, nullptr);
