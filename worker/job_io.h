@@ -23,6 +23,7 @@
 #include "engine/format/job_recipe.h"
 #include "engine/pipeline/run_job.h"
 #include "storage/job_storage.h"
+#include "storage/path_confinement.h"
 
 namespace llmc {
 
@@ -39,6 +40,11 @@ struct JobRequest {
   // JobControl, the job id from job_id.
   storage::ModelInputOptions input;
   storage::OutputTargetOptions output;
+  // The service's allowed roots (not owned). When set, every local file the job reads or writes is opened
+  // beneath them when the job starts and kept open (worker/job_paths.h): no symbolic link leads out of a root,
+  // the service's data directory is never touched, and nothing swapped in after the job was accepted redirects it.
+  // nullptr: the paths are used as given (llmc compress).
+  const storage::PathConfinement* confinement = nullptr;
 };
 
 struct JobResult {

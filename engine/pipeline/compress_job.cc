@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/io_error.h"
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
 #include "common/util.h"
@@ -196,8 +197,8 @@ class Job {
 
   absl::Status Plan() {
     const auto& mc = model_->config();
-    summary_.model_path = opt_.model_path;
-    summary_.output_path = opt_.output_path;
+    summary_.model_path = opt_.model_label.empty() ? opt_.model_path : opt_.model_label;
+    summary_.output_path = opt_.output_label.empty() ? opt_.output_path : opt_.output_label;
     summary_.scheme = cfg_.preset_name.empty() ? "custom" : cfg_.preset_name;
     // Which modules are Linear: every 2-D `.weight` that is not an embedding.
     bool has_lm_head = model_->Find("lm_head.weight") != nullptr;
@@ -412,6 +413,8 @@ class Job {
     std::error_code ec;
     fs::path parent = out_.parent_path();
     fs::create_directories(parent, ec);
+    if (ec && (ec.value() == ENOSPC || ec.value() == EDQUOT))
+      return FileWriteError(ec.value(), "cannot create the output parent directory", parent.string());
     if (ec) return absl::PermissionDeniedError(absl::StrCat(parent.string(), ": cannot create output parent directory: ", ec.message()));
     staging_ = opt_.staging_dir.empty() ? parent / absl::StrCat(".", out_.filename().string(), ".llmc-staging-", getpid())
                                         : fs::path(opt_.staging_dir);
@@ -421,8 +424,11 @@ class Job {
     if (!resume) {
       fs::remove_all(staging_, ec);
       fs::create_directories(staging_.parent_path(), ec);
-      if (!fs::create_directory(staging_, ec) || ec)
+      if (!fs::create_directory(staging_, ec) || ec) {
+        if (ec.value() == ENOSPC || ec.value() == EDQUOT)
+          return FileWriteError(ec.value(), "cannot create the staging directory", staging_.string());
         return absl::PermissionDeniedError(absl::StrCat(staging_.string(), ": cannot create staging directory: ", ec.message()));
+      }
     }
     for (size_t i = 0; i < shard_specs_.size(); ++i) {
       const std::string path = (staging_ / shard_names_[i]).string();
@@ -706,7 +712,7 @@ class Job {
     std::ofstream out(p, std::ios::binary | std::ios::trunc);
     out << text;
     out.flush();
-    if (!out) return ErrnoToStatus(errno ? errno : EIO, absl::StrCat("cannot write ", p.string()));
+    if (!out) return FileWriteError(errno ? errno : EIO, absl::StrCat("cannot write ", p.string()), p.string());
     return absl::OkStatus();
   }
 
@@ -737,7 +743,8 @@ class Job {
       std::error_code ec;
       fs::copy_file(fs::path(opt_.model_path) / aux, staging_ / aux, fs::copy_options::overwrite_existing, ec);
       if (!ec) fs::permissions(staging_ / aux, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read, ec);
-      if (ec) return absl::InternalError(absl::StrCat("cannot copy ", aux, " from ", opt_.model_path, ": ", ec.message()));
+      if (ec) return FileWriteError(ec.value(), absl::StrCat("cannot copy ", aux, " from ", opt_.model_path, ": ", ec.message()),
+                                    (staging_ / aux).string());
       if (opt_.on_file_complete) LLMC_RETURN_IF_ERROR(opt_.on_file_complete(aux, (staging_ / aux).string()));
     }
     // Make it durable, then visible.

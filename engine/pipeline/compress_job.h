@@ -73,6 +73,8 @@ class LayerSolver {
 struct CompressOptions {
   std::string model_path;
   std::string output_path;
+  // How the report (compression_report.json) names the model and the output; "": model_path, output_path.
+  std::string model_label, output_label;
   uint64_t max_shard_size = 5'000'000'000ull;  // as Hugging Face's default "5GB"
   int threads = 0;                             // 0: one per core
   bool overwrite = false;

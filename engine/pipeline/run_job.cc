@@ -79,7 +79,7 @@ absl::StatusOr<CompressSummary> RunJob(const JobSpec& spec, const JobControl& co
   if (control.comm && control.comm->rank() > 0) {
     // A rank that computes and writes nothing: the solver's collectives with rank 0's.
     CompressSummary summary;
-    summary.model_path = a.model_path;
+    summary.model_path = a.model_label.empty() ? a.model_path : a.model_label;
     summary.method = recipe.Describe();
     if (!solver) return summary;
     SolverIo io;
@@ -103,6 +103,8 @@ absl::StatusOr<CompressSummary> RunJob(const JobSpec& spec, const JobControl& co
   CompressOptions opt;
   opt.model_path = a.model_path;
   opt.output_path = a.output_path;
+  opt.model_label = a.model_label;
+  opt.output_label = a.output_label;
   opt.max_shard_size = a.max_shard_size;
   opt.threads = a.threads;
   opt.overwrite = a.overwrite;
