@@ -242,7 +242,7 @@ int Submit(const ServiceCommands& c) {
     if (c.moe_calibrate_all_experts != "true" && c.moe_calibrate_all_experts != "false")
       return Fail(absl::InvalidArgumentError(absl::StrCat("--moe-calibrate-all-experts '", c.moe_calibrate_all_experts,
                                                           "': use true or false")));
-    s->set_moe_calibrate_all_experts(c.moe_calibrate_all_experts == "true");
+    s->mutable_moe_calibrate_all_experts()->set_value(c.moe_calibrate_all_experts == "true");
   }
   if (auto st = ParseLabels(c.labels, s->mutable_labels()); !st.ok()) return Fail(st);
   auto stub = Stub(c);

@@ -284,11 +284,12 @@ absl::Status ResolveGemma(const ModelConfig& c, const json& j, absl::string_view
 
 // The per-layer attention kinds: `layer_types` when given, else the architecture's rule.
 absl::Status ResolveLayerTypes(const ArchitectureInfo& a, const json& j, absl::string_view source, ModelSpec* s) {
+  // Qwen's configs carry a window (often 0 or the context length) that is unused unless use_sliding_window.
+  if (a.sliding_window == SlidingWindowRule::kOptIn && !BoolKey(j, "use_sliding_window")) return absl::OkStatus();
   auto window = j.find("sliding_window");
   const bool has_window = window != j.end() && !window->is_null();
   if (has_window && (!window->is_number_integer() || window->get<int64_t>() <= 0))
     return Invalid(source, "'sliding_window' must be a positive integer or null");
-  if (a.sliding_window == SlidingWindowRule::kOptIn && !BoolKey(j, "use_sliding_window")) return absl::OkStatus();
   if (has_window) s->sliding_window = window->get<int64_t>();
   if (a.sliding_window == SlidingWindowRule::kAlways) return absl::OkStatus();
   // Gemma's layer kinds also choose the rope (Gemma 3), so they are resolved even without a window.
