@@ -5,7 +5,7 @@
 
 namespace llmc {
 
-std::string DecoderBlockView::prefix() const { return absl::StrCat("model.layers.", block_->layer, "."); }
+std::string DecoderBlockView::prefix() const { return lm_->spec().layout.LayerPrefix(block_->layer); }
 
 std::vector<std::pair<std::string, std::vector<float>*>> DecoderBlockView::norms() {
   const std::string p = prefix();

@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "engine/io/checkpoint_layout.h"
 #include "engine/io/model_dir.h"
 #include "engine/tensor/dtype.h"
 
@@ -74,6 +75,9 @@ struct ModelSpec {
   bool mlp_bias = false;
   bool qk_norm = false;
   int64_t sliding_window = 0;  // 0: full causal attention
+  // Where the decoder's tensors are in the checkpoint ("model." and "lm_head" for a causal LM; a VL checkpoint's
+  // text decoder elsewhere, see engine/io/checkpoint_layout.h). Every tensor name the runtime reads comes from it.
+  CheckpointLayout layout;
 
   int64_t q_size() const { return num_heads * head_dim; }
   int64_t kv_size() const { return num_kv_heads * head_dim; }
@@ -85,5 +89,11 @@ struct ModelSpec {
 // implement.
 absl::StatusOr<ModelSpec> ResolveModelSpec(const ModelConfig& config, const nlohmann::json& config_json,
                                            absl::string_view source);
+
+// Resolves the text decoder of the checkpoint `dir` (a causal LM, or the text part of a vision-language
+// checkpoint; ResolveCheckpointLayout) into a ModelSpec with its layout. A VL checkpoint whose text decoder's
+// family the runtime does not run fails naming the VL architecture, the text architecture and text_config's
+// model_type, and listing the supported ones.
+absl::StatusOr<ModelSpec> ResolveModelSpec(const ModelDir& dir);
 
 }  // namespace llmc

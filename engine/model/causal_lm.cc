@@ -12,14 +12,13 @@ absl::StatusOr<std::unique_ptr<CausalLm>> CausalLm::Open(const std::string& path
                                                          const CausalLmOptions& options) {
   std::unique_ptr<CausalLm> lm(new CausalLm());
   LLMC_ASSIGN_OR_RETURN(lm->dir_, ModelDir::Open(path));
-  const std::string source = (std::filesystem::path(path) / "config.json").string();
-  LLMC_ASSIGN_OR_RETURN(lm->spec_, ResolveModelSpec(lm->dir_->config(), lm->dir_->config_json(), source));
+  LLMC_ASSIGN_OR_RETURN(lm->spec_, ResolveModelSpec(*lm->dir_));
   LLMC_ASSIGN_OR_RETURN(lm->loader_, WeightLoader::Create(lm->dir_.get()));
   lm->options_ = options;
   if (lm->options_.max_chunk_tokens < 1) lm->options_.max_chunk_tokens = 1;
   lm->ctx_ = std::make_unique<CpuContext>(options.threads);
   LLMC_ASSIGN_OR_RETURN(lm->final_norm_,
-                        lm->loader_->LoadDense("model.norm.weight", {lm->spec_.hidden_size}));
+                        lm->loader_->LoadDense(lm->spec_.layout.NormTensor(), {lm->spec_.hidden_size}));
   return lm;
 }
 
@@ -39,7 +38,7 @@ absl::StatusOr<HiddenStates> CausalLm::Embed(absl::Span<const int32_t> ids, int6
   x.seq_len = seq_len;
   x.hidden = spec_.hidden_size;
   x.data.resize(static_cast<size_t>(x.tokens() * x.hidden));
-  LLMC_RETURN_IF_ERROR(loader_->GatherRows("model.embed_tokens.weight", spec_.vocab_size, spec_.hidden_size,
+  LLMC_RETURN_IF_ERROR(loader_->GatherRows(spec_.layout.EmbedTensor(), spec_.vocab_size, spec_.hidden_size,
                                            ids, x.data.data()));
   return x;
 }
@@ -64,7 +63,7 @@ absl::StatusOr<std::unique_ptr<DecoderBlock>> CausalLm::LoadBlock(int layer, Lin
         absl::StrCat("layer ", layer, " is outside [0, ", spec_.num_layers, ")"));
   auto b = std::make_unique<DecoderBlock>();
   b->layer = layer;
-  const std::string p = absl::StrCat("model.layers.", layer, ".");
+  const std::string p = spec_.layout.LayerPrefix(layer);
   const int64_t H = spec_.hidden_size, Q = spec_.q_size(), KV = spec_.kv_size(), I = spec_.intermediate_size;
   LLMC_ASSIGN_OR_RETURN(b->input_norm, loader_->LoadDense(p + "input_layernorm.weight", {H}));
   LLMC_ASSIGN_OR_RETURN(b->post_attention_norm,
@@ -125,18 +124,19 @@ absl::Status CausalLm::ApplyFinalNorm(HiddenStates* x) const {
 
 absl::StatusOr<LinearWeight> CausalLm::LoadLmHead(LinearHooks* hooks) const {
   LinearWeight w;
+  const std::string& lm_head = spec_.layout.lm_head;
   if (spec_.tie_word_embeddings) {
-    w.name = "lm_head";
+    w.name = lm_head;
     w.out_features = spec_.vocab_size;
     w.in_features = spec_.hidden_size;
     LLMC_ASSIGN_OR_RETURN(
-        w.weight, loader_->LoadDense("model.embed_tokens.weight", {spec_.vocab_size, spec_.hidden_size}));
+        w.weight, loader_->LoadDense(spec_.layout.EmbedTensor(), {spec_.vocab_size, spec_.hidden_size}));
   } else {
-    if (!loader_->Has("lm_head.weight") && !loader_->Has("lm_head.weight_packed"))
-      return absl::NotFoundError(absl::StrCat(dir_->path(),
-                                              ": no lm_head.weight and tie_word_embeddings is false; ",
+    if (!loader_->Has(lm_head + ".weight") && !loader_->Has(lm_head + ".weight_packed"))
+      return absl::NotFoundError(absl::StrCat(dir_->path(), ": no ", lm_head,
+                                              ".weight and tie_word_embeddings is false; ",
                                               "the checkpoint does not match its config.json"));
-    LLMC_ASSIGN_OR_RETURN(w, LoadLinear("lm_head", -1, spec_.vocab_size, spec_.hidden_size, false));
+    LLMC_ASSIGN_OR_RETURN(w, LoadLinear(lm_head, -1, spec_.vocab_size, spec_.hidden_size, false));
   }
   if (hooks != nullptr) LLMC_RETURN_IF_ERROR(hooks->OnWeightLoaded(&w));
   return w;

@@ -27,7 +27,7 @@ absl::StatusOr<std::unique_ptr<CudaCausalLm>> CudaCausalLm::Create(const CausalL
     LLMC_ASSIGN_OR_RETURN(m->weights_[i], CudaBlockWeights::Create(spec, options.precision, m->ctx_.get()));
   }
   // The final norm weight, read once from the checkpoint.
-  LLMC_ASSIGN_OR_RETURN(std::vector<float> norm, lm->loader().LoadDense("model.norm.weight", {spec.hidden_size}));
+  LLMC_ASSIGN_OR_RETURN(std::vector<float> norm, lm->loader().LoadDense(spec.layout.NormTensor(), {spec.hidden_size}));
   LLMC_ASSIGN_OR_RETURN(m->final_norm_, DeviceArray<float>::Create(spec.hidden_size, "model.norm"));
   LLMC_CUDA_RETURN_IF_ERROR(cudaMemcpy(m->final_norm_.data(), norm.data(), norm.size() * sizeof(float),
                                        cudaMemcpyHostToDevice));
