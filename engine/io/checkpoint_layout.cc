@@ -160,9 +160,17 @@ absl::StatusOr<CheckpointLayout> ResolveCheckpointLayout(const ModelDir& dir) {
   }
   l.multimodal = true;
   auto tc = cj.find("text_config");
-  if (tc == cj.end() || !tc->is_object())
-    return Invalid(source, absl::StrCat(l.architecture, " needs a 'text_config' object (the text decoder's config)"));
-  l.text_config = *tc;
+  if (tc != cj.end() && tc->is_object()) {
+    l.text_config = *tc;
+  } else if ((tc == cj.end() || tc->is_null()) && cj.contains("hidden_size") && cj.contains("num_hidden_layers")) {
+    // Qwen2-VL's configs of transformers 4 keep the text decoder's keys at the top level.
+    l.text_config = cj;
+    l.text_config.erase("vision_config");
+    l.text_config.erase("model_type");
+  } else {
+    return Invalid(source, absl::StrCat(l.architecture, " needs a 'text_config' object (the text decoder's config), ",
+                                        "or the decoder's keys (hidden_size, num_hidden_layers, ...) at the top level"));
+  }
   l.text_model_type = l.text_config.value("model_type", std::string(mm->default_text_model_type));
   for (const auto& f : kTextFamilies)
     if (l.text_model_type == f.model_type) l.text_architecture = f.causal_lm;

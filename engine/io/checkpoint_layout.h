@@ -60,11 +60,13 @@ struct CheckpointLayout {
 std::string SupportedMultimodalArchitectureNames();
 
 // Resolves the layout of `dir`. Text-only checkpoints (no `vision_config`) resolve to the plain layout without
-// looking further. A VL checkpoint fails with INVALID_ARGUMENT naming config.json when its architecture is not
-// one llmc knows (listing those it does), text_config is missing or not an object, its text model_type maps to no
-// known decoder family, the tensors match none of the three layouts, or the rope is one whose text-only form is
-// not plain rope. Qwen2-VL's multimodal rope (`mrope_section`, or rope type "mrope") is resolved to the plain
-// rope with the same theta: for text-only input its three position streams are equal, so it is exactly that.
+// looking further. A VL checkpoint without text_config has the decoder's keys at the top level (Qwen2-VL's configs
+// of transformers 4). A VL checkpoint fails with INVALID_ARGUMENT naming config.json when its architecture is not
+// one llmc knows (listing those it does), it has neither text_config nor top-level decoder keys, its text
+// model_type maps to no known decoder family, the tensors match none of the three layouts, or mrope_section does
+// not sum to head_dim / 2. Qwen2-VL's multimodal rope (`mrope_section`, or rope type "mrope") is resolved to the
+// plain rope with the same theta: for text-only input its three position streams are equal, so it is exactly
+// that. Other rope settings are left to the runtime's checks (ResolveModelSpec).
 absl::StatusOr<CheckpointLayout> ResolveCheckpointLayout(const ModelDir& dir);
 
 }  // namespace llmc

@@ -196,6 +196,27 @@ TEST(VlCheckpointTest, QwenVlMropeTypeIsPlainRopeOnText) {
   EXPECT_EQ(ReferenceLogits(*a, "tiny-qwen25vl"), ReferenceLogits(*b, "tiny-qwen25vl"));
 }
 
+TEST(VlCheckpointTest, QwenVlConfigWithTextKeysAtTheTopLevel) {
+  // Qwen2.5-VL's config.json as transformers 4 wrote it: no text_config, the decoder's keys beside vision_config.
+  llmc::testing::TempDir tmp;
+  const std::string dst = tmp.path() + "/m";
+  ASSERT_TRUE(CopyCheckpoint(TestDataDir() + "/tiny-qwen25vl", dst, nullptr, [](json* c) {
+                json text = (*c)["text_config"];
+                c->erase("text_config");
+                for (auto it = text.begin(); it != text.end(); ++it)
+                  if (it.key() != "model_type" && it.key() != "dtype") (*c)[it.key()] = it.value();
+                (*c)["rope_scaling"] = {{"type", "mrope"}, {"mrope_section", {2, 3, 3}}};
+                c->erase("rope_parameters");
+                (*c)["rope_theta"] = 1000000.0;
+              }).ok());
+  auto a = Open(TestDataDir() + "/tiny-qwen25vl");
+  auto b = Open(dst);
+  ASSERT_NE(b, nullptr);
+  EXPECT_STREQ(b->spec().arch->name, "Qwen2ForCausalLM");
+  EXPECT_EQ(b->spec().layout.text_model_type, "qwen2_5_vl_text");
+  EXPECT_EQ(ReferenceLogits(*a, "tiny-qwen25vl"), ReferenceLogits(*b, "tiny-qwen25vl"));
+}
+
 TEST(VlCheckpointTest, MropeSectionMustCoverTheRotaryFrequencies) {
   llmc::testing::TempDir tmp;
   const std::string dst = tmp.path() + "/m";

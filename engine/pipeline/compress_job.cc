@@ -167,12 +167,9 @@ class Job {
         // A vision-language checkpoint's vision tower and projector: copied unchanged whatever the config says, and
         // kept unquantized for loaders by the ignore patterns of Finalize.
         item.copy = &t;
-        if (cls == "Linear") {
-          ++summary_.modules_ignored;
+        if (!cls.empty())
           summary_.modules.push_back({name.substr(0, name.size() - 7), "", "dense", t.info->nbytes(), t.info->nbytes()});
-        } else if (!cls.empty()) {
-          summary_.modules.push_back({name.substr(0, name.size() - 7), "", "dense", t.info->nbytes(), t.info->nbytes()});
-        }
+        if (cls == "Linear") ++summary_.modules_ignored;
         items_.push_back(std::move(item));
         continue;
       }
@@ -244,8 +241,9 @@ class Job {
         return absl::InvalidArgumentError(absl::StrCat(
             opt_.model_path, ": config group '", cfg_.groups()[g].name, "' (targets ",
             nlohmann::json(cfg_.groups()[g].scheme.targets).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), ") quantizes no module: its targets match no ",
-            "Linear module, or every match is ignored or taken by a group with a more specific target; fix its ",
-            "targets or remove the group"));
+            "Linear module, or every match is ignored or taken by a group with a more specific target",
+            layout_.multimodal ? " (the vision tower and projector of a vision-language checkpoint are never quantized)" : "",
+            "; fix its targets or remove the group"));
     if (summary_.modules_quantized == 0 && !opt_.solver)
       return absl::InvalidArgumentError(absl::StrCat(opt_.model_path, ": no module matches the targets of the scheme ",
                                                      "(after ignore); check targets and --ignore"));

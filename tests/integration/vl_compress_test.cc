@@ -279,6 +279,22 @@ TEST(VlCompressGemma3Test, DataFreeWorksCalibratedAndEvalAreRefused) {
   EXPECT_EQ((*dir)->config_json()["quantization_config"]["ignore"],
             json({"re:.*multi_modal_projector.*", "re:.*vision_tower.*", "re:.*lm_head"}));
 
+  Result e = Llmc(absl::StrCat("eval ", tmp / "out", " --text ", tmp.Write("eval.txt", testing_util::WordsText(2, 100))));
+  EXPECT_EQ(e.code, 1);
+  EXPECT_THAT(e.err, HasSubstr("llmc: error:"));
+  EXPECT_THAT(e.err, HasSubstr("its text decoder Gemma3ForCausalLM"));
+
+  // A recipe that targets the vision tower quantizes nothing: refused.
+  spec.output_path = tmp / "vision";
+  spec.recipe_yaml = "QuantizationModifier: {config_groups: {g: {targets: ['re:.*vision_tower.*'], weights: "
+                     "{num_bits: 8, type: int, symmetric: true, strategy: channel}}}}\n";
+  auto v = RunJob(spec);
+  ASSERT_FALSE(v.ok());
+  EXPECT_THAT(v.status().message(), HasSubstr("quantizes no module"));
+  EXPECT_THAT(v.status().message(), HasSubstr("vision tower and projector of a vision-language checkpoint are never "
+                                              "quantized"));
+  EXPECT_FALSE(fs::exists(tmp / "vision"));
+
   spec.output_path = tmp / "gptq";
   spec.recipe_yaml = absl::StrCat("GPTQModifier: {ignore: [lm_head], ", kGroup16, "}\n");
   spec.dataset = tmp.Write("calib.txt", testing_util::WordsText(1, 500));
