@@ -6,9 +6,12 @@
 # raw numbers to $OUT/accuracy.json.
 #
 #   bench/accuracy.sh [LLMC_BIN] [OUT_DIR]
+#   ONLY='W8A8|FP8|NVFP4' bench/accuracy.sh ...     # only the rows whose label matches (grep -E)
+#   WINDOWS=64 NUM_SAMPLES=32 bench/accuracy.sh ...  # smaller settings (defaults 100 and 128)
 #
-# `llmc eval` dequantizes the weights and runs the model in fp32, so the numbers measure weight (and pruning)
-# error; activation quantization (W8A8, FP8, NVFP4 inputs) is not simulated.
+# `llmc eval` runs the dequantized weights with activations (Linear inputs, kv cache) fake-quantized as the
+# checkpoint's quantization_config says: "eval.txt ppl". For schemes that quantize activations (W8A8, FP8, NVFP4)
+# it also reports the same weights with fp32 activations: "weights only".
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 llmc="${1:-$here/build/bin/llmc}"
@@ -18,32 +21,36 @@ model="$shared/models/llmc-fixture-llama"
 calib="$shared/data/calibration.txt"
 evaltext="$shared/data/eval.txt"
 windows="${WINDOWS:-100}"
+samples="${NUM_SAMPLES:-128}"  # calibration samples of 512 tokens
 mkdir -p "$out"
 [ -d "$model" ] || { echo "accuracy.sh: needs $model" >&2; exit 2; }
 
-ppl() {  # ppl MODEL TEXT
-  "$llmc" eval "$1" --text "$2" --max-windows "$windows" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["perplexity"])'
+ppl() {  # ppl MODEL TEXT -> "PERPLEXITY PERPLEXITY_WEIGHTS_ONLY"
+  "$llmc" eval "$1" --text "$2" --max-windows "$windows" --json |
+    python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["perplexity"], j.get("perplexity_weights_only", j["perplexity"]))'
 }
 
 results="$out/accuracy.jsonl"
 : > "$results"
 run() {  # run LABEL SCHEME ALGORITHM-or-RECIPE
-  local label="$1" scheme="$2" how="$3" dir="$out/$(echo "$1" | tr ' /+:' '____')"
+  local label="$1" scheme="$2" how="$3" dir="$out/$(echo "$1" | tr ' /+:()' '______')"
+  if [ -n "${ONLY:-}" ] && ! echo "$label" | grep -Eq "$ONLY"; then return 0; fi
   local args=()
   if [ -f "$how" ]; then args=(--recipe "$how"); else args=(--scheme "$scheme" --algorithm "$how"); fi
   local t0 t1
   t0=$(date +%s.%N)
-  "$llmc" compress "$model" "$dir" "${args[@]}" --dataset "$calib" --num-samples 128 --seq-len 512 --seed 42 \
+  "$llmc" compress "$model" "$dir" "${args[@]}" --dataset "$calib" --num-samples "$samples" --seq-len 512 --seed 42 \
     --overwrite --json > "$dir.summary.json"
   t1=$(date +%s.%N)
   local p w=""
   p=$(ppl "$dir" "$evaltext")
-  if [ "${WIKITEXT:-0}" = 1 ]; then w=$(ppl "$dir" "$shared/data/wikitext2-test.txt"); fi
+  if [ "${WIKITEXT:-0}" = 1 ]; then w=$(ppl "$dir" "$shared/data/wikitext2-test.txt" | cut -d' ' -f1); fi
   python3 - "$label" "$scheme" "$p" "$t0" "$t1" "$w" >> "$results" <<'EOF'
 import json, sys
 label, scheme, p, t0, t1, w = sys.argv[1:]
-print(json.dumps({"label": label, "scheme": scheme, "ppl_eval": float(p), "seconds": float(t1) - float(t0),
-                  "ppl_wikitext2": float(w) if w else None}))
+q, wo = (float(v) for v in p.split())
+print(json.dumps({"label": label, "scheme": scheme, "ppl_eval": q, "ppl_eval_weights_only": wo,
+                  "seconds": float(t1) - float(t0), "ppl_wikitext2": float(w) if w else None}))
 EOF
   echo "  $label: $p" >&2
 }
@@ -66,9 +73,9 @@ cat > "$recipes/wanda24.yaml" <<'EOF'
 WandaPruningModifier: {sparsity: 0.5, mask_structure: "2:4", ignore: [lm_head]}
 EOF
 
-base=$(ppl "$model" "$evaltext")
+base=$(ppl "$model" "$evaltext" | cut -d' ' -f1)
 wbase=""
-if [ "${WIKITEXT:-0}" = 1 ]; then wbase=$(ppl "$model" "$shared/data/wikitext2-test.txt"); fi
+if [ "${WIKITEXT:-0}" = 1 ]; then wbase=$(ppl "$model" "$shared/data/wikitext2-test.txt" | cut -d' ' -f1); fi
 echo "  bf16: $base" >&2
 
 run "W4A16 RTN" W4A16 rtn
@@ -94,12 +101,14 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 base = float(sys.argv[2]); wbase = float(sys.argv[3]) if sys.argv[3] else None
 json.dump({"bf16": base, "bf16_wikitext2": wbase, "rows": rows}, open(sys.argv[4], "w"), indent=1)
 wt = wbase is not None
-print("| method | eval.txt ppl | vs bf16 |" + (" wikitext2 ppl |" if wt else "") + " compress s |")
-print("|---|---|---|" + ("---|" if wt else "") + "---|")
-print(f"| bf16 | {base:.3f} | — |" + (f" {wbase:.3f} |" if wt else "") + " — |")
+print("| method | eval.txt ppl | vs bf16 | weights only |" + (" wikitext2 ppl |" if wt else "") + " compress s |")
+print("|---|---|---|---|" + ("---|" if wt else "") + "---|")
+print(f"| bf16 | {base:.3f} | — | — |" + (f" {wbase:.3f} |" if wt else "") + " — |")
 for r in rows:
     d = 100 * (r["ppl_eval"] / base - 1)
-    line = f"| {r['label']} | {r['ppl_eval']:.3f} | {d:+.2f}% |"
+    wo = r["ppl_eval_weights_only"]
+    wo_s = "—" if wo == r["ppl_eval"] else f"{wo:.3f} ({100 * (wo / base - 1):+.2f}%)"
+    line = f"| {r['label']} | {r['ppl_eval']:.3f} | {d:+.2f}% | {wo_s} |"
     if wt: line += f" {r['ppl_wikitext2']:.3f} |"
     line += f" {r['seconds']:.1f} |"
     print(line)

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/match.h"
+#include "common/io_error.h"
+
 namespace llmc {
 namespace {
 
@@ -20,6 +23,21 @@ TEST(ParseByteSizeTest, UnitsAndErrors) {
 TEST(FormatBytesTest, Units) {
   EXPECT_EQ(FormatBytes(12), "12 B");
   EXPECT_EQ(FormatBytes(1234567), "1.23 MB");
+}
+
+TEST(FileWriteErrorTest, FullDiskNamesTheFileSystem) {
+  // An injected ENOSPC on a path of the root file system.
+  absl::Status s = FileWriteError(ENOSPC, "cannot write shard.safetensors", "/tmp/llmc-no-such-dir/shard.safetensors");
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(absl::StartsWith(s.message(), "no space left on /")) << s.message();
+  EXPECT_NE(s.message().find("/tmp/llmc-no-such-dir/shard.safetensors"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find(" free"), std::string::npos) << s.message();
+  s = FileWriteError(EDQUOT, "cannot write x", "/tmp/x");
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(absl::StartsWith(s.message(), "disk quota exceeded on ")) << s.message();
+  EXPECT_EQ(FileWriteError(EIO, "cannot write x", "/tmp/x").code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(FileWriteError(EACCES, "cannot write x", "/tmp/x").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(FileSystemOf("/").substr(0, 3), "/ (");
 }
 
 TEST(ErrnoToStatusTest, Codes) {

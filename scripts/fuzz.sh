@@ -8,7 +8,7 @@ SECONDS_PER_TARGET=${1:-60}
 BUILD_DIR=build-fuzz
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
   -DCMAKE_CXX_COMPILER=clang++ -DLLMC_BUILD_FUZZ=ON -DLLMC_BUILD_BENCH=OFF -DLLMC_WITH_CUDA=OFF >/dev/null
-targets=$(ls tests/fuzz/*.cc | xargs -n1 basename | sed 's/\.cc$//')
+targets=$(ls tests/fuzz/fuzz_*.cc | xargs -n1 basename | sed 's/\.cc$//')
 cmake --build "$BUILD_DIR" -j"$(nproc)" --target $targets
 mkdir -p "$BUILD_DIR/artifacts"
 for t in $targets; do

@@ -42,6 +42,25 @@ TEST(AccessPolicyTest, RootsAndSymlinks) {
   EXPECT_EQ(p->CheckInput("spec.model_uri", "").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(AccessPolicyTest, DataDirectoryIsRefusedEvenInsideARoot) {
+  // `llmc serve --data-dir ./llmc-data` with the current directory as the root.
+  llmc::testing::TempDir tmp;
+  fs::create_directories(tmp / "llmc-data/storage");
+  auto p = AccessPolicy::Create({tmp.path(), tmp / "llmc-data/storage"}, {}, {tmp / "llmc-data"});
+  ASSERT_TRUE(p.ok()) << p.status();
+  auto tok = p->CheckInput("spec.eval_text_uri", tmp / "llmc-data/admin.token");
+  EXPECT_EQ(tok.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(std::string(tok.status().message()), HasSubstr("data directory"));
+  EXPECT_EQ(p->CheckOutput("spec.output_uri", tmp / "llmc-data/out").status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(p->CheckOutput("spec.output_uri", tmp / "llmc-data").status().code(), absl::StatusCode::kPermissionDenied);
+  // DATA/storage is a root of its own; the rest of the current directory is allowed.
+  EXPECT_TRUE(p->CheckOutput("spec.output_uri", tmp / "llmc-data/storage/out").ok());
+  EXPECT_TRUE(p->CheckOutput("spec.output_uri", tmp / "llmc-data2/out").ok());
+  EXPECT_EQ(p->local_rw().size(), 2u);
+  EXPECT_EQ(p->denied().size(), 1u);
+}
+
 TEST(AccessPolicyTest, MissingRootIsAnError) {
   auto p = AccessPolicy::Create({"/nonexistent/llmc-root"}, {});
   EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);

@@ -52,6 +52,10 @@ absl::StatusOr<std::string> CreateToken(JobStore* store, const std::string& tena
   for (char c : tenant)
     if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.')
       return absl::InvalidArgumentError(absl::StrCat("tenant '", tenant, "': use letters, digits, '-', '_' and '.'"));
+  // A tenant names its directory under per-tenant roots: never ".", ".." or hidden, at most 128 characters.
+  if (tenant[0] == '.' || tenant.size() > 128)
+    return absl::InvalidArgumentError(absl::StrCat("tenant '", tenant.substr(0, 128), "': must not start with '.' and ",
+                                                   "may have at most 128 characters"));
   std::string token = NewToken();
   TokenRecord rec;
   rec.tenant = tenant;

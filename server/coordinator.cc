@@ -218,8 +218,9 @@ void Coordinator::OnFinalLocked(const v1::Job& job) {
   spdlog::info("job {}: {} {}", job.id(), st, job.message());
 }
 
-absl::StatusOr<Coordinator::Checked> Coordinator::CheckSpec(const v1::JobSpec& spec, bool for_create) {
-  const auto& pol = options_.policy;
+absl::StatusOr<Coordinator::Checked> Coordinator::CheckSpec(const std::string& tenant, const v1::JobSpec& spec,
+                                                             bool for_create) {
+  LLMC_ASSIGN_OR_RETURN(const AccessPolicy pol, options_.policy.ForTenant(tenant));
   LLMC_RETURN_IF_ERROR(CheckSpecLimits(spec, options_.limits));
   LLMC_ASSIGN_OR_RETURN(storage::StorageUri model, pol.CheckInput("spec.model_uri", spec.model_uri()));
   LLMC_ASSIGN_OR_RETURN(storage::StorageUri output, pol.CheckOutput("spec.output_uri", spec.output_uri()));
@@ -300,14 +301,20 @@ absl::StatusOr<v1::Job> Coordinator::CreateJob(const Principal& p, const v1::Cre
     return a != active_.end() ? a->second.job : prior->first;
   }
   if (!absl::IsNotFound(prior.status())) return absl::UnavailableError(prior.status().message());
-  LLMC_ASSIGN_OR_RETURN(Checked checked, CheckSpec(req.spec(), /*for_create=*/true));
+  LLMC_ASSIGN_OR_RETURN(Checked checked, CheckSpec(p.tenant, req.spec(), /*for_create=*/true));
   absl::MutexLock l(&mu_);
   if (stop_) return absl::UnavailableError("the coordinator is shutting down; retry");
   const std::string out_path = LocalPathOf(req.spec().output_uri());
   for (const auto& [id, a] : active_)
-    if (!out_path.empty() && LocalPathOf(a.job.spec().output_uri()) == out_path)
+    if (!out_path.empty() && LocalPathOf(a.job.spec().output_uri()) == out_path) {
+      // Another tenant's job is not named (nor is anything else about it).
+      if (a.job.tenant() != p.tenant)
+        return absl::FailedPreconditionError(absl::StrCat("spec.output_uri: another job is writing ", out_path,
+                                                          " already; choose another output location"));
       return absl::FailedPreconditionError(absl::StrCat("spec.output_uri: job ", id, " is writing ", out_path,
                                                         " already; choose another output or cancel that job"));
+    }
+  LLMC_RETURN_IF_ERROR(CheckQuotasLocked(p.tenant, req.spec()));
   v1::Job job;
   job.set_id(NewJobId());
   job.set_request_id(req.request_id());
@@ -394,7 +401,7 @@ absl::StatusOr<v1::Job> Coordinator::CancelJob(const Principal& p, const std::st
 
 absl::StatusOr<v1::ValidateJobResponse> Coordinator::ValidateJob(const Principal& p, const v1::JobSpec& spec) {
   LLMC_RETURN_IF_ERROR(RequireRead(p));
-  LLMC_ASSIGN_OR_RETURN(Checked c, CheckSpec(spec, /*for_create=*/true));
+  LLMC_ASSIGN_OR_RETURN(Checked c, CheckSpec(p.tenant, spec, /*for_create=*/true));
   if (p.role == Role::kViewer) c.warnings.push_back("this token is a viewer's: it cannot create the job");
   v1::ValidateJobResponse r;
   r.set_method(c.method);
@@ -466,8 +473,49 @@ absl::StatusOr<v1::ListWorkersResponse> Coordinator::ListWorkers(const Principal
   LLMC_RETURN_IF_ERROR(RequireRead(p));
   absl::MutexLock l(&mu_);
   v1::ListWorkersResponse r;
-  for (const auto& [id, w] : workers_) *r.add_workers() = w.info;
+  for (const auto& [id, w] : workers_) {
+    v1::Worker* out = r.add_workers();
+    *out = w.info;
+    // A worker busy with another tenant's job is shown busy, without the job's id (admins see every id).
+    if (p.role != Role::kAdmin && !out->job_id().empty()) {
+      auto a = active_.find(out->job_id());
+      if (a == active_.end() || a->second.job.tenant() != p.tenant) {
+        out->clear_job_id();
+        out->set_rank(0);
+      }
+    }
+  }
   return r;
+}
+
+absl::Status Coordinator::CheckQuotasLocked(const std::string& tenant, const v1::JobSpec& spec) {
+  const TenantQuotas& q = options_.quotas;
+  if (q.max_active_jobs <= 0 && q.max_gpus <= 0 && q.max_spec_bytes <= 0) return absl::OkStatus();
+  int64_t jobs = 0, gpus = 0;
+  for (const auto& [id, a] : active_)
+    if (a.job.tenant() == tenant) {
+      ++jobs;
+      gpus += std::max(1, a.job.spec().gpus());
+    }
+  const int64_t want = std::max(1, spec.gpus());
+  if (q.max_active_jobs > 0 && jobs + 1 > q.max_active_jobs)
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "tenant quota --tenant-max-active-jobs (", q.max_active_jobs, ") reached: tenant ", tenant, " has ", jobs,
+        " jobs queued or running; wait for one to finish, cancel one, or ask the operator to raise the quota"));
+  if (q.max_gpus > 0 && gpus + want > q.max_gpus)
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "tenant quota --tenant-max-gpus (", q.max_gpus, ") reached: tenant ", tenant, " has jobs for ", gpus,
+        " GPUs queued or running and this one asks for ", want, "; wait for one to finish or ask for fewer gpus"));
+  if (q.max_spec_bytes > 0) {
+    auto stored = store_->TenantSpecBytes(tenant);
+    if (!stored.ok()) return absl::UnavailableError(absl::StrCat("the job store is unavailable: ", stored.status().message()));
+    const int64_t bytes = static_cast<int64_t>(DeterministicBytes(spec).size());
+    if (*stored + bytes > q.max_spec_bytes)
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "tenant quota --tenant-max-spec-bytes (", q.max_spec_bytes, ") reached: tenant ", tenant, "'s jobs in the ",
+          "store hold ", *stored, " bytes of specs and this one has ", bytes, "; ask the operator to raise the quota"));
+  }
+  return absl::OkStatus();
 }
 
 void Coordinator::PersistWorkerLocked(const WorkerEntry& w) {
@@ -562,8 +610,10 @@ void Coordinator::AttemptLostLocked(v1::Job job, const std::string& why, const s
   loop_cv_.SignalAll();
 }
 
-void Coordinator::FailJobLocked(v1::Job job, const std::string& error) {
+void Coordinator::FailJobLocked(v1::Job job, const std::string& error, absl::StatusCode code) {
   job.set_error(error);
+  if (code != absl::StatusCode::kOk && code != absl::StatusCode::kUnknown)
+    job.set_error_code(absl::StatusCodeToString(code));
   if (!SetStateLocked(&job, v1::FAILED, error).ok()) return;
   ReleaseGangLocked(job, "", /*keep_staging=*/false);
   RemoveStagingWhenStoppedLocked(job);
@@ -739,7 +789,7 @@ void Coordinator::RankFinishedLocked(const std::string& worker_id, int rank, con
                                           f.error(), ")"),
                         worker_id);
     } else {
-      FailJobLocked(job, world > 1 ? absl::StrCat(who, ": ", f.error()) : f.error());
+      FailJobLocked(job, world > 1 ? absl::StrCat(who, ": ", f.error()) : f.error(), code);
     }
     return;
   }
@@ -747,7 +797,7 @@ void Coordinator::RankFinishedLocked(const std::string& worker_id, int rank, con
   // for a reason of its own (a bad input on its host, ...) says why the gang broke: the job fails rather than
   // repeat the failure.
   if (job.state() == v1::RETRYING && world > 1 && !f.ok() && !attempt_lost)
-    FailJobLocked(job, absl::StrCat(who, ": ", f.error()));
+    FailJobLocked(job, absl::StrCat(who, ": ", f.error()), code);
 }
 
 void Coordinator::ScheduleLocked() {
@@ -805,6 +855,16 @@ void Coordinator::ScheduleLocked() {
       as->set_staging_dir(staging);
       as->set_rank(static_cast<int>(rank));
       as->set_world_size(static_cast<int>(pl.worker_ids.size()));
+      // The job's own roots (per tenant when --tenant-roots); none if they cannot be made: every local path then
+      // fails on the worker, naming it.
+      auto pol = options_.policy.ForTenant(job.tenant());
+      if (pol.ok()) {
+        for (const auto& r : pol->local_rw()) as->add_allowed_roots(r);
+        for (const auto& r : pol->local_ro()) as->add_input_roots(r);
+        for (const auto& d : pol->denied()) as->add_denied_dirs(d);
+      } else {
+        spdlog::warn("job {}: {}", job.id(), pol.status().ToString());
+      }
       if (!w.link.send(m)) spdlog::warn("worker {}: cannot send the assignment of {}", w.info.id(), job.id());
     }
     spdlog::info("job {}: {}", job.id(), msg);

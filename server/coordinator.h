@@ -36,12 +36,20 @@
 
 namespace llmc::server {
 
+// Per-tenant quotas (0: none). A CreateJob over one is RESOURCE_EXHAUSTED naming the quota's flag.
+struct TenantQuotas {
+  int64_t max_active_jobs = 0;  // QUEUED, RUNNING or RETRYING jobs of the tenant (--tenant-max-active-jobs)
+  int64_t max_gpus = 0;         // sum of spec.gpus (0 counts as 1) over those jobs (--tenant-max-gpus)
+  int64_t max_spec_bytes = 0;   // bytes of the specs of all the tenant's jobs in the store (--tenant-max-spec-bytes)
+};
+
 struct CoordinatorOptions {
   AccessPolicy policy;
   int64_t lease_ms = 6000;  // a worker silent this long is LOST
   int max_attempts = 3;     // lost attempts before a job fails
   bool check_local_paths = true;  // check file:// models exist and outputs do not, at create time
   SpecLimits limits;              // calibration bounds (the fixed field limits are in spec_limits.h)
+  TenantQuotas quotas;
 };
 
 // How the coordinator talks to one connected worker. Both functions are thread-safe.
@@ -124,7 +132,9 @@ class Coordinator {
     std::string recipe_yaml;
   };
 
-  absl::StatusOr<Checked> CheckSpec(const v1::JobSpec& spec, bool for_create);
+  absl::StatusOr<Checked> CheckSpec(const std::string& tenant, const v1::JobSpec& spec, bool for_create);
+  // RESOURCE_EXHAUSTED naming the quota when one more job `spec` of `tenant` would pass one.
+  absl::Status CheckQuotasLocked(const std::string& tenant, const v1::JobSpec& spec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes the job with `events` and wakes its watchers; drops it from active_ when final.
   absl::Status CommitLocked(v1::Job* job, std::vector<v1::JobEvent> events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SetStateLocked(v1::Job* job, v1::JobState state, const std::string& message)
@@ -137,7 +147,8 @@ class Coordinator {
   void AttemptLostLocked(v1::Job job, const std::string& why, const std::string& except)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `job` FAILS with `error`; its ranks are told to stop, and its staging output is removed once none runs.
-  void FailJobLocked(v1::Job job, const std::string& error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FailJobLocked(v1::Job job, const std::string& error, absl::StatusCode code = absl::StatusCode::kUnknown)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A rank of the job's attempt reported its end (the worker ran that attempt as `rank`).
   void RankFinishedLocked(const std::string& worker_id, int rank, const v1::JobFinished& f)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

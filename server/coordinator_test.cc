@@ -265,6 +265,22 @@ TEST_F(CoordinatorTest, AFailedJobKeepsTheWorkersError) {
   Finish(&w, session, *a, false);
   ASSERT_TRUE(WaitState(job.id(), v1::FAILED));
   EXPECT_EQ(Get(job.id()).error(), "bad model");
+  EXPECT_EQ(Get(job.id()).error_code(), "INVALID_ARGUMENT");
+}
+
+TEST_F(CoordinatorTest, AFullDiskFailsTheJobResourceExhausted) {
+  StartCoordinator();
+  FakeWorker w("w1");
+  const int64_t session = Connect(&w);
+  v1::Job job = Create("r1");
+  auto a = w.NextAssignment();
+  ASSERT_TRUE(a.has_value());
+  // The assignment tells the worker where the job's files may be.
+  EXPECT_GT(a->allowed_roots_size(), 0);
+  FinishWith(&w, session, *a, absl::StatusCode::kResourceExhausted, "no space left on /srv (/dev/sdb1, 0 B free)");
+  ASSERT_TRUE(WaitState(job.id(), v1::FAILED));
+  EXPECT_EQ(Get(job.id()).error_code(), "RESOURCE_EXHAUSTED");
+  EXPECT_EQ(Get(job.id()).error(), "no space left on /srv (/dev/sdb1, 0 B free)");
 }
 
 TEST_F(CoordinatorTest, ALostWorkersJobResumesOnAnotherAtItsFirstUnfinishedBlock) {

@@ -2,6 +2,9 @@
 
 #include <sqlite3.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <filesystem>
 
 #include <google/protobuf/io/coded_stream.h>
@@ -149,6 +152,8 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path
   }
   sqlite3_busy_timeout(db, 5000);
   std::unique_ptr<JobStore> store(new JobStore(db));
+  // A damaged store is refused before anything is written to it.
+  LLMC_RETURN_IF_ERROR(CheckStoreIntegrity(db, path, /*full=*/false));
   absl::MutexLock l(&store->mu_);
   // WAL + synchronous=FULL: a commit is fsynced to the WAL before it returns.
   for (const char* sql : {"PRAGMA journal_mode=WAL;", "PRAGMA synchronous=FULL;", "PRAGMA foreign_keys=ON;", kSchema}) {
@@ -160,6 +165,154 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path
     return absl::FailedPreconditionError(absl::StrCat(path, ": the job store needs WAL mode (the file system may not "
                                                       "support it; put the data directory on a local disk)"));
   return store;
+}
+
+absl::Status CheckStoreIntegrity(sqlite3* db, const std::string& path, bool full) {
+  auto damaged = [&](const std::string& what) {
+    return absl::DataLossError(absl::StrCat(
+        path, ": the job store is damaged (", what, "); llmc-server will not use it. Restore the latest backup: ",
+        "llmc-server restore --data-dir DIR --from BACKUP with the server stopped (docs/operations.md, ",
+        "\"Back up and restore the job store\"), which keeps the damaged files beside the restored store"));
+  };
+  sqlite3_stmt* st = nullptr;
+  int rc = sqlite3_prepare_v2(db, full ? "PRAGMA integrity_check(20)" : "PRAGMA quick_check(20)", -1, &st, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = sqlite3_errmsg(db);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT) return damaged(msg);
+    return absl::UnavailableError(absl::StrCat(path, ": cannot check the job store: ", msg));
+  }
+  std::vector<std::string> problems;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const unsigned char* t = sqlite3_column_text(st, 0);
+    std::string line = t ? reinterpret_cast<const char*>(t) : "";
+    if (line != "ok") problems.push_back(line.substr(0, 200));
+  }
+  const std::string msg = sqlite3_errmsg(db);
+  sqlite3_finalize(st);
+  if (rc != SQLITE_DONE) {
+    if (rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT) return damaged(msg);
+    return absl::UnavailableError(absl::StrCat(path, ": cannot check the job store: ", msg));
+  }
+  if (!problems.empty())
+    return damaged(absl::StrCat(full ? "integrity_check" : "quick_check", ": ", problems[0],
+                                problems.size() > 1 ? absl::StrCat(" and ", problems.size() - 1, " more") : ""));
+  return absl::OkStatus();
+}
+
+namespace {
+
+absl::Status FsyncPath(const std::string& path, bool dir) {
+  int fd = ::open(path.c_str(), (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) return ErrnoToStatus(errno, absl::StrCat("cannot open ", path));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) return ErrnoToStatus(err, absl::StrCat("cannot fsync ", path));
+  return absl::OkStatus();
+}
+
+// Checks an SQLite file opened read-only with integrity_check.
+absl::Status CheckFile(const std::string& path) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close(db);
+    return absl::DataLossError(absl::StrCat(path, ": cannot open: ", msg));
+  }
+  absl::Status s = CheckStoreIntegrity(db, path, /*full=*/true);
+  if (s.ok()) {
+    // A backup of a job store has its tables.
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM jobs", -1, &st, nullptr) != SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_ROW)
+      s = absl::InvalidArgumentError(absl::StrCat(path, ": not an llmc job store (", sqlite3_errmsg(db), ")"));
+    sqlite3_finalize(st);
+  }
+  sqlite3_close(db);
+  return s;
+}
+
+}  // namespace
+
+absl::Status BackupStore(const std::string& store_path, const std::string& backup_path) {
+  std::error_code ec;
+  if (!fs::exists(store_path, ec))
+    return absl::NotFoundError(absl::StrCat(store_path, ": no job store to back up; give the server's --data-dir"));
+  if (fs::exists(backup_path, ec))
+    return absl::AlreadyExistsError(absl::StrCat(backup_path, ": exists; give a new file name for the backup"));
+  sqlite3* src = nullptr;
+  int rc = sqlite3_open_v2(store_path.c_str(), &src, SQLITE_OPEN_READONLY, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = src ? sqlite3_errmsg(src) : sqlite3_errstr(rc);
+    sqlite3_close(src);
+    return absl::UnavailableError(absl::StrCat(store_path, ": cannot open the job store: ", msg));
+  }
+  sqlite3_busy_timeout(src, 5000);
+  const std::string tmp = absl::StrCat(backup_path, ".tmp-", getpid());
+  fs::remove(tmp, ec);
+  sqlite3* dst = nullptr;
+  rc = sqlite3_open_v2(tmp.c_str(), &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
+  absl::Status s;
+  if (rc != SQLITE_OK) {
+    s = absl::UnavailableError(absl::StrCat(backup_path, ": cannot create the backup: ",
+                                            dst ? sqlite3_errmsg(dst) : sqlite3_errstr(rc)));
+  } else {
+    sqlite3_backup* b = sqlite3_backup_init(dst, "main", src, "main");
+    if (!b) {
+      s = absl::UnavailableError(absl::StrCat(backup_path, ": cannot start the backup: ", sqlite3_errmsg(dst)));
+    } else {
+      // All pages in one step: one read transaction on the source, so the copy is one consistent snapshot.
+      do {
+        rc = sqlite3_backup_step(b, -1);
+        if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) sqlite3_sleep(50);
+      } while (rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED);
+      sqlite3_backup_finish(b);
+      if (rc != SQLITE_DONE)
+        s = rc == SQLITE_FULL ? absl::ResourceExhaustedError(absl::StrCat("no space left on the device of ", backup_path))
+                              : absl::UnavailableError(absl::StrCat(backup_path, ": backup failed: ", sqlite3_errstr(rc)));
+    }
+  }
+  sqlite3_close(dst);
+  sqlite3_close(src);
+  if (s.ok()) s = CheckFile(tmp);
+  if (s.ok()) s = FsyncPath(tmp, false);
+  if (s.ok()) {
+    fs::rename(tmp, backup_path, ec);
+    if (ec) s = absl::UnavailableError(absl::StrCat("cannot rename ", tmp, " to ", backup_path, ": ", ec.message()));
+  }
+  if (s.ok()) {
+    const std::string dir = fs::path(backup_path).parent_path().string();
+    s = FsyncPath(dir.empty() ? "." : dir, true);
+  }
+  if (!s.ok()) fs::remove(tmp, ec);
+  return s;
+}
+
+absl::StatusOr<std::vector<std::string>> RestoreStore(const std::string& store_path, const std::string& backup_path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(backup_path, ec))
+    return absl::NotFoundError(absl::StrCat(backup_path, ": no such backup file"));
+  LLMC_RETURN_IF_ERROR(CheckFile(backup_path));
+  const std::string tmp = absl::StrCat(store_path, ".restore-", getpid());
+  fs::copy_file(backup_path, tmp, fs::copy_options::overwrite_existing, ec);
+  if (ec) return ErrnoToStatus(ec.value(), absl::StrCat("cannot copy ", backup_path, " to ", tmp));
+  LLMC_RETURN_IF_ERROR(FsyncPath(tmp, false));
+  std::vector<std::string> moved;
+  const std::string aside = absl::StrCat(store_path, ".replaced-", NowMs());
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    const std::string from = store_path + suffix;
+    if (!fs::exists(from, ec)) continue;
+    fs::rename(from, aside + suffix, ec);
+    if (ec) return ErrnoToStatus(ec.value(), absl::StrCat("cannot move ", from, " aside"));
+    moved.push_back(aside + suffix);
+  }
+  fs::rename(tmp, store_path, ec);
+  if (ec) return ErrnoToStatus(ec.value(), absl::StrCat("cannot move the restored store into ", store_path));
+  const std::string dir = fs::path(store_path).parent_path().string();
+  LLMC_RETURN_IF_ERROR(FsyncPath(dir.empty() ? "." : dir, true));
+  return moved;
 }
 
 JobStore::~JobStore() {
@@ -369,6 +522,15 @@ absl::StatusOr<std::map<int, int64_t>> JobStore::CountByState() {
   while (q.Step() == SQLITE_ROW) out[static_cast<int>(q.Int(0))] = q.Int(1);
   if (q.rc() != SQLITE_DONE) return q.status("count");
   return out;
+}
+
+absl::StatusOr<int64_t> JobStore::TenantSpecBytes(const std::string& tenant) {
+  absl::MutexLock l(&mu_);
+  Stmt q(db_, "SELECT COALESCE(SUM(LENGTH(spec)), 0) FROM jobs WHERE tenant = ?");
+  if (!q.ok()) return q.status("prepare spec bytes");
+  q.Bind(1, tenant);
+  if (q.Step() != SQLITE_ROW) return q.status("spec bytes");
+  return q.Int(0);
 }
 
 absl::Status JobStore::PutToken(const std::string& token_sha256, const TokenRecord& rec) {

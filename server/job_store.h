@@ -52,7 +52,8 @@ std::string DeterministicBytes(const google::protobuf::Message& m);
 class JobStore {
  public:
   // Opens the database at `path`, creating it only where no file exists. FAILED_PRECONDITION for an empty (0-byte)
-  // file without a write-ahead log (an emptied store is never taken for a new one); errors name the path.
+  // file without a write-ahead log (an emptied store is never taken for a new one); DATA_LOSS, saying how to
+  // restore a backup, when an existing store fails SQLite's quick_check (or is not a database). Errors name the path.
   static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& path);
   ~JobStore();
   JobStore(const JobStore&) = delete;
@@ -82,6 +83,8 @@ class JobStore {
   // Events of `job_id` with seq > after_seq, in order, at most `limit`.
   absl::StatusOr<std::vector<v1::JobEvent>> Events(const std::string& job_id, int64_t after_seq, int limit = 1000);
   absl::StatusOr<std::map<int, int64_t>> CountByState();
+  // The bytes of the specs of every job of `tenant` in the store (any state).
+  absl::StatusOr<int64_t> TenantSpecBytes(const std::string& tenant);
 
   // Tokens are stored as their SHA-256 (hex); the token itself is never written.
   absl::Status PutToken(const std::string& token_sha256, const TokenRecord& rec);
@@ -100,5 +103,19 @@ class JobStore {
   absl::Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_);  // the one connection: every statement runs under mu_
 };
+
+// The store's consistency check (PRAGMA quick_check, or integrity_check when `full`) on the open database `db`:
+// OK, or DATA_LOSS naming `path` with the first problem SQLite reports and how to restore.
+absl::Status CheckStoreIntegrity(sqlite3* db, const std::string& path, bool full);
+
+// An online backup of the store at `store_path` into the new file `backup_path` with SQLite's backup API: a
+// consistent snapshot taken while llmc-server runs (writers are not blocked; WAL), checked with integrity_check,
+// fsynced, and renamed into place. ALREADY_EXISTS if `backup_path` exists; errors name the paths.
+absl::Status BackupStore(const std::string& store_path, const std::string& backup_path);
+
+// Replaces the store at `store_path` with the backup `backup_path` (checked first with integrity_check); the old
+// store files (jobs.db, -wal, -shm) are moved aside to `store_path.replaced-<unix ms>`* and their names returned.
+// The caller must make sure no server has the store open (RestoreStore is called with the data directory's lock).
+absl::StatusOr<std::vector<std::string>> RestoreStore(const std::string& store_path, const std::string& backup_path);
 
 }  // namespace llmc::server

@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "tests/support/temp_dir.h"
@@ -176,6 +177,62 @@ TEST(JobStoreOpenTest, EmptyOrForeignFileIsRefused) {
   ASSERT_TRUE(fresh.ok()) << fresh.status();
   fresh->reset();
   EXPECT_TRUE(JobStore::Open(tmp.path() + "/fresh.db").ok());  // reopening the store it made
+}
+
+// Overwrites `n` bytes of `path` at `offset` with `byte`.
+void Scribble(const std::string& path, long offset, size_t n, char byte) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(offset);
+  f << std::string(n, byte);
+}
+
+TEST(JobStoreIntegrityTest, DamagedStoreIsRefusedWithTheRestoreProcedure) {
+  llmc::testing::TempDir tmp;
+  const std::string path = tmp.path() + "/jobs.db";
+  {
+    auto s = JobStore::Open(path);
+    ASSERT_TRUE(s.ok()) << s.status();
+    for (int i = 0; i < 100; ++i)
+      ASSERT_TRUE((*s)->CreateJob(MakeJob("j" + std::to_string(i), "t", "r" + std::to_string(i), std::string(1000, 'm')),
+                                  Ev("state")).ok());
+  }
+  // Checkpointed into the main file when the last connection closed; damage a b-tree page in the middle.
+  ASSERT_GT(std::filesystem::file_size(path), 4 * 4096u);
+  Scribble(path, 2 * 4096 + 8, 2000, '\xff');
+  auto bad = JobStore::Open(path);
+  ASSERT_EQ(bad.status().code(), absl::StatusCode::kDataLoss) << bad.status();
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("damaged"));
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("llmc-server restore"));
+  // Not a database at all.
+  Scribble(path, 0, 16, 'x');
+  bad = JobStore::Open(path);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kDataLoss) << bad.status();
+}
+
+TEST(JobStoreIntegrityTest, OnlineBackupAndRestore) {
+  llmc::testing::TempDir tmp;
+  const std::string path = tmp.path() + "/jobs.db";
+  auto s = JobStore::Open(path);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_TRUE((*s)->CreateJob(MakeJob("j1", "t", "r1", "/m"), Ev("state")).ok());
+  // While the store is open and being written (as under a running server).
+  ASSERT_TRUE(BackupStore(path, tmp.path() + "/b1.db").ok());
+  ASSERT_TRUE((*s)->CreateJob(MakeJob("j2", "t", "r2", "/m"), Ev("state")).ok());
+  EXPECT_EQ(BackupStore(path, tmp.path() + "/b1.db").code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(BackupStore(tmp.path() + "/none.db", tmp.path() + "/b2.db").code(), absl::StatusCode::kNotFound);
+  s->reset();
+  // A backup that is not a job store, or is damaged, is refused.
+  std::ofstream(tmp.path() + "/junk.db") << "not a database";
+  EXPECT_FALSE(RestoreStore(path, tmp.path() + "/junk.db").ok());
+  EXPECT_TRUE(std::filesystem::exists(path));
+  auto moved = RestoreStore(path, tmp.path() + "/b1.db");
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  ASSERT_FALSE(moved->empty());
+  EXPECT_TRUE(std::filesystem::exists((*moved)[0]));
+  auto r = JobStore::Open(path);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE((*r)->GetJob("j1").ok());
+  EXPECT_EQ((*r)->GetJob("j2").status().code(), absl::StatusCode::kNotFound);  // made after the backup
 }
 
 }  // namespace

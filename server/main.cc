@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/str_join.h"
 #include "server/server.h"
 #include "common/signals.h"
 
@@ -36,6 +37,21 @@ int main(int argc, char** argv) {
   app.add_option("--max-calibration-tokens", o.limits.max_calibration_tokens,
                  "most calibration tokens (num_samples x seq_len) a job may ask for")
       ->capture_default_str();
+  app.add_flag("--tenant-roots", o.tenant_roots.per_tenant,
+               "each tenant's jobs may use only ROOT/TENANT of every allowed root (and the shared roots)");
+  app.add_option("--shared-root", o.tenant_roots.shared_roots,
+                 "a directory or s3:// prefix every tenant's jobs may read and write (repeatable)");
+  app.add_option("--shared-input-root", o.tenant_roots.shared_input_roots,
+                 "a directory or s3:// prefix every tenant's jobs may read (repeatable)");
+  app.add_option("--tenant-max-active-jobs", o.quotas.max_active_jobs,
+                 "most jobs one tenant may have queued or running (0: no quota)")
+      ->capture_default_str();
+  app.add_option("--tenant-max-gpus", o.quotas.max_gpus,
+                 "most GPUs (spec.gpus summed) one tenant's queued and running jobs may ask for (0: no quota)")
+      ->capture_default_str();
+  app.add_option("--tenant-max-spec-bytes", o.quotas.max_spec_bytes,
+                 "most bytes of job specs one tenant may have in the job store (0: no quota)")
+      ->capture_default_str();
   app.add_option("--ready-file", ready_file, "write \"GRPC_PORT HTTP_PORT\" here once serving (for scripts)");
 
   auto* token = app.add_subcommand("token", "manage API tokens");
@@ -46,6 +62,15 @@ int main(int argc, char** argv) {
   create->add_option("--name", name, "a note for operators");
   create->add_option("--data-dir", o.data_dir, "the coordinator's data directory")->capture_default_str();
   token->require_subcommand(1);
+  auto* backup = app.add_subcommand("backup", "copy the job store into a new file while the server runs "
+                                              "(SQLite online backup; see docs/operations.md)");
+  std::string backup_file;
+  backup->add_option("--data-dir", o.data_dir, "the coordinator's data directory")->capture_default_str();
+  backup->add_option("--output", backup_file, "the backup file to create (must not exist)")->required();
+  auto* restore = app.add_subcommand("restore", "replace the job store with a backup (the server must be stopped)");
+  std::string restore_from;
+  restore->add_option("--data-dir", o.data_dir, "the coordinator's data directory")->capture_default_str();
+  restore->add_option("--from", restore_from, "a file written by llmc-server backup")->required();
   spdlog::flush_on(spdlog::level::info);  // logs reach a redirected file line by line
   try {
     app.parse(argc, argv);
@@ -62,6 +87,26 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  if (backup->parsed()) {
+    absl::Status s = llmc::server::BackupDataDir(o.data_dir, backup_file);
+    if (!s.ok()) {
+      std::fprintf(stderr, "llmc-server: error: %s\n", std::string(s.message()).c_str());
+      return 1;
+    }
+    std::cout << "backed up " << o.data_dir << "/jobs.db to " << backup_file << " (integrity_check ok)" << std::endl;
+    return 0;
+  }
+  if (restore->parsed()) {
+    auto moved = llmc::server::RestoreDataDir(o.data_dir, restore_from);
+    if (!moved.ok()) {
+      std::fprintf(stderr, "llmc-server: error: %s\n", std::string(moved.status().message()).c_str());
+      return 1;
+    }
+    std::cout << "restored " << o.data_dir << "/jobs.db from " << restore_from;
+    if (!moved->empty()) std::cout << "; the replaced files are " << absl::StrJoin(*moved, ", ");
+    std::cout << std::endl;
+    return 0;
+  }
   // Signals are taken by sigwait below, in this thread only.
   sigset_t set = llmc::BlockTerminationSignals();
 

@@ -4,6 +4,10 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -13,6 +17,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/util.h"
+#include "storage/path_confinement.h"
 #include "server/access_policy.h"
 #include "server/auth.h"
 #include "server/coordinator.h"
@@ -35,9 +41,26 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return ss.str();
 }
 
+// The data directory's lock (DATA_DIR/server.lock, flock): one llmc-server per data directory, and no restore
+// under a running one. Held while the returned fd is open.
+absl::StatusOr<storage::UniqueFd> LockDataDir(const std::string& data_dir, absl::string_view doing) {
+  const std::string path = data_dir + "/server.lock";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return ErrnoToStatus(errno, absl::StrCat("cannot open ", path));
+  storage::UniqueFd lock(fd);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK)
+      return absl::FailedPreconditionError(absl::StrCat(
+          data_dir, ": another llmc-server is using this data directory; ", doing));
+    return ErrnoToStatus(errno, absl::StrCat("cannot lock ", path));
+  }
+  return lock;
+}
+
 }  // namespace
 
 struct Server::Impl {
+  storage::UniqueFd lock;  // DATA_DIR/server.lock, held while serving
   std::unique_ptr<JobStore> store;
   MetricsRegistry registry;
   std::unique_ptr<ServiceMetrics> metrics;
@@ -73,6 +96,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& o) {
   const std::string data_dir = fs::canonical(o.data_dir, ec).string();
   fs::permissions(data_dir, fs::perms::owner_all, fs::perm_options::replace, ec);
   fs::create_directories(data_dir + "/storage", ec);
+  LLMC_ASSIGN_OR_RETURN(impl->lock, LockDataDir(data_dir, "stop it first, or give another --data-dir"));
   LLMC_ASSIGN_OR_RETURN(impl->store, JobStore::Open(data_dir + "/jobs.db"));
   bool created_admin = false;
   LLMC_RETURN_IF_ERROR(EnsureBootstrapTokens(impl->store.get(), data_dir, &created_admin));
@@ -84,13 +108,20 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& o) {
   std::vector<std::string> roots = o.allowed_roots;
   roots.push_back(data_dir + "/storage");
   CoordinatorOptions co;
-  LLMC_ASSIGN_OR_RETURN(co.policy, AccessPolicy::Create(roots, o.input_roots));
+  // The data directory (tokens, the job store) is never a job's, even when a root contains it.
+  LLMC_ASSIGN_OR_RETURN(co.policy, AccessPolicy::Create(roots, o.input_roots, {data_dir}));
+  LLMC_RETURN_IF_ERROR(co.policy.SetTenantRoots(o.tenant_roots));
+  if (o.quotas.max_active_jobs < 0 || o.quotas.max_gpus < 0 || o.quotas.max_spec_bytes < 0)
+    return absl::InvalidArgumentError(
+        "--tenant-max-active-jobs, --tenant-max-gpus and --tenant-max-spec-bytes must be 0 (no quota) or positive");
+  co.quotas = o.quotas;
   co.lease_ms = o.lease_ms;
   co.max_attempts = o.max_attempts;
   if (o.limits.max_num_samples < 1 || o.limits.max_seq_len < 1 || o.limits.max_calibration_tokens < 1)
     return absl::InvalidArgumentError("--max-num-samples, --max-seq-len and --max-calibration-tokens must be positive");
   co.limits = o.limits;
-  spdlog::info("allowed storage roots: {}", co.policy.Describe());
+  spdlog::info("allowed storage roots: {}{}", co.policy.Describe(),
+               o.tenant_roots.per_tenant ? " (each tenant's jobs: ROOT/TENANT of each, plus the shared roots)" : "");
   impl->metrics = std::make_unique<ServiceMetrics>(&impl->registry);
   impl->auth = std::make_unique<Authenticator>(impl->store.get());
   impl->coordinator = std::make_unique<Coordinator>(std::move(co), impl->store.get(), impl->metrics.get());
@@ -135,6 +166,18 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& o) {
     spdlog::info("HTTP (/metrics, /healthz, /api/v1) on {}:{}", host, impl->http->port());
   }
   return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+absl::Status BackupDataDir(const std::string& data_dir, const std::string& output) {
+  return BackupStore(data_dir + "/jobs.db", output);
+}
+
+absl::StatusOr<std::vector<std::string>> RestoreDataDir(const std::string& data_dir, const std::string& from) {
+  std::error_code ec;
+  if (!fs::is_directory(data_dir, ec))
+    return absl::NotFoundError(absl::StrCat("--data-dir ", data_dir, ": no such directory"));
+  LLMC_ASSIGN_OR_RETURN(storage::UniqueFd lock, LockDataDir(data_dir, "stop llmc-server before restoring"));
+  return RestoreStore(data_dir + "/jobs.db", from);
 }
 
 absl::StatusOr<std::string> CreateTokenInDataDir(const std::string& data_dir, const std::string& tenant,

@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/access_policy.h"
+#include "server/coordinator.h"
 #include "server/spec_limits.h"
 
 namespace llmc::server {
@@ -21,6 +23,8 @@ struct ServerOptions {
   int64_t lease_ms = 6000;
   int max_attempts = 3;
   SpecLimits limits;  // upper bounds on a job's calibration (--max-num-samples, --max-seq-len, ...)
+  TenantRootOptions tenant_roots;  // --tenant-roots, --shared-root, --shared-input-root
+  TenantQuotas quotas;             // --tenant-max-active-jobs, --tenant-max-gpus, --tenant-max-spec-bytes
 };
 
 class Server {
@@ -40,6 +44,13 @@ class Server {
 };
 
 // `llmc-server token create`: registers a token for `tenant` with `role` in DATA_DIR's store and returns it.
+// `llmc-server backup`: an online backup of DATA_DIR's job store into the new file `output` (BackupStore; the server
+// may be running).
+absl::Status BackupDataDir(const std::string& data_dir, const std::string& output);
+// `llmc-server restore`: replaces DATA_DIR's job store with the backup `from` (RestoreStore). FAILED_PRECONDITION
+// while an llmc-server holds the data directory. Returns where the replaced files were moved.
+absl::StatusOr<std::vector<std::string>> RestoreDataDir(const std::string& data_dir, const std::string& from);
+
 absl::StatusOr<std::string> CreateTokenInDataDir(const std::string& data_dir, const std::string& tenant,
                                                  const std::string& role, const std::string& name);
 

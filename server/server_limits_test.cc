@@ -314,6 +314,37 @@ TEST_F(ServerLimitsTest, EmptiedJobStoreIsRefusedAtStart) {
   EXPECT_THAT(s.status().message(), HasSubstr("jobs.db: the job store is empty"));
 }
 
+// A backup taken while the server runs; a damaged store is refused at start with the way back; the backup restores
+// it; one server per data directory.
+TEST_F(ServerLimitsTest, DamagedStoreIsRefusedAndABackupRestoresIt) {
+  const std::string data = tmp_.path() + "/data";
+  ASSERT_TRUE(Create(Spec(), "before").ok());
+  ASSERT_TRUE(BackupDataDir(data, tmp_.path() + "/backup.db").ok());
+  ServerOptions o;
+  o.data_dir = data;
+  o.listen = "127.0.0.1:0";
+  o.http_listen = "";
+  auto second = Server::Start(o);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(second.status().message(), HasSubstr("another llmc-server"));
+  auto busy = RestoreDataDir(data, tmp_.path() + "/backup.db");
+  EXPECT_EQ(busy.status().code(), absl::StatusCode::kFailedPrecondition);
+  server_->Shutdown();
+  server_.reset();
+  {
+    std::fstream f(data + "/jobs.db", std::ios::in | std::ios::out | std::ios::binary);
+    f << "this is no longer an SQLite file";
+  }
+  auto s = Server::Start(o);
+  ASSERT_EQ(s.status().code(), absl::StatusCode::kDataLoss) << s.status();
+  EXPECT_THAT(s.status().message(), HasSubstr("llmc-server restore"));
+  auto moved = RestoreDataDir(data, tmp_.path() + "/backup.db");
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  o.allowed_roots = {root_};
+  Start(o);
+  EXPECT_EQ(JobCount(), 1);
+}
+
 // Connections held open and idle do not stop /healthz and /metrics, and every request is counted with the status it
 // got (also those no route took).
 TEST_F(ServerLimitsTest, IdleHttpConnectionsDoNotStopHealthOrMetrics) {

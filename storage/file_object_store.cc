@@ -16,6 +16,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
+#include "common/io_error.h"
 #include "common/util.h"
 #include "storage/storage_uri.h"
 
@@ -59,7 +60,7 @@ absl::Status WriteAll(int fd, absl::string_view data, const std::string& path) {
     ssize_t n = ::write(fd, data.data() + done, std::min<size_t>(data.size() - done, 1u << 30));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return ErrnoToStatus(errno, absl::StrCat("cannot write ", path));
+      return FileWriteError(errno, absl::StrCat("cannot write ", path), path);
     }
     done += static_cast<size_t>(n);
   }
@@ -104,10 +105,10 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view data
   if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create directory ", parent.string(), ": ", ec.message()));
   std::string tmp = TempPathBeside(path);
   Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (fd.get() < 0) return ErrnoToStatus(errno, absl::StrCat("cannot create ", tmp));
+  if (fd.get() < 0) return FileWriteError(errno, absl::StrCat("cannot create ", tmp), tmp);
   absl::Status s = WriteAll(fd.get(), data, tmp);
-  if (s.ok() && ::fsync(fd.get()) != 0) s = ErrnoToStatus(errno, absl::StrCat("cannot sync ", tmp));
-  if (s.ok() && ::close(fd.release()) != 0) s = ErrnoToStatus(errno, absl::StrCat("cannot close ", tmp));
+  if (s.ok() && ::fsync(fd.get()) != 0) s = FileWriteError(errno, absl::StrCat("cannot sync ", tmp), tmp);
+  if (s.ok() && ::close(fd.release()) != 0) s = FileWriteError(errno, absl::StrCat("cannot close ", tmp), tmp);
   if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) s = ErrnoToStatus(errno, absl::StrCat("cannot rename ", tmp, " to ", path));
   if (!s.ok()) ::unlink(tmp.c_str());
   return s;
@@ -251,7 +252,7 @@ absl::Status FileObjectStore::CompleteMultipartUpload(absl::string_view key, abs
     }
     if (!s.ok()) break;
   }
-  if (s.ok() && ::fsync(out.get()) != 0) s = ErrnoToStatus(errno, absl::StrCat("cannot sync ", tmp));
+  if (s.ok() && ::fsync(out.get()) != 0) s = FileWriteError(errno, absl::StrCat("cannot sync ", tmp), tmp);
   if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) s = ErrnoToStatus(errno, absl::StrCat("cannot rename to ", path));
   if (!s.ok()) {
     ::unlink(tmp.c_str());

@@ -23,6 +23,7 @@
 #include "engine/format/job_recipe.h"
 #include "engine/pipeline/run_job.h"
 #include "storage/job_storage.h"
+#include "storage/path_confinement.h"
 
 namespace llmc {
 
@@ -39,6 +40,11 @@ struct JobRequest {
   // JobControl, the job id from job_id.
   storage::ModelInputOptions input;
   storage::OutputTargetOptions output;
+  // The service's allowed roots (not owned). When set, every local file the job reads or writes is opened
+  // beneath them when the job starts and kept open (worker/job_paths.h): no symbolic link leads out of a root,
+  // the service's data directory is never touched, and nothing swapped in after the job was accepted redirects it.
+  // nullptr: the paths are used as given (llmc compress).
+  const storage::PathConfinement* confinement = nullptr;
 };
 
 struct JobResult {
@@ -53,8 +59,16 @@ absl::StatusOr<JobResult> RunJobToOutput(const JobRequest& request, const JobCon
 
 // Perplexity of a local model directory (original or compressed) on a text file: the `llmc eval` protocol on
 // the CPU (the whole text tokenized without special tokens, non-overlapping windows of 512 tokens, the first
-// `max_windows`).
-absl::StatusOr<double> EvalPerplexity(const std::string& model_dir, const std::string& text_path, int64_t max_windows,
-                                      int threads);
+// `max_windows`). `perplexity` runs activations as the checkpoint's quantization_config says (Linear inputs/outputs
+// and the kv cache fake-quantized, docs/formats.md); `perplexity_weights_only` runs them in fp32 with the same
+// dequantized weights (a second pass, only when the checkpoint quantizes activations; else equal). Fails, naming
+// the scheme, when the checkpoint quantizes activations in a way llmc cannot evaluate.
+struct EvalFigures {
+  double perplexity = 0;
+  double perplexity_weights_only = 0;
+  bool activations_quantized = false;  // whether the checkpoint quantizes some activations
+};
+absl::StatusOr<EvalFigures> EvalPerplexity(const std::string& model_dir, const std::string& text_path,
+                                           int64_t max_windows, int threads);
 
 }  // namespace llmc

@@ -241,7 +241,15 @@ v1::WorkerMessage Worker::RunJob(const v1::Assignment& a, GangStore* gang, std::
   if (!e.ok()) return finished(e.status(), "");
   e->threads = options_.threads;
   e->device = options_.device;
+  // Every local file of the job is opened beneath the roots the coordinator sent, now (worker/job_paths.h).
+  storage::ConfinementRoots roots;
+  roots.read_write.assign(a.allowed_roots().begin(), a.allowed_roots().end());
+  roots.read_only.assign(a.input_roots().begin(), a.input_roots().end());
+  roots.denied.assign(a.denied_dirs().begin(), a.denied_dirs().end());
+  auto confinement = storage::PathConfinement::Create(roots);
+  if (!confinement.ok()) return finished(confinement.status(), "");
   JobRequest request;
+  request.confinement = &*confinement;
   request.spec = *e;
   request.eval_text = spec.eval_text_uri();
   request.eval_max_windows = 200;

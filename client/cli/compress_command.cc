@@ -173,6 +173,12 @@ int RunCompressCommand(const CompressArgs& a) {
   spec.ignore = a.ignore;
   spec.ignore_given = a.ignore_given;
   spec.observer = a.observer;
+  if (!a.moe_calibrate_all_experts.empty()) {
+    if (a.moe_calibrate_all_experts != "true" && a.moe_calibrate_all_experts != "false")
+      return Fail(absl::InvalidArgumentError(absl::StrCat("--moe-calibrate-all-experts '", a.moe_calibrate_all_experts,
+                                                          "': use true or false")));
+    spec.moe_calibrate_all_experts = a.moe_calibrate_all_experts == "true";
+  }
   spec.dataset = a.dataset;
   spec.num_samples = a.num_samples;
   spec.seq_len = a.seq_len;
@@ -320,10 +326,15 @@ int RunCompressCommand(const CompressArgs& a) {
     if (!worst_name.empty())
       std::cout << absl::StrFormat("  error       largest relative weight error %.4f (%s)\n", worst, worst_name);
   }
-  if (j.contains("eval"))
-    std::cout << absl::StrFormat("  perplexity  %.4f -> %.4f (recovery %.2f%%) on %s\n", j["eval"]["perplexity_before"].get<double>(),
-                                 j["eval"]["perplexity_after"].get<double>(), j["eval"]["recovery_percent"].get<double>(),
-                                 a.eval_text);
+  if (j.contains("eval")) {
+    const auto& e = j["eval"];
+    std::cout << absl::StrFormat("  perplexity  %.4f -> %.4f (recovery %.2f%%) on %s\n", e["perplexity_before"].get<double>(),
+                                 e["perplexity_after"].get<double>(), e["recovery_percent"].get<double>(), a.eval_text);
+    if (e.value("activations_quantized", false))
+      std::cout << absl::StrFormat("              weights only (fp32 activations): %.4f (recovery %.2f%%)\n",
+                                   e["perplexity_after_weights_only"].get<double>(),
+                                   e["recovery_percent_weights_only"].get<double>());
+  }
   std::cout << absl::StrFormat("  report      %s/compression_report.json\n", s.output_path);
   return 0;
 }

@@ -15,6 +15,7 @@ struct CompressArgs {
   std::vector<std::string> ignore;
   bool ignore_given = false;
   int threads = 0;
+  std::string moe_calibrate_all_experts;  // "", "true" or "false"
   bool overwrite = false, json = false, no_progress = false;
   // Several ranks on this host (one process each; docs/distributed.md).
   int ranks = 1;

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
@@ -57,6 +58,9 @@ int RunEvalCommand(const EvalArgs& a) {
         absl::StrCat("--threads ", a.threads, ": must be 0 (one per core) or more")));
   if (a.text.empty())
     return Fail(absl::InvalidArgumentError("--text FILE is required: the text to evaluate on"));
+  if (a.activations != "both" && a.activations != "quantized" && a.activations != "weights-only")
+    return Fail(absl::InvalidArgumentError(absl::StrCat("--activations ", a.activations,
+                                                        ": use both, quantized or weights-only")));
   auto model_path = LocalPath(a.model, "MODEL");
   if (!model_path.ok()) return Fail(model_path.status());
   auto text_path = LocalPath(a.text, "--text");
@@ -65,6 +69,7 @@ int RunEvalCommand(const EvalArgs& a) {
   const double t0 = NowSeconds();
   CausalLmOptions lo;
   lo.threads = a.threads;
+  lo.quantize_activations = a.activations != "weights-only";
   auto lm = CausalLm::Open(*model_path, lo);
   if (!lm.ok()) return Fail(lm.status());
   auto text = ReadTextFile(*text_path, uint64_t{1} << 30);
@@ -92,16 +97,28 @@ int RunEvalCommand(const EvalArgs& a) {
                    static_cast<long long>(layers));
       std::fflush(stderr);
     };
-  absl::StatusOr<PerplexityResult> r;
   std::string gpu;
-  if (a.device == "cuda") {
+  auto run = [&]() -> absl::StatusOr<PerplexityResult> {
+    if (a.device == "cuda") {
 #ifdef LLMC_HAVE_CUDA
-    CudaModelOptions co;  // fp32 GEMMs (no TF32): the CPU's numbers to ~1e-6
-    r = ComputePerplexityCuda(**lm, *ids, po, co);
-    gpu = cuda::DeviceName();
+      CudaModelOptions co;  // fp32 GEMMs (no TF32): the CPU's numbers to ~1e-6
+      gpu = cuda::DeviceName();
+      return ComputePerplexityCuda(**lm, *ids, po, co);
 #endif
-  } else {
-    r = ComputePerplexity(**lm, *ids, po);
+    }
+    return ComputePerplexity(**lm, *ids, po);
+  };
+  // "quantized" when activations are fake-quantized as the checkpoint says, "weights-only" when the checkpoint
+  // quantizes some but they ran in fp32, "none" when it quantizes none.
+  const bool has_act = (*lm)->loader().quantizes_activations();
+  const std::string activations = !has_act ? "none" : a.activations == "weights-only" ? "weights-only" : "quantized";
+  absl::StatusOr<PerplexityResult> r = run();
+  std::optional<PerplexityResult> weights_only;
+  if (r.ok() && has_act && a.activations == "both") {
+    if (auto s = (*lm)->SetQuantizeActivations(false); !s.ok()) return Fail(s);
+    auto w = run();
+    if (!w.ok()) return Fail(w.status());
+    weights_only = std::move(*w);
   }
   if (tty) std::fprintf(stderr, "\r%60s\r", "");
   if (!r.ok()) return Fail(r.status());
@@ -116,6 +133,7 @@ int RunEvalCommand(const EvalArgs& a) {
 
   if (a.json) {
     nlohmann::json j = {{"perplexity", r->perplexity},
+                        {"activations", activations},
                         {"mean_nll", r->mean_nll},
                         {"tokens", r->tokens},
                         {"predicted_tokens", r->predicted_tokens},
@@ -136,11 +154,26 @@ int RunEvalCommand(const EvalArgs& a) {
                         {"gpu", gpu},
                         {"threads", (*lm)->context()->threads()},
                         {"peak_rss_bytes", PeakRssBytes()}};
+    // Beside `perplexity`: the same weights with fp32 activations (when the checkpoint quantizes some and both
+    // figures were asked for; equal to `perplexity` when it quantizes none or with --activations weights-only).
+    if (weights_only) {
+      j["perplexity_weights_only"] = weights_only->perplexity;
+      j["mean_nll_weights_only"] = weights_only->mean_nll;
+      j["seconds_weights_only"] = weights_only->seconds;
+    } else if (activations != "quantized") {
+      j["perplexity_weights_only"] = r->perplexity;
+    }
     std::cout << j.dump() << std::endl;
     return 0;
   }
   const std::string where = a.device == "cuda" ? absl::StrCat("on ", gpu)
                                                : absl::StrCat((*lm)->context()->threads(), " threads");
+  if (weights_only)
+    std::cout << absl::StrFormat("perplexity %.4f with activations quantized as the checkpoint says, %.4f weights "
+                                 "only (fp32 activations)\n",
+                                 r->perplexity, weights_only->perplexity);
+  else if (activations == "weights-only")
+    std::cout << "weights only: activations run in fp32 (the checkpoint quantizes them)\n";
   std::cout << absl::StrFormat(
       "perplexity %.4f on %s\n"
       "  windows     %d of %d tokens (%d tokens, %d predicted; the text has %d)\n"

@@ -5,6 +5,9 @@
 // Python's open(FILE).read() reads it, which is how the reference numbers were made: line endings "\r\n" and
 // "\r" become
 // "\n" (wikitext2-test.txt has CRLF line endings; read raw, its perplexity would be ~7% higher).
+// For a checkpoint whose quantization_config quantizes activations (W8A8, FP8, NVFP4, a kv cache), `perplexity`
+// runs them fake-quantized as the library's readers do and `perplexity_weights_only` runs them in fp32
+// (--activations both|quantized|weights-only; docs/cli.md).
 // --device cuda runs the blocks, lm_head and the token NLLs on GPU 0 (engine/model/cuda_causal_lm.h; fp32 GEMMs,
 // the CPU's perplexity to ~1e-6); the weights are still read and dequantized on the host, one block at a time.
 #pragma once
@@ -20,6 +23,10 @@ struct EvalArgs {
   std::string device = "cpu";
   int threads = 0;  // 0: one per core
   bool json = false;
+  // What to run for a checkpoint that quantizes activations: "both" (perplexity with activations quantized as
+  // the checkpoint says, and perplexity_weights_only with fp32 activations: two passes), "quantized" (only the
+  // first) or "weights-only" (only the second). A checkpoint that quantizes no activations runs one pass.
+  std::string activations = "both";
 };
 
 // Prints the result (one JSON object with --json: at least perplexity, tokens, windows, seconds) on stdout

@@ -5,12 +5,14 @@
 #include "client/cli/eval_command.h"
 #include "client/cli/service_commands.h"
 #include "client/cli/tokenize_command.h"
+#include "engine/model/architecture.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"llmc: compress Hugging Face LLMs into compressed-tensors checkpoints"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "llmc 0.1.0");
 
+  const std::string architectures = llmc::SupportedArchitectureNames();
   llmc::cli::CompressArgs c;
   auto* compress = app.add_subcommand("compress", "Quantize MODEL into a compressed-tensors checkpoint at OUTPUT");
   compress->add_option("MODEL", c.model, "Hugging Face model directory (safetensors)")->required();
@@ -21,12 +23,15 @@ int main(int argc, char** argv) {
                        "SparseGPTModifier, WandaPruningModifier; see `llmc algorithms`)");
   compress->add_option("--algorithm", c.algorithm,
                        "with --scheme: rtn (data-free), gptq, awq, smoothquant+gptq, sparsegpt or wanda (2:4 + RTN); "
-                       "calibrated ones need --dataset")
+                       "calibrated ones need --dataset and one of the architectures " + architectures)
       ->capture_default_str();
   auto* ign = compress->add_option("--ignore", c.ignore,
                                    "module to leave unquantized: exact name, re:REGEX or class name (repeatable; default lm_head)")
                  ->allow_extra_args(false);
   compress->add_option("--observer", c.observer, "weight observer: minmax (default) or mse");
+  compress->add_option("--moe-calibrate-all-experts", c.moe_calibrate_all_experts,
+                       "mixture-of-experts models, calibrated algorithms: true (default) runs every calibration token "
+                       "through every expert for its statistics; false: each expert sees its routed tokens only");
   compress->add_option("--max-shard-size", c.max_shard_size, "largest output shard, e.g. 5GB, 500MB")->capture_default_str();
   compress->add_option("--threads", c.threads, "worker threads (default: one per core)");
   compress->add_option("--device", c.device, "cpu or cuda (data-free compression runs on the CPU)")->capture_default_str();
@@ -56,7 +61,8 @@ int main(int argc, char** argv) {
   inspect->add_flag("-v,--verbose", i.verbose, "list every module");
 
   llmc::cli::EvalArgs e;
-  auto* eval = app.add_subcommand("eval", "Perplexity of MODEL (original or compressed) on a text file");
+  auto* eval = app.add_subcommand(
+      "eval", "Perplexity of MODEL (original or compressed) on a text file; architectures: " + architectures);
   eval->add_option("MODEL", e.model, "model or compressed-tensors checkpoint directory")->required();
   eval->add_option("--text", e.text, "UTF-8 text file, tokenized whole without special tokens")->required();
   eval->add_option("--seq-len", e.seq_len, "tokens per window")->capture_default_str();
@@ -64,6 +70,10 @@ int main(int argc, char** argv) {
   eval->add_option("--device", e.device, "cpu or cuda")->capture_default_str();
   eval->add_option("--threads", e.threads, "CPU threads (default: one per core)");
   eval->add_flag("--json", e.json, "print one JSON object");
+  eval->add_option("--activations", e.activations,
+                   "for checkpoints that quantize activations: both (perplexity as the checkpoint says, and "
+                   "perplexity_weights_only with fp32 activations), quantized, or weights-only")
+      ->capture_default_str();
 
   llmc::cli::TokenizeArgs t;
   auto* tokenize = app.add_subcommand("tokenize", "Token ids of a text, exactly as Hugging Face tokenizers");

@@ -41,6 +41,7 @@ struct ServiceCommands {
   CLI::App *submit = nullptr, *get = nullptr, *list = nullptr, *watch = nullptr, *cancel = nullptr, *serve = nullptr;
   CLI::Option* ignore_opt = nullptr;
   std::string model, output, scheme, algorithm, recipe, dataset, request_id, max_shard_size, observer, eval_text;
+  std::string moe_calibrate_all_experts;  // "", "true" or "false"
   int num_samples = 0, seq_len = 0, gpus = 0, min_gpus = 0, priority = 0;
   uint64_t seed = 0;
   std::vector<std::string> labels, ignore;
@@ -237,6 +238,12 @@ int Submit(const ServiceCommands& c) {
   s->set_priority(c.priority);
   s->set_max_shard_size(c.max_shard_size);
   s->set_observer(c.observer);
+  if (!c.moe_calibrate_all_experts.empty()) {
+    if (c.moe_calibrate_all_experts != "true" && c.moe_calibrate_all_experts != "false")
+      return Fail(absl::InvalidArgumentError(absl::StrCat("--moe-calibrate-all-experts '", c.moe_calibrate_all_experts,
+                                                          "': use true or false")));
+    s->set_moe_calibrate_all_experts(c.moe_calibrate_all_experts == "true");
+  }
   if (auto st = ParseLabels(c.labels, s->mutable_labels()); !st.ok()) return Fail(st);
   auto stub = Stub(c);
   v1::Job job;
@@ -491,6 +498,8 @@ std::shared_ptr<ServiceCommands> AddServiceCommands(CLI::App& app) {
   s->add_option("--eval-text", c->eval_text, "text file for a perplexity report");
   s->add_option("--max-shard-size", c->max_shard_size, "largest output shard (default 5GB)");
   s->add_option("--observer", c->observer, "weight observer: minmax or mse");
+  s->add_option("--moe-calibrate-all-experts", c->moe_calibrate_all_experts,
+                "mixture-of-experts models: true (default) or false, every calibration token through every expert");
   s->add_option("--gpus", c->gpus, "workers to gang-schedule (default 1)");
   s->add_option("--min-gpus", c->min_gpus,
                 "with --gpus: the fewest workers the job may go on with when fewer are registered (default: gpus)");

@@ -57,7 +57,17 @@ absl::StatusOr<std::vector<AwqChoice>> ApplyAwq(const AwqParams& params, BlockVi
         if (MatchesTarget(m.smooth, lw->name)) smooth_linear = lw;
     if (!smooth_norm && !smooth_linear) continue;
     const int64_t cols = balance[0]->in_features;
-    if (smooth_linear && smooth_linear->out_features != cols) continue;  // e.g. v_proj -> o_proj under GQA
+    // The smooth Linear's output rows that the balance layers read: all of them, or for the fused Linears the
+    // last `cols` (v of qkv_proj when q and v have one width, up of gate_up_proj), as llm-compressor scales them.
+    // Anything else (v_proj -> o_proj or qkv_proj -> o_proj under GQA) cannot be smoothed and is skipped.
+    int64_t row0 = 0;
+    if (smooth_linear && smooth_linear->out_features != cols) {
+      const std::string leaf = LinearLeaf(smooth_linear->name);
+      const bool fused_tail = (leaf == "qkv_proj" && smooth_linear->out_features == 3 * cols) ||
+                              (leaf == "gate_up_proj" && smooth_linear->out_features == 2 * cols);
+      if (!fused_tail) continue;
+      row0 = smooth_linear->out_features - cols;
+    }
     bool all_quantized = true;
     for (LinearWeight* b : balance) all_quantized &= block->weight_group(b->name) != nullptr;
     if (!all_quantized) continue;
@@ -134,14 +144,17 @@ absl::StatusOr<std::vector<AwqChoice>> ApplyAwq(const AwqParams& params, BlockVi
           absl::StrCat(balance[0]->name, ": AWQ found no finite loss; NaN or Inf in activations"));
     // Apply: smooth /= s (norm weight, or output rows and bias of a Linear), balance *= s.
     if (smooth_norm) {
-      for (int64_t c = 0; c < cols; ++c) (*smooth_norm)[c] = RoundToDType((*smooth_norm)[c] / best_s[c], dtype);
+      const float off = block->norm_offset();  // the stored value (scale - offset) is what is rounded
+      for (int64_t c = 0; c < cols; ++c)
+        (*smooth_norm)[c] = RoundToDType((*smooth_norm)[c] / best_s[c] - off, dtype) + off;
     } else {
       const int64_t in = smooth_linear->in_features;
-      for (int64_t r = 0; r < cols; ++r) {
+      for (int64_t j = 0; j < cols; ++j) {
+        const int64_t r = row0 + j;
         for (int64_t c = 0; c < in; ++c)
-          smooth_linear->weight[r * in + c] = RoundToDType(smooth_linear->weight[r * in + c] / best_s[r], dtype);
+          smooth_linear->weight[r * in + c] = RoundToDType(smooth_linear->weight[r * in + c] / best_s[j], dtype);
         if (!smooth_linear->bias.empty())
-          smooth_linear->bias[r] = RoundToDType(smooth_linear->bias[r] / best_s[r], dtype);
+          smooth_linear->bias[r] = RoundToDType(smooth_linear->bias[r] / best_s[j], dtype);
       }
     }
     for (LinearWeight* b : balance)

@@ -159,5 +159,63 @@ TEST(AwqTest, InputsAreTheFourParentInputs) {
                           "model.layers.3.mlp.gate_proj", "model.layers.3.mlp.down_proj"));
 }
 
+// Phi-3's fused gate_up_proj smooths into down_proj through its up rows only (the last kInter): the gate rows are
+// untouched and up(x) * down stays the same function.
+TEST(AwqTest, FusedGateUpSmoothsItsUpRows) {
+  FakeBlockView b;
+  b.AddLinear("mlp.gate_up_proj", 2 * kInter, kHidden, 5);
+  b.AddLinear("mlp.down_proj", kHidden, kInter, 7);
+  std::mt19937 rng(12);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(kTokens * kInter);
+  for (int64_t t = 0; t < kTokens; ++t)
+    for (int64_t c = 0; c < kInter; ++c) x[t * kInter + c] = normal(rng) * (c % 7 == 2 ? 30.0f : 1.0f);
+  b.SetInput("mlp.down_proj", x, kInter);
+  b.Quantize("W4A16_ASYM");
+  const LinearWeight gu = *b.linear("mlp.gate_up_proj"), down = *b.linear("mlp.down_proj");
+  AwqParams p;
+  p.mappings.push_back({{"re:.*down_proj$"}, "re:.*gate_up_proj$"});
+  auto r = ApplyAwq(p, &b);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 1u);
+  const LinearWeight& gu2 = *b.linear("mlp.gate_up_proj");
+  const LinearWeight& down2 = *b.linear("mlp.down_proj");
+  for (int64_t i = 0; i < kInter * kHidden; ++i) ASSERT_EQ(gu2.weight[i], gu.weight[i]) << "gate row changed at " << i;
+  bool changed = false;
+  for (int64_t j = 0; j < kInter; ++j)
+    for (int64_t c = 0; c < kHidden; ++c) {
+      const int64_t i = (kInter + j) * kHidden + c;
+      changed |= gu2.weight[i] != gu.weight[i];
+      for (int64_t o = 0; o < kHidden; o += 17)  // up[j][c] * down[o][j] is preserved
+        EXPECT_NEAR(gu2.weight[i] * down2.weight[o * kInter + j], gu.weight[i] * down.weight[o * kInter + j],
+                    1e-5 * (1e-3 + std::fabs(gu.weight[i] * down.weight[o * kInter + j])));
+    }
+  EXPECT_TRUE(changed);
+}
+
+// A fused qkv_proj smooths into o_proj through its v rows only when v is as wide as o_proj's input (no GQA); under
+// GQA the mapping is skipped, as v_proj -> o_proj is.
+TEST(AwqTest, FusedQkvSmoothsVRowsOnlyWithoutGqa) {
+  for (int64_t kv : {kHidden, kHidden / 2}) {
+    FakeBlockView b;
+    b.AddLinear("self_attn.qkv_proj", kHidden + 2 * kv, kHidden, 1);
+    b.AddLinear("self_attn.o_proj", kHidden, kHidden, 4);
+    std::mt19937 rng(13);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> x(kTokens * kHidden);
+    for (float& v : x) v = normal(rng);
+    b.SetInput("self_attn.o_proj", x, kHidden);
+    b.Quantize("W4A16_ASYM");
+    const LinearWeight qkv = *b.linear("self_attn.qkv_proj");
+    AwqParams p;
+    p.mappings.push_back({{"re:.*o_proj$"}, "re:.*qkv_proj$"});
+    auto r = ApplyAwq(p, &b);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->size(), kv == kHidden ? 1u : 0u) << "kv " << kv;
+    const LinearWeight& qkv2 = *b.linear("self_attn.qkv_proj");
+    for (int64_t i = 0; i < (kHidden + kv) * kHidden; ++i) ASSERT_EQ(qkv2.weight[i], qkv.weight[i]) << "q/k row at " << i;
+  }
+}
+
 }  // namespace
 }  // namespace llmc

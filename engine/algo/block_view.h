@@ -46,6 +46,8 @@ class BlockView {
   // The block's norms that can absorb a scale, with their module names, in forward order ("<prefix>
   // input_layernorm", "<prefix>post_attention_layernorm"). Changeable in place like linears().
   virtual std::vector<std::pair<std::string, std::vector<float>*>> norms() = 0;
+  // norms() hold the effective scale; the checkpoint stores it less this offset (1 for Gemma's (1 + w) norms).
+  virtual float norm_offset() const { return 0.0f; }
   // The statistics of the input `module` reads, or nullopt when calibration collected none for it.
   virtual std::optional<InputStatistics> input_statistics(const std::string& module) const = 0;
   // The config group that quantizes `module`'s weight, or null when its weight is not quantized.
@@ -62,7 +64,7 @@ class BlockView {
 // The last component of a module name: "q_proj" for "model.layers.0.self_attn.q_proj".
 std::string LinearLeaf(const std::string& module);
 // The input tensor `module` reads, named after the Linears that share it: q/k/v read "<parent>qkv", gate/up read
-// "<parent>gate_up", every other Linear its own input (the module name).
+// "<parent>gate_up" (Mixtral's w1/w3 "<parent>w1_w3"), every other Linear its own input (the module name).
 std::string InputGroup(const std::string& module);
 // Whether the recipe target `pattern` (exact name or "re:" regex, TargetMatcher) names `module`; false for an
 // invalid pattern.

@@ -61,7 +61,8 @@ absl::Status ApplySmoothQuant(const SmoothQuantParams& params, BlockView* block)
         for (int64_t c = 0; c < cols; ++c) b->weight[r * cols + c] *= s[c];
     for (int64_t c = 0; c < cols; ++c) (*smooth)[c] /= s[c];
     // The stored norm and weights are rounded to the model dtype; run with what is stored.
-    for (float& v : *smooth) v = RoundToDType(v, dtype);
+    const float off = block->norm_offset();  // the stored value (scale - offset) is what is rounded
+    for (float& v : *smooth) v = RoundToDType(v - off, dtype) + off;
     for (LinearWeight* b : balance)
       for (float& v : b->weight) v = RoundToDType(v, dtype);
   }

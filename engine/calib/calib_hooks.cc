@@ -89,7 +89,7 @@ absl::Status CalibHooks::ObserveKv(const LinearWeight& w, const float* x, int64_
     if (spec_.qk_norm)
       RmsNorm(y.data(), tokens * spec_.num_kv_heads, spec_.head_dim, block_->k_norm.data(),
               static_cast<float>(spec_.rms_norm_eps), y.data(), ctx_);
-    ApplyRotary(y.data(), tokens / seq_len_, seq_len_, spec_.num_kv_heads, *rope_, ctx_);
+    ApplyRotary(y.data(), tokens / seq_len_, seq_len_, spec_.num_kv_heads, *rope_, ctx_, spec_.head_dim);
   }
   float a = 0;
   for (float v : y) a = std::max(a, std::fabs(v));

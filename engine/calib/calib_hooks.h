@@ -30,6 +30,9 @@ class CalibHooks : public LinearHooks {
   void set_seq_len(int64_t t) { seq_len_ = t; }
   // The block runs on a device whose backend accumulates the wanted Hessians itself (Wants::device_hessian).
   void set_on_device(bool d) { on_device_ = d; }
+  // Mixture-of-experts blocks: every expert sees every token (LinearHooks::SeeAllExperts).
+  void set_see_all_experts(bool all) { see_all_experts_ = all; }
+  bool SeeAllExperts() const override { return see_all_experts_; }
   // By input group.
   std::map<std::string, GroupStats>& stats() { return stats_; }
   float k_amax() const { return k_amax_; }
@@ -53,6 +56,7 @@ class CalibHooks : public LinearHooks {
   CpuContext* ctx_;
   int64_t seq_len_ = 0;
   bool on_device_ = false;
+  bool see_all_experts_ = false;
   const float* last_ptr_ = nullptr;
   std::string last_group_;
   std::map<std::string, GroupStats> stats_;

@@ -33,6 +33,7 @@ class DeviceCalibHooks : public CudaLinearHooks {
                  (!wants.hessian.empty() && !wants.device_hessian);
   }
   void set_seq_len(int64_t t) { seq_len_ = t; }
+  bool SeeAllExperts() const override { return host_->SeeAllExperts(); }
 
   absl::Status OnDeviceInput(const LinearWeight& w, const float* input, int64_t tokens, cudaStream_t stream) override {
     const std::string group = InputGroup(w.name);

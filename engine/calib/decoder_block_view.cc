@@ -1,14 +1,60 @@
 #include "engine/calib/decoder_block_view.h"
 
 #include "absl/strings/str_cat.h"
+#include "engine/format/algorithms.h"
 #include "engine/model/cpu_ops.h"
 
 namespace llmc {
+
+namespace {
+
+bool SameMappings(const std::vector<SmoothMapping>& a, const std::vector<SmoothMapping>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].smooth != b[i].smooth || a[i].balance != b[i].balance) return false;
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<SmoothMapping>> FamilySmoothMappings(const std::vector<SmoothMapping>& mappings,
+                                                                const ModelSpec& spec, const char* modifier) {
+  std::vector<SmoothMapping> out = mappings;
+  if (spec.fused_projections) {
+    // llm-compressor's Phi-3 mappings.
+    if (SameMappings(mappings, DefaultSmoothQuantMappings()))
+      return std::vector<SmoothMapping>{{{"re:.*qkv_proj"}, "re:.*input_layernorm"},
+                                        {{"re:.*gate_up_proj"}, "re:.*post_attention_layernorm"}};
+    if (SameMappings(mappings, DefaultAwqMappings()))
+      return std::vector<SmoothMapping>{{{"re:.*qkv_proj$"}, "re:.*input_layernorm$"},
+                                        {{"re:.*o_proj$"}, "re:.*qkv_proj$"},
+                                        {{"re:.*gate_up_proj$"}, "re:.*post_attention_layernorm$"},
+                                        {{"re:.*down_proj$"}, "re:.*gate_up_proj$"}};
+    return out;
+  }
+  if (!spec.sandwich_norms) return out;
+  const bool defaults =
+      SameMappings(mappings, DefaultSmoothQuantMappings()) || SameMappings(mappings, DefaultAwqMappings());
+  for (SmoothMapping& m : out) {
+    if (!MatchesTarget(m.smooth, spec.layout.LayerPrefix(0) + "post_attention_layernorm")) continue;
+    if (!defaults)
+      return absl::InvalidArgumentError(absl::StrCat(
+          modifier, " mapping ", m.smooth, ": in ", spec.arch->name,
+          " post_attention_layernorm normalizes the attention output before the residual add and feeds no "
+          "Linear; smooth re:.*pre_feedforward_layernorm into gate_proj/up_proj instead"));
+    m.smooth = "re:.*pre_feedforward_layernorm";
+  }
+  return out;
+}
 
 std::string DecoderBlockView::prefix() const { return lm_->spec().layout.LayerPrefix(block_->layer); }
 
 std::vector<std::pair<std::string, std::vector<float>*>> DecoderBlockView::norms() {
   const std::string p = prefix();
+  // Norms whose output only feeds Linears of the block (the ones a smoothing mapping may scale). With sandwich
+  // norms (Gemma) post_attention_layernorm feeds the residual stream and pre_feedforward_layernorm the MLP.
+  if (lm_->spec().sandwich_norms)
+    return {{p + "input_layernorm", &block_->input_norm}, {p + "pre_feedforward_layernorm", &block_->pre_feedforward_norm}};
   return {{p + "input_layernorm", &block_->input_norm}, {p + "post_attention_layernorm", &block_->post_attention_norm}};
 }
 
@@ -49,10 +95,18 @@ absl::Status DecoderBlockView::ParentForward(absl::Span<LinearWeight* const> bal
   const int64_t out_cols =
       (leaf == "o_proj" || leaf == "down_proj") ? balance[0]->out_features : lm_->spec().hidden_size;
   // The parent reads its members in a fixed order; substitute the balance layers.
+  const bool attention = leaf == "q_proj" || leaf == "k_proj" || leaf == "v_proj" || leaf == "qkv_proj";
+  const bool mlp = leaf == "gate_proj" || leaf == "up_proj" || leaf == "gate_up_proj";
   std::vector<const LinearWeight*> order;
-  if (leaf == "q_proj" || leaf == "k_proj" || leaf == "v_proj") order = {&block_->q_proj, &block_->k_proj, &block_->v_proj};
-  else if (leaf == "gate_proj" || leaf == "up_proj") order = {&block_->gate_proj, &block_->up_proj};
-  else order = {balance[0]};
+  if (attention) {
+    order = block_->fused() ? std::vector<const LinearWeight*>{&block_->qkv_proj}
+                            : std::vector<const LinearWeight*>{&block_->q_proj, &block_->k_proj, &block_->v_proj};
+  } else if (mlp) {
+    order = block_->fused() ? std::vector<const LinearWeight*>{&block_->gate_up_proj}
+                            : std::vector<const LinearWeight*>{&block_->gate_proj, &block_->up_proj};
+  } else {
+    order = {balance[0]};
+  }
   std::vector<Operand> ws;
   for (const LinearWeight* o : order) {
     Operand use{o, o->weight.data()};
@@ -61,10 +115,10 @@ absl::Status DecoderBlockView::ParentForward(absl::Span<LinearWeight* const> bal
     ws.push_back(use);
   }
   out->assign(rows * out_cols, 0.0f);
-  if (leaf == "q_proj" || leaf == "k_proj" || leaf == "v_proj") {
-    AttentionOut(ws[0], ws[1], ws[2], xin, seqs, T, out->data());
-  } else if (leaf == "gate_proj" || leaf == "up_proj") {
-    MlpOut(ws[0], ws[1], xin, rows, out->data());
+  if (attention) {
+    AttentionOut(ws, xin, seqs, T, out->data());
+  } else if (mlp) {
+    MlpOut(ws, xin, rows, out->data());
   } else {
     const LinearWeight& l = *ws[0].linear;
     LinearForward(xin, rows, l.in_features, ws[0].weight, l.bias.empty() ? nullptr : l.bias.data(), l.out_features,
@@ -73,44 +127,68 @@ absl::Status DecoderBlockView::ParentForward(absl::Span<LinearWeight* const> bal
   return absl::OkStatus();
 }
 
-void DecoderBlockView::AttentionOut(const Operand& qw, const Operand& kw, const Operand& vw, const float* n,
-                                    int64_t seqs, int64_t T, float* out) const {
+namespace {
+
+// Runs the operands on x [rows, in] and lays their outputs side by side in y [rows, sum of out_features].
+template <typename Op>
+void SideBySide(const std::vector<Op>& ws, const float* x, int64_t rows, float* y, CpuContext* ctx) {
+  int64_t width = 0;
+  for (const Op& w : ws) width += w.linear->out_features;
+  int64_t col = 0;
+  std::vector<float> part;
+  for (const Op& w : ws) {
+    const LinearWeight& l = *w.linear;
+    part.resize(rows * l.out_features);
+    LinearForward(x, rows, l.in_features, w.weight, l.bias.empty() ? nullptr : l.bias.data(), l.out_features,
+                  part.data(), ctx);
+    for (int64_t r = 0; r < rows; ++r)
+      std::copy(part.begin() + r * l.out_features, part.begin() + (r + 1) * l.out_features, y + r * width + col);
+    col += l.out_features;
+  }
+}
+
+// dst [rows, width] = columns [col0, col0 + width) of src [rows, src_width].
+void Columns(const std::vector<float>& src, int64_t rows, int64_t src_width, int64_t col0, int64_t width, float* dst) {
+  for (int64_t r = 0; r < rows; ++r)
+    std::copy(src.begin() + r * src_width + col0, src.begin() + r * src_width + col0 + width, dst + r * width);
+}
+
+}  // namespace
+
+void DecoderBlockView::AttentionOut(const std::vector<Operand>& ws, const float* n, int64_t seqs, int64_t T,
+                                    float* out) const {
   const DecoderBlock& b = *block_;
   const ModelSpec& spec = lm_->spec();
   CpuContext* ctx = lm_->context();
   const int64_t rows = seqs * T, H = spec.hidden_size, Q = spec.q_size(), KV = spec.kv_size();
-  std::vector<float> q(rows * Q), k(rows * KV), v(rows * KV), attn(rows * Q);
-  auto lin = [&](const Operand& w, const float* x, float* y) {
-    const LinearWeight& l = *w.linear;
-    LinearForward(x, rows, l.in_features, w.weight, l.bias.empty() ? nullptr : l.bias.data(), l.out_features, y, ctx);
-  };
-  lin(qw, n, q.data());
-  lin(kw, n, k.data());
-  lin(vw, n, v.data());
+  std::vector<float> q(rows * Q), k(rows * KV), v(rows * KV), attn(rows * Q), qkv(rows * (Q + 2 * KV));
+  SideBySide(ws, n, rows, qkv.data(), ctx);  // q | k | v, fused or not
+  Columns(qkv, rows, Q + 2 * KV, 0, Q, q.data());
+  Columns(qkv, rows, Q + 2 * KV, Q, KV, k.data());
+  Columns(qkv, rows, Q + 2 * KV, Q + KV, KV, v.data());
   const float eps = static_cast<float>(spec.rms_norm_eps);
   if (spec.qk_norm) {
     RmsNorm(q.data(), rows * spec.num_heads, spec.head_dim, b.q_norm.data(), eps, q.data(), ctx);
     RmsNorm(k.data(), rows * spec.num_kv_heads, spec.head_dim, b.k_norm.data(), eps, k.data(), ctx);
   }
-  const RopeTable& rope = lm_->Rope(T);
-  ApplyRotary(q.data(), seqs, T, spec.num_heads, rope, ctx);
-  ApplyRotary(k.data(), seqs, T, spec.num_kv_heads, rope, ctx);
+  const RopeTable& rope = lm_->Rope(T, b.layer);
+  ApplyRotary(q.data(), seqs, T, spec.num_heads, rope, ctx, spec.head_dim);
+  ApplyRotary(k.data(), seqs, T, spec.num_kv_heads, rope, ctx, spec.head_dim);
   CausalAttention(q.data(), k.data(), v.data(), seqs, T, spec.num_heads, spec.num_kv_heads, spec.head_dim,
-                  spec.sliding_window, attn.data(), ctx);
+                  spec.window(b.layer), attn.data(), ctx, spec.softmax_scale(), spec.attention_softcap);
   LinearForward(attn.data(), rows, Q, b.o_proj.weight.data(), b.o_proj.bias.empty() ? nullptr : b.o_proj.bias.data(), H,
                 out, ctx);
 }
 
-void DecoderBlockView::MlpOut(const Operand& gw, const Operand& uw, const float* m, int64_t rows, float* out) const {
+void DecoderBlockView::MlpOut(const std::vector<Operand>& ws, const float* m, int64_t rows, float* out) const {
   const DecoderBlock& b = *block_;
   CpuContext* ctx = lm_->context();
   const int64_t I = lm_->spec().intermediate_size, H = lm_->spec().hidden_size;
-  const LinearWeight& g_l = *gw.linear;
-  const LinearWeight& u_l = *uw.linear;
-  std::vector<float> g(rows * I), u(rows * I);
-  LinearForward(m, rows, H, gw.weight, g_l.bias.empty() ? nullptr : g_l.bias.data(), I, g.data(), ctx);
-  LinearForward(m, rows, H, uw.weight, u_l.bias.empty() ? nullptr : u_l.bias.data(), I, u.data(), ctx);
-  SwiGlu(g.data(), u.data(), rows * I, g.data(), ctx);
+  std::vector<float> gu(rows * 2 * I), g(rows * I), u(rows * I);
+  SideBySide(ws, m, rows, gu.data(), ctx);  // gate | up, fused or not
+  Columns(gu, rows, 2 * I, 0, I, g.data());
+  Columns(gu, rows, 2 * I, I, I, u.data());
+  GatedActivation(lm_->spec().activation, g.data(), u.data(), rows * I, g.data(), ctx);
   LinearForward(g.data(), rows, I, b.down_proj.weight.data(), b.down_proj.bias.empty() ? nullptr : b.down_proj.bias.data(),
                 H, out, ctx);
 }

@@ -11,11 +11,21 @@
 
 #include "engine/algo/block_view.h"
 #include "engine/calib/calib_stats.h"
+#include "engine/format/algorithms.h"
 #include "engine/format/quant_config.h"
 #include "engine/model/causal_lm.h"
 #include "engine/model/decoder_block.h"
 
 namespace llmc {
+
+// The smoothing mappings a SmoothQuant / AWQ run uses on `spec`'s family, as llm-compressor resolves them: the
+// default mappings (DefaultSmoothQuantMappings / DefaultAwqMappings, which are Llama's) become the family's
+// (Gemma: pre_feedforward_layernorm, not post_attention_layernorm, feeds gate/up; Phi-3: the fused qkv_proj and
+// gate_up_proj); mappings a recipe gives are kept.
+// INVALID_ARGUMENT naming `modifier` when a mapping smooths a norm whose output does not feed the balance layers
+// in this family (Gemma's post_attention_layernorm).
+absl::StatusOr<std::vector<SmoothMapping>> FamilySmoothMappings(const std::vector<SmoothMapping>& mappings,
+                                                                const ModelSpec& spec, const char* modifier);
 
 // Everything it is given must outlive it; `block` is changed through it. Not thread-safe.
 class DecoderBlockView final : public BlockView {
@@ -28,6 +38,7 @@ class DecoderBlockView final : public BlockView {
   DType dtype() const override { return dtype_; }
   std::vector<LinearWeight*> linears() override { return block_->linears(); }
   std::vector<std::pair<std::string, std::vector<float>*>> norms() override;
+  float norm_offset() const override { return lm_->spec().norm_offset; }
   std::optional<InputStatistics> input_statistics(const std::string& module) const override;
   const ConfigGroup* weight_group(const std::string& module) const override;
   // FAILED_PRECONDITION when balance[0]'s input has no captured tokens; INVALID_ARGUMENT when a weight's size is
@@ -41,11 +52,10 @@ class DecoderBlockView final : public BlockView {
     const LinearWeight* linear;
     const float* weight;  // [out, in]
   };
-  // Attention on normed inputs n [seqs * T, H] with the given q/k/v: o_proj's output.
-  void AttentionOut(const Operand& q, const Operand& k, const Operand& v, const float* n, int64_t seqs, int64_t T,
-                    float* out) const;
-  // The MLP on normed inputs m [rows, H] with the given gate/up: down_proj's output.
-  void MlpOut(const Operand& gate, const Operand& up, const float* m, int64_t rows, float* out) const;
+  // Attention on normed inputs n [seqs * T, H] with the given q, k, v (or fused qkv): o_proj's output.
+  void AttentionOut(const std::vector<Operand>& qkv, const float* n, int64_t seqs, int64_t T, float* out) const;
+  // The MLP on normed inputs m [rows, H] with the given gate, up (or fused gate_up): down_proj's output.
+  void MlpOut(const std::vector<Operand>& gate_up, const float* m, int64_t rows, float* out) const;
 
   DecoderBlock* block_;
   const CausalLm* lm_;

@@ -75,10 +75,24 @@ absl::Status ModuleSolver::Solve(LinearWeight* lw, int group, DType wdtype, std:
     go.weight_args = &wa;
     go.keep_mask = keep;
     go.num_threads = threads_;
-    auto r = backend_->Gptq(lw->name, orig->data(), rows, cols, st, &q, go);
+    // A module no calibration token reached (a mixture-of-experts expert no token was routed to, with
+    // moe_calibrate_all_experts off) has no Hessian: GPTQ with an identity Hessian, which is round-to-nearest with the
+    // weight-only observer's scales, keeps every output tensor (g_idx included) as GPTQ writes it.
+    const bool no_tokens = st == nullptr || st->tokens == 0;
+    absl::StatusOr<GptqResult> r;
+    if (no_tokens) {
+      std::vector<float> identity(static_cast<size_t>(cols * cols), 0.0f);
+      for (int64_t c = 0; c < cols; ++c) identity[c * cols + c] = 1.0f;
+      r = GptqQuantize(lw->name, orig->data(), rows, cols, identity.data(), 1, &q, go);
+      warnings->push_back(absl::StrCat(lw->name, ": no calibration token was routed to this expert; quantized with ",
+                                       "round-to-nearest (weight-only observer) instead of GPTQ"));
+      (*info)["no_calibration_tokens"] = true;
+    } else {
+      r = backend_->Gptq(lw->name, orig->data(), rows, cols, st, &q, go);
+    }
     if (!r.ok()) return r.status();
     if (r->fell_back_to_rtn) warnings->push_back(r->warning);
-    (*info)["algorithm"] = "gptq";
+    (*info)["algorithm"] = no_tokens ? "rtn" : "gptq";
     (*info)["gptq_loss"] = r->loss;
     (*info)["fell_back_to_rtn"] = r->fell_back_to_rtn;
     if (r->dead_columns) (*info)["dead_columns"] = r->dead_columns;

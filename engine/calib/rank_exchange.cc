@@ -82,7 +82,8 @@ absl::Status SyncBlock(Communicator* comm, DecoderBlock* block, int root) {
     LLMC_RETURN_IF_ERROR(comm->Broadcast(absl::MakeSpan(lw->weight), root));
     LLMC_RETURN_IF_ERROR(comm->Broadcast(absl::MakeSpan(lw->bias), root));
   }
-  for (std::vector<float>* v : {&block->input_norm, &block->post_attention_norm, &block->q_norm, &block->k_norm})
+  for (std::vector<float>* v : {&block->input_norm, &block->post_attention_norm, &block->q_norm, &block->k_norm,
+                                 &block->pre_feedforward_norm, &block->post_feedforward_norm})
     LLMC_RETURN_IF_ERROR(comm->Broadcast(absl::MakeSpan(*v), root));
   return absl::OkStatus();
 }

@@ -47,6 +47,7 @@ class SequentialSolver::Impl {
     lo.threads = opt_.threads;
     lo.max_chunk_tokens = opt_.max_chunk_tokens;
     LLMC_ASSIGN_OR_RETURN(lm_, CausalLm::Open(opt_.model_path, lo));
+    LLMC_RETURN_IF_ERROR(ResolveMoeOption());
     LLMC_ASSIGN_OR_RETURN(auto docs, LoadDocuments(opt_.dataset));
     LLMC_ASSIGN_OR_RETURN(auto tok, Tokenizer::FromModelDir(opt_.model_path));
     EncodeFn enc = [&](absl::string_view text) { return tok->Encode(text, /*add_special_tokens=*/false); };
@@ -84,9 +85,10 @@ class SequentialSolver::Impl {
       batches.push_back(std::move(x));
     }
     // Model dtype: the dtype of the first decoder Linear weight.
-    const std::string q0 = lm_->spec().layout.LayerPrefix(0) + "self_attn.q_proj.weight";
-    const ModelTensor* t = lm_->dir().Find(q0);
-    if (!t) return absl::InvalidArgumentError(absl::StrCat(opt_.model_path, ": no ", q0));
+    const std::string first = lm_->spec().layout.LayerPrefix(0) +
+                              (lm_->spec().fused_projections ? "self_attn.qkv_proj.weight" : "self_attn.q_proj.weight");
+    const ModelTensor* t = lm_->dir().Find(first);
+    if (!t) return absl::InvalidArgumentError(absl::StrCat(opt_.model_path, ": no ", first));
     dtype_ = t->info->dtype;
     BlockBackendOptions bo;
     bo.device = opt_.device;
@@ -100,8 +102,35 @@ class SequentialSolver::Impl {
     return CheckRecipe();
   }
 
+  // moe_calibrate_all_experts: on by default for MoE models, an error elsewhere.
+  absl::Status ResolveMoeOption() {
+    const ModelSpec& spec = lm_->spec();
+    if (!spec.moe.enabled()) {
+      if (opt_.moe_calibrate_all_experts)
+        return absl::InvalidArgumentError(absl::StrCat(
+            "moe_calibrate_all_experts: ", opt_.model_path, " (", spec.arch->name,
+            ") is not a mixture-of-experts model; leave the option out"));
+      return absl::OkStatus();
+    }
+    all_experts_ = opt_.moe_calibrate_all_experts.value_or(true);
+    if (!all_experts_ && comm_->size() > 1)
+      return absl::UnimplementedError(absl::StrCat(
+          "moe_calibrate_all_experts false on ", comm_->size(), " ranks: each rank would route its samples to other ",
+          "experts and the statistics reductions need the same experts on every rank; run on one rank or leave the ",
+          "option on"));
+    return absl::OkStatus();
+  }
+
   // The errors a run would hit late, raised now.
   absl::Status CheckRecipe() {
+    if (lm_->spec().moe.enabled())
+      for (const auto& [on, modifier] : {std::pair<bool, const char*>{recipe_.smoothquant.has_value(), "SmoothQuantModifier"},
+                                         std::pair<bool, const char*>{recipe_.awq.has_value(), "AWQModifier"}})
+        if (on)
+          return absl::UnimplementedError(absl::StrCat(
+              modifier, ": smoothing mappings for mixture-of-experts models (", lm_->spec().arch->name,
+              ": per-expert gate/up balanced against post_attention_layernorm, shared across experts) are not ",
+              "implemented in llmc; use GPTQ or round-to-nearest (--algorithm gptq / rtn) for this model"));
     for (const auto& g : cfg_.groups()) {
       const auto& in = g.scheme.input_activations;
       if (!in || (in->is_dynamic() && in->dynamic != "local")) continue;
@@ -115,8 +144,22 @@ class SequentialSolver::Impl {
                                                        "supported; use symmetric: true"));
     }
     if (recipe_.sparsity) LLMC_RETURN_IF_ERROR(CheckSparsity(*recipe_.sparsity));
-    if (recipe_.smoothquant) LLMC_RETURN_IF_ERROR(CheckMappings(recipe_.smoothquant->mappings, "SmoothQuantModifier"));
-    if (recipe_.awq) LLMC_RETURN_IF_ERROR(CheckMappings(recipe_.awq->mappings, "AWQModifier"));
+    if (cfg_.kv_cache_scheme && lm_->spec().fused_projections)
+      return absl::UnimplementedError(absl::StrCat(
+          "kv_cache_scheme: ", lm_->spec().arch->name,
+          " computes k and v in the fused qkv_proj; llmc does not calibrate a kv cache scheme for it (remove "
+          "kv_cache_scheme)"));
+    if (recipe_.smoothquant) {
+      smoothquant_ = *recipe_.smoothquant;
+      LLMC_ASSIGN_OR_RETURN(smoothquant_->mappings,
+                            FamilySmoothMappings(smoothquant_->mappings, lm_->spec(), "SmoothQuantModifier"));
+      LLMC_RETURN_IF_ERROR(CheckMappings(smoothquant_->mappings, "SmoothQuantModifier"));
+    }
+    if (recipe_.awq) {
+      awq_ = *recipe_.awq;
+      LLMC_ASSIGN_OR_RETURN(awq_->mappings, FamilySmoothMappings(awq_->mappings, lm_->spec(), "AWQModifier"));
+      LLMC_RETURN_IF_ERROR(CheckMappings(awq_->mappings, "AWQModifier"));
+    }
     return absl::OkStatus();
   }
 
@@ -235,6 +278,11 @@ class SequentialSolver::Impl {
     j["peak_rss_bytes"] = PeakRssBytes();
     j["device"] = opt_.device;
     backend_->Report(&j);
+    if (lm_->spec().moe.enabled())
+      j["moe"] = {{"calibrate_all_experts", all_experts_},
+                  {"experts", lm_->spec().moe.num_experts},
+                  {"experts_per_token", lm_->spec().moe.top_k},
+                  {"modules_without_tokens", experts_without_tokens_}};
     j["warnings"] = warnings_;
     return j;
   }
@@ -246,7 +294,8 @@ class SequentialSolver::Impl {
 
   // Runs `block` over a copy of every batch with hooks collecting `wants`.
   absl::StatusOr<std::unique_ptr<CalibHooks>> Calibrate(const DecoderBlock& block, const Wants& wants) {
-    auto hooks = std::make_unique<CalibHooks>(wants, lm_->spec(), &lm_->Rope(max_len_), &block, lm_->context());
+    auto hooks = std::make_unique<CalibHooks>(wants, lm_->spec(), &lm_->Rope(max_len_, block.layer), &block, lm_->context());
+    hooks->set_see_all_experts(all_experts_);
     LLMC_RETURN_IF_ERROR(backend_->Calibrate(block, wants, hooks.get()));
     // Statistics of all ranks' samples before any solve.
     LLMC_RETURN_IF_ERROR(ReduceCalibStats(comm_, backend_.get(), hooks.get(), !wants.capture.empty()));
@@ -307,7 +356,8 @@ class SequentialSolver::Impl {
           if (!std::isfinite(x))
             return absl::InvalidArgumentError(absl::StrCat(lw->name, (v == &lw->weight ? ".weight" : ".bias"),
                                                            ": contains NaN or Inf; fix the checkpoint or ignore the module"));
-    for (const std::vector<float>* v : {&block->input_norm, &block->post_attention_norm, &block->q_norm, &block->k_norm})
+    for (const std::vector<float>* v : {&block->input_norm, &block->post_attention_norm, &block->q_norm, &block->k_norm,
+                                        &block->pre_feedforward_norm, &block->post_feedforward_norm})
       for (float x : *v)
         if (!std::isfinite(x))
           return absl::InvalidArgumentError(absl::StrCat(lm_->spec().layout.LayerPrefix(L), ": a norm weight contains NaN or Inf; fix the checkpoint"));
@@ -319,10 +369,10 @@ class SequentialSolver::Impl {
       Wants w;
       std::vector<std::string> linears;
       for (const LinearWeight* lw : block->linears()) linears.push_back(lw->name);
-      for (const std::string& m : SmoothQuantInputs(*recipe_.smoothquant, linears)) w.channel_max.insert(InputGroup(m));
+      for (const std::string& m : SmoothQuantInputs(*smoothquant_, linears)) w.channel_max.insert(InputGroup(m));
       LLMC_ASSIGN_OR_RETURN(auto hooks, Calibrate(*block, w));
       DecoderBlockView view(block.get(), lm_.get(), &hooks->stats(), &cfg_, dtype_);
-      LLMC_RETURN_IF_ERROR(ApplySmoothQuant(*recipe_.smoothquant, &view));
+      LLMC_RETURN_IF_ERROR(ApplySmoothQuant(*smoothquant_, &view));
       blk["smooth_s"] = NowSeconds() - t;
     }
     if (recipe_.awq) {
@@ -339,7 +389,7 @@ class SequentialSolver::Impl {
       absl::Status searched;
       if (writes_) {
         DecoderBlockView view(block.get(), lm_.get(), &hooks->stats(), &cfg_, dtype_);
-        auto chosen = ApplyAwq(*recipe_.awq, &view);
+        auto chosen = ApplyAwq(*awq_, &view);
         searched = chosen.status();
         json awq = json::array();
         if (chosen.ok())
@@ -380,7 +430,10 @@ class SequentialSolver::Impl {
         if (owner[i] != comm_->rank()) continue;
         LinearWeight* lw = targets[i];
         const GroupStats* st = Find(hooks->stats(), lw->name);
-        if (!st) return absl::InternalError(absl::StrCat(lw->name, ": no calibration statistics"));
+        if (!st || st->tokens == 0)
+          return absl::FailedPreconditionError(absl::StrCat(
+              lw->name, ": no calibration token reached this module (an expert no token was routed to), so it ",
+              "cannot be pruned from statistics; leave moe_calibrate_all_experts on or add it to the ignore list"));
         double t0 = NowSeconds();
         auto pr = PruneModule(sp, lw, st->hessian.get(), st->row_norm.get(), opt_.threads);
         if (!pr.ok()) {
@@ -515,6 +568,7 @@ class SequentialSolver::Impl {
         continue;
       }
       const GroupStats* st = qhooks ? Find(qhooks->stats(), lw->name) : nullptr;
+      NoteExpertTokens(*lw, st, qhooks != nullptr);
       auto kit = keep.find(lw->name);
       LLMC_RETURN_IF_ERROR(module_solver_->Solve(lw, p->group, p->wdtype, p->global_scale, st,
                                                  kit == keep.end() ? nullptr : &kit->second, module_info_[lw->name],
@@ -556,6 +610,7 @@ class SequentialSolver::Impl {
         return absl::OkStatus();
       };
       const GroupStats* st = qhooks ? Find(qhooks->stats(), lw->name) : nullptr;
+      NoteExpertTokens(*lw, st, qhooks != nullptr);
       auto kit = keep.find(lw->name);
       solved = module_solver_->Solve(lw, plans[i].group, plans[i].wdtype, plans[i].global_scale, st,
                                      kit == keep.end() ? nullptr : &kit->second, module_info_[lw->name], keep_tensor,
@@ -595,6 +650,15 @@ class SequentialSolver::Impl {
     return absl::OkStatus();
   }
 
+  // MoE models: the calibration tokens each solved module saw (the report's `calibration_tokens`), and the experts
+  // that saw none.
+  void NoteExpertTokens(const LinearWeight& lw, const GroupStats* st, bool calibrated) {
+    if (!lm_->spec().moe.enabled() || !calibrated) return;
+    const int64_t n = st ? st->tokens : 0;
+    module_info_[lw.name]["calibration_tokens"] = n;
+    if (n == 0) experts_without_tokens_.push_back(lw.name);
+  }
+
   // How a Linear is quantized: its config group, stored dtype and fused NVFP4 global scale; nullopt when it stays
   // as it is.
   struct Planned {
@@ -625,6 +689,11 @@ class SequentialSolver::Impl {
     };
     if (!block.q_norm.empty()) values[p + "self_attn.q_norm.weight"] = &block.q_norm;
     if (!block.k_norm.empty()) values[p + "self_attn.k_norm.weight"] = &block.k_norm;
+    if (!block.pre_feedforward_norm.empty()) values[p + "pre_feedforward_layernorm.weight"] = &block.pre_feedforward_norm;
+    if (!block.post_feedforward_norm.empty())
+      values[p + "post_feedforward_layernorm.weight"] = &block.post_feedforward_norm;
+    std::set<const std::vector<float>*> norms;
+    for (const auto& [name, v] : values) norms.insert(v);
     std::set<std::string> linear_weights;
     for (const LinearWeight* lw : block.linears()) {
       linear_weights.insert(lw->name + ".weight");
@@ -634,6 +703,14 @@ class SequentialSolver::Impl {
       const std::string& name = t.info->name;
       if (!absl::StartsWith(name, p) || linear_weights.count(name)) continue;
       if (auto it = values.find(name); it != values.end()) {
+        // Norms are held as their effective scale: the checkpoint stores it less the family's offset.
+        const float offset = norms.count(it->second) ? lm_->spec().norm_offset : 0.0f;
+        if (offset != 0.0f) {
+          std::vector<float> stored(*it->second);
+          for (float& v : stored) v -= offset;
+          LLMC_RETURN_IF_ERROR(emit(name, ToDTypeBytes(stored, t.info->dtype)));
+          continue;
+        }
         LLMC_RETURN_IF_ERROR(emit(name, ToDTypeBytes(*it->second, t.info->dtype)));
       } else {
         LLMC_RETURN_IF_ERROR(emit(name, t.file->Data(*t.info)));
@@ -644,6 +721,9 @@ class SequentialSolver::Impl {
 
   SequentialOptions opt_;
   const CompressionRecipe& recipe_;
+  // The recipe's smoothing parameters with the mappings resolved for the model's family (FamilySmoothMappings).
+  std::optional<SmoothQuantParams> smoothquant_;
+  std::optional<AwqParams> awq_;
   const QuantConfig& cfg_;
   SingleRank single_;
   std::unique_ptr<MeteredCommunicator> metered_;  // counts this rank's collectives
@@ -665,6 +745,8 @@ class SequentialSolver::Impl {
   std::map<std::string, json> module_info_;
   json modules_ = json::array(), blocks_ = json::array();
   int modules_done_ = 0;
+  bool all_experts_ = false;                       // MoE: every expert sees every calibration token
+  std::vector<std::string> experts_without_tokens_;  // MoE, option off: modules solved without statistics
   // The next block, loading on the host while the GPU runs this one.
   std::future<absl::StatusOr<std::unique_ptr<DecoderBlock>>> prefetch_;
   int prefetch_layer_ = -1;

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,10 @@ struct SequentialOptions {
   // "cpu" or "cuda": where the blocks run, statistics accumulate and GPTQ solves (activations stay on the device).
   std::string device = "cpu";
   std::string gemm_precision = "tf32";  // cuda: fp32, tf32 (default) or bf16 block GEMMs
+  // Mixture-of-experts models: every expert's statistics see every calibration token (the routed output still
+  // propagates); false: each expert sees its routed tokens only, and an expert no token chose is quantized
+  // round-to-nearest (a warning says which). Unset: true. Set on a dense model: INVALID_ARGUMENT.
+  std::optional<bool> moe_calibrate_all_experts;
 };
 
 class SequentialSolver : public LayerSolver {

@@ -40,9 +40,16 @@ absl::StatusOr<std::unique_ptr<DecoderBlock>> LoadStoredBlock(const CausalLm& lm
     const ModelTensor* t = lm.dir().Find(name);
     return t ? t->info->dtype : model_dtype;
   };
-  LLMC_RETURN_IF_ERROR(floats(p + "input_layernorm.weight", tensor_dtype(p + "input_layernorm.weight"), &block->input_norm));
-  LLMC_RETURN_IF_ERROR(floats(p + "post_attention_layernorm.weight", tensor_dtype(p + "post_attention_layernorm.weight"),
-                              &block->post_attention_norm));
+  // Norms as emitted (smoothing may have changed them), held as the effective scale (+ the family's offset).
+  std::vector<std::pair<std::string, std::vector<float>*>> norms = {
+      {p + "input_layernorm.weight", &block->input_norm},
+      {p + "post_attention_layernorm.weight", &block->post_attention_norm}};
+  if (!block->pre_feedforward_norm.empty())
+    norms.push_back({p + "pre_feedforward_layernorm.weight", &block->pre_feedforward_norm});
+  for (auto& [name, v] : norms) {
+    LLMC_RETURN_IF_ERROR(floats(name, tensor_dtype(name), v));
+    for (float& x : *v) x += lm.spec().norm_offset;
+  }
   for (LinearWeight* lw : block->linears()) {
     const DType wd = tensor_dtype(lw->name + ".weight");
     if (!lw->bias.empty()) LLMC_RETURN_IF_ERROR(floats(lw->name + ".bias", tensor_dtype(lw->name + ".bias"), &lw->bias));

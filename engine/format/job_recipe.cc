@@ -65,6 +65,10 @@ absl::StatusOr<CompressionRecipe> ResolveJobRecipe(const JobSpec& a) {
   if (recipe->NeedsCalibration() && a.dataset.empty())
     return absl::InvalidArgumentError(absl::StrCat(recipe->Describe(), " needs calibration data: pass --dataset FILE ",
                                                    "(plain text or JSONL; see docs/data.md)"));
+  if (a.moe_calibrate_all_experts && !recipe->NeedsCalibration())
+    return absl::InvalidArgumentError(absl::StrCat(
+        "moe_calibrate_all_experts applies to calibrated algorithms (GPTQ, SparseGPT, Wanda, static activation ",
+        "scales); ", recipe->Describe(), " runs no calibration: leave the option out"));
   if (a.num_samples < 0 || a.seq_len < 0)
     return absl::InvalidArgumentError("--num-samples and --seq-len must be positive");
   if (a.max_shard_size == 0) return absl::InvalidArgumentError("--max-shard-size must be positive");

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,13 @@ struct JobSpec {
   int threads = 0;
   std::string device = "cpu";
   bool overwrite = false;
+  // Mixture-of-experts models, calibrated algorithms: every token passes through every expert for the statistics
+  // (the routed top-k output still propagates), as llm-compressor's moe_calibrate_all_experts. Unset: on for MoE
+  // models. Setting it for a data-free job is an error (no calibration runs); for a dense model, the solver's.
+  std::optional<bool> moe_calibrate_all_experts;
+  // How the report names the model and the output ("": model_path, output_path): the job path gives the
+  // locations as the user wrote them when the engine reads and writes through other paths.
+  std::string model_label, output_label;
 };
 
 // Settles what the recipe leaves to the algorithms before a run, so the checkpoint's quantization_config says

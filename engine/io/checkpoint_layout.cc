@@ -182,6 +182,13 @@ absl::StatusOr<CheckpointLayout> ResolveCheckpointLayout(const ModelDir& dir) {
   if (auto t = cj.find("tie_word_embeddings"); t != cj.end() && t->is_boolean())
     l.text_config["tie_word_embeddings"] = *t;
   l.tie_word_embeddings = l.text_config.value("tie_word_embeddings", false);
+  // The whole model is loaded in the wrapper's dtype (what Gemma rounds its embedding scale to).
+  for (const char* key : {"dtype", "torch_dtype"})
+    if (auto d = cj.find(key); d != cj.end() && d->is_string()) {
+      l.text_config["dtype"] = *d;
+      l.text_config.erase("torch_dtype");
+      break;
+    }
   if (auto s = ResolveTextRope(&l.text_config, source); !s.ok()) return s;
 
   const DecoderLayout* layout = nullptr;

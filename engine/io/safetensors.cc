@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/io_error.h"
 #include "common/util.h"
 
 namespace llmc {
@@ -221,19 +222,19 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Open(
                                                         "cannot resume (start the job over)"));
   } else {
     w->fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (w->fd_ < 0) return ErrnoToStatus(errno, absl::StrCat("cannot create ", path));
+    if (w->fd_ < 0) return FileWriteError(errno, absl::StrCat("cannot create ", path), path);
   }
   // Space for the whole file up front: a full disk fails before any tensor is computed.
   if (w->total_size_ > 0) {
     int rc = posix_fallocate(w->fd_, 0, static_cast<off_t>(w->total_size_));
     if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL)
-      return ErrnoToStatus(rc, absl::StrCat("cannot reserve ", FormatBytes(w->total_size_), " for ", path));
+      return FileWriteError(rc, absl::StrCat("cannot reserve ", FormatBytes(w->total_size_), " for ", path), path);
   }
   if (reopen) return w;
   uint64_t done = 0;
   while (done < header.size()) {
     ssize_t r = pwrite(w->fd_, header.data() + done, header.size() - done, static_cast<off_t>(done));
-    if (r < 0) return ErrnoToStatus(errno, absl::StrCat("cannot write ", path));
+    if (r < 0) return FileWriteError(errno, absl::StrCat("cannot write ", path), path);
     done += static_cast<uint64_t>(r);
   }
   return w;
@@ -268,7 +269,7 @@ absl::StatusOr<std::vector<uint8_t>> SafetensorsWriter::Read(int index) const {
 }
 
 absl::Status SafetensorsWriter::Sync() {
-  if (fd_ >= 0 && fdatasync(fd_) != 0) return ErrnoToStatus(errno, absl::StrCat("cannot flush ", path_));
+  if (fd_ >= 0 && fdatasync(fd_) != 0) return FileWriteError(errno, absl::StrCat("cannot flush ", path_), path_);
   return absl::OkStatus();
 }
 
@@ -294,9 +295,9 @@ absl::Status SafetensorsWriter::Write(int index, uint64_t offset, absl::Span<con
     ssize_t r = pwrite(fd_, data.data() + done, data.size() - done, static_cast<off_t>(pos + done));
     if (r < 0) {
       if (errno == EINTR) continue;
-      return ErrnoToStatus(errno, absl::StrCat("cannot write ", path_));
+      return FileWriteError(errno, absl::StrCat("cannot write ", path_), path_);
     }
-    if (r == 0) return ErrnoToStatus(ENOSPC, absl::StrCat("cannot write ", path_));
+    if (r == 0) return FileWriteError(ENOSPC, absl::StrCat("cannot write ", path_), path_);
     done += static_cast<uint64_t>(r);
   }
   // Start writing these pages back now, so the data reaches the disk while the job computes and the final
@@ -317,10 +318,10 @@ absl::Status SafetensorsWriter::Close() {
                                                 specs_[i].nbytes(), " bytes"));
     }
   }
-  if (fdatasync(fd_) != 0) return ErrnoToStatus(errno, absl::StrCat("cannot flush ", path_));
+  if (fdatasync(fd_) != 0) return FileWriteError(errno, absl::StrCat("cannot flush ", path_), path_);
   int fd = fd_;
   fd_ = -1;
-  if (::close(fd) != 0) return ErrnoToStatus(errno, absl::StrCat("cannot close ", path_));
+  if (::close(fd) != 0) return FileWriteError(errno, absl::StrCat("cannot close ", path_), path_);
   return absl::OkStatus();
 }
 

@@ -5,6 +5,7 @@
 // one entry in the table in architecture.cc. Everything here is immutable and thread-safe.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -15,15 +16,26 @@
 #include "absl/strings/string_view.h"
 #include "engine/io/checkpoint_layout.h"
 #include "engine/io/model_dir.h"
+#include "engine/model/moe.h"
 #include "engine/tensor/dtype.h"
 
 namespace llmc {
 
-// How an architecture treats the `sliding_window` config keys.
+// How an architecture treats the `sliding_window` config keys. An explicit `layer_types` list
+// ("full_attention" / "sliding_attention" per layer) overrides the rule's per-layer default wherever the
+// architecture has sliding windows at all.
 enum class SlidingWindowRule {
   kNone,    // no sliding window attention
   kAlways,  // every layer uses `sliding_window` when it is set (Mistral)
-  kOptIn,   // only with `use_sliding_window: true` (Qwen2/Qwen3); then per-layer, which llmc rejects
+  kOptIn,   // only with `use_sliding_window: true` (Qwen2/Qwen3): layers >= max_window_layers slide
+  kEveryOtherLayer,  // even layers slide, odd layers are global (Gemma 2)
+  kPattern,          // every `sliding_window_pattern`-th layer is global, the rest slide (Gemma 3, default 6)
+};
+
+// The activation of the gated MLP: down(act(gate(x)) * up(x)).
+enum class Activation {
+  kSilu,      // SwiGLU: "silu"
+  kGeluTanh,  // GeGLU with the tanh approximation: "gelu_pytorch_tanh"
 };
 
 // One supported architecture: the `architectures[0]` name in config.json and how its block differs from
@@ -36,6 +48,17 @@ struct ArchitectureInfo {
   const char* mlp_bias_key;        // config key that gives gate/up/down biases ("mlp_bias"), or nullptr
   bool qk_norm;                    // RMSNorm over head_dim on q and k before RoPE (Qwen3)
   SlidingWindowRule sliding_window;
+  // Mixture-of-experts MLP (moe.h), and whether it has a Qwen2-MoE shared expert.
+  MoeStyle moe = MoeStyle::kNone;
+  bool moe_shared_expert = false;
+  // Gemma-style blocks (fields with defaults, so Llama-like entries leave them out):
+  Activation activation = Activation::kSilu;  // default when config.json names none
+  bool gemma = false;  // (1 + w) RMSNorms, embeddings * sqrt(hidden), four norms per block,
+                       // query_pre_attn_scalar and the attention / final logit softcaps
+  bool local_rope = false;  // sliding layers have a rope of their own (Gemma 3)
+  // Phi-3: one fused qkv_proj [q + 2 kv, hidden] and gate_up_proj [2 intermediate, hidden] per block, and
+  // `partial_rotary_factor` (rotary on the first head_dim * factor dimensions of each head).
+  bool fused_projections = false;
 };
 
 // Every supported architecture, in a fixed order.
@@ -48,14 +71,26 @@ absl::StatusOr<const ArchitectureInfo*> FindArchitecture(absl::string_view name)
 
 // Rotary position embedding parameters (HF `rope_parameters` / `rope_scaling`).
 struct RopeSpec {
-  enum class Type { kDefault, kLinear, kLlama3 };
+  enum class Type { kDefault, kLinear, kLlama3, kLongrope };
   Type type = Type::kDefault;
   double theta = 10000.0;
   double factor = 1.0;                              // linear, llama3
   double low_freq_factor = 1.0;                     // llama3
   double high_freq_factor = 4.0;                    // llama3
-  int64_t original_max_position_embeddings = 8192;  // llama3
+  int64_t original_max_position_embeddings = 8192;  // llama3, longrope
+  // longrope: per-frequency divisors [rotary_dim / 2]; long_factor when the sequence is longer than
+  // original_max_position_embeddings, else short_factor; cos and sin are multiplied by attention_factor.
+  std::vector<double> short_factor, long_factor;
+  double attention_factor = 1.0;
+
+  // Whether a sequence of seq_len tokens uses long_factor.
+  bool UsesLongFactors(int64_t seq_len) const {
+    return type == Type::kLongrope && seq_len > original_max_position_embeddings;
+  }
 };
+
+// What a layer's self-attention sees.
+enum class AttentionKind { kFull, kSliding };
 
 // The resolved hyperparameters of one model.
 struct ModelSpec {
@@ -74,19 +109,51 @@ struct ModelSpec {
   bool o_bias = false;
   bool mlp_bias = false;
   bool qk_norm = false;
-  int64_t sliding_window = 0;  // 0: full causal attention
+  int64_t sliding_window = 0;  // the window of sliding layers; 0: every layer is full causal attention
+  // Per layer (num_layers entries): whether it uses sliding_window. Empty means every layer does (when
+  // sliding_window > 0).
+  std::vector<AttentionKind> layer_attention;
+  Activation activation = Activation::kSilu;
+  // Norms scale by (norm_offset + weight): 0, or 1 for Gemma. Loaded blocks hold the effective scale
+  // (weight + norm_offset); the offset is taken off again where a norm is written back to a checkpoint.
+  float norm_offset = 0.0f;
+  // Gemma's block: post_attention_layernorm on the attention output before the residual add, and
+  // pre_feedforward_layernorm / post_feedforward_layernorm around the MLP.
+  bool sandwich_norms = false;
+  float embedding_scale = 1.0f;  // embeddings are multiplied by it (Gemma: sqrt(hidden) in the model dtype)
+  float attention_scale = 0.0f;  // softmax scale of q.k; 0: 1 / sqrt(head_dim)
+  float attention_softcap = 0.0f;  // > 0: scores become softcap * tanh(scores / softcap) (Gemma 2)
+  float final_softcap = 0.0f;      // > 0: the same on the logits
+  bool local_rope = false;         // sliding layers use rope_local instead of rope (Gemma 3)
+  RopeSpec rope_local;
+  bool fused_projections = false;  // qkv_proj and gate_up_proj (Phi-3)
+  int64_t rotary_dims = 0;         // dimensions of each head that rotate (even); 0: head_dim
+  MoeSpec moe;
   // Where the decoder's tensors are in the checkpoint ("model." and "lm_head" for a causal LM; a VL checkpoint's
   // text decoder elsewhere, see engine/io/checkpoint_layout.h). Every tensor name the runtime reads comes from it.
-  CheckpointLayout layout;
+  CheckpointLayout layout;  // num_experts == 0: dense MLP in every layer
 
+  int64_t window(int64_t layer) const {
+    if (sliding_window <= 0) return 0;
+    if (layer_attention.empty()) return sliding_window;
+    return layer_attention[layer] == AttentionKind::kSliding ? sliding_window : 0;
+  }
+  const RopeSpec& rope_for(int64_t layer) const {
+    return local_rope && !layer_attention.empty() && layer_attention[layer] == AttentionKind::kSliding ? rope_local
+                                                                                                        : rope;
+  }
+  float softmax_scale() const {
+    return attention_scale > 0 ? attention_scale : static_cast<float>(1.0 / std::sqrt(double(head_dim)));
+  }
+  int64_t rotary_dim() const { return rotary_dims > 0 ? rotary_dims : head_dim; }
   int64_t q_size() const { return num_heads * head_dim; }
   int64_t kv_size() const { return num_kv_heads * head_dim; }
 };
 
 // Resolves `config` (parsed from `config_json`, the file `source`) into a ModelSpec. Fails with a message
 // naming `source` when the architecture is not supported, a dimension is missing or inconsistent (heads not
-// divisible by kv heads, odd head_dim), the activation is not SiLU, or the rope type is one llmc does not
-// implement.
+// divisible by kv heads, odd head_dim), the activation is not one llmc implements, the rope type is one
+// llmc does not implement, or a key of the family that llmc does not implement is set (the error names it).
 absl::StatusOr<ModelSpec> ResolveModelSpec(const ModelConfig& config, const nlohmann::json& config_json,
                                            absl::string_view source);
 

@@ -24,9 +24,13 @@ json Base(const char* arch) {
           {"vocab_size", 100},        {"rms_norm_eps", 1e-5}};
 }
 
-TEST(ArchitectureTest, RegistryListsTheFourArchitectures) {
-  EXPECT_EQ(SupportedArchitectureNames(),
-            "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM");
+TEST(ArchitectureTest, RegistryListsTheArchitectures) {
+  const std::string names = SupportedArchitectureNames();
+  EXPECT_THAT(names, HasSubstr("LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM"));
+  for (const char* moe : {"Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM", "MixtralForCausalLM"})
+    EXPECT_THAT(names, HasSubstr(moe));
+  EXPECT_THAT(names, HasSubstr("Gemma2ForCausalLM"));
+  EXPECT_THAT(names, HasSubstr("Gemma3ForCausalLM"));
   for (const auto& a : SupportedArchitectures()) {
     auto found = FindArchitecture(a.name);
     ASSERT_TRUE(found.ok());
@@ -78,10 +82,97 @@ TEST(ArchitectureTest, Qwen2HasQkvBiasOnly) {
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_TRUE(s->qkv_bias);
   EXPECT_FALSE(s->o_bias || s->mlp_bias || s->qk_norm);
+  j["sliding_window"] = 4096;  // ignored without use_sliding_window, as transformers does
+  EXPECT_EQ(Resolve(j)->sliding_window, 0);
+}
+
+TEST(ArchitectureTest, Qwen2PerLayerSlidingWindows) {
+  json j = Base("Qwen2ForCausalLM");
+  j["num_hidden_layers"] = 4;
   j["use_sliding_window"] = true;
-  auto w = Resolve(j);
-  ASSERT_FALSE(w.ok());
-  EXPECT_THAT(std::string(w.status().message()), HasSubstr("use_sliding_window"));
+  j["sliding_window"] = 16;
+  j["max_window_layers"] = 2;  // layers 2 and 3 slide
+  auto s = Resolve(j);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->window(0), 0);
+  EXPECT_EQ(s->window(1), 0);
+  EXPECT_EQ(s->window(2), 16);
+  EXPECT_EQ(s->window(3), 16);
+  j["layer_types"] = {"sliding_attention", "full_attention", "full_attention", "sliding_attention"};
+  s = Resolve(j);  // explicit layer_types win over max_window_layers
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->window(0), 16);
+  EXPECT_EQ(s->window(2), 0);
+  j.erase("layer_types");
+  j.erase("max_window_layers");  // transformers' default: 28, so no layer of 4 slides
+  EXPECT_EQ(Resolve(j)->window(3), 0);
+  j["layer_types"] = {"sliding_attention", "chunked_attention", "full_attention", "full_attention"};
+  auto bad = Resolve(j);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("layer_types[1] \"chunked_attention\""));
+  j["layer_types"] = {"sliding_attention"};
+  EXPECT_THAT(std::string(Resolve(j).status().message()), HasSubstr("'layer_types' must list one type per layer"));
+}
+
+TEST(ArchitectureTest, GemmaFamilies) {
+  json g2 = Base("Gemma2ForCausalLM");
+  g2["num_hidden_layers"] = 4;
+  g2["head_dim"] = 32;
+  g2["sliding_window"] = 4096;
+  g2["query_pre_attn_scalar"] = 144;
+  g2["attn_logit_softcapping"] = 50.0;
+  g2["final_logit_softcapping"] = 30.0;
+  g2["hidden_activation"] = "gelu_pytorch_tanh";
+  g2["hidden_size"] = 3584;  // sqrt = 59.866..., 59.75 in bf16
+  g2["dtype"] = "bfloat16";
+  auto s = Resolve(g2);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->window(0), 4096);  // every other layer, starting with a sliding one
+  EXPECT_EQ(s->window(1), 0);
+  EXPECT_EQ(s->window(2), 4096);
+  EXPECT_EQ(s->embedding_scale, 59.75f);
+  EXPECT_FLOAT_EQ(s->softmax_scale(), 1.0f / 12.0f);
+  EXPECT_EQ(s->attention_softcap, 50.0f);
+  EXPECT_EQ(s->final_softcap, 30.0f);
+  EXPECT_EQ(s->activation, Activation::kGeluTanh);
+  EXPECT_FALSE(s->qkv_bias || s->o_bias);
+  g2["attention_bias"] = true;  // transformers' Gemma attention: q/k/v/o biases
+  EXPECT_TRUE(Resolve(g2)->qkv_bias && Resolve(g2)->o_bias);
+  g2["hidden_activation"] = "gelu";
+  EXPECT_THAT(std::string(Resolve(g2).status().message()), HasSubstr("hidden_activation 'gelu'"));
+
+  json g3 = Base("Gemma3ForCausalLM");  // the transformers 4 spelling of the two ropes
+  g3["num_hidden_layers"] = 7;
+  g3["sliding_window"] = 512;
+  g3["sliding_window_pattern"] = 6;
+  g3["rope_theta"] = 1000000.0;
+  g3["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 8.0}};
+  g3["rope_local_base_freq"] = 10000.0;
+  s = Resolve(g3);
+  ASSERT_TRUE(s.ok()) << s.status();
+  for (int i = 0; i < 7; ++i) EXPECT_EQ(s->window(i), i == 5 ? 0 : 512) << i;  // every 6th layer is global
+  EXPECT_EQ(s->activation, Activation::kGeluTanh);  // the family's default
+  EXPECT_EQ(s->rope.type, RopeSpec::Type::kLinear);
+  EXPECT_EQ(s->rope.theta, 1000000.0);
+  EXPECT_EQ(s->rope_local.theta, 10000.0);
+  EXPECT_EQ(&s->rope_for(0), &s->rope_local);
+  EXPECT_EQ(&s->rope_for(5), &s->rope);
+  EXPECT_FLOAT_EQ(s->softmax_scale(), 1.0f / 16.0f);  // no query_pre_attn_scalar: transformers' default 256
+  json nowin = g3;  // no window: no layer slides, but sliding layers keep the local rope
+  nowin["sliding_window"] = nullptr;
+  auto nw = Resolve(nowin);
+  ASSERT_TRUE(nw.ok()) << nw.status();
+  EXPECT_EQ(nw->window(0), 0);
+  EXPECT_EQ(&nw->rope_for(0), &nw->rope_local);
+  g3["use_bidirectional_attention"] = true;
+  EXPECT_THAT(std::string(Resolve(g3).status().message()), HasSubstr("use_bidirectional_attention"));
+  g3.erase("use_bidirectional_attention");
+  g3["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 8.0}};
+  EXPECT_THAT(std::string(Resolve(g3).status().message()), HasSubstr("rope type 'yarn'"));
+  json v5 = Base("Gemma3ForCausalLM");
+  v5["rope_parameters"] = {{"full_attention", {{"rope_type", "default"}, {"rope_theta", 1e6}}},
+                           {"chunked_attention", {{"rope_type", "default"}}}};
+  EXPECT_THAT(std::string(Resolve(v5).status().message()), HasSubstr("rope_parameters.chunked_attention"));
 }
 
 TEST(ArchitectureTest, Qwen3HasQkNormAndExplicitHeadDim) {
@@ -158,6 +249,42 @@ TEST(ArchitectureTest, RejectsWhatTheRuntimeCannotRun) {
     EXPECT_THAT(std::string(s.status().message()), HasSubstr(c.message)) << c.key;
     EXPECT_THAT(std::string(s.status().message()), HasSubstr("test/config.json")) << c.key;
   }
+}
+
+TEST(ArchitectureTest, PhiLongropeAndPartialRotary) {
+  json j = Base("Phi3ForCausalLM");  // head_dim 16
+  j["max_position_embeddings"] = 131072;
+  j["original_max_position_embeddings"] = 4096;
+  j["partial_rotary_factor"] = 0.75;
+  j["rope_scaling"] = {{"rope_type", "longrope"},
+                       {"short_factor", {1.0, 1.0, 1.0, 1.0, 1.0, 1.0}},
+                       {"long_factor", {1.0, 2.0, 3.0, 4.0, 5.0, 6.0}}};
+  auto s = Resolve(j);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(s->fused_projections);
+  EXPECT_EQ(s->rotary_dim(), 12);
+  EXPECT_EQ(s->rope.original_max_position_embeddings, 4096);
+  EXPECT_NEAR(s->rope.attention_factor, std::sqrt(1 + std::log(32.0) / std::log(4096.0)), 1e-12);
+  EXPECT_FALSE(s->rope.UsesLongFactors(4096));
+  EXPECT_TRUE(s->rope.UsesLongFactors(4097));
+  j["rope_scaling"]["attention_factor"] = 1.25;  // given: used as is
+  EXPECT_EQ(Resolve(j)->rope.attention_factor, 1.25);
+  j["sliding_window"] = 2047;  // Phi-3-mini: every layer
+  EXPECT_EQ(Resolve(j)->window(1), 2047);
+  j["rope_scaling"]["long_factor"] = {1.0, 2.0};
+  EXPECT_THAT(std::string(Resolve(j).status().message()), HasSubstr("must have 6 entries"));
+  json odd = Base("Phi3ForCausalLM");
+  odd["partial_rotary_factor"] = 0.3;  // int(16 * 0.3) = 4.8 -> 4: fine; 0.35 -> 5: odd
+  EXPECT_EQ(Resolve(odd)->rotary_dim(), 4);
+  odd["partial_rotary_factor"] = 0.35;
+  EXPECT_THAT(std::string(Resolve(odd).status().message()), HasSubstr("it must be even"));
+  // longrope and partial rotary belong to Phi-3 here; elsewhere they are refused naming the key.
+  json llama = Base("LlamaForCausalLM");
+  llama["rope_scaling"] = j["rope_scaling"];
+  EXPECT_THAT(std::string(Resolve(llama).status().message()), HasSubstr("'longrope'"));
+  json gemma = Base("Gemma2ForCausalLM");
+  gemma["partial_rotary_factor"] = 0.5;
+  EXPECT_THAT(std::string(Resolve(gemma).status().message()), HasSubstr("partial_rotary_factor"));
 }
 
 }  // namespace

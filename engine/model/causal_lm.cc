@@ -14,18 +14,33 @@ absl::StatusOr<std::unique_ptr<CausalLm>> CausalLm::Open(const std::string& path
   LLMC_ASSIGN_OR_RETURN(lm->dir_, ModelDir::Open(path));
   LLMC_ASSIGN_OR_RETURN(lm->spec_, ResolveModelSpec(*lm->dir_));
   LLMC_ASSIGN_OR_RETURN(lm->loader_, WeightLoader::Create(lm->dir_.get()));
+  if (options.quantize_activations) LLMC_RETURN_IF_ERROR(lm->loader_->activation_support());
   lm->options_ = options;
   if (lm->options_.max_chunk_tokens < 1) lm->options_.max_chunk_tokens = 1;
   lm->ctx_ = std::make_unique<CpuContext>(options.threads);
-  LLMC_ASSIGN_OR_RETURN(lm->final_norm_,
-                        lm->loader_->LoadDense(lm->spec_.layout.NormTensor(), {lm->spec_.hidden_size}));
+  LLMC_ASSIGN_OR_RETURN(lm->final_norm_, lm->LoadNorm(lm->spec_.layout.NormTensor(), lm->spec_.hidden_size));
   return lm;
 }
 
+absl::StatusOr<std::vector<float>> CausalLm::LoadNorm(const std::string& name, int64_t size) const {
+  LLMC_ASSIGN_OR_RETURN(std::vector<float> w, loader_->LoadDense(name, {size}));
+  // transformers' Gemma norms: (1.0 + weight.float()) in fp32, as here.
+  if (spec_.norm_offset != 0.0f)
+    for (float& v : w) v += spec_.norm_offset;
+  return w;
+}
+
 const RopeTable& CausalLm::Rope(int64_t seq_len) const {
-  if (rope_ == nullptr || rope_->max_positions() < seq_len)
-    rope_ = std::make_unique<RopeTable>(spec_.rope, spec_.head_dim, seq_len);
+  if (rope_ == nullptr || !rope_->Serves(spec_.rope, seq_len))
+    rope_ = std::make_unique<RopeTable>(spec_.rope, spec_.rotary_dim(), seq_len);
   return *rope_;
+}
+
+const RopeTable& CausalLm::Rope(int64_t seq_len, int layer) const {
+  if (!spec_.local_rope || &spec_.rope_for(layer) == &spec_.rope) return Rope(seq_len);
+  if (rope_local_ == nullptr || !rope_local_->Serves(spec_.rope_local, seq_len))
+    rope_local_ = std::make_unique<RopeTable>(spec_.rope_local, spec_.rotary_dim(), seq_len);
+  return *rope_local_;
 }
 
 absl::StatusOr<HiddenStates> CausalLm::Embed(absl::Span<const int32_t> ids, int64_t num_seqs,
@@ -40,6 +55,8 @@ absl::StatusOr<HiddenStates> CausalLm::Embed(absl::Span<const int32_t> ids, int6
   x.data.resize(static_cast<size_t>(x.tokens() * x.hidden));
   LLMC_RETURN_IF_ERROR(loader_->GatherRows(spec_.layout.EmbedTensor(), spec_.vocab_size, spec_.hidden_size,
                                            ids, x.data.data()));
+  if (spec_.embedding_scale != 1.0f)
+    for (float& v : x.data) v *= spec_.embedding_scale;
   return x;
 }
 
@@ -54,7 +71,25 @@ absl::StatusOr<LinearWeight> CausalLm::LoadLinear(const std::string& module, int
   if (bias) {
     LLMC_ASSIGN_OR_RETURN(w.bias, loader_->LoadDense(module + ".bias", {out}));
   }
+  LLMC_RETURN_IF_ERROR(AttachActivationQuant(&w));
   return w;
+}
+
+absl::Status CausalLm::AttachActivationQuant(LinearWeight* w) const {
+  if (!options_.quantize_activations) return absl::OkStatus();
+  LLMC_ASSIGN_OR_RETURN(w->input_quant, loader_->LinearActivationQuant(w->name, "input", w->in_features));
+  LLMC_ASSIGN_OR_RETURN(w->output_quant, loader_->LinearActivationQuant(w->name, "output", w->out_features));
+  return absl::OkStatus();
+}
+
+absl::Status CausalLm::SetQuantizeActivations(bool on) {
+  if (on) LLMC_RETURN_IF_ERROR(loader_->activation_support());
+  options_.quantize_activations = on;
+  return absl::OkStatus();
+}
+
+bool CausalLm::quantizes_activations() const {
+  return options_.quantize_activations && loader_->quantizes_activations();
 }
 
 absl::StatusOr<std::unique_ptr<DecoderBlock>> CausalLm::LoadBlock(int layer, LinearHooks* hooks) const {
@@ -65,34 +100,65 @@ absl::StatusOr<std::unique_ptr<DecoderBlock>> CausalLm::LoadBlock(int layer, Lin
   b->layer = layer;
   const std::string p = spec_.layout.LayerPrefix(layer);
   const int64_t H = spec_.hidden_size, Q = spec_.q_size(), KV = spec_.kv_size(), I = spec_.intermediate_size;
-  LLMC_ASSIGN_OR_RETURN(b->input_norm, loader_->LoadDense(p + "input_layernorm.weight", {H}));
-  LLMC_ASSIGN_OR_RETURN(b->post_attention_norm,
-                        loader_->LoadDense(p + "post_attention_layernorm.weight", {H}));
+  LLMC_ASSIGN_OR_RETURN(b->input_norm, LoadNorm(p + "input_layernorm.weight", H));
+  LLMC_ASSIGN_OR_RETURN(b->post_attention_norm, LoadNorm(p + "post_attention_layernorm.weight", H));
+  if (spec_.sandwich_norms) {
+    LLMC_ASSIGN_OR_RETURN(b->pre_feedforward_norm, LoadNorm(p + "pre_feedforward_layernorm.weight", H));
+    LLMC_ASSIGN_OR_RETURN(b->post_feedforward_norm, LoadNorm(p + "post_feedforward_layernorm.weight", H));
+  }
   if (spec_.qk_norm) {
-    LLMC_ASSIGN_OR_RETURN(b->q_norm, loader_->LoadDense(p + "self_attn.q_norm.weight", {spec_.head_dim}));
-    LLMC_ASSIGN_OR_RETURN(b->k_norm, loader_->LoadDense(p + "self_attn.k_norm.weight", {spec_.head_dim}));
+    LLMC_ASSIGN_OR_RETURN(b->q_norm, LoadNorm(p + "self_attn.q_norm.weight", spec_.head_dim));
+    LLMC_ASSIGN_OR_RETURN(b->k_norm, LoadNorm(p + "self_attn.k_norm.weight", spec_.head_dim));
   }
   struct Job {
     LinearWeight* dst;
-    const char* name;
+    std::string name;  // module name
     int64_t out, in;
     bool bias;
   };
-  const Job jobs[] = {
-      {&b->q_proj, "self_attn.q_proj", Q, H, spec_.qkv_bias},
-      {&b->k_proj, "self_attn.k_proj", KV, H, spec_.qkv_bias},
-      {&b->v_proj, "self_attn.v_proj", KV, H, spec_.qkv_bias},
-      {&b->o_proj, "self_attn.o_proj", H, Q, spec_.o_bias},
-      {&b->gate_proj, "mlp.gate_proj", I, H, spec_.mlp_bias},
-      {&b->up_proj, "mlp.up_proj", I, H, spec_.mlp_bias},
-      {&b->down_proj, "mlp.down_proj", H, I, spec_.mlp_bias},
-  };
-  constexpr int kJobs = sizeof(jobs) / sizeof(jobs[0]);
+  std::vector<Job> jobs;
+  if (spec_.fused_projections) {
+    jobs = {{&b->qkv_proj, p + "self_attn.qkv_proj", Q + 2 * KV, H, spec_.qkv_bias},
+            {&b->o_proj, p + "self_attn.o_proj", H, Q, spec_.o_bias}};
+  } else {
+    jobs = {{&b->q_proj, p + "self_attn.q_proj", Q, H, spec_.qkv_bias},
+            {&b->k_proj, p + "self_attn.k_proj", KV, H, spec_.qkv_bias},
+            {&b->v_proj, p + "self_attn.v_proj", KV, H, spec_.qkv_bias},
+            {&b->o_proj, p + "self_attn.o_proj", H, Q, spec_.o_bias}};
+  }
+  const MoeSpec& moe = spec_.moe;
+  if (moe.IsSparse(layer)) {
+    const int64_t E = moe.num_experts, IE = moe.expert_intermediate;
+    b->moe.gate.resize(E);
+    b->moe.up.resize(E);
+    b->moe.down.resize(E);
+    jobs.push_back({&b->moe.router, MoeRouterName(moe.style, p), E, H, false});
+    for (int64_t e = 0; e < E; ++e) {
+      jobs.push_back({&b->moe.gate[e], MoeExpertName(moe.style, p, e, "gate"), IE, H, false});
+      jobs.push_back({&b->moe.up[e], MoeExpertName(moe.style, p, e, "up"), IE, H, false});
+      jobs.push_back({&b->moe.down[e], MoeExpertName(moe.style, p, e, "down"), H, IE, false});
+    }
+    if (moe.shared_intermediate > 0) {
+      const int64_t IS = moe.shared_intermediate;
+      jobs.push_back({&b->moe.shared_gate, MoeSharedName(p, "gate"), IS, H, false});
+      jobs.push_back({&b->moe.shared_up, MoeSharedName(p, "up"), IS, H, false});
+      jobs.push_back({&b->moe.shared_down, MoeSharedName(p, "down"), H, IS, false});
+      jobs.push_back({&b->moe.shared_expert_gate, MoeSharedName(p, "gate_weight"), 1, H, false});
+    }
+  } else if (spec_.fused_projections) {
+    jobs.push_back({&b->gate_up_proj, p + "mlp.gate_up_proj", 2 * I, H, spec_.mlp_bias});
+    jobs.push_back({&b->down_proj, p + "mlp.down_proj", H, I, spec_.mlp_bias});
+  } else {
+    jobs.push_back({&b->gate_proj, p + "mlp.gate_proj", I, H, spec_.mlp_bias});
+    jobs.push_back({&b->up_proj, p + "mlp.up_proj", I, H, spec_.mlp_bias});
+    jobs.push_back({&b->down_proj, p + "mlp.down_proj", H, I, spec_.mlp_bias});
+  }
+  const int64_t kJobs = static_cast<int64_t>(jobs.size());
   // Conversion and dequantization of the modules run side by side; hooks then see them in order.
   std::vector<absl::Status> status(kJobs);
   ctx_->ParallelFor(kJobs, 1, [&](int64_t j0, int64_t j1) {
     for (int64_t j = j0; j < j1; ++j) {
-      auto w = LoadLinear(p + jobs[j].name, layer, jobs[j].out, jobs[j].in, jobs[j].bias);
+      auto w = LoadLinear(jobs[j].name, layer, jobs[j].out, jobs[j].in, jobs[j].bias);
       if (w.ok()) {
         *jobs[j].dst = std::move(*w);
       } else {
@@ -101,6 +167,12 @@ absl::StatusOr<std::unique_ptr<DecoderBlock>> CausalLm::LoadBlock(int layer, Lin
     }
   });
   for (const auto& s : status) LLMC_RETURN_IF_ERROR(s);
+  if (options_.quantize_activations) {
+    LLMC_ASSIGN_OR_RETURN(b->k_cache_quant,
+                          loader_->KvCacheQuant(p + "self_attn", "k", spec_.num_kv_heads, spec_.head_dim));
+    LLMC_ASSIGN_OR_RETURN(b->v_cache_quant,
+                          loader_->KvCacheQuant(p + "self_attn", "v", spec_.num_kv_heads, spec_.head_dim));
+  }
   if (hooks != nullptr)
     for (LinearWeight* w : b->linears()) LLMC_RETURN_IF_ERROR(hooks->OnWeightLoaded(w));
   return b;
@@ -110,7 +182,8 @@ absl::Status CausalLm::RunBlock(const DecoderBlock& block, HiddenStates* x, Line
   if (x->hidden != spec_.hidden_size)
     return absl::InvalidArgumentError(
         absl::StrCat("RunBlock: hidden states have width ", x->hidden, ", the model ", spec_.hidden_size));
-  return RunDecoderBlock(spec_, Rope(x->seq_len), block, x, hooks, options_.max_chunk_tokens, ctx_.get());
+  return RunDecoderBlock(spec_, Rope(x->seq_len, block.layer), block, x, hooks, options_.max_chunk_tokens,
+                         ctx_.get());
 }
 
 absl::Status CausalLm::ApplyFinalNorm(HiddenStates* x) const {
@@ -131,6 +204,7 @@ absl::StatusOr<LinearWeight> CausalLm::LoadLmHead(LinearHooks* hooks) const {
     w.in_features = spec_.hidden_size;
     LLMC_ASSIGN_OR_RETURN(
         w.weight, loader_->LoadDense(spec_.layout.EmbedTensor(), {spec_.vocab_size, spec_.hidden_size}));
+    LLMC_RETURN_IF_ERROR(AttachActivationQuant(&w));
   } else {
     if (!loader_->Has(lm_head + ".weight") && !loader_->Has(lm_head + ".weight_packed"))
       return absl::NotFoundError(absl::StrCat(dir_->path(), ": no ", lm_head,
@@ -146,8 +220,19 @@ absl::Status CausalLm::Logits(const LinearWeight& head, const float* x, int64_t 
                               LinearHooks* hooks) const {
   if (hooks != nullptr)
     LLMC_RETURN_IF_ERROR(hooks->OnInput(head, absl::MakeConstSpan(x, rows * head.in_features), rows));
+  std::vector<float> quantized;
+  auto quantize = [&](const ActivationQuantizer& q, float* v, int64_t n) {
+    ctx_->ParallelFor(n, 1, [&](int64_t r0, int64_t r1) { q.Apply(v + r0 * q.cols(), r1 - r0); });
+  };
+  if (head.input_quant != nullptr) {
+    quantized.assign(x, x + rows * head.in_features);
+    quantize(*head.input_quant, quantized.data(), rows);
+    x = quantized.data();
+  }
   LinearForward(x, rows, head.in_features, head.weight.data(), head.bias.empty() ? nullptr : head.bias.data(),
                 head.out_features, logits, ctx_.get());
+  if (head.output_quant != nullptr) quantize(*head.output_quant, logits, rows);
+  if (spec_.final_softcap > 0) Softcap(logits, rows * head.out_features, spec_.final_softcap, ctx_.get());
   return absl::OkStatus();
 }
 

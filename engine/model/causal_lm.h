@@ -35,6 +35,10 @@ struct CausalLmOptions {
   int threads = 0;  // CPU threads (0: one per hardware thread)
   int64_t max_chunk_tokens =
       4096;  // tokens per block-forward chunk (bounds scratch memory; no effect on results)
+  // Fake-quantize activations (Linear inputs/outputs, kv cache) as the checkpoint's quantization_config says
+  // (docs/formats.md, "Activations at evaluation"). Off: dequantized weights with fp32 activations ("weights
+  // only"). Opening a checkpoint whose activation scheme llmc cannot evaluate fails while this is on.
+  bool quantize_activations = true;
 };
 
 // Not thread-safe: one call at a time (the calls share one thread pool).
@@ -62,13 +66,15 @@ class CausalLm {
   // Runs `block` on x in place (see RunDecoderBlock).
   absl::Status RunBlock(const DecoderBlock& block, HiddenStates* x, LinearHooks* hooks = nullptr) const;
 
-  // The final RMSNorm, in place.
+  // The final RMSNorm, in place. final_norm() is its effective scale (with spec().norm_offset).
+  const std::vector<float>& final_norm() const { return final_norm_; }
   absl::Status ApplyFinalNorm(HiddenStates* x) const;
 
   // lm_head (the embedding matrix when tie_word_embeddings) in fp32 [vocab, hidden].
   absl::StatusOr<LinearWeight> LoadLmHead(LinearHooks* hooks = nullptr) const;
 
-  // logits [rows, vocab] = x [rows, hidden] head^T, after hooks->OnInput(head, x) (if hooks).
+  // logits [rows, vocab] = x [rows, hidden] head^T, after hooks->OnInput(head, x) (if hooks); then
+  // spec().final_softcap's softcapping when set.
   absl::Status Logits(const LinearWeight& head, const float* x, int64_t rows, float* logits,
                       LinearHooks* hooks = nullptr) const;
 
@@ -81,13 +87,25 @@ class CausalLm {
       const std::function<void(int, const HiddenStates&)>& on_hidden = nullptr,
       LinearHooks* hooks = nullptr) const;
 
-  // The RoPE table for sequences of up to seq_len tokens (cached; grows as needed).
+  // Turns activation quantization on or off for blocks and lm_heads loaded from now on (see
+  // CausalLmOptions::quantize_activations). Turning it on fails, naming the scheme, when llmc cannot evaluate it.
+  absl::Status SetQuantizeActivations(bool on);
+  // Whether loaded blocks fake-quantize some activations: the option is on and the checkpoint quantizes some.
+  bool quantizes_activations() const;
+
+  // The RoPE table for sequences of up to seq_len tokens (cached; grows as needed): the global rope, or the one
+  // `layer` uses (ModelSpec::rope_for). A returned reference stays valid until the next call with a longer seq_len.
   const RopeTable& Rope(int64_t seq_len) const;
+  const RopeTable& Rope(int64_t seq_len, int layer) const;
 
  private:
   CausalLm() = default;
+  // A norm weight [size] as its effective fp32 scale (+ spec_.norm_offset).
+  absl::StatusOr<std::vector<float>> LoadNorm(const std::string& name, int64_t size) const;
   absl::StatusOr<LinearWeight> LoadLinear(const std::string& module, int layer, int64_t out, int64_t in,
                                           bool bias) const;
+  // Sets w's input_quant/output_quant from the checkpoint when activation quantization is on.
+  absl::Status AttachActivationQuant(LinearWeight* w) const;
 
   std::unique_ptr<ModelDir> dir_;
   std::unique_ptr<WeightLoader> loader_;
@@ -95,7 +113,7 @@ class CausalLm {
   CausalLmOptions options_;
   std::unique_ptr<CpuContext> ctx_;
   std::vector<float> final_norm_;
-  mutable std::unique_ptr<RopeTable> rope_;
+  mutable std::unique_ptr<RopeTable> rope_, rope_local_;
 };
 
 }  // namespace llmc

@@ -83,17 +83,25 @@ void LinearForward(const float* x, int64_t rows, int64_t in_features, const floa
                    });
 }
 
-std::vector<float> RopeInverseFrequencies(const RopeSpec& rope, int64_t head_dim) {
+std::vector<float> RopeInverseFrequencies(const RopeSpec& rope, int64_t head_dim, bool long_factors) {
   const int64_t half = head_dim / 2;
   std::vector<float> inv(half);
   const float theta = static_cast<float>(rope.theta);
   for (int64_t i = 0; i < half; ++i) {
     // torch: 1.0 / (base ** (arange(0, dim, 2).float() / dim)), all in fp32.
     float exponent = static_cast<float>(2 * i) / static_cast<float>(head_dim);
-    inv[i] = 1.0f / std::pow(theta, exponent);
+    const float base = std::pow(theta, exponent);
+    if (rope.type == RopeSpec::Type::kLongrope) {
+      // transformers: 1.0 / (ext_factors * base**inv_freq_shape), fp32 tensors.
+      const std::vector<double>& ext = long_factors ? rope.long_factor : rope.short_factor;
+      inv[i] = 1.0f / (static_cast<float>(ext[i]) * base);
+    } else {
+      inv[i] = 1.0f / base;
+    }
   }
   switch (rope.type) {
     case RopeSpec::Type::kDefault:
+    case RopeSpec::Type::kLongrope:
       break;
     case RopeSpec::Type::kLinear:
       for (float& f : inv) f = f / static_cast<float>(rope.factor);
@@ -122,9 +130,11 @@ std::vector<float> RopeInverseFrequencies(const RopeSpec& rope, int64_t head_dim
 }
 
 RopeTable::RopeTable(const RopeSpec& rope, int64_t head_dim, int64_t max_positions)
-    : head_dim_(head_dim), max_positions_(max_positions) {
+    : head_dim_(head_dim), max_positions_(max_positions), long_factors_(rope.UsesLongFactors(max_positions)) {
   const int64_t half = head_dim / 2;
-  std::vector<float> inv = RopeInverseFrequencies(rope, head_dim);
+  std::vector<float> inv = RopeInverseFrequencies(rope, head_dim, long_factors_);
+  // longrope scales cos and sin (fp32 tensor times a python float).
+  const float att = rope.type == RopeSpec::Type::kLongrope ? static_cast<float>(rope.attention_factor) : 1.0f;
   cos_.resize(max_positions * half);
   sin_.resize(max_positions * half);
   for (int64_t p = 0; p < max_positions; ++p)
@@ -132,12 +142,17 @@ RopeTable::RopeTable(const RopeSpec& rope, int64_t head_dim, int64_t max_positio
       const float angle = static_cast<float>(p) * inv[i];  // fp32 product, as HF's fp32 matmul of one term
       cos_[p * half + i] = std::cos(angle);
       sin_[p * half + i] = std::sin(angle);
+      if (att != 1.0f) {
+        cos_[p * half + i] *= att;
+        sin_[p * half + i] *= att;
+      }
     }
 }
 
 void ApplyRotary(float* x, int64_t num_seqs, int64_t seq_len, int64_t heads, const RopeTable& table,
-                 CpuContext* ctx) {
-  const int64_t hd = table.head_dim(), half = hd / 2, width = heads * hd;
+                 CpuContext* ctx, int64_t head_stride) {
+  const int64_t hd = head_stride > 0 ? head_stride : table.head_dim(), half = table.head_dim() / 2,
+                width = heads * hd;
   assert(seq_len <= table.max_positions());
   ctx->ParallelFor(num_seqs * seq_len, 64, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
@@ -160,13 +175,13 @@ void ApplyRotary(float* x, int64_t num_seqs, int64_t seq_len, int64_t heads, con
 
 void CausalAttention(const float* q, const float* k, const float* v, int64_t num_seqs, int64_t seq_len,
                      int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t sliding_window, float* out,
-                     CpuContext* ctx) {
+                     CpuContext* ctx, float scale_arg, float softcap) {
   const int64_t T = seq_len, hd = head_dim;
   const int64_t q_width = heads * hd, kv_width = kv_heads * hd, group = heads / kv_heads;
   // Queries are processed in blocks of kRows rows so scratch stays [kRows, T] whatever the sequence length.
   constexpr int64_t kRows = 128;
   const int64_t blocks = (T + kRows - 1) / kRows;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float scale = scale_arg > 0 ? scale_arg : 1.0f / std::sqrt(static_cast<float>(hd));
   const int64_t tasks = num_seqs * heads * blocks;
   ctx->ParallelForSerialBlas(tasks, 1, [&](int64_t task0, int64_t task1) {
     std::vector<float> scores;
@@ -195,6 +210,8 @@ void CausalAttention(const float* q, const float* k, const float* v, int64_t num
         const int64_t lo = sliding_window > 0 ? std::max<int64_t>(0, i - sliding_window + 1) : 0;
         float* sr = scores.data() + r * keys;
         const int64_t c0 = lo - k0, c1 = i - k0 + 1;
+        if (softcap > 0)
+          for (int64_t c = c0; c < c1; ++c) sr[c] = std::tanh(sr[c] / softcap) * softcap;
         const float mx = RowMax(sr + c0, c1 - c0);
         const double sum = SumExpShifted(sr + c0, c1 - c0, mx, sr + c0);
         const float inv = static_cast<float>(1.0 / sum);
@@ -221,6 +238,30 @@ void SwiGlu(const float* gate, const float* up, int64_t n, float* out, CpuContex
   });
 }
 
+void GeluTanhGlu(const float* gate, const float* up, int64_t n, float* out, CpuContext* ctx) {
+  ctx->ParallelFor(n, 1 << 14, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const float x = gate[i];
+      const float inner = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+      out[i] = 0.5f * x * (1.0f + std::tanh(inner)) * up[i];
+    }
+  });
+}
+
+void GatedActivation(Activation act, const float* gate, const float* up, int64_t n, float* out, CpuContext* ctx) {
+  if (act == Activation::kGeluTanh) {
+    GeluTanhGlu(gate, up, n, out, ctx);
+  } else {
+    SwiGlu(gate, up, n, out, ctx);
+  }
+}
+
+void Softcap(float* x, int64_t n, float cap, CpuContext* ctx) {
+  ctx->ParallelFor(n, 1 << 14, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) x[i] = std::tanh(x[i] / cap) * cap;
+  });
+}
+
 double TokenNll(const float* logits, int64_t vocab, int64_t target) {
   const float mx = RowMax(logits, vocab);
   const double sum = SumExpShifted(logits, vocab, mx, nullptr);
@@ -237,6 +278,20 @@ void LogSoftmaxRows(float* x, int64_t rows, int64_t vocab, CpuContext* ctx) {
       for (int64_t i = 0; i < vocab; ++i) xr[i] = (xr[i] - mx) - lse;
     }
   });
+}
+
+void GatherRows(const float* src, const int32_t* rows, int64_t n, int64_t cols, float* dst) {
+  for (int64_t i = 0; i < n; ++i) std::copy(src + rows[i] * cols, src + (rows[i] + 1) * cols, dst + i * cols);
+}
+
+void ScatterAddScaledRows(const float* src, const int32_t* src_rows, const int32_t* dst_rows, const float* scales,
+                          int64_t n, int64_t cols, float* dst) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float* s = src + (src_rows != nullptr ? src_rows[i] : i) * cols;
+    float* d = dst + static_cast<int64_t>(dst_rows[i]) * cols;
+    const float w = scales[i];
+    for (int64_t c = 0; c < cols; ++c) d[c] += s[c] * w;
+  }
 }
 
 }  // namespace llmc

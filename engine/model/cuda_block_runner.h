@@ -1,7 +1,10 @@
 // One decoder block on the GPU, with the semantics of RunDecoderBlock (decoder_block.h):
 //   x += o_proj(attention(rope(q_norm?(q_proj(n))), rope(k_norm?(k_proj(n))), v_proj(n)))   n = input_norm(x)
-//   x += down_proj(silu(gate_proj(m)) * up_proj(m))                                          m = post_norm(x)
-// on hidden states that stay on the device between blocks.
+//   x += down_proj(act(gate_proj(m)) * up_proj(m))                                           m = post_norm(x)
+// (with Gemma's sandwich norms, per-layer windows and ropes, softmax scale and softcap as RunDecoderBlock)
+//  on the device between blocks.
+// or the mixture-of-experts MLP of moe.h (router on the device, top-k on the host, each expert's tokens gathered,
+// run and scattered back with their weights), on hidden states that stay on the device between blocks.
 //
 //   LLMC_ASSIGN_OR_RETURN(auto ctx, CudaContext::Create());
 //   LLMC_ASSIGN_OR_RETURN(auto w, CudaBlockWeights::Create(spec, cuda::GemmPrecision::kFp32, ctx.get()));
@@ -22,6 +25,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "engine/backend/cuda/activation_quant_kernels.h"
 #include "engine/backend/cuda/blas.h"
 #include "engine/model/architecture.h"
 #include "engine/model/cuda_context.h"
@@ -29,6 +33,10 @@
 #include "engine/model/linear_hooks.h"
 
 namespace llmc {
+
+// The CUDA kernel's parameters for `q` (engine/backend/cuda/activation_quant_kernels.h). UNIMPLEMENTED, naming q,
+// when it holds more static scales than the kernel takes.
+absl::StatusOr<cuda::ActivationQuantParams> ActivationQuantDeviceParams(const ActivationQuantizer& q);
 
 // Sees each Linear's input on the device, for calibration statistics (e.g. Blas::AccumulateXtX into a device
 // Hessian). Called from the thread that runs the block, in the order RunDecoderBlock calls LinearHooks::OnInput
@@ -44,6 +52,8 @@ class CudaLinearHooks {
   // status aborts the block and is returned unchanged.
   virtual absl::Status OnDeviceInput(const LinearWeight& w, const float* input, int64_t tokens,
                                      cudaStream_t stream) = 0;
+  // As LinearHooks::SeeAllExperts: every expert of an MoE block runs on every token.
+  virtual bool SeeAllExperts() const { return false; }
 };
 
 // Runs CPU LinearHooks on the device path: copies each input to host memory (synchronizing the stream) and calls
@@ -53,6 +63,7 @@ class HostLinearHooksAdapter final : public CudaLinearHooks {
  public:
   explicit HostLinearHooksAdapter(LinearHooks* hooks) : hooks_(hooks) {}
   absl::Status OnDeviceInput(const LinearWeight& w, const float* input, int64_t tokens, cudaStream_t stream) override;
+  bool SeeAllExperts() const override { return hooks_ != nullptr && hooks_->SeeAllExperts(); }
 
  private:
   LinearHooks* hooks_;
@@ -91,12 +102,21 @@ class CudaBlockWeights {
   CudaBlockWeights() = default;
   absl::Status UploadLinear(const LinearWeight& src, Linear* dst);
 
+  absl::Status CreateLinear(Linear* l, const std::string& name, int64_t out, int64_t in, bool bias,
+                            int64_t* largest);
+
   ModelSpec spec_;
   cuda::GemmPrecision precision_ = cuda::GemmPrecision::kFp32;
   CudaContext* ctx_ = nullptr;
   int layer_ = -1;
-  DeviceArray<float> input_norm_, post_norm_, q_norm_, k_norm_;
-  Linear q_, k_, v_, o_, gate_, up_, down_;
+  DeviceArray<float> input_norm_, post_norm_, q_norm_, k_norm_, pre_ff_norm_, post_ff_norm_;
+  Linear q_, k_, v_, o_, gate_, up_, down_;  // dense MLP: allocated when some layer is dense
+  // Mixture-of-experts MLP (allocated when some layer is sparse); moe_layer_: the uploaded block is sparse.
+  Linear router_, shared_gate_, shared_up_, shared_down_, shared_expert_gate_;
+  std::vector<Linear> expert_gate_, expert_up_, expert_down_;
+  bool moe_layer_ = false;
+  // The block's kv-cache fake quantization (null: none), as DecoderBlock's.
+  std::shared_ptr<const ActivationQuantizer> k_cache_quant_, v_cache_quant_;
   DeviceArray<float> staging_;  // bf16: one Linear's fp32 weights before conversion
   cudaEvent_t ready_ = nullptr;     // recorded on the upload stream after Upload's copies
   cudaEvent_t released_ = nullptr;  // recorded on the compute stream after the last Run with these weights
@@ -115,7 +135,8 @@ class CudaBlockRunner {
   static absl::StatusOr<std::unique_ptr<CudaBlockRunner>> Create(const ModelSpec& spec, CudaContext* ctx,
                                                                  const CudaBlockRunnerOptions& options = {});
 
-  // Runs `w` on every sequence of `x` in place. Queues the work on the context's compute stream (after w's upload)
+  // Runs `w` on every sequence of `x` in place, fake-quantizing Linear inputs/outputs and k/v where the uploaded
+  // block says (as RunDecoderBlock; kernels in engine/backend/cuda/activation_quant_kernels.h). Queues the work on the context's compute stream (after w's upload)
   // and returns without synchronizing unless a hook does; errors of queued kernels surface at the next
   // synchronization. `hooks` may be null. Fails when x's width is not the model's, a hook fails or a launch fails.
   absl::Status Run(CudaBlockWeights* w, DeviceHiddenStates* x, CudaLinearHooks* hooks = nullptr);
@@ -128,16 +149,36 @@ class CudaBlockRunner {
   absl::Status Reserve(int64_t rows, int64_t seq_len, cuda::GemmPrecision precision);
   absl::Status Linear(const CudaBlockWeights::Linear& l, cuda::GemmPrecision precision, const float* x,
                       const uint16_t* xb, int64_t rows, float* y, CudaLinearHooks* hooks);
+  // Fake-quantizes x [rows, q.cols()] into y (may alias x) on the compute stream.
+  absl::Status Quantize(const ActivationQuantizer& q, const float* x, float* y, int64_t rows);
+  // dst [rows, width] = columns [col0, col0 + width) of src [rows, src_width] (splitting a fused projection), queued
+  // on the compute stream.
+  absl::Status CopyColumns(const float* src, int64_t rows, int64_t src_width, int64_t col0, int64_t width, float* dst);
   // bf16 copy of x [rows, cols] in xb_ (bf16 mode), else null.
   absl::StatusOr<const uint16_t*> ToBf16(cuda::GemmPrecision p, const float* x, int64_t n);
+  // The MoE MLP of normed_ [rows, H] into proj_ (see moe.h; hooks as RunMoeMlp calls them).
+  absl::Status RunMoe(CudaBlockWeights* w, int64_t rows, CudaLinearHooks* hooks);
+  // y [rows, H] = down(silu(gate(x)) * up(x)) for x [rows, H].
+  absl::Status RunExpert(const CudaBlockWeights::Linear& gate, const CudaBlockWeights::Linear& up,
+                         const CudaBlockWeights::Linear& down, cuda::GemmPrecision p, const float* x, int64_t rows,
+                         float* y, CudaLinearHooks* hooks);
 
   ModelSpec spec_;
   CudaContext* ctx_ = nullptr;
   CudaBlockRunnerOptions options_;
-  DeviceArray<float> normed_, q_, k_, v_, attn_, gate_, up_, proj_;
+  DeviceArray<float> normed_, q_, k_, v_, attn_, gate_, up_, proj_, fused_;
+  // MoE scratch: router logits [rows, E], gathered inputs and expert outputs [rows, H], the routed token indices and
+  // weights of every expert (and the shared expert's) [rows * (top_k + 1)].
+  DeviceArray<float> logits_, xg_, ye_, scales_;
+  DeviceArray<int32_t> rows_idx_;
+  std::vector<float> host_logits_;
   DeviceArray<uint16_t> xb_;
-  DeviceArray<float> rope_cos_, rope_sin_;
+  DeviceArray<float> qin_;      // a quantized Linear input (q/k/v and gate/up share theirs)
+  DeviceArray<uint16_t> qinb_;  // its bf16 copy (bf16 mode)
+  DeviceArray<float> rope_cos_, rope_sin_;              // spec.rope
+  DeviceArray<float> rope_local_cos_, rope_local_sin_;  // spec.rope_local (when spec.local_rope)
   int64_t rope_positions_ = 0;
+  bool rope_long_ = false;  // the tables hold longrope's long factors
 };
 
 }  // namespace llmc

@@ -26,8 +26,8 @@ absl::StatusOr<std::unique_ptr<CudaCausalLm>> CudaCausalLm::Create(const CausalL
   for (int i = 0; i < buffers; ++i) {
     LLMC_ASSIGN_OR_RETURN(m->weights_[i], CudaBlockWeights::Create(spec, options.precision, m->ctx_.get()));
   }
-  // The final norm weight, read once from the checkpoint.
-  LLMC_ASSIGN_OR_RETURN(std::vector<float> norm, lm->loader().LoadDense(spec.layout.NormTensor(), {spec.hidden_size}));
+  // The final norm's effective scale, as the CPU runtime holds it.
+  const std::vector<float>& norm = lm->final_norm();
   LLMC_ASSIGN_OR_RETURN(m->final_norm_, DeviceArray<float>::Create(spec.hidden_size, "model.norm"));
   LLMC_CUDA_RETURN_IF_ERROR(cudaMemcpy(m->final_norm_.data(), norm.data(), norm.size() * sizeof(float),
                                        cudaMemcpyHostToDevice));
@@ -79,6 +79,10 @@ absl::Status CudaCausalLm::ApplyFinalNorm(DeviceHiddenStates* x) {
 
 absl::Status CudaCausalLm::LoadLmHead(LinearHooks* hooks) {
   LLMC_ASSIGN_OR_RETURN(LinearWeight head, lm_->LoadLmHead(hooks));
+  if (head.input_quant != nullptr || head.output_quant != nullptr)
+    return absl::UnimplementedError(absl::StrCat(
+        lm_->dir().path(), ": the checkpoint quantizes lm_head's activations; the CUDA runtime evaluates them for "
+        "decoder blocks only; use --device cpu (or --activations weights-only)"));
   LLMC_RETURN_IF_ERROR(ctx_->Synchronize());  // a previous head may still be in use
   head_meta_ = LinearWeight{head.name, head.layer, head.out_features, head.in_features, {}, {}};
   const int64_t n = head.out_features * head.in_features;
@@ -114,6 +118,9 @@ absl::Status CudaCausalLm::Logits(const float* x, int64_t rows, float* logits, C
   }
   LLMC_CUDA_STR_RETURN_IF_ERROR(
       ctx_->blas()->Linear(options_.precision, x, xb, rows, H, w, nullptr, head_meta_.out_features, logits));
+  if (lm_->spec().final_softcap > 0)
+    LLMC_CUDA_STR_RETURN_IF_ERROR(
+        cuda::SoftcapDevice(logits, rows * head_meta_.out_features, lm_->spec().final_softcap, ctx_->stream()));
   return absl::OkStatus();
 }
 

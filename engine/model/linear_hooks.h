@@ -3,11 +3,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "engine/quant/activation_quantizer.h"
 
 namespace llmc {
 
@@ -19,6 +21,9 @@ struct LinearWeight {
   int64_t in_features = 0;
   std::vector<float> weight;  // [out_features, in_features] row-major
   std::vector<float> bias;    // [out_features], or empty
+  // Fake quantization of the input [tokens, in_features] before the product and of the output [tokens,
+  // out_features] after it (bias included), as the checkpoint's quantization_config says; null: fp32 as is.
+  std::shared_ptr<const ActivationQuantizer> input_quant, output_quant;
 };
 
 // Observes and may rewrite the Linear modules of a model while it runs. Both methods default to doing
@@ -41,6 +46,11 @@ class LinearHooks {
   virtual absl::Status OnInput(const LinearWeight& w, absl::Span<const float> input, int64_t tokens) {
     return absl::OkStatus();
   }
+
+  // Mixture-of-experts blocks (moe.h): whether every expert runs on every token so that OnInput sees all of them
+  // (calibration of every expert); the block's output still adds only each token's routed experts. False: each
+  // expert sees only the tokens routed to it (none at all when no token chose it).
+  virtual bool SeeAllExperts() const { return false; }
 };
 
 }  // namespace llmc

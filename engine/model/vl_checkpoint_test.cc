@@ -89,7 +89,8 @@ TEST_P(VlParityTest, MatchesTransformersFp32OnText) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(VisionLanguage, VlParityTest, ::testing::Values("tiny-qwen25vl", "tiny-mistral3"),
+INSTANTIATE_TEST_SUITE_P(VisionLanguage, VlParityTest,
+                         ::testing::Values("tiny-qwen25vl", "tiny-mistral3", "tiny-gemma3vl"),
                          [](const auto& info) { return info.param.substr(5); });
 
 TEST(VlCheckpointTest, Qwen25VlIsAQwen2DecoderUnderModelWithVisualKeptApart) {
@@ -135,21 +136,52 @@ TEST(VlCheckpointTest, Mistral3TiesLmHeadByTheWrappersFlag) {
   EXPECT_EQ(lm->loader().StorageOf("language_model.model.layers.0.mlp.down_proj"), "dense");
 }
 
-TEST(VlCheckpointTest, Gemma3VlIsRefusedNamingItsTextDecoder) {
-  // The layout resolves (compression needs nothing more); the runtime has no Gemma 3 decoder.
-  auto dir = ModelDir::Open(TestDataDir() + "/tiny-gemma3vl");
+TEST(VlCheckpointTest, Gemma3VlRunsItsGemma3TextDecoder) {
+  // Gemma 3's text decoder under language_model.model., with everything Gemma 3 text has (sandwich and q/k norms,
+  // scaled embeddings, local rope on sliding layers) read from text_config; the logits are VlParityTest's.
+  auto lm = Open(TestDataDir() + "/tiny-gemma3vl");
+  ASSERT_NE(lm, nullptr);
+  const ModelSpec& s = lm->spec();
+  EXPECT_STREQ(s.arch->name, "Gemma3ForCausalLM");
+  EXPECT_TRUE(s.layout.multimodal);
+  EXPECT_EQ(s.layout.architecture, "Gemma3ForConditionalGeneration");
+  EXPECT_EQ(s.layout.text_model_type, "gemma3_text");
+  EXPECT_EQ(s.layout.decoder_prefix, "language_model.model.");
+  EXPECT_EQ(s.layout.lm_head, "language_model.lm_head");
+  EXPECT_THAT(s.layout.other_parts, ElementsAre("multi_modal_projector", "vision_tower"));
+  EXPECT_TRUE(s.tie_word_embeddings);
+  EXPECT_TRUE(s.sandwich_norms);
+  EXPECT_TRUE(s.qk_norm);
+  EXPECT_EQ(s.norm_offset, 1.0f);
+  EXPECT_EQ(s.embedding_scale, 8.0f);  // sqrt(64)
+  EXPECT_FLOAT_EQ(s.attention_scale, 1.0f / std::sqrt(24.0f));  // query_pre_attn_scalar
+  EXPECT_TRUE(s.local_rope);
+  EXPECT_EQ(s.rope_local.theta, 10000.0);
+  EXPECT_EQ(s.sliding_window, 8);
+  // The wrapper's dtype is the model's: text_config's own "float32" is not what transformers loads it in.
+  EXPECT_EQ(s.layout.text_config["dtype"], "bfloat16");
+  EXPECT_EQ(lm->loader().StorageOf("language_model.model.layers.1.self_attn.q_proj"), "dense");
+}
+
+TEST(VlCheckpointTest, TextDecoderOutsideTheRuntimeIsRefusedNamingIt) {
+  // A Llava over Gemma 1: the layout resolves (data-free compression needs nothing more), the runtime refuses.
+  llmc::testing::TempDir tmp;
+  const std::string dst = tmp.path() + "/m";
+  ASSERT_TRUE(CopyCheckpoint(TestDataDir() + "/tiny-gemma3vl", dst, nullptr, [](json* c) {
+                (*c)["architectures"] = {"LlavaForConditionalGeneration"};
+                (*c)["text_config"]["model_type"] = "gemma";
+              }).ok());
+  auto dir = ModelDir::Open(dst);
   ASSERT_TRUE(dir.ok()) << dir.status();
   auto layout = ResolveCheckpointLayout(**dir);
   ASSERT_TRUE(layout.ok()) << layout.status();
-  EXPECT_EQ(layout->text_architecture, "Gemma3ForCausalLM");
+  EXPECT_EQ(layout->text_architecture, "GemmaForCausalLM");
   EXPECT_EQ(layout->decoder_prefix, "language_model.model.");
-  EXPECT_TRUE(layout->tie_word_embeddings);
-  EXPECT_THAT(layout->other_parts, ElementsAre("multi_modal_projector", "vision_tower"));
-  auto lm = CausalLm::Open(TestDataDir() + "/tiny-gemma3vl");
+  auto lm = CausalLm::Open(dst);
   ASSERT_FALSE(lm.ok());
   EXPECT_EQ(lm.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(lm.status().message(), HasSubstr("Gemma3ForConditionalGeneration: its text decoder Gemma3ForCausalLM "
-                                               "(text_config.model_type 'gemma3_text') is not supported"));
+  EXPECT_THAT(lm.status().message(), HasSubstr("LlavaForConditionalGeneration: its text decoder GemmaForCausalLM "
+                                               "(text_config.model_type 'gemma') is not supported"));
   EXPECT_THAT(lm.status().message(), HasSubstr("supported text decoders: LlamaForCausalLM"));
 }
 
@@ -174,7 +206,8 @@ TEST_P(VlLayoutTest, Transformers5NamesGiveTheSameLogits) {
   EXPECT_EQ(la, lb);
 }
 
-INSTANTIATE_TEST_SUITE_P(VisionLanguage, VlLayoutTest, ::testing::Values("tiny-qwen25vl", "tiny-mistral3"),
+INSTANTIATE_TEST_SUITE_P(VisionLanguage, VlLayoutTest,
+                         ::testing::Values("tiny-qwen25vl", "tiny-mistral3", "tiny-gemma3vl"),
                          [](const auto& info) { return info.param.substr(5); });
 
 TEST(VlCheckpointTest, QwenVlMropeTypeIsPlainRopeOnText) {

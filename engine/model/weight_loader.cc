@@ -97,6 +97,30 @@ absl::StatusOr<std::unique_ptr<WeightLoader>> WeightLoader::Create(const ModelDi
   auto cfg = QuantConfig::Create(std::move(groups), std::move(ignore));
   if (!cfg.ok()) return absl::InvalidArgumentError(absl::StrCat(source, ": ", cfg.status().message()));
   l->quant_ = std::move(*cfg);
+  if (auto it = qc.find("kv_cache_scheme"); it != qc.end() && !it->is_null()) {
+    auto kv = QuantArgs::FromJson(*it, absl::StrCat(source, ": quantization_config.kv_cache_scheme"), false);
+    if (!kv.ok()) return kv.status();
+    l->quant_->kv_cache_scheme = std::move(*kv);
+  }
+  // What the activations need, checked once so that evaluation fails before it starts.
+  for (const ConfigGroup& g : l->quant_->groups()) {
+    const std::pair<const char*, const std::optional<QuantArgs>*> acts[] = {
+        {"input_activations", &g.scheme.input_activations}, {"output_activations", &g.scheme.output_activations}};
+    for (const auto& [what, args] : acts) {
+      if (!args->has_value()) continue;
+      l->quantizes_activations_ = true;
+      if (l->activation_support_.ok())
+        l->activation_support_ = ActivationQuantizer::Check(
+            **args, ActivationSite::kLinear,
+            absl::StrCat(source, ": quantization_config.config_groups.", g.name, ".", what));
+    }
+  }
+  if (l->quant_->kv_cache_scheme) {
+    l->quantizes_activations_ = true;
+    if (l->activation_support_.ok())
+      l->activation_support_ = ActivationQuantizer::Check(*l->quant_->kv_cache_scheme, ActivationSite::kKvCache,
+                                                          absl::StrCat(source, ": quantization_config.kv_cache_scheme"));
+  }
   return l;
 }
 
@@ -200,6 +224,68 @@ absl::StatusOr<std::vector<float>> WeightLoader::LoadLinearWeight(const std::str
   if (!w.ok())
     return absl::DataLossError(absl::StrCat(dir_->path(), ": ", module, ": ", w.status().message()));
   return std::move(*w);
+}
+
+absl::StatusOr<std::vector<float>> WeightLoader::LoadScales(const std::string& name,
+                                                           const std::string& owner) const {
+  const ModelTensor* t = dir_->Find(name);
+  if (t == nullptr)
+    return absl::DataLossError(absl::StrCat(dir_->path(), ": tensor '", name, "' is missing; ", owner,
+                                            " needs it (static activation scale)"));
+  if (!IsDenseFloat(t->info->dtype))
+    return absl::DataLossError(absl::StrCat(dir_->path(), ": tensor '", name, "' has dtype ",
+                                            DTypeName(t->info->dtype), "; expected BF16, F16 or F32"));
+  return LoadDense(name, t->info->shape);
+}
+
+absl::StatusOr<std::shared_ptr<const ActivationQuantizer>> WeightLoader::LinearActivationQuant(
+    const std::string& module, const std::string& which, int64_t cols) const {
+  if (!quant_) return nullptr;
+  const int g = quant_->Match(module, "Linear");
+  if (g < 0) return nullptr;
+  const ConfigGroup& group = quant_->groups()[g];
+  const std::optional<QuantArgs>& args =
+      which == "input" ? group.scheme.input_activations : group.scheme.output_activations;
+  if (!args) return nullptr;
+  const std::string where = absl::StrCat(dir_->path(), ": ", module, " ", which, "_activations (config group ",
+                                         group.name, ")");
+  LLMC_ASSIGN_OR_RETURN(ActivationQuantizer q,
+                        ActivationQuantizer::Create(*args, ActivationSite::kLinear, model_dtype_, cols, where));
+  if (!q.dynamic()) {
+    LLMC_ASSIGN_OR_RETURN(std::vector<float> s, LoadScales(absl::StrCat(module, ".", which, "_scale"), where));
+    if (s.size() != 1)
+      return absl::DataLossError(absl::StrCat(where, ": tensor '", module, ".", which, "_scale' holds ", s.size(),
+                                              " values; a per-tensor scale is one"));
+    LLMC_RETURN_IF_ERROR(q.SetStaticScale(std::move(s)));
+  }
+  if (q.kind() == ActivationQuantizer::Kind::kNvFp4) {
+    LLMC_ASSIGN_OR_RETURN(std::vector<float> gs,
+                          LoadScales(absl::StrCat(module, ".", which, "_global_scale"), where));
+    if (gs.size() != 1)
+      return absl::DataLossError(absl::StrCat(where, ": tensor '", module, ".", which, "_global_scale' holds ",
+                                              gs.size(), " values; expected one"));
+    LLMC_RETURN_IF_ERROR(q.SetGlobalScale(gs[0]));
+  }
+  return std::make_shared<const ActivationQuantizer>(std::move(q));
+}
+
+absl::StatusOr<std::shared_ptr<const ActivationQuantizer>> WeightLoader::KvCacheQuant(const std::string& attn,
+                                                                                      const std::string& which,
+                                                                                      int64_t num_kv_heads,
+                                                                                      int64_t head_dim) const {
+  if (!quant_ || !quant_->kv_cache_scheme) return nullptr;
+  const std::string where = absl::StrCat(dir_->path(), ": ", attn, " ", which, " cache (kv_cache_scheme)");
+  LLMC_ASSIGN_OR_RETURN(ActivationQuantizer q,
+                        ActivationQuantizer::Create(*quant_->kv_cache_scheme, ActivationSite::kKvCache, model_dtype_,
+                                                    num_kv_heads * head_dim, where));
+  const std::string name = absl::StrCat(attn, ".", which, "_scale");
+  LLMC_ASSIGN_OR_RETURN(std::vector<float> s, LoadScales(name, where));
+  const bool per_head = quant_->kv_cache_scheme->strategy == Strategy::kAttnHead;
+  if (static_cast<int64_t>(s.size()) != (per_head ? num_kv_heads : 1))
+    return absl::DataLossError(absl::StrCat(where, ": tensor '", name, "' holds ", s.size(), " values; expected ",
+                                            per_head ? absl::StrCat(num_kv_heads, " (one per kv head)") : "one"));
+  LLMC_RETURN_IF_ERROR(q.SetStaticScale(std::move(s)));
+  return std::make_shared<const ActivationQuantizer>(std::move(q));
 }
 
 absl::Status WeightLoader::GatherRows(const std::string& name, int64_t rows, int64_t cols,

@@ -14,6 +14,7 @@
 #include "absl/types/span.h"
 #include "engine/format/quant_config.h"
 #include "engine/io/model_dir.h"
+#include "engine/quant/activation_quantizer.h"
 
 namespace llmc {
 
@@ -45,6 +46,29 @@ class WeightLoader {
   // The storage of `module`: "dense" or the compressed-tensors format its weight is read from.
   std::string StorageOf(const std::string& module) const;
 
+  // Activation quantization (docs/formats.md, "Activations at evaluation"). OK when the checkpoint quantizes no
+  // activations or only ones llmc evaluates; otherwise the first refused scheme's error, naming config.json and
+  // the config group (or kv_cache_scheme).
+  const absl::Status& activation_support() const { return activation_support_; }
+  // Whether a config group quantizes the input or output activations of some Linear, or kv_cache_scheme is set.
+  bool quantizes_activations() const { return quantizes_activations_; }
+
+  // The fake quantization of Linear `module`'s activations `which` ("input" or "output") of `cols` values per
+  // token, as its config group says (targets/ignore resolved like the weights), with the static
+  // `<module>.<which>_scale` or `<module>.<which>_global_scale` read from the checkpoint; null when the module's
+  // group has no such activations. Errors name the module, the config group and the tensor at fault.
+  absl::StatusOr<std::shared_ptr<const ActivationQuantizer>> LinearActivationQuant(const std::string& module,
+                                                                                   const std::string& which,
+                                                                                   int64_t cols) const;
+
+  // The kv-cache fake quantization of attention module `attn` (e.g. "model.layers.3.self_attn") for
+  // `which` = "k" or "v", over rows of num_kv_heads * head_dim values, from kv_cache_scheme and the static
+  // `<attn>.k_scale` / `<attn>.v_scale` (one value, or one per kv head); null when there is no kv_cache_scheme.
+  absl::StatusOr<std::shared_ptr<const ActivationQuantizer>> KvCacheQuant(const std::string& attn,
+                                                                          const std::string& which,
+                                                                          int64_t num_kv_heads,
+                                                                          int64_t head_dim) const;
+
   // Rows `ids` of the dense 2-D tensor `name` [rows, cols] as fp32 into out [ids.size(), cols] (embedding
   // lookup). Fails naming the tensor if it is not [rows, cols] of a float dtype, or naming the id out of
   // range.
@@ -59,7 +83,11 @@ class WeightLoader {
 
   const ModelDir* dir_;
   std::optional<QuantConfig> quant_;
-  DType model_dtype_ = DType::kBF16;  // scale dtype fallback for int/fp8 formats
+  DType model_dtype_ = DType::kBF16;  // scale dtype fallback for int/fp8 formats; activation arithmetic
+  absl::Status activation_support_;
+  bool quantizes_activations_ = false;
+  // The values of static scale tensor `name` (BF16/F16/F32, any shape) as fp32; errors name `owner`.
+  absl::StatusOr<std::vector<float>> LoadScales(const std::string& name, const std::string& owner) const;
 };
 
 // Converts n elements of a BF16, F16 or F32 buffer to fp32. Returns false for other dtypes.

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <atomic>
 #include <cctype>
 #include <cmath>
@@ -19,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/io_error.h"
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
 #include "common/util.h"
@@ -53,6 +55,8 @@ json CompressSummary::ToJson() const {
           {"input_mb_per_s", seconds > 0 ? input_bytes / 1e6 / seconds : 0.0},
           {"modules_quantized", modules_quantized},
           {"modules_ignored", modules_ignored},
+          {"fused_experts_split", fused_experts_split},
+          {"warnings", warnings},
           {"shards", shards},
           {"threads", threads},
           {"peak_rss_bytes", peak_rss_bytes},
@@ -82,7 +86,56 @@ struct Item {
   bool deferred = false;
   // An extra tensor of the solver that has no input tensor (kv cache scales).
   std::optional<TensorSpec> extra;
+  // One expert's Linear cut out of the fused 3-D experts tensor `weight` [experts, in, out_total] (Llama 4):
+  // W [rows, cols] = weight[expert][:, col0 : col0 + rows]^T.
+  struct ExpertSlice {
+    int64_t expert = 0, col0 = 0, rows = 0, cols = 0;
+  };
+  std::optional<ExpertSlice> slice;
 };
+
+// The [rows, cols] weight an item quantizes: the checkpoint's bytes, or an expert's slice of a fused experts tensor
+// transposed into `owned`.
+struct ItemWeight {
+  const uint8_t* data = nullptr;
+  DType dtype = DType::kBF16;
+  int64_t rows = 0, cols = 0;
+  std::vector<uint8_t> owned;
+};
+
+ItemWeight WeightOf(const Item& item) {
+  const ModelTensor& t = *item.weight;
+  ItemWeight w;
+  w.dtype = t.info->dtype;
+  const uint8_t* base = t.file->Data(*t.info).data();
+  if (!item.slice) {
+    w.data = base;
+    w.rows = t.info->shape[0];
+    w.cols = t.info->shape[1];
+    return w;
+  }
+  const Item::ExpertSlice& s = *item.slice;
+  const size_t es = DTypeSize(w.dtype);
+  const int64_t in = t.info->shape[1], total = t.info->shape[2];
+  w.rows = s.rows;
+  w.cols = s.cols;
+  w.owned.resize(static_cast<size_t>(s.rows * s.cols) * es);
+  const uint8_t* e = base + static_cast<size_t>(s.expert * in * total) * es;
+  for (int64_t c = 0; c < in; ++c)
+    for (int64_t r = 0; r < s.rows; ++r)
+      std::memcpy(w.owned.data() + (r * s.cols + c) * es, e + (c * total + s.col0 + r) * es, es);
+  w.data = w.owned.data();
+  return w;
+}
+
+// Whether `t` is Llama 4's fused experts tensor (feed_forward.experts.gate_up_proj [E, hidden, 2 * I], gate and
+// up concatenated; feed_forward.experts.down_proj [E, I, hidden]), which vLLM's Llama 4 loader also reads as one
+// Linear per expert (feed_forward.experts.N.{gate,up,down}_proj), the layout llm-compressor's Llama 4 examples
+// write.
+bool IsLlama4FusedExperts(const TensorInfo& t) {
+  return t.shape.size() == 3 && (absl::EndsWith(t.name, ".feed_forward.experts.gate_up_proj") ||
+                                 absl::EndsWith(t.name, ".feed_forward.experts.down_proj"));
+}
 
 // Modules whose NVFP4 global scales are fused: siblings of the same parent in one of these families.
 std::string FusedKey(const std::string& module) {
@@ -152,8 +205,8 @@ class Job {
   }
 
   absl::Status Plan() {
-    summary_.model_path = opt_.model_path;
-    summary_.output_path = opt_.output_path;
+    summary_.model_path = opt_.model_label.empty() ? opt_.model_path : opt_.model_label;
+    summary_.output_path = opt_.output_label.empty() ? opt_.output_path : opt_.output_label;
     summary_.scheme = cfg_.preset_name.empty() ? "custom" : cfg_.preset_name;
     // Which modules are Linear: every 2-D `.weight` that is not an embedding.
     bool has_lm_head = model_->Find(layout_.lm_head + ".weight") != nullptr;
@@ -175,6 +228,10 @@ class Job {
       }
       for (size_t dot = name.find('.'); dot != std::string::npos; dot = name.find('.', dot + 1))
         module_paths.insert(name.substr(0, dot));
+      if (IsLlama4FusedExperts(*t.info)) {
+        LLMC_ASSIGN_OR_RETURN(bool split, PlanExpertSplit(t, &group_modules));
+        if (split) continue;
+      }
       LLMC_RETURN_IF_ERROR(CheckFusedExperts(*t.info));
       if (!cls.empty()) {
         std::string module = name.substr(0, name.size() - 7);
@@ -300,25 +357,83 @@ class Job {
   // experts.down_proj) are not Linear modules, so no group would quantize them: a job that targets Linear would
   // finish with the experts, most of the model, left in bf16. Quantizing them is not supported yet; the job fails
   // unless the ignore list names them, and then they are copied and listed in quantization_config.ignore.
+  // Plans one quantized Linear per expert and projection of a Llama 4 fused experts tensor; false (nothing planned)
+  // when the fused module is ignored (it is then copied as it is).
+  absl::StatusOr<bool> PlanExpertSplit(const ModelTensor& t, std::vector<int>* group_modules) {
+    const std::string& name = t.info->name;
+    const std::string module = name.substr(0, name.rfind('.'));  // model.layers.L.feed_forward.experts
+    if (cfg_.groups().empty() || cfg_.IsIgnored(module, "") || cfg_.IsIgnored(name, "")) return false;
+    const int64_t E = t.info->shape[0], in = t.info->shape[1], total = t.info->shape[2];
+    struct Part {
+      const char* leaf;
+      int64_t col0, rows;
+    };
+    std::vector<Part> parts;
+    if (absl::EndsWith(name, ".gate_up_proj")) {
+      if (total % 2 != 0)
+        return absl::InvalidArgumentError(absl::StrCat(name, ": gate_up_proj's last dimension ", total,
+                                                       " is odd; it must hold gate and up halves"));
+      parts = {{"gate_proj", 0, total / 2}, {"up_proj", total / 2, total / 2}};
+    } else {
+      parts = {{"down_proj", 0, total}};
+    }
+    if (opt_.solver)
+      return absl::UnimplementedError(absl::StrCat(
+          name, ": calibrated algorithms are not supported for fused 3-D experts (Llama 4); use a data-free scheme "
+                "(--algorithm rtn)"));
+    for (int64_t e = 0; e < E; ++e)
+      for (const Part& p : parts) {
+        const std::string m = absl::StrCat(module, ".", e, ".", p.leaf);
+        const int g = cfg_.Match(m, "Linear");
+        if (g < 0 || !cfg_.groups()[g].scheme.weights)
+          return absl::InvalidArgumentError(absl::StrCat(
+              m, ": one expert of the fused tensor ", name, " is left out of quantization, which its fused layout ",
+              "cannot hold; ignore the whole fused module ('", module, "') or none of its experts"));
+        const auto& grp = cfg_.groups()[g];
+        if (grp.scheme.input_activations && !grp.scheme.input_activations->is_dynamic())
+          return absl::InvalidArgumentError(absl::StrCat(m, ": static input activations need calibration, which ",
+                                                         "fused 3-D experts do not run; use a dynamic scheme"));
+        Item item;
+        LLMC_ASSIGN_OR_RETURN(item.outputs, PlanQuantizedWeight(m, p.rows, in, t.info->dtype, *grp.scheme.weights,
+                                                                grp.format));
+        item.module = m;
+        item.group = g;
+        item.weight = &t;
+        item.slice = Item::ExpertSlice{e, p.col0, p.rows, in};
+        ++(*group_modules)[g];
+        ++summary_.modules_quantized;
+        summary_.modules.push_back({m, grp.name, grp.format, static_cast<uint64_t>(p.rows * in) *
+                                                                 DTypeSize(t.info->dtype), 0});
+        items_.push_back(std::move(item));
+      }
+    ++summary_.fused_experts_split;
+    return true;
+  }
+
   absl::Status CheckFusedExperts(const TensorInfo& t) {
     if (t.shape.size() < 3 || cfg_.groups().empty() || !absl::StrContains(t.name, "experts")) return absl::OkStatus();
     const std::string module = t.name.substr(0, t.name.rfind('.'));
     if (cfg_.IsIgnored(module, "") || cfg_.IsIgnored(t.name, "")) {
       if (std::find(ignored_.begin(), ignored_.end(), module) == ignored_.end()) ignored_.push_back(module);
+      summary_.warnings.push_back(absl::StrCat(t.name, ": fused 3-D expert weights kept unquantized in ",
+                                               DTypeName(t.dtype), " (the ignore list names them)"));
       return absl::OkStatus();
     }
     std::vector<std::string> dims;
     for (int64_t d : t.shape) dims.push_back(std::to_string(d));
     return absl::InvalidArgumentError(absl::StrCat(
-        t.name, ": fused 3-D expert weights [", absl::StrJoin(dims, ", "), "] are not supported yet (llmc quantizes ",
-        "2-D Linear weights; these would stay unquantized); to keep them in ", DTypeName(t.dtype),
-        " add '", module, "' or 're:.*experts$' to ignore"));
+        t.name, ": fused 3-D expert weights [", absl::StrJoin(dims, ", "), "] cannot be quantized: llmc writes ",
+        "experts as per-expert Linears, and vLLM's loader for this family (GPT-OSS) reads only the fused tensors ",
+        "(bf16 or mxfp4), so a split checkpoint would not load; to keep them in ", DTypeName(t.dtype), " add '",
+        module, "' or 're:.*experts$' to ignore"));
   }
 
   absl::Status MakeStaging() {
     std::error_code ec;
     fs::path parent = out_.parent_path();
     fs::create_directories(parent, ec);
+    if (ec && (ec.value() == ENOSPC || ec.value() == EDQUOT))
+      return FileWriteError(ec.value(), "cannot create the output parent directory", parent.string());
     if (ec) return absl::PermissionDeniedError(absl::StrCat(parent.string(), ": cannot create output parent directory: ", ec.message()));
     staging_ = opt_.staging_dir.empty() ? parent / absl::StrCat(".", out_.filename().string(), ".llmc-staging-", getpid())
                                         : fs::path(opt_.staging_dir);
@@ -328,8 +443,11 @@ class Job {
     if (!resume) {
       fs::remove_all(staging_, ec);
       fs::create_directories(staging_.parent_path(), ec);
-      if (!fs::create_directory(staging_, ec) || ec)
+      if (!fs::create_directory(staging_, ec) || ec) {
+        if (ec.value() == ENOSPC || ec.value() == EDQUOT)
+          return FileWriteError(ec.value(), "cannot create the staging directory", staging_.string());
         return absl::PermissionDeniedError(absl::StrCat(staging_.string(), ": cannot create staging directory: ", ec.message()));
+      }
     }
     for (size_t i = 0; i < shard_specs_.size(); ++i) {
       const std::string path = (staging_ / shard_names_[i]).string();
@@ -387,9 +505,8 @@ class Job {
 
   // Rows per piece of a module: about piece_bytes of input, a multiple of what the format needs to keep the
   // pieces independent (whole tensor for per-tensor scales, 128-row blocks, packed zero-point rows).
-  int64_t PieceRows(const ModelTensor& t, const QuantArgs& a, const std::string& format) const {
-    const int64_t rows = t.info->shape[0];
-    const uint64_t row_bytes = static_cast<uint64_t>(t.info->shape[1]) * DTypeSize(t.info->dtype);
+  int64_t PieceRows(int64_t rows, int64_t cols, DType dtype, const QuantArgs& a, const std::string& format) const {
+    const uint64_t row_bytes = static_cast<uint64_t>(cols) * DTypeSize(dtype);
     if (a.strategy == Strategy::kTensor) return rows;
     int64_t align = 1;
     if (a.strategy == Strategy::kBlock) align = (*a.block_structure)[0];
@@ -401,16 +518,17 @@ class Job {
   // max |w| of a module, read piece by piece so its pages leave memory as it goes.
   absl::StatusOr<float> AbsMax(const Item& item) {
     const ModelTensor& t = *item.weight;
-    const int64_t rows = t.info->shape[0], cols = t.info->shape[1];
-    const uint64_t row_bytes = static_cast<uint64_t>(cols) * DTypeSize(t.info->dtype);
+    const ItemWeight iw = WeightOf(item);
+    const int64_t rows = iw.rows, cols = iw.cols;
+    const uint64_t row_bytes = static_cast<uint64_t>(cols) * DTypeSize(iw.dtype);
     const int64_t piece = std::max<int64_t>(1, opt_.piece_bytes / row_bytes);
-    const uint8_t* base = t.file->Data(*t.info).data();
+    const uint8_t* base = iw.data;
     float amax = 0;
     for (int64_t r0 = 0; r0 < rows; r0 += piece) {
       int64_t n = std::min(piece, rows - r0);
-      LLMC_ASSIGN_OR_RETURN(float a, WeightAbsMax({item.module, base + r0 * row_bytes, t.info->dtype, n, cols}));
+      LLMC_ASSIGN_OR_RETURN(float a, WeightAbsMax({item.module, base + r0 * row_bytes, iw.dtype, n, cols}));
       amax = std::max(amax, a);
-      t.file->Release(*t.info, r0 * row_bytes, n * row_bytes);
+      if (!item.slice) t.file->Release(*t.info, r0 * row_bytes, n * row_bytes);
     }
     return amax;
   }
@@ -421,14 +539,15 @@ class Job {
     const ModelTensor& t = *item.weight;
     const auto& grp = cfg_.groups()[item.group];
     const QuantArgs& a = *grp.scheme.weights;
-    const int64_t rows = t.info->shape[0], cols = t.info->shape[1];
-    const uint64_t row_bytes = static_cast<uint64_t>(cols) * DTypeSize(t.info->dtype);
     if (grp.format == "nvfp4-pack-quantized" && !global_scale) {
       LLMC_ASSIGN_OR_RETURN(float amax, AbsMax(item));
       global_scale = NvFp4GlobalScale(amax, t.info->dtype);
     }
-    const int64_t piece = PieceRows(t, a, grp.format);
-    const uint8_t* base = t.file->Data(*t.info).data();
+    const ItemWeight iw = WeightOf(item);
+    const int64_t rows = iw.rows, cols = iw.cols;
+    const uint64_t row_bytes = static_cast<uint64_t>(cols) * DTypeSize(iw.dtype);
+    const int64_t piece = PieceRows(rows, cols, iw.dtype, a, grp.format);
+    const uint8_t* base = iw.data;
     std::vector<uint64_t> offsets(item.outputs.size(), 0);
     for (int64_t r0 = 0; r0 < rows; r0 += piece) {
       if (Stopped()) return absl::OkStatus();
@@ -453,7 +572,7 @@ class Job {
         LLMC_RETURN_IF_ERROR(shards_[shard]->Write(idx, offsets[i], absl::MakeConstSpan(bufs[i])));
         offsets[i] += bufs[i].size();
       }
-      t.file->Release(*t.info, r0 * row_bytes, n * row_bytes);
+      if (!item.slice) t.file->Release(*t.info, r0 * row_bytes, n * row_bytes);
       bytes_done_ += n * row_bytes;
     }
     ++modules_done_;
@@ -612,7 +731,7 @@ class Job {
     std::ofstream out(p, std::ios::binary | std::ios::trunc);
     out << text;
     out.flush();
-    if (!out) return ErrnoToStatus(errno ? errno : EIO, absl::StrCat("cannot write ", p.string()));
+    if (!out) return FileWriteError(errno ? errno : EIO, absl::StrCat("cannot write ", p.string()), p.string());
     return absl::OkStatus();
   }
 
@@ -643,7 +762,8 @@ class Job {
       std::error_code ec;
       fs::copy_file(fs::path(opt_.model_path) / aux, staging_ / aux, fs::copy_options::overwrite_existing, ec);
       if (!ec) fs::permissions(staging_ / aux, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read, ec);
-      if (ec) return absl::InternalError(absl::StrCat("cannot copy ", aux, " from ", opt_.model_path, ": ", ec.message()));
+      if (ec) return FileWriteError(ec.value(), absl::StrCat("cannot copy ", aux, " from ", opt_.model_path, ": ", ec.message()),
+                                    (staging_ / aux).string());
       if (opt_.on_file_complete) LLMC_RETURN_IF_ERROR(opt_.on_file_complete(aux, (staging_ / aux).string()));
     }
     // Make it durable, then visible.

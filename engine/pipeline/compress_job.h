@@ -77,6 +77,8 @@ class LayerSolver {
 struct CompressOptions {
   std::string model_path;
   std::string output_path;
+  // How the report (compression_report.json) names the model and the output; "": model_path, output_path.
+  std::string model_label, output_label;
   uint64_t max_shard_size = 5'000'000'000ull;  // as Hugging Face's default "5GB"
   int threads = 0;                             // 0: one per core
   bool overwrite = false;
@@ -128,12 +130,15 @@ struct CompressSummary {
   double seconds = 0;
   int modules_quantized = 0;
   int modules_ignored = 0;
+  int fused_experts_split = 0;  // fused 3-D experts tensors written as one quantized Linear per expert (Llama 4)
   int shards = 0;
   int threads = 0;
   uint64_t peak_rss_bytes = 0;
   std::vector<ModuleSummary> modules;
   std::string method;
   nlohmann::json solver_report;  // null for data-free jobs
+  // What the job left as it was and a reader should know (fused 3-D experts kept unquantized by the ignore list).
+  std::vector<std::string> warnings;
   nlohmann::json ToJson() const;
 };
 

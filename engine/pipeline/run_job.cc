@@ -4,14 +4,62 @@
 #include "common/status_macros.h"
 #include "common/util.h"
 #include "engine/calib/sequential_solver.h"
+#include "engine/io/model_dir.h"
+#include "engine/model/moe.h"
 
 namespace llmc {
 
-absl::StatusOr<CompressSummary> RunJob(const JobSpec& a, const JobControl& control) {
+namespace {
+
+// A preset without --ignore leaves lm_head and, in mixture-of-experts models, the routers (mlp.gate,
+// block_sparse_moe.gate, shared_expert_gate, mlp.router, feed_forward.router) unquantized, as llm-compressor's MoE
+// examples do: the default ignore gains the router patterns when the model has one.
+JobSpec WithDefaultIgnore(const JobSpec& spec) {
+  if (spec.scheme.empty() || spec.ignore_given) return spec;
+  auto dir = ModelDir::Open(spec.model_path);
+  if (!dir.ok()) return spec;  // the job reports the model's error itself
+  for (const auto& t : (*dir)->tensors()) {
+    const std::string& n = t.info->name;
+    if (t.info->shape.size() != 2 || n.size() < 7 || n.compare(n.size() - 7, 7, ".weight") != 0) continue;
+    if (!IsMoeRouter(n.substr(0, n.size() - 7))) continue;
+    JobSpec out = spec;
+    out.ignore = {"lm_head"};
+    for (const std::string& p : MoeRouterIgnorePatterns()) out.ignore.push_back(p);
+    out.ignore_given = true;
+    return out;
+  }
+  return spec;
+}
+
+// vLLM builds the routers of its MoE models unquantized, so a checkpoint with a quantized router does not load:
+// a recipe (or --ignore) that leaves one targeted is refused, naming it.
+absl::Status CheckRoutersIgnored(const JobSpec& spec, const QuantConfig& cfg) {
+  if (cfg.groups().empty()) return absl::OkStatus();
+  auto dir = ModelDir::Open(spec.model_path);
+  if (!dir.ok()) return absl::OkStatus();
+  for (const auto& t : (*dir)->tensors()) {
+    const std::string& n = t.info->name;
+    if (t.info->shape.size() != 2 || n.size() < 7 || n.compare(n.size() - 7, 7, ".weight") != 0) continue;
+    const std::string module = n.substr(0, n.size() - 7);
+    if (!IsMoeRouter(module) || cfg.Match(module, "Linear") < 0) continue;
+    const std::string leaf = module.substr(module.rfind('.', module.rfind('.') - 1) + 1);
+    return absl::InvalidArgumentError(absl::StrCat(
+        module, ": a mixture-of-experts router is targeted for quantization, but vLLM loads routers unquantized ",
+        "(llm-compressor's MoE examples ignore them); add 're:.*", leaf.substr(0, leaf.find('.')), "\\.",
+        leaf.substr(leaf.find('.') + 1), "$' to ignore"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<CompressSummary> RunJob(const JobSpec& spec, const JobControl& control) {
   const double t0 = NowSeconds();
+  const JobSpec a = WithDefaultIgnore(spec);
   LLMC_ASSIGN_OR_RETURN(CompressionRecipe recipe, ResolveJobRecipe(a));
   QuantConfig empty;
   const QuantConfig& cfg = recipe.quant ? *recipe.quant : empty;
+  LLMC_RETURN_IF_ERROR(CheckRoutersIgnored(a, cfg));
   std::unique_ptr<SequentialSolver> solver;
   if (recipe.NeedsCalibration()) {
     SequentialOptions so;
@@ -22,6 +70,7 @@ absl::StatusOr<CompressSummary> RunJob(const JobSpec& a, const JobControl& contr
     so.calibration.seed = a.seed;
     so.threads = a.threads;
     so.device = a.device;
+    so.moe_calibrate_all_experts = a.moe_calibrate_all_experts;
     so.comm = control.comm;
     LLMC_ASSIGN_OR_RETURN(solver, SequentialSolver::Create(so, recipe, cfg));
     if (control.on_warning)
@@ -30,7 +79,7 @@ absl::StatusOr<CompressSummary> RunJob(const JobSpec& a, const JobControl& contr
   if (control.comm && control.comm->rank() > 0) {
     // A rank that computes and writes nothing: the solver's collectives with rank 0's.
     CompressSummary summary;
-    summary.model_path = a.model_path;
+    summary.model_path = a.model_label.empty() ? a.model_path : a.model_label;
     summary.method = recipe.Describe();
     if (!solver) return summary;
     SolverIo io;
@@ -54,6 +103,8 @@ absl::StatusOr<CompressSummary> RunJob(const JobSpec& a, const JobControl& contr
   CompressOptions opt;
   opt.model_path = a.model_path;
   opt.output_path = a.output_path;
+  opt.model_label = a.model_label;
+  opt.output_label = a.output_label;
   opt.max_shard_size = a.max_shard_size;
   opt.threads = a.threads;
   opt.overwrite = a.overwrite;
@@ -76,6 +127,8 @@ absl::StatusOr<CompressSummary> RunJob(const JobSpec& a, const JobControl& contr
   if (summary.ok()) summary->seconds = NowSeconds() - t0;
   if (solver && control.on_warning)
     for (size_t i = warned; i < solver->warnings().size(); ++i) control.on_warning(solver->warnings()[i]);
+  if (summary.ok() && control.on_warning)
+    for (const auto& w : summary->warnings) control.on_warning(w);
   return summary;
 }
 

@@ -150,6 +150,36 @@ TEST_F(CudaDecoderKernelsTest, RopeIsBitIdenticalToCpu) {
   }
 }
 
+// Partial rotary (Phi-4-mini: 12 of 16 dimensions) with longrope's scaled tables, short and long factors.
+TEST_F(CudaDecoderKernelsTest, PartialRotaryLongropeIsBitIdenticalToCpu) {
+  RopeSpec lr;
+  lr.type = RopeSpec::Type::kLongrope;
+  lr.original_max_position_embeddings = 32;
+  lr.attention_factor = 1.3416;
+  for (int i = 0; i < 6; ++i) {
+    lr.short_factor.push_back(1.0 + 0.1 * i);
+    lr.long_factor.push_back(1.0 + 0.5 * i);
+  }
+  for (int64_t T : {24, 40}) {
+    const int64_t seqs = 2, heads = 3, hd = 16, rot = 12;
+    RopeTable table(lr, rot, T);
+    EXPECT_EQ(table.long_factors(), T > 32);
+    auto x = Normal(seqs * T * heads * hd, 2.0f, 12);
+    auto dx = ToDevice(x);
+    std::vector<float> cos_t(table.cos(0), table.cos(0) + T * (rot / 2));
+    std::vector<float> sin_t(table.sin(0), table.sin(0) + T * (rot / 2));
+    auto dc = ToDevice(cos_t), ds = ToDevice(sin_t);
+    ASSERT_EQ(cuda::RopeDevice(dx.data(), seqs, T, heads, hd, dc.data(), ds.data(), nullptr, rot), "");
+    std::vector<float> before = x;
+    ApplyRotary(x.data(), seqs, T, heads, table, &cpu_, hd);
+    auto gpu = ToHost(dx, x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      ASSERT_EQ(gpu[i], x[i]) << "at " << i;
+      if (i % hd >= static_cast<size_t>(rot)) ASSERT_EQ(x[i], before[i]) << "pass-through dimension " << i;
+    }
+  }
+}
+
 struct AttnCase {
   int64_t seqs, T, heads, kv_heads, hd, window;
 };
@@ -182,6 +212,56 @@ TEST_F(CudaDecoderKernelsTest, AttentionMatchesCpu) {
                 (long long)c.T, (long long)c.heads, (long long)c.kv_heads, (long long)c.hd, (long long)c.window,
                 gpu_test::MaxAbsDiff(gpu, cpu));
   }
+}
+
+// Gemma's attention: query_pre_attn_scalar's scale and score softcapping, with and without a window.
+TEST_F(CudaDecoderKernelsTest, ScaledSoftcappedAttentionMatchesCpu) {
+  const AttnCase cases[] = {{2, 40, 4, 2, 16, 8}, {1, 130, 8, 4, 256, 0}, {1, 300, 4, 2, 128, 64}};
+  for (const AttnCase& c : cases) {
+    for (auto [scale, softcap] : {std::pair{24.0f, 50.0f}, {256.0f, 0.0f}, {0.0f, 5.0f}}) {
+      const float sc = scale > 0 ? 1.0f / std::sqrt(scale) : 0.0f;
+      SCOPED_TRACE(::testing::Message() << c.T << " h" << c.heads << " d" << c.hd << " w" << c.window << " scale "
+                                        << sc << " softcap " << softcap);
+      const int64_t n = c.seqs * c.T;
+      auto q = Normal(n * c.heads * c.hd, 3.0f, 31), k = Normal(n * c.kv_heads * c.hd, 1.0f, 32),
+           v = Normal(n * c.kv_heads * c.hd, 1.0f, 33);
+      std::vector<float> cpu(q.size());
+      CausalAttention(q.data(), k.data(), v.data(), c.seqs, c.T, c.heads, c.kv_heads, c.hd, c.window, cpu.data(),
+                      &cpu_, sc, softcap);
+      auto dq = ToDevice(q), dk = ToDevice(k), dv = ToDevice(v);
+      auto dout = ToDevice(std::vector<float>(q.size(), 0.0f));
+      ASSERT_EQ(cuda::CausalAttentionDevice(dq.data(), dk.data(), dv.data(), c.seqs, c.T, c.heads, c.kv_heads, c.hd,
+                                            c.window, dout.data(), nullptr, sc, softcap),
+                "");
+      auto gpu = ToHost(dout, q.size());
+      for (size_t i = 0; i < q.size(); ++i)
+        ASSERT_LE(std::fabs(gpu[i] - cpu[i]), 2e-5 * (1 + std::fabs(cpu[i]))) << "at " << i;
+    }
+  }
+}
+
+// GeGLU (gelu tanh) and logit softcapping: CUDA tanhf and the CPU's std::tanh differ by a few ulp.
+TEST_F(CudaDecoderKernelsTest, GeluTanhGluAndSoftcapMatchCpu) {
+  for (int64_t n : {1, 17, 1025, 9216 * 3 + 5}) {
+    auto g = Normal(n, 4.0f, 41), u = Normal(n, 2.0f, 42);
+    g[0] = 80.0f;  // saturation edges
+    if (n > 1) g[1] = -80.0f;
+    std::vector<float> cpu(n);
+    GeluTanhGlu(g.data(), u.data(), n, cpu.data(), &cpu_);
+    auto dg = ToDevice(g), du = ToDevice(u);
+    ASSERT_EQ(cuda::GeluTanhGluDevice(dg.data(), du.data(), n, dg.data()), "");
+    auto gpu = ToHost(dg, n);
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_NEAR(gpu[i], cpu[i], 2e-6f * std::max(1.0f, std::fabs(cpu[i]))) << "gelu n=" << n << " at " << i;
+    auto x = Normal(n, 40.0f, 43);
+    std::vector<float> capped = x;
+    Softcap(capped.data(), n, 30.0f, &cpu_);
+    auto dx = ToDevice(x);
+    ASSERT_EQ(cuda::SoftcapDevice(dx.data(), n, 30.0f), "");
+    auto gx = ToHost(dx, n);
+    for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(gx[i], capped[i], 2e-6f * 30.0f) << "softcap n=" << n << " at " << i;
+  }
+  EXPECT_NE(cuda::SoftcapDevice(nullptr, 4, 0.0f), "");
 }
 
 TEST_F(CudaDecoderKernelsTest, AttentionRejectsBadShapes) {
@@ -237,6 +317,34 @@ TEST_F(CudaDecoderKernelsTest, ResidualAndBiasAddsMatchCpu) {
   ASSERT_EQ(cuda::AddBiasDevice(dx.data(), rows, cols, db.data()), "");
   auto gpu = ToHost(dx, rows * cols);
   for (int64_t i = 0; i < rows * cols; ++i) ASSERT_EQ(gpu[i], (x[i] + y[i]) + b[i % cols]) << i;
+}
+
+// MoE dispatch: gathering an expert's tokens and adding its weighted outputs back, bit for bit with the CPU.
+TEST_F(CudaDecoderKernelsTest, MoeGatherAndScatterMatchCpu) {
+  const int64_t rows = 37, cols = 1025, n = 17;
+  auto x = Normal(rows * cols, 1.0f, 61), out = Normal(rows * cols, 1.0f, 62), scales = Normal(n, 1.0f, 63);
+  std::vector<int32_t> idx(n);
+  for (int64_t i = 0; i < n; ++i) idx[i] = static_cast<int32_t>((i * 11 + 3) % rows);  // distinct rows
+  auto dx = ToDevice(x), dout = ToDevice(out), ds = ToDevice(scales);
+  auto didx = ToDevice(idx);
+  auto dg = ToDevice(std::vector<float>(n * cols, 0.0f));
+  ASSERT_EQ(cuda::GatherRowsDevice(dx.data(), didx.data(), n, cols, dg.data()), "");
+  std::vector<float> g(n * cols);
+  GatherRows(x.data(), idx.data(), n, cols, g.data());
+  EXPECT_EQ(ToHost(dg, n * cols), g);
+  // Scatter from the gathered rows (routed experts) and from the full rows (every expert on every token).
+  for (bool from_full : {false, true}) {
+    auto dref = ToDevice(out);
+    std::vector<float> ref = out;
+    const float* src = from_full ? x.data() : g.data();
+    const float* dsrc = from_full ? dx.data() : dg.data();
+    ScatterAddScaledRows(src, from_full ? idx.data() : nullptr, idx.data(), scales.data(), n, cols, ref.data());
+    ASSERT_EQ(cuda::ScatterAddScaledRowsDevice(dsrc, from_full ? didx.data() : nullptr, didx.data(), ds.data(), n,
+                                               cols, dref.data()),
+              "");
+    EXPECT_EQ(ToHost(dref, rows * cols), ref) << "from_full " << from_full;
+  }
+  EXPECT_NE(cuda::GatherRowsDevice(dx.data(), didx.data(), -1, cols, dg.data()), "");
 }
 
 }  // namespace

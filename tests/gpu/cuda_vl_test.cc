@@ -143,7 +143,8 @@ TEST_P(CudaVlTest, GptqOnTheDeviceCompressesTheTextDecoder) {
   for (float v : *logits) ASSERT_TRUE(std::isfinite(v));
 }
 
-INSTANTIATE_TEST_SUITE_P(VisionLanguage, CudaVlTest, ::testing::Values("tiny-qwen25vl", "tiny-mistral3"),
+INSTANTIATE_TEST_SUITE_P(VisionLanguage, CudaVlTest,
+                         ::testing::Values("tiny-qwen25vl", "tiny-mistral3", "tiny-gemma3vl"),
                          [](const auto& info) { return info.param.substr(5); });
 
 }  // namespace

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_format.h"
+#include "engine/io/model_dir.h"
 #include "tests/support/synthetic_model.h"
 #include "tests/support/test_paths.h"
 #include "tests/support/temp_dir.h"
@@ -206,6 +208,33 @@ TEST_F(CliTest, TokenizeAndEvalTheFixture) {
   double ppl4 = nlohmann::json::parse(r.out)["perplexity"].get<double>();
   EXPECT_GT(ppl4, ppl);
   EXPECT_LT(ppl4, ppl * 1.2);
+  // W8A8 quantizes activations: `perplexity` runs them quantized, `perplexity_weights_only` in fp32, and the
+  // compression report's evaluation has both.
+  r = Llmc("compress " + model + " " + (tmp_ / "w8a8") + " --scheme W8A8 --eval-text " + text +
+           " --eval-max-windows 1 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto report = nlohmann::json::parse(ReadAll(tmp_ / "w8a8/compression_report.json"), nullptr, false);
+  ASSERT_TRUE(report.contains("eval")) << report.dump();
+  EXPECT_EQ(report["eval"]["activations_quantized"], true);
+  EXPECT_GT(report["eval"]["perplexity_after"].get<double>(), report["eval"]["perplexity_after_weights_only"].get<double>());
+  r = Llmc("eval " + (tmp_ / "w8a8") + " --text " + text + " --max-windows 1 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto both = nlohmann::json::parse(r.out);
+  EXPECT_EQ(both["activations"], "quantized");
+  const double after = report["eval"]["perplexity_after"].get<double>();
+  const double after_w = report["eval"]["perplexity_after_weights_only"].get<double>();
+  EXPECT_NEAR(both["perplexity"].get<double>(), after, 1e-4 * after);  // other thread counts
+  EXPECT_NEAR(both["perplexity_weights_only"].get<double>(), after_w, 1e-5 * after_w);
+  r = Llmc("eval " + (tmp_ / "w8a8") + " --text " + text + " --max-windows 1 --json --activations weights-only");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto wo = nlohmann::json::parse(r.out);
+  EXPECT_EQ(wo["activations"], "weights-only");
+  EXPECT_DOUBLE_EQ(wo["perplexity"].get<double>(), both["perplexity_weights_only"].get<double>());
+  r = Llmc("eval " + (tmp_ / "w8a8") + " --text " + text + " --max-windows 1 --activations quantized");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(absl::StrFormat("perplexity %.4f on", both["perplexity"].get<double>())));
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr("weights only")));
+  ExpectOneLineError(Llmc("eval " + (tmp_ / "w8a8") + " --text " + text + " --activations some"), "--activations some");
   // Bad inputs.
   ExpectOneLineError(Llmc("eval " + model + " --text " + (tmp_ / "missing.txt")), "missing.txt");
   ExpectOneLineError(Llmc("eval " + (tmp_ / "model") + " --text " + text), "tokenizer");
@@ -237,6 +266,46 @@ TEST_F(CliTest, CalibratedGptqOnTheFixture) {
   EXPECT_EQ(algos[1]["modifier"], "GPTQModifier");
 }
 
+// A mixture-of-experts model (tiny-qwen3moe with a character-level tokenizer) through `llmc compress` (GPTQ, every
+// expert calibrated) and `llmc eval` of the output; the MoE option's refusals as one-line errors.
+TEST_F(CliTest, MoeCompressAndEval) {
+  const std::string model = tmp_ / "moe";
+  fs::create_directories(model);
+  const std::string src = std::string(LLMC_SOURCE_DIR) + "/engine/model/testdata/tiny-qwen3moe";
+  for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(src + "/" + f, model + "/" + f);
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int c = 32; c < 127; ++c) vocab[std::string(1, static_cast<char>(c))] = c - 32;
+  vocab["<unk>"] = 95;
+  std::ofstream(model + "/tokenizer.json")
+      << nlohmann::json({{"version", "1.0"},
+                         {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()},
+                                    {"unk_token", "<unk>"}}}})
+             .dump();
+  std::ofstream(model + "/tokenizer_config.json") << "{}";
+  std::string text;
+  for (int i = 0; i < 8; ++i) text += "Mixture of experts models route every token to a few experts of many. ";
+  const std::string data = tmp_.Write("moe.txt", text);
+  const std::string recipe = tmp_.Write(
+      "moe.yaml",
+      "GPTQModifier:\n  ignore: [lm_head, 're:.*mlp\\.gate$']\n  config_groups:\n    g:\n      targets: [Linear]\n"
+      "      weights: {num_bits: 4, type: int, symmetric: true, strategy: group, group_size: 8}\n");
+  Result r = Llmc("compress " + model + " " + (tmp_ / "moe-gptq") + " --recipe " + recipe + " --dataset " + data +
+                  " --num-samples 4 --seq-len 24 --threads 2 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["solve"]["moe"]["calibrate_all_experts"], true);
+  r = Llmc("eval " + (tmp_ / "moe-gptq") + " --text " + data + " --seq-len 32 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_GT(nlohmann::json::parse(r.out)["perplexity"].get<double>(), 1.0);
+  EXPECT_EQ(nlohmann::json::parse(r.out)["weights"], "pack-quantized");
+  ExpectOneLineError(Llmc("compress " + model + " " + (tmp_ / "x") + " --recipe " + recipe + " --dataset " + data +
+                          " --moe-calibrate-all-experts maybe"),
+                     "use true or false");
+  ExpectOneLineError(Llmc("compress " + model + " " + (tmp_ / "y") + " --scheme FP8_DYNAMIC --moe-calibrate-all-experts "
+                          "false"),
+                     "moe_calibrate_all_experts");
+}
+
 TEST_F(CliTest, FullDiskFailsCleanly) {
   TempDir mnt;
   if (geteuid() != 0 || mount("tmpfs", mnt.path().c_str(), "tmpfs", 0, "size=256k") != 0)
@@ -248,6 +317,179 @@ TEST_F(CliTest, FullDiskFailsCleanly) {
   ExpectOneLineError(r, "No space left on device");
   EXPECT_TRUE(left.empty()) << "left behind: " << left.front();
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Round trips of the tiny checkpoints of each family beyond Llama (engine/model/testdata): data-free and GPTQ
+// compression write the modules transformers + compressed-tensors expect (the input's Linear names, fused ones
+// fused), and `llmc eval` runs the output.
+
+constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz .,";
+
+// A character-level BPE tokenizer over kAlphabet (ids 0..28, inside every tiny model's 128-token vocabulary).
+std::string CharTokenizerJson() {
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int i = 0; kAlphabet[i] != '\0'; ++i) vocab[std::string(1, kAlphabet[i])] = i;
+  vocab["\n"] = static_cast<int>(sizeof(kAlphabet) - 1);  // documents are joined by blank lines
+  nlohmann::json j = {{"version", "1.0"},      {"truncation", nullptr}, {"padding", nullptr},
+                      {"added_tokens", nlohmann::json::array()},        {"normalizer", nullptr},
+                      {"pre_tokenizer", nullptr}, {"post_processor", nullptr}, {"decoder", nullptr}};
+  j["model"] = {{"type", "BPE"},       {"dropout", nullptr},         {"unk_token", nullptr},
+                {"continuing_subword_prefix", nullptr},              {"end_of_word_suffix", nullptr},
+                {"fuse_unk", false},   {"byte_fallback", false},     {"ignore_merges", false},
+                {"vocab", vocab},      {"merges", nlohmann::json::array()}};
+  return j.dump();
+}
+
+// Deterministic text over kAlphabet: `paragraphs` paragraphs separated by blank lines.
+std::string AlphabetText(int paragraphs, uint32_t seed) {
+  std::string out;
+  uint32_t x = seed;
+  for (int p = 0; p < paragraphs; ++p) {
+    for (int i = 0; i < 300; ++i) {
+      x = x * 1664525u + 1013904223u;
+      out += kAlphabet[(x >> 8) % (sizeof(kAlphabet) - 1)];
+    }
+    out += "\n\n";
+  }
+  return out;
+}
+
+class FamilyCompressTest : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    const fs::path src = fs::path(LLMC_SOURCE_DIR) / "engine/model/testdata" / GetParam();
+    fs::create_directories(tmp_ / "model");
+    for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(src / f, fs::path(tmp_ / "model") / f);
+    std::ofstream(tmp_ / "model/tokenizer.json") << CharTokenizerJson();
+    std::ofstream(tmp_ / "calib.txt") << AlphabetText(12, 7);
+    std::ofstream(tmp_ / "eval.txt") << AlphabetText(1, 99);
+  }
+
+  // The output holds, for every Linear of the input but lm_head, the packed int4 weight of that name with its
+  // group-16 scales; every other tensor under its own name and shape (norm weights byte for byte).
+  void ExpectCompressedLayout(const std::string& out, bool norms_unchanged = true) {
+    auto in = ModelDir::Open(tmp_ / "model");
+    auto o = ModelDir::Open(out);
+    ASSERT_TRUE(in.ok() && o.ok()) << in.status() << " " << o.status();
+    int linears = 0;
+    for (const ModelTensor& t : (*in)->tensors()) {
+      const std::string& n = t.info->name;
+      const bool linear = t.info->shape.size() == 2 && n.find("embed_tokens") == std::string::npos &&
+                          n.rfind("lm_head", 0) != 0 && EndsWithWeight(n);
+      if (!linear) {
+        const ModelTensor* c = (*o)->Find(n);
+        ASSERT_NE(c, nullptr) << n;
+        EXPECT_EQ(c->info->shape, t.info->shape) << n;
+        EXPECT_EQ(c->info->dtype, t.info->dtype) << n;
+        if (norms_unchanged && t.info->shape.size() == 1) EXPECT_EQ(c->file->Data(*c->info), t.file->Data(*t.info)) << n;
+        continue;
+      }
+      ++linears;
+      const std::string base = n.substr(0, n.size() - 7);
+      EXPECT_EQ((*o)->Find(n), nullptr) << n << " is still dense";
+      const ModelTensor* packed = (*o)->Find(base + ".weight_packed");
+      const ModelTensor* scale = (*o)->Find(base + ".weight_scale");
+      const ModelTensor* shape = (*o)->Find(base + ".weight_shape");
+      ASSERT_TRUE(packed && scale && shape) << base;
+      const int64_t rows = t.info->shape[0], cols = t.info->shape[1];
+      EXPECT_EQ(packed->info->shape, (std::vector<int64_t>{rows, cols / 8})) << base;
+      EXPECT_EQ(scale->info->shape, (std::vector<int64_t>{rows, cols / 16})) << base;
+    }
+    EXPECT_GT(linears, 0);
+    // Nothing beyond those: no new module names (a fused Linear stays one module).
+    for (const ModelTensor& t : (*o)->tensors()) {
+      std::string n = t.info->name;
+      for (const char* suffix : {".weight_packed", ".weight_scale", ".weight_shape", ".weight_zero_point"})
+        if (n.size() > strlen(suffix) && n.compare(n.size() - strlen(suffix), strlen(suffix), suffix) == 0)
+          n = n.substr(0, n.size() - strlen(suffix)) + ".weight";
+      EXPECT_NE((*in)->Find(n), nullptr) << t.info->name << " has no counterpart in the input";
+    }
+  }
+
+  static bool EndsWithWeight(const std::string& n) {
+    return n.size() > 7 && n.compare(n.size() - 7, 7, ".weight") == 0;
+  }
+
+  double Eval(const std::string& model) {
+    Result r = Llmc("eval " + model + " --text " + (tmp_ / "eval.txt") + " --seq-len 32 --max-windows 4 --threads 2 --json");
+    EXPECT_EQ(r.code, 0) << r.err;
+    if (r.code != 0) return -1;
+    return nlohmann::json::parse(r.out)["perplexity"].get<double>();
+  }
+
+  TempDir tmp_;
+};
+
+constexpr char kW4G16[] =
+    "  ignore: [lm_head]\n  config_groups:\n    g:\n      targets: [Linear]\n"
+    "      weights: {num_bits: 4, type: int, symmetric: true, strategy: group, group_size: 16}\n";
+
+TEST_P(FamilyCompressTest, DataFreeAndGptqRoundTrip) {
+  std::ofstream(tmp_ / "rtn.yaml") << "QuantizationModifier:\n" << kW4G16;
+  std::ofstream(tmp_ / "gptq.yaml") << "GPTQModifier:\n  block_size: 16\n" << kW4G16;
+  const double base = Eval(tmp_ / "model");
+  ASSERT_GT(base, 1.0);
+  for (const char* algo : {"rtn", "gptq"}) {
+    SCOPED_TRACE(algo);
+    const std::string out = tmp_ / algo;
+    std::string args = "compress " + (tmp_ / "model") + " " + out + " --recipe " + (tmp_ / (std::string(algo) + ".yaml")) +
+                       " --threads 2 --json --no-progress";
+    if (std::string(algo) == "gptq") args += " --dataset " + (tmp_ / "calib.txt") + " --num-samples 4 --seq-len 32";
+    Result r = Llmc(args);
+    ASSERT_EQ(r.code, 0) << r.err;
+    ExpectCompressedLayout(out);
+    auto cfg = nlohmann::json::parse(ReadAll(fs::path(out) / "config.json"));
+    EXPECT_EQ(cfg["quantization_config"]["format"], "pack-quantized");
+    EXPECT_EQ(cfg["architectures"][0], nlohmann::json::parse(ReadAll(tmp_ / "model/config.json"))["architectures"][0]);
+    const double ppl = Eval(out);
+    std::printf("%s %s: perplexity %.4f (bf16 %.4f)\n", GetParam(), algo, ppl, base);
+    EXPECT_GT(ppl, 1.0);
+    EXPECT_LT(ppl, 2.0 * base);  // random tiny weights at 4 bits: a bounded change, not a broken model
+  }
+}
+
+// The smoothing algorithms with each family's default mappings (Gemma: pre_feedforward_layernorm; Phi-3: the fused
+// Linears): the smoothed norms are written in the checkpoint's convention, so the output evaluates close to the input.
+TEST_P(FamilyCompressTest, SmoothingRoundTrip) {
+  std::ofstream(tmp_ / "awq.yaml") << "AWQModifier:\n"
+                                   << "  ignore: [lm_head]\n  config_groups:\n    g:\n      targets: [Linear]\n"
+                                   << "      weights: {num_bits: 4, type: int, symmetric: false, strategy: group, "
+                                      "group_size: 16}\n";
+  std::ofstream(tmp_ / "sq.yaml") << "SmoothQuantModifier:\n  smoothing_strength: 0.8\nGPTQModifier:\n  scheme: W8A8\n"
+                                  << "  ignore: [lm_head]\n";
+  const double base = Eval(tmp_ / "model");
+  ASSERT_GT(base, 1.0);
+  for (const char* algo : {"awq", "sq"}) {
+    SCOPED_TRACE(algo);
+    const std::string out = tmp_ / algo;
+    Result r = Llmc("compress " + (tmp_ / "model") + " " + out + " --recipe " + (tmp_ / (std::string(algo) + ".yaml")) +
+                    " --dataset " + (tmp_ / "calib.txt") + " --num-samples 4 --seq-len 32 --threads 2 --json --no-progress");
+    ASSERT_EQ(r.code, 0) << r.err;
+    auto in = ModelDir::Open(tmp_ / "model");
+    auto o = ModelDir::Open(out);
+    ASSERT_TRUE(in.ok() && o.ok());
+    for (const ModelTensor& t : (*in)->tensors())  // every norm under its name and shape
+      if (t.info->shape.size() == 1) {
+        const ModelTensor* c = (*o)->Find(t.info->name);
+        ASSERT_NE(c, nullptr) << t.info->name;
+        EXPECT_EQ(c->info->shape, t.info->shape);
+      }
+    const double ppl = Eval(out);
+    std::printf("%s %s: perplexity %.4f (bf16 %.4f)\n", GetParam(), algo, ppl, base);
+    EXPECT_GT(ppl, 1.0);
+    EXPECT_LT(ppl, 2.0 * base);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, FamilyCompressTest,
+                         ::testing::Values("tiny-gemma2", "tiny-gemma3", "tiny-qwen2-swa", "tiny-phi3",
+                                           "tiny-phi4mini"),
+                         [](const auto& info) {
+                           std::string n = std::string(info.param).substr(5);
+                           for (char& c : n)
+                             if (c == '-') c = '_';
+                           return n;
+                         });
 
 }  // namespace
 }  // namespace llmc

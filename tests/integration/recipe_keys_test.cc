@@ -549,11 +549,13 @@ TEST_F(RecipeKeysTest, FusedExpertTensorsFailUnlessIgnored) {
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(refused.status().message()), HasSubstr("model.layers.0.mlp.experts."));
   EXPECT_THAT(std::string(refused.status().message()), HasSubstr("fused 3-D expert weights"));
-  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("not supported yet"));
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("reads only the fused tensors"));
   EXPECT_FALSE(fs::exists(*dir_ / "moe_out"));
 
   auto kept = run(Mod("QuantizationModifier", "scheme: W4A16, ignore: [lm_head, 're:.*experts$']"), "moe_kept");
   ASSERT_TRUE(kept.ok()) << kept.status();
+  ASSERT_FALSE(kept->warnings.empty());
+  EXPECT_THAT(kept->warnings[0], HasSubstr("kept unquantized"));
   auto out = ModelDir::Open(*dir_ / "moe_kept");
   ASSERT_TRUE(out.ok()) << out.status();
   const ModelTensor* gu = (*out)->Find("model.layers.0.mlp.experts.gate_up_proj");

@@ -106,6 +106,61 @@ TEST_F(ServiceTest, ServeOutputMatchesCompress) {
   EXPECT_TRUE(StagingLeft(work_).empty());
 }
 
+// ---- what a job may touch, checked by the worker when it runs ----
+
+// llmc-server and one llmc-worker (real processes): a model whose chat_template.jinja links to the admin token fails
+// naming the file, and nothing of the token reaches an output; a queued job whose output parent becomes a link to
+// a directory outside the roots fails PERMISSION_DENIED without writing there.
+TEST_F(ServiceTest, WorkerConfinesJobsToTheRootsWhenTheyRun) {
+  StartServer();
+  SyntheticLlamaShape shape;
+  shape.hidden = 128;
+  shape.intermediate = 256;
+  shape.layers = 1;
+  shape.heads = 2;
+  shape.kv_heads = 1;
+  shape.vocab = 128;
+  ASSERT_TRUE(WriteSyntheticLlama(work_ + "/model", shape, DType::kBF16, 3, 1 << 20).ok());
+  fs::create_symlink(data_ + "/admin.token", work_ + "/model/chat_template.jinja");
+  v1::JobSpec spec;
+  spec.set_model_uri(work_ + "/model");
+  spec.set_output_uri(work_ + "/out1");
+  spec.mutable_preset()->set_scheme("W8A16");
+  v1::Job job;
+  ASSERT_TRUE(Create(admin_, "link", spec, &job).ok());
+  // Queued with no worker yet: the second job's output parent is replaced by a link out of the roots.
+  const std::string outside = tmp_.path() + "/outside";
+  fs::create_directories(outside);
+  fs::create_directories(work_ + "/parent");
+  v1::JobSpec spec2 = spec;
+  spec2.set_model_uri(work_ + "/model2");
+  ASSERT_TRUE(WriteSyntheticLlama(work_ + "/model2", shape, DType::kBF16, 3, 1 << 20).ok());
+  spec2.set_output_uri(work_ + "/parent/out2");
+  v1::Job job2;
+  ASSERT_TRUE(Create(admin_, "swap", spec2, &job2).ok());
+  fs::remove(work_ + "/parent");
+  fs::create_directory_symlink(outside, work_ + "/parent");
+
+  StartWorker("w1");
+  v1::Job done = WaitFinal(job.id());
+  EXPECT_EQ(done.state(), v1::FAILED);
+  EXPECT_EQ(done.error_code(), "PERMISSION_DENIED");
+  EXPECT_THAT(done.error(), HasSubstr("chat_template.jinja"));
+  EXPECT_FALSE(fs::exists(work_ + "/out1"));
+  v1::Job done2 = WaitFinal(job2.id());
+  EXPECT_EQ(done2.state(), v1::FAILED);
+  EXPECT_EQ(done2.error_code(), "PERMISSION_DENIED");
+  EXPECT_THAT(done2.error(), HasSubstr(work_ + "/parent"));
+  EXPECT_TRUE(fs::is_empty(outside));
+  // Once the link is gone, the same model compresses.
+  fs::remove(work_ + "/model/chat_template.jinja");
+  spec.set_output_uri(work_ + "/out3");
+  v1::Job job3;
+  ASSERT_TRUE(Create(admin_, "clean", spec, &job3).ok());
+  EXPECT_EQ(WaitFinal(job3.id()).state(), v1::SUCCEEDED);
+  EXPECT_TRUE(fs::exists(work_ + "/out3/config.json"));
+}
+
 // ---- faults ----
 
 TEST_F(ServiceTest, WorkerKilledMidJobResumesByteIdentical) {

@@ -65,7 +65,8 @@ __global__ void __launch_bounds__(kThreads) FlashAttentionKernel(const float* __
                                                                  const float* __restrict__ k,
                                                                  const float* __restrict__ v, int64_t T, int heads,
                                                                  int kv_heads, int head_dim, int64_t window,
-                                                                 float scale, float* __restrict__ out) {
+                                                                 float scale, float softcap,
+                                                                 float* __restrict__ out) {
   static_assert(D % 64 == 0, "D must be a multiple of 64");
   constexpr int kDGroups = D / 64;  // float4 output columns per thread
   constexpr int kQS = D + kPad, kPS = kBc + kPad;
@@ -129,7 +130,9 @@ __global__ void __launch_bounds__(kThreads) FlashAttentionKernel(const float* __
       for (int j = 0; j < kColsPerThread; ++j) {
         const int64_t kj = c0 + tx + 16 * j;
         const bool visible = kj <= qi && kj < T && (window <= 0 || kj > qi - window);
-        s[i][j] = visible ? s[i][j] * scale : -INFINITY;
+        float sc = s[i][j] * scale;
+        if (softcap > 0.0f) sc = tanhf(sc / softcap) * softcap;
+        s[i][j] = visible ? sc : -INFINITY;
         mx = fmaxf(mx, s[i][j]);
       }
 #pragma unroll
@@ -197,33 +200,35 @@ __global__ void __launch_bounds__(kThreads) FlashAttentionKernel(const float* __
 
 template <int D, bool kVec>
 std::string LaunchVec(const float* q, const float* k, const float* v, int64_t num_seqs, int64_t T, int64_t heads,
-                      int64_t kv_heads, int64_t head_dim, int64_t window, float* out, cudaStream_t stream) {
+                      int64_t kv_heads, int64_t head_dim, int64_t window, float scale, float softcap, float* out,
+                      cudaStream_t stream) {
   constexpr size_t smem = SharedBytes<D>();
   LLMC_CUDA_TRY(cudaFuncSetAttribute(FlashAttentionKernel<D, kVec>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(smem)));
   const dim3 grid(static_cast<unsigned>(num_seqs * heads), static_cast<unsigned>((T + kBr - 1) / kBr));
-  const float scale = 1.0f / sqrtf(static_cast<float>(head_dim));
   FlashAttentionKernel<D, kVec><<<grid, kThreads, smem, stream>>>(q, k, v, T, static_cast<int>(heads),
                                                                   static_cast<int>(kv_heads),
-                                                                  static_cast<int>(head_dim), window, scale, out);
+                                                                  static_cast<int>(head_dim), window, scale, softcap,
+                                                                  out);
   LLMC_CUDA_TRY(cudaGetLastError());
   return "";
 }
 
 template <int D>
 std::string Launch(const float* q, const float* k, const float* v, int64_t num_seqs, int64_t T, int64_t heads,
-                   int64_t kv_heads, int64_t head_dim, int64_t window, float* out, cudaStream_t stream) {
+                   int64_t kv_heads, int64_t head_dim, int64_t window, float scale, float softcap, float* out,
+                   cudaStream_t stream) {
   auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   if (head_dim % 4 == 0 && aligned(q) && aligned(k) && aligned(v))
-    return LaunchVec<D, true>(q, k, v, num_seqs, T, heads, kv_heads, head_dim, window, out, stream);
-  return LaunchVec<D, false>(q, k, v, num_seqs, T, heads, kv_heads, head_dim, window, out, stream);
+    return LaunchVec<D, true>(q, k, v, num_seqs, T, heads, kv_heads, head_dim, window, scale, softcap, out, stream);
+  return LaunchVec<D, false>(q, k, v, num_seqs, T, heads, kv_heads, head_dim, window, scale, softcap, out, stream);
 }
 
 }  // namespace
 
 std::string CausalAttentionDevice(const float* q, const float* k, const float* v, int64_t num_seqs, int64_t seq_len,
                                   int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t sliding_window,
-                                  float* out, cudaStream_t stream) {
+                                  float* out, cudaStream_t stream, float scale, float softcap) {
   if (num_seqs < 0 || seq_len < 1 || heads < 1 || kv_heads < 1 || heads % kv_heads != 0 || head_dim < 1)
     return "CausalAttentionDevice: invalid shape (heads must be a positive multiple of kv_heads)";
   if (head_dim > 256)
@@ -231,10 +236,13 @@ std::string CausalAttentionDevice(const float* q, const float* k, const float* v
   if (num_seqs * heads > 0x7fffffff || (seq_len + kBr - 1) / kBr > 65535)
     return "CausalAttentionDevice: too many sequences x heads or too long a sequence for one launch";
   if (num_seqs == 0) return "";
-  if (head_dim <= 64) return Launch<64>(q, k, v, num_seqs, seq_len, heads, kv_heads, head_dim, sliding_window, out, stream);
+  if (!(scale > 0.0f)) scale = 1.0f / sqrtf(static_cast<float>(head_dim));
+  const int64_t w = sliding_window;
+  if (head_dim <= 64)
+    return Launch<64>(q, k, v, num_seqs, seq_len, heads, kv_heads, head_dim, w, scale, softcap, out, stream);
   if (head_dim <= 128)
-    return Launch<128>(q, k, v, num_seqs, seq_len, heads, kv_heads, head_dim, sliding_window, out, stream);
-  return Launch<256>(q, k, v, num_seqs, seq_len, heads, kv_heads, head_dim, sliding_window, out, stream);
+    return Launch<128>(q, k, v, num_seqs, seq_len, heads, kv_heads, head_dim, w, scale, softcap, out, stream);
+  return Launch<256>(q, k, v, num_seqs, seq_len, heads, kv_heads, head_dim, w, scale, softcap, out, stream);
 }
 
 }  // namespace llmc::cuda

@@ -10,7 +10,8 @@
 
 namespace llmc::cuda {
 
-// out = softmax(q k^T / sqrt(head_dim)) v per (sequence, query head), causal, with the CPU layouts:
+// out = softmax(cap(scale * q k^T)) v per (sequence, query head), causal, with the CPU layouts (scale 0: 1 /
+// sqrt(head_dim); cap(s) = softcap * tanh(s / softcap) when softcap > 0, else s):
 // q [num_seqs * seq_len, heads * head_dim], k and v [num_seqs * seq_len, kv_heads * head_dim], out like q (device
 // pointers, fp32, must not alias). Query head h reads kv head h / (heads / kv_heads). Token i attends to tokens
 // j <= i of its own sequence, and with sliding_window > 0 only to j > i - sliding_window. head_dim <= 256;
@@ -19,6 +20,7 @@ namespace llmc::cuda {
 // beyond the inputs and output (85 KB of shared memory per 64 queries at head_dim 128).
 std::string CausalAttentionDevice(const float* q, const float* k, const float* v, int64_t num_seqs, int64_t seq_len,
                                   int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t sliding_window,
-                                  float* out, cudaStream_t stream = nullptr);
+                                  float* out, cudaStream_t stream = nullptr, float scale = 0.0f,
+                                  float softcap = 0.0f);
 
 }  // namespace llmc::cuda

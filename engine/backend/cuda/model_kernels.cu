@@ -55,11 +55,26 @@ __global__ void SwiGluKernel(const float* __restrict__ gate, const float* __rest
   out[i] = g / (1.0f + expf(-g)) * up[i];
 }
 
+__global__ void GeluTanhGluKernel(const float* __restrict__ gate, const float* __restrict__ up, int64_t n,
+                                  float* out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float x = gate[i];
+  const float inner = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+  out[i] = 0.5f * x * (1.0f + tanhf(inner)) * up[i];
+}
+
+__global__ void SoftcapKernel(float* x, int64_t n, float cap) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  x[i] = tanhf(x[i] / cap) * cap;
+}
+
 // One thread per (token, head, i < half). --fmad=false keeps a*c - b*s as two rounded products and a
 // difference, exactly as the CPU code compiled with -ffp-contract=off.
 __global__ void RopeKernel(float* x, int64_t tokens, int64_t seq_len, int64_t heads, int64_t head_dim,
-                           const float* __restrict__ cos_t, const float* __restrict__ sin_t) {
-  const int64_t half = head_dim / 2;
+                           int64_t rotary_dim, const float* __restrict__ cos_t, const float* __restrict__ sin_t) {
+  const int64_t half = rotary_dim / 2;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= tokens * heads * half) return;
   const int64_t j = i % half;
@@ -81,6 +96,23 @@ __global__ void AddKernel(float* x, const float* __restrict__ y, int64_t n) {
 __global__ void AddBiasKernel(float* y, int64_t rows, int64_t cols, const float* __restrict__ bias) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < rows * cols) y[i] += bias[i % cols];
+}
+
+__global__ void GatherRowsKernel(const float* __restrict__ src, const int32_t* __restrict__ rows, int64_t n,
+                                 int64_t cols, float* __restrict__ dst) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n * cols) dst[i] = src[static_cast<int64_t>(rows[i / cols]) * cols + i % cols];
+}
+
+__global__ void ScatterAddScaledRowsKernel(const float* __restrict__ src, const int32_t* __restrict__ src_rows,
+                                           const int32_t* __restrict__ dst_rows, const float* __restrict__ scales,
+                                           int64_t n, int64_t cols, float* dst) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n * cols) return;
+  const int64_t r = i / cols, c = i % cols;
+  const int64_t s = src_rows != nullptr ? src_rows[r] : r;
+  const float v = __fmul_rn(src[s * cols + c], scales[r]);
+  dst[static_cast<int64_t>(dst_rows[r]) * cols + c] += v;
 }
 
 // One block per row: fp32 max, then sum of exp(x - max) in double.
@@ -161,13 +193,31 @@ std::string SwiGluDevice(const float* gate, const float* up, int64_t n, float* o
   return "";
 }
 
-std::string RopeDevice(float* x, int64_t num_seqs, int64_t seq_len, int64_t heads, int64_t head_dim,
-                       const float* cos, const float* sin, cudaStream_t stream) {
-  if (num_seqs < 0 || seq_len < 1 || heads < 1 || head_dim < 2 || head_dim % 2 != 0)
-    return "RopeDevice: invalid shape (head_dim must be even and positive)";
-  const int64_t n = num_seqs * seq_len * heads * (head_dim / 2);
+std::string GeluTanhGluDevice(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream) {
+  if (n <= 0) return n == 0 ? "" : "GeluTanhGluDevice: invalid size";
+  GeluTanhGluKernel<<<Blocks(n), kThreads, 0, stream>>>(gate, up, n, out);
+  LLMC_CUDA_TRY(cudaGetLastError());
+  return "";
+}
+
+std::string SoftcapDevice(float* x, int64_t n, float cap, cudaStream_t stream) {
+  if (n < 0 || !(cap > 0.0f)) return "SoftcapDevice: invalid size or cap (must be positive)";
   if (n == 0) return "";
-  RopeKernel<<<Blocks(n), kThreads, 0, stream>>>(x, num_seqs * seq_len, seq_len, heads, head_dim, cos, sin);
+  SoftcapKernel<<<Blocks(n), kThreads, 0, stream>>>(x, n, cap);
+  LLMC_CUDA_TRY(cudaGetLastError());
+  return "";
+}
+
+std::string RopeDevice(float* x, int64_t num_seqs, int64_t seq_len, int64_t heads, int64_t head_dim,
+                       const float* cos, const float* sin, cudaStream_t stream, int64_t rotary_dim) {
+  if (rotary_dim <= 0) rotary_dim = head_dim;
+  if (num_seqs < 0 || seq_len < 1 || heads < 1 || head_dim < 2 || head_dim % 2 != 0 || rotary_dim % 2 != 0 ||
+      rotary_dim > head_dim)
+    return "RopeDevice: invalid shape (head_dim and rotary_dim must be even and positive, rotary_dim <= head_dim)";
+  const int64_t n = num_seqs * seq_len * heads * (rotary_dim / 2);
+  if (n == 0) return "";
+  RopeKernel<<<Blocks(n), kThreads, 0, stream>>>(x, num_seqs * seq_len, seq_len, heads, head_dim, rotary_dim, cos,
+                                                 sin);
   LLMC_CUDA_TRY(cudaGetLastError());
   return "";
 }
@@ -183,6 +233,26 @@ std::string AddBiasDevice(float* y, int64_t rows, int64_t cols, const float* bia
   if (rows < 0 || cols < 1) return "AddBiasDevice: invalid shape";
   if (rows == 0) return "";
   AddBiasKernel<<<Blocks(rows * cols), kThreads, 0, stream>>>(y, rows, cols, bias);
+  LLMC_CUDA_TRY(cudaGetLastError());
+  return "";
+}
+
+std::string GatherRowsDevice(const float* src, const int32_t* rows, int64_t n, int64_t cols, float* dst,
+                             cudaStream_t stream) {
+  if (n < 0 || cols < 1) return "GatherRowsDevice: invalid shape";
+  if (n == 0) return "";
+  GatherRowsKernel<<<Blocks(n * cols), kThreads, 0, stream>>>(src, rows, n, cols, dst);
+  LLMC_CUDA_TRY(cudaGetLastError());
+  return "";
+}
+
+std::string ScatterAddScaledRowsDevice(const float* src, const int32_t* src_rows, const int32_t* dst_rows,
+                                       const float* scales, int64_t n, int64_t cols, float* dst,
+                                       cudaStream_t stream) {
+  if (n < 0 || cols < 1) return "ScatterAddScaledRowsDevice: invalid shape";
+  if (n == 0) return "";
+  ScatterAddScaledRowsKernel<<<Blocks(n * cols), kThreads, 0, stream>>>(src, src_rows, dst_rows, scales, n, cols,
+                                                                         dst);
   LLMC_CUDA_TRY(cudaGetLastError());
   return "";
 }

@@ -22,11 +22,19 @@ std::string RmsNormDevice(const float* x, int64_t rows, int64_t dim, const float
 // out[i] = gate[i] / (1 + exp(-gate[i])) * up[i]. `out` may alias either input.
 std::string SwiGluDevice(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream = nullptr);
 
+// out[i] = gelu_tanh(gate[i]) * up[i] (PyTorch's gelu(approximate="tanh") in fp32, as the CPU GeluTanhGlu).
+// `out` may alias either input.
+std::string GeluTanhGluDevice(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream = nullptr);
+// x[i] = cap * tanh(x[i] / cap) for n elements (logit softcapping, as the CPU Softcap). cap > 0.
+std::string SoftcapDevice(float* x, int64_t n, float cap, cudaStream_t stream = nullptr);
+
 // Rotary embedding in place on x [num_seqs * seq_len, heads * head_dim] (HF rotate_half: dimension i pairs with
 // i + head_dim/2); token t of each sequence has position t. cos and sin are the RopeTable's [positions,
 // head_dim/2] tables, with at least seq_len positions. Bit-identical to the CPU ApplyRotary (no FMA contraction).
+// With rotary_dim > 0 (partial rotary) only the first rotary_dim dimensions of each head rotate (pairs i and
+// i + rotary_dim/2) and the tables are [positions, rotary_dim/2].
 std::string RopeDevice(float* x, int64_t num_seqs, int64_t seq_len, int64_t heads, int64_t head_dim,
-                       const float* cos, const float* sin, cudaStream_t stream = nullptr);
+                       const float* cos, const float* sin, cudaStream_t stream = nullptr, int64_t rotary_dim = 0);
 
 // x[i] += y[i] for n elements (the residual adds).
 std::string AddDevice(float* x, const float* y, int64_t n, cudaStream_t stream = nullptr);
@@ -38,6 +46,15 @@ std::string AddBiasDevice(float* y, int64_t rows, int64_t cols, const float* bia
 std::string TokenNllDevice(const float* logits, int64_t rows, int64_t vocab, const int32_t* targets, double* nll,
                            cudaStream_t stream = nullptr);
 
+// Mixture-of-experts dispatch (CPU references: GatherRows / ScatterAddScaledRows in engine/model/cpu_ops.h).
+// dst [n, cols] = src[rows[i]] for i < n (rows: device int32 indices into src).
+std::string GatherRowsDevice(const float* src, const int32_t* rows, int64_t n, int64_t cols, float* dst,
+                             cudaStream_t stream = nullptr);
+// dst[dst_rows[i]] += src[src_rows ? src_rows[i] : i] * scales[i] for i < n, each row of `cols` values (the product
+// rounded to fp32, then added, as the CPU). dst_rows must be distinct (one expert's tokens).
+std::string ScatterAddScaledRowsDevice(const float* src, const int32_t* src_rows, const int32_t* dst_rows,
+                                       const float* scales, int64_t n, int64_t cols, float* dst,
+                                       cudaStream_t stream = nullptr);
 // out[i] = bf16(in[i]) (round to nearest even; bf16 bit patterns as uint16).
 std::string FloatToBf16Device(const float* in, int64_t n, uint16_t* out, cudaStream_t stream = nullptr);
 

@@ -1,0 +1,166 @@
+#include "engine/quant/activation_quantizer.h"
+
+#include <cmath>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace llmc {
+namespace {
+
+QuantArgs Args(QuantType type, int bits, Strategy strategy, const std::string& dynamic) {
+  QuantArgs a;
+  a.type = type;
+  a.num_bits = bits;
+  a.strategy = strategy;
+  a.dynamic = dynamic;
+  a.observer = std::nullopt;
+  return a;
+}
+
+QuantArgs NvFp4Args() {
+  QuantArgs a = Args(QuantType::kFloat, 4, Strategy::kTensorGroup, "local");
+  a.group_size = 16;
+  a.scale_dtype = "torch.float8_e4m3fn";
+  return a;
+}
+
+// Values below are worked out by hand from the library's arithmetic (activation_quantizer.h), in bf16.
+
+TEST(ActivationQuantizerTest, Int8PerTokenUsesHalfTheRangeAndClampsAt127) {
+  auto q = ActivationQuantizer::Create(Args(QuantType::kInt, 8, Strategy::kToken, "true"), ActivationSite::kLinear,
+                                       DType::kBF16, 5, "t");
+  ASSERT_TRUE(q.ok()) << q.status();
+  // amax 7.96875 -> scale 7.96875 / 127.5 = 0.0625 (not / 127).
+  EXPECT_EQ(q->DynamicScale(-1.0f, 7.96875f), 0.0625f);
+  std::vector<float> x = {7.96875f, 0.1f, -0.03125f, 0.09375f, -7.0f};
+  q->Apply(x.data(), 1);
+  EXPECT_EQ(x[0], 7.9375f);   // 127.5 clamps to 127
+  EXPECT_EQ(x[1], 0.125f);    // bf16(0.1) = 0.10009765625 -> 1.6015625 -> 2
+  EXPECT_EQ(x[2], 0.0f);      // -0.5 rounds half to even: -0, as torch.round
+  EXPECT_TRUE(std::signbit(x[2]));
+  EXPECT_EQ(x[3], 0.125f);    // 1.5 -> 2
+  EXPECT_EQ(x[4], -7.0f);     // -112 exactly
+}
+
+TEST(ActivationQuantizerTest, Int8PerTokenRowsAreIndependentAndZeroRowUsesEps) {
+  auto q = ActivationQuantizer::Create(Args(QuantType::kInt, 8, Strategy::kToken, "true"), ActivationSite::kLinear,
+                                       DType::kBF16, 2, "t");
+  ASSERT_TRUE(q.ok());
+  EXPECT_EQ(q->DynamicScale(0.0f, 0.0f), 0.0078125f);  // torch.finfo(bfloat16).eps
+  std::vector<float> x = {0.0f, 0.0f, 7.96875f, 0.1f};
+  q->Apply(x.data(), 2);
+  EXPECT_EQ(x[0], 0.0f);
+  EXPECT_EQ(x[3], 0.125f);
+}
+
+TEST(ActivationQuantizerTest, Fp8PerToken) {
+  auto q = ActivationQuantizer::Create(Args(QuantType::kFloat, 8, Strategy::kToken, "true"),
+                                       ActivationSite::kLinear, DType::kBF16, 3, "t");
+  ASSERT_TRUE(q.ok()) << q.status();
+  EXPECT_EQ(q->DynamicScale(-56.0f, 3.0f), 0.125f);  // 56 / 448
+  std::vector<float> x = {-56.0f, 0.3f, 1.0f};
+  q->Apply(x.data(), 1);
+  EXPECT_EQ(x[0], -56.0f);
+  EXPECT_EQ(x[1], 0.3125f);  // bf16(0.3) / 0.125 = 2.40625 -> e4m3 2.5
+  EXPECT_EQ(x[2], 1.0f);
+}
+
+TEST(ActivationQuantizerTest, Fp8StaticPerTensorClampsAt448) {
+  auto q = ActivationQuantizer::Create(Args(QuantType::kFloat, 8, Strategy::kTensor, "false"),
+                                       ActivationSite::kLinear, DType::kBF16, 2, "t");
+  ASSERT_TRUE(q.ok()) << q.status();
+  ASSERT_TRUE(q->SetStaticScale({0.5f}).ok());
+  std::vector<float> x = {1000.0f, -0.3f, 3.0f, 0.0f};
+  q->Apply(x.data(), 2);
+  EXPECT_EQ(x[0], 224.0f);     // 2000 clamps to 448
+  EXPECT_EQ(x[1], -0.3125f);   // -0.6015625 -> e4m3 -0.625
+  EXPECT_EQ(x[2], 3.0f);
+  EXPECT_FALSE(q->SetStaticScale({0.0f}).ok());
+}
+
+TEST(ActivationQuantizerTest, NvFp4GroupScalesAreFp8OfGlobalTimesAmaxOverSix) {
+  auto q = ActivationQuantizer::Create(NvFp4Args(), ActivationSite::kLinear, DType::kBF16, 32, "t");
+  ASSERT_TRUE(q.ok()) << q.status();
+  ASSERT_TRUE(q->SetGlobalScale(1.0f).ok());
+  // amax bf16(6.6) = 6.59375: bf16(6.59375 / 6) = 1.1015625, e4m3 -> 1.125.
+  EXPECT_EQ(q->DynamicScale(0.0f, 6.59375f), 1.125f);
+  EXPECT_EQ(q->DynamicScale(0.0f, 0.0f), 0.125f);  // a zero fp8 scale becomes its eps
+  std::vector<float> x(32, 0.0f);
+  x[0] = 6.6f;    // 6.59375 / 1.125 = 5.86 -> fp4 6 -> 6.75
+  x[1] = -0.2f;   // -0.178 -> fp4 -0
+  x[2] = 2.6f;    // 2.59375 / 1.125 = 2.306 -> fp4 2 -> 2.25
+  x[16] = 6.0f;   // second group: scale 1
+  x[17] = 5.0f;   // tie between 4 and 6 -> even code: 4
+  x[18] = 2.6f;   // 2.59375 -> 3
+  q->Apply(x.data(), 1);
+  EXPECT_EQ(x[0], 6.75f);
+  EXPECT_EQ(x[1], 0.0f);
+  EXPECT_TRUE(std::signbit(x[1]));
+  EXPECT_EQ(x[2], 2.25f);
+  EXPECT_EQ(x[16], 6.0f);
+  EXPECT_EQ(x[17], 4.0f);
+  EXPECT_EQ(x[18], 3.0f);
+  // With a global scale the effective scale is fp8(g * amax / 6) / g.
+  ASSERT_TRUE(q->SetGlobalScale(101.0f).ok());
+  EXPECT_EQ(q->DynamicScale(0.0f, 6.0f), 104.0f);    // e4m3(101) = 104 (steps of 8 in [64, 128))
+  EXPECT_EQ(q->FakeQuant(6.0f, 104.0f), 6.1875f);    // e = 104 / 101; 6 / e = 5.83 -> 6; 6 e = 6.178 -> bf16
+  // x / e is rounded to bf16 before the fp4 cast, as the library's CUDA cast does: with g = 3 and s = 1,
+  // 0.41796875 / (1/3) = 1.2539 would round to fp4 1.5, but bf16 1.25 rounds to 1.0 (ties to even).
+  ASSERT_TRUE(q->SetGlobalScale(3.0f).ok());
+  EXPECT_EQ(q->FakeQuant(0.41796875f, 1.0f), 0.333984375f);
+}
+
+TEST(ActivationQuantizerTest, KvCachePerHeadStaticScales) {
+  auto q = ActivationQuantizer::Create(Args(QuantType::kFloat, 8, Strategy::kAttnHead, "false"),
+                                       ActivationSite::kKvCache, DType::kBF16, 4, "kv");
+  ASSERT_TRUE(q.ok()) << q.status();
+  ASSERT_TRUE(q->SetStaticScale({1.0f, 3.0f}).ok());
+  EXPECT_EQ(q->group_cols(), 2);
+  std::vector<float> x = {3.3f, 0.0f, 3.3f, 0.0f};
+  q->Apply(x.data(), 1);
+  EXPECT_EQ(x[0], 3.25f);   // bf16(3.3) = 3.296875 -> e4m3 3.25
+  EXPECT_EQ(x[2], 3.375f);  // 3.296875 / 3 -> bf16 1.1015625 -> e4m3 1.125 -> * 3
+  EXPECT_FALSE(q->SetStaticScale({1.0f, 1.0f, 1.0f}).ok());
+}
+
+TEST(ActivationQuantizerTest, Float32ModelsSkipTheBf16Roundings) {
+  auto q = ActivationQuantizer::Create(Args(QuantType::kInt, 8, Strategy::kToken, "true"), ActivationSite::kLinear,
+                                       DType::kF32, 2, "t");
+  ASSERT_TRUE(q.ok());
+  std::vector<float> x = {12.75f, 0.1f};  // scale 0.1 (fp32), 0.1 / 0.1 = 1
+  q->Apply(x.data(), 1);
+  EXPECT_FLOAT_EQ(x[1], 0.1f);
+}
+
+TEST(ActivationQuantizerTest, RefusesWhatItCannotEvaluateNamingIt) {
+  QuantArgs asym = Args(QuantType::kInt, 8, Strategy::kToken, "true");
+  asym.symmetric = false;
+  auto s = ActivationQuantizer::Check(asym, ActivationSite::kLinear, "group_0.input_activations");
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_NE(s.message().find("group_0.input_activations"), std::string::npos);
+  EXPECT_NE(s.message().find("asymmetric"), std::string::npos);
+  EXPECT_FALSE(ActivationQuantizer::Check(Args(QuantType::kFloat, 8, Strategy::kTensor, "true"),
+                                          ActivationSite::kLinear, "x")
+                   .ok());  // dynamic per tensor
+  EXPECT_FALSE(ActivationQuantizer::Check(Args(QuantType::kFloat, 8, Strategy::kChannel, "false"),
+                                          ActivationSite::kLinear, "x")
+                   .ok());
+  QuantArgs mx = Args(QuantType::kFloat, 4, Strategy::kGroup, "true");
+  mx.group_size = 32;
+  mx.scale_dtype = "torch.uint8";
+  EXPECT_FALSE(ActivationQuantizer::Check(mx, ActivationSite::kLinear, "x").ok());
+  EXPECT_FALSE(ActivationQuantizer::Check(Args(QuantType::kFloat, 8, Strategy::kToken, "true"),
+                                          ActivationSite::kKvCache, "kv")
+                   .ok());  // dynamic kv cache
+  EXPECT_TRUE(ActivationQuantizer::Check(Args(QuantType::kFloat, 8, Strategy::kTensor, "false"),
+                                         ActivationSite::kKvCache, "kv")
+                  .ok());
+  EXPECT_TRUE(ActivationQuantizer::Check(NvFp4Args(), ActivationSite::kLinear, "x").ok());
+  QuantArgs g = Args(QuantType::kInt, 8, Strategy::kGroup, "true");
+  g.group_size = 3;
+  EXPECT_FALSE(ActivationQuantizer::Create(g, ActivationSite::kLinear, DType::kBF16, 8, "x").ok());  // 8 % 3
+}
+
+}  // namespace
+}  // namespace llmc

@@ -1,0 +1,132 @@
+// The CUDA fake quantization of activations against its CPU reference (ActivationQuantizer::Apply), bit for bit,
+// and `llmc eval --device cuda` of checkpoints that quantize activations against the CPU runtime.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include "engine/backend/cuda/activation_quant_kernels.h"
+#include "engine/format/recipe.h"
+#include "engine/model/causal_lm.h"
+#include "engine/model/cuda_block_runner.h"
+#include "engine/model/cuda_causal_lm.h"
+#include "engine/model/model_test_util.h"
+#include "engine/model/perplexity.h"
+#include "engine/pipeline/compress_job.h"
+#include "tests/gpu/cuda_test_util.h"
+
+namespace llmc {
+namespace {
+
+using gpu_test::Normal;
+
+QuantArgs Args(QuantType type, int bits, Strategy strategy, const std::string& dynamic, std::optional<int> group = {},
+               std::optional<std::string> scale_dtype = {}) {
+  QuantArgs a;
+  a.type = type;
+  a.num_bits = bits;
+  a.strategy = strategy;
+  a.dynamic = dynamic;
+  a.group_size = group;
+  a.scale_dtype = scale_dtype;
+  a.observer = std::nullopt;
+  return a;
+}
+
+struct Case {
+  const char* name;
+  QuantArgs args;
+  ActivationSite site;
+  DType dtype;
+  std::vector<float> static_scales;  // empty: dynamic
+  float global = 0;                  // NVFP4
+};
+
+class CudaActivationQuantTest : public ::testing::Test {
+ protected:
+  void SetUp() override { LLMC_SKIP_WITHOUT_CUDA(); }
+};
+
+TEST_F(CudaActivationQuantTest, KernelMatchesCpuBitForBit) {
+  const int64_t rows = 17, cols = 1056;  // 33 groups of 32, 66 of 16; 8 "heads" of 132
+  const Case cases[] = {
+      {"int8 token bf16", Args(QuantType::kInt, 8, Strategy::kToken, "true"), ActivationSite::kLinear, DType::kBF16, {}},
+      {"int8 token f16", Args(QuantType::kInt, 8, Strategy::kToken, "true"), ActivationSite::kLinear, DType::kF16, {}},
+      {"int8 token f32", Args(QuantType::kInt, 8, Strategy::kToken, "true"), ActivationSite::kLinear, DType::kF32, {}},
+      {"int4 group 32", Args(QuantType::kInt, 4, Strategy::kGroup, "true", 32), ActivationSite::kLinear, DType::kBF16, {}},
+      {"fp8 token", Args(QuantType::kFloat, 8, Strategy::kToken, "true"), ActivationSite::kLinear, DType::kBF16, {}},
+      {"fp8 static tensor", Args(QuantType::kFloat, 8, Strategy::kTensor, "false"), ActivationSite::kLinear,
+       DType::kBF16, {0.0137f}},
+      {"int8 static tensor", Args(QuantType::kInt, 8, Strategy::kTensor, "false"), ActivationSite::kLinear,
+       DType::kBF16, {0.02f}},
+      {"nvfp4", Args(QuantType::kFloat, 4, Strategy::kTensorGroup, "local", 16, "torch.float8_e4m3fn"),
+       ActivationSite::kLinear, DType::kBF16, {}, 448.0f * 6.0f / 9.5f},
+      {"kv fp8 per head", Args(QuantType::kFloat, 8, Strategy::kAttnHead, "false"), ActivationSite::kKvCache,
+       DType::kBF16, {0.01f, 0.02f, 0.005f, 0.03f, 0.011f, 0.009f, 0.02f, 0.04f}},
+  };
+  std::vector<float> x = Normal(rows * cols, 1.0f, 11);
+  for (int64_t c = 0; c < cols; ++c) x[3 * cols + c] = 0.0f;  // a zero row: eps scales
+  x[5 * cols + 7] = 40.0f;                                      // outliers
+  x[9 * cols + 100] = -1000.0f;
+  for (const Case& k : cases) {
+    auto q = ActivationQuantizer::Create(k.args, k.site, k.dtype, cols, k.name);
+    ASSERT_TRUE(q.ok()) << q.status();
+    if (!k.static_scales.empty()) ASSERT_TRUE(q->SetStaticScale(k.static_scales).ok()) << k.name;
+    if (k.global > 0) ASSERT_TRUE(q->SetGlobalScale(k.global).ok()) << k.name;
+    std::vector<float> cpu = x;
+    q->Apply(cpu.data(), rows);
+    auto p = ActivationQuantDeviceParams(*q);
+    ASSERT_TRUE(p.ok()) << p.status();
+    std::vector<float> gpu(x.size());
+    ASSERT_EQ(cuda::FakeQuantActivationsHost(x.data(), gpu.data(), rows, *p), "") << k.name;
+    int64_t differ = 0;
+    for (size_t i = 0; i < x.size(); ++i) differ += std::memcmp(&cpu[i], &gpu[i], sizeof(float)) != 0;
+    EXPECT_EQ(differ, 0) << k.name << ": first " << cpu[0] << " vs " << gpu[0];
+  }
+}
+
+// The fixture compressed with activation-quantizing presets: perplexity on the device with fp32 GEMMs equals the
+// CPU's (a rounding flip of a quantized activation from the GEMMs' other summation order moves it by ~1e-5).
+TEST_F(CudaActivationQuantTest, FixturePerplexityMatchesCpu) {
+  const std::string fixture = testing_util::FixtureDir();
+  if (fixture.empty()) GTEST_SKIP() << "../shared/models/llmc-fixture-llama not found (set LLMC_SHARED_DIR to run)";
+  std::string tmpl = (std::filesystem::temp_directory_path() / "llmc-gpu-actq-XXXXXX").string();
+  ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+  std::vector<int32_t> ids = testing_util::ReadJson(testing_util::TestDataDir() + "/fixture_reference.json")
+                                 ["eval_first_windows_ids"]
+                                     .get<std::vector<int32_t>>();
+  for (const char* scheme : {"W8A8", "FP8_DYNAMIC"}) {
+    auto cfg = PresetConfig(scheme, {"Linear"}, {"lm_head"});
+    ASSERT_TRUE(cfg.ok()) << cfg.status();
+    CompressOptions o;
+    o.model_path = fixture;
+    o.output_path = tmpl + "/" + scheme;
+    o.threads = 8;
+    ASSERT_TRUE(RunCompress(o, *cfg).ok()) << scheme;
+    auto lm = CausalLm::Open(o.output_path, {.threads = 8});
+    ASSERT_TRUE(lm.ok()) << lm.status();
+    ASSERT_TRUE((*lm)->quantizes_activations());
+    PerplexityOptions po;
+    po.seq_len = 512;
+    po.max_windows = 4;
+    auto cpu = ComputePerplexity(**lm, ids, po);
+    ASSERT_TRUE(cpu.ok()) << cpu.status();
+    auto gpu = ComputePerplexityCuda(**lm, ids, po, {.precision = cuda::GemmPrecision::kFp32});
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    EXPECT_NEAR(gpu->mean_nll, cpu->mean_nll, 2e-4 * cpu->mean_nll) << scheme;
+    ASSERT_TRUE((*lm)->SetQuantizeActivations(false).ok());
+    auto cpu_w = ComputePerplexity(**lm, ids, po);
+    auto gpu_w = ComputePerplexityCuda(**lm, ids, po, {.precision = cuda::GemmPrecision::kFp32});
+    ASSERT_TRUE(cpu_w.ok() && gpu_w.ok());
+    EXPECT_NEAR(gpu_w->mean_nll, cpu_w->mean_nll, 1e-6 * cpu_w->mean_nll) << scheme;
+    EXPECT_GT(cpu->perplexity, cpu_w->perplexity) << scheme;
+    std::printf("%s fixture, 4 windows: quantized cpu %.6f cuda %.6f; weights only cpu %.6f cuda %.6f\n", scheme,
+                cpu->perplexity, gpu->perplexity, cpu_w->perplexity, gpu_w->perplexity);
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(tmpl, ec);
+}
+
+}  // namespace
+}  // namespace llmc
