@@ -288,9 +288,10 @@ absl::Status ResolveGemma(const ModelConfig& c, const json& j, absl::string_view
 absl::Status ResolveLayerTypes(const ArchitectureInfo& a, const json& j, absl::string_view source, ModelSpec* s) {
   auto window = j.find("sliding_window");
   const bool has_window = window != j.end() && !window->is_null();
+  // Without use_sliding_window transformers sets sliding_window to None whatever it says (Qwen2-MoE saves 0).
+  if (a.sliding_window == SlidingWindowRule::kOptIn && !BoolKey(j, "use_sliding_window")) return absl::OkStatus();
   if (has_window && (!window->is_number_integer() || window->get<int64_t>() <= 0))
     return Invalid(source, "'sliding_window' must be a positive integer or null");
-  if (a.sliding_window == SlidingWindowRule::kOptIn && !BoolKey(j, "use_sliding_window")) return absl::OkStatus();
   if (has_window) s->sliding_window = window->get<int64_t>();
   if (a.sliding_window == SlidingWindowRule::kAlways) return absl::OkStatus();
   // Gemma's layer kinds also choose the rope (Gemma 3), so they are resolved even without a window.
