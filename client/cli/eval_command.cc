@@ -124,7 +124,12 @@ int RunEvalCommand(const EvalArgs& a) {
   if (!r.ok()) return Fail(r.status());
   const double total_seconds = NowSeconds() - t0;
   const ModelSpec& spec = (*lm)->spec();
-  const std::string storage = (*lm)->loader().StorageOf("model.layers.0.mlp.down_proj");
+  const std::string storage = (*lm)->loader().StorageOf(spec.layout.LayerPrefix(0) + "mlp.down_proj");
+  // A vision-language checkpoint is evaluated on its text decoder: "Qwen2_5_VLForConditionalGeneration (text
+  // decoder Qwen2ForCausalLM)".
+  const std::string architecture =
+      spec.layout.multimodal ? absl::StrCat(spec.layout.architecture, " (text decoder ", spec.arch->name, ")")
+                             : std::string(spec.arch->name);
 
   if (a.json) {
     nlohmann::json j = {{"perplexity", r->perplexity},
@@ -142,7 +147,8 @@ int RunEvalCommand(const EvalArgs& a) {
                         {"tokens_per_second", r->seconds > 0 ? r->tokens / r->seconds : 0.0},
                         {"model", a.model},
                         {"text", a.text},
-                        {"architecture", spec.arch->name},
+                        {"architecture", spec.layout.multimodal ? spec.layout.architecture : spec.arch->name},
+                        {"text_architecture", spec.arch->name},
                         {"weights", storage},
                         {"device", a.device},
                         {"gpu", gpu},
@@ -174,7 +180,7 @@ int RunEvalCommand(const EvalArgs& a) {
       "  model       %s (%s, weights %s)\n"
       "  time        %.2f s evaluating (%.0f tokens/s, %s), %.2f s tokenizing, peak memory %s\n",
       r->perplexity, a.text, r->windows, a.seq_len, r->tokens, r->predicted_tokens, ids->size(), a.model,
-      spec.arch->name, storage, r->seconds, r->seconds > 0 ? r->tokens / r->seconds : 0.0, where,
+      architecture, storage, r->seconds, r->seconds > 0 ? r->tokens / r->seconds : 0.0, where,
       tokenize_seconds, FormatBytes(PeakRssBytes()));
   return 0;
 }

@@ -36,7 +36,7 @@ absl::StatusOr<std::vector<SmoothMapping>> FamilySmoothMappings(const std::vecto
   const bool defaults =
       SameMappings(mappings, DefaultSmoothQuantMappings()) || SameMappings(mappings, DefaultAwqMappings());
   for (SmoothMapping& m : out) {
-    if (!MatchesTarget(m.smooth, "model.layers.0.post_attention_layernorm")) continue;
+    if (!MatchesTarget(m.smooth, spec.layout.LayerPrefix(0) + "post_attention_layernorm")) continue;
     if (!defaults)
       return absl::InvalidArgumentError(absl::StrCat(
           modifier, " mapping ", m.smooth, ": in ", spec.arch->name,
@@ -47,7 +47,7 @@ absl::StatusOr<std::vector<SmoothMapping>> FamilySmoothMappings(const std::vecto
   return out;
 }
 
-std::string DecoderBlockView::prefix() const { return absl::StrCat("model.layers.", block_->layer, "."); }
+std::string DecoderBlockView::prefix() const { return lm_->spec().layout.LayerPrefix(block_->layer); }
 
 std::vector<std::pair<std::string, std::vector<float>*>> DecoderBlockView::norms() {
   const std::string p = prefix();

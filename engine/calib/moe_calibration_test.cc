@@ -148,7 +148,7 @@ TEST_F(MoeCalibrationTest, GptqCalibratesEveryExpertOnEveryToken) {
         EXPECT_NE((*dir)->Find(absl::StrCat("model.layers.", l, ".mlp.gate_proj.weight_packed")), nullptr);
         continue;
       }
-      const std::string router = MoeRouterName(spec.moe.style, l);
+      const std::string router = MoeRouterName(spec.moe.style, spec.layout.LayerPrefix(l));
       const ModelTensor* r = (*dir)->Find(router + ".weight");
       ASSERT_NE(r, nullptr) << router;
       EXPECT_EQ(r->info->dtype, DType::kBF16);
@@ -157,7 +157,7 @@ TEST_F(MoeCalibrationTest, GptqCalibratesEveryExpertOnEveryToken) {
         const int64_t I = spec.moe.expert_intermediate, H = spec.hidden_size;
         for (auto [which, rows, cols] :
              {std::tuple<const char*, int64_t, int64_t>{"gate", I, H}, {"up", I, H}, {"down", H, I}}) {
-          const std::string m = MoeExpertName(spec.moe.style, l, e, which);
+          const std::string m = MoeExpertName(spec.moe.style, spec.layout.LayerPrefix(l), e, which);
           const ModelTensor* p = (*dir)->Find(m + ".weight_packed");
           ASSERT_NE(p, nullptr) << m;
           EXPECT_EQ(p->info->dtype, DType::kI32);
@@ -169,8 +169,8 @@ TEST_F(MoeCalibrationTest, GptqCalibratesEveryExpertOnEveryToken) {
         }
       }
       if (spec.moe.shared_intermediate > 0) {
-        EXPECT_NE((*dir)->Find(MoeSharedName(l, "gate") + ".weight_packed"), nullptr);
-        EXPECT_NE((*dir)->Find(MoeSharedName(l, "gate_weight") + ".weight"), nullptr);
+        EXPECT_NE((*dir)->Find(MoeSharedName(spec.layout.LayerPrefix(l), "gate") + ".weight_packed"), nullptr);
+        EXPECT_NE((*dir)->Find(MoeSharedName(spec.layout.LayerPrefix(l), "gate_weight") + ".weight"), nullptr);
       }
     }
     const json& q = (*dir)->config_json()["quantization_config"];

@@ -85,8 +85,8 @@ class SequentialSolver::Impl {
       batches.push_back(std::move(x));
     }
     // Model dtype: the dtype of the first decoder Linear weight.
-    const char* first = lm_->spec().fused_projections ? "model.layers.0.self_attn.qkv_proj.weight"
-                                                      : "model.layers.0.self_attn.q_proj.weight";
+    const std::string first = lm_->spec().layout.LayerPrefix(0) +
+                              (lm_->spec().fused_projections ? "self_attn.qkv_proj.weight" : "self_attn.q_proj.weight");
     const ModelTensor* t = lm_->dir().Find(first);
     if (!t) return absl::InvalidArgumentError(absl::StrCat(opt_.model_path, ": no ", first));
     dtype_ = t->info->dtype;
@@ -169,7 +169,7 @@ class SequentialSolver::Impl {
     std::vector<std::string> modules, linears;
     for (const auto& t : lm_->dir().tensors()) {
       const std::string& n = t.info->name;
-      if (!absl::StartsWith(n, "model.layers.0.") || !absl::EndsWith(n, ".weight")) continue;
+      if (!absl::StartsWith(n, lm_->spec().layout.LayerPrefix(0)) || !absl::EndsWith(n, ".weight")) continue;
       modules.push_back(n.substr(0, n.size() - 7));
       if (t.info->shape.size() == 2) linears.push_back(modules.back());
     }
@@ -184,7 +184,8 @@ class SequentialSolver::Impl {
           modifier, ".mappings[", i, "]: ",
           !smooth ? absl::StrCat("the smooth layer '", m.smooth, "' matches no module")
                   : absl::StrCat("no balance layer of [", absl::StrJoin(m.balance, ", "), "] matches a Linear"),
-          " of model.layers.0, so the mapping would smooth nothing; fix its patterns"));
+          " of ", lm_->spec().layout.LayerPrefix(0), " (the first decoder layer), so the mapping would smooth nothing; ",
+          "fix its patterns"));
     }
     return absl::OkStatus();
   }
@@ -196,12 +197,14 @@ class SequentialSolver::Impl {
     return module_solver_->ExtraTensors(module, group, cols, dtype);
   }
 
+  std::string LayersPrefix() const { return lm_->spec().layout.LayersPrefix(); }
+
   std::vector<TensorSpec> ExtraTensors() const {
     std::vector<TensorSpec> out;
     if (!cfg_.kv_cache_scheme) return out;
     for (int64_t l = 0; l < lm_->spec().num_layers; ++l)
       for (const char* n : {"k_scale", "v_scale"})
-        out.push_back({absl::StrCat("model.layers.", l, ".self_attn.", n), dtype_, {1}});
+        out.push_back({absl::StrCat(lm_->spec().layout.LayerPrefix(l), "self_attn.", n), dtype_, {1}});
     return out;
   }
 
@@ -357,7 +360,7 @@ class SequentialSolver::Impl {
                                         &block->pre_feedforward_norm, &block->post_feedforward_norm})
       for (float x : *v)
         if (!std::isfinite(x))
-          return absl::InvalidArgumentError(absl::StrCat("model.layers.", L, ": a norm weight contains NaN or Inf; fix the checkpoint"));
+          return absl::InvalidArgumentError(absl::StrCat(lm_->spec().layout.LayerPrefix(L), ": a norm weight contains NaN or Inf; fix the checkpoint"));
 
     // 1. Smoothing (SmoothQuant) from the block's input statistics.
     if (recipe_.smoothquant) {
@@ -378,7 +381,7 @@ class SequentialSolver::Impl {
       Wants w;
       // Each rank captures its share of the inputs the search runs on; rank 0 searches on all of them.
       w.capture_tokens = (kAwqCaptureTokens + comm_->size() - 1) / comm_->size();
-      for (const std::string& m : AwqInputs(absl::StrCat("model.layers.", block->layer, "."))) {
+      for (const std::string& m : AwqInputs(lm_->spec().layout.LayerPrefix(block->layer))) {
         w.channel_mean.insert(InputGroup(m));
         w.capture.insert(InputGroup(m));
       }
@@ -505,7 +508,7 @@ class SequentialSolver::Impl {
       if (cancel && cancel->load()) return absl::OkStatus();
     }
     if (cfg_.kv_cache_scheme && writes_) {
-      const std::string p = absl::StrCat("model.layers.", L, ".self_attn.");
+      const std::string p = lm_->spec().layout.LayerPrefix(L) + "self_attn.";
       auto scale = [&](float amax) {
         float s = RoundToDType(amax / kF8E4M3Max, dtype_);
         return std::vector<float>{s == 0.0f ? 1.0f : s};
@@ -679,7 +682,7 @@ class SequentialSolver::Impl {
   }
 
   absl::Status EmitRest(int L, const DecoderBlock& block, const EmitFn& emit) {
-    const std::string p = absl::StrCat("model.layers.", L, ".");
+    const std::string p = lm_->spec().layout.LayerPrefix(L);
     std::map<std::string, const std::vector<float>*> values = {
         {p + "input_layernorm.weight", &block.input_norm},
         {p + "post_attention_layernorm.weight", &block.post_attention_norm},
@@ -767,6 +770,7 @@ absl::StatusOr<std::vector<OutputTensor>> SequentialSolver::ExtraModuleTensors(c
   return impl_->ExtraModuleTensors(module, group, cols, dtype);
 }
 std::vector<TensorSpec> SequentialSolver::ExtraTensors() const { return impl_->ExtraTensors(); }
+std::string SequentialSolver::LayersPrefix() const { return impl_->LayersPrefix(); }
 absl::Status SequentialSolver::Run(const SolverIo& io) { return impl_->Run(io); }
 json SequentialSolver::Report() const { return impl_->Report(); }
 const std::vector<std::string>& SequentialSolver::warnings() const { return impl_->warnings(); }

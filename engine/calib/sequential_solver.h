@@ -54,6 +54,9 @@ class SequentialSolver : public LayerSolver {
   absl::StatusOr<std::vector<OutputTensor>> ExtraModuleTensors(const std::string& module, int group, int64_t rows,
                                                              int64_t cols, DType dtype) const override;
   std::vector<TensorSpec> ExtraTensors() const override;
+  // The text decoder's layers ("model.layers.", or a vision-language checkpoint's, e.g.
+  // "model.language_model.layers.").
+  std::string LayersPrefix() const override;
   absl::Status Run(const SolverIo& io) override;
   nlohmann::json Report() const override;
 

@@ -28,7 +28,7 @@ absl::StatusOr<std::unique_ptr<DecoderBlock>> LoadStoredBlock(const CausalLm& lm
                                                               DType model_dtype, int layer,
                                                               const ReadBackFn& read_back) {
   LLMC_ASSIGN_OR_RETURN(std::unique_ptr<DecoderBlock> block, lm.LoadBlock(layer));
-  const std::string p = absl::StrCat("model.layers.", layer, ".");
+  const std::string p = lm.spec().layout.LayerPrefix(layer);
   auto floats = [&](const std::string& name, DType dtype, std::vector<float>* out) -> absl::Status {
     LLMC_ASSIGN_OR_RETURN(auto bytes, read_back(name));
     if (bytes.size() != out->size() * DTypeSize(dtype))

@@ -180,7 +180,8 @@ absl::StatusOr<std::unique_ptr<ModelDir>> ModelDir::Open(const std::string& path
   static const char* kAux[] = {"generation_config.json", "tokenizer.json", "tokenizer_config.json",
                                "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt",
                                "added_tokens.json", "chat_template.jinja", "chat_template.json",
-                               "preprocessor_config.json", "processor_config.json", "vocab.txt"};
+                               "preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json",
+                               "vocab.txt"};
   for (const char* a : kAux) {
     if (fs::is_regular_file(fs::path(path) / a, ec)) m->aux_files_.push_back(a);
   }

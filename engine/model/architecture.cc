@@ -1,5 +1,7 @@
 #include "engine/model/architecture.h"
 
+#include <filesystem>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
@@ -429,6 +431,30 @@ absl::StatusOr<ModelSpec> ResolveModelSpec(const ModelConfig& c, const json& con
   if (a.sliding_window != SlidingWindowRule::kNone)
     if (auto st = ResolveLayerTypes(a, config_json, source, &s); !st.ok()) return st;
   return s;
+}
+
+absl::StatusOr<ModelSpec> ResolveModelSpec(const ModelDir& dir) {
+  const std::string source = (std::filesystem::path(dir.path()) / "config.json").string();
+  absl::StatusOr<CheckpointLayout> layout = ResolveCheckpointLayout(dir);
+  if (!layout.ok()) return layout.status();
+  if (!layout->multimodal) {
+    absl::StatusOr<ModelSpec> spec = ResolveModelSpec(dir.config(), dir.config_json(), source);
+    if (!spec.ok()) return spec.status();
+    spec->layout = std::move(*layout);
+    return spec;
+  }
+  const std::string what = absl::StrCat(source, " (text_config of ", layout->architecture, ")");
+  if (!FindArchitecture(layout->text_architecture).ok())
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": ", layout->architecture, ": its text decoder ", layout->text_architecture,
+        " (text_config.model_type '", layout->text_model_type,
+        "') is not supported by the llmc model runtime; supported text decoders: ", SupportedArchitectureNames()));
+  absl::StatusOr<ModelConfig> text = ParseModelConfig(layout->text_config.dump(), what);
+  if (!text.ok()) return text.status();
+  absl::StatusOr<ModelSpec> spec = ResolveModelSpec(*text, layout->text_config, what);
+  if (!spec.ok()) return spec.status();
+  spec->layout = std::move(*layout);
+  return spec;
 }
 
 }  // namespace llmc

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "engine/io/checkpoint_layout.h"
 #include "engine/io/model_dir.h"
 #include "engine/model/moe.h"
 #include "engine/tensor/dtype.h"
@@ -127,7 +128,10 @@ struct ModelSpec {
   RopeSpec rope_local;
   bool fused_projections = false;  // qkv_proj and gate_up_proj (Phi-3)
   int64_t rotary_dims = 0;         // dimensions of each head that rotate (even); 0: head_dim
-  MoeSpec moe;  // num_experts == 0: dense MLP in every layer
+  MoeSpec moe;
+  // Where the decoder's tensors are in the checkpoint ("model." and "lm_head" for a causal LM; a VL checkpoint's
+  // text decoder elsewhere, see engine/io/checkpoint_layout.h). Every tensor name the runtime reads comes from it.
+  CheckpointLayout layout;  // num_experts == 0: dense MLP in every layer
 
   int64_t window(int64_t layer) const {
     if (sliding_window <= 0) return 0;
@@ -152,5 +156,11 @@ struct ModelSpec {
 // llmc does not implement, or a key of the family that llmc does not implement is set (the error names it).
 absl::StatusOr<ModelSpec> ResolveModelSpec(const ModelConfig& config, const nlohmann::json& config_json,
                                            absl::string_view source);
+
+// Resolves the text decoder of the checkpoint `dir` (a causal LM, or the text part of a vision-language
+// checkpoint; ResolveCheckpointLayout) into a ModelSpec with its layout. A VL checkpoint whose text decoder's
+// family the runtime does not run fails naming the VL architecture, the text architecture and text_config's
+// model_type, and listing the supported ones.
+absl::StatusOr<ModelSpec> ResolveModelSpec(const ModelDir& dir);
 
 }  // namespace llmc

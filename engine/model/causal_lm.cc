@@ -12,14 +12,13 @@ absl::StatusOr<std::unique_ptr<CausalLm>> CausalLm::Open(const std::string& path
                                                          const CausalLmOptions& options) {
   std::unique_ptr<CausalLm> lm(new CausalLm());
   LLMC_ASSIGN_OR_RETURN(lm->dir_, ModelDir::Open(path));
-  const std::string source = (std::filesystem::path(path) / "config.json").string();
-  LLMC_ASSIGN_OR_RETURN(lm->spec_, ResolveModelSpec(lm->dir_->config(), lm->dir_->config_json(), source));
+  LLMC_ASSIGN_OR_RETURN(lm->spec_, ResolveModelSpec(*lm->dir_));
   LLMC_ASSIGN_OR_RETURN(lm->loader_, WeightLoader::Create(lm->dir_.get()));
   if (options.quantize_activations) LLMC_RETURN_IF_ERROR(lm->loader_->activation_support());
   lm->options_ = options;
   if (lm->options_.max_chunk_tokens < 1) lm->options_.max_chunk_tokens = 1;
   lm->ctx_ = std::make_unique<CpuContext>(options.threads);
-  LLMC_ASSIGN_OR_RETURN(lm->final_norm_, lm->LoadNorm("model.norm.weight", lm->spec_.hidden_size));
+  LLMC_ASSIGN_OR_RETURN(lm->final_norm_, lm->LoadNorm(lm->spec_.layout.NormTensor(), lm->spec_.hidden_size));
   return lm;
 }
 
@@ -54,7 +53,7 @@ absl::StatusOr<HiddenStates> CausalLm::Embed(absl::Span<const int32_t> ids, int6
   x.seq_len = seq_len;
   x.hidden = spec_.hidden_size;
   x.data.resize(static_cast<size_t>(x.tokens() * x.hidden));
-  LLMC_RETURN_IF_ERROR(loader_->GatherRows("model.embed_tokens.weight", spec_.vocab_size, spec_.hidden_size,
+  LLMC_RETURN_IF_ERROR(loader_->GatherRows(spec_.layout.EmbedTensor(), spec_.vocab_size, spec_.hidden_size,
                                            ids, x.data.data()));
   if (spec_.embedding_scale != 1.0f)
     for (float& v : x.data) v *= spec_.embedding_scale;
@@ -99,7 +98,7 @@ absl::StatusOr<std::unique_ptr<DecoderBlock>> CausalLm::LoadBlock(int layer, Lin
         absl::StrCat("layer ", layer, " is outside [0, ", spec_.num_layers, ")"));
   auto b = std::make_unique<DecoderBlock>();
   b->layer = layer;
-  const std::string p = absl::StrCat("model.layers.", layer, ".");
+  const std::string p = spec_.layout.LayerPrefix(layer);
   const int64_t H = spec_.hidden_size, Q = spec_.q_size(), KV = spec_.kv_size(), I = spec_.intermediate_size;
   LLMC_ASSIGN_OR_RETURN(b->input_norm, LoadNorm(p + "input_layernorm.weight", H));
   LLMC_ASSIGN_OR_RETURN(b->post_attention_norm, LoadNorm(p + "post_attention_layernorm.weight", H));
@@ -133,18 +132,18 @@ absl::StatusOr<std::unique_ptr<DecoderBlock>> CausalLm::LoadBlock(int layer, Lin
     b->moe.gate.resize(E);
     b->moe.up.resize(E);
     b->moe.down.resize(E);
-    jobs.push_back({&b->moe.router, MoeRouterName(moe.style, layer), E, H, false});
+    jobs.push_back({&b->moe.router, MoeRouterName(moe.style, p), E, H, false});
     for (int64_t e = 0; e < E; ++e) {
-      jobs.push_back({&b->moe.gate[e], MoeExpertName(moe.style, layer, e, "gate"), IE, H, false});
-      jobs.push_back({&b->moe.up[e], MoeExpertName(moe.style, layer, e, "up"), IE, H, false});
-      jobs.push_back({&b->moe.down[e], MoeExpertName(moe.style, layer, e, "down"), H, IE, false});
+      jobs.push_back({&b->moe.gate[e], MoeExpertName(moe.style, p, e, "gate"), IE, H, false});
+      jobs.push_back({&b->moe.up[e], MoeExpertName(moe.style, p, e, "up"), IE, H, false});
+      jobs.push_back({&b->moe.down[e], MoeExpertName(moe.style, p, e, "down"), H, IE, false});
     }
     if (moe.shared_intermediate > 0) {
       const int64_t IS = moe.shared_intermediate;
-      jobs.push_back({&b->moe.shared_gate, MoeSharedName(layer, "gate"), IS, H, false});
-      jobs.push_back({&b->moe.shared_up, MoeSharedName(layer, "up"), IS, H, false});
-      jobs.push_back({&b->moe.shared_down, MoeSharedName(layer, "down"), H, IS, false});
-      jobs.push_back({&b->moe.shared_expert_gate, MoeSharedName(layer, "gate_weight"), 1, H, false});
+      jobs.push_back({&b->moe.shared_gate, MoeSharedName(p, "gate"), IS, H, false});
+      jobs.push_back({&b->moe.shared_up, MoeSharedName(p, "up"), IS, H, false});
+      jobs.push_back({&b->moe.shared_down, MoeSharedName(p, "down"), H, IS, false});
+      jobs.push_back({&b->moe.shared_expert_gate, MoeSharedName(p, "gate_weight"), 1, H, false});
     }
   } else if (spec_.fused_projections) {
     jobs.push_back({&b->gate_up_proj, p + "mlp.gate_up_proj", 2 * I, H, spec_.mlp_bias});
@@ -198,19 +197,20 @@ absl::Status CausalLm::ApplyFinalNorm(HiddenStates* x) const {
 
 absl::StatusOr<LinearWeight> CausalLm::LoadLmHead(LinearHooks* hooks) const {
   LinearWeight w;
+  const std::string& lm_head = spec_.layout.lm_head;
   if (spec_.tie_word_embeddings) {
-    w.name = "lm_head";
+    w.name = lm_head;
     w.out_features = spec_.vocab_size;
     w.in_features = spec_.hidden_size;
     LLMC_ASSIGN_OR_RETURN(
-        w.weight, loader_->LoadDense("model.embed_tokens.weight", {spec_.vocab_size, spec_.hidden_size}));
+        w.weight, loader_->LoadDense(spec_.layout.EmbedTensor(), {spec_.vocab_size, spec_.hidden_size}));
     LLMC_RETURN_IF_ERROR(AttachActivationQuant(&w));
   } else {
-    if (!loader_->Has("lm_head.weight") && !loader_->Has("lm_head.weight_packed"))
-      return absl::NotFoundError(absl::StrCat(dir_->path(),
-                                              ": no lm_head.weight and tie_word_embeddings is false; ",
+    if (!loader_->Has(lm_head + ".weight") && !loader_->Has(lm_head + ".weight_packed"))
+      return absl::NotFoundError(absl::StrCat(dir_->path(), ": no ", lm_head,
+                                              ".weight and tie_word_embeddings is false; ",
                                               "the checkpoint does not match its config.json"));
-    LLMC_ASSIGN_OR_RETURN(w, LoadLinear("lm_head", -1, spec_.vocab_size, spec_.hidden_size, false));
+    LLMC_ASSIGN_OR_RETURN(w, LoadLinear(lm_head, -1, spec_.vocab_size, spec_.hidden_size, false));
   }
   if (hooks != nullptr) LLMC_RETURN_IF_ERROR(hooks->OnWeightLoaded(&w));
   return w;

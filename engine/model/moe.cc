@@ -87,25 +87,23 @@ absl::StatusOr<MoeSpec> ResolveMoeSpec(MoeStyle style, bool shared_expert, const
   return m;
 }
 
-std::string MoeRouterName(MoeStyle style, int layer) {
-  return absl::StrCat("model.layers.", layer,
-                      style == MoeStyle::kMixtral ? ".block_sparse_moe.gate" : ".mlp.gate");
+std::string MoeRouterName(MoeStyle style, absl::string_view layer_prefix) {
+  return absl::StrCat(layer_prefix, style == MoeStyle::kMixtral ? "block_sparse_moe.gate" : "mlp.gate");
 }
 
-std::string MoeExpertName(MoeStyle style, int layer, int64_t expert, const char* which) {
+std::string MoeExpertName(MoeStyle style, absl::string_view layer_prefix, int64_t expert, const char* which) {
   const absl::string_view w = which;
   if (style == MoeStyle::kMixtral)
-    return absl::StrCat("model.layers.", layer, ".block_sparse_moe.experts.", expert, ".",
+    return absl::StrCat(layer_prefix, "block_sparse_moe.experts.", expert, ".",
                         w == "gate" ? "w1"
                         : w == "up" ? "w3"
                                     : "w2");
-  return absl::StrCat("model.layers.", layer, ".mlp.experts.", expert, ".", which, "_proj");
+  return absl::StrCat(layer_prefix, "mlp.experts.", expert, ".", which, "_proj");
 }
 
-std::string MoeSharedName(int layer, const char* which) {
-  if (absl::string_view(which) == "gate_weight")
-    return absl::StrCat("model.layers.", layer, ".mlp.shared_expert_gate");
-  return absl::StrCat("model.layers.", layer, ".mlp.shared_expert.", which, "_proj");
+std::string MoeSharedName(absl::string_view layer_prefix, const char* which) {
+  if (absl::string_view(which) == "gate_weight") return absl::StrCat(layer_prefix, "mlp.shared_expert_gate");
+  return absl::StrCat(layer_prefix, "mlp.shared_expert.", which, "_proj");
 }
 
 const std::vector<std::string>& MoeRouterIgnorePatterns() {

@@ -52,10 +52,13 @@ struct MoeSpec {
 absl::StatusOr<MoeSpec> ResolveMoeSpec(MoeStyle style, bool shared_expert, const nlohmann::json& config,
                                        int64_t num_layers, int64_t intermediate_size, absl::string_view source);
 
-// Module names of layer `layer`'s MoE MLP ("model.layers.L.mlp.gate", ...).
-std::string MoeRouterName(MoeStyle style, int layer);
-std::string MoeExpertName(MoeStyle style, int layer, int64_t expert, const char* which);  // which: gate, up, down
-std::string MoeSharedName(int layer, const char* which);  // gate, up, down, or "gate_weight" (shared_expert_gate)
+// Module names of a layer's MoE MLP, under the layer's name prefix `layer_prefix` (ModelSpec::layout.LayerPrefix:
+// "model.layers.L." for a causal LM, the text decoder's for a vision-language checkpoint): "<prefix>mlp.gate", ...
+std::string MoeRouterName(MoeStyle style, absl::string_view layer_prefix);
+// which: gate, up, down
+std::string MoeExpertName(MoeStyle style, absl::string_view layer_prefix, int64_t expert, const char* which);
+// which: gate, up, down, or "gate_weight" (shared_expert_gate)
+std::string MoeSharedName(absl::string_view layer_prefix, const char* which);
 // Whether `module` is a router of an MoE family (mlp.gate, block_sparse_moe.gate, shared_expert_gate, mlp.router,
 // feed_forward.router): the modules llmc leaves unquantized by default.
 bool IsMoeRouter(absl::string_view module);

@@ -137,9 +137,9 @@ TEST(MoeRunTest, AllExpertsModeSeesEveryTokenAndKeepsTheOutput) {
   // Layer 1 is the sparse one: 8 experts, top 2 of them per token.
   int64_t routed_sum = 0;
   for (int e = 0; e < 8; ++e) {
-    const std::string gate = MoeExpertName(MoeStyle::kQwen, 1, e, "gate");
+    const std::string gate = MoeExpertName(MoeStyle::kQwen, "model.layers.1.", e, "gate");
     EXPECT_EQ(all.tokens[gate], T * seqs) << gate;
-    EXPECT_EQ(all.tokens[MoeExpertName(MoeStyle::kQwen, 1, e, "down")], T * seqs);
+    EXPECT_EQ(all.tokens[MoeExpertName(MoeStyle::kQwen, "model.layers.1.", e, "down")], T * seqs);
     routed_sum += routed.tokens.count(gate) ? routed.tokens[gate] : 0;
   }
   EXPECT_EQ(routed_sum, 2 * T * seqs);

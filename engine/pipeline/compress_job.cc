@@ -24,6 +24,7 @@
 #include "common/status_macros.h"
 #include "common/thread_pool.h"
 #include "common/util.h"
+#include "engine/io/checkpoint_layout.h"
 #include "engine/io/model_dir.h"
 #include "engine/quant/simd_kernels.h"
 #include "engine/quant/weight_quantizer.h"
@@ -64,7 +65,7 @@ json CompressSummary::ToJson() const {
           {"solve", solver_report}};
 }
 
-bool LayerSolver::Owns(const std::string& tensor_name) const { return absl::StartsWith(tensor_name, "model.layers."); }
+bool LayerSolver::Owns(const std::string& tensor_name) const { return absl::StartsWith(tensor_name, LayersPrefix()); }
 
 namespace {
 
@@ -158,6 +159,7 @@ class Job {
     if (model_->config().has_quantization_config)
       return absl::FailedPreconditionError(absl::StrCat(opt_.model_path, "/config.json has a quantization_config: ",
                                                         "the model is already quantized; compress the original model"));
+    LLMC_ASSIGN_OR_RETURN(layout_, ResolveCheckpointLayout(*model_));
     LLMC_RETURN_IF_ERROR(Plan());
     absl::Status s = MakeStaging();
     if (s.ok()) s = Execute();
@@ -195,17 +197,35 @@ class Job {
     return absl::OkStatus();
   }
 
+  // The config group of module `module` of class `cls`, or -1. A vision-language checkpoint's lm_head is also
+  // ignored by the name "lm_head" (what transformers calls it in memory, and llmc's default ignore).
+  int MatchModule(const std::string& module, const std::string& cls) const {
+    if (layout_.multimodal && module == layout_.lm_head && cfg_.IsIgnored("lm_head", cls)) return -1;
+    return cfg_.Match(module, cls);
+  }
+
   absl::Status Plan() {
-    const auto& mc = model_->config();
     summary_.model_path = opt_.model_label.empty() ? opt_.model_path : opt_.model_label;
     summary_.output_path = opt_.output_label.empty() ? opt_.output_path : opt_.output_label;
     summary_.scheme = cfg_.preset_name.empty() ? "custom" : cfg_.preset_name;
     // Which modules are Linear: every 2-D `.weight` that is not an embedding.
-    bool has_lm_head = model_->Find("lm_head.weight") != nullptr;
+    bool has_lm_head = model_->Find(layout_.lm_head + ".weight") != nullptr;
     std::vector<int> group_modules(cfg_.groups().size(), 0);
     std::set<std::string> module_paths;  // every module of the model: each proper prefix of a tensor name
     for (const auto& t : model_->tensors()) {
       const std::string& name = t.info->name;
+      std::string cls = ModuleClass(name, t.info->shape.size());
+      Item item;
+      if (!layout_.IsTextTensor(name)) {
+        // A vision-language checkpoint's vision tower and projector: copied unchanged whatever the config says, and
+        // kept unquantized for loaders by the ignore patterns of Finalize.
+        item.copy = &t;
+        if (!cls.empty())
+          summary_.modules.push_back({name.substr(0, name.size() - 7), "", "dense", t.info->nbytes(), t.info->nbytes()});
+        if (cls == "Linear") ++summary_.modules_ignored;
+        items_.push_back(std::move(item));
+        continue;
+      }
       for (size_t dot = name.find('.'); dot != std::string::npos; dot = name.find('.', dot + 1))
         module_paths.insert(name.substr(0, dot));
       if (IsLlama4FusedExperts(*t.info)) {
@@ -213,11 +233,9 @@ class Job {
         if (split) continue;
       }
       LLMC_RETURN_IF_ERROR(CheckFusedExperts(*t.info));
-      std::string cls = ModuleClass(name, t.info->shape.size());
-      Item item;
       if (!cls.empty()) {
         std::string module = name.substr(0, name.size() - 7);
-        int g = cfg_.Match(module, cls);
+        int g = MatchModule(module, cls);
         if (g >= 0 && cfg_.groups()[g].scheme.weights) {
           const auto& grp = cfg_.groups()[g];
           LLMC_ASSIGN_OR_RETURN(item.outputs, PlanQuantizedWeight(module, t.info->shape[0], t.info->shape[1], t.info->dtype,
@@ -254,7 +272,7 @@ class Job {
       // Each extra tensor goes right after the last item of its layer (so shards stay in layer order).
       for (auto& spec : opt_.solver->ExtraTensors()) {
         size_t pos = items_.size();
-        auto dot = spec.name.find('.', std::string("model.layers.").size());
+        auto dot = spec.name.find('.', opt_.solver->LayersPrefix().size());
         std::string prefix = spec.name.substr(0, dot + 1);
         for (size_t i = 0; i < items_.size(); ++i) {
           const std::string& n = items_[i].copy ? items_[i].copy->info->name : items_[i].module;
@@ -266,11 +284,11 @@ class Job {
         items_.insert(items_.begin() + pos, std::move(extra));
       }
     }
-    if (mc.tie_word_embeddings && !has_lm_head) {
-      if (cfg_.Match("lm_head", "Linear") >= 0)
-        return absl::InvalidArgumentError(absl::StrCat(opt_.model_path, ": lm_head is tied to the embeddings and cannot be ",
-                                                       "quantized on its own; add lm_head to --ignore"));
-      ignored_.push_back("lm_head");
+    if (layout_.tie_word_embeddings && !has_lm_head) {
+      if (MatchModule(layout_.lm_head, "Linear") >= 0)
+        return absl::InvalidArgumentError(absl::StrCat(opt_.model_path, ": ", layout_.lm_head, " is tied to the embeddings ",
+                                                       "and cannot be quantized on its own; add lm_head to --ignore"));
+      ignored_.push_back(layout_.lm_head);
       ++summary_.modules_ignored;
     }
     // No config group asks for attention quantization, and every one is applied to something.
@@ -280,8 +298,9 @@ class Job {
         return absl::InvalidArgumentError(absl::StrCat(
             opt_.model_path, ": config group '", cfg_.groups()[g].name, "' (targets ",
             nlohmann::json(cfg_.groups()[g].scheme.targets).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), ") quantizes no module: its targets match no ",
-            "Linear module, or every match is ignored or taken by a group with a more specific target; fix its ",
-            "targets or remove the group"));
+            "Linear module, or every match is ignored or taken by a group with a more specific target",
+            layout_.multimodal ? " (the vision tower and projector of a vision-language checkpoint are never quantized)" : "",
+            "; fix its targets or remove the group"));
     if (summary_.modules_quantized == 0 && !opt_.solver)
       return absl::InvalidArgumentError(absl::StrCat(opt_.model_path, ": no module matches the targets of the scheme ",
                                                      "(after ignore); check targets and --ignore"));
@@ -633,8 +652,8 @@ class Job {
   }
 
   // The decoder layer of a tensor name ("model.layers.7.x" -> 7), or -1.
-  static int LayerOf(const std::string& name) {
-    static const std::string kPrefix = "model.layers.";
+  int LayerOf(const std::string& name) const {
+    const std::string kPrefix = opt_.solver->LayersPrefix();
     if (!absl::StartsWith(name, kPrefix)) return -1;
     int layer = 0;
     size_t i = kPrefix.size();
@@ -719,7 +738,7 @@ class Job {
   absl::Status Finalize() {
     // config.json with quantization_config (keys sorted, as transformers writes it).
     json config = model_->config_json();
-    if (!cfg_.groups().empty()) config["quantization_config"] = cfg_.ToJson(ignored_);
+    if (!cfg_.groups().empty()) config["quantization_config"] = cfg_.ToJson(IgnoreList());
     LLMC_RETURN_IF_ERROR(WriteOutputFile("config.json", config.dump(2) + "\n"));
     LLMC_RETURN_IF_ERROR(WriteOutputFile("recipe.yaml", opt_.recipe_yaml.empty() ? cfg_.RecipeYaml() : opt_.recipe_yaml));
     summary_.method = opt_.method.empty() ? absl::StrCat("RTN ", summary_.scheme) : opt_.method;
@@ -771,9 +790,28 @@ class Job {
     return absl::OkStatus();
   }
 
+  // quantization_config.ignore: the ignored modules by name; for a vision-language checkpoint, its non-text parts
+  // and lm_head as patterns instead (they hold under the names transformers 4, 5 and vLLM give them), as
+  // llm-compressor's vision-language examples write them.
+  std::vector<std::string> IgnoreList() const {
+    if (!layout_.multimodal) return ignored_;
+    std::vector<std::string> out;
+    bool lm_head_ignored = false;
+    for (const auto& m : ignored_) {
+      if (m == layout_.lm_head) {
+        lm_head_ignored = true;
+      } else {
+        out.push_back(m);
+      }
+    }
+    for (auto& p : layout_.IgnorePatterns(lm_head_ignored)) out.push_back(std::move(p));
+    return out;
+  }
+
   const CompressOptions& opt_;
   const QuantConfig& cfg_;
   std::unique_ptr<ModelDir> model_;
+  CheckpointLayout layout_;
   fs::path out_, staging_;
   std::vector<Item> items_;
   std::vector<std::string> ignored_;

@@ -49,13 +49,17 @@ struct SolverIo {
   int resume_from_block = 0;
 };
 
-// Produces the tensors of the decoder layers (every tensor named `model.layers.N...`) with a calibrated solve;
+// Produces the tensors of the decoder layers (every tensor named `<LayersPrefix()>N...`) with a calibrated solve;
 // the job plans the checkpoint, runs everything outside the layers itself, then hands the solver an emitter
 // that writes each tensor at its planned place (see engine/pipeline/sequential.h).
 class LayerSolver {
  public:
   virtual ~LayerSolver() = default;
-  // Whether the solver produces this checkpoint tensor (instead of the job copying or quantizing it).
+  // The name prefix of the decoder layers the solver computes, "model.layers." by default; a vision-language
+  // checkpoint's text decoder has its own ("model.language_model.layers.", engine/io/checkpoint_layout.h).
+  virtual std::string LayersPrefix() const { return "model.layers."; }
+  // Whether the solver produces this checkpoint tensor (instead of the job copying or quantizing it): by default
+  // every tensor under LayersPrefix().
   virtual bool Owns(const std::string& tensor_name) const;
   // Tensors a quantized module writes beyond its weight format's (weight_g_idx, input_scale, ...), in order.
   virtual absl::StatusOr<std::vector<OutputTensor>> ExtraModuleTensors(const std::string& module, int group,

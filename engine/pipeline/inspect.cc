@@ -6,10 +6,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "common/util.h"
 #include "engine/format/quant_config.h"
 #include "engine/format/quant_scheme.h"
+#include "engine/io/checkpoint_layout.h"
 #include "engine/io/model_dir.h"
 #include "engine/pipeline/compress_job.h"
 
@@ -39,6 +41,17 @@ absl::StatusOr<json> InspectCheckpoint(const std::string& path) {
   r["architecture"] = mc.architectures.empty() ? json(nullptr) : json(mc.architectures[0]);
   r["num_hidden_layers"] = mc.num_hidden_layers;
   r["hidden_size"] = mc.hidden_size;
+  // A vision-language checkpoint: its text decoder's shape, where its tensors are, and the parts kept as they are.
+  // (Inspect reads any checkpoint: one whose layout llmc cannot resolve is shown without it.)
+  absl::StatusOr<CheckpointLayout> layout = ResolveCheckpointLayout(*model);
+  if (layout.ok() && layout->multimodal) {
+    const json& tc = layout->text_config;
+    r["text_architecture"] = layout->text_architecture;
+    r["text_decoder"] = layout->decoder_prefix;
+    r["num_hidden_layers"] = tc.value("num_hidden_layers", int64_t{0});
+    r["hidden_size"] = tc.value("hidden_size", int64_t{0});
+    r["other_parts"] = layout->other_parts;
+  }
   json qc = model->config_json().value("quantization_config", json(nullptr));
   r["quantization"] = qc;
   // Config groups for per-module matching.
@@ -119,6 +132,10 @@ std::string RenderInspect(const json& r, bool verbose) {
   std::string out;
   absl::StrAppend(&out, "checkpoint   ", r["path"].get<std::string>(), "\n");
   if (!r["architecture"].is_null()) absl::StrAppend(&out, "architecture ", r["architecture"].get<std::string>(), "\n");
+  if (r.contains("text_architecture"))
+    absl::StrAppend(&out, "text decoder ", r["text_architecture"].get<std::string>(), " (", r["text_decoder"].get<std::string>(),
+                    "*, ", r["num_hidden_layers"].get<int64_t>(), " layers); kept as is: ",
+                    absl::StrJoin(r["other_parts"].get<std::vector<std::string>>(), ", "), "\n");
   absl::StrAppend(&out, "format       ", r["format"].get<std::string>(), "\n");
   absl::StrAppend(&out, "size         ", FormatBytes(r["total_bytes"].get<uint64_t>()), " in ", r["shards"].size(),
                   " shard(s), ", r["tensors"].get<uint64_t>(), " tensors\n");

@@ -314,7 +314,7 @@ TEST_F(CliTest, FullDiskFailsCleanly) {
   std::vector<std::string> left;
   for (const auto& e : fs::directory_iterator(mnt.path())) left.push_back(e.path().filename());
   umount(mnt.path().c_str());
-  ExpectOneLineError(r, "no space left on");
+  ExpectOneLineError(r, "no space left on ");  // common/io_error.h names the filesystem and the free space
   EXPECT_TRUE(left.empty()) << "left behind: " << left.front();
 }
 
