@@ -114,7 +114,10 @@ TEST_F(CudaActivationQuantTest, FixturePerplexityMatchesCpu) {
     ASSERT_TRUE(cpu.ok()) << cpu.status();
     auto gpu = ComputePerplexityCuda(**lm, ids, po, {.precision = cuda::GemmPrecision::kFp32});
     ASSERT_TRUE(gpu.ok()) << gpu.status();
-    EXPECT_NEAR(gpu->mean_nll, cpu->mean_nll, 2e-4 * cpu->mean_nll) << scheme;
+    // Quantized activations turn the last-bit differences of the two runtimes' fp32 GEMMs into different rounding
+    // of some values: on an H100 the two agreed within 0.05 % (W8A8) and 0.17 % (FP8 dynamic) in perplexity over
+    // these 4 windows, while the weights-only figures agree to 1e-7.
+    EXPECT_NEAR(gpu->mean_nll, cpu->mean_nll, 1e-3 * cpu->mean_nll) << scheme;
     ASSERT_TRUE((*lm)->SetQuantizeActivations(false).ok());
     auto cpu_w = ComputePerplexity(**lm, ids, po);
     auto gpu_w = ComputePerplexityCuda(**lm, ids, po, {.precision = cuda::GemmPrecision::kFp32});
