@@ -4,34 +4,14 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "engine/quant/model_dtype_math.h"
 
 namespace llmc {
 namespace {
 
 constexpr float kF8ScaleEps = 0.125f;  // torch.finfo(torch.float8_e4m3fn).eps: a zero fp8 scale becomes this
 
-float RoundTo(DType d, float x) {
-  switch (d) {
-    case DType::kBF16:
-      return RoundBF16(x);
-    case DType::kF16:
-      return RoundF16(x);
-    default:
-      return x;
-  }
-}
 
-// torch.finfo(dtype).eps: what the library puts in place of a zero scale of that dtype.
-float DTypeEps(DType d) {
-  switch (d) {
-    case DType::kBF16:
-      return 0.0078125f;
-    case DType::kF16:
-      return 0.0009765625f;
-    default:
-      return 1.1920928955078125e-07f;
-  }
-}
 
 const char* kSupported =
     "supported: int or fp8 symmetric with dynamic per-token or per-group scales or a static per-tensor scale, and "

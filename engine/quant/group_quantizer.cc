@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "engine/quant/simd_kernels.h"
+#include "engine/quant/model_dtype_math.h"
 #include "engine/quant/weight_quantizer.h"
 
 namespace llmc {
@@ -14,27 +15,7 @@ namespace {
 
 constexpr float kF8Eps = 0.125f;  // torch.finfo(torch.float8_e4m3fn).eps
 
-float RoundTo(DType d, float x) {
-  switch (d) {
-    case DType::kBF16:
-      return RoundBF16(x);
-    case DType::kF16:
-      return RoundF16(x);
-    default:
-      return x;
-  }
-}
 
-float DTypeEps(DType d) {
-  switch (d) {
-    case DType::kBF16:
-      return 0.0078125f;
-    case DType::kF16:
-      return 0.0009765625f;
-    default:
-      return 1.1920928955078125e-07f;
-  }
-}
 
 bool IsMse(const QuantArgs& a) { return a.observer && (*a.observer == "mse" || *a.observer == "memoryless_mse"); }
 
