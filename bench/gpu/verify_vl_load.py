@@ -7,8 +7,15 @@ scheme and the vision parts and lm_head none; the text-only forward stays close 
 usage: verify_vl_load.py ORIGINAL OUT_DIR... [--device cuda]
 e.g. for the tiny checkpoints, after
   llmc compress engine/model/testdata/tiny-qwen25vl /tmp/qwen-w8a8 --scheme W8A8
-Prints one JSON object; exits 1 if a check fails."""
-import argparse, json, sys, traceback
+Prints one JSON object; exits 1 if a check fails.
+Where compressed-tensors is not installed, point CTCHECK_DIR at a copy of the ctcheck tool (../shared/tools/ctcheck):
+its environment (compressed-tensors' source and stand-ins) is set up before transformers is imported."""
+import argparse, json, os, sys, traceback
+
+if os.environ.get("CTCHECK_DIR"):
+    sys.path.insert(0, os.environ["CTCHECK_DIR"])
+    import ctenv  # noqa: E402
+    ctenv.setup()
 
 import torch
 import transformers
