@@ -43,6 +43,7 @@ absl::Status CheckSpecLimits(const v1::JobSpec& spec, const SpecLimits& limits) 
   LLMC_RETURN_IF_ERROR(CheckText("spec.recipe_yaml", spec.recipe_yaml(), kMaxRecipeBytes, TextKind::kMultiline));
   LLMC_RETURN_IF_ERROR(CheckText("spec.max_shard_size", spec.max_shard_size(), kMaxNameBytes));
   LLMC_RETURN_IF_ERROR(CheckText("spec.observer", spec.observer(), kMaxNameBytes));
+  LLMC_RETURN_IF_ERROR(CheckText("spec.calibration_activations", spec.calibration_activations(), kMaxNameBytes));
   if (static_cast<size_t>(spec.ignore_size()) > kMaxIgnoreEntries)
     return absl::InvalidArgumentError(absl::StrCat("spec.ignore: ", spec.ignore_size(), " entries, more than the limit of ",
                                                    kMaxIgnoreEntries, "; use re: patterns"));

@@ -6,6 +6,7 @@
 #
 # The model gets the fixture's tokenizer (its ids are valid in the 8B vocabulary); calibration text is the
 # fixture's calibration + eval + wikitext2 files concatenated (about 1.5M tokens: enough for 512 x 2048).
+# CALIB_ACTIVATIONS=fp32|bf16|host passes --calib-activations (where the activations stay between blocks).
 set -euo pipefail
 llmc="$1"; make_model="$2"; shared="$3"; out="$4"; samples="${5:-512}"; seq="${6:-2048}"; layers="${7:-}"
 work="${WORK:-/tmp/gptq-speed}"
@@ -20,7 +21,8 @@ nvidia-smi --query-gpu=name,memory.used --format=csv,noheader,nounits -lms 500 >
 smi=$!
 t0=$(date +%s.%N)
 LLMC_VERBOSE=1 "$llmc" compress "$model" "$work/out" --scheme W4A16 --algorithm gptq --dataset "$work/calib.txt" \
-  --num-samples "$samples" --seq-len "$seq" --device cuda --overwrite --json > "$out/llmc_gptq.json" 2> "$out/llmc_gptq.log"
+  --num-samples "$samples" --seq-len "$seq" --device cuda ${CALIB_ACTIVATIONS:+--calib-activations "$CALIB_ACTIVATIONS"} \
+  --overwrite --json > "$out/llmc_gptq.json" 2> "$out/llmc_gptq.log"
 t1=$(date +%s.%N)
 kill $smi
 python3 - "$out" "$t0" "$t1" <<'PY'

@@ -185,6 +185,7 @@ int RunCompressCommand(const CompressArgs& a) {
   spec.seed = static_cast<uint64_t>(a.seed);
   spec.threads = a.threads;
   spec.device = a.device;
+  spec.calib_activations = a.calib_activations;
   spec.overwrite = a.overwrite;
   auto shard = ParseByteSize(a.max_shard_size);
   if (!shard.ok()) return Fail(absl::InvalidArgumentError(absl::StrCat("--max-shard-size: ", shard.status().message())));

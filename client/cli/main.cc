@@ -35,6 +35,9 @@ int main(int argc, char** argv) {
   compress->add_option("--max-shard-size", c.max_shard_size, "largest output shard, e.g. 5GB, 500MB")->capture_default_str();
   compress->add_option("--threads", c.threads, "worker threads (default: one per core)");
   compress->add_option("--device", c.device, "cpu or cuda (data-free compression runs on the CPU)")->capture_default_str();
+  compress->add_option("--calib-activations", c.calib_activations,
+                       "--device cuda: calibration activations between blocks: fp32 (default), bf16 (half the GPU "
+                       "memory) or host (bf16 in pinned host memory, streamed through the GPU)");
   compress->add_option("--dataset", c.dataset, "calibration data: plain text or JSONL (calibrated algorithms)");
   auto* ns = compress->add_option("--num-samples", c.num_samples, "calibration samples (default 128)");
   auto* sl = compress->add_option("--seq-len", c.seq_len, "calibration sequence length in tokens (default 512)");

@@ -41,6 +41,7 @@ struct ServiceCommands {
   CLI::App *submit = nullptr, *get = nullptr, *list = nullptr, *watch = nullptr, *cancel = nullptr, *serve = nullptr;
   CLI::Option* ignore_opt = nullptr;
   std::string model, output, scheme, algorithm, recipe, dataset, request_id, max_shard_size, observer, eval_text;
+  std::string calib_activations;
   std::string moe_calibrate_all_experts;  // "", "true" or "false"
   int num_samples = 0, seq_len = 0, gpus = 0, min_gpus = 0, priority = 0;
   uint64_t seed = 0;
@@ -238,6 +239,7 @@ int Submit(const ServiceCommands& c) {
   s->set_priority(c.priority);
   s->set_max_shard_size(c.max_shard_size);
   s->set_observer(c.observer);
+  s->set_calibration_activations(c.calib_activations);
   if (!c.moe_calibrate_all_experts.empty()) {
     if (c.moe_calibrate_all_experts != "true" && c.moe_calibrate_all_experts != "false")
       return Fail(absl::InvalidArgumentError(absl::StrCat("--moe-calibrate-all-experts '", c.moe_calibrate_all_experts,
@@ -498,6 +500,8 @@ std::shared_ptr<ServiceCommands> AddServiceCommands(CLI::App& app) {
   s->add_option("--eval-text", c->eval_text, "text file for a perplexity report");
   s->add_option("--max-shard-size", c->max_shard_size, "largest output shard (default 5GB)");
   s->add_option("--observer", c->observer, "weight observer: minmax or mse");
+  s->add_option("--calib-activations", c->calib_activations,
+                "GPU workers: calibration activations between blocks: fp32 (default), bf16 or host");
   s->add_option("--moe-calibrate-all-experts", c->moe_calibrate_all_experts,
                 "mixture-of-experts models: true (default) or false, every calibration token through every expert");
   s->add_option("--gpus", c->gpus, "workers to gang-schedule (default 1)");

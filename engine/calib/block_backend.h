@@ -5,8 +5,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -57,9 +59,29 @@ class BlockBackend {
 struct BlockBackendOptions {
   std::string device = "cpu";           // "cpu" or "cuda"
   std::string gemm_precision = "tf32";  // cuda: fp32, tf32 or bf16 block GEMMs
+  // cuda: where the calibration activations stay between blocks: "fp32" (device, exact), "bf16" (device, rounded
+  // to bf16 between blocks: half the memory) or "host" (bf16 in pinned host memory, streamed through the GPU a
+  // slice at a time: for activations that do not fit the device). "" is fp32. The cpu backend takes fp32 only.
+  std::string activations;
   int64_t max_chunk_tokens = 4096;      // block-forward chunk (memory bound; no effect on results)
   int64_t num_samples = 0;              // every rank's calibration samples (the N of H = 2/N X^T X)
 };
+
+// This rank's calibration batches, embedded when a backend asks for them: batch b holds shapes[b] = (num_seqs,
+// seq_len) equal-length sequences; embed(b, first, n) returns sequences [first, first + n) of it. A backend that
+// keeps the activations off the host embeds a slice at a time, so the host never holds them all.
+struct CalibBatches {
+  std::vector<std::pair<int64_t, int64_t>> shapes;
+  std::function<absl::StatusOr<HiddenStates>(size_t batch, int64_t first_seq, int64_t num_seqs)> embed;
+
+  // Batches already embedded (tests): embed copies the asked-for sequences.
+  static CalibBatches FromHiddenStates(std::vector<HiddenStates> batches);
+  // Every batch embedded whole (the cpu backend's activations).
+  absl::StatusOr<std::vector<HiddenStates>> EmbedAll() const;
+};
+
+absl::StatusOr<std::unique_ptr<BlockBackend>> CreateBlockBackend(const BlockBackendOptions& options, CausalLm* lm,
+                                                                 CalibBatches batches);
 
 // The backend for options.device, taking this rank's embedded calibration batches (equal-length sequences per
 // batch) and running blocks of `lm` (which must outlive it). INVALID_ARGUMENT for a device other than cpu or

@@ -3,11 +3,13 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "engine/algo/block_view.h"
 #include "engine/algo/cuda_gptq.h"
+#include "engine/backend/cuda/model_kernels.h"
 #include "engine/model/cuda_block_runner.h"
 #include "engine/model/cuda_context.h"
 
@@ -33,6 +35,11 @@ class DeviceCalibHooks : public CudaLinearHooks {
                  (!wants.hessian.empty() && !wants.device_hessian);
   }
   void set_seq_len(int64_t t) { seq_len_ = t; }
+  // A new forward pass: an input at the address of the last one is new data, not the same input again.
+  void NewPass() {
+    last_ptr_ = nullptr;
+    last_group_.clear();
+  }
   bool SeeAllExperts() const override { return host_->SeeAllExperts(); }
 
   absl::Status OnDeviceInput(const LinearWeight& w, const float* input, int64_t tokens, cudaStream_t stream) override {
@@ -73,11 +80,59 @@ class DeviceCalibHooks : public CudaLinearHooks {
   std::string last_group_;
 };
 
+// Pinned host memory of `size()` elements of T (cudaHostAlloc), for activations kept off the device.
+template <typename T>
+class PinnedArray {
+ public:
+  PinnedArray() = default;
+  ~PinnedArray() {
+    if (p_) cudaFreeHost(p_);
+  }
+  PinnedArray(const PinnedArray&) = delete;
+  PinnedArray& operator=(const PinnedArray&) = delete;
+  PinnedArray(PinnedArray&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  absl::Status Allocate(int64_t n, absl::string_view what) {
+    const uint64_t bytes = static_cast<uint64_t>(std::max<int64_t>(n, 1)) * sizeof(T);
+    void* p = nullptr;
+    if (cudaHostAlloc(&p, bytes, cudaHostAllocDefault) != cudaSuccess) {
+      cudaGetLastError();
+      return absl::ResourceExhaustedError(absl::StrCat("cannot pin ", bytes >> 20, " MiB of host memory for ", what,
+                                                       ": use fewer calibration samples or tokens, or keep the ",
+                                                       "activations on the device (bf16)"));
+    }
+    p_ = static_cast<T*>(p);
+    n_ = n;
+    return absl::OkStatus();
+  }
+  T* data() { return p_; }
+
+ private:
+  T* p_ = nullptr;
+  int64_t n_ = 0;
+};
+
+// Where the calibration activations stay between blocks (BlockBackendOptions::activations).
+enum class Storage { kFp32, kBf16, kHost };
+
+// One batch of equal-length sequences, in the form `Storage` says.
+struct StoredBatch {
+  int64_t num_seqs = 0;
+  int64_t seq_len = 0;
+  DeviceHiddenStates f32;       // kFp32: the batch itself (blocks run on it in place)
+  DeviceArray<uint16_t> b16;    // kBf16: bf16 bits, [tokens, hidden]
+  PinnedArray<uint16_t> host;   // kHost: bf16 bits in pinned host memory
+};
+
 class CudaBlockBackend final : public BlockBackend {
  public:
   static absl::StatusOr<std::unique_ptr<CudaBlockBackend>> Create(const BlockBackendOptions& options, CausalLm* lm,
-                                                                   std::vector<HiddenStates> batches) {
+                                                                   CalibBatches batches) {
     std::unique_ptr<CudaBlockBackend> b(new CudaBlockBackend(options.num_samples));
+    if (options.activations == "bf16") b->storage_ = Storage::kBf16;
+    else if (options.activations == "host") b->storage_ = Storage::kHost;
+    else if (!options.activations.empty() && options.activations != "fp32")
+      return absl::InvalidArgumentError(absl::StrCat("calibration activations '", options.activations,
+                                                     "': use fp32, bf16 or host"));
     LLMC_ASSIGN_OR_RETURN(b->cuda_, CudaContext::Create());
     cuda::GemmPrecision prec = cuda::GemmPrecision::kTf32;
     if (options.gemm_precision == "fp32") prec = cuda::GemmPrecision::kFp32;
@@ -87,17 +142,17 @@ class CudaBlockBackend final : public BlockBackend {
     LLMC_ASSIGN_OR_RETURN(b->dweights_, CudaBlockWeights::Create(lm->spec(), prec, b->cuda_.get()));
     CudaBlockRunnerOptions ro;
     ro.max_chunk_tokens = std::max<int64_t>(options.max_chunk_tokens, 8192);
+    b->chunk_tokens_ = ro.max_chunk_tokens;
     LLMC_ASSIGN_OR_RETURN(b->runner_, CudaBlockRunner::Create(lm->spec(), b->cuda_.get(), ro));
-    int64_t max_tokens = 0;
-    for (HiddenStates& h : batches) {
-      LLMC_ASSIGN_OR_RETURN(DeviceHiddenStates d, UploadHiddenStates(h, b->cuda_.get()));
-      max_tokens = std::max(max_tokens, h.tokens());
-      b->dbatches_.push_back(std::move(d));
-      h.data.clear();
-      h.data.shrink_to_fit();
-    }
-    LLMC_RETURN_IF_ERROR(b->dscratch_.data.Reserve(max_tokens * lm->spec().hidden_size, "calibration activations"));
-    b->dscratch_.hidden = lm->spec().hidden_size;
+    b->hidden_ = lm->spec().hidden_size;
+    int64_t max_slice = 0;
+    for (const auto& [n, t] : batches.shapes) max_slice = std::max(max_slice, std::min(n, b->SliceSeqs(t)) * t);
+    LLMC_RETURN_IF_ERROR(b->dscratch_.data.Reserve(std::max<int64_t>(1, max_slice * b->hidden_),
+                                                   "calibration activations (one slice)"));
+    b->dscratch_.hidden = b->hidden_;
+    if (b->storage_ == Storage::kHost)
+      LLMC_RETURN_IF_ERROR(b->staging_.Reserve(std::max<int64_t>(1, max_slice * b->hidden_), "activation staging"));
+    for (size_t i = 0; i < batches.shapes.size(); ++i) LLMC_RETURN_IF_ERROR(b->Store(batches, i));
     return b;
   }
 
@@ -105,22 +160,34 @@ class CudaBlockBackend final : public BlockBackend {
     hooks->set_on_device(true);
     DeviceCalibHooks dh(wants, hooks, cuda_.get(), 2.0f / static_cast<float>(num_samples_), dweights_->precision());
     LLMC_RETURN_IF_ERROR(dweights_->Upload(block));
-    for (const DeviceHiddenStates& b : dbatches_) {
-      dscratch_.num_seqs = b.num_seqs;
-      dscratch_.seq_len = b.seq_len;
-      if (cudaMemcpyAsync(dscratch_.data.data(), b.data.data(), b.tokens() * b.hidden * sizeof(float),
-                          cudaMemcpyDeviceToDevice, cuda_->stream()) != cudaSuccess)
-        return absl::InternalError("device copy of the calibration activations failed");
+    // Slices of whole runner chunks: the hooks see the same inputs in the same order as one pass over the batch.
+    for (StoredBatch& b : batches_) {
       hooks->set_seq_len(b.seq_len);
       dh.set_seq_len(b.seq_len);
-      LLMC_RETURN_IF_ERROR(runner_->Run(dweights_.get(), &dscratch_, &dh));
+      for (int64_t s0 = 0; s0 < b.num_seqs; s0 += SliceSeqs(b.seq_len)) {
+        const int64_t n = std::min(SliceSeqs(b.seq_len), b.num_seqs - s0);
+        LLMC_RETURN_IF_ERROR(Load(b, s0, n));
+        dh.NewPass();
+        LLMC_RETURN_IF_ERROR(runner_->Run(dweights_.get(), &dscratch_, &dh));
+      }
     }
     return cuda_->Synchronize();
   }
 
   absl::Status Propagate(const DecoderBlock& block) override {
     LLMC_RETURN_IF_ERROR(dweights_->Upload(block));
-    for (DeviceHiddenStates& b : dbatches_) LLMC_RETURN_IF_ERROR(runner_->Run(dweights_.get(), &b));
+    for (StoredBatch& b : batches_) {
+      if (storage_ == Storage::kFp32) {
+        LLMC_RETURN_IF_ERROR(runner_->Run(dweights_.get(), &b.f32));
+        continue;
+      }
+      for (int64_t s0 = 0; s0 < b.num_seqs; s0 += SliceSeqs(b.seq_len)) {
+        const int64_t n = std::min(SliceSeqs(b.seq_len), b.num_seqs - s0);
+        LLMC_RETURN_IF_ERROR(Load(b, s0, n));
+        LLMC_RETURN_IF_ERROR(runner_->Run(dweights_.get(), &dscratch_));
+        LLMC_RETURN_IF_ERROR(Save(&b, s0, n));
+      }
+    }
     return cuda_->Synchronize();
   }
 
@@ -173,24 +240,121 @@ class CudaBlockBackend final : public BlockBackend {
   void Report(nlohmann::json* j) const override {
     (*j)["device_name"] = cuda_->device_name();
     (*j)["peak_device_used_bytes"] = peak_device_bytes_;
+    (*j)["calibration_activations"] = storage_ == Storage::kFp32 ? "fp32" : storage_ == Storage::kBf16 ? "bf16" : "host";
   }
 
  private:
   explicit CudaBlockBackend(int64_t num_samples) : num_samples_(num_samples) {}
 
+  // Sequences per slice of a batch of sequences of length t: whole runner chunks, about kSliceTokens tokens.
+  int64_t SliceSeqs(int64_t t) const {
+    constexpr int64_t kSliceTokens = 65536;
+    const int64_t chunk = std::max<int64_t>(1, chunk_tokens_ / std::max<int64_t>(t, 1));
+    return chunk * std::max<int64_t>(1, kSliceTokens / (chunk * std::max<int64_t>(t, 1)));
+  }
+
+  // Embeds batch i of `src` a slice at a time into its storage.
+  absl::Status Store(const CalibBatches& src, size_t i) {
+    const auto [num_seqs, seq_len] = src.shapes[i];
+    StoredBatch b;
+    b.num_seqs = num_seqs;
+    b.seq_len = seq_len;
+    const int64_t values = std::max<int64_t>(1, num_seqs * seq_len * hidden_);
+    switch (storage_) {
+      case Storage::kFp32:
+        b.f32.num_seqs = num_seqs;
+        b.f32.seq_len = seq_len;
+        b.f32.hidden = hidden_;
+        LLMC_RETURN_IF_ERROR(b.f32.data.Reserve(values, "calibration activations"));
+        break;
+      case Storage::kBf16:
+        LLMC_RETURN_IF_ERROR(b.b16.Reserve(values, "calibration activations (bf16)"));
+        break;
+      case Storage::kHost:
+        LLMC_RETURN_IF_ERROR(b.host.Allocate(values, "calibration activations (bf16, host)"));
+        break;
+    }
+    for (int64_t s0 = 0; s0 < num_seqs; s0 += SliceSeqs(seq_len)) {
+      const int64_t n = std::min(SliceSeqs(seq_len), num_seqs - s0);
+      LLMC_ASSIGN_OR_RETURN(HiddenStates h, src.embed(i, s0, n));
+      if (h.num_seqs != n || h.seq_len != seq_len || h.hidden != hidden_ ||
+          static_cast<int64_t>(h.data.size()) != n * seq_len * hidden_)
+        return absl::InternalError(absl::StrCat("calibration batch ", i, ": embedded shape differs from its plan"));
+      const int64_t off = s0 * seq_len * hidden_;
+      float* dst = storage_ == Storage::kFp32 ? b.f32.data.data() + off : dscratch_.data.data();
+      if (cudaMemcpyAsync(dst, h.data.data(), h.data.size() * sizeof(float), cudaMemcpyHostToDevice,
+                          cuda_->stream()) != cudaSuccess)
+        return absl::InternalError("cannot copy calibration activations to the device");
+      if (storage_ != Storage::kFp32) {
+        dscratch_.num_seqs = n;
+        dscratch_.seq_len = seq_len;
+        LLMC_RETURN_IF_ERROR(Save(&b, s0, n));
+      }
+      LLMC_RETURN_IF_ERROR(cuda_->Synchronize());  // before the host slice is freed
+    }
+    batches_.push_back(std::move(b));
+    return absl::OkStatus();
+  }
+
+  // Sequences [s0, s0 + n) of `b` into the fp32 scratch.
+  absl::Status Load(StoredBatch& b, int64_t s0, int64_t n) {
+    dscratch_.num_seqs = n;
+    dscratch_.seq_len = b.seq_len;
+    const int64_t off = s0 * b.seq_len * hidden_, count = n * b.seq_len * hidden_;
+    std::string err;
+    switch (storage_) {
+      case Storage::kFp32:
+        if (cudaMemcpyAsync(dscratch_.data.data(), b.f32.data.data() + off, count * sizeof(float),
+                            cudaMemcpyDeviceToDevice, cuda_->stream()) != cudaSuccess)
+          return absl::InternalError("device copy of the calibration activations failed");
+        return absl::OkStatus();
+      case Storage::kBf16:
+        err = cuda::Bf16ToFloatDevice(b.b16.data() + off, count, dscratch_.data.data(), cuda_->stream());
+        break;
+      case Storage::kHost:
+        if (cudaMemcpyAsync(staging_.data(), b.host.data() + off, count * sizeof(uint16_t), cudaMemcpyHostToDevice,
+                            cuda_->stream()) != cudaSuccess)
+          return absl::InternalError("cannot copy calibration activations from host memory");
+        err = cuda::Bf16ToFloatDevice(staging_.data(), count, dscratch_.data.data(), cuda_->stream());
+        break;
+    }
+    if (!err.empty()) return absl::InternalError(err);
+    return absl::OkStatus();
+  }
+
+  // The fp32 scratch (sequences [s0, s0 + n)) back into `b`'s bf16 storage.
+  absl::Status Save(StoredBatch* b, int64_t s0, int64_t n) {
+    const int64_t off = s0 * b->seq_len * hidden_, count = n * b->seq_len * hidden_;
+    std::string err;
+    if (storage_ == Storage::kBf16) {
+      err = cuda::FloatToBf16Device(dscratch_.data.data(), count, b->b16.data() + off, cuda_->stream());
+    } else if (storage_ == Storage::kHost) {
+      err = cuda::FloatToBf16Device(dscratch_.data.data(), count, staging_.data(), cuda_->stream());
+      if (err.empty() && cudaMemcpyAsync(b->host.data() + off, staging_.data(), count * sizeof(uint16_t),
+                                         cudaMemcpyDeviceToHost, cuda_->stream()) != cudaSuccess)
+        return absl::InternalError("cannot copy calibration activations to host memory");
+    }
+    if (!err.empty()) return absl::InternalError(err);
+    return absl::OkStatus();
+  }
+
   int64_t num_samples_;
+  Storage storage_ = Storage::kFp32;
+  int64_t chunk_tokens_ = 8192;
+  int64_t hidden_ = 0;
   std::unique_ptr<CudaContext> cuda_;
   std::unique_ptr<CudaBlockWeights> dweights_;
   std::unique_ptr<CudaBlockRunner> runner_;
-  std::vector<DeviceHiddenStates> dbatches_;
-  DeviceHiddenStates dscratch_;
+  std::vector<StoredBatch> batches_;
+  DeviceHiddenStates dscratch_;      // one slice, fp32: what the blocks run on
+  DeviceArray<uint16_t> staging_;    // kHost: one slice of bf16 on its way to or from the host
   uint64_t peak_device_bytes_ = 0;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<BlockBackend>> CreateCudaBlockBackend(const BlockBackendOptions& options, CausalLm* lm,
-                                                                     std::vector<HiddenStates> batches) {
+                                                                     CalibBatches batches) {
   LLMC_ASSIGN_OR_RETURN(std::unique_ptr<CudaBlockBackend> b, CudaBlockBackend::Create(options, lm, std::move(batches)));
   return std::unique_ptr<BlockBackend>(std::move(b));
 }

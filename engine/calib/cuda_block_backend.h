@@ -13,10 +13,11 @@
 
 namespace llmc {
 
-// Uploads `batches` to device 0 (freeing their host copies) and runs blocks of `lm` (which must outlive it) there.
-// FAILED_PRECONDITION without CUDA support or a usable device ("use --device cpu"); INVALID_ARGUMENT for a GEMM
-// precision other than fp32, tf32 or bf16; RESOURCE_EXHAUSTED when the activations do not fit.
+// Embeds `batches` a slice at a time into device 0's memory (or pinned host memory, options.activations "host")
+// and runs blocks of `lm` (which must outlive it) there. FAILED_PRECONDITION without CUDA support or a usable device
+// ("use --device cpu"); INVALID_ARGUMENT for a GEMM precision other than fp32, tf32 or bf16 or activations other
+// than fp32, bf16 or host; RESOURCE_EXHAUSTED when the activations do not fit.
 absl::StatusOr<std::unique_ptr<BlockBackend>> CreateCudaBlockBackend(const BlockBackendOptions& options, CausalLm* lm,
-                                                                     std::vector<HiddenStates> batches);
+                                                                     CalibBatches batches);
 
 }  // namespace llmc

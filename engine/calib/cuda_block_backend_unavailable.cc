@@ -4,7 +4,7 @@
 namespace llmc {
 
 absl::StatusOr<std::unique_ptr<BlockBackend>> CreateCudaBlockBackend(const BlockBackendOptions&, CausalLm*,
-                                                                     std::vector<HiddenStates>) {
+                                                                     CalibBatches) {
   return absl::FailedPreconditionError("device cuda: this build of llmc has no CUDA support; use --device cpu");
 }
 

@@ -55,7 +55,6 @@ class SequentialSolver::Impl {
     for (auto& w : cs.warnings) warnings_.push_back(w);
     // This rank's shard of the samples, grouped by length (a batch holds equal-length sequences).
     std::map<size_t, std::vector<int32_t>> by_len;
-    std::vector<HiddenStates> batches;
     std::map<size_t, int64_t> count;
     for (size_t i = 0; i < cs.samples.size(); ++i) {
       if (static_cast<int>(i % comm_->size()) != comm_->rank()) continue;
@@ -79,11 +78,23 @@ class SequentialSolver::Impl {
       return absl::InvalidArgumentError(absl::StrCat(opt_.dataset, ": ", total_samples_, " calibration samples for ",
                                                      comm_->size(), " ranks; every rank needs at least one: use fewer ",
                                                      "ranks or more samples"));
+    // Embedded when the backend asks, a slice of sequences at a time where it keeps them off the host.
+    CalibBatches batches;
+    auto ids_by_len = std::make_shared<std::vector<std::vector<int32_t>>>();
     for (auto& [len, ids] : by_len) {
-      LLMC_ASSIGN_OR_RETURN(HiddenStates x, lm_->Embed(ids, count[len], static_cast<int64_t>(len)));
       max_len_ = std::max<int64_t>(max_len_, len);
-      batches.push_back(std::move(x));
+      batches.shapes.emplace_back(count[len], static_cast<int64_t>(len));
+      ids_by_len->push_back(std::move(ids));
     }
+    CausalLm* lm = lm_.get();
+    batches.embed = [lm, ids_by_len, shapes = batches.shapes](size_t b, int64_t first,
+                                                              int64_t n) -> absl::StatusOr<HiddenStates> {
+      const int64_t len = shapes[b].second;
+      const std::vector<int32_t>& all = (*ids_by_len)[b];
+      if (first < 0 || n < 0 || (first + n) * len > static_cast<int64_t>(all.size()))
+        return absl::InternalError("calibration sequences out of range");
+      return lm->Embed(absl::MakeConstSpan(all).subspan(first * len, n * len), n, len);
+    };
     // Model dtype: the dtype of the first decoder Linear weight.
     const std::string first = lm_->spec().layout.LayerPrefix(0) +
                               (lm_->spec().fused_projections ? "self_attn.qkv_proj.weight" : "self_attn.q_proj.weight");
@@ -93,6 +104,7 @@ class SequentialSolver::Impl {
     BlockBackendOptions bo;
     bo.device = opt_.device;
     bo.gemm_precision = opt_.gemm_precision;
+    bo.activations = opt_.calib_activations;
     bo.max_chunk_tokens = opt_.max_chunk_tokens;
     bo.num_samples = total_samples_;
     LLMC_ASSIGN_OR_RETURN(backend_, CreateBlockBackend(bo, lm_.get(), std::move(batches)));
@@ -759,6 +771,9 @@ SequentialSolver::~SequentialSolver() = default;
 absl::StatusOr<std::unique_ptr<SequentialSolver>> SequentialSolver::Create(const SequentialOptions& options,
                                                                            const CompressionRecipe& recipe,
                                                                            const QuantConfig& config) {
+  if (options.device != "cuda" && !options.calib_activations.empty() && options.calib_activations != "fp32")
+    return absl::InvalidArgumentError(absl::StrCat("calibration activations '", options.calib_activations,
+                                                   "': the cpu keeps them in fp32; bf16 and host apply to --device cuda"));
   auto impl = std::make_unique<Impl>(options, recipe, config);
   LLMC_RETURN_IF_ERROR(impl->Init());
   return std::unique_ptr<SequentialSolver>(new SequentialSolver(std::move(impl)));

@@ -36,6 +36,9 @@ struct SequentialOptions {
   // "cpu" or "cuda": where the blocks run, statistics accumulate and GPTQ solves (activations stay on the device).
   std::string device = "cpu";
   std::string gemm_precision = "tf32";  // cuda: fp32, tf32 (default) or bf16 block GEMMs
+  // cuda: where the calibration activations stay between blocks: fp32 (device), bf16 (device) or host (bf16,
+  // pinned host memory); "" is the default (BlockBackendOptions::activations). cpu: fp32 only.
+  std::string calib_activations;
   // Mixture-of-experts models: every expert's statistics see every calibration token (the routed output still
   // propagates); false: each expert sees its routed tokens only, and an expert no token chose is quantized
   // round-to-nearest (a warning says which). Unset: true. Set on a dense model: INVALID_ARGUMENT.

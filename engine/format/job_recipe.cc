@@ -69,6 +69,14 @@ absl::StatusOr<CompressionRecipe> ResolveJobRecipe(const JobSpec& a) {
     return absl::InvalidArgumentError(absl::StrCat(
         "moe_calibrate_all_experts applies to calibrated algorithms (GPTQ, SparseGPT, Wanda, static activation ",
         "scales); ", recipe->Describe(), " runs no calibration: leave the option out"));
+  if (!a.calib_activations.empty()) {
+    if (a.calib_activations != "fp32" && a.calib_activations != "bf16" && a.calib_activations != "host")
+      return absl::InvalidArgumentError(absl::StrCat("calibration activations '", a.calib_activations.substr(0, 32),
+                                                     "': use fp32, bf16 or host"));
+    if (!recipe->NeedsCalibration() && a.calib_activations != "fp32")
+      return absl::InvalidArgumentError(absl::StrCat("calibration activations ", a.calib_activations, ": ",
+                                                     recipe->Describe(), " runs no calibration; leave the option out"));
+  }
   if (a.num_samples < 0 || a.seq_len < 0)
     return absl::InvalidArgumentError("--num-samples and --seq-len must be positive");
   if (a.max_shard_size == 0) return absl::InvalidArgumentError("--max-shard-size must be positive");

@@ -32,6 +32,9 @@ struct JobSpec {
   uint64_t max_shard_size = 5'000'000'000ull;
   int threads = 0;
   std::string device = "cpu";
+  // --device cuda: where the calibration activations stay between blocks: fp32 (device, the default), bf16
+  // (device, half the memory) or host (bf16 in pinned host memory, streamed through the GPU); "" is fp32.
+  std::string calib_activations;
   bool overwrite = false;
   // Mixture-of-experts models, calibrated algorithms: every token passes through every expert for the statistics
   // (the routed top-k output still propagates), as llm-compressor's moe_calibrate_all_experts. Unset: on for MoE

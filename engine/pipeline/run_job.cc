@@ -70,6 +70,7 @@ absl::StatusOr<CompressSummary> RunJob(const JobSpec& spec, const JobControl& co
     so.calibration.seed = a.seed;
     so.threads = a.threads;
     so.device = a.device;
+    so.calib_activations = a.calib_activations;
     so.moe_calibrate_all_experts = a.moe_calibrate_all_experts;
     so.comm = control.comm;
     LLMC_ASSIGN_OR_RETURN(solver, SequentialSolver::Create(so, recipe, cfg));

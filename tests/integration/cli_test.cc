@@ -176,6 +176,16 @@ TEST_F(CliTest, BadInputsEndInOneLineErrors) {
   ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme W4A16 --algorithm gptq --dataset " +
                           (bad / "missing.txt")),
                      "missing.txt");
+  // Where calibration activations stay: a value that is not one, a data-free job, the cpu (fp32 only).
+  std::ofstream(bad / "calib.txt") << "A few words of calibration text for the activations option. " << std::string(64, 'x');
+  ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme W4A16 --algorithm gptq --dataset " +
+                          (bad / "calib.txt") + " --calib-activations fp16"),
+                     "use fp32, bf16 or host");
+  ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme W4A16 --calib-activations bf16"),
+                     "runs no calibration");
+  ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme W4A16 --algorithm gptq --dataset " +
+                          (bad / "calib.txt") + " --num-samples 2 --seq-len 8 --calib-activations host"),
+                     "apply to --device cuda");
   EXPECT_FALSE(fs::exists(tmp_ / "o"));
   // Existing output.
   fs::create_directories(tmp_ / "exists");

@@ -158,6 +158,11 @@ __global__ void FloatToBf16Kernel(const float* __restrict__ in, int64_t n, uint1
   out[i] = static_cast<uint16_t>(u >> 16);
 }
 
+__global__ void Bf16ToFloatKernel(const uint16_t* __restrict__ in, int64_t n, float* __restrict__ out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = __uint_as_float(static_cast<uint32_t>(in[i]) << 16);
+}
+
 struct DeviceBuffers {
   std::vector<void*> ptrs;
   ~DeviceBuffers() {
@@ -269,6 +274,13 @@ std::string TokenNllDevice(const float* logits, int64_t rows, int64_t vocab, con
 std::string FloatToBf16Device(const float* in, int64_t n, uint16_t* out, cudaStream_t stream) {
   if (n <= 0) return n == 0 ? "" : "FloatToBf16Device: invalid size";
   FloatToBf16Kernel<<<Blocks(n), kThreads, 0, stream>>>(in, n, out);
+  LLMC_CUDA_TRY(cudaGetLastError());
+  return "";
+}
+
+std::string Bf16ToFloatDevice(const uint16_t* in, int64_t n, float* out, cudaStream_t stream) {
+  if (n <= 0) return n == 0 ? "" : "Bf16ToFloatDevice: invalid size";
+  Bf16ToFloatKernel<<<Blocks(n), kThreads, 0, stream>>>(in, n, out);
   LLMC_CUDA_TRY(cudaGetLastError());
   return "";
 }

@@ -57,6 +57,8 @@ std::string ScatterAddScaledRowsDevice(const float* src, const int32_t* src_rows
                                        cudaStream_t stream = nullptr);
 // out[i] = bf16(in[i]) (round to nearest even; bf16 bit patterns as uint16).
 std::string FloatToBf16Device(const float* in, int64_t n, uint16_t* out, cudaStream_t stream = nullptr);
+// out[i] = float(in[i]) for bf16 bit patterns (exact).
+std::string Bf16ToFloatDevice(const uint16_t* in, int64_t n, float* out, cudaStream_t stream = nullptr);
 
 // Host-memory conveniences for tests: copy in, run, copy out, free.
 std::string RmsNormHost(const float* x, int64_t rows, int64_t dim, const float* weight, float eps, float* out);
