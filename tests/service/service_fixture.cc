@@ -89,6 +89,7 @@ void ServiceFixture::StartServer(std::vector<std::string> extra) {
                                    "--allowed-root", work_, "--ready-file", ready, "--lease-ms", "3000"};
   if (HaveFixture()) argv.insert(argv.end(), {"--allowed-input-root", ServiceSharedDir()});
   argv.insert(argv.end(), extra.begin(), extra.end());
+  argv.insert(argv.begin(), launcher_.begin(), launcher_.end());
   server_ = Spawn(argv, log_);
   for (int i = 0; i < 300 && !fs::exists(ready); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   std::ifstream in(ready);
@@ -104,6 +105,7 @@ void ServiceFixture::StartServe(int workers, std::vector<std::string> extra) {
                                    "--workers", absl::StrCat(workers), "--no-cwd-root", "--allowed-root", work_};
   if (HaveFixture()) argv.insert(argv.end(), {"--allowed-input-root", ServiceSharedDir()});
   argv.insert(argv.end(), extra.begin(), extra.end());
+  argv.insert(argv.begin(), launcher_.begin(), launcher_.end());
   server_ = Spawn(argv, log_);
   for (int i = 0; i < 300 && !fs::exists(data_ + "/serve.ready"); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
