@@ -121,6 +121,32 @@ TEST_F(ConfinedJobTest, ModelOutsideTheRootsIsRefused) {
   EXPECT_THAT(r.status().message(), HasSubstr("model_uri"));
 }
 
+// A confined job with an evaluation: the output is read back through the files written (PinWrittenOutput) and the
+// report has the figures. A character-level tokenizer keeps every id below the synthetic model's vocabulary.
+TEST_F(ConfinedJobTest, EvaluationReadsTheOutputJustWritten) {
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int c = 32; c < 127; ++c) vocab[std::string(1, static_cast<char>(c))] = c - 32;
+  vocab["<unk>"] = 95;
+  std::ofstream(root_ + "/model/tokenizer.json")
+      << nlohmann::json({{"version", "1.0"},
+                         {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()},
+                                    {"unk_token", "<unk>"}}}})
+             .dump();
+  std::ofstream(root_ + "/model/tokenizer_config.json") << "{}";
+  std::string text;
+  for (int i = 0; i < 24; ++i) text += "A confined job reads its output back through the files it wrote. ";
+  std::ofstream(root_ + "/eval.txt") << text;
+  JobRequest q = Request(root_ + "/out/q");
+  q.eval_text = root_ + "/eval.txt";
+  q.eval_max_windows = 1;
+  auto r = RunJobToOutput(q);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->report.contains("eval")) << r->report.dump();
+  EXPECT_GT(r->report["eval"]["perplexity_after"].get<double>(), 1.0);
+  auto written = nlohmann::json::parse(Slurp(root_ + "/out/q/compression_report.json"));
+  EXPECT_EQ(written["eval"]["perplexity_after"], r->report["eval"]["perplexity_after"]);
+}
+
 // The evaluation after a job reads the output back through PinWrittenOutput: the files the job wrote, opened
 // inside the pinned parent, whatever the output path leads to afterwards.
 TEST_F(ConfinedJobTest, WrittenOutputIsReadBackThroughTheFilesWritten) {
