@@ -86,6 +86,7 @@ class HostileClientTest : public testing::ServiceFixture {
     ASSERT_TRUE(WriteSyntheticLlama(shared_ + "/model", TinyShape(), DType::kBF16, 3, 1 << 20).ok());
     std::ofstream(shared_ + "/calib.txt") << "some calibration text\n";
     launcher_ = {"/usr/bin/prlimit", absl::StrCat("--as=", kAddressSpace), "--"};
+    shared_input_root_ = false;  // with --tenant-roots it would stand for ../shared/TENANT (created on first use)
     StartServe(workers, {"--tenant-roots", "--shared-input-root", shared_, "--tenant-max-active-jobs", "2",
                          "--tenant-max-spec-bytes", "4096", "--max-seq-len", "2048", "--max-num-samples", "256",
                          "--lease-ms", "3000", "--max-attempts", "2"});
