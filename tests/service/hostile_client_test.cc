@@ -445,6 +445,45 @@ TEST_F(HostileClientTest, PathEscapesFailTheJobPermissionDenied) {
   ExpectServerAliveAndSmall();
 }
 
+// `llmc serve` passes every operator option it takes to llmc-server as given (local roots made absolute).
+TEST_F(HostileClientTest, ServeForwardsEveryOperatorOption) {
+  const std::string shared_rw = tmp_.path() + "/shared-rw", shared_ro = tmp_.path() + "/shared-ro";
+  fs::create_directories(shared_rw);
+  fs::create_directories(shared_ro);
+  shared_input_root_ = false;
+  StartServe(0, {"--tenant-roots", "--shared-root", shared_rw, "--shared-input-root", shared_ro,
+                 "--tenant-max-active-jobs", "7", "--tenant-max-gpus", "2", "--tenant-max-spec-bytes", "100000",
+                 "--lease-ms", "4500", "--max-attempts", "5", "--max-num-samples", "64", "--max-seq-len", "1024",
+                 "--max-calibration-tokens", "32768"});
+  ASSERT_FALSE(HasFatalFailure());
+  const pid_t server = ServerChild(server_);
+  ASSERT_GT(server, 0);
+  std::vector<std::string> argv = absl::StrSplit(ReadAll(absl::StrCat("/proc/", server, "/cmdline")), '\0');
+  auto has = [&](const std::string& flag, const std::string& value) {
+    for (size_t i = 0; i + 1 < argv.size(); ++i)
+      if (argv[i] == flag && (value.empty() || argv[i + 1] == value)) return true;
+    return false;
+  };
+  EXPECT_TRUE(has("--tenant-roots", ""));
+  EXPECT_TRUE(has("--shared-root", "file://" + shared_rw) || has("--shared-root", shared_rw));
+  EXPECT_TRUE(has("--shared-input-root", "file://" + shared_ro) || has("--shared-input-root", shared_ro));
+  for (const auto& [flag, value] : std::vector<std::pair<std::string, std::string>>{
+           {"--tenant-max-active-jobs", "7"}, {"--tenant-max-gpus", "2"}, {"--tenant-max-spec-bytes", "100000"},
+           {"--lease-ms", "4500"}, {"--max-attempts", "5"}, {"--max-num-samples", "64"}, {"--max-seq-len", "1024"},
+           {"--max-calibration-tokens", "32768"}})
+    EXPECT_TRUE(has(flag, value)) << flag;
+  // And llmc-server acts on them: a job asking for 3 GPUs is over the tenant's 2.
+  ASSERT_TRUE(WriteSyntheticLlama(shared_ro + "/model", TinyShape(), DType::kBF16, 3, 1 << 20).ok());
+  v1::JobSpec spec;
+  spec.set_model_uri(shared_ro + "/model");
+  spec.set_output_uri(shared_rw + "/out");
+  spec.mutable_preset()->set_scheme("W8A16");
+  spec.set_gpus(3);
+  grpc::Status s = Create(admin_, "gpus", spec);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("--tenant-max-gpus (2)"));
+}
+
 // `llmc serve` refuses what it does not forward, naming it.
 TEST_F(HostileClientTest, ServeRefusesOptionsItDoesNotTake) {
   std::string out;
