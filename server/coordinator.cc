@@ -16,6 +16,7 @@
 #include "server/scheduler.h"
 #include "proto/channel.h"
 #include "proto/spec_convert.h"
+#include "storage/path_confinement.h"
 #include "storage/storage_uri.h"
 #include "common/util.h"
 
@@ -68,14 +69,6 @@ std::string LocalPathOf(const std::string& uri) {
   return u.ok() && u->is_file() ? u->path : std::string();
 }
 
-// Best effort: removes a local staging directory nobody writes to any more.
-void RemoveStaging(const v1::Job& job) {
-  std::string dir = StagingDirFor(job);
-  if (dir.empty()) return;
-  std::error_code ec;
-  fs::remove_all(dir, ec);
-}
-
 }  // namespace
 
 std::string StagingDirFor(const v1::Job& job) {
@@ -100,6 +93,13 @@ absl::Status Coordinator::Start() {
     w.set_state("LOST");
     w.clear_job_id();
     LLMC_RETURN_IF_ERROR(store_->PutWorker(w));
+  }
+  // Staging directories of jobs that ended while some rank still ran, before a restart (or a crash): removed once
+  // the workers of that time had a lease to notice the coordinator went away and stop (Loop).
+  LLMC_ASSIGN_OR_RETURN(auto ended, store_->StagingToRemove());
+  for (auto& job : ended) {
+    const std::string id = job.id();
+    cleanup_[id] = PendingCleanup{std::move(job), NowMs() + options_.lease_ms};
   }
   LLMC_ASSIGN_OR_RETURN(auto jobs, store_->ActiveJobs());
   for (auto& [seq, job] : jobs) {
@@ -159,6 +159,14 @@ void Coordinator::Loop() {
       const auto& i = it->second;
       if (i.info.state() == "LOST" && !i.link.send && now - i.info.last_heartbeat_ms() > 600'000) it = workers_.erase(it);
       else ++it;
+    }
+    for (auto it = cleanup_.begin(); it != cleanup_.end();) {
+      if (it->second.not_before_ms <= now && RanksRunningLocked(it->first) == 0) {
+        RemoveStagingNowLocked(it->second.job);
+        it = cleanup_.erase(it);
+      } else {
+        ++it;
+      }
     }
     ScheduleLocked();
   }
@@ -491,11 +499,12 @@ absl::StatusOr<v1::ListWorkersResponse> Coordinator::ListWorkers(const Principal
 absl::Status Coordinator::CheckQuotasLocked(const std::string& tenant, const v1::JobSpec& spec) {
   const TenantQuotas& q = options_.quotas;
   if (q.max_active_jobs <= 0 && q.max_gpus <= 0 && q.max_spec_bytes <= 0) return absl::OkStatus();
-  int64_t jobs = 0, gpus = 0;
+  int64_t jobs = 0, gpus = 0, spec_bytes = 0;
   for (const auto& [id, a] : active_)
     if (a.job.tenant() == tenant) {
       ++jobs;
       gpus += std::max(1, a.job.spec().gpus());
+      if (q.max_spec_bytes > 0) spec_bytes += static_cast<int64_t>(DeterministicBytes(a.job.spec()).size());
     }
   const int64_t want = std::max(1, spec.gpus());
   if (q.max_active_jobs > 0 && jobs + 1 > q.max_active_jobs)
@@ -507,13 +516,12 @@ absl::Status Coordinator::CheckQuotasLocked(const std::string& tenant, const v1:
         "tenant quota --tenant-max-gpus (", q.max_gpus, ") reached: tenant ", tenant, " has jobs for ", gpus,
         " GPUs queued or running and this one asks for ", want, "; wait for one to finish or ask for fewer gpus"));
   if (q.max_spec_bytes > 0) {
-    auto stored = store_->TenantSpecBytes(tenant);
-    if (!stored.ok()) return absl::UnavailableError(absl::StrCat("the job store is unavailable: ", stored.status().message()));
     const int64_t bytes = static_cast<int64_t>(DeterministicBytes(spec).size());
-    if (*stored + bytes > q.max_spec_bytes)
+    if (spec_bytes + bytes > q.max_spec_bytes)
       return absl::ResourceExhaustedError(absl::StrCat(
-          "tenant quota --tenant-max-spec-bytes (", q.max_spec_bytes, ") reached: tenant ", tenant, "'s jobs in the ",
-          "store hold ", *stored, " bytes of specs and this one has ", bytes, "; ask the operator to raise the quota"));
+          "tenant quota --tenant-max-spec-bytes (", q.max_spec_bytes, ") reached: tenant ", tenant,
+          "'s jobs queued or running hold ", spec_bytes, " bytes of specs and this one has ", bytes,
+          "; wait for one to finish, cancel one, or ask the operator to raise the quota"));
   }
   return absl::OkStatus();
 }
@@ -627,18 +635,44 @@ int Coordinator::RanksRunningLocked(const std::string& job_id) const {
 
 void Coordinator::RemoveStagingWhenStoppedLocked(const v1::Job& job) {
   if (RanksRunningLocked(job.id()) == 0) {
-    RemoveStaging(job);
+    RemoveStagingNowLocked(job);
     cleanup_.erase(job.id());
   } else {
-    cleanup_[job.id()] = job;
+    cleanup_[job.id()] = PendingCleanup{job, 0};
   }
 }
 
 void Coordinator::WorkerStoppedLocked(const std::string& job_id) {
   auto it = cleanup_.find(job_id);
-  if (it == cleanup_.end() || RanksRunningLocked(job_id) > 0) return;
-  RemoveStaging(it->second);
+  if (it == cleanup_.end() || it->second.not_before_ms > NowMs() || RanksRunningLocked(job_id) > 0) return;
+  RemoveStagingNowLocked(it->second.job);
   cleanup_.erase(it);
+}
+
+void Coordinator::RemoveStagingNowLocked(const v1::Job& job) {
+  const std::string dir = StagingDirFor(job);
+  absl::Status s = absl::OkStatus();
+  if (!dir.empty()) {
+    // By path, but beneath the job's own roots (its tenant's with --tenant-roots) and never through a link: an
+    // output parent swapped for a link after the job was queued leads the removal nowhere.
+    auto policy = options_.policy.ForTenant(job.tenant());
+    if (!policy.ok()) {
+      s = policy.status();
+    } else {
+      storage::ConfinementRoots roots;
+      roots.read_write = policy->local_rw();
+      roots.denied = policy->denied();
+      auto confinement = storage::PathConfinement::Create(roots);
+      s = confinement.ok() ? confinement->RemoveTree(absl::StrCat("job ", job.id(), " staging"), dir)
+                           : confinement.status();
+    }
+  }
+  if (!s.ok()) {
+    // Refused (a link, outside the roots) or failed: logged, and not tried again (the operator can look at it).
+    spdlog::warn("job {}: staging {} not removed: {}", job.id(), dir, s.ToString());
+  }
+  absl::Status done = store_->StagingRemoved(job.id());
+  if (!done.ok()) spdlog::warn("job {}: cannot record the staging removal: {}", job.id(), done.ToString());
 }
 
 void Coordinator::OnWorkerDisconnected(const std::string& worker_id, int64_t session) {

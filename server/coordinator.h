@@ -40,7 +40,7 @@ namespace llmc::server {
 struct TenantQuotas {
   int64_t max_active_jobs = 0;  // QUEUED, RUNNING or RETRYING jobs of the tenant (--tenant-max-active-jobs)
   int64_t max_gpus = 0;         // sum of spec.gpus (0 counts as 1) over those jobs (--tenant-max-gpus)
-  int64_t max_spec_bytes = 0;   // bytes of the specs of all the tenant's jobs in the store (--tenant-max-spec-bytes)
+  int64_t max_spec_bytes = 0;   // bytes of the specs of the tenant's QUEUED/RUNNING/RETRYING jobs (--tenant-max-spec-bytes)
 };
 
 struct CoordinatorOptions {
@@ -157,6 +157,9 @@ class Coordinator {
   // Removes the staging output of a job that ended (FAILED, CANCELLED) now, or once the last of its ranks has
   // stopped (WorkerStoppedLocked), so no rank still writes into it.
   void RemoveStagingWhenStoppedLocked(const v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes the job's local staging directory now, beneath its roots without following a link
+  // (storage::PathConfinement::RemoveTree), and records in the store that it is done.
+  void RemoveStagingNowLocked(const v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WorkerStoppedLocked(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseGangLocked(const v1::Job& job, const std::string& except, bool keep_staging)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -180,8 +183,14 @@ class Coordinator {
   std::map<std::string, ActiveJob> active_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, WorkerEntry> workers_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::shared_ptr<Feed>> feeds_ ABSL_GUARDED_BY(mu_);
-  // Jobs that ended while some of their ranks still ran: their staging is removed when the last one stops.
-  std::map<std::string, v1::Job> cleanup_ ABSL_GUARDED_BY(mu_);
+  // Jobs that ended while some of their ranks still ran: their staging is removed when the last one stops (and
+  // not before not_before_ms: after a restart, the previous coordinator's workers get a lease to stop). The store
+  // keeps the same list (JobStore::StagingToRemove), so a restart loses none.
+  struct PendingCleanup {
+    v1::Job job;
+    int64_t not_before_ms = 0;
+  };
+  std::map<std::string, PendingCleanup> cleanup_ ABSL_GUARDED_BY(mu_);
   int64_t next_session_ ABSL_GUARDED_BY(mu_) = 1;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool kick_ ABSL_GUARDED_BY(mu_) = false;

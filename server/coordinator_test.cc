@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 
 #include "tests/support/temp_dir.h"
@@ -101,11 +102,11 @@ struct Gang {
 
 class CoordinatorTest : public ::testing::Test {
  protected:
-  void StartCoordinator(int64_t lease_ms = 6000) {
+  void StartCoordinator(int64_t lease_ms = 6000, MetricsRegistry* registry = nullptr) {
     auto store = JobStore::Open(tmp_.path() + "/jobs.db");
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
-    metrics_ = std::make_unique<ServiceMetrics>(&registry_);
+    metrics_ = std::make_unique<ServiceMetrics>(registry ? registry : &registry_);
     CoordinatorOptions o;
     auto policy = AccessPolicy::Create({tmp_.path()}, {});
     ASSERT_TRUE(policy.ok()) << policy.status();
@@ -117,6 +118,14 @@ class CoordinatorTest : public ::testing::Test {
   }
   void TearDown() override {
     if (coordinator_) coordinator_->Stop();
+  }
+  // A new coordinator on the same store (as after a crash: nothing kept in memory), with its own metrics.
+  void RestartCoordinator(int64_t lease_ms) {
+    coordinator_->Stop();
+    retired_.push_back(std::move(coordinator_));
+    retired_metrics_.push_back(std::move(metrics_));
+    store_.reset();
+    StartCoordinator(lease_ms, &restart_registry_);
   }
 
   int64_t Connect(FakeWorker* w) {
@@ -208,9 +217,12 @@ class CoordinatorTest : public ::testing::Test {
 
   llmc::testing::TempDir tmp_;
   MetricsRegistry registry_;
+  MetricsRegistry restart_registry_;  // the metrics of a coordinator started again by RestartCoordinator
   std::unique_ptr<JobStore> store_;
   std::unique_ptr<ServiceMetrics> metrics_;
   std::unique_ptr<Coordinator> coordinator_;
+  std::vector<std::unique_ptr<Coordinator>> retired_;
+  std::vector<std::unique_ptr<ServiceMetrics>> retired_metrics_;
   const Principal admin_{"default", Role::kAdmin};
 };
 
@@ -416,6 +428,66 @@ TEST_F(CoordinatorTest, AGangRanksOwnErrorFailsTheJobAndItsStagingGoesWhenTheRan
   FinishWith(g.worker(0), g.session(0), g.assignment(0), absl::StatusCode::kAborted, "gloo: broadcast failed");
   EXPECT_FALSE(std::filesystem::exists(staging));
   EXPECT_EQ(Get(job.id()).state(), v1::FAILED);
+}
+
+// The list of staging directories to remove is in the store: a job that FAILED while a rank still ran, then a
+// coordinator crash before that rank stopped; the next coordinator removes the staging once a lease has passed.
+TEST_F(CoordinatorTest, StagingLeftWhenTheCoordinatorRestartedIsRemovedAfterIt) {
+  namespace fs = std::filesystem;
+  StartCoordinator();
+  Gang g;
+  v1::Job job = StartGangJob(&g, "gang");
+  ASSERT_TRUE(g.assigned);
+  const std::string staging = g.a0.staging_dir();
+  fs::create_directories(staging + "/sub");
+  std::ofstream(staging + "/sub/model-00001-of-00001.safetensors") << "x";
+  FinishWith(g.worker(1), g.session(1), g.assignment(1), absl::StatusCode::kNotFound, "no dataset here");
+  ASSERT_TRUE(WaitState(job.id(), v1::FAILED));
+  EXPECT_TRUE(fs::exists(staging));  // rank 0 still runs
+  auto pending = store_->StagingToRemove();
+  ASSERT_TRUE(pending.ok()) << pending.status();
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ((*pending)[0].id(), job.id());
+
+  RestartCoordinator(/*lease_ms=*/300);
+  EXPECT_TRUE(fs::exists(staging));  // not at once: the old workers get a lease to stop
+  for (int i = 0; i < 200 && fs::exists(staging); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  EXPECT_FALSE(fs::exists(staging));
+  pending = store_->StagingToRemove();
+  ASSERT_TRUE(pending.ok()) << pending.status();
+  EXPECT_TRUE(pending->empty());
+}
+
+TEST_F(CoordinatorTest, StagingRemovalNeverFollowsAnOutputParentSwappedForALink) {
+  namespace fs = std::filesystem;
+  StartCoordinator();
+  // The output's parent is a directory when the job is created, then a link to a directory outside the roots that
+  // holds a directory of the staging's name.
+  const std::string outside = tmp_.path() + "-outside";
+  fs::create_directories(tmp_.path() + "/parent");
+  v1::CreateJobRequest req;
+  req.set_request_id("swap");
+  req.mutable_spec()->set_model_uri(tmp_.path() + "/model");
+  req.mutable_spec()->set_output_uri(tmp_.path() + "/parent/q");
+  req.mutable_spec()->mutable_preset()->set_scheme("W4A16");
+  auto job = coordinator_->CreateJob(admin_, req);
+  ASSERT_TRUE(job.ok()) << job.status();
+  FakeWorker w("w");
+  int64_t session = Connect(&w);
+  auto a = w.NextAssignment();
+  ASSERT_TRUE(a.has_value());
+  const std::string name = fs::path(a->staging_dir()).filename().string();
+  fs::create_directories(outside + "/" + name);
+  std::ofstream(outside + "/" + name + "/keep") << "KEEP";
+  fs::rename(tmp_.path() + "/parent", tmp_.path() + "/parent-moved");
+  fs::create_directory_symlink(outside, tmp_.path() + "/parent");
+  Finish(&w, session, *a, /*ok=*/false);
+  ASSERT_TRUE(WaitState(job->id(), v1::FAILED));
+  EXPECT_TRUE(fs::exists(outside + "/" + name + "/keep"));
+  auto pending = store_->StagingToRemove();
+  ASSERT_TRUE(pending.ok()) << pending.status();
+  EXPECT_TRUE(pending->empty());  // refused, logged, not tried again
+  fs::remove_all(outside);
 }
 
 TEST_F(CoordinatorTest, ARanksOwnErrorAfterTheGangBrokeFailsTheJob) {

@@ -47,6 +47,9 @@ CREATE TABLE IF NOT EXISTS workers (
   id TEXT PRIMARY KEY,
   worker BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS staging_cleanup (
+  job_id TEXT PRIMARY KEY
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tokens (
   sha256 TEXT PRIMARY KEY,
   tenant TEXT NOT NULL,
@@ -336,6 +339,14 @@ absl::Status JobStore::WriteJobLocked(const v1::Job& job) {
   st.Bind(1, static_cast<int64_t>(job.state())).BindBlob(2, job.SerializeAsString()).Bind(3, job.id());
   if (st.Step() != SQLITE_DONE) return st.status("update job");
   if (sqlite3_changes(db_) != 1) return absl::NotFoundError(absl::StrCat("job ", job.id(), " not found"));
+  // A job that started and then FAILED or was CANCELLED may have left a staging directory: recorded in the same
+  // transaction, so the coordinator removes it even after a crash (StagingToRemove).
+  if ((job.state() == v1::FAILED || job.state() == v1::CANCELLED) && job.attempts() > 0) {
+    Stmt c(db_, "INSERT OR IGNORE INTO staging_cleanup (job_id) VALUES (?)");
+    if (!c.ok()) return c.status("prepare staging cleanup");
+    c.Bind(1, job.id());
+    if (c.Step() != SQLITE_DONE) return c.status("record staging cleanup");
+  }
   return absl::OkStatus();
 }
 
@@ -524,13 +535,27 @@ absl::StatusOr<std::map<int, int64_t>> JobStore::CountByState() {
   return out;
 }
 
-absl::StatusOr<int64_t> JobStore::TenantSpecBytes(const std::string& tenant) {
+absl::StatusOr<std::vector<v1::Job>> JobStore::StagingToRemove() {
   absl::MutexLock l(&mu_);
-  Stmt q(db_, "SELECT COALESCE(SUM(LENGTH(spec)), 0) FROM jobs WHERE tenant = ?");
-  if (!q.ok()) return q.status("prepare spec bytes");
-  q.Bind(1, tenant);
-  if (q.Step() != SQLITE_ROW) return q.status("spec bytes");
-  return q.Int(0);
+  Stmt q(db_, "SELECT j.job FROM staging_cleanup c JOIN jobs j ON j.id = c.job_id ORDER BY j.seq");
+  if (!q.ok()) return q.status("prepare staging cleanup");
+  std::vector<v1::Job> out;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    v1::Job job;
+    if (job.ParseFromString(q.Text(0))) out.push_back(std::move(job));
+  }
+  if (rc != SQLITE_DONE) return q.status("staging cleanup");
+  return out;
+}
+
+absl::Status JobStore::StagingRemoved(const std::string& job_id) {
+  absl::MutexLock l(&mu_);
+  Stmt st(db_, "DELETE FROM staging_cleanup WHERE job_id = ?");
+  if (!st.ok()) return st.status("prepare staging cleanup");
+  st.Bind(1, job_id);
+  if (st.Step() != SQLITE_DONE) return st.status("staging cleanup done");
+  return absl::OkStatus();
 }
 
 absl::Status JobStore::PutToken(const std::string& token_sha256, const TokenRecord& rec) {

@@ -83,8 +83,10 @@ class JobStore {
   // Events of `job_id` with seq > after_seq, in order, at most `limit`.
   absl::StatusOr<std::vector<v1::JobEvent>> Events(const std::string& job_id, int64_t after_seq, int limit = 1000);
   absl::StatusOr<std::map<int, int64_t>> CountByState();
-  // The bytes of the specs of every job of `tenant` in the store (any state).
-  absl::StatusOr<int64_t> TenantSpecBytes(const std::string& tenant);
+  // Jobs whose staging directory may still exist: every job that started (attempts > 0) and then became FAILED or
+  // CANCELLED is recorded by the UpdateJob that ends it (same transaction), until StagingRemoved. Oldest first.
+  absl::StatusOr<std::vector<v1::Job>> StagingToRemove();
+  absl::Status StagingRemoved(const std::string& job_id);
 
   // Tokens are stored as their SHA-256 (hex); the token itself is never written.
   absl::Status PutToken(const std::string& token_sha256, const TokenRecord& rec);

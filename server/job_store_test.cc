@@ -94,6 +94,38 @@ TEST_F(JobStoreTest, SurvivesReopen) {
   ASSERT_EQ(active->size(), 1u);
 }
 
+// The job that ends a started job (FAILED or CANCELLED) records its staging for removal in the same transaction;
+// the record survives a reopen until StagingRemoved.
+TEST_F(JobStoreTest, EndedJobsStagingIsRecordedUntilRemoved) {
+  for (const char* id : {"started-failed", "started-cancelled", "queued-cancelled", "started-succeeded"})
+    ASSERT_TRUE(store_->CreateJob(MakeJob(id, "t", id, "/m"), Ev("state")).ok());
+  auto end = [&](const std::string& id, v1::JobState state, int attempts) {
+    v1::Job j = *store_->GetJob(id);
+    j.set_attempts(attempts);
+    j.set_state(state);
+    std::vector<v1::JobEvent> events = {Ev("state")};
+    ASSERT_TRUE(store_->UpdateJob(&j, &events).ok());
+  };
+  end("started-failed", v1::FAILED, 1);
+  end("started-cancelled", v1::CANCELLED, 2);
+  end("queued-cancelled", v1::CANCELLED, 0);
+  end("started-succeeded", v1::SUCCEEDED, 1);
+  auto ids = [&](JobStore* s) {
+    std::vector<std::string> out;
+    auto jobs = s->StagingToRemove();
+    EXPECT_TRUE(jobs.ok()) << jobs.status();
+    if (jobs.ok())
+      for (const auto& j : *jobs) out.push_back(j.id());
+    return out;
+  };
+  EXPECT_EQ(ids(store_.get()), (std::vector<std::string>{"started-failed", "started-cancelled"}));
+  ASSERT_TRUE(store_->StagingRemoved("started-failed").ok());
+  store_.reset();
+  auto s = JobStore::Open(tmp_.path() + "/jobs.db");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(ids(s->get()), (std::vector<std::string>{"started-cancelled"}));
+}
+
 TEST_F(JobStoreTest, ListPagesNewestFirstWithFilters) {
   for (int i = 0; i < 7; ++i) {
     v1::Job j = MakeJob("j" + std::to_string(i), i == 6 ? "other" : "t", "r" + std::to_string(i), "/m");

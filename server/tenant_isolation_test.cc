@@ -230,7 +230,26 @@ TEST_F(TenantIsolationTest, SpecBytesQuota) {
   grpc::Status c = Create(tokens_["a"], big, "r2");
   EXPECT_EQ(c.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(c.error_message(), HasSubstr("--tenant-max-spec-bytes (300)"));
-  EXPECT_TRUE(Create(tokens_["b"], big, "r1").ok());
+  EXPECT_THAT(c.error_message(), HasSubstr("queued or running"));
+  v1::JobSpec big_b = big;
+  big_b.set_output_uri(root_ + "/o2b");
+  EXPECT_TRUE(Create(tokens_["b"], big_b, "r1").ok());
+  // Only jobs that are still queued or running count: once the first one ended, the big one fits (a tenant is
+  // never locked out by its history).
+  v1::Job first;
+  ASSERT_TRUE(Create(tokens_["a"], Spec(root_ + "/model", root_ + "/o1"), "r1", &first).ok());  // idempotent repeat
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer " + tokens_["a"]);
+    v1::CancelJobRequest cr;
+    cr.set_id(first.id());
+    v1::Job cancelled;
+    ASSERT_TRUE(stub_->CancelJob(&ctx, cr, &cancelled).ok());
+  }
+  EXPECT_TRUE(Create(tokens_["a"], big, "r2").ok());
+  // The big job is queued now, so it counts again.
+  grpc::Status again = Create(tokens_["a"], Spec(root_ + "/model", root_ + "/o3"), "r3");
+  EXPECT_EQ(again.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
 }
 
 TEST_F(TenantIsolationTest, BadQuotaOrSharedRootIsRefusedAtStart) {

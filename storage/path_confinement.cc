@@ -1,5 +1,6 @@
 #include "storage/path_confinement.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -7,6 +8,7 @@
 #include <cerrno>
 #include <deque>
 #include <filesystem>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -87,11 +89,64 @@ std::string PathConfinement::Describe() const {
 }
 
 absl::StatusOr<UniqueFd> PathConfinement::OpenForRead(absl::string_view what, const std::string& path, int flags) const {
-  return Open(what, path, /*write=*/false, flags);
+  return Open(what, path, /*write=*/false, flags, /*create=*/false);
 }
 
 absl::StatusOr<UniqueFd> PathConfinement::OpenDirForWrite(absl::string_view what, const std::string& path) const {
-  return Open(what, path, /*write=*/true, O_RDONLY | O_DIRECTORY);
+  return Open(what, path, /*write=*/true, O_RDONLY | O_DIRECTORY, /*create=*/true);
+}
+
+namespace {
+
+// Removes `name` in the directory `dir_fd` and, for a directory, everything below it, never following a link.
+absl::Status RemoveAt(int dir_fd, const std::string& name, const std::string& shown, int depth_left) {
+  struct stat st;
+  if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return ErrnoToStatus(errno, absl::StrCat("cannot remove ", shown));
+  }
+  if (S_ISDIR(st.st_mode)) {
+    if (depth_left <= 0)
+      return absl::FailedPreconditionError(absl::StrCat("cannot remove ", shown, ": nested too deep"));
+    const int fd = ::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+      if (errno == ENOENT) return absl::OkStatus();
+      return ErrnoToStatus(errno, absl::StrCat("cannot remove ", shown));
+    }
+    DIR* d = ::fdopendir(fd);
+    if (!d) {
+      const int err = errno;
+      ::close(fd);
+      return ErrnoToStatus(err, absl::StrCat("cannot remove ", shown));
+    }
+    std::vector<std::string> names;
+    while (struct dirent* e = ::readdir(d)) {
+      const std::string n = e->d_name;
+      if (n != "." && n != "..") names.push_back(n);
+    }
+    absl::Status s;
+    for (const auto& n : names) {
+      s = RemoveAt(::dirfd(d), n, absl::StrCat(shown, "/", n), depth_left - 1);
+      if (!s.ok()) break;
+    }
+    ::closedir(d);
+    if (!s.ok()) return s;
+  }
+  if (::unlinkat(dir_fd, name.c_str(), S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0) != 0 && errno != ENOENT)
+    return ErrnoToStatus(errno, absl::StrCat("cannot remove ", shown));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status PathConfinement::RemoveTree(absl::string_view what, const std::string& path, int max_depth) const {
+  const fs::path p = fs::path(Normal(path));
+  const std::string name = p.filename().string();
+  if (!p.is_absolute() || name.empty() || name == "." || name == ".." || p.parent_path() == p)
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", path, " does not name an entry to remove"));
+  auto parent = Open(what, p.parent_path().string(), /*write=*/true, O_RDONLY | O_DIRECTORY, /*create=*/false);
+  if (!parent.ok()) return parent.status().code() == absl::StatusCode::kNotFound ? absl::OkStatus() : parent.status();
+  return RemoveAt(parent->get(), name, path, max_depth);
 }
 
 absl::StatusOr<UniqueFd> PathConfinement::OpenEntry(int dir_fd, absl::string_view name, int flags,
@@ -100,7 +155,10 @@ absl::StatusOr<UniqueFd> PathConfinement::OpenEntry(int dir_fd, absl::string_vie
   int fd = ::openat(dir_fd, n.c_str(), flags | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd < 0) {
     const int err = errno;
-    if (err == ELOOP)
+    struct stat st;
+    // O_DIRECTORY on a link is ENOTDIR rather than ELOOP: a link either way.
+    if (err == ELOOP || (err == ENOTDIR && ::fstatat(dir_fd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                         S_ISLNK(st.st_mode)))
       return absl::PermissionDeniedError(absl::StrCat(what, ": ", n, " is a symbolic link; jobs do not follow links ",
                                                       "here (put the file itself in place)"));
     return ErrnoToStatus(err, absl::StrCat(what, ": ", n));
@@ -109,7 +167,7 @@ absl::StatusOr<UniqueFd> PathConfinement::OpenEntry(int dir_fd, absl::string_vie
 }
 
 absl::StatusOr<UniqueFd> PathConfinement::Open(absl::string_view what, const std::string& path, bool write,
-                                               int flags) const {
+                                               int flags, bool create) const {
   if (path.empty() || path[0] != '/')
     return absl::InvalidArgumentError(absl::StrCat(what, ": ", path, " is not an absolute path"));
   // The most specific root that contains the path lexically; failing that, the path with the links of its existing
@@ -187,7 +245,7 @@ absl::StatusOr<UniqueFd> PathConfinement::Open(absl::string_view what, const std
     struct stat st;
     if (::fstatat(dfd, c.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
       const int err = errno;
-      if (err == ENOENT && write) {
+      if (err == ENOENT && create) {
         if (::mkdirat(dfd, c.c_str(), 0755) != 0 && errno != EEXIST)
           return ErrnoToStatus(errno, absl::StrCat(what, ": cannot create ", walked));
         rest.push_front(c);  // look again: what is there now

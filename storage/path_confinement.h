@@ -71,6 +71,13 @@ class PathConfinement {
   // (mode 0755) as it goes. Same errors as OpenForRead, with read-only roots not counted.
   absl::StatusOr<UniqueFd> OpenDirForWrite(absl::string_view what, const std::string& path) const;
 
+  // Removes `path` (absolute: a file, a link or a directory tree) beneath a read-write root: its parent is opened
+  // as OpenDirForWrite opens a directory but nothing is created (a missing parent or entry is OK: nothing to do),
+  // then the entry and everything below it are removed relative to the directories opened (unlinkat), never
+  // following a symbolic link (a link met is removed itself, not what it points to). At most `max_depth` levels
+  // (FAILED_PRECONDITION beyond). Same errors as OpenDirForWrite otherwise, naming `what`.
+  absl::Status RemoveTree(absl::string_view what, const std::string& path, int max_depth = 64) const;
+
   // Opens `name` (one component) inside the directory `dir_fd` opened by this class, refusing a symbolic link.
   static absl::StatusOr<UniqueFd> OpenEntry(int dir_fd, absl::string_view name, int flags, absl::string_view what);
 
@@ -83,7 +90,8 @@ class PathConfinement {
     unsigned long dev = 0, ino = 0;
     std::string path;
   };
-  absl::StatusOr<UniqueFd> Open(absl::string_view what, const std::string& path, bool write, int flags) const;
+  absl::StatusOr<UniqueFd> Open(absl::string_view what, const std::string& path, bool write, int flags,
+                                bool create) const;
   std::vector<std::string> rw_, ro_;
   std::vector<DirId> denied_;
 };

@@ -149,5 +149,39 @@ TEST_F(PathConfinementTest, OpenEntryRefusesALink) {
   EXPECT_EQ(l.status().code(), absl::StatusCode::kPermissionDenied);
 }
 
+// A staging directory removed after a failed job: by its path, beneath the roots, never through a link.
+TEST_F(PathConfinementTest, RemoveTreeRemovesBeneathTheRootsWithoutFollowingLinks) {
+  const std::string staging = root_ + "/out/.q.llmc-staging-job1";
+  fs::create_directories(staging + "/sub/deeper");
+  Write(staging + "/model.safetensors", "x");
+  Write(staging + "/sub/deeper/f", "y");
+  fs::create_directory_symlink(tmp_ / "outside", staging + "/link-to-outside");
+  fs::create_symlink(tmp_ / "outside/secret", staging + "/sub/secret-link");
+  ASSERT_TRUE(c_.RemoveTree("staging", staging).ok());
+  EXPECT_FALSE(fs::exists(staging));
+  EXPECT_TRUE(fs::exists(tmp_ / "outside/secret"));  // the links went, not what they pointed to
+  // Nothing there (or no parent): nothing to do.
+  EXPECT_TRUE(c_.RemoveTree("staging", staging).ok());
+  EXPECT_TRUE(c_.RemoveTree("staging", root_ + "/missing/.q.llmc-staging-job1").ok());
+}
+
+TEST_F(PathConfinementTest, RemoveTreeRefusesAParentSwappedForALinkOutOfTheRoots) {
+  // The output's parent became a link to a directory outside after the job was queued: the staging name is
+  // looked for there only through the walk, which refuses the link.
+  fs::create_directories(tmp_ / "outside/.q.llmc-staging-job1");
+  Write(tmp_ / "outside/.q.llmc-staging-job1/keep", "KEEP");
+  fs::create_directory_symlink(tmp_ / "outside", root_ + "/out");
+  absl::Status s = c_.RemoveTree("staging", root_ + "/out/.q.llmc-staging-job1");
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+  EXPECT_TRUE(fs::exists(tmp_ / "outside/.q.llmc-staging-job1/keep"));
+  // Outside every root, in a read-only root, or in the data directory: refused too.
+  EXPECT_EQ(c_.RemoveTree("staging", tmp_ / "outside/.q.llmc-staging-job1").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(c_.RemoveTree("staging", tmp_ / "inputs/data.jsonl").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(fs::exists(tmp_ / "inputs/data.jsonl"));
+  EXPECT_EQ(c_.RemoveTree("staging", root_ + "/data/admin.token").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(fs::exists(root_ + "/data/admin.token"));
+  EXPECT_EQ(c_.RemoveTree("staging", "/").code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace llmc::storage

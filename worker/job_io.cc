@@ -138,8 +138,14 @@ absl::StatusOr<JobResult> RunLeader(const JobRequest& request, const Compression
     LLMC_ASSIGN_OR_RETURN(std::string text, ResolveFile("eval_text_uri", request.eval_text, "eval_text", in, paths));
     LLMC_ASSIGN_OR_RETURN(EvalFigures before_f,
                           EvalPerplexity(spec.model_path, text, request.eval_max_windows, spec.threads));
+    // The output is read back through the files just written, opened inside the pinned parent (a confined job),
+    // not by its path: a link swapped in after the engine wrote it leads nowhere.
+    std::string written = target->local_dir();
+    if (paths && !target->remote()) {
+      LLMC_ASSIGN_OR_RETURN(written, paths->PinWrittenOutput());
+    }
     LLMC_ASSIGN_OR_RETURN(EvalFigures after,
-                          EvalPerplexity(target->local_dir(), text, request.eval_max_windows, spec.threads));
+                          EvalPerplexity(written, text, request.eval_max_windows, spec.threads));
     const double before = before_f.perplexity;
     // "after" runs activations as the checkpoint says; "after_weights_only" with fp32 activations.
     result.report["eval"] = {{"text", request.eval_text},

@@ -62,6 +62,21 @@ JobPaths::~JobPaths() {
 absl::StatusOr<std::string> JobPaths::PinModelDir(const std::string& what, const std::string& path) {
   LLMC_ASSIGN_OR_RETURN(storage::UniqueFd dir, confinement_->OpenForRead(what, path, O_RDONLY | O_DIRECTORY));
   const std::string view = view_ + "/model";
+  LLMC_RETURN_IF_ERROR(PinEntries(std::move(dir), what, path, view, /*follow_links=*/true));
+  return view;
+}
+
+absl::StatusOr<std::string> JobPaths::PinWrittenOutput() {
+  if (out_parent_ < 0) return absl::FailedPreconditionError("no output directory was opened for this job");
+  LLMC_ASSIGN_OR_RETURN(storage::UniqueFd dir, storage::PathConfinement::OpenEntry(out_parent_, out_name_,
+                                                                                   O_RDONLY | O_DIRECTORY, out_path_));
+  const std::string view = view_ + "/written";
+  LLMC_RETURN_IF_ERROR(PinEntries(std::move(dir), "output_uri", out_path_, view, /*follow_links=*/false));
+  return view;
+}
+
+absl::Status JobPaths::PinEntries(storage::UniqueFd dir, const std::string& what, const std::string& path,
+                                  const std::string& view, bool follow_links) {
   if (::mkdir(view.c_str(), 0700) != 0) return ErrnoToStatus(errno, absl::StrCat("cannot create ", view));
   // List the directory opened (not the path, which may have changed since).
   int lfd = ::dup(dir.get());
@@ -89,11 +104,15 @@ absl::StatusOr<std::string> JobPaths::PinModelDir(const std::string& what, const
     storage::UniqueFd f;
     if (S_ISREG(st.st_mode)) {
       LLMC_ASSIGN_OR_RETURN(f, storage::PathConfinement::OpenEntry(dir.get(), n, O_RDONLY, absl::StrCat(what, ": ", path)));
-    } else if (S_ISLNK(st.st_mode)) {
+    } else if (S_ISLNK(st.st_mode) && follow_links) {
       // Followed beneath the roots from the path of the entry itself: refused, naming the file, when it leads out.
       LLMC_ASSIGN_OR_RETURN(f, confinement_->OpenForRead(absl::StrCat(what, " file ", n), path + "/" + n, O_RDONLY));
       struct stat ft;
       if (::fstat(f.get(), &ft) != 0 || !S_ISREG(ft.st_mode)) continue;  // a linked directory: not read
+    } else if (S_ISLNK(st.st_mode)) {
+      return absl::PermissionDeniedError(absl::StrCat(what, ": ", path, "/", n,
+                                                      " is a symbolic link; the job wrote none there, so the output "
+                                                      "was changed while the job ran and is not read back"));
     } else {
       continue;  // sub-directories, sockets, ...: the engine reads none
     }
@@ -102,7 +121,7 @@ absl::StatusOr<std::string> JobPaths::PinModelDir(const std::string& what, const
   }
   fds_.push_back(std::move(dir));
   names_.emplace_back(view, path);
-  return view;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> JobPaths::PinFile(const std::string& what, const std::string& path,

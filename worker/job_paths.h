@@ -11,6 +11,7 @@
 //   VIEW/dataset, VIEW/eval_text            the calibration dataset and the evaluation text
 //   VIEW/out        -> /proc/self/fd/P      the output's parent directory, opened (and created) beneath a
 //                                           read-write root; the engine stages and renames inside it
+//   VIEW/written/<file> -> /proc/self/fd/N  after the run: every file of the finished output, for reading it back
 //
 // The view directory is private to the worker (mode 0700) and removed, with the fds closed, at destruction.
 // Not thread-safe; one per job.
@@ -44,6 +45,13 @@ class JobPaths {
   // `staging` (a directory beside the output, or "") is returned as a path in the same pinned parent.
   absl::StatusOr<std::string> PinOutput(const std::string& what, const std::string& path, std::string* staging);
 
+  // The finished output directory (once the engine has renamed it into place), opened inside the pinned parent
+  // without following a symbolic link, and every regular file in it opened for reading; a symbolic link in it
+  // (the engine writes none) is PERMISSION_DENIED. Returns VIEW/written, whose entries are the very files opened:
+  // reading the output back (the evaluation after the job) goes through it, so an output or output file swapped
+  // for a link after the job wrote it cannot make the job read outside the roots.
+  absl::StatusOr<std::string> PinWrittenOutput();
+
   // Writes `file` (one name) into the output directory, opened inside the pinned parent without following a
   // symbolic link at either step.
   absl::Status WriteOutputFile(const std::string& file, const std::string& content) const;
@@ -55,6 +63,10 @@ class JobPaths {
 
  private:
   JobPaths() = default;
+  // Opens every regular file of the directory `dir` (which the caller opened for `path`) and links it into `view`
+  // (created). A symbolic link is followed beneath the roots when `follow_links`, refused otherwise.
+  absl::Status PinEntries(storage::UniqueFd dir, const std::string& what, const std::string& path,
+                          const std::string& view, bool follow_links);
   const storage::PathConfinement* confinement_ = nullptr;
   std::string view_;
   std::vector<storage::UniqueFd> fds_;

@@ -121,6 +121,73 @@ TEST_F(ConfinedJobTest, ModelOutsideTheRootsIsRefused) {
   EXPECT_THAT(r.status().message(), HasSubstr("model_uri"));
 }
 
+// A confined job with an evaluation: the output is read back through the files written (PinWrittenOutput) and the
+// report has the figures. A character-level tokenizer keeps every id below the synthetic model's vocabulary.
+TEST_F(ConfinedJobTest, EvaluationReadsTheOutputJustWritten) {
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int c = 32; c < 127; ++c) vocab[std::string(1, static_cast<char>(c))] = c - 32;
+  vocab["<unk>"] = 95;
+  std::ofstream(root_ + "/model/tokenizer.json")
+      << nlohmann::json({{"version", "1.0"},
+                         {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()},
+                                    {"unk_token", "<unk>"}}}})
+             .dump();
+  std::ofstream(root_ + "/model/tokenizer_config.json") << "{}";
+  std::string text;
+  for (int i = 0; i < 24; ++i) text += "A confined job reads its output back through the files it wrote. ";
+  std::ofstream(root_ + "/eval.txt") << text;
+  JobRequest q = Request(root_ + "/out/q");
+  q.eval_text = root_ + "/eval.txt";
+  q.eval_max_windows = 1;
+  auto r = RunJobToOutput(q);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->report.contains("eval")) << r->report.dump();
+  EXPECT_GT(r->report["eval"]["perplexity_after"].get<double>(), 1.0);
+  auto written = nlohmann::json::parse(Slurp(root_ + "/out/q/compression_report.json"));
+  EXPECT_EQ(written["eval"]["perplexity_after"], r->report["eval"]["perplexity_after"]);
+}
+
+// The evaluation after a job reads the output back through PinWrittenOutput: the files the job wrote, opened
+// inside the pinned parent, whatever the output path leads to afterwards.
+TEST_F(ConfinedJobTest, WrittenOutputIsReadBackThroughTheFilesWritten) {
+  auto paths = JobPaths::Create(&confinement_, tmp_ / "scratch/view");
+  ASSERT_TRUE(paths.ok()) << paths.status();
+  std::string staging;
+  auto out = (*paths)->PinOutput("output_uri", root_ + "/out/q", &staging);
+  ASSERT_TRUE(out.ok()) << out.status();
+  fs::create_directory(*out);  // the engine renames its staging into place here
+  std::ofstream(*out + "/config.json") << "WRITTEN";
+  auto view = (*paths)->PinWrittenOutput();
+  ASSERT_TRUE(view.ok()) << view.status();
+  // The output is swapped for a link to a directory outside the roots after the job wrote it.
+  fs::rename(root_ + "/out/q", root_ + "/out/q-moved");
+  std::ofstream(tmp_ / "outside/config.json") << "OUTSIDE";
+  fs::create_directory_symlink(tmp_ / "outside", root_ + "/out/q");
+  EXPECT_EQ(Slurp(*view + "/config.json"), "WRITTEN");
+  EXPECT_FALSE(fs::exists(*view + "/secret"));
+  // Pinned now, the link is refused rather than followed.
+  auto again = JobPaths::Create(&confinement_, tmp_ / "scratch/view2");
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_TRUE((*again)->PinOutput("output_uri", root_ + "/out/q", &staging).ok());
+  auto refused = (*again)->PinWrittenOutput();
+  ASSERT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied) << refused.status();
+  EXPECT_THAT(refused.status().message(), HasSubstr(root_ + "/out/q"));
+}
+
+TEST_F(ConfinedJobTest, WrittenOutputFileSwappedForALinkIsRefused) {
+  auto paths = JobPaths::Create(&confinement_, tmp_ / "scratch/view");
+  ASSERT_TRUE(paths.ok()) << paths.status();
+  std::string staging;
+  auto out = (*paths)->PinOutput("output_uri", root_ + "/out/q", &staging);
+  ASSERT_TRUE(out.ok()) << out.status();
+  fs::create_directory(*out);
+  std::ofstream(*out + "/model.safetensors") << "x";
+  fs::create_symlink("../../data/admin.token", *out + "/config.json");
+  auto view = (*paths)->PinWrittenOutput();
+  ASSERT_EQ(view.status().code(), absl::StatusCode::kPermissionDenied) << view.status();
+  EXPECT_THAT(view.status().message(), HasSubstr("config.json is a symbolic link"));
+}
+
 // A full disk: the job fails RESOURCE_EXHAUSTED naming the file system, not with an I/O error. A 16 KiB tmpfs is
 // mounted as the output's parent (needs root or CAP_SYS_ADMIN: skipped, saying so, elsewhere).
 TEST_F(ConfinedJobTest, FullDiskIsResourceExhaustedNamingTheFileSystem) {

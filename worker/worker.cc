@@ -328,8 +328,9 @@ v1::WorkerMessage Worker::RunJob(const v1::Assignment& a, GangStore* gang, std::
   // removed when it was cancelled or failed. The coordinator removes what is left of a job that ends anyway.
   const bool keep = cancel_ ? keep_staging_.load() : gang_job && rpc::IsGangFailure(s.code());
   if (writer && !keep && !c.staging_dir.empty()) {
-    std::error_code ec;
-    fs::remove_all(c.staging_dir, ec);
+    // Beneath the job's roots, never through a link (the output parent may have been swapped since).
+    absl::Status removed = confinement->RemoveTree("staging", c.staging_dir);
+    if (!removed.ok()) spdlog::warn("job {}: staging not removed: {}", a.job_id(), removed.ToString());
   }
   spdlog::info("job {}: rank {}: {}{}", a.job_id(), a.rank(), s.ToString(),
                writer && keep ? " (staging kept for the resume)" : "");

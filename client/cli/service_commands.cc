@@ -61,6 +61,11 @@ struct ServiceCommands {
   bool no_cwd_root = false;
   int64_t max_num_samples = 0, max_seq_len = 0, max_calibration_tokens = 0;  // 0: llmc-server's defaults
   std::string device;
+  // Forwarded to llmc-server as they are (docs/service.md, "Tenants: roots and quotas").
+  bool tenant_roots = false;
+  std::vector<std::string> shared_roots, shared_input_roots;
+  int64_t tenant_max_active_jobs = 0, tenant_max_gpus = 0, tenant_max_spec_bytes = 0;  // 0: no quota
+  int64_t lease_ms = 0, max_attempts = 0;                                              // 0: llmc-server's defaults
 };
 
 namespace {
@@ -397,6 +402,16 @@ int Serve(const ServiceCommands& c) {
     if (c.max_seq_len > 0) a.insert(a.end(), {"--max-seq-len", absl::StrCat(c.max_seq_len)});
     if (c.max_calibration_tokens > 0)
       a.insert(a.end(), {"--max-calibration-tokens", absl::StrCat(c.max_calibration_tokens)});
+    if (c.tenant_roots) a.push_back("--tenant-roots");
+    for (const auto& r : c.shared_roots) a.insert(a.end(), {"--shared-root", AsUri(r)});
+    for (const auto& r : c.shared_input_roots) a.insert(a.end(), {"--shared-input-root", AsUri(r)});
+    if (c.tenant_max_active_jobs > 0)
+      a.insert(a.end(), {"--tenant-max-active-jobs", absl::StrCat(c.tenant_max_active_jobs)});
+    if (c.tenant_max_gpus > 0) a.insert(a.end(), {"--tenant-max-gpus", absl::StrCat(c.tenant_max_gpus)});
+    if (c.tenant_max_spec_bytes > 0)
+      a.insert(a.end(), {"--tenant-max-spec-bytes", absl::StrCat(c.tenant_max_spec_bytes)});
+    if (c.lease_ms > 0) a.insert(a.end(), {"--lease-ms", absl::StrCat(c.lease_ms)});
+    if (c.max_attempts > 0) a.insert(a.end(), {"--max-attempts", absl::StrCat(c.max_attempts)});
     return a;
   };
   pid_t server = Spawn(server_argv());
@@ -555,6 +570,25 @@ std::shared_ptr<ServiceCommands> AddServiceCommands(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   v->add_option("--max-calibration-tokens", c->max_calibration_tokens,
                 "most calibration tokens, num_samples x seq_len, a job may ask for (default 4194304)")
+      ->check(CLI::PositiveNumber);
+  v->add_flag("--tenant-roots", c->tenant_roots,
+              "each tenant's jobs may use only ROOT/TENANT of every allowed root (and the shared roots)");
+  v->add_option("--shared-root", c->shared_roots,
+                "with --tenant-roots: a directory or s3:// prefix every tenant may read and write (repeatable)");
+  v->add_option("--shared-input-root", c->shared_input_roots,
+                "with --tenant-roots: a directory or s3:// prefix every tenant may read (repeatable)");
+  v->add_option("--tenant-max-active-jobs", c->tenant_max_active_jobs,
+                "most jobs one tenant may have queued or running (default: no quota)")
+      ->check(CLI::PositiveNumber);
+  v->add_option("--tenant-max-gpus", c->tenant_max_gpus,
+                "most GPUs (spec.gpus summed) of one tenant's queued and running jobs (default: no quota)")
+      ->check(CLI::PositiveNumber);
+  v->add_option("--tenant-max-spec-bytes", c->tenant_max_spec_bytes,
+                "most bytes of job specs one tenant's queued and running jobs may hold (default: no quota)")
+      ->check(CLI::PositiveNumber);
+  v->add_option("--lease-ms", c->lease_ms, "a worker silent this long is lost (default 6000)")
+      ->check(CLI::PositiveNumber);
+  v->add_option("--max-attempts", c->max_attempts, "lost attempts before a job fails (default 3)")
       ->check(CLI::PositiveNumber);
   v->add_flag("--no-cwd-root", c->no_cwd_root,
               "do not allow the current directory (allowed by default, besides DATA_DIR/storage)");

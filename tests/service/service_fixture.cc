@@ -87,8 +87,9 @@ void ServiceFixture::StartServer(std::vector<std::string> extra) {
                                    "--listen", absl::StrCat("127.0.0.1:", grpc_port_),
                                    "--http-listen", absl::StrCat("127.0.0.1:", http_port_),
                                    "--allowed-root", work_, "--ready-file", ready, "--lease-ms", "3000"};
-  if (HaveFixture()) argv.insert(argv.end(), {"--allowed-input-root", ServiceSharedDir()});
+  if (shared_input_root_ && HaveFixture()) argv.insert(argv.end(), {"--allowed-input-root", ServiceSharedDir()});
   argv.insert(argv.end(), extra.begin(), extra.end());
+  argv.insert(argv.begin(), launcher_.begin(), launcher_.end());
   server_ = Spawn(argv, log_);
   for (int i = 0; i < 300 && !fs::exists(ready); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   std::ifstream in(ready);
@@ -102,8 +103,9 @@ void ServiceFixture::StartServer(std::vector<std::string> extra) {
 void ServiceFixture::StartServe(int workers, std::vector<std::string> extra) {
   std::vector<std::string> argv = {BinDir() + "llmc", "serve", "--data-dir", data_, "--port", "0", "--http-port", "0",
                                    "--workers", absl::StrCat(workers), "--no-cwd-root", "--allowed-root", work_};
-  if (HaveFixture()) argv.insert(argv.end(), {"--allowed-input-root", ServiceSharedDir()});
+  if (shared_input_root_ && HaveFixture()) argv.insert(argv.end(), {"--allowed-input-root", ServiceSharedDir()});
   argv.insert(argv.end(), extra.begin(), extra.end());
+  argv.insert(argv.begin(), launcher_.begin(), launcher_.end());
   server_ = Spawn(argv, log_);
   for (int i = 0; i < 300 && !fs::exists(data_ + "/serve.ready"); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));

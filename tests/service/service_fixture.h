@@ -66,6 +66,10 @@ class ServiceFixture : public ::testing::Test {
   std::vector<std::string> GptqArgs(const std::string& out);
 
   TempDir tmp_;
+  // Put before the `llmc serve` / llmc-server command line when not empty (e.g. {"prlimit", "--as=N", "--"}).
+  std::vector<std::string> launcher_;
+  // Whether StartServer/StartServe allow the fixture directory (../shared) as an input root when it exists.
+  bool shared_input_root_ = true;
   std::string data_, work_, log_, addr_, admin_;
   int grpc_port_ = 0, http_port_ = 0;
   pid_t server_ = -1;
