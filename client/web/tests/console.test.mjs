@@ -214,6 +214,8 @@ describe('llmc web console', { timeout: 150_000 }, () => {
     });
     assert.ok(inked > 500, `chart pixels drawn: ${inked}`);
     await shot(page, 'job-detail');
+    await page.locator('#report').locator('..').screenshot({ path: path.join(ARTIFACTS, 'job-report.png') });
+    await page.locator('#detail-view .cols').screenshot({ path: path.join(ARTIFACTS, 'job-progress.png') });
     // Reload keeps the session and the page.
     await page.reload();
     await page.waitForSelector('#ratio');
