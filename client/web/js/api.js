@@ -51,7 +51,7 @@ export class Api {
         credentials: 'omit',
       });
     } catch (e) {
-      throw new ApiError(0, 'UNAVAILABLE', 'Cannot reach the llmc server: is it running? Retrying when you reload or act again.');
+      throw new ApiError(0, 'UNAVAILABLE', 'Cannot reach the llmc server: is it running? The console retries; this goes away once it answers.');
     }
     const text = await res.text();
     /** @type {Json} */

@@ -31,8 +31,11 @@ let view = null;
 /** @type {{close: () => void} | null} */
 let stream = null;
 
+let bannerOffline = false;  // the banner says the server cannot be reached (cleared once the stream is back)
+
 /** @param {unknown} e */
 function showError(e) {
+  bannerOffline = e instanceof ApiError && e.status === 0;
   let text = String(e);
   if (e instanceof ApiError) {
     if (e.status === 0) text = e.message;
@@ -110,6 +113,7 @@ function start(a, m) {
   }, (status) => {
     replace(live, el('span', { class: `live live-${status}`, id: 'live-status', title: 'job updates from the server' },
       status === 'live' ? '● live' : status === 'reconnecting' ? '○ reconnecting…' : '○ offline'));
+    if (status === 'live' && bannerOffline) clearError();
     if (status === 'live' && view && view.onResync) view.onResync();  // catch up on what a break missed
   });
   route();

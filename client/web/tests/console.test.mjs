@@ -161,6 +161,22 @@ describe('llmc web console', { timeout: 150_000 }, () => {
     assert.match(await page.textContent('#err-output'), /spec\.output_uri: .*outside the allowed/);
     assert.equal(await page.textContent('#form-error'), '');
     await shot(page, 'submit-error');
+    // A recipe file instead of a preset: a good one validates, a bad one is refused under the file field.
+    await page.check('#mode-recipe');
+    const recipe = 'quant_stage:\n  quant_modifiers:\n    QuantizationModifier:\n      targets: [Linear]\n      scheme: W8A16\n      ignore: [lm_head]\n';
+    await page.setInputFiles('#f-recipe', { name: 'recipe.yaml', mimeType: 'text/yaml', buffer: Buffer.from(recipe) });
+    await page.waitForSelector('#recipe-info:has-text("recipe.yaml")');
+    await page.fill('#f-output', path.join(tmp, 'out-recipe'));
+    await page.click('#validate');
+    await page.waitForSelector('#validate-ok');
+    assert.match(await page.textContent('#validate-ok'), /W8A16/);
+    await page.setInputFiles('#f-recipe', { name: 'bad.yaml', mimeType: 'text/yaml', buffer: Buffer.from('stage:\n  mods:\n    FooModifier: {}\n') });
+    await page.waitForSelector('#recipe-info:has-text("bad.yaml")');
+    await page.click('#validate');
+    await page.waitForSelector('#err-recipe:not(:empty)');
+    assert.match(await page.textContent('#err-recipe'), /^spec\.recipe_yaml: .*FooModifier/);
+    await page.check('#mode-preset');
+    await page.fill('#f-output', '/etc/llmc-console-out');
     // Nothing is lost on reload: the draft comes back.
     await page.reload();
     await page.waitForSelector('#f-model');
@@ -311,5 +327,17 @@ describe('llmc web console', { timeout: 150_000 }, () => {
     await o.reload();
     await o.waitForSelector('#signin-error:has-text("no longer accepted")');
     await o.context().close();
+  });
+
+  it('says plainly when the server is down', async () => {
+    await page.click('#nav-jobs');
+    await page.waitForSelector('#jobs-body tr');
+    serve.kill('SIGTERM');
+    await new Promise((r) => serve.on('exit', r));
+    serve = null;
+    await page.waitForSelector('#live-status.live-reconnecting');
+    await page.click('#nav-workers');
+    await page.waitForSelector('#banner:has-text("Cannot reach the llmc server")');
+    await shot(page, 'server-down');
   });
 });
