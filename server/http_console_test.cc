@@ -250,5 +250,47 @@ TEST_F(HttpConsoleTest, StreamSendsTheCallersJobChangesOnly) {
   server_.reset();
 }
 
+TEST(HttpConsoleOptionsTest, MetricsAuthAndAMissingWebDir) {
+  testing::TempDir tmp;
+  ServerOptions o;
+  o.data_dir = tmp.path() + "/data";
+  o.listen = "127.0.0.1:0";
+  o.http_listen = "127.0.0.1:0";
+  // A --web-dir that is not a console folder stops the start, naming the flag.
+  o.web_dir = tmp.path() + "/no-such-web";
+  auto bad = Server::Start(o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("--web-dir"));
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("no-such-web"));
+
+  o.web_dir.clear();
+  o.data_dir = tmp.path() + "/data2";
+  o.metrics_auth = true;
+  auto s = Server::Start(o);
+  ASSERT_TRUE(s.ok()) << s.status();
+  httplib::Client cli("127.0.0.1", (*s)->http_port());
+  auto open = cli.Get("/metrics");
+  ASSERT_TRUE(open);
+  EXPECT_EQ(open->status, 401);
+  auto with = cli.Get("/metrics", {{"Authorization", "Bearer " + ReadLine(o.data_dir + "/admin.token")}});
+  ASSERT_TRUE(with);
+  EXPECT_EQ(with->status, 200);
+  EXPECT_THAT(with->body, HasSubstr("llmc_http_requests_total"));
+  auto health = cli.Get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  // The test binary's BIN/../share/llmc/web may or may not hold the console; either it is served or /console/
+  // answers 404 saying why.
+  auto console = cli.Get("/console/");
+  ASSERT_TRUE(console);
+  if ((*s)->web_dir().empty()) {
+    EXPECT_EQ(console->status, 404);
+    EXPECT_THAT(console->body, HasSubstr("not installed"));
+  } else {
+    EXPECT_EQ(console->status, 200);
+  }
+  (*s)->Shutdown();
+}
+
 }  // namespace
 }  // namespace llmc::server
