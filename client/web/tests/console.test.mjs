@@ -299,6 +299,16 @@ describe('llmc web console', { timeout: 150_000 }, () => {
     await page.waitForSelector(`${row} [data-state=CANCELLED]`);
     assert.equal((await api(tokens.acme, 'GET', `/api/v1/jobs/${longId}`)).body.state, 'CANCELLED');
     assert.equal(await page.$(`${row} [data-cancel]`), null);
+    // Paging: one job a page, newest first.
+    await page.goto(`${base}/console/#/jobs?size=1`);
+    await page.waitForSelector(`tr[data-job="${longId}"]`);
+    assert.equal(await page.$$eval('#jobs-body tr', (e) => e.length), 1);
+    await page.click('#next-page');
+    await page.waitForSelector(`tr[data-job="${jobId}"]`);
+    assert.equal(await page.$$eval('#jobs-body tr', (e) => e.length), 1);
+    assert.match(page.url(), /page=/);
+    await page.click('#first-page');
+    await page.waitForSelector(`tr[data-job="${longId}"]`);
     assert.deepEqual(page.errors, []);
   });
 

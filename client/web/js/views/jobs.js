@@ -2,7 +2,7 @@
 import { el, replace, fmtTime, stateBadge, TERMINAL } from '../dom.js';
 
 const STATES = ['', 'QUEUED', 'RUNNING', 'SUCCEEDED', 'FAILED', 'CANCELLED', 'RETRYING'];
-const PAGE_SIZE = 20;
+const PAGE_SIZE = 20;  // jobs a page; the address may ask for 1-1000 with size=N
 
 /**
  * Progress cell: a bar and "42 % · block 3/6 · solve".
@@ -26,13 +26,14 @@ export function labelChips(job) {
 
 /**
  * @param {import('../app.js').Ctx} ctx
- * @param {URLSearchParams} q state, label (k=v, comma-separated), page (token)
+ * @param {URLSearchParams} q state, label (k=v, comma-separated), page (token), size (jobs a page)
  * @returns {import('../app.js').View}
  */
 export function render(ctx, q) {
   const state = q.get('state') || '';
   const labelText = q.get('label') || '';
   const page = q.get('page') || '';
+  const pageSize = Math.min(1000, Math.max(1, Number(q.get('size')) || PAGE_SIZE));
   /** @type {Map<string, HTMLElement>} */
   const rows = new Map();
 
@@ -105,7 +106,7 @@ export function render(ctx, q) {
     if (loading) return;
     loading = true;
     try {
-      const r = await ctx.api.listJobs({ state, labels, pageSize: PAGE_SIZE, pageToken: page });
+      const r = await ctx.api.listJobs({ state, labels, pageSize, pageToken: page });
       rows.clear();
       replace(tbody, (r.jobs || []).map((/** @type {any} */ j) => {
         const tr = row(j);
