@@ -107,15 +107,19 @@ function start(a, m) {
   replace(who, el('span', { id: 'tenant' }, m.tenant), ' · ', el('span', { id: 'role' }, m.role), ' ',
     el('button', { type: 'button', class: 'link', id: 'signout', onclick: () => signOut('Signed out.') }, 'sign out'));
   if (stream) stream.close();
-  stream = api.stream((type, data) => {
+  /** @type {{close: () => void}} */
+  const mine = api.stream((type, data) => {
+    if (stream !== mine) return;
     if (type === 'job' && view && view.onJob) view.onJob(data);
     else if (type === 'resync' && view && view.onResync) view.onResync();
   }, (status) => {
+    if (stream !== mine) return;  // signed out or replaced
     replace(live, el('span', { class: `live live-${status}`, id: 'live-status', title: 'job updates from the server' },
       status === 'live' ? '● live' : status === 'reconnecting' ? '○ reconnecting…' : '○ offline'));
     if (status === 'live' && bannerOffline) clearError();
     if (status === 'live' && view && view.onResync) view.onResync();  // catch up on what a break missed
   });
+  stream = mine;
   route();
 }
 

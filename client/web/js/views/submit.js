@@ -203,6 +203,12 @@ export function render(ctx) {
       sessionStorage.removeItem(DRAFT_KEY);
       ctx.navigate(`/jobs/${job.id}`);
     } catch (e) {
+      if (e instanceof ApiError && e.code === 'ALREADY_EXISTS') {
+        // This draft's request id made a job with a different spec before (an answer that was lost, then an
+        // edit): submitting again makes a new job.
+        draft.requestId = crypto.randomUUID();
+        save();
+      }
       showFieldError(e);
     } finally {
       submitBtn.removeAttribute('disabled');
