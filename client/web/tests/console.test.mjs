@@ -111,7 +111,7 @@ describe('llmc web console', { timeout: 150_000 }, () => {
   });
 
   it('llmc serve prints the console URL; the server sets security headers and confines static files', async () => {
-    assert.match(log, new RegExp(`web console on ${base}/console/`));
+    assert.match(log, new RegExp(`llmc serve: web console on ${base}/console/`));
     const index = await fetch(base + '/console/');
     assert.equal(index.status, 200);
     const csp = index.headers.get('content-security-policy');
