@@ -15,6 +15,7 @@ PKGS=(
   radosgw ceph-mon ceph-osd ceph-common
   buildah podman runc debootstrap debian-archive-keyring slirp4netns fuse-overlayfs uidmap containernetworking-plugins
   curl python3-yaml sqlite3 systemd
+  chromium nodejs
 )
 missing=()
 for p in "${PKGS[@]}"; do
@@ -27,4 +28,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
   echo "llmc setup: all packages present"
+fi
+
+# The web console's npm packages (client/web/package-lock.json): uplot (copied into the served folder by the build),
+# playwright-core and typescript (its browser test and type check). The browser is Debian's chromium, never a download.
+if ! command -v npm >/dev/null; then
+  $SUDO apt-get install -y -qq --no-install-recommends npm
+fi
+web="$(cd "$(dirname "$0")/.." && pwd)/client/web"
+if [ ! -f "$web/node_modules/.package-lock.json" ] || [ "$web/package-lock.json" -nt "$web/node_modules/.package-lock.json" ]; then
+  echo "llmc setup: npm ci in client/web"
+  (cd "$web" && npm ci --no-audit --no-fund)
 fi

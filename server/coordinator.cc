@@ -2,7 +2,9 @@
 
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <set>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -133,9 +135,35 @@ void Coordinator::Stop() {
     }
     for (auto& [id, w] : workers_)
       if (w.link.close) w.link.close();
+    absl::MutexLock cl(&changes_mu_);
+    changes_stopped_ = true;
+    changes_cv_.SignalAll();
   }
   loop_cv_.SignalAll();
   if (loop_.joinable()) loop_.join();
+}
+
+int64_t Coordinator::LastJobChange() {
+  absl::MutexLock l(&changes_mu_);
+  return change_seq_;
+}
+
+Coordinator::JobChanges Coordinator::WaitJobChanges(int64_t after, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  absl::MutexLock l(&changes_mu_);
+  while (!changes_stopped_ && change_seq_ <= after && !changes_cv_.WaitWithDeadline(&changes_mu_, deadline)) {
+  }
+  JobChanges out;
+  out.seq = change_seq_;
+  out.stopped = changes_stopped_;
+  // A client that saw a change number of an earlier server (restarted: numbers start again) reloads too.
+  out.missed = after > change_seq_ || (!changes_.empty() && changes_.front().first > after + 1);
+  if (out.missed) return out;
+  std::set<std::string> seen;
+  for (auto it = changes_.rbegin(); it != changes_.rend() && it->first > after; ++it)
+    if (seen.insert(it->second).second) out.job_ids.push_back(it->second);
+  std::reverse(out.job_ids.begin(), out.job_ids.end());
+  return out;
 }
 
 void Coordinator::Loop() {
@@ -186,6 +214,12 @@ absl::Status Coordinator::CommitLocked(v1::Job* job, std::vector<v1::JobEvent> e
     f->second->last_seq = job->last_event_seq();
     f->second->terminal = IsTerminal(job->state());
     f->second->cv.SignalAll();
+  }
+  {
+    absl::MutexLock cl(&changes_mu_);
+    changes_.emplace_back(++change_seq_, job->id());
+    if (changes_.size() > kMaxKeptChanges) changes_.pop_front();
+    changes_cv_.SignalAll();
   }
   auto a = active_.find(job->id());
   if (IsTerminal(job->state())) {

@@ -16,6 +16,7 @@
 // Public methods take mu_ themselves (ABSL_LOCKS_EXCLUDED); *Locked helpers need it held.
 #pragma once
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -26,6 +27,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "llmc/v1/compression.pb.h"
 #include "llmc/v1/worker.pb.h"
 #include "server/access_policy.h"
@@ -86,6 +88,23 @@ class Coordinator {
                         const std::function<bool(const v1::JobEvent&)>& write, const std::function<bool()>& cancelled)
       ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<v1::ListWorkersResponse> ListWorkers(const Principal& p) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // ---- change feed for live views (the console's stream, http_api.cc) ----
+  // Every committed change of a job (state, progress, events) gets the next change number. WaitJobChanges blocks
+  // until there are changes after `after` or `timeout` passes, and returns the newest number with the ids of the
+  // jobs changed since `after` (each once, any tenant: callers filter with GetJob). `missed` is true when `after` is
+  // older than the kept history (kMaxKeptChanges changes), so the caller must reload everything. Returns at once,
+  // with `stopped`, once Stop was called.
+  static constexpr size_t kMaxKeptChanges = 4096;
+  struct JobChanges {
+    int64_t seq = 0;
+    std::vector<std::string> job_ids;
+    bool missed = false;
+    bool stopped = false;
+  };
+  JobChanges WaitJobChanges(int64_t after, absl::Duration timeout) ABSL_LOCKS_EXCLUDED(changes_mu_);
+  // The newest change number (0 before any change).
+  int64_t LastJobChange() ABSL_LOCKS_EXCLUDED(changes_mu_);
 
   // ---- worker protocol ----
   // A worker sent Register (its token already checked). Replaces an earlier session of the same worker id
@@ -195,6 +214,12 @@ class Coordinator {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   bool kick_ ABSL_GUARDED_BY(mu_) = false;
   absl::CondVar loop_cv_;  // kick_ or stop_ was set
+  // The change feed; taken after mu_ (CommitLocked), never before it.
+  absl::Mutex changes_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  absl::CondVar changes_cv_;
+  int64_t change_seq_ ABSL_GUARDED_BY(changes_mu_) = 0;
+  std::deque<std::pair<int64_t, std::string>> changes_ ABSL_GUARDED_BY(changes_mu_);  // (seq, job id), oldest first
+  bool changes_stopped_ ABSL_GUARDED_BY(changes_mu_) = false;
   std::thread loop_;  // the scheduler (Loop); started by Start, joined by Stop
 };
 

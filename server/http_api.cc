@@ -1,27 +1,71 @@
 #include "server/http_api.h"
 
 #include <chrono>
+#include <memory>
 
 #include <google/protobuf/util/json_util.h>
 #include <httplib.h>
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "common/status_macros.h"
+#include "engine/format/algorithms.h"
+#include "engine/format/quant_scheme.h"
 #include "server/grpc_services.h"
 
 namespace llmc::server {
+
+std::string ErrorField(absl::string_view message) {
+  // "spec.calibration.dataset_uri: ...", "spec.gpus 0: ...", "spec.labels[\"k\"]...", "request_id: ...".
+  size_t n = 0;
+  if (absl::StartsWith(message, "request_id")) {
+    n = 10;
+  } else if (absl::StartsWith(message, "spec.")) {
+    n = 5;
+    while (n < message.size() &&
+           ((message[n] >= 'a' && message[n] <= 'z') || message[n] == '_' || message[n] == '.' ||
+            (message[n] >= '0' && message[n] <= '9')))
+      ++n;
+    while (n > 0 && message[n - 1] == '.') --n;
+    if (n <= 5) return "";
+  } else {
+    return "";
+  }
+  if (n < message.size() && message[n] != ':' && message[n] != ' ' && message[n] != '[' && message[n] != '\'') return "";
+  return std::string(message.substr(0, n));
+}
 
 namespace {
 
 std::string JsonError(const absl::Status& s) {
   nlohmann::json j = {{"code", CodeName(s.code())}, {"message", std::string(s.message())}};
+  if (std::string f = ErrorField(s.message()); !f.empty()) j["field"] = f;
   return j.dump();
 }
 
+std::string ToJsonLine(const google::protobuf::Message& m) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions o;
+  o.always_print_primitive_fields = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
+  return out;
+}
+
+// One open job-change stream.
+struct Stream {
+  Principal caller;
+  int64_t after = 0;  // the last change number sent
+  bool started = false;
+  absl::Time deadline, last_write;
+};
+
 void Reply(httplib::Response& res, const absl::Status& s, const google::protobuf::Message* m) {
-  if (!s.ok()) {
+  if (!s.ok() || m == nullptr) {
     res.status = HttpStatusFor(s.code());
     res.set_content(JsonError(s), "application/json");
     return;
@@ -62,11 +106,24 @@ int HttpStatusFor(absl::StatusCode code) {
   }
 }
 
-HttpApi::HttpApi(Coordinator* c, Authenticator* auth, ServiceMetrics* m) : c_(c), auth_(auth), m_(m) {}
+HttpApi::HttpApi(Coordinator* c, Authenticator* auth, ServiceMetrics* m, HttpOptions options)
+    : c_(c), auth_(auth), m_(m), options_(std::move(options)) {}
 
 HttpApi::~HttpApi() { Stop(); }
 
 absl::Status HttpApi::Start(const std::string& host, int port) {
+  {
+    auto wc = WebConsole::Open(options_.web_dir.empty() ? DefaultWebDir() : options_.web_dir);
+    if (wc.ok()) {
+      console_ = std::move(*wc);
+    } else if (!options_.web_dir.empty()) {
+      return absl::Status(wc.status().code(), absl::StrCat("--web-dir: ", wc.status().message()));
+    } else {
+      console_missing_ = std::string(wc.status().message());
+      spdlog::warn("no web console: {}", console_missing_);
+    }
+  }
+  stopping_ = false;
   svr_ = std::make_unique<httplib::Server>();
   auto& svr = *svr_;
   // httplib serves a connection on one pool thread for its whole life: idle and slow clients are cut off after a
@@ -87,15 +144,163 @@ absl::Status HttpApi::Start(const std::string& host, int port) {
   svr.set_error_handler([this](const httplib::Request&, httplib::Response& res) {
     if (res.body.empty()) m_->http_requests->Inc({"other", absl::StrCat(res.status)});
   });
-  auto caller = [this](const httplib::Request& req) { return auth_->Authenticate(req.get_header_value("Authorization")); };
+  auto caller = [this](const httplib::Request& req) -> absl::StatusOr<Principal> {
+    auto p = auth_->Authenticate(req.get_header_value("Authorization"));
+    if (p.ok()) LLMC_RETURN_IF_ERROR(RequireRead(*p));
+    return p;
+  };
+  svr.set_post_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+    for (const auto& [k, v] : SecurityHeaders()) res.set_header(k.c_str(), v);
+    if (absl::StartsWith(req.path, "/api/")) res.set_header("Cache-Control", "no-store");
+    if (res.status == 401) res.set_header("WWW-Authenticate", "Bearer");
+  });
 
   svr.Get("/healthz", [count](const httplib::Request&, httplib::Response& res) {
     res.set_content("ok\n", "text/plain");
     count("/healthz", res);
   });
-  svr.Get("/metrics", [this, count](const httplib::Request&, httplib::Response& res) {
+  svr.Get("/metrics", [this, count, caller](const httplib::Request& req, httplib::Response& res) {
+    if (options_.metrics_auth) {
+      auto p = caller(req);
+      if (!p.ok()) {
+        Reply(res, p.status(), nullptr);
+        count("/metrics", res);
+        return;
+      }
+    }
     res.set_content(m_->registry->Render(), "text/plain; version=0.0.4; charset=utf-8");
     count("/metrics", res);
+  });
+  // ---- the web console's files (web_console.h) ----
+  svr.Get("/", [](const httplib::Request&, httplib::Response& res) { res.set_redirect("/console/"); });
+  svr.Get("/console", [](const httplib::Request&, httplib::Response& res) { res.set_redirect("/console/"); });
+  svr.Get(R"(/console/(.*))", [this, count](const httplib::Request& req, httplib::Response& res) {
+    if (!console_) {
+      res.status = 404;
+      res.set_content(absl::StrCat("The llmc web console is not installed on this server: ", console_missing_, "\n"),
+                      "text/plain; charset=utf-8");
+    } else {
+      auto f = console_->Read(req.matches[1].str());
+      if (f.ok()) {
+        res.set_content(std::move(f->body), f->content_type);
+        res.set_header("Cache-Control", "no-cache");
+      } else {
+        res.status = 404;
+        res.set_content("not found\n", "text/plain; charset=utf-8");
+      }
+    }
+    count("/console/", res);
+  });
+
+  // ---- who the token is (the console shows it) ----
+  svr.Get("/api/v1/whoami", [count, caller](const httplib::Request& req, httplib::Response& res) {
+    auto p = caller(req);
+    if (!p.ok()) {
+      Reply(res, p.status(), nullptr);
+    } else {
+      res.set_content(nlohmann::json{{"tenant", p->tenant},
+                                     {"role", RoleName(p->role)},
+                                     {"canSubmit", RequireWrite(*p, "submit").ok()}}
+                          .dump(),
+                      "application/json");
+    }
+    count("/api/v1/whoami", res);
+  });
+
+  // ---- the presets and algorithms a job may name (the registries behind `llmc schemes` / `llmc algorithms`) ----
+  svr.Get("/api/v1/methods", [count, caller](const httplib::Request& req, httplib::Response& res) {
+    auto p = caller(req);
+    if (!p.ok()) {
+      Reply(res, p.status(), nullptr);
+    } else {
+      nlohmann::json presets = nlohmann::json::array(), algorithms = nlohmann::json::array();
+      for (const PresetInfo& i : Presets())
+        presets.push_back({{"name", i.name}, {"description", i.description}, {"needsCalibration", i.needs_calibration}});
+      for (const AlgorithmInfo& a : Algorithms())
+        algorithms.push_back({{"name", a.name}, {"summary", a.summary}, {"needsCalibration", a.needs_calibration}});
+      res.set_content(nlohmann::json{{"presets", presets}, {"algorithms", algorithms}}.dump(), "application/json");
+    }
+    count("/api/v1/methods", res);
+  });
+
+  // ---- ValidateJob ----
+  svr.Post("/api/v1/jobs:validate", [this, count, caller](const httplib::Request& req, httplib::Response& res) {
+    v1::ValidateJobRequest vr;
+    v1::ValidateJobResponse out;
+    absl::Status s;
+    auto st = google::protobuf::util::JsonStringToMessage(req.body, &vr);
+    if (!st.ok())
+      s = absl::InvalidArgumentError(absl::StrCat("body: not a ValidateJobRequest in JSON: ", st.message().ToString()));
+    if (s.ok()) {
+      auto p = caller(req);
+      s = p.status();
+      if (p.ok()) {
+        auto r = c_->ValidateJob(*p, vr.spec());
+        s = r.status();
+        if (r.ok()) out = std::move(*r);
+      }
+    }
+    Reply(res, s, &out);
+    count("/api/v1/jobs:validate", res);
+  });
+
+  // ---- the caller's job changes as server-sent events ----
+  // `event: hello` (data: {"tenant", "role"}) first; then `event: job` with a Job (JSON) whenever one of the
+  // caller's jobs changes (state, progress, events); `event: resync` when changes were missed (reload the list);
+  // a comment line every kHttpStreamKeepAliveS seconds. Ends after kHttpStreamMaxS (the client reconnects).
+  svr.Get("/api/v1/jobs:stream", [this, count, caller](const httplib::Request& req, httplib::Response& res) {
+    auto p = caller(req);
+    absl::Status s = p.status();
+    if (s.ok() && streams_.fetch_add(1) >= kMaxHttpStreams) {
+      streams_.fetch_sub(1);
+      s = absl::ResourceExhaustedError(
+          absl::StrCat(kMaxHttpStreams, " job streams are open on this server; close a console tab or retry later"));
+    }
+    if (!s.ok()) {
+      Reply(res, s, nullptr);
+      count("/api/v1/jobs:stream", res);
+      return;
+    }
+    auto st = std::make_shared<Stream>();
+    st->caller = *p;
+    st->after = c_->LastJobChange();
+    st->deadline = absl::Now() + absl::Seconds(kHttpStreamMaxS);
+    res.set_header("Cache-Control", "no-store");
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [this, st](size_t, httplib::DataSink& sink) {
+          std::string out;
+          if (!st->started) {
+            st->started = true;
+            out = absl::StrCat("retry: 2000\nevent: hello\ndata: ",
+                               nlohmann::json{{"tenant", st->caller.tenant}, {"role", RoleName(st->caller.role)}}.dump(),
+                               "\n\n");
+          } else {
+            if (stopping_ || absl::Now() > st->deadline || !sink.is_writable()) {
+              sink.done();
+              return true;
+            }
+            // Wait at most a second, so Stop and a closed connection are noticed soon.
+            Coordinator::JobChanges ch = c_->WaitJobChanges(st->after, absl::Seconds(1));
+            if (ch.stopped) {
+              sink.done();
+              return true;
+            }
+            if (ch.missed) out = "event: resync\ndata: {}\n\n";
+            for (const std::string& id : ch.job_ids) {
+              auto job = c_->GetJob(st->caller, id);  // NOT_FOUND for another tenant's job: not sent
+              if (job.ok()) absl::StrAppend(&out, "event: job\ndata: ", ToJsonLine(*job), "\n\n");
+            }
+            st->after = ch.seq;
+            if (out.empty() && absl::Now() - st->last_write > absl::Seconds(kHttpStreamKeepAliveS))
+              out = ": keep-alive\n\n";
+          }
+          if (out.empty()) return true;
+          st->last_write = absl::Now();
+          return sink.write(out.data(), out.size());
+        },
+        [this](bool) { streams_.fetch_sub(1); });
+    count("/api/v1/jobs:stream", res);
   });
   svr.Get("/api/v1/jobs", [this, count, caller](const httplib::Request& req, httplib::Response& res) {
     v1::ListJobsRequest lr;
@@ -238,6 +443,7 @@ absl::Status HttpApi::Start(const std::string& host, int port) {
 }
 
 void HttpApi::Stop() {
+  stopping_ = true;
   if (svr_) svr_->stop();
   if (thread_.joinable()) thread_.join();
 }

@@ -22,6 +22,9 @@ int main(int argc, char** argv) {
   app.add_option("--listen", o.listen, "gRPC address (port 0: any free port)")->capture_default_str();
   app.add_option("--http-listen", o.http_listen, "HTTP address for /metrics, /healthz and /api/v1 (\"\": off)")
       ->capture_default_str();
+  app.add_option("--web-dir", o.web_dir,
+                 "the web console's files (default: BIN/../share/llmc/web; the console is off when that is missing)");
+  app.add_flag("--metrics-auth", o.metrics_auth, "ask for a bearer token on /metrics too (/healthz stays open)");
   app.add_option("--allowed-root", o.allowed_roots,
                  "a directory or s3:// prefix jobs may read and write (repeatable; DATA_DIR/storage always is)");
   app.add_option("--allowed-input-root", o.input_roots,

@@ -78,6 +78,7 @@ Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Server::~Server() { Shutdown(); }
 int Server::grpc_port() const { return impl_->grpc_port; }
 int Server::http_port() const { return impl_->http ? impl_->http->port() : 0; }
+std::string Server::web_dir() const { return impl_->http ? impl_->http->web_dir() : ""; }
 
 void Server::Shutdown() {
   if (impl_->down) return;
@@ -161,9 +162,14 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& o) {
     if (colon == std::string::npos || !absl::SimpleAtoi(o.http_listen.substr(colon + 1), &port))
       return absl::InvalidArgumentError(absl::StrCat("--http-listen ", o.http_listen, ": give HOST:PORT"));
     host = o.http_listen.substr(0, colon);
-    impl->http = std::make_unique<HttpApi>(impl->coordinator.get(), impl->auth.get(), impl->metrics.get());
+    HttpOptions ho;
+    ho.web_dir = o.web_dir;
+    ho.metrics_auth = o.metrics_auth;
+    impl->http = std::make_unique<HttpApi>(impl->coordinator.get(), impl->auth.get(), impl->metrics.get(), ho);
     LLMC_RETURN_IF_ERROR(impl->http->Start(host, port));
     spdlog::info("HTTP (/metrics, /healthz, /api/v1) on {}:{}", host, impl->http->port());
+    if (!impl->http->web_dir().empty())
+      spdlog::info("web console on http://{}:{}/console/ (files in {})", host, impl->http->port(), impl->http->web_dir());
   }
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }

@@ -16,7 +16,9 @@ namespace llmc::server {
 struct ServerOptions {
   std::string data_dir = "llmc-data";
   std::string listen = "127.0.0.1:7443";      // gRPC
-  std::string http_listen = "127.0.0.1:7480";  // /metrics, /healthz, JSON view; "" to disable
+  std::string http_listen = "127.0.0.1:7480";  // /metrics, /healthz, JSON view, console; "" to disable
+  std::string web_dir;                          // the console's files; "" for DefaultWebDir() (web_console.h)
+  bool metrics_auth = false;                    // /metrics asks for a bearer token
   std::vector<std::string> allowed_roots;       // read-write; DATA_DIR/storage is always one
   std::vector<std::string> input_roots;         // read-only (models, datasets)
   std::string tls_cert, tls_key;                // PEM files: serve gRPC over TLS
@@ -36,6 +38,8 @@ class Server {
   void Shutdown();
   int grpc_port() const;
   int http_port() const;
+  // The web console folder served on the HTTP port, or "" when none is.
+  std::string web_dir() const;
 
  private:
   struct Impl;

@@ -440,6 +440,13 @@ int Serve(const ServiceCommands& c) {
   };
   std::map<pid_t, int> workers;  // pid -> index
   for (int i = 0; i < c.workers; ++i) workers[Spawn(worker_argv(i), c.device == "cuda" ? WorkerGpu(i) : "")] = i;
+  // llmc-server serves the console from BIN/../share/llmc/web (server/web_console.h) when the folder is there.
+  const fs::path web = bin.parent_path() / "share" / "llmc" / "web";
+  if (fs::exists(web / "index.html", ec))
+    std::fprintf(stderr, "llmc serve: web console on http://%s:%d/console/ (sign in with a token)\n", c.host.c_str(),
+                 http_port);
+  else
+    std::fprintf(stderr, "llmc serve: no web console: %s is missing (build the llmc_web target)\n", web.c_str());
   std::fprintf(stderr,
                "llmc serve: coordinator on %s (HTTP http://%s:%d: /metrics, /healthz, /api/v1), %d worker%s\n"
                "llmc serve: admin token in %s/admin.token (export LLMC_TOKEN=$(cat %s/admin.token))\n"
