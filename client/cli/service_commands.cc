@@ -66,6 +66,8 @@ struct ServiceCommands {
   std::vector<std::string> shared_roots, shared_input_roots;
   int64_t tenant_max_active_jobs = 0, tenant_max_gpus = 0, tenant_max_spec_bytes = 0;  // 0: no quota
   int64_t lease_ms = 0, max_attempts = 0;                                              // 0: llmc-server's defaults
+  std::string web_dir;        // the console's folder ("": llmc-server's default beside the binary)
+  bool metrics_auth = false;  // a token on /metrics too
 };
 
 namespace {
@@ -412,6 +414,8 @@ int Serve(const ServiceCommands& c) {
       a.insert(a.end(), {"--tenant-max-spec-bytes", absl::StrCat(c.tenant_max_spec_bytes)});
     if (c.lease_ms > 0) a.insert(a.end(), {"--lease-ms", absl::StrCat(c.lease_ms)});
     if (c.max_attempts > 0) a.insert(a.end(), {"--max-attempts", absl::StrCat(c.max_attempts)});
+    if (!c.web_dir.empty()) a.insert(a.end(), {"--web-dir", fs::absolute(c.web_dir).string()});
+    if (c.metrics_auth) a.push_back("--metrics-auth");
     return a;
   };
   pid_t server = Spawn(server_argv());
@@ -440,8 +444,9 @@ int Serve(const ServiceCommands& c) {
   };
   std::map<pid_t, int> workers;  // pid -> index
   for (int i = 0; i < c.workers; ++i) workers[Spawn(worker_argv(i), c.device == "cuda" ? WorkerGpu(i) : "")] = i;
-  // llmc-server serves the console from BIN/../share/llmc/web (server/web_console.h) when the folder is there.
-  const fs::path web = bin.parent_path() / "share" / "llmc" / "web";
+  // llmc-server serves the console from --web-dir, else BIN/../share/llmc/web (server/web_console.h), when the
+  // folder is there.
+  const fs::path web = c.web_dir.empty() ? bin.parent_path() / "share" / "llmc" / "web" : fs::absolute(c.web_dir);
   if (fs::exists(web / "index.html", ec))
     std::fprintf(stderr, "llmc serve: web console on http://%s:%d/console/ (sign in with a token)\n", c.host.c_str(),
                  http_port);
@@ -597,6 +602,8 @@ std::shared_ptr<ServiceCommands> AddServiceCommands(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   v->add_option("--max-attempts", c->max_attempts, "lost attempts before a job fails (default 3)")
       ->check(CLI::PositiveNumber);
+  v->add_option("--web-dir", c->web_dir, "the web console's folder (default: share/llmc/web beside the binaries)");
+  v->add_flag("--metrics-auth", c->metrics_auth, "ask for a bearer token on /metrics too (/healthz stays open)");
   v->add_flag("--no-cwd-root", c->no_cwd_root,
               "do not allow the current directory (allowed by default, besides DATA_DIR/storage)");
   return c;
