@@ -123,6 +123,7 @@ absl::StatusOr<std::vector<AwqChoice>> ApplyAwq(const AwqParams& params, BlockVi
     }
     if (!resolvable || !first_group) continue;
     const std::optional<InputStatistics> st = block->input_statistics(balance[0]->name);
+    if ((!st || st->tokens == 0) && block->IsExpert(balance[0]->name)) continue;  // routed-only: no token chose it
     if (!st || st->tokens == 0 || st->captured_tokens == 0)
       return absl::FailedPreconditionError(
           absl::StrCat(balance[0]->name, ": saw no calibration tokens; AWQ cannot scale it"));

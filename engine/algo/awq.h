@@ -71,8 +71,9 @@ struct AwqChoice {
 };
 
 // Searches and applies the scales of every mapping of `params` that resolves in `block` (see the file comment),
-// in mapping order: a mapping sees the block as the earlier ones left it. FAILED_PRECONDITION naming the module
-// when a mapping's input has no statistics (no calibration tokens reached it), INVALID_ARGUMENT when no grid point
+// in mapping order: a mapping sees the block as the earlier ones left it. A mapping whose first balance Linear is an
+// expert's (BlockView::IsExpert) that no calibration token reached (routed-only calibration) is skipped, as
+// llm-compressor skips it. FAILED_PRECONDITION naming the module when another mapping's input has no statistics, INVALID_ARGUMENT when no grid point
 // gives a finite loss (NaN or Inf in the activations); errors of the quantizer or of ParentForward as they come.
 absl::StatusOr<std::vector<AwqChoice>> ApplyAwq(const AwqParams& params, BlockView* block);
 

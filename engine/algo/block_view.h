@@ -55,6 +55,9 @@ class BlockView {
   // Whether `module` is a mixture-of-experts router (never quantized): AWQ scales its input columns with the
   // experts it balances, but neither quantizes it in the search nor counts it in the weight means.
   virtual bool IsRouter(const std::string& module) const { return false; }
+  // Whether `module` belongs to one mixture-of-experts expert (not the shared expert): with routed-only calibration
+  // it may have seen no token, and AWQ then skips its mapping, as llm-compressor does.
+  virtual bool IsExpert(const std::string& module) const { return false; }
   // The output of the module that consumes `balance`'s outputs -- the attention block up to o_proj's output for
   // q/k/v, the MLP up to down_proj's output for gate/up, the whole mixture-of-experts MLP (routing, experts,
   // shared expert) when balance[0] is its router, the Linear balance[0] itself otherwise -- run on the

@@ -151,6 +151,14 @@ std::optional<InputStatistics> DecoderBlockView::input_statistics(const std::str
 
 bool DecoderBlockView::IsRouter(const std::string& module) const { return IsMoeRouter(module); }
 
+bool DecoderBlockView::IsExpert(const std::string& module) const {
+  const MoeMlp& moe = block_->moe;
+  for (const std::vector<LinearWeight>* v : {&moe.gate, &moe.up, &moe.down})
+    for (const LinearWeight& e : *v)
+      if (e.name == module) return true;
+  return false;
+}
+
 bool DecoderBlockView::InMoeMlp(const LinearWeight* lw) const {
   const MoeMlp& moe = block_->moe;
   if (!moe.active()) return false;

@@ -63,6 +63,7 @@ class DecoderBlockView final : public BlockView {
   std::optional<InputStatistics> input_statistics(const std::string& module) const override;
   const ConfigGroup* weight_group(const std::string& module) const override;
   bool IsRouter(const std::string& module) const override;
+  bool IsExpert(const std::string& module) const override;
   // FAILED_PRECONDITION when balance[0]'s input has no captured tokens; INVALID_ARGUMENT when a weight's size is
   // not its Linear's, or when balance[0] is an expert's gate/up (the parent of those is the whole MoE MLP, whose
   // search needs the router first among the balance layers).

@@ -159,6 +159,32 @@ TEST_F(MoeSmoothingTest, AwqBeatsRoundToNearestOnItsObjective) {
   }
 }
 
+// With routed-only calibration an expert that no token chose has no inputs: its up -> down mapping is skipped (as
+// llm-compressor skips it) and the job still runs.
+TEST_F(MoeSmoothingTest, AwqSkipsExpertsWithoutTokens) {
+  const std::string model = Model("tiny-qwen3moe-nonorm");  // 8 experts, 2 per token; experts 24 wide: groups of 8
+  JobSpec spec = Spec(model, "awq-routed",
+                      absl::StrCat("AWQModifier: {n_grid: 4, ignore: ", kIgnore,
+                                   ", config_groups: {group_0: {targets: [Linear], weights: {num_bits: 4, type: int, "
+                                   "symmetric: true, strategy: group, group_size: 8}}}}\n"));
+  spec.moe_calibrate_all_experts = false;
+  spec.num_samples = 1;
+  spec.seq_len = 3;  // 3 tokens x 2 experts: at least 2 of the 8 experts see nothing
+  auto r = RunJob(spec);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const json rep = Report(spec.output_path);
+  int64_t expert_mappings = 0;
+  for (const auto& b : rep["solve"]["blocks"])
+    for (const auto& c : b["awq"]) expert_mappings += c["balance"].get<std::string>().find(".experts.") != std::string::npos;
+  auto lm = CausalLm::Open(model, {.threads = 1});
+  ASSERT_TRUE(lm.ok());
+  int sparse = 0;
+  for (int l = 0; l < (*lm)->spec().num_layers; ++l) sparse += (*lm)->spec().moe.IsSparse(l);
+  EXPECT_GT(expert_mappings, 0);
+  EXPECT_LE(expert_mappings, sparse * (8 - 2));  // at most 6 of 8 experts per sparse layer saw tokens
+  EXPECT_TRUE(std::isfinite(Perplexity(spec.output_path)));
+}
+
 // SmoothQuant on an MoE model smooths attention only (llm-compressor's Qwen-MoE and Mixtral mappings): the input
 // norms change, the post-attention norms and the routers stay as they were, and the W8A8 checkpoint evaluates.
 TEST_F(MoeSmoothingTest, SmoothQuantSmoothsAttentionOnly) {
