@@ -220,7 +220,7 @@ TEST_F(MoeSmoothingTest, SmoothQuantSmoothsAttentionOnly) {
 }
 
 // A mapping that smooths an MoE layer's post_attention_layernorm into only some of the Linears reading it would
-// change the function: refused, naming a module left out.
+// change the function: refused, naming a module left out; a mapping that balances all of them runs.
 TEST_F(MoeSmoothingTest, PartialMoeMappingsAreRefused) {
   const std::string model = Model("tiny-qwen2moe");
   // No router.
@@ -240,6 +240,26 @@ TEST_F(MoeSmoothingTest, PartialMoeMappingsAreRefused) {
   ASSERT_FALSE(s.ok());
   EXPECT_THAT(s.status().message(), HasSubstr("SmoothQuantModifier.mappings[0]"));
   EXPECT_THAT(s.status().message(), HasSubstr("shared_expert"));
+  // Every reader of the norm balanced: allowed (llm-compressor leaves it out by default, a recipe may ask for it),
+  // and the router and the shared expert's gate keep norm * weight.
+  const std::string full =
+      "SmoothQuantModifier: {mappings: [[['re:.*mlp\\.gate$', 're:.*experts.*gate_proj$', 're:.*experts.*up_proj$', "
+      "'re:.*shared_expert\\.gate_proj$', 're:.*shared_expert\\.up_proj$', 're:.*shared_expert_gate$'], "
+      "'re:.*post_attention_layernorm$']]}\nGPTQModifier: {scheme: W8A8, ignore: " +
+      std::string(kIgnore) + "}\n";
+  auto ok = RunJob(Spec(model, "all-readers", full));
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  const std::string out = tmp_ / "all-readers";
+  const std::string p = "model.layers.0.";
+  const std::vector<float> n0 = Dense(model, p + "post_attention_layernorm.weight"),
+                           n1 = Dense(out, p + "post_attention_layernorm.weight");
+  EXPECT_NE(n0, n1);
+  for (const std::string w : {"mlp.gate.weight", "mlp.shared_expert_gate.weight"}) {
+    const std::vector<float> w0 = Dense(model, p + w), w1 = Dense(out, p + w);
+    const size_t H = n0.size();
+    for (size_t i = 0; i < w0.size(); ++i)
+      ASSERT_NEAR(n1[i % H] * w1[i], n0[i % H] * w0[i], 1.6e-2 * std::fabs(n0[i % H] * w0[i]) + 1e-6) << w << " " << i;
+  }
 }
 
 // SparseGPT / Wanda with `targets: [Linear]` prune every expert but leave the routers dense, as quantization
