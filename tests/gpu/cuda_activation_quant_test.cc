@@ -85,8 +85,12 @@ TEST_F(CudaActivationQuantTest, KernelMatchesCpuBitForBit) {
   for (const Case& k : cases) {
     auto q = ActivationQuantizer::Create(k.args, k.site, k.dtype, cols, k.name);
     ASSERT_TRUE(q.ok()) << q.status();
-    if (!k.static_scales.empty()) ASSERT_TRUE(q->SetStaticScale(k.static_scales).ok()) << k.name;
-    if (k.global > 0) ASSERT_TRUE(q->SetGlobalScale(k.global).ok()) << k.name;
+    if (!k.static_scales.empty()) {
+      ASSERT_TRUE(q->SetStaticScale(k.static_scales).ok()) << k.name;
+    }
+    if (k.global > 0) {
+      ASSERT_TRUE(q->SetGlobalScale(k.global).ok()) << k.name;
+    }
     std::vector<float> cpu = x;
     q->Apply(cpu.data(), rows);
     auto p = ActivationQuantDeviceParams(*q);
