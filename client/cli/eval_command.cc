@@ -124,7 +124,7 @@ int RunEvalCommand(const EvalArgs& a) {
   if (!r.ok()) return Fail(r.status());
   const double total_seconds = NowSeconds() - t0;
   const ModelSpec& spec = (*lm)->spec();
-  const std::string storage = (*lm)->loader().StorageOf(spec.layout.LayerPrefix(0) + "mlp.down_proj");
+  const std::string storage = (*lm)->WeightStorage();
   // A vision-language checkpoint is evaluated on its text decoder: "Qwen2_5_VLForConditionalGeneration (text
   // decoder Qwen2ForCausalLM)".
   const std::string architecture =

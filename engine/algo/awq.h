@@ -11,10 +11,18 @@
 // output wins. The smooth module then absorbs 1/s (a norm's weights, or a Linear's output rows and bias) and the
 // balance Linears' columns s, all rounded to the model dtype.
 //
-// Mappings resolve in the block: the balance Linears are those a `balance` target names, minus `ignore`; the smooth
-// module is the first norm its `smooth` target names, else the last Linear. A mapping is skipped when nothing
-// matches, when a smooth Linear's outputs are not the balance Linears' inputs (v_proj -> o_proj under grouped-query
-// attention) or when a balance Linear is not quantized.
+// Mappings resolve in the block (ResolveAwqMappings): the balance Linears are those a `balance` target names, minus
+// `ignore`; the smooth module is the first norm its `smooth` target names, else a Linear. When the smooth target
+// names several Linears (every expert's up_proj of a mixture-of-experts layer), the mapping resolves once per smooth
+// Linear, with the balance Linears of the same parent module (its expert's down_proj), as llm-compressor's
+// match_modules_set pairs them. A mapping is skipped when nothing matches, when a smooth Linear's outputs are not
+// the balance Linears' inputs (v_proj -> o_proj under grouped-query attention) or when a balance Linear other than a
+// router (BlockView::IsRouter) is not quantized. A router among the balance Linears (llm-compressor's MoE mapping
+// post_attention_layernorm -> router + every expert's gate/up) is scaled with them so the routing is unchanged, but
+// is neither quantized in the search nor counted in the weight means, as in llm-compressor, where it has no scheme.
+// The statistics and captured inputs are balance[0]'s: for that MoE mapping the router's, which sees every token;
+// for an expert's up -> down mapping the expert's down input, which sees the tokens the calibration ran through the
+// expert (every token with moe_calibrate_all_experts, its routed ones otherwise), as llm-compressor's hooks do.
 #pragma once
 
 #include <cstdint>
@@ -30,9 +38,28 @@ namespace llmc {
 // The inputs AWQ's search keeps, at most this many tokens (whole sequences) per input.
 inline constexpr int64_t kAwqCaptureTokens = 16384;
 
+// One mapping resolved in a block: the smooth module (a norm or a Linear) and the balance Linears it feeds, by name,
+// in the block's order.
+struct AwqResolved {
+  std::string target;  // the mapping's smooth target, as the recipe gives it
+  std::string smooth;
+  bool smooth_is_norm = false;
+  std::vector<std::string> balance;
+};
+// Resolves `params`' mappings over a block's `norms` and `linears` (module names in forward order), as the file
+// comment says, in mapping order. `routers` (names among `linears`) stay balance layers even when `ignore` names
+// them: the recipe ignores routers for quantization, and leaving one out of its norm's balance layers would change
+// the routing. Nothing is checked for quantization here.
+std::vector<AwqResolved> ResolveAwqMappings(const AwqParams& params, const std::vector<std::string>& norms,
+                                            const std::vector<std::string>& linears,
+                                            const std::vector<std::string>& routers = {});
+
 // The Linears whose inputs AWQ needs (the sum of |x| per channel over every calibration token, and up to
-// kAwqCaptureTokens captured tokens): q_proj, o_proj, gate_proj and down_proj of the block `prefix` names.
-std::vector<std::string> AwqInputs(const std::string& prefix);
+// kAwqCaptureTokens captured tokens): balance[0] of every resolved mapping (a Llama block: q_proj, o_proj,
+// gate_proj, down_proj; a mixture-of-experts block: the router and every expert's down_proj too).
+std::vector<std::string> AwqInputs(const AwqParams& params, const std::vector<std::string>& norms,
+                                   const std::vector<std::string>& linears,
+                                   const std::vector<std::string>& routers = {});
 
 // What AWQ chose for one mapping.
 struct AwqChoice {
@@ -40,11 +67,13 @@ struct AwqChoice {
   std::string balance;  // the first balance Linear
   double ratio = 0;     // the winning r
   double loss = 0;      // its mean squared error of the parent's output
+  double initial_loss = 0;  // the first grid point's (r = 0; without duo_scaling s = 1: round-to-nearest's)
 };
 
 // Searches and applies the scales of every mapping of `params` that resolves in `block` (see the file comment),
-// in mapping order: a mapping sees the block as the earlier ones left it. FAILED_PRECONDITION naming the module
-// when a mapping's input has no statistics (no calibration tokens reached it), INVALID_ARGUMENT when no grid point
+// in mapping order: a mapping sees the block as the earlier ones left it. A mapping whose first balance Linear is an
+// expert's (BlockView::IsExpert) that no calibration token reached (routed-only calibration) is skipped, as
+// llm-compressor skips it. FAILED_PRECONDITION naming the module when another mapping's input has no statistics, INVALID_ARGUMENT when no grid point
 // gives a finite loss (NaN or Inf in the activations); errors of the quantizer or of ParentForward as they come.
 absl::StatusOr<std::vector<AwqChoice>> ApplyAwq(const AwqParams& params, BlockView* block);
 

@@ -154,9 +154,95 @@ TEST(AwqTest, RoundsToTheModelDtype) {
 }
 
 TEST(AwqTest, InputsAreTheFourParentInputs) {
-  EXPECT_THAT(AwqInputs("model.layers.3."),
-              ElementsAre("model.layers.3.self_attn.q_proj", "model.layers.3.self_attn.o_proj",
-                          "model.layers.3.mlp.gate_proj", "model.layers.3.mlp.down_proj"));
+  const std::string p = "model.layers.3.";
+  std::vector<std::string> linears;
+  for (const char* l : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+                        "mlp.up_proj", "mlp.down_proj"})
+    linears.push_back(p + l);
+  AwqParams params;
+  params.mappings = DefaultAwqMappings();
+  EXPECT_THAT(AwqInputs(params, {p + "input_layernorm", p + "post_attention_layernorm"}, linears),
+              ElementsAre(p + "self_attn.q_proj", p + "self_attn.o_proj", p + "mlp.gate_proj", p + "mlp.down_proj"));
+}
+
+// A mixture-of-experts block: post_attention_layernorm balances the router and every expert's gate/up (one set,
+// the router first: its input is the search's), and up_proj -> down_proj resolves once per expert, each expert's
+// up_proj with its own down_proj.
+TEST(AwqTest, ExpertMappingsResolvePerExpert) {
+  const std::string p = "model.layers.0.";
+  std::vector<std::string> linears = {p + "self_attn.q_proj", p + "self_attn.k_proj", p + "self_attn.v_proj",
+                                      p + "self_attn.o_proj", p + "mlp.gate"};
+  for (int e = 0; e < 3; ++e)
+    for (const char* l : {"gate_proj", "up_proj", "down_proj"})
+      linears.push_back(p + "mlp.experts." + std::to_string(e) + "." + l);
+  AwqParams params;
+  params.mappings = {{{"re:.*mlp\\.gate$", "re:.*mlp\\.experts\\.\\d+\\.gate_proj$", "re:.*mlp\\.experts\\.\\d+\\.up_proj$"},
+                      "re:.*post_attention_layernorm$"},
+                     {{"re:.*down_proj$"}, "re:.*up_proj$"}};
+  params.ignore = {p + "mlp.experts.2.down_proj"};
+  auto r = ResolveAwqMappings(params, {p + "input_layernorm", p + "post_attention_layernorm"}, linears);
+  ASSERT_EQ(r.size(), 3u);  // the norm set, experts 0 and 1 (expert 2's down_proj is ignored)
+  EXPECT_TRUE(r[0].smooth_is_norm);
+  EXPECT_EQ(r[0].smooth, p + "post_attention_layernorm");
+  EXPECT_EQ(r[0].target, "re:.*post_attention_layernorm$");
+  ASSERT_EQ(r[0].balance.size(), 7u);
+  EXPECT_EQ(r[0].balance[0], p + "mlp.gate");
+  for (int e = 0; e < 2; ++e) {
+    EXPECT_FALSE(r[1 + e].smooth_is_norm);
+    EXPECT_EQ(r[1 + e].smooth, p + "mlp.experts." + std::to_string(e) + ".up_proj");
+    EXPECT_THAT(r[1 + e].balance, ElementsAre(p + "mlp.experts." + std::to_string(e) + ".down_proj"));
+  }
+  EXPECT_THAT(AwqInputs(params, {p + "post_attention_layernorm"}, linears),
+              ElementsAre(p + "mlp.gate", p + "mlp.experts.0.down_proj", p + "mlp.experts.1.down_proj"));
+}
+
+// llm-compressor's MoE mapping balances the (unquantized) router with the experts' gate/up: the router's columns
+// absorb s like theirs (so routing is unchanged), but the search never quantizes it (it runs as held) and its
+// weights are not in the means; the statistics are the router's input.
+TEST(AwqTest, RouterIsScaledButNotQuantized) {
+  FakeBlockView b;
+  b.AddLinear("mlp.gate", 4, kHidden, 8);
+  b.AddLinear("mlp.experts.0.gate_proj", kInter, kHidden, 5);
+  b.AddLinear("mlp.experts.0.up_proj", kInter, kHidden, 6);
+  b.post_attention_norm().assign(kHidden, 1.0f);
+  std::mt19937 rng(14);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(kTokens * kHidden);
+  for (int64_t t = 0; t < kTokens; ++t)
+    for (int64_t c = 0; c < kHidden; ++c) x[t * kHidden + c] = normal(rng) * (c % 9 == 4 ? 20.0f : 1.0f);
+  b.SetInput("mlp.gate", x, kHidden);
+  b.Quantize("W4A16_ASYM", {"re:.*mlp\\.gate$"});
+  const LinearWeight router = *b.linear("mlp.gate");
+  AwqParams p;
+  p.n_grid = 4;
+  p.mappings.push_back({{"re:.*mlp\\.gate$", "re:.*experts\\.\\d+\\.gate_proj$", "re:.*experts\\.\\d+\\.up_proj$"},
+                        "re:.*post_attention_layernorm$"});
+  auto r = ApplyAwq(p, &b);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ((*r)[0].balance, std::string(FakeBlockView::kPrefix) + "mlp.gate");
+  EXPECT_EQ(b.held_weights[std::string(FakeBlockView::kPrefix) + "mlp.gate"], 1 + 4);  // never a trial weight
+  EXPECT_EQ(b.held_weights[std::string(FakeBlockView::kPrefix) + "mlp.experts.0.up_proj"], 1);  // the reference only
+  bool changed = false;
+  for (int64_t o = 0; o < 4; ++o)
+    for (int64_t c = 0; c < kHidden; ++c) {
+      const float now = b.post_attention_norm()[c] * b.linear("mlp.gate")->weight[o * kHidden + c];
+      const float before = router.weight[o * kHidden + c];
+      changed |= b.linear("mlp.gate")->weight[o * kHidden + c] != before;
+      EXPECT_NEAR(now, before, 1e-5 * (1e-3 + std::fabs(before)));
+    }
+  EXPECT_TRUE(changed);
+  // A balance Linear left unquantized that is not a router still skips the mapping.
+  FakeBlockView u;
+  u.AddLinear("mlp.gate", 4, kHidden, 8);
+  u.AddLinear("mlp.experts.0.gate_proj", kInter, kHidden, 5);
+  u.AddLinear("mlp.experts.0.up_proj", kInter, kHidden, 6);
+  u.post_attention_norm().assign(kHidden, 1.0f);
+  u.SetInput("mlp.gate", x, kHidden);
+  u.Quantize("W4A16_ASYM", {"re:.*mlp\\.gate$", "re:.*up_proj$"});
+  auto none = ApplyAwq(p, &u);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->empty());
 }
 
 // Phi-3's fused gate_up_proj smooths into down_proj through its up rows only (the last kInter): the gate rows are

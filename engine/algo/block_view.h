@@ -52,8 +52,15 @@ class BlockView {
   virtual std::optional<InputStatistics> input_statistics(const std::string& module) const = 0;
   // The config group that quantizes `module`'s weight, or null when its weight is not quantized.
   virtual const ConfigGroup* weight_group(const std::string& module) const = 0;
+  // Whether `module` is a mixture-of-experts router (never quantized): AWQ scales its input columns with the
+  // experts it balances, but neither quantizes it in the search nor counts it in the weight means.
+  virtual bool IsRouter(const std::string& module) const { return false; }
+  // Whether `module` belongs to one mixture-of-experts expert (not the shared expert): with routed-only calibration
+  // it may have seen no token, and AWQ then skips its mapping, as llm-compressor does.
+  virtual bool IsExpert(const std::string& module) const { return false; }
   // The output of the module that consumes `balance`'s outputs -- the attention block up to o_proj's output for
-  // q/k/v, the MLP up to down_proj's output for gate/up, the Linear balance[0] itself otherwise -- run on the
+  // q/k/v, the MLP up to down_proj's output for gate/up, the whole mixture-of-experts MLP (routing, experts,
+  // shared expert) when balance[0] is its router, the Linear balance[0] itself otherwise -- run on the
   // inputs captured for balance[0]'s input, with balance[i]'s weight replaced by *weights[i] (null: as the block
   // holds it). `out` is resized to [captured_tokens, output features]. `balance` are pointers from linears().
   virtual absl::Status ParentForward(absl::Span<LinearWeight* const> balance,

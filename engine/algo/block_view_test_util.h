@@ -112,9 +112,13 @@ class FakeBlockView final : public BlockView {
     const int g = config_->Match(module, "Linear");
     return g < 0 ? nullptr : &config_->groups()[g];
   }
+  // Routers: Linears whose leaf is "gate" (a mixture-of-experts block's mlp.gate).
+  bool IsRouter(const std::string& module) const override { return LinearLeaf(module) == "gate"; }
   absl::Status ParentForward(absl::Span<LinearWeight* const> balance,
                              absl::Span<const std::vector<float>* const> weights, std::vector<float>* out) override {
     ++parent_calls;
+    for (size_t b = 0; b < balance.size(); ++b)
+      if (weights[b] == nullptr) ++held_weights[balance[b]->name];
     const FakeInput& in = inputs_.at(InputGroup(balance[0]->name));
     const int64_t cols = balance[0]->in_features, tokens = static_cast<int64_t>(in.captured.size()) / cols;
     out->clear();
@@ -131,6 +135,7 @@ class FakeBlockView final : public BlockView {
   }
 
   int parent_calls = 0;
+  std::map<std::string, int> held_weights;  // per Linear: the ParentForward calls that ran it as held
 
  private:
   DType dtype_;

@@ -1,8 +1,10 @@
 #include "engine/calib/decoder_block_view.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "engine/format/algorithms.h"
 #include "engine/model/cpu_ops.h"
+#include "engine/model/moe.h"
 
 namespace llmc {
 
@@ -17,9 +19,86 @@ bool SameMappings(const std::vector<SmoothMapping>& a, const std::vector<SmoothM
 
 }  // namespace
 
+std::vector<SmoothMapping> MoeAwqMappings(const ModelSpec& spec) {
+  if (spec.moe.style == MoeStyle::kMixtral)
+    return {{{"re:.*q_proj$", "re:.*k_proj$", "re:.*v_proj$"}, "re:.*input_layernorm$"},
+            {{"re:.*o_proj$"}, "re:.*v_proj$"},
+            {{"re:.*block_sparse_moe\\.gate$", "re:.*block_sparse_moe\\.experts\\.\\d+\\.w1$",
+              "re:.*block_sparse_moe\\.experts\\.\\d+\\.w3$"},
+             "re:.*post_attention_layernorm$"},
+            {{"re:.*block_sparse_moe\\.experts\\.\\d+\\.w2$"}, "re:.*block_sparse_moe\\.experts\\.\\d+\\.w3$"}};
+  std::vector<SmoothMapping> out = {
+          {{"re:.*q_proj$", "re:.*k_proj$", "re:.*v_proj$"}, "re:.*input_layernorm$"},
+          {{"re:.*o_proj$"}, "re:.*v_proj$"},
+          // Sparse layers: the router, every expert's gate/up and (Qwen2-MoE) the shared expert and its gate.
+          {{"re:.*mlp\\.gate$", "re:.*mlp\\.experts\\.\\d+\\.gate_proj$", "re:.*mlp\\.experts\\.\\d+\\.up_proj$",
+            "re:.*mlp\\.shared_expert\\.gate_proj$", "re:.*mlp\\.shared_expert\\.up_proj$",
+            "re:.*mlp\\.shared_expert_gate$"},
+           "re:.*post_attention_layernorm$"},
+          // Per expert (and shared expert, dense MLP): up_proj -> its own down_proj.
+          {{"re:.*down_proj$"}, "re:.*up_proj$"}};
+  // Dense layers (decoder_sparse_step, mlp_only_layers), where the model has some.
+  bool dense = false;
+  for (int l = 0; l < spec.num_layers; ++l) dense |= !spec.moe.IsSparse(l);
+  if (dense)
+    out.insert(out.begin() + 3, SmoothMapping{{"re:.*mlp\\.gate_proj$", "re:.*mlp\\.up_proj$"}, "re:.*post_attention_layernorm$"});
+  return out;
+}
+
+std::vector<SmoothMapping> MoeSmoothQuantMappings() {
+  return {{{"re:.*q_proj$", "re:.*k_proj$", "re:.*v_proj$"}, "re:.*input_layernorm$"}};
+}
+
+std::vector<std::string> MoeNormReaders(const ModelSpec& spec, int layer) {
+  const std::string p = spec.layout.LayerPrefix(layer);
+  std::vector<std::string> out = {MoeRouterName(spec.moe.style, p)};
+  for (int64_t e = 0; e < spec.moe.num_experts; ++e)
+    for (const char* w : {"gate", "up"}) out.push_back(MoeExpertName(spec.moe.style, p, e, w));
+  if (spec.moe.shared_intermediate > 0)
+    for (const char* w : {"gate", "up", "gate_weight"}) out.push_back(MoeSharedName(p, w));
+  return out;
+}
+
+absl::Status CheckMoeSmoothMappings(const std::vector<SmoothMapping>& mappings, const std::vector<std::string>& ignore,
+                                    bool routers_balanced_when_ignored, const ModelSpec& spec, const char* modifier) {
+  if (!spec.moe.enabled()) return absl::OkStatus();
+  int layer = -1;
+  for (int l = 0; l < spec.num_layers && layer < 0; ++l)
+    if (spec.moe.IsSparse(l)) layer = l;
+  if (layer < 0) return absl::OkStatus();
+  const std::string norm = spec.layout.LayerPrefix(layer) + "post_attention_layernorm";
+  const std::vector<std::string> readers = MoeNormReaders(spec, layer);
+  for (size_t i = 0; i < mappings.size(); ++i) {
+    const SmoothMapping& m = mappings[i];
+    if (!MatchesTarget(m.smooth, norm)) continue;
+    std::vector<std::string> covered, missing;
+    for (const std::string& r : readers) {
+      bool named = false, ignored = false;
+      for (const auto& b : m.balance) named |= MatchesTarget(b, r);
+      for (const auto& g : ignore) ignored |= MatchesTarget(g, r);
+      ignored &= !(routers_balanced_when_ignored && IsMoeRouter(r));
+      (named && !ignored ? covered : missing).push_back(r);
+    }
+    if (covered.empty() || missing.empty()) continue;  // a dense-layer mapping, or the whole MoE MLP
+    return absl::InvalidArgumentError(absl::StrCat(
+        modifier, ".mappings[", i, "]: smoothing ", norm, " scales the input of every Linear that reads it, but ",
+        missing[0], (missing.size() > 1 ? absl::StrCat(" (and ", missing.size() - 1, " more)") : std::string()),
+        " is not among the balance layers (or is ignored), so the mixture-of-experts MLP would compute another ",
+        "function; balance the router, every expert's gate and up projections and the shared expert together (",
+        "llm-compressor's MoE mapping), or leave the norm out"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<SmoothMapping>> FamilySmoothMappings(const std::vector<SmoothMapping>& mappings,
                                                                 const ModelSpec& spec, const char* modifier) {
   std::vector<SmoothMapping> out = mappings;
+  if (spec.moe.enabled()) {
+    // llm-compressor's MoE mappings: SmoothQuant smooths attention only; AWQ balances the MoE MLP as a whole.
+    if (SameMappings(mappings, DefaultSmoothQuantMappings())) return MoeSmoothQuantMappings();
+    if (SameMappings(mappings, DefaultAwqMappings())) return MoeAwqMappings(spec);
+    return out;
+  }
   if (spec.fused_projections) {
     // llm-compressor's Phi-3 mappings.
     if (SameMappings(mappings, DefaultSmoothQuantMappings()))
@@ -70,6 +149,45 @@ std::optional<InputStatistics> DecoderBlockView::input_statistics(const std::str
                          .captured_seq_len = s.captured_seq_len};
 }
 
+bool DecoderBlockView::IsRouter(const std::string& module) const { return IsMoeRouter(module); }
+
+bool DecoderBlockView::IsExpert(const std::string& module) const {
+  const MoeMlp& moe = block_->moe;
+  for (const std::vector<LinearWeight>* v : {&moe.gate, &moe.up, &moe.down})
+    for (const LinearWeight& e : *v)
+      if (e.name == module) return true;
+  return false;
+}
+
+bool DecoderBlockView::InMoeMlp(const LinearWeight* lw) const {
+  const MoeMlp& moe = block_->moe;
+  if (!moe.active()) return false;
+  if (lw == &moe.router || lw == &moe.shared_gate || lw == &moe.shared_up || lw == &moe.shared_down ||
+      lw == &moe.shared_expert_gate)
+    return true;
+  for (const std::vector<LinearWeight>* v : {&moe.gate, &moe.up, &moe.down})
+    for (const LinearWeight& e : *v)
+      if (lw == &e) return true;
+  return false;
+}
+
+absl::Status DecoderBlockView::MoeOut(absl::Span<LinearWeight* const> balance,
+                                      absl::Span<const std::vector<float>* const> weights, const float* m, int64_t rows,
+                                      float* out) {
+  // Swap the substituted weights in, run, swap the block's back (on every path).
+  std::vector<std::vector<float>> held(balance.size());
+  for (size_t i = 0; i < balance.size(); ++i)
+    if (weights[i]) {
+      held[i] = *weights[i];
+      balance[i]->weight.swap(held[i]);
+    }
+  absl::Status s = RunMoeMlp(lm_->spec().moe, block_->moe, m, rows, lm_->spec().hidden_size, out, nullptr,
+                             lm_->context());
+  for (size_t i = 0; i < balance.size(); ++i)
+    if (weights[i]) balance[i]->weight.swap(held[i]);
+  return s;
+}
+
 const ConfigGroup* DecoderBlockView::weight_group(const std::string& module) const {
   const int g = config_->Match(module, "Linear");
   if (g < 0 || !config_->groups()[g].scheme.weights) return nullptr;
@@ -92,8 +210,20 @@ absl::Status DecoderBlockView::ParentForward(absl::Span<LinearWeight* const> bal
   const int64_t T = st.captured_seq_len, rows = st.captured_tokens, seqs = rows / T;
   const float* xin = st.captured.data();
   const std::string leaf = LinearLeaf(balance[0]->name);
+  if (InMoeMlp(balance[0])) {
+    // The router first: the whole MoE MLP is the parent. An expert's down (w2) alone: that Linear.
+    if (balance[0] == &block_->moe.router) {
+      out->assign(rows * lm_->spec().hidden_size, 0.0f);
+      return MoeOut(balance, weights, xin, rows, out->data());
+    }
+    if (leaf != "down_proj" && leaf != "w2")
+      return absl::InvalidArgumentError(absl::StrCat(
+          balance[0]->name, ": an expert's gate/up projection is the first balance layer of a smoothing mapping; "
+          "their parent is the mixture-of-experts MLP, so list the router (", block_->moe.router.name,
+          ") first among the balance layers"));
+  }
   const int64_t out_cols =
-      (leaf == "o_proj" || leaf == "down_proj") ? balance[0]->out_features : lm_->spec().hidden_size;
+      (leaf == "o_proj" || leaf == "down_proj" || leaf == "w2") ? balance[0]->out_features : lm_->spec().hidden_size;
   // The parent reads its members in a fixed order; substitute the balance layers.
   const bool attention = leaf == "q_proj" || leaf == "k_proj" || leaf == "v_proj" || leaf == "qkv_proj";
   const bool mlp = leaf == "gate_proj" || leaf == "up_proj" || leaf == "gate_up_proj";

@@ -6,6 +6,7 @@
 
 #include "engine/format/algorithms.h"
 #include "engine/model/model_test_util.h"
+#include "engine/model/moe.h"
 
 namespace llmc {
 namespace {
@@ -87,6 +88,74 @@ TEST(FamilySmoothMappingsTest, PhiUsesTheFusedLinears) {
                                              "model.layers.1.mlp.gate_up_proj", "model.layers.1.mlp.down_proj"}));
   EXPECT_EQ(InputGroup(names[0]), "model.layers.1.self_attn.qkv");
   EXPECT_EQ(InputGroup(names[2]), "model.layers.1.mlp.gate_up");
+}
+
+// Mixture-of-experts families: SmoothQuant keeps the attention mapping only; AWQ gets the MoE mappings (the dense
+// one only where some layer is dense), under Mixtral's names for Mixtral.
+TEST(FamilySmoothMappingsTest, MoeFamiliesUseTheMoeMappings) {
+  for (const char* name : {"tiny-qwen3moe", "tiny-qwen2moe", "tiny-mixtral"}) {
+    SCOPED_TRACE(name);
+    auto lm = Open(name);
+    ASSERT_NE(lm, nullptr);
+    auto sq = FamilySmoothMappings(DefaultSmoothQuantMappings(), lm->spec(), "SmoothQuantModifier");
+    ASSERT_TRUE(sq.ok());
+    ASSERT_EQ(sq->size(), 1u);
+    EXPECT_EQ((*sq)[0].smooth, "re:.*input_layernorm$");
+    auto awq = FamilySmoothMappings(DefaultAwqMappings(), lm->spec(), "AWQModifier");
+    ASSERT_TRUE(awq.ok());
+    const bool mixtral = std::string(name) == "tiny-mixtral", dense_layer = std::string(name) == "tiny-qwen3moe";
+    ASSERT_EQ(awq->size(), dense_layer ? 5u : 4u);
+    EXPECT_EQ((*awq)[2].smooth, "re:.*post_attention_layernorm$");
+    EXPECT_EQ((*awq)[2].balance[0], mixtral ? "re:.*block_sparse_moe\\.gate$" : "re:.*mlp\\.gate$");
+    EXPECT_TRUE(CheckMoeSmoothMappings(*awq, {}, true, lm->spec(), "AWQModifier").ok());
+    // The router left out, or ignored where the modifier does not keep it: refused, naming it.
+    std::vector<SmoothMapping> partial = *awq;
+    partial[2].balance.erase(partial[2].balance.begin());
+    auto bad = CheckMoeSmoothMappings(partial, {}, true, lm->spec(), "AWQModifier");
+    ASSERT_FALSE(bad.ok());
+    EXPECT_THAT(std::string(bad.message()), HasSubstr("AWQModifier.mappings[2]"));
+    EXPECT_THAT(std::string(bad.message()), HasSubstr(mixtral ? "block_sparse_moe.gate" : "mlp.gate"));
+    const std::vector<std::string> ignore = {mixtral ? "re:.*block_sparse_moe\\.gate$" : "re:.*mlp\\.gate$"};
+    EXPECT_TRUE(CheckMoeSmoothMappings(*awq, ignore, true, lm->spec(), "AWQModifier").ok());
+    EXPECT_FALSE(CheckMoeSmoothMappings(*awq, ignore, false, lm->spec(), "SmoothQuantModifier").ok());
+  }
+}
+
+// The parent of the MoE mapping is the whole MoE MLP, run with substituted weights that are swapped back; an
+// expert's gate/up cannot lead a mapping.
+TEST(DecoderBlockViewTest, MoeParentIsTheWholeMoeMlp) {
+  auto lm = Open("tiny-qwen3moe");
+  ASSERT_NE(lm, nullptr);
+  const ModelSpec& spec = lm->spec();
+  ASSERT_TRUE(spec.moe.IsSparse(0));
+  auto block = lm->LoadBlock(0);
+  ASSERT_TRUE(block.ok());
+  MoeMlp& moe = (*block)->moe;
+  const int64_t rows = 6, H = spec.hidden_size;
+  std::map<std::string, GroupStats> stats;
+  GroupStats& st = stats[InputGroup(moe.router.name)];
+  st.captured = testing_util::RandomVector(rows * H, 5);
+  st.captured_tokens = st.tokens = rows;
+  st.captured_seq_len = rows;
+  QuantConfig cfg;
+  DecoderBlockView view(block->get(), lm.get(), &stats, &cfg, DType::kBF16);
+  std::vector<float> ref(rows * H), out;
+  ASSERT_TRUE(RunMoeMlp(spec.moe, moe, st.captured.data(), rows, H, ref.data(), nullptr, lm->context()).ok());
+  std::vector<LinearWeight*> balance = {&moe.router, &moe.gate[0], &moe.up[0]};
+  ASSERT_TRUE(view.ParentForward(balance, {nullptr, nullptr, nullptr}, &out).ok());
+  EXPECT_EQ(out, ref);
+  const std::vector<float> held = moe.up[0].weight, zeros(held.size(), 0.0f);
+  ASSERT_TRUE(view.ParentForward(balance, {nullptr, nullptr, &zeros}, &out).ok());
+  EXPECT_NE(out, ref);                   // expert 0 ran without its up projection
+  EXPECT_EQ(moe.up[0].weight, held);     // and the block's weight is back
+  GroupStats& ex = stats[InputGroup(moe.gate[0].name)];
+  ex.captured = st.captured;
+  ex.captured_tokens = ex.tokens = ex.captured_seq_len = rows;
+  std::vector<LinearWeight*> expert_first = {&moe.gate[0], &moe.up[0]};
+  auto r = view.ParentForward(expert_first, {nullptr, nullptr}, &out);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(r.message()), HasSubstr("list the router (model.layers.0.mlp.gate) first"));
 }
 
 }  // namespace

@@ -23,6 +23,7 @@
 #include "engine/pipeline/run_job.h"
 #include "engine/tensor/dtype.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "engine/calib/moe_test_util.h"
 #include "tests/support/temp_dir.h"
 
 namespace llmc {
@@ -31,27 +32,8 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using json = nlohmann::json;
+using moe_test::kText;
 using testing::TempDir;
-
-// A character-level BPE tokenizer over printable ASCII (ids 0..94, "<unk>" 95): the tiny models' 128-token
-// vocabulary holds it.
-std::string CharTokenizerJson() {
-  json vocab = json::object();
-  for (int c = 32; c < 127; ++c) vocab[std::string(1, static_cast<char>(c))] = c - 32;
-  vocab["<unk>"] = 95;
-  json t = {
-      {"version", "1.0"},
-      {"added_tokens", json::array()},
-      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}, {"unk_token", "<unk>"}}}};
-  return t.dump();
-}
-
-constexpr char kText[] =
-    "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. How vexingly "
-    "quick "
-    "daft zebras jump! Sphinx of black quartz, judge my vow. The five boxing wizards jump quickly. Jackdaws "
-    "love "
-    "my big sphinx of quartz. Mixture of experts models route every token to a few experts of many. ";
 
 // W4A16 groups of 8: every tiny model's in_features (64, 80, 32, 24, 48) is a multiple.
 constexpr char kGptqRecipe[] =
@@ -61,19 +43,8 @@ constexpr char kGptqRecipe[] =
     "group, "
     "group_size: 8}\n";
 
-class MoeCalibrationTest : public ::testing::Test {
+class MoeCalibrationTest : public moe_test::MoeTest {
  protected:
-  // The tiny model `name` with the character tokenizer, in tmp/name.
-  std::string Model(const std::string& name) {
-    const std::string dir = tmp_ / name;
-    fs::create_directories(dir);
-    for (const char* f : {"config.json", "model.safetensors"})
-      fs::copy_file(testing_util::TestDataDir() + "/" + name + "/" + f, dir + "/" + f);
-    std::ofstream(dir + "/tokenizer.json") << CharTokenizerJson();
-    std::ofstream(dir + "/tokenizer_config.json") << "{}";
-    return dir;
-  }
-
   JobSpec Spec(const std::string& model, const std::string& out) {
     JobSpec s;
     s.model_path = model;
@@ -85,29 +56,6 @@ class MoeCalibrationTest : public ::testing::Test {
     s.threads = 2;
     return s;
   }
-
-  static json Report(const std::string& out) {
-    std::ifstream f(out + "/compression_report.json");
-    return json::parse(f);
-  }
-
-  // Perplexity of the text under `dir`, as `llmc eval` computes it.
-  double Perplexity(const std::string& dir) {
-    auto lm = CausalLm::Open(dir, {.threads = 2});
-    EXPECT_TRUE(lm.ok()) << lm.status();
-    if (!lm.ok()) return NAN;
-    auto tok = Tokenizer::FromModelDir(dir);
-    EXPECT_TRUE(tok.ok()) << tok.status();
-    auto ids = (*tok)->Encode(std::string(kText) + kText, false);
-    EXPECT_TRUE(ids.ok());
-    PerplexityOptions po;
-    po.seq_len = 32;
-    auto r = ComputePerplexity(**lm, *ids, po);
-    EXPECT_TRUE(r.ok()) << r.status();
-    return r.ok() ? r->perplexity : NAN;
-  }
-
-  TempDir tmp_;
 };
 
 // Every expert (and dense MLP) is solved by GPTQ from all calibration tokens; the routers stay as they were.
@@ -298,15 +246,6 @@ TEST_F(MoeCalibrationTest, OptionAndAlgorithmsAreRefusedWhereTheyCannotApply) {
   r = RunJob(d);
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(r.status().message(), HasSubstr("not a mixture-of-experts model"));
-  // AWQ and SmoothQuant have no MoE mappings.
-  JobSpec a = Spec(moe, "awq");
-  a.recipe_yaml.clear();
-  a.scheme = "W4A16";
-  a.algorithm = "awq";
-  r = RunJob(a);
-  ASSERT_FALSE(r.ok());
-  EXPECT_THAT(r.status().message(), HasSubstr("AWQModifier"));
-  EXPECT_THAT(r.status().message(), HasSubstr("mixture-of-experts"));
   // A recipe that targets the routers: vLLM loads them unquantized.
   JobSpec g = Spec(moe, "router");
   g.recipe_yaml =

@@ -6,6 +6,7 @@
 #include "engine/algo/mask_structure.h"
 #include "engine/algo/sparsegpt.h"
 #include "engine/algo/wanda.h"
+#include "engine/model/moe.h"
 
 namespace llmc {
 
@@ -18,7 +19,8 @@ absl::Status CheckSparsity(const SparsityParams& sp) {
 
 bool SparsityTargets(const SparsityParams& sp, const std::string& name) {
   bool t = false;
-  for (const auto& p : sp.targets) t |= p == "Linear" || MatchesTarget(p, name);
+  const bool router = IsMoeRouter(name);
+  for (const auto& p : sp.targets) t |= p == "Linear" ? !router : MatchesTarget(p, name);
   for (const auto& p : sp.ignore) t &= !MatchesTarget(p, name);
   return t;
 }

@@ -21,8 +21,10 @@ struct PruneResult {
 // Checks the recipe's pruning settings before a run (mask structure, sparsity range).
 absl::Status CheckSparsity(const SparsityParams& sp);
 
-// Whether the recipe prunes the Linear `name`: a target names it ("Linear" names every one) and no ignore entry
-// does.
+// Whether the recipe prunes the Linear `name`: a target names it and no ignore entry does. The class target
+// "Linear" names every Linear except the mixture-of-experts routers (mlp.gate, block_sparse_moe.gate,
+// shared_expert_gate, ...: IsMoeRouter), which stay dense as they stay unquantized: a router is pruned only when
+// a name or "re:" target matches it.
 bool SparsityTargets(const SparsityParams& sp, const std::string& name);
 
 // Prunes `w` in place (zeros stored dense, values rounded to the model dtype by the caller). SparseGPT needs

@@ -26,6 +26,7 @@
 #include "engine/calib/rank_exchange.h"
 #include "engine/calib/stored_block.h"
 #include "engine/model/causal_lm.h"
+#include "engine/model/moe.h"
 #include "engine/quant/weight_quantizer.h"
 #include "engine/tensor/model_dtype.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -135,14 +136,6 @@ class SequentialSolver::Impl {
 
   // The errors a run would hit late, raised now.
   absl::Status CheckRecipe() {
-    if (lm_->spec().moe.enabled())
-      for (const auto& [on, modifier] : {std::pair<bool, const char*>{recipe_.smoothquant.has_value(), "SmoothQuantModifier"},
-                                         std::pair<bool, const char*>{recipe_.awq.has_value(), "AWQModifier"}})
-        if (on)
-          return absl::UnimplementedError(absl::StrCat(
-              modifier, ": smoothing mappings for mixture-of-experts models (", lm_->spec().arch->name,
-              ": per-expert gate/up balanced against post_attention_layernorm, shared across experts) are not ",
-              "implemented in llmc; use GPTQ or round-to-nearest (--algorithm gptq / rtn) for this model"));
     for (const auto& g : cfg_.groups()) {
       const auto& in = g.scheme.input_activations;
       if (!in || (in->is_dynamic() && in->dynamic != "local")) continue;
@@ -166,38 +159,53 @@ class SequentialSolver::Impl {
       LLMC_ASSIGN_OR_RETURN(smoothquant_->mappings,
                             FamilySmoothMappings(smoothquant_->mappings, lm_->spec(), "SmoothQuantModifier"));
       LLMC_RETURN_IF_ERROR(CheckMappings(smoothquant_->mappings, "SmoothQuantModifier"));
+      LLMC_RETURN_IF_ERROR(
+          CheckMoeSmoothMappings(smoothquant_->mappings, smoothquant_->ignore,
+                                 /*routers_balanced_when_ignored=*/false, lm_->spec(), "SmoothQuantModifier"));
     }
     if (recipe_.awq) {
       awq_ = *recipe_.awq;
       LLMC_ASSIGN_OR_RETURN(awq_->mappings, FamilySmoothMappings(awq_->mappings, lm_->spec(), "AWQModifier"));
       LLMC_RETURN_IF_ERROR(CheckMappings(awq_->mappings, "AWQModifier"));
+      LLMC_RETURN_IF_ERROR(CheckMoeSmoothMappings(awq_->mappings, awq_->ignore, /*routers_balanced_when_ignored=*/true,
+                                                  lm_->spec(), "AWQModifier"));
     }
     return absl::OkStatus();
   }
 
-  // A smoothing mapping whose smooth layer or balance layers match no module of the first block would smooth
-  // nothing in any block (the families llmc runs repeat one block layout): an error, not a silent no-op.
+  // A smoothing mapping whose smooth layer or balance layers match no module of any decoder layer would smooth
+  // nothing: an error, not a silent no-op. (A mixture-of-experts model's mappings for its sparse and its dense
+  // layers each match some layers only.)
   absl::Status CheckMappings(const std::vector<SmoothMapping>& mappings, const char* modifier) const {
-    std::vector<std::string> modules, linears;
+    std::map<std::string, std::pair<std::vector<std::string>, std::vector<std::string>>> layers;  // modules, linears
+    const std::string all = lm_->spec().layout.LayersPrefix();
     for (const auto& t : lm_->dir().tensors()) {
       const std::string& n = t.info->name;
-      if (!absl::StartsWith(n, lm_->spec().layout.LayerPrefix(0)) || !absl::EndsWith(n, ".weight")) continue;
+      if (!absl::StartsWith(n, all) || !absl::EndsWith(n, ".weight")) continue;
+      const size_t dot = n.find('.', all.size());
+      if (dot == std::string::npos) continue;
+      auto& [modules, linears] = layers[n.substr(0, dot + 1)];
       modules.push_back(n.substr(0, n.size() - 7));
       if (t.info->shape.size() == 2) linears.push_back(modules.back());
     }
     for (size_t i = 0; i < mappings.size(); ++i) {
       const SmoothMapping& m = mappings[i];
-      bool smooth = false, balance = false;
-      for (const auto& name : modules) smooth |= MatchesTarget(m.smooth, name);
-      for (const auto& name : linears)
-        for (const auto& b : m.balance) balance |= MatchesTarget(b, name);
-      if (smooth && balance) continue;
+      bool any_smooth = false, resolves = false;
+      for (const auto& [prefix, names] : layers) {
+        bool smooth = false, balance = false;
+        for (const auto& name : names.first) smooth |= MatchesTarget(m.smooth, name);
+        for (const auto& name : names.second)
+          for (const auto& b : m.balance) balance |= MatchesTarget(b, name);
+        any_smooth |= smooth;
+        resolves |= smooth && balance;
+      }
+      if (resolves) continue;
       return absl::InvalidArgumentError(absl::StrCat(
           modifier, ".mappings[", i, "]: ",
-          !smooth ? absl::StrCat("the smooth layer '", m.smooth, "' matches no module")
-                  : absl::StrCat("no balance layer of [", absl::StrJoin(m.balance, ", "), "] matches a Linear"),
-          " of ", lm_->spec().layout.LayerPrefix(0), " (the first decoder layer), so the mapping would smooth nothing; ",
-          "fix its patterns"));
+          !any_smooth ? absl::StrCat("the smooth layer '", m.smooth, "' matches no module")
+                      : absl::StrCat("no balance layer of [", absl::StrJoin(m.balance, ", "), "] matches a Linear"),
+          " of a decoder layer (", lm_->spec().layout.LayerPrefix(0), "...) beside its smooth layer, so the mapping ",
+          "would smooth nothing; fix its patterns"));
     }
     return absl::OkStatus();
   }
@@ -393,7 +401,16 @@ class SequentialSolver::Impl {
       Wants w;
       // Each rank captures its share of the inputs the search runs on; rank 0 searches on all of them.
       w.capture_tokens = (kAwqCaptureTokens + comm_->size() - 1) / comm_->size();
-      for (const std::string& m : AwqInputs(lm_->spec().layout.LayerPrefix(block->layer))) {
+      std::vector<std::string> norms, linears;
+      const std::map<std::string, GroupStats> none;
+      DecoderBlockView names(block.get(), lm_.get(), &none, &cfg_, dtype_);
+      for (const auto& [n, v] : names.norms()) norms.push_back(n);
+      std::vector<std::string> routers;
+      for (const LinearWeight* lw : block->linears()) {
+        linears.push_back(lw->name);
+        if (IsMoeRouter(lw->name)) routers.push_back(lw->name);
+      }
+      for (const std::string& m : AwqInputs(*awq_, norms, linears, routers)) {
         w.channel_mean.insert(InputGroup(m));
         w.capture.insert(InputGroup(m));
       }
@@ -406,7 +423,11 @@ class SequentialSolver::Impl {
         json awq = json::array();
         if (chosen.ok())
           for (const AwqChoice& c : *chosen)
-            awq.push_back({{"smooth", c.smooth}, {"balance", c.balance}, {"ratio", c.ratio}, {"loss", c.loss}});
+            awq.push_back({{"smooth", c.smooth},
+                           {"balance", c.balance},
+                           {"ratio", c.ratio},
+                           {"loss", c.loss},
+                           {"initial_loss", c.initial_loss}});
         blk["awq"] = awq;
       }
       // The other ranks take the scaled block from rank 0.

@@ -92,6 +92,11 @@ bool CausalLm::quantizes_activations() const {
   return options_.quantize_activations && loader_->quantizes_activations();
 }
 
+std::string CausalLm::WeightStorage() const {
+  const std::string p = spec_.layout.LayerPrefix(0);
+  return loader_->StorageOf(spec_.moe.IsSparse(0) ? MoeExpertName(spec_.moe.style, p, 0, "down") : p + "mlp.down_proj");
+}
+
 absl::StatusOr<std::unique_ptr<DecoderBlock>> CausalLm::LoadBlock(int layer, LinearHooks* hooks) const {
   if (layer < 0 || layer >= spec_.num_layers)
     return absl::InvalidArgumentError(

@@ -92,6 +92,11 @@ class CausalLm {
   absl::Status SetQuantizeActivations(bool on);
   // Whether loaded blocks fake-quantize some activations: the option is on and the checkpoint quantizes some.
   bool quantizes_activations() const;
+  // How the checkpoint stores its Linear weights, as `llmc eval` reports it (`weights`): the storage
+  // (WeightLoader::StorageOf: "dense" or the compressed-tensors format) of the first decoder layer's MLP down
+  // projection -- mlp.down_proj, or in a mixture-of-experts layer expert 0's (mlp.experts.0.down_proj,
+  // block_sparse_moe.experts.0.w2), the module that exists in the checkpoint.
+  std::string WeightStorage() const;
 
   // The RoPE table for sequences of up to seq_len tokens (cached; grows as needed): the global rope, or the one
   // `layer` uses (ModelSpec::rope_for). A returned reference stays valid until the next call with a longer seq_len.

@@ -1,5 +1,7 @@
 #include "engine/quant/activation_quantizer.h"
 
+#include "engine/tensor/dtype.h"
+
 #include <cmath>
 #include <vector>
 
@@ -122,6 +124,54 @@ TEST(ActivationQuantizerTest, KvCachePerHeadStaticScales) {
   EXPECT_EQ(x[0], 3.25f);   // bf16(3.3) = 3.296875 -> e4m3 3.25
   EXPECT_EQ(x[2], 3.375f);  // 3.296875 / 3 -> bf16 1.1015625 -> e4m3 1.125 -> * 3
   EXPECT_FALSE(q->SetStaticScale({1.0f, 1.0f, 1.0f}).ok());
+}
+
+// Static per-tensor fp8, for Linear inputs (`input_scale`) and the kv cache (`k_scale` / `v_scale`, strategy tensor),
+// against compressed-tensors' fake quantization of a bf16 tensor by a bf16 scale parameter, written out step by step:
+//   q = x / s              true division of two bf16 tensors: the fp32 quotient rounded to bf16 (not x * (1 / s))
+//   q = clamp(q, -448, 448)
+//   q = q.to(float8_e4m3fn)   round to nearest even from the bf16 value (not from the fp32 quotient)
+//   y = q.to(bf16) * s     the product rounded to bf16
+// over every bf16 x in [2^-17, 2^9) (quotients from e4m3's subnormals through saturation), both signs, with one scale
+// for the whole row whatever the kv heads. Casting the fp32 quotient straight to fp8 changes some values (the sweep
+// would see it); multiplying by the reciprocal changes none: the quotient of two bf16 values (8-bit significands) is
+// never within an fp32 ulp of a bf16 rounding boundary, so for bf16 models the two orders agree.
+TEST(ActivationQuantizerTest, Fp8StaticPerTensorIsDivideRoundCastMultiply) {
+  const float s = RoundBF16(0.01234f);  // 101 / 8192: a bf16 scale with an odd significand
+  for (ActivationSite site : {ActivationSite::kLinear, ActivationSite::kKvCache}) {
+    auto q = ActivationQuantizer::Create(Args(QuantType::kFloat, 8, Strategy::kTensor, "false"), site, DType::kBF16,
+                                         4, "t");
+    ASSERT_TRUE(q.ok()) << q.status();
+    ASSERT_TRUE(q->SetStaticScale({s}).ok());
+    EXPECT_EQ(q->group_cols(), 4);  // per tensor: every column of the row, not per head
+    int64_t checked = 0, cast_from_fp32_differs = 0, reciprocal_differs = 0;
+    for (uint32_t bits = 0x3700; bits < 0x4400; ++bits) {  // bf16 2^-17 .. 2^9: quotients 2^-11 .. 2^15
+      for (float sign : {1.0f, -1.0f}) {
+        const float x = sign * BitsFloat(bits << 16);
+        const float quotient = RoundBF16(x / s);
+        const float clamped = std::fmin(std::fmax(quotient, -448.0f), 448.0f);
+        const float expected = RoundBF16(F8E4M3ToFloat(FloatToF8E4M3(clamped)) * s);
+        std::vector<float> row = {x, x, x, x};
+        q->Apply(row.data(), 1);
+        for (float v : row) ASSERT_EQ(v, expected) << "x " << x << " site " << static_cast<int>(site);
+        ++checked;
+        const float direct = F8E4M3ToFloat(FloatToF8E4M3(std::fmin(std::fmax(x / s, -448.0f), 448.0f)));
+        cast_from_fp32_differs += RoundBF16(direct * s) != expected;
+        const float by_reciprocal = RoundBF16(x * (1.0f / s));
+        reciprocal_differs += RoundBF16(F8E4M3ToFloat(FloatToF8E4M3(std::fmin(std::fmax(by_reciprocal, -448.0f), 448.0f))) * s) != expected;
+      }
+    }
+    EXPECT_EQ(checked, 2 * (0x4400 - 0x3700));
+    EXPECT_GT(cast_from_fp32_differs, 0);  // the sweep tells the library's order from the shortcut
+    EXPECT_EQ(reciprocal_differs, 0);
+    // Saturation: beyond 448 * s the value is 448 * s, with its sign.
+    std::vector<float> big = {1000.0f, -1000.0f, 0.0f, 10.0f};
+    q->Apply(big.data(), 1);
+    EXPECT_EQ(big[0], RoundBF16(448.0f * s));
+    EXPECT_EQ(big[1], -RoundBF16(448.0f * s));
+    EXPECT_EQ(big[2], 0.0f);
+    EXPECT_EQ(big[3], RoundBF16(448.0f * s));  // 10 / s = 811: clamped
+  }
 }
 
 TEST(ActivationQuantizerTest, Float32ModelsSkipTheBf16Roundings) {
