@@ -83,6 +83,8 @@ class JobStore {
   // Events of `job_id` with seq > after_seq, in order, at most `limit`.
   absl::StatusOr<std::vector<v1::JobEvent>> Events(const std::string& job_id, int64_t after_seq, int limit = 1000);
   absl::StatusOr<std::map<int, int64_t>> CountByState();
+  // Jobs by (tenant, state) (one GROUP BY; for the llmc_tenant_jobs gauge).
+  absl::StatusOr<std::map<std::pair<std::string, int>, int64_t>> CountByTenantAndState();
   // The bytes of the specs of every job of `tenant` in the store (any state).
   absl::StatusOr<int64_t> TenantSpecBytes(const std::string& tenant);
 
