@@ -251,8 +251,8 @@ JOB = dashboard("llmc-job", "llmc / Job",
                   target(f'max(llmc_job_blocks_total{{{I},job_id="$job_id"}})', "total", "B")], "short"), 12)],
     "Workers of the job",
     [(table("Ranks", "The workers running the job and their ranks (rank 0 writes the output).",
-            [target(f'max by (worker, rank) (llmc_worker_job{{{I},job_id="$job_id"}})', "", instant=False,
-                    fmt="table")], exclude=("Value",)), 8),
+            [target(f'max by (worker, rank) (llmc_worker_job{{{I},job_id="$job_id"}})', "", instant=True,
+                    fmt="table")]), 8),
      (timeseries("Device memory used by the job's workers", "Memory in use on each rank's device (the GPU, or the "
                  "host for cpu workers), device-wide.",
                  [target(f'max by (worker, rank) (llmc_worker_device_memory_used_bytes{{{I}}} * on (worker, instance) '
