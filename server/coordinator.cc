@@ -943,6 +943,9 @@ void Coordinator::Collect() {
       ++queued;
       if (job.create_time_ms() > 0) oldest_ms = std::max(oldest_ms, now - job.create_time_ms());
     }
+    // Per-job series only for jobs that started (RUNNING, or RETRYING after an attempt): at most about one per
+    // worker, whatever the queue holds; queued jobs are counted above.
+    if (job.state() != v1::RUNNING && job.state() != v1::RETRYING) continue;
     const MethodLabels m = MethodLabelsOf(job.spec());
     metrics_->job_info->Set({id, job.tenant(), StateName(job.state()), m.algorithm, m.scheme}, 1);
     metrics_->job_progress->Set({id}, job.progress().fraction());

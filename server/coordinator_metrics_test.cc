@@ -171,8 +171,8 @@ TEST_F(CoordinatorMetricsTest, ALostWorkersDeviceFiguresGoAndQueuedJobsAge) {
   registry_.Render();
   EXPECT_GE(metrics_->oldest_queued->Value(), 0.15);
   EXPECT_EQ(metrics_->queue_depth->Value(), 1);
-  EXPECT_THAT(registry_.Render(), HasSubstr(absl::StrCat("llmc_job_info{algorithm=\"rtn\",job_id=\"", job.id(),
-                                                         "\",scheme=\"W4A16\",state=\"QUEUED\",tenant=\"default\"} 1\n")));
+  // A job that never started has no per-job series (the queue is counted, not listed).
+  EXPECT_THAT(registry_.Render(), Not(HasSubstr(job.id())));
 }
 
 }  // namespace

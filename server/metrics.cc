@@ -154,15 +154,15 @@ ServiceMetrics::ServiceMetrics(MetricsRegistry* r) : registry(r) {
                                  "Memory of a live worker's device (GPU, or the host for cpu workers).", {"worker"});
   worker_util = r->AddGauge("llmc_worker_device_utilization_ratio",
                             "Busy share (0 to 1) of a live worker's device over its last heartbeat period.", {"worker"});
-  job_info = r->AddGauge("llmc_job_info", "1 per active job (QUEUED, RUNNING, RETRYING) with its tenant, state and method.",
+  job_info = r->AddGauge("llmc_job_info", "1 per RUNNING or RETRYING job with its tenant, state and method.",
                          {"job_id", "tenant", "state", "algorithm", "scheme"});
-  job_progress = r->AddGauge("llmc_job_progress_ratio", "Progress (0 to 1) of an active job as its workers report it.",
+  job_progress = r->AddGauge("llmc_job_progress_ratio", "Progress (0 to 1) of a RUNNING or RETRYING job as its workers report it.",
                              {"job_id"});
-  job_blocks_done = r->AddGauge("llmc_job_blocks_done", "Decoder blocks durable (the resume point) of an active job.",
+  job_blocks_done = r->AddGauge("llmc_job_blocks_done", "Decoder blocks durable (the resume point) of a RUNNING or RETRYING job.",
                                 {"job_id"});
-  job_blocks_total = r->AddGauge("llmc_job_blocks_total", "Decoder blocks of an active calibrated job (0 until known).",
+  job_blocks_total = r->AddGauge("llmc_job_blocks_total", "Decoder blocks of a RUNNING or RETRYING calibrated job (0 until known).",
                                  {"job_id"});
-  job_attempts = r->AddGauge("llmc_job_attempts", "Attempts started so far of an active job.", {"job_id"});
+  job_attempts = r->AddGauge("llmc_job_attempts", "Attempts started so far of a RUNNING or RETRYING job.", {"job_id"});
   // Known label values start at 0, so the first event after a restart shows in increase() and rate() (a series
   // that appears with 1 has no earlier sample to differ from). Histograms are left out: algorithm x scheme is many.
   for (const char* st : {"SUCCEEDED", "FAILED", "CANCELLED"}) jobs_finished->Inc({st}, 0);

@@ -113,7 +113,7 @@ class MetricsRegistry {
 
 // The service's metrics (docs/service.md, "Metrics"). Label values are bounded: states, canonical code names, the
 // algorithm and scheme registries, tenants and workers (both set by the operator), and job ids only on the
-// per-job gauges of active jobs (QUEUED, RUNNING, RETRYING), whose series go when the job ends.
+// per-job gauges of started jobs (RUNNING, RETRYING), whose series go when the job ends or waits again.
 struct ServiceMetrics {
   explicit ServiceMetrics(MetricsRegistry* r);
   MetricsRegistry* registry;

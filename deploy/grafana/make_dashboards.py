@@ -220,16 +220,16 @@ QUEUE = dashboard("llmc-queue", "llmc / Queue and jobs",
                          "{{tenant}} {{state}}")], "short", stack=True), 12),
      (table("Jobs by tenant and state", "Every job in the store, counted by tenant and state (now).",
             [target(f'sum by (tenant, state) (llmc_tenant_jobs{{{I}}})', "", instant=True, fmt="table")]), 12)],
-    "Active jobs",
-    [(table("Active jobs", "Jobs QUEUED, RUNNING or RETRYING now, with progress (0 to 1) and attempts. Open one in "
-            "the llmc / Job dashboard.",
+    "Running jobs",
+    [(table("Running jobs", "Jobs RUNNING or RETRYING now (queued jobs are counted above, not listed), with their "
+            "progress (0 to 1). Open one in the llmc / Job dashboard.",
             [target(f'max by (job_id, tenant, state, algorithm, scheme) (llmc_job_info{{{I}}} * on (job_id, instance) '
                     f'group_left llmc_job_progress_ratio{{{I}}})', "", instant=True, fmt="table")],
             "percentunit"), 24)],
 ])
 
 JOB = dashboard("llmc-job", "llmc / Job",
-                "One job while it is active (QUEUED, RUNNING, RETRYING): state, progress, attempts and its workers. "
+                "One job while it runs (RUNNING, or RETRYING after a lost attempt): state, progress, attempts and its workers. "
                 "The per-job series exist only while the job is active; the finished job's record is in the API.", [
     [(stat("State", "The job's state (the llmc_job_info label) at the end of the time range.",
            [target(f'max by (state) (llmc_job_info{{{I},job_id="$job_id"}})', "{{state}}")], "short",
@@ -264,7 +264,7 @@ JOB = dashboard("llmc-job", "llmc / Job",
                          f'group_left (rank) llmc_worker_job{{{I},job_id="$job_id"}})', "rank {{rank}} ({{worker}})")],
                  "percentunit", maximum=1), 8)],
 ], extra_vars=[{"name": "job_id", "label": "Job", "type": "query", "datasource": DS,
-                "description": "An active job (its id, job-...)",
+                "description": "A job that ran in the time range (its id, job-...)",
                 "query": 'label_values(llmc_job_info{instance=~"$instance"}, job_id)',
                 "refresh": 2, "includeAll": False, "multi": False, "sort": 2, "hide": 0}])
 
