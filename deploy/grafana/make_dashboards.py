@@ -99,7 +99,8 @@ def variables(extra=()):
         {"name": "instance", "label": "Coordinator", "type": "query", "datasource": DS,
          "description": "The coordinators (scrape targets) to show",
          "query": "label_values(llmc_queue_depth, instance)",
-         "refresh": 2, "includeAll": True, "multi": True, "allValue": ".*", "sort": 1, "hide": 0,
+         # No allValue: "All" is the alternation of the coordinators found, so up{} selects no other target.
+         "refresh": 2, "includeAll": True, "multi": True, "sort": 1, "hide": 0,
          "current": {"text": "All", "value": "$__all"}},
         *extra]}
 

@@ -162,7 +162,9 @@ scrape_configs:
         end = time.time()
 
         problems = []
-        values = {"instance": instance, "job_id": gang, "worker": ".*",
+        # As Grafana writes them: a multi-value variable as a regex alternation of escaped values ("All" of
+        # `instance` is every coordinator found; `worker` has allValue .*), a single value as it is.
+        values = {"instance": "(" + re.escape(instance).replace("\\", "\\\\") + ")", "job_id": gang, "worker": ".*",
                   "__rate_interval": RATE_INTERVAL}
         names = sorted(f for f in os.listdir(DASHBOARDS) if f.endswith(".json"))
         panels = 0
