@@ -136,6 +136,9 @@ scrape_configs:
         # Both workers registered (the gang needs two).
         wait_for("two idle workers", lambda: 'llmc_workers{state="IDLE"} 2\n' in http_get(f"http://{instance}/metrics"),
                  30)
+        # Prometheus scrapes the coordinator before the first job (the running jobs' series must be scraped).
+        wait_for("up == 1 in Prometheus",
+                 lambda: any(s["value"][1] == "1" for s in query(prom_port, f'up{{instance="{instance}"}}')), 45)
         print(f"llmc serve: gRPC {grpc_port}, HTTP {http_port}, 2 workers; prometheus on 127.0.0.1:{prom_port}")
 
         # A job that fails first (its failure counters then have several scrapes), then the gang job, then RTN.
