@@ -40,3 +40,14 @@ if [ ! -f "$web/node_modules/.package-lock.json" ] || [ "$web/package-lock.json"
   echo "llmc setup: npm ci in client/web"
   (cd "$web" && npm ci --no-audit --no-fund)
 fi
+
+# The npm projects of the deployment checks (Kubernetes validators, Grafana's schema and TypeScript), pinned by
+# their package-lock.json; node_modules is git-ignored. Their tests run `npm ci` again (offline when cached).
+if command -v npm >/dev/null; then
+  for d in deploy/tests deploy/grafana/tests; do
+    (cd "$(dirname "$0")/../$d" && npm ci --no-audit --no-fund --prefer-offline --loglevel=error >/dev/null)
+  done
+  echo "llmc setup: npm ci in deploy/tests and deploy/grafana/tests"
+else
+  echo "llmc setup: npm is not installed (Node 20): the deployment checks need it" >&2
+fi

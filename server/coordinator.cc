@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -72,6 +73,12 @@ std::string LocalPathOf(const std::string& uri) {
 }
 
 }  // namespace
+
+MethodLabels MethodLabelsOf(const v1::JobSpec& spec) {
+  if (!spec.has_preset()) return {"recipe", "recipe"};
+  std::string algorithm = absl::AsciiStrToLower(spec.preset().algorithm());
+  return {algorithm.empty() ? "rtn" : algorithm, absl::AsciiStrToUpper(spec.preset().scheme())};
+}
 
 std::string StagingDirFor(const v1::Job& job) {
   std::string out = LocalPathOf(job.spec().output_uri());
@@ -230,12 +237,14 @@ absl::Status Coordinator::CommitLocked(v1::Job* job, std::vector<v1::JobEvent> e
   return absl::OkStatus();
 }
 
-absl::Status Coordinator::SetStateLocked(v1::Job* job, v1::JobState state, const std::string& message) {
+absl::Status Coordinator::SetStateLocked(v1::Job* job, v1::JobState state, const std::string& message,
+                                         const char* failure_reason) {
   v1::Job next = *job;
   next.set_state(state);
   next.set_message(message);
   const int64_t now = NowMs();
-  if (state == v1::RUNNING && next.start_time_ms() == 0) next.set_start_time_ms(now);
+  const bool first_start = state == v1::RUNNING && next.start_time_ms() == 0;
+  if (first_start) next.set_start_time_ms(now);
   if (IsTerminal(state)) next.set_end_time_ms(now);
   if (state == v1::SUCCEEDED) {
     v1::Progress p = next.progress();
@@ -247,16 +256,26 @@ absl::Status Coordinator::SetStateLocked(v1::Job* job, v1::JobState state, const
   const bool was_final = IsTerminal(job->state());
   // CommitLocked may erase the active entry `job` points into: work on a copy, then copy back.
   LLMC_RETURN_IF_ERROR(CommitLocked(&next, std::move(ev)));
-  if (IsTerminal(state) && !was_final) OnFinalLocked(next);
+  if (first_start && next.create_time_ms() > 0) {
+    const MethodLabels m = MethodLabelsOf(next.spec());
+    metrics_->queue_wait->Observe({m.algorithm, m.scheme}, std::max<int64_t>(0, now - next.create_time_ms()) / 1000.0);
+  }
+  if (IsTerminal(state) && !was_final) OnFinalLocked(next, failure_reason);
   *job = next;  // callers pass a copy, never an entry of active_ (CommitLocked may erase it)
   return absl::OkStatus();
 }
 
-void Coordinator::OnFinalLocked(const v1::Job& job) {
+void Coordinator::OnFinalLocked(const v1::Job& job, const char* failure_reason) {
   const char* st = StateName(job.state());
   metrics_->jobs_finished->Inc({st});
-  if (job.start_time_ms() > 0)
-    metrics_->job_duration->Observe({st}, (job.end_time_ms() - job.start_time_ms()) / 1000.0);
+  if (job.state() == v1::FAILED)
+    metrics_->job_failures->Inc({failure_reason                ? std::string(failure_reason)
+                                 : !job.error_code().empty() ? job.error_code()
+                                                             : std::string("UNKNOWN")});
+  if (job.start_time_ms() > 0) {
+    const MethodLabels m = MethodLabelsOf(job.spec());
+    metrics_->job_duration->Observe({st, m.algorithm, m.scheme}, (job.end_time_ms() - job.start_time_ms()) / 1000.0);
+  }
   spdlog::info("job {}: {} {}", job.id(), st, job.message());
 }
 
@@ -641,7 +660,7 @@ void Coordinator::AttemptLostLocked(v1::Job job, const std::string& why, const s
     std::string msg = absl::StrCat(why, " in attempt ", job.attempts(), " of ", job.max_attempts(),
                                    "; giving up. Check the workers' logs, then resubmit");
     job.set_error(msg);
-    if (SetStateLocked(&job, v1::FAILED, msg).ok()) RemoveStagingWhenStoppedLocked(job);
+    if (SetStateLocked(&job, v1::FAILED, msg, "ATTEMPTS_EXHAUSTED").ok()) RemoveStagingWhenStoppedLocked(job);
     return;
   }
   job.clear_worker_ids();
@@ -769,6 +788,7 @@ void Coordinator::OnWorkerMessage(const std::string& worker_id, int64_t session,
   w.info.set_last_heartbeat_ms(now);
   switch (msg.msg_case()) {
     case v1::WorkerMessage::kHeartbeat:
+      HeartbeatLocked(&w, msg.heartbeat());
       break;
     case v1::WorkerMessage::kRendezvousSet:
       RendezvousLocked(worker_id, msg.rendezvous_set());
@@ -833,21 +853,7 @@ void Coordinator::RankFinishedLocked(const std::string& worker_id, int rank, con
     if (f.ok()) {
       if (rank != 0) return;  // its share is done; rank 0 reports the job
       job.set_summary_json(f.summary_json());
-      if (auto j = nlohmann::json::parse(f.summary_json(), nullptr, false); j.is_object()) {
-        if (j.contains("output_bytes") && j["output_bytes"].is_number())
-          metrics_->bytes_written->Inc({}, j["output_bytes"].get<double>());
-        // Every rank's collectives, from rank 0's report (solve.ranks).
-        const auto solve = j.find("solve");
-        if (solve != j.end() && solve->is_object() && solve->contains("ranks") && (*solve)["ranks"].is_array())
-          for (const auto& r : (*solve)["ranks"]) {
-            if (!r.is_object() || !r.contains("communication") || !r["communication"].is_object()) continue;
-            const auto& c = r["communication"];
-            if (c.contains("seconds") && c["seconds"].is_number() && c["seconds"].get<double>() >= 0)
-              metrics_->comm_seconds->Inc({}, c["seconds"].get<double>());
-            if (c.contains("bytes") && c["bytes"].is_number() && c["bytes"].get<double>() >= 0)
-              metrics_->comm_bytes->Inc({}, c["bytes"].get<double>());
-          }
-      }
+      CountSummaryLocked(job, f.summary_json());
       if (SetStateLocked(&job, v1::SUCCEEDED, absl::StrCat("finished on worker ", worker_id)).ok())
         ReleaseGangLocked(job, worker_id, /*keep_staging=*/true);
       return;
@@ -866,6 +872,47 @@ void Coordinator::RankFinishedLocked(const std::string& worker_id, int rank, con
   // repeat the failure.
   if (job.state() == v1::RETRYING && world > 1 && !f.ok() && !attempt_lost)
     FailJobLocked(job, absl::StrCat(who, ": ", f.error()), code);
+}
+
+void Coordinator::HeartbeatLocked(WorkerEntry* w, const v1::Heartbeat& hb) {
+  if (hb.has_device()) w->device = hb.device();
+  if (!hb.has_storage()) return;
+  // Cumulative counters of the worker process: add the increase; a smaller value is a restarted process (add all).
+  const v1::StorageCounters& now = hb.storage();
+  v1::StorageCounters& seen = w->storage_seen;
+  auto add = [](Counter* c, uint64_t cur, uint64_t prev) { c->Inc({}, static_cast<double>(cur >= prev ? cur - prev : cur)); };
+  add(metrics_->storage_uploaded, now.bytes_uploaded(), seen.bytes_uploaded());
+  add(metrics_->storage_downloaded, now.bytes_downloaded(), seen.bytes_downloaded());
+  add(metrics_->storage_retries, now.retries(), seen.retries());
+  add(metrics_->storage_failures, now.failed_requests(), seen.failed_requests());
+  seen = now;
+}
+
+void Coordinator::CountSummaryLocked(const v1::Job& job, const std::string& summary_json) {
+  const auto j = nlohmann::json::parse(summary_json, nullptr, false);
+  if (!j.is_object()) return;
+  // A number >= 0 at j[key], else 0.
+  auto number = [](const nlohmann::json& o, const char* key) {
+    if (!o.is_object()) return 0.0;
+    const auto it = o.find(key);
+    return it != o.end() && it->is_number() && it->get<double>() >= 0 ? it->get<double>() : 0.0;
+  };
+  metrics_->bytes_written->Inc({}, number(j, "output_bytes"));
+  metrics_->bytes_read->Inc({}, number(j, "input_bytes"));
+  const auto solve = j.find("solve");
+  if (solve == j.end() || !solve->is_object()) return;  // data-free: no calibration
+  const std::string algorithm = MethodLabelsOf(job.spec()).algorithm;
+  const auto calib = solve->find("calibration");
+  if (calib != solve->end()) metrics_->calib_tokens->Inc({algorithm}, number(*calib, "tokens"));
+  metrics_->calib_seconds->Inc({algorithm}, number(*solve, "seconds"));
+  // Every rank's collectives, from rank 0's report (solve.ranks).
+  const auto ranks = solve->find("ranks");
+  if (ranks == solve->end() || !ranks->is_array()) return;
+  for (const auto& r : *ranks) {
+    if (!r.is_object() || !r.contains("communication")) continue;
+    metrics_->comm_seconds->Inc({}, number(r["communication"], "seconds"));
+    metrics_->comm_bytes->Inc({}, number(r["communication"], "bytes"));
+  }
 }
 
 void Coordinator::ScheduleLocked() {
@@ -940,29 +987,64 @@ void Coordinator::ScheduleLocked() {
 }
 
 void Coordinator::Collect() {
-  auto counts = store_->CountByState();
+  // One GROUP BY gives both the per-state and the per-tenant counts.
+  auto counts = store_->CountByTenantAndState();
+  std::map<int, int64_t> by_state;
+  metrics_->tenant_jobs->Clear();
+  if (counts.ok())
+    for (const auto& [key, n] : *counts) {
+      by_state[key.second] += n;
+      metrics_->tenant_jobs->Set({key.first, StateName(static_cast<v1::JobState>(key.second))}, static_cast<double>(n));
+    }
   metrics_->jobs->Clear();
-  for (auto s : {v1::QUEUED, v1::RUNNING, v1::SUCCEEDED, v1::FAILED, v1::CANCELLED, v1::RETRYING}) {
-    int64_t n = 0;
-    if (counts.ok() && counts->count(s)) n = counts->at(s);
-    metrics_->jobs->Set({StateName(s)}, static_cast<double>(n));
-  }
+  for (auto s : {v1::QUEUED, v1::RUNNING, v1::SUCCEEDED, v1::FAILED, v1::CANCELLED, v1::RETRYING})
+    metrics_->jobs->Set({StateName(s)}, static_cast<double>(by_state[s]));
   absl::MutexLock l(&mu_);
-  int64_t queued = 0;
-  for (const auto& [id, a] : active_)
-    if (a.job.state() == v1::QUEUED || a.job.state() == v1::RETRYING) ++queued;
+  const int64_t now = NowMs();
+  int64_t queued = 0, oldest_ms = 0;
+  for (auto* g : {metrics_->job_info, metrics_->job_progress, metrics_->job_blocks_done, metrics_->job_blocks_total,
+                  metrics_->job_attempts})
+    g->Clear();
+  for (const auto& [id, a] : active_) {
+    const v1::Job& job = a.job;
+    if (job.state() == v1::QUEUED || job.state() == v1::RETRYING) {
+      ++queued;
+      if (job.create_time_ms() > 0) oldest_ms = std::max(oldest_ms, now - job.create_time_ms());
+    }
+    // Per-job series only for jobs that started (RUNNING, or RETRYING after an attempt): at most about one per
+    // worker, whatever the queue holds; queued jobs are counted above.
+    if (job.state() != v1::RUNNING && job.state() != v1::RETRYING) continue;
+    const MethodLabels m = MethodLabelsOf(job.spec());
+    metrics_->job_info->Set({id, job.tenant(), StateName(job.state()), m.algorithm, m.scheme}, 1);
+    metrics_->job_progress->Set({id}, job.progress().fraction());
+    metrics_->job_blocks_done->Set({id}, job.finished_blocks());
+    metrics_->job_blocks_total->Set({id}, job.progress().blocks_total());
+    metrics_->job_attempts->Set({id}, job.attempts());
+  }
   metrics_->queue_depth->Set(static_cast<double>(queued));
-  std::map<std::string, int> by_state{{"IDLE", 0}, {"BUSY", 0}, {"LOST", 0}};
+  metrics_->oldest_queued->Set(oldest_ms / 1000.0);
+  std::map<std::string, int> workers_by_state{{"IDLE", 0}, {"BUSY", 0}, {"LOST", 0}};
   int gang = 0;
+  for (auto* g : {metrics_->worker_info, metrics_->worker_job, metrics_->worker_mem_used, metrics_->worker_mem_total,
+                  metrics_->worker_util})
+    g->Clear();
   for (const auto& [id, w] : workers_) {
-    by_state[w.info.state()]++;
+    workers_by_state[w.info.state()]++;
+    metrics_->worker_info->Set({id, w.info.host(), w.info.device(), w.info.state()}, 1);
+    if (w.info.state() == "LOST") continue;  // its last figures are stale
+    if (w.device.valid()) {
+      metrics_->worker_mem_used->Set({id}, static_cast<double>(w.device.memory_used_bytes()));
+      metrics_->worker_mem_total->Set({id}, static_cast<double>(w.device.memory_total_bytes()));
+      if (w.device.utilization() >= 0) metrics_->worker_util->Set({id}, w.device.utilization());
+    }
     if (w.info.state() != "BUSY") continue;
+    metrics_->worker_job->Set({id, w.info.job_id(), absl::StrCat(w.info.rank())}, 1);
     auto a = active_.find(w.info.job_id());
     if (a != active_.end() && a->second.job.worker_ids_size() > 1) ++gang;
   }
   metrics_->gang_workers->Set({}, gang);
   metrics_->workers->Clear();
-  for (const auto& [s, n] : by_state) metrics_->workers->Set({s}, n);
+  for (const auto& [s, n] : workers_by_state) metrics_->workers->Set({s}, n);
 }
 
 }  // namespace llmc::server

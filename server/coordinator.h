@@ -132,6 +132,8 @@ class Coordinator {
     int64_t lease_deadline_ms = 0;
     int64_t idle_since_ms = 0;
     int attempt = 0;
+    v1::DeviceStats device;            // from the last heartbeat
+    v1::StorageCounters storage_seen;  // the worker's cumulative storage counters already added to the metrics
   };
   // What the WatchJob calls of one job sleep on; shared by them (the last one out drops it from feeds_).
   struct Feed {
@@ -156,8 +158,9 @@ class Coordinator {
   absl::Status CheckQuotasLocked(const std::string& tenant, const v1::JobSpec& spec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes the job with `events` and wakes its watchers; drops it from active_ when final.
   absl::Status CommitLocked(v1::Job* job, std::vector<v1::JobEvent> events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status SetStateLocked(v1::Job* job, v1::JobState state, const std::string& message)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `failure_reason`: the llmc_job_failures_total reason of a FAILED job when not its error_code.
+  absl::Status SetStateLocked(v1::Job* job, v1::JobState state, const std::string& message,
+                              const char* failure_reason = nullptr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ScheduleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WorkerLostLocked(WorkerEntry* w, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The current attempt of `job` (RUNNING) is lost (`why`: a worker was lost, a rank stopped, the gang broke): the
@@ -184,7 +187,11 @@ class Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FreeWorkerLocked(WorkerEntry* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PersistWorkerLocked(const WorkerEntry& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void OnFinalLocked(const v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnFinalLocked(const v1::Job& job, const char* failure_reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds a worker's heartbeat figures: its device's, and the increase of its storage counters.
+  void HeartbeatLocked(WorkerEntry* w, const v1::Heartbeat& hb) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds what a succeeded job's report says it read and calibrated (rank 0's summary_json).
+  void CountSummaryLocked(const v1::Job& job, const std::string& summary_json) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::Job> LookupLocked(const Principal& p, const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The job `job_id` if it is RUNNING in `attempt` with `worker_id` as its rank 0; null otherwise.
   // Relays a gang member's RendezvousSet to every rank of its attempt (bounded; anything else is dropped).
@@ -222,6 +229,15 @@ class Coordinator {
   bool changes_stopped_ ABSL_GUARDED_BY(changes_mu_) = false;
   std::thread loop_;  // the scheduler (Loop); started by Start, joined by Stop
 };
+
+// The bounded `algorithm` and `scheme` metric labels of a spec: a preset's algorithm (lower case; "rtn" when unset)
+// and scheme (upper case), both checked against their registries when the job was created; "recipe" for both when
+// the job gives recipe text.
+struct MethodLabels {
+  std::string algorithm;
+  std::string scheme;
+};
+MethodLabels MethodLabelsOf(const v1::JobSpec& spec);
 
 // The staging directory a job's attempts share: beside a local output, <parent>/.<name>.llmc-staging-<job id>.
 // Empty for s3:// outputs (the worker's output resolver stages them).

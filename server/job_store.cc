@@ -535,6 +535,16 @@ absl::StatusOr<std::map<int, int64_t>> JobStore::CountByState() {
   return out;
 }
 
+absl::StatusOr<std::map<std::pair<std::string, int>, int64_t>> JobStore::CountByTenantAndState() {
+  absl::MutexLock l(&mu_);
+  Stmt q(db_, "SELECT tenant, state, COUNT(*) FROM jobs GROUP BY tenant, state");
+  if (!q.ok()) return q.status("prepare count by tenant");
+  std::map<std::pair<std::string, int>, int64_t> out;
+  while (q.Step() == SQLITE_ROW) out[{q.Text(0), static_cast<int>(q.Int(1))}] = q.Int(2);
+  if (q.rc() != SQLITE_DONE) return q.status("count by tenant");
+  return out;
+}
+
 absl::StatusOr<std::vector<v1::Job>> JobStore::StagingToRemove() {
   absl::MutexLock l(&mu_);
   Stmt q(db_, "SELECT j.job FROM staging_cleanup c JOIN jobs j ON j.id = c.job_id ORDER BY j.seq");

@@ -87,6 +87,8 @@ class JobStore {
   // CANCELLED is recorded by the UpdateJob that ends it (same transaction), until StagingRemoved. Oldest first.
   absl::StatusOr<std::vector<v1::Job>> StagingToRemove();
   absl::Status StagingRemoved(const std::string& job_id);
+  // Jobs by (tenant, state) (one GROUP BY; for the llmc_tenant_jobs gauge).
+  absl::StatusOr<std::map<std::pair<std::string, int>, int64_t>> CountByTenantAndState();
 
   // Tokens are stored as their SHA-256 (hex); the token itself is never written.
   absl::Status PutToken(const std::string& token_sha256, const TokenRecord& rec);

@@ -191,6 +191,12 @@ TEST_F(JobStoreTest, CountByState) {
   EXPECT_EQ(c[v1::QUEUED], 1);
   EXPECT_EQ(c[v1::FAILED], 1);
   EXPECT_EQ(store_->ActiveJobs()->size(), 1u);
+  ASSERT_TRUE(store_->CreateJob(MakeJob("j3", "u", "r3", "/m"), Ev("state")).ok());
+  auto by_tenant = *store_->CountByTenantAndState();
+  EXPECT_EQ(by_tenant.size(), 3u);
+  EXPECT_EQ((by_tenant[{"t", v1::QUEUED}]), 1);
+  EXPECT_EQ((by_tenant[{"t", v1::FAILED}]), 1);
+  EXPECT_EQ((by_tenant[{"u", v1::QUEUED}]), 1);
 }
 
 // An emptied store file (truncated, a failed copy) is refused instead of becoming a new, empty store; a fresh one is

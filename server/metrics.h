@@ -111,24 +111,47 @@ class MetricsRegistry {
   std::vector<std::function<void()>> collectors_ ABSL_GUARDED_BY(mu_);
 };
 
-// The service's metrics (docs/service.md, "Metrics").
+// The service's metrics (docs/service.md, "Metrics"). Label values are bounded: states, canonical code names, the
+// algorithm and scheme registries, tenants and workers (both set by the operator), and job ids only on the
+// per-job gauges of started jobs (RUNNING, RETRYING), whose series go when the job ends or waits again.
 struct ServiceMetrics {
   explicit ServiceMetrics(MetricsRegistry* r);
   MetricsRegistry* registry;
   Gauge* jobs;                 // llmc_jobs{state}
+  Gauge* tenant_jobs;          // llmc_tenant_jobs{tenant,state}
   Gauge* queue_depth;          // llmc_queue_depth
+  Gauge* oldest_queued;        // llmc_queue_oldest_job_age_seconds
   Gauge* workers;              // llmc_workers{state}
   Gauge* gang_workers;         // llmc_gang_workers
   Counter* comm_seconds;       // llmc_communication_seconds_total
   Counter* comm_bytes;         // llmc_communication_bytes_total
-  Histogram* job_duration;     // llmc_job_duration_seconds{state}
+  Histogram* job_duration;     // llmc_job_duration_seconds{state,algorithm,scheme}
+  Histogram* queue_wait;       // llmc_job_queue_wait_seconds{algorithm,scheme}
   Counter* jobs_finished;      // llmc_jobs_finished_total{state}
+  Counter* job_failures;       // llmc_job_failures_total{reason}
   Counter* jobs_created;       // llmc_jobs_created_total
   Counter* job_retries;        // llmc_job_retries_total
   Counter* rpcs;               // llmc_rpc_requests_total{method,code}
   Histogram* rpc_latency;      // llmc_rpc_duration_seconds{method}
   Counter* blocks;             // llmc_blocks_finished_total
   Counter* bytes_written;      // llmc_output_bytes_written_total
+  Counter* bytes_read;         // llmc_input_bytes_read_total
+  Counter* calib_tokens;       // llmc_calibration_tokens_total{algorithm}
+  Counter* calib_seconds;      // llmc_calibration_seconds_total{algorithm}
+  Counter* storage_uploaded;   // llmc_storage_uploaded_bytes_total
+  Counter* storage_downloaded; // llmc_storage_downloaded_bytes_total
+  Counter* storage_retries;    // llmc_storage_retries_total
+  Counter* storage_failures;   // llmc_storage_request_failures_total
+  Gauge* worker_info;          // llmc_worker_info{worker,host,device,state}
+  Gauge* worker_job;           // llmc_worker_job{worker,job_id,rank}
+  Gauge* worker_mem_used;      // llmc_worker_device_memory_used_bytes{worker}
+  Gauge* worker_mem_total;     // llmc_worker_device_memory_total_bytes{worker}
+  Gauge* worker_util;          // llmc_worker_device_utilization_ratio{worker}
+  Gauge* job_info;             // llmc_job_info{job_id,tenant,state,algorithm,scheme}
+  Gauge* job_progress;         // llmc_job_progress_ratio{job_id}
+  Gauge* job_blocks_done;      // llmc_job_blocks_done{job_id}
+  Gauge* job_blocks_total;     // llmc_job_blocks_total{job_id}
+  Gauge* job_attempts;         // llmc_job_attempts{job_id}
   Counter* http_requests;      // llmc_http_requests_total{route,status}
 };
 

@@ -94,10 +94,27 @@ TEST(MetricsTest, ServiceMetricsRender) {
   MetricsRegistry r;
   ServiceMetrics m(&r);
   m.rpcs->Inc({"GetJob", "OK"});
-  m.job_duration->Observe({"SUCCEEDED"}, 12);
+  m.job_duration->Observe({"SUCCEEDED", "gptq", "W4A16"}, 12);
+  m.queue_wait->Observe({"gptq", "W4A16"}, 0.3);
+  m.job_failures->Inc({"ATTEMPTS_EXHAUSTED"});
   std::string text = r.Render();
   EXPECT_THAT(text, HasSubstr("llmc_rpc_requests_total{code=\"OK\",method=\"GetJob\"} 1\n"));
-  EXPECT_THAT(text, HasSubstr("llmc_job_duration_seconds_count{state=\"SUCCEEDED\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("llmc_job_duration_seconds_count{algorithm=\"gptq\",scheme=\"W4A16\",state=\"SUCCEEDED\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("llmc_job_queue_wait_seconds_bucket{algorithm=\"gptq\",scheme=\"W4A16\",le=\"0.5\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("llmc_job_failures_total{reason=\"ATTEMPTS_EXHAUSTED\"} 1\n"));
+  // Unlabelled counters exist from the start, so rate() over them has data before the first event.
+  for (const char* c : {"llmc_input_bytes_read_total 0\n", "llmc_storage_uploaded_bytes_total 0\n",
+                        "llmc_storage_downloaded_bytes_total 0\n", "llmc_storage_retries_total 0\n",
+                        "llmc_storage_request_failures_total 0\n", "llmc_queue_oldest_job_age_seconds 0\n"})
+    EXPECT_THAT(text, HasSubstr(c));
+  // Known label values start at 0 too: the first failure or calibrated job after a restart shows in increase().
+  EXPECT_THAT(text, HasSubstr("llmc_job_failures_total{reason=\"NOT_FOUND\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("llmc_job_failures_total{reason=\"UNAUTHENTICATED\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("llmc_jobs_finished_total{state=\"FAILED\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("llmc_calibration_tokens_total{algorithm=\"gptq\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("llmc_calibration_seconds_total{algorithm=\"sparsegpt\"} 0\n"));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("reason=\"OK\"")));
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("algorithm=\"rtn\"")));  // data-free: no calibration series
   EXPECT_THAT(text, HasSubstr("llmc_queue_depth 0\n"));
   EXPECT_THAT(text, HasSubstr("llmc_jobs_created_total 0\n"));
   // Labelled families have no series until one is used (no empty-label series).

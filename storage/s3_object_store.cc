@@ -16,6 +16,7 @@
 #include "common/status_macros.h"
 #include "storage/crypto.h"
 #include "storage/s3_xml.h"
+#include "storage/storage_stats.h"
 
 namespace llmc::storage {
 
@@ -167,6 +168,12 @@ struct S3ObjectStore::Impl {
     }
   }
 
+  // Counts a request that failed for good (NOT_FOUND is an answer, e.g. to an existence check, not a failure).
+  static absl::Status Failed(absl::Status s) {
+    if (!absl::IsNotFound(s)) ProcessStorageStats().failed_requests.fetch_add(1, std::memory_order_relaxed);
+    return s;
+  }
+
   // Sends `call` with retries. Returns the 2xx answer, or the error as a Status. `*attempts_out` gets the
   // number of tries made.
   absl::StatusOr<HttpResponse> Execute(const S3Call& call, int* attempts_out = nullptr) const {
@@ -180,7 +187,10 @@ struct S3ObjectStore::Impl {
     absl::Duration retry_after = absl::ZeroDuration();
     for (int attempt = 1;; ++attempt) {
       if (attempts_out) *attempts_out = attempt;
-      if (attempt > 1) Sleep(BackoffDelay(opt.retry, attempt - 1, Uniform01(), retry_after));
+      if (attempt > 1) {
+        ProcessStorageStats().retries.fetch_add(1, std::memory_order_relaxed);
+        Sleep(BackoffDelay(opt.retry, attempt - 1, Uniform01(), retry_after));
+      }
       retry_after = absl::ZeroDuration();
       HttpRequest req;
       req.method = call.method;
@@ -209,14 +219,14 @@ struct S3ObjectStore::Impl {
       const bool last = attempt >= max_attempts;
       if (r.error != TransportError::kNone) {
         if (IsRetryableTransport(r.error) && !last) continue;
-        return TransportStatus(call, r, attempt);
+        return Failed(TransportStatus(call, r, attempt));
       }
       if (r.status >= 200 && r.status < 300) {
         if (call.error_in_200) {
           std::optional<S3Error> err = ParseS3Error(r.body);
           if (err) {
             if (IsRetryableHttp(r.status, err->code) && !last) continue;
-            return MapError(call, r.status, err, attempt);
+            return Failed(MapError(call, r.status, err, attempt));
           }
         }
         return r;
@@ -233,7 +243,7 @@ struct S3ObjectStore::Impl {
         if (absl::SimpleAtoi(r.Header("retry-after"), &secs) && secs > 0) retry_after = absl::Seconds(secs);
         continue;
       }
-      return MapError(call, r.status, err, attempt);
+      return Failed(MapError(call, r.status, err, attempt));
     }
   }
 

@@ -1,5 +1,6 @@
 // S3ObjectStore against a scripted HTTP transport: request shapes, signing, retries and error messages.
 #include "storage/s3_object_store.h"
+#include "storage/storage_stats.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -201,6 +202,7 @@ TEST(S3ObjectStore, AnonymousRequestsAreUnsigned) {
 }
 
 TEST(S3ObjectStore, RetriesThrottlingThenSucceeds) {
+  const uint64_t retries0 = ProcessStorageStats().retries, failed0 = ProcessStorageStats().failed_requests;
   int calls = 0;
   auto h = Make("s3://b", [&](const HttpRequest&) {
     ++calls;
@@ -214,9 +216,13 @@ TEST(S3ObjectStore, RetriesThrottlingThenSucceeds) {
   EXPECT_GT(h->sleeps[0], absl::ZeroDuration());
   // Each retry re-signs (a fresh Authorization per attempt is computed; same clock here, so equal).
   EXPECT_EQ(h->transport->requests().size(), 3u);
+  // The worker's heartbeats report these (llmc_storage_retries_total): two retries, no failed request.
+  EXPECT_EQ(ProcessStorageStats().retries - retries0, 2u);
+  EXPECT_EQ(ProcessStorageStats().failed_requests - failed0, 0u);
 }
 
 TEST(S3ObjectStore, RetriesServerErrorsUntilTheLimit) {
+  const uint64_t retries0 = ProcessStorageStats().retries, failed0 = ProcessStorageStats().failed_requests;
   auto h = Make("s3://b", [](const HttpRequest&) { return Answer(500, ErrorXml("InternalError", "boom")); });
   auto got = h->store->Get("k");
   EXPECT_EQ(got.status().code(), absl::StatusCode::kUnavailable);
@@ -225,6 +231,8 @@ TEST(S3ObjectStore, RetriesServerErrorsUntilTheLimit) {
   EXPECT_THAT(got.status().message(), HasSubstr("after 4 attempts"));
   EXPECT_EQ(h->transport->requests().size(), 4u);
   EXPECT_EQ(h->sleeps.size(), 3u);
+  EXPECT_EQ(ProcessStorageStats().retries - retries0, 3u);
+  EXPECT_EQ(ProcessStorageStats().failed_requests - failed0, 1u);
 }
 
 TEST(S3ObjectStore, NoRetryOnAccessDenied) {
@@ -251,7 +259,9 @@ TEST(S3ObjectStore, SignatureMismatchAndMissingBucketHints) {
   EXPECT_EQ(s.code(), absl::StatusCode::kUnauthenticated);
   EXPECT_THAT(s.message(), HasSubstr("check AWS_SECRET_ACCESS_KEY"));
   auto nb = Make("s3://nob/p", [](const HttpRequest&) { return Answer(404, ErrorXml("NoSuchBucket")); });
+  const uint64_t failed0 = ProcessStorageStats().failed_requests;
   auto g = nb->store->Get("k");
+  EXPECT_EQ(ProcessStorageStats().failed_requests, failed0);  // NOT_FOUND is an answer, not a storage failure
   EXPECT_EQ(g.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(g.status().message(), HasSubstr("the bucket 'nob' does not exist at http://127.0.0.1:9000"));
 }

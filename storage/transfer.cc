@@ -26,6 +26,7 @@
 #include "common/util.h"
 #include "storage/crypto.h"
 #include "storage/file_object_store.h"
+#include "storage/storage_stats.h"
 #include "storage/storage_uri.h"
 
 namespace llmc::storage {
@@ -134,6 +135,7 @@ absl::StatusOr<UploadResult> UploadFdToStore(int fd, absl::string_view what, Obj
     LLMC_RETURN_IF_ERROR(PreadExact(fd, 0, data.data(), size, what));
     result.sha256 = Sha256Hex(data);
     LLMC_RETURN_IF_ERROR(store.Put(key, data));
+    ProcessStorageStats().bytes_uploaded.fetch_add(size, std::memory_order_relaxed);
     if (opt.on_bytes) opt.on_bytes(size);
   } else {
     const uint64_t part = PartSizeFor(size, opt.part_size);
@@ -191,6 +193,7 @@ absl::StatusOr<UploadResult> UploadFdToStore(int fd, absl::string_view what, Obj
             skip = !sh.error.ok();
           }
           if (!skip) etag = store.UploadPart(key, upload_id, i + 1, *b);
+          if (etag.ok()) ProcessStorageStats().bytes_uploaded.fetch_add(b->size(), std::memory_order_relaxed);
           if (etag.ok() && opt.on_bytes) opt.on_bytes(b->size());
           absl::MutexLock lock(&sh.mu);
           if (etag.ok()) sh.parts[i] = {i + 1, *etag};
@@ -397,6 +400,7 @@ absl::StatusOr<DownloadResult> DownloadPrefixFromStore(ObjectStore& store, absl:
                                       c.job->object.etag));
       LLMC_RETURN_IF_ERROR(PwriteAll(c.job->fd, c.offset, buf.data(), buf.size(), c.job->tmp_path));
       bytes += c.length;
+      if (!store.LocalPath(c.job->store_key)) ProcessStorageStats().bytes_downloaded.fetch_add(c.length, std::memory_order_relaxed);
       if (opt.on_bytes) opt.on_bytes(c.length);
       if (--c.job->remaining == 0) return finish_file(c.job);
       return absl::OkStatus();

@@ -14,6 +14,7 @@
 #include "storage/crypto.h"
 #include "storage/file_object_store.h"
 #include "storage/memory_object_store.h"
+#include "storage/storage_stats.h"
 
 namespace llmc::storage {
 namespace {
@@ -49,7 +50,10 @@ TEST(UploadFile, MultipartInParallelParts) {
   std::atomic<uint64_t> moved{0};
   TransferOptions o = SmallParts();
   o.on_bytes = [&](uint64_t n) { moved += n; };
+  const uint64_t uploaded0 = ProcessStorageStats().bytes_uploaded;
   auto r = Upload(path, store, "out/big.bin", o);
+  // Every part stored counts in the process's uploaded bytes (the worker's heartbeats report them).
+  EXPECT_EQ(ProcessStorageStats().bytes_uploaded - uploaded0, data.size());
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->parts, 5);
   EXPECT_EQ(r->size, data.size());
@@ -223,8 +227,10 @@ TEST(DownloadPrefix, FromALocalDirectory) {
   testing::TempDir tmp;
   FileObjectStore src(tmp / "src");
   ASSERT_TRUE(src.Put("a/b.bin", RandomBytes(100000, 8)).ok());
+  const uint64_t downloaded0 = ProcessStorageStats().bytes_downloaded;
   auto r = DownloadPrefix(tmp / "src", tmp / "dst");
   ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(ProcessStorageStats().bytes_downloaded, downloaded0);  // a local copy is no object-storage traffic
   EXPECT_EQ(ReadAll(tmp / "dst/a/b.bin"), ReadAll(tmp / "src/a/b.bin"));
 }
 

@@ -17,6 +17,7 @@
 #include "engine/dist/make_communicator.h"
 #include "proto/channel.h"
 #include "proto/spec_convert.h"
+#include "storage/storage_stats.h"
 #include "worker/job_io.h"
 
 namespace llmc::worker {
@@ -45,7 +46,8 @@ v1::Progress ToProto(const CompressProgress& p) {
 
 }  // namespace
 
-Worker::Worker(WorkerOptions options) : options_(std::move(options)), host_(HostName()) {}
+Worker::Worker(WorkerOptions options)
+    : options_(std::move(options)), host_(HostName()), sampler_(MakeDeviceStatsSampler(options_.device)) {}
 
 Worker::~Worker() {
   Stop();
@@ -69,17 +71,44 @@ bool Worker::Send(const v1::WorkerMessage& m) {
 
 void Worker::Heartbeats(int64_t lease_ms) {
   const absl::Duration period = absl::Milliseconds(std::max<int64_t>(100, lease_ms / 3));
-  absl::MutexLock l(&mu_);
-  while (session_up_ && !stop_) {
-    const absl::Time deadline = absl::Now() + period;
-    while (session_up_ && !stop_ && !session_cv_.WaitWithDeadline(&mu_, deadline)) {
+  for (;;) {
+    {
+      absl::MutexLock l(&mu_);
+      const absl::Time deadline = absl::Now() + period;
+      while (session_up_ && !stop_ && !session_cv_.WaitWithDeadline(&mu_, deadline)) {
+      }
+      if (!session_up_ || stop_) return;
     }
-    if (!session_up_ || stop_) break;
-    v1::WorkerMessage m;
-    m.mutable_heartbeat()->set_time_ms(
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+    const v1::WorkerMessage m = HeartbeatMessage();  // samples the device outside the lock
+    absl::MutexLock l(&mu_);
+    if (!session_up_ || stop_) return;
     stream_->Write(m);
   }
+}
+
+v1::WorkerMessage Worker::HeartbeatMessage() {
+  v1::WorkerMessage m;
+  auto* hb = m.mutable_heartbeat();
+  hb->set_time_ms(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+  const DeviceSample d = sampler_->Sample();
+  auto* dev = hb->mutable_device();
+  dev->set_valid(d.valid);
+  if (d.valid) {
+    dev->set_memory_used_bytes(d.memory_used_bytes);
+    dev->set_memory_total_bytes(d.memory_total_bytes);
+    dev->set_utilization(d.utilization);
+  } else if (!logged_sample_error_) {
+    spdlog::warn("worker: no device figures in the heartbeats ({}): {}", options_.device, d.why);
+    logged_sample_error_ = true;
+  }
+  const storage::StorageStats& st = storage::ProcessStorageStats();
+  auto* s = hb->mutable_storage();
+  s->set_bytes_uploaded(st.bytes_uploaded.load(std::memory_order_relaxed));
+  s->set_bytes_downloaded(st.bytes_downloaded.load(std::memory_order_relaxed));
+  s->set_retries(st.retries.load(std::memory_order_relaxed));
+  s->set_failed_requests(st.failed_requests.load(std::memory_order_relaxed));
+  return m;
 }
 
 absl::Status Worker::Run() {

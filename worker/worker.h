@@ -29,6 +29,7 @@
 #include "absl/synchronization/mutex.h"
 #include "engine/dist/communicator.h"
 #include "llmc/v1/worker.grpc.pb.h"
+#include "worker/device_stats.h"
 #include "worker/gang_store.h"
 
 namespace llmc::worker {
@@ -66,9 +67,14 @@ class Worker {
   v1::WorkerMessage RunJob(const v1::Assignment& a, GangStore* gang, std::unique_ptr<Communicator>* comm)
       ABSL_LOCKS_EXCLUDED(mu_);
   void Heartbeats(int64_t lease_ms) ABSL_LOCKS_EXCLUDED(mu_);
+  // A heartbeat with the device's figures and the process's storage counters (heartbeat thread only).
+  v1::WorkerMessage HeartbeatMessage();
 
   const WorkerOptions options_;
   std::string host_;
+  // Used by the heartbeat thread only (one at a time: a session's thread is joined before the next starts).
+  std::unique_ptr<DeviceStatsSampler> sampler_;
+  bool logged_sample_error_ = false;
 
   std::atomic<bool> stop_{false};
   absl::Mutex mu_;  // guards the stream pointers and the session state

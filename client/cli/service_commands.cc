@@ -362,7 +362,11 @@ std::string WorkerGpu(int index) {
 pid_t Spawn(const std::vector<std::string>& argv, const std::string& cuda_visible_devices = "") {
   pid_t pid = fork();
   if (pid != 0) return pid;
-  if (!cuda_visible_devices.empty()) setenv("CUDA_VISIBLE_DEVICES", cuda_visible_devices.c_str(), 1);
+  if (!cuda_visible_devices.empty()) {
+    setenv("CUDA_VISIBLE_DEVICES", cuda_visible_devices.c_str(), 1);
+    // Indices in PCI order, as NVML counts them: the worker's heartbeats sample the same GPU it computes on.
+    setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID", /*overwrite=*/0);
+  }
   prctl(PR_SET_PDEATHSIG, SIGTERM);  // children go when `llmc serve` goes, even on kill -9
   sigset_t none;
   sigemptyset(&none);

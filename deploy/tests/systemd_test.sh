@@ -74,7 +74,7 @@ has "$UNITS/llmc-server.service" "${COMMON[@]}" PrivateDevices=yes StateDirector
 has "$UNITS/llmc-worker@.service" "${COMMON[@]}" PrivateDevices=yes LoadCredential=worker.token:/etc/llmc/worker.token \
   'CacheDirectory=llmc-worker/%i'
 has "$UNITS/gpu.conf" PrivateDevices=no DevicePolicy=closed 'DeviceAllow=/dev/nvidia%i rw' 'DeviceAllow=/dev/nvidiactl rw' \
-  'DeviceAllow=/dev/nvidia-uvm rw' 'Environment=CUDA_VISIBLE_DEVICES=%i'
+  'DeviceAllow=/dev/nvidia-uvm rw' 'Environment=CUDA_VISIBLE_DEVICES=%i' 'Environment=CUDA_DEVICE_ORDER=PCI_BUS_ID'
 if grep -q -- '--data-dir /var/lib/llmc ' "$UNITS/llmc-server.service"; then ok "llmc-server: --data-dir is its StateDirectory"
 else fail "llmc-server: --data-dir is not /var/lib/llmc (StateDirectory=llmc)"; fi
 allowed=$(grep '^DeviceAllow=' "$UNITS/gpu.conf" | sort | tr '\n' ' ')
