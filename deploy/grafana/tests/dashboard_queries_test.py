@@ -161,6 +161,10 @@ scrape_configs:
         wait_for("the last job in Prometheus", lambda: query(
             prom_port, f'count_over_time(llmc_jobs{{instance="{instance}",state="SUCCEEDED"}}[1m]) and '
                        f'llmc_jobs{{instance="{instance}",state="SUCCEEDED"}} == 2'), 20)
+        # ... and the API error in two scrapes at least (a rate over $__rate_interval needs two samples).
+        wait_for("the API error in Prometheus", lambda: query(
+            prom_port, f'count_over_time(llmc_rpc_requests_total{{instance="{instance}",code="NOT_FOUND"}}[1m]) >= 2'),
+            30)
         time.sleep(2.5)
         end = time.time()
 
