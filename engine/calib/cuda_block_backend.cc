@@ -8,6 +8,7 @@
 #include "common/status_macros.h"
 #include "engine/algo/block_view.h"
 #include "engine/algo/cuda_gptq.h"
+#include "engine/calib/cuda_awq_loss.h"
 #include "engine/model/cuda_block_runner.h"
 #include "engine/model/cuda_context.h"
 
@@ -85,6 +86,7 @@ class CudaBlockBackend final : public BlockBackend {
     else if (!options.gemm_precision.empty() && options.gemm_precision != "tf32")
       return absl::InvalidArgumentError(absl::StrCat("GEMM precision '", options.gemm_precision, "': use fp32, tf32 or bf16"));
     LLMC_ASSIGN_OR_RETURN(b->dweights_, CudaBlockWeights::Create(lm->spec(), prec, b->cuda_.get()));
+    b->awq_ = CreateCudaAwqLossFactory(b->cuda_.get(), prec);
     CudaBlockRunnerOptions ro;
     ro.max_chunk_tokens = std::max<int64_t>(options.max_chunk_tokens, 8192);
     LLMC_ASSIGN_OR_RETURN(b->runner_, CudaBlockRunner::Create(lm->spec(), b->cuda_.get(), ro));
@@ -162,6 +164,8 @@ class CudaBlockBackend final : public BlockBackend {
 
   bool runs_off_host() const override { return true; }
 
+  AwqDeviceLossFactory* awq_device_loss() override { return awq_.get(); }
+
   void ReportBlock(nlohmann::json* blk) override {
     size_t free_b = 0, total_b = 0;
     if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
@@ -182,6 +186,7 @@ class CudaBlockBackend final : public BlockBackend {
   std::unique_ptr<CudaContext> cuda_;
   std::unique_ptr<CudaBlockWeights> dweights_;
   std::unique_ptr<CudaBlockRunner> runner_;
+  std::unique_ptr<AwqDeviceLossFactory> awq_;
   std::vector<DeviceHiddenStates> dbatches_;
   DeviceHiddenStates dscratch_;
   uint64_t peak_device_bytes_ = 0;
