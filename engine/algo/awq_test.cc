@@ -114,7 +114,10 @@ TEST(AwqTest, InitialLossIsTheRtnLoss) {
   }
   ASSERT_TRUE(rtn.ParentForward(qkv, qp, &out).ok());
   double mse = 0;
-  for (size_t k = 0; k < out.size(); ++k) mse += (static_cast<double>(out[k]) - ref[k]) * (out[k] - ref[k]);
+  for (size_t k = 0; k < out.size(); ++k) {
+    const double d = static_cast<double>(out[k]) - ref[k];
+    mse += d * d;
+  }
   mse /= static_cast<double>(out.size());
   auto r = ApplyAwq(QkvMapping(4), &b);
   ASSERT_TRUE(r.ok()) << r.status();
