@@ -12,18 +12,6 @@
 namespace llmc {
 namespace {
 
-// Round-to-nearest quantize-dequantize of `values` (w's shape) with w's weight scheme: AWQ's search objective.
-absl::StatusOr<std::vector<float>> PseudoQuantize(const BlockView& block, const LinearWeight& w,
-                                                  const std::vector<float>& values) {
-  const ConfigGroup* grp = block.weight_group(w.name);
-  if (grp == nullptr) return values;
-  const DType dtype = block.dtype();
-  auto bytes = ToDTypeBytes(values, dtype);
-  WeightView view{w.name, bytes.data(), dtype, w.out_features, w.in_features};
-  LLMC_ASSIGN_OR_RETURN(auto bufs, QuantizeWeight(view, *grp->scheme.weights, grp->format));
-  return DequantizeWeight(w.out_features, w.in_features, dtype, *grp->scheme.weights, grp->format, bufs);
-}
-
 // The parent module of a Linear: its name less the leaf ("model.layers.0.mlp.experts.3." for its down_proj).
 std::string ParentOf(const std::string& module) { return module.substr(0, module.size() - LinearLeaf(module).size()); }
 
@@ -79,8 +67,172 @@ std::vector<std::string> AwqInputs(const AwqParams& params, const std::vector<st
   return out;
 }
 
+absl::StatusOr<std::vector<AwqGridPoint>> AwqGrid(int n_grid, bool duo_scaling) {
+  std::vector<AwqGridPoint> grid;
+  if (duo_scaling) {
+    if (n_grid < 3)
+      return absl::InvalidArgumentError(absl::StrCat("AWQModifier.n_grid ", n_grid,
+                                                     " is too small with duo_scaling: the grid is the identity plus "
+                                                     "n_grid - 1 ratios i / (n_grid - 2); use n_grid >= 3"));
+    grid.push_back({0.0, false});
+    for (int i = 0; i < n_grid - 1; ++i) grid.push_back({static_cast<double>(i) / (n_grid - 2), true});
+  } else {
+    if (n_grid < 2)
+      return absl::InvalidArgumentError(absl::StrCat("AWQModifier.n_grid ", n_grid,
+                                                     " is too small: the grid is i / (n_grid - 1); use n_grid >= 2"));
+    for (int i = 0; i < n_grid; ++i) grid.push_back({static_cast<double>(i) / (n_grid - 1), false});
+  }
+  return grid;
+}
+
+absl::StatusOr<std::vector<double>> AwqWeightMeans(absl::Span<const LinearWeight* const> weights,
+                                                   const QuantArgs& args, DType dtype) {
+  if (weights.empty()) return absl::InvalidArgumentError("AwqWeightMeans needs at least one weight");
+  const int64_t cols = weights[0]->in_features;
+  std::vector<double> sum(cols, 0.0);
+  int64_t rows_total = 0;
+  for (const LinearWeight* w : weights) {
+    if (w->in_features != cols)
+      return absl::InvalidArgumentError(absl::StrCat(w->name, ": ", w->in_features, " input features, the first balance Linear ",
+                                                     cols, "; AWQ balances Linears that read one input"));
+    const int64_t rows = w->out_features;
+    // The chunk that shares one amax: a group of a row, a whole row, or the whole tensor.
+    int64_t chunk = cols;
+    bool whole = false;
+    switch (args.strategy) {
+      case Strategy::kGroup:
+      case Strategy::kTensorGroup:
+        chunk = args.group_size.value_or(0);
+        if (chunk <= 0 || cols % chunk != 0)
+          return absl::InvalidArgumentError(absl::StrCat(w->name, ": in_features ", cols, " is not divisible by group_size ",
+                                                         chunk, "; AWQ needs whole groups"));
+        break;
+      case Strategy::kChannel:
+        break;
+      case Strategy::kTensor:
+        whole = true;
+        break;
+      default:
+        return absl::InvalidArgumentError(absl::StrCat(w->name, ": AWQ's weight means support the tensor, channel and group "
+                                                       "strategies, not ", StrategyName(args.strategy)));
+    }
+    float tensor_amax = 0.0f;
+    if (whole)
+      for (float v : w->weight) tensor_amax = std::max(tensor_amax, std::fabs(v));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t g = 0; g < cols; g += chunk) {
+        const float* row = w->weight.data() + r * cols + g;
+        float amax = tensor_amax;
+        if (!whole)
+          for (int64_t c = 0; c < chunk; ++c) amax = std::max(amax, std::fabs(row[c]));
+        // |w|.div_(amax + 1e-6) in the model dtype: the divisor and each quotient rounded to it.
+        const float d = RoundToDType(amax + 1e-6f, dtype);
+        for (int64_t c = 0; c < chunk; ++c) sum[g + c] += RoundToDType(std::fabs(row[c]) / d, dtype);
+      }
+    rows_total += rows;
+  }
+  for (double& v : sum) v /= static_cast<double>(rows_total);
+  return sum;
+}
+
+std::vector<double> AwqScales(absl::Span<const double> x_mean, absl::Span<const double> w_mean,
+                              const AwqGridPoint& point) {
+  const size_t cols = x_mean.size();
+  std::vector<double> s(cols);
+  double mx = -INFINITY, mn = INFINITY;
+  for (size_t c = 0; c < cols; ++c) {
+    double v = point.duo ? std::pow(x_mean[c], point.ratio) / (std::pow(w_mean[c], 1 - point.ratio) + 1e-4)
+                         : std::pow(x_mean[c], point.ratio);
+    v = std::max(v, 1e-4);  // clamp(min=1e-4); NaN stays NaN as in torch
+    if (std::isnan(x_mean[c]) || (point.duo && std::isnan(w_mean[c]))) v = NAN;
+    s[c] = v;
+    mx = std::isnan(v) || std::isnan(mx) ? NAN : std::max(mx, v);
+    mn = std::isnan(v) || std::isnan(mn) ? NAN : std::min(mn, v);
+  }
+  const double norm = std::sqrt(mx * mn);
+  for (double& v : s) {
+    v /= norm;
+    if (!std::isfinite(v)) v = 1.0;
+  }
+  return s;
+}
+
+absl::StatusOr<std::vector<float>> AwqTrialWeight(const std::string& module, const std::vector<float>& w, int64_t rows,
+                                                  int64_t cols, const ConfigGroup& group, DType dtype,
+                                                  absl::Span<const double> s) {
+  if (static_cast<int64_t>(w.size()) != rows * cols || static_cast<int64_t>(s.size()) != cols)
+    return absl::InvalidArgumentError(absl::StrCat(module, ": AwqTrialWeight got ", w.size(), " weights and ", s.size(),
+                                                   " scales for [", rows, ", ", cols, "]"));
+  std::vector<float> scaled(w.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) scaled[r * cols + c] = static_cast<float>(w[r * cols + c] * s[c]);
+  auto bytes = ToDTypeBytes(scaled, dtype);  // (W * s) copied into the model-dtype weight
+  WeightView view{module, bytes.data(), dtype, rows, cols};
+  // The library swaps the weight observer for memoryless_minmax during the search, whatever the scheme's.
+  QuantArgs args = *group.scheme.weights;
+  args.observer = "memoryless_minmax";
+  args.observer_kwargs = nlohmann::json::object();
+  LLMC_ASSIGN_OR_RETURN(auto bufs, QuantizeWeight(view, args, group.format));
+  LLMC_ASSIGN_OR_RETURN(auto q, DequantizeWeight(rows, cols, dtype, args, group.format, bufs));
+  // The library dequantizes in the model dtype ((q - zp) * scale rounded to it), divides by the fp64 scales and
+  // stores the quotient in the model dtype.
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      q[r * cols + c] = RoundToDType(static_cast<float>(RoundToDType(q[r * cols + c], dtype) / s[c]), dtype);
+  return q;
+}
+
+namespace {
+
+// AWQ's loss on the host: AwqTrialWeight of every balance Linear, BlockView::ParentForward, the MSE against the
+// output with the weights as held.
+class HostAwqLoss final : public AwqLossEvaluator {
+ public:
+  // `quantized[b]`: balance Linear b gets trial weights; a router (false) runs as held (its input, the norm's
+  // output, is the one captured before smoothing, so the routing stays as it is).
+  static absl::StatusOr<std::unique_ptr<HostAwqLoss>> Create(BlockView* block, absl::Span<LinearWeight* const> balance,
+                                                             const std::vector<bool>& quantized) {
+    std::unique_ptr<HostAwqLoss> l(new HostAwqLoss(block, balance, quantized));
+    const std::vector<const std::vector<float>*> as_held(balance.size(), nullptr);
+    LLMC_RETURN_IF_ERROR(block->ParentForward(balance, as_held, &l->reference_));
+    return l;
+  }
+
+  absl::StatusOr<double> Loss(absl::Span<const double> s) override {
+    for (size_t b = 0; b < balance_.size(); ++b) {
+      if (!quantized_[b]) continue;
+      const LinearWeight& w = *balance_[b];
+      LLMC_ASSIGN_OR_RETURN(trial_[b], AwqTrialWeight(w.name, w.weight, w.out_features, w.in_features,
+                                                      *block_->weight_group(w.name), block_->dtype(), s));
+    }
+    LLMC_RETURN_IF_ERROR(block_->ParentForward(balance_, trial_ptrs_, &out_));
+    if (out_.size() != reference_.size()) return absl::InternalError("ParentForward changed its output size");
+    double loss = 0;
+    for (size_t k = 0; k < out_.size(); ++k) {
+      const double d = static_cast<double>(out_[k]) - reference_[k];
+      loss += d * d;
+    }
+    return loss / static_cast<double>(out_.size());
+  }
+
+ private:
+  HostAwqLoss(BlockView* block, absl::Span<LinearWeight* const> balance, const std::vector<bool>& quantized)
+      : block_(block), balance_(balance.begin(), balance.end()), quantized_(quantized), trial_(balance.size()) {
+    for (size_t b = 0; b < trial_.size(); ++b) trial_ptrs_.push_back(quantized_[b] ? &trial_[b] : nullptr);
+  }
+  BlockView* block_;
+  std::vector<LinearWeight*> balance_;
+  std::vector<bool> quantized_;
+  std::vector<std::vector<float>> trial_;
+  std::vector<const std::vector<float>*> trial_ptrs_;
+  std::vector<float> reference_, out_;
+};
+
+}  // namespace
+
 absl::StatusOr<std::vector<AwqChoice>> ApplyAwq(const AwqParams& params, BlockView* block) {
   const DType dtype = block->dtype();
+  LLMC_ASSIGN_OR_RETURN(const std::vector<AwqGridPoint> grid, AwqGrid(params.n_grid, params.duo_scaling));
   std::vector<AwqChoice> chosen;
   std::map<std::string, LinearWeight*> by_name;
   std::vector<std::string> linear_names, norm_names, routers;
@@ -128,70 +280,38 @@ absl::StatusOr<std::vector<AwqChoice>> ApplyAwq(const AwqParams& params, BlockVi
       return absl::FailedPreconditionError(
           absl::StrCat(balance[0]->name, ": saw no calibration tokens; AWQ cannot scale it"));
     // x_mean and w_mean.
-    std::vector<double> x_mean(cols), w_mean(cols, 0.0);
+    std::vector<double> x_mean(cols);
     for (int64_t c = 0; c < cols; ++c) x_mean[c] = st->channel_abs_sum[c] / static_cast<double>(st->tokens);
-    const QuantArgs& wa = *first_group->scheme.weights;
-    const int64_t gsz = wa.group_size && *wa.group_size > 0 ? *wa.group_size : cols;
-    int64_t wrows = 0;
-    for (size_t bi = 0; bi < balance.size(); ++bi) {
-      if (!quantized[bi]) continue;  // a router: not in the means (llm-compressor skips a layer without a scheme)
-      const LinearWeight* b = balance[bi];
-      for (int64_t r = 0; r < b->out_features; ++r)
-        for (int64_t g = 0; g < cols; g += gsz) {
-          const float* row = b->weight.data() + r * cols + g;
-          float amax = 0;
-          for (int64_t c = 0; c < gsz && g + c < cols; ++c) amax = std::max(amax, std::fabs(row[c]));
-          for (int64_t c = 0; c < gsz && g + c < cols; ++c) w_mean[g + c] += std::fabs(row[c]) / (amax + 1e-6);
-        }
-      wrows += b->out_features;
+    std::vector<double> w_mean;
+    if (params.duo_scaling) {
+      // Routers are scaled with the experts but carry no scheme: not in the means (llm-compressor skips a layer
+      // without one).
+      std::vector<const LinearWeight*> ws;
+      for (size_t b = 0; b < balance.size(); ++b)
+        if (quantized[b]) ws.push_back(balance[b]);
+      LLMC_ASSIGN_OR_RETURN(w_mean, AwqWeightMeans(ws, *first_group->scheme.weights, dtype));
     }
-    for (double& v : w_mean) v /= static_cast<double>(wrows);
-    // The parent's output with the block's weights, then with each grid point's.
-    std::vector<float> reference;
-    const std::vector<const std::vector<float>*> as_held(balance.size(), nullptr);
-    LLMC_RETURN_IF_ERROR(block->ParentForward(balance, as_held, &reference));
+    // The loss of every grid point, on the device when the view offers it (never with a router among the balance
+    // layers: those parents search on the host).
+    std::unique_ptr<AwqLossEvaluator> eval;
+    if (std::all_of(quantized.begin(), quantized.end(), [](bool q) { return q; })) {
+      LLMC_ASSIGN_OR_RETURN(eval, block->DeviceAwqLoss(balance));
+    }
+    const bool on_device = eval != nullptr;
+    if (!eval) {
+      LLMC_ASSIGN_OR_RETURN(auto host, HostAwqLoss::Create(block, balance, quantized));
+      eval = std::move(host);
+    }
     double best = INFINITY, initial = NAN;
     int best_i = -1;
-    std::vector<float> best_s;
-    std::vector<float> s(cols);
-    std::vector<std::vector<float>> trial(balance.size());
-    std::vector<const std::vector<float>*> trial_ptrs(balance.size());
-    for (size_t b = 0; b < balance.size(); ++b) trial_ptrs[b] = quantized[b] ? &trial[b] : nullptr;  // routers as held
-    std::vector<float> out;
-    for (int i = 0; i < params.n_grid; ++i) {
-      const double ratio = static_cast<double>(i) / params.n_grid;
-      double mx = 0, mn = INFINITY;
-      for (int64_t c = 0; c < cols; ++c) {
-        double v = params.duo_scaling ? std::pow(x_mean[c], ratio) / (std::pow(w_mean[c], 1 - ratio) + 1e-4)
-                                      : std::pow(x_mean[c], ratio);
-        v = std::max(v, 1e-4);
-        s[c] = static_cast<float>(v);
-        mx = std::max(mx, v);
-        mn = std::min(mn, v);
-      }
-      const float norm = static_cast<float>(std::sqrt(mx * mn));
-      for (float& v : s) v /= norm;
-      for (size_t b = 0; b < balance.size(); ++b) {
-        if (!quantized[b]) continue;
-        std::vector<float> scaled(balance[b]->weight.size());
-        for (int64_t r = 0; r < balance[b]->out_features; ++r)
-          for (int64_t c = 0; c < cols; ++c) scaled[r * cols + c] = balance[b]->weight[r * cols + c] * s[c];
-        LLMC_ASSIGN_OR_RETURN(auto q, PseudoQuantize(*block, *balance[b], scaled));
-        for (int64_t r = 0; r < balance[b]->out_features; ++r)
-          for (int64_t c = 0; c < cols; ++c) q[r * cols + c] /= s[c];
-        trial[b] = std::move(q);
-      }
-      LLMC_RETURN_IF_ERROR(block->ParentForward(balance, trial_ptrs, &out));
-      double loss = 0;
-      for (size_t k = 0; k < out.size(); ++k) {
-        double d = static_cast<double>(out[k]) - reference[k];
-        loss += d * d;
-      }
-      loss /= static_cast<double>(out.size());
+    std::vector<double> best_s;
+    for (size_t i = 0; i < grid.size(); ++i) {
+      const std::vector<double> s = AwqScales(x_mean, w_mean, grid[i]);
+      LLMC_ASSIGN_OR_RETURN(const double loss, eval->Loss(s));
       if (i == 0) initial = loss;
       if (loss < best) {
         best = loss;
-        best_i = i;
+        best_i = static_cast<int>(i);
         best_s = s;
       }
     }
@@ -202,23 +322,24 @@ absl::StatusOr<std::vector<AwqChoice>> ApplyAwq(const AwqParams& params, BlockVi
     if (smooth_norm) {
       const float off = block->norm_offset();  // the stored value (scale - offset) is what is rounded
       for (int64_t c = 0; c < cols; ++c)
-        (*smooth_norm)[c] = RoundToDType((*smooth_norm)[c] / best_s[c] - off, dtype) + off;
+        (*smooth_norm)[c] = RoundToDType(static_cast<float>((*smooth_norm)[c] / best_s[c]) - off, dtype) + off;
     } else {
       const int64_t in = smooth_linear->in_features;
       for (int64_t j = 0; j < cols; ++j) {
         const int64_t r = row0 + j;
         for (int64_t c = 0; c < in; ++c)
-          smooth_linear->weight[r * in + c] = RoundToDType(smooth_linear->weight[r * in + c] / best_s[j], dtype);
+          smooth_linear->weight[r * in + c] =
+              RoundToDType(static_cast<float>(smooth_linear->weight[r * in + c] / best_s[j]), dtype);
         if (!smooth_linear->bias.empty())
-          smooth_linear->bias[r] = RoundToDType(smooth_linear->bias[r] / best_s[j], dtype);
+          smooth_linear->bias[r] = RoundToDType(static_cast<float>(smooth_linear->bias[r] / best_s[j]), dtype);
       }
     }
     for (LinearWeight* b : balance)
       for (int64_t r = 0; r < b->out_features; ++r)
         for (int64_t c = 0; c < cols; ++c)
-          b->weight[r * cols + c] = RoundToDType(b->weight[r * cols + c] * best_s[c], dtype);
-    chosen.push_back({smooth_norm ? m.target : smooth_linear->name, balance[0]->name,
-                      static_cast<double>(best_i) / params.n_grid, best, initial});
+          b->weight[r * cols + c] = RoundToDType(static_cast<float>(b->weight[r * cols + c] * best_s[c]), dtype);
+    chosen.push_back({smooth_norm ? m.target : smooth_linear->name, balance[0]->name, grid[best_i].ratio,
+                      grid[best_i].duo, best, initial, on_device});
   }
   return chosen;
 }

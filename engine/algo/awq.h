@@ -1,15 +1,23 @@
-// AWQ (https://arxiv.org/abs/2306.00978) on one decoder block, as llm-compressor's AWQModifier applies it
-// (src/llmcompressor/modifiers/awq/base.py): for each mapping, per input channel c of the balance Linears,
+// AWQ (https://arxiv.org/abs/2306.00978) on one decoder block, as llm-compressor's AWQModifier (0.13,
+// src/llmcompressor/modifiers/transform/awq/base.py) applies it: for each mapping, per input channel c of the
+// balance Linears,
 //
-//   s_c = x_mean_c^r / (w_mean_c^(1-r) + 1e-4)   (duo_scaling; x_mean_c^r without it), at least 1e-4,
+//   s_c = x_mean_c^r / (w_mean_c^(1-r) + 1e-4)   (duo scaling; x_mean_c^r without it), at least 1e-4,
 //
-// normalized by sqrt(max(s) * min(s)), where x_mean_c = mean |x_c| over every calibration token, w_mean_c = the mean
-// over the balance Linears' rows of |W[r, c]| / (max |W| of c's group in that row + 1e-6), and r runs over the
-// grid i / n_grid, i in [0, n_grid). For each r the balance weights are scaled by s, quantize-dequantized with
-// their scheme (round to nearest) and divided by s again; the r whose weights give the parent module's output
-// (BlockView::ParentForward, on the inputs captured for the search) closest in mean squared error to the original
-// output wins. The smooth module then absorbs 1/s (a norm's weights, or a Linear's output rows and bias) and the
-// balance Linears' columns s, all rounded to the model dtype.
+// normalized by sqrt(max(s) * min(s)) (a NaN or Inf scale becomes 1), where x_mean_c = mean |x_c| over every
+// calibration token and w_mean_c = the mean over the balance Linears' rows of |W[r, c]| / (max |W| of c's
+// quantization group in that row + 1e-6), that quotient taken in the model dtype (AwqWeightMeans). The grid
+// (AwqGrid): with duo_scaling, the identity (r = 0 without duo scaling, s = 1) and then r = i / (n_grid - 2) with
+// duo scaling for i in [0, n_grid - 1); without it r = i / (n_grid - 1) for i in [0, n_grid). Both end at r = 1.
+// For each point the balance weights become Q(W s) / s (AwqTrialWeight: W s rounded to the model dtype,
+// quantize-dequantized with their scheme, divided by s and rounded again) and the point whose weights give the
+// parent module's output (BlockView::ParentForward, on the inputs captured for the search) closest in mean squared
+// error to the original output wins; the first point wins ties. The smooth module then absorbs 1/s (a norm's
+// weights, or a Linear's output rows and bias) and the balance Linears' columns s, all rounded to the model dtype.
+//
+// Where the view offers a device evaluator (BlockView::DeviceAwqLoss, the CUDA backend) the grid points' losses
+// are computed there; the scales, the choice and the application stay here, so both paths choose from the same
+// candidates.
 //
 // Mappings resolve in the block (ResolveAwqMappings): the balance Linears are those a `balance` target names, minus
 // `ignore`; the smooth module is the first norm its `smooth` target names, else a Linear. When the smooth target
@@ -30,6 +38,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "engine/algo/block_view.h"
 #include "engine/format/algorithms.h"
 
@@ -63,12 +72,43 @@ std::vector<std::string> AwqInputs(const AwqParams& params, const std::vector<st
 
 // What AWQ chose for one mapping.
 struct AwqChoice {
-  std::string smooth;   // the mapping's smooth target (a norm), or the smooth Linear's name
-  std::string balance;  // the first balance Linear
-  double ratio = 0;     // the winning r
-  double loss = 0;      // its mean squared error of the parent's output
-  double initial_loss = 0;  // the first grid point's (r = 0; without duo_scaling s = 1: round-to-nearest's)
+  std::string smooth;      // the mapping's smooth target (a norm), or the smooth Linear's name
+  std::string balance;     // the first balance Linear
+  double ratio = 0;        // the winning r
+  bool duo = true;         // whether the winning point used duo scaling (false: the identity, or duo_scaling off)
+  double loss = 0;         // its mean squared error of the parent's output
+  double initial_loss = 0; // the first grid point's (with duo_scaling: the identity's, i.e. plain RTN's)
+  bool on_device = false;  // the losses were computed by BlockView::DeviceAwqLoss
 };
+
+// One point of the search grid.
+struct AwqGridPoint {
+  double ratio = 0;
+  bool duo = true;
+};
+// The grid of the file comment. INVALID_ARGUMENT for n_grid < 3 with duo scaling or n_grid < 2 without (the
+// library divides by n_grid - 2, resp. n_grid - 1).
+absl::StatusOr<std::vector<AwqGridPoint>> AwqGrid(int n_grid, bool duo_scaling);
+
+// w_mean over `weights` ([out_features, cols] each, model-dtype values in fp32) quantized with `args` (groups of
+// args.group_size columns, whole rows for the channel strategy, the whole tensor for the tensor strategy): the
+// quotients |w| / (amax + 1e-6) rounded to `dtype` as the library computes them in the model dtype, summed in fp64.
+// INVALID_ARGUMENT for other strategies or a group size that does not divide cols.
+absl::StatusOr<std::vector<double>> AwqWeightMeans(absl::Span<const LinearWeight* const> weights,
+                                                   const QuantArgs& args, DType dtype);
+
+// The normalized scales of one grid point (fp64; NaN and Inf become 1).
+std::vector<double> AwqScales(absl::Span<const double> x_mean, absl::Span<const double> w_mean,
+                              const AwqGridPoint& point);
+
+// Q(W diag(s)) diag(s)^-1 for w [rows, cols] under `group`'s weight scheme in `dtype`: W s rounded to dtype,
+// round-to-nearest quantize-dequantize (QuantizeWeight / DequantizeWeight with the memoryless min-max observer, as
+// the library's search uses whatever the scheme's observer), the dequantized value rounded to dtype (the library
+// dequantizes in it), divided by s and rounded to dtype.
+// Errors of the quantizer as they come (naming `module`).
+absl::StatusOr<std::vector<float>> AwqTrialWeight(const std::string& module, const std::vector<float>& w, int64_t rows,
+                                                  int64_t cols, const ConfigGroup& group, DType dtype,
+                                                  absl::Span<const double> s);
 
 // Searches and applies the scales of every mapping of `params` that resolves in `block` (see the file comment),
 // in mapping order: a mapping sees the block as the earlier ones left it. A mapping whose first balance Linear is an

@@ -3,11 +3,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <memory>
 #include <random>
 #include <vector>
 
 #include "engine/algo/block_view_test_util.h"
+#include "engine/quant/weight_quantizer.h"
 #include "engine/tensor/model_dtype.h"
 
 namespace llmc {
@@ -59,8 +62,10 @@ TEST(AwqTest, SearchesTheGridAndKeepsTheProductOfNormAndWeight) {
   EXPECT_EQ(c.smooth, "re:.*input_layernorm");
   EXPECT_EQ(c.balance, std::string(FakeBlockView::kPrefix) + "self_attn.q_proj");
   EXPECT_GE(c.ratio, 0.0);
-  EXPECT_LT(c.ratio, 1.0);
+  EXPECT_LE(c.ratio, 1.0);
   EXPECT_GT(c.loss, 0.0);
+  EXPECT_LE(c.loss, c.initial_loss);
+  EXPECT_FALSE(c.on_device);
   EXPECT_EQ(b.parent_calls, 1 + 10);  // the reference, then every grid point
   // The norm absorbed 1/s and q/k/v s: what the block computes is unchanged up to rounding.
   EXPECT_NE(b.input_norm(), orig.input_norm());
@@ -74,18 +79,219 @@ TEST(AwqTest, SearchesTheGridAndKeepsTheProductOfNormAndWeight) {
   EXPECT_EQ(b.linear("mlp.gate_proj")->weight, orig.linear("mlp.gate_proj")->weight);
 }
 
-// The grid of n points holds ratio 0, which is the whole grid of one point: a finer search never does worse, and
-// with outlier channels it does better.
-TEST(AwqTest, AFinerGridFindsALowerLoss) {
-  FakeBlockView one, ten;
-  Fill(&one);
-  Fill(&ten);
-  auto a = ApplyAwq(QkvMapping(1), &one);
-  auto b = ApplyAwq(QkvMapping(10), &ten);
-  ASSERT_TRUE(a.ok() && b.ok());
-  EXPECT_EQ((*a)[0].ratio, 0.0);
-  EXPECT_GT((*b)[0].ratio, 0.0);
-  EXPECT_LT((*b)[0].loss, (*a)[0].loss);
+// The grid's first point is the identity (plain RTN): the search never does worse than RTN, and with outlier
+// channels it does better.
+TEST(AwqTest, NeverWorseThanTheIdentityAndBetterWithOutliers) {
+  FakeBlockView b;
+  Fill(&b);
+  auto r = ApplyAwq(QkvMapping(10), &b);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE((*r)[0].duo);  // a duo-scaled point beat the identity
+  EXPECT_LT((*r)[0].loss, (*r)[0].initial_loss);
+}
+
+// The identity point's loss is the MSE of the parent's output with the RTN-quantized weights.
+TEST(AwqTest, InitialLossIsTheRtnLoss) {
+  FakeBlockView b;
+  Fill(&b);
+  FakeBlockView rtn;
+  Fill(&rtn);
+  std::vector<LinearWeight*> qkv = {rtn.linear("self_attn.q_proj"), rtn.linear("self_attn.k_proj"),
+                                    rtn.linear("self_attn.v_proj")};
+  std::vector<float> ref, out;
+  std::vector<std::vector<float>> q(3);
+  std::vector<const std::vector<float>*> held(3, nullptr), qp;
+  ASSERT_TRUE(rtn.ParentForward(qkv, held, &ref).ok());
+  for (int i = 0; i < 3; ++i) {
+    const LinearWeight& w = *qkv[i];
+    auto bytes = ToDTypeBytes(w.weight, DType::kF32);
+    WeightView view{w.name, bytes.data(), DType::kF32, w.out_features, w.in_features};
+    const ConfigGroup& g = *rtn.weight_group(w.name);
+    auto bufs = QuantizeWeight(view, *g.scheme.weights, g.format);
+    ASSERT_TRUE(bufs.ok());
+    q[i] = *DequantizeWeight(w.out_features, w.in_features, DType::kF32, *g.scheme.weights, g.format, *bufs);
+    qp.push_back(&q[i]);
+  }
+  ASSERT_TRUE(rtn.ParentForward(qkv, qp, &out).ok());
+  double mse = 0;
+  for (size_t k = 0; k < out.size(); ++k) {
+    const double d = static_cast<double>(out[k]) - ref[k];
+    mse += d * d;
+  }
+  mse /= static_cast<double>(out.size());
+  auto r = ApplyAwq(QkvMapping(4), &b);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_NEAR((*r)[0].initial_loss, mse, 1e-12 * mse);
+}
+
+TEST(AwqTest, GridIsTheIdentityThenDuoRatiosFromZeroToOne) {
+  auto g = AwqGrid(20, true);
+  ASSERT_TRUE(g.ok());
+  ASSERT_EQ(g->size(), 20u);
+  EXPECT_FALSE((*g)[0].duo);
+  EXPECT_EQ((*g)[0].ratio, 0.0);
+  for (int i = 1; i < 20; ++i) {
+    EXPECT_TRUE((*g)[i].duo);
+    EXPECT_DOUBLE_EQ((*g)[i].ratio, (i - 1) / 18.0);
+  }
+  EXPECT_EQ((*g)[19].ratio, 1.0);
+  auto plain = AwqGrid(5, false);
+  ASSERT_TRUE(plain.ok());
+  ASSERT_EQ(plain->size(), 5u);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_FALSE((*plain)[i].duo);
+    EXPECT_DOUBLE_EQ((*plain)[i].ratio, i / 4.0);
+  }
+  EXPECT_EQ(AwqGrid(2, true).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(AwqGrid(2, true).status().message()), HasSubstr("n_grid >= 3"));
+  EXPECT_EQ(AwqGrid(1, false).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(AwqGrid(3, true).ok());
+  EXPECT_TRUE(AwqGrid(2, false).ok());
+}
+
+TEST(AwqTest, ScalesAreNormalizedAndNonFiniteBecomesOne) {
+  const std::vector<double> x = {1.0, 4.0, 16.0, 0.0}, w = {0.5, 0.5, 0.25, 0.5};
+  auto id = AwqScales(x, w, {0.0, false});
+  for (double v : id) EXPECT_EQ(v, 1.0);
+  // r = 0.5 without duo scaling: sqrt(x) clamped at 1e-4 = {1, 2, 4, 1e-4}, divided by sqrt(4 * 1e-4) = 0.02.
+  auto half = AwqScales(x, w, {0.5, false});
+  EXPECT_DOUBLE_EQ(half[0], 1.0 / 0.02);
+  EXPECT_DOUBLE_EQ(half[2], 4.0 / 0.02);
+  EXPECT_DOUBLE_EQ(half[3], 1e-4 / 0.02);
+  // Duo at r = 1: x / (1 + 1e-4) (w^0 = 1), clamped, normalized: max * min of the result is 1.
+  auto duo = AwqScales(x, w, {1.0, true});
+  double mx = 0, mn = INFINITY;
+  for (double v : duo) mx = std::max(mx, v), mn = std::min(mn, v);
+  EXPECT_NEAR(mx * mn, 1.0, 1e-12);
+  EXPECT_NEAR(duo[1] / duo[0], 4.0, 1e-12);
+  // Duo at r = 0: 1 / (w + 1e-4): w = 0.25 gets the largest scale.
+  auto duo0 = AwqScales(x, w, {0.0, true});
+  EXPECT_NEAR(duo0[2] / duo0[0], (0.5 + 1e-4) / (0.25 + 1e-4), 1e-12);
+  // An Inf activation mean makes the normalizer Inf: every scale is then NaN or 0 / Inf... and NaN becomes 1.
+  auto inf = AwqScales({1.0, INFINITY}, {0.5, 0.5}, {0.5, false});
+  for (double v : inf) EXPECT_TRUE(std::isfinite(v));
+  auto nan = AwqScales({1.0, NAN}, {0.5, 0.5}, {0.5, false});
+  for (double v : nan) EXPECT_EQ(v, 1.0);
+}
+
+// w_mean divides |w| by its group's amax + 1e-6 in the model dtype (each quotient rounded to it), as the library
+// does on the bf16 weight; the channel strategy takes whole rows, the tensor strategy the whole tensor.
+TEST(AwqTest, WeightMeansDivideInTheModelDtype) {
+  LinearWeight a, b;
+  a.name = "a";
+  b.name = "b";
+  a.out_features = b.out_features = 1;
+  a.in_features = b.in_features = 4;
+  a.weight = {0.3f, -1.0f, 0.5f, 2.0f};   // groups of 2: amax 1 and 2
+  b.weight = {0.1f, 0.25f, -4.0f, 1.0f};  // amax 0.25 and 4
+  QuantArgs g;
+  g.num_bits = 4;
+  g.strategy = Strategy::kGroup;
+  g.group_size = 2;
+  const std::vector<const LinearWeight*> ws = {&a, &b};
+  auto bf = AwqWeightMeans(ws, g, DType::kBF16);
+  ASSERT_TRUE(bf.ok()) << bf.status();
+  // Column 0: (bf16(0.3 / 1) + bf16(0.1 / 0.25)) / 2 with bf16(1 + 1e-6) = 1, bf16(0.25 + 1e-6) = 0.25.
+  EXPECT_DOUBLE_EQ((*bf)[0], (RoundBF16(0.3f) + RoundBF16(0.1f / 0.25f)) / 2.0);
+  EXPECT_NE((*bf)[0], (0.3 / (1 + 1e-6) + 0.1 / (0.25 + 1e-6)) / 2.0);
+  auto f32 = AwqWeightMeans(ws, g, DType::kF32);
+  ASSERT_TRUE(f32.ok());
+  EXPECT_NEAR((*f32)[0], (0.3 / (1 + 1e-6) + 0.1 / (0.25 + 1e-6)) / 2.0, 1e-7);
+  g.strategy = Strategy::kChannel;  // whole rows: amax 2 and 4
+  auto ch = AwqWeightMeans(ws, g, DType::kF32);
+  ASSERT_TRUE(ch.ok());
+  EXPECT_NEAR((*ch)[1], (1.0 / 2 + 0.25 / 4) / 2.0, 1e-6);
+  g.strategy = Strategy::kTensor;  // one amax per tensor, which here equals the channel's
+  auto t = AwqWeightMeans(ws, g, DType::kF32);
+  ASSERT_TRUE(t.ok());
+  EXPECT_NEAR((*t)[1], (*ch)[1], 1e-9);
+  g.strategy = Strategy::kGroup;
+  g.group_size = 3;
+  EXPECT_THAT(std::string(AwqWeightMeans(ws, g, DType::kF32).status().message()), HasSubstr("not divisible by group_size 3"));
+}
+
+// compressed-tensors' asymmetric int4 arithmetic in the model dtype, written out for one group of a row: the range
+// widened to 0, scale = (max - min) / 15, zero point = round(clamp(-8 - min / scale, -8, 7)), codes clamped to
+// [-8, 7], every intermediate rounded to bf16.
+std::vector<float> ReferenceAsymInt4(const std::vector<float>& x) {
+  auto R = [](float v) { return RoundBF16(v); };
+  float mn = 0, mx = 0;
+  for (float v : x) mn = std::min(mn, v), mx = std::max(mx, v);
+  float scale = R(R(mx - mn) / 15.0f);
+  if (scale == 0) scale = 0.0078125f;
+  const float zp = std::nearbyint(std::clamp(R(-8.0f - R(mn / scale)), -8.0f, 7.0f));
+  std::vector<float> out;
+  for (float v : x) {
+    const float code = std::nearbyint(std::clamp(R(R(v / scale) + zp), -8.0f, 7.0f));
+    out.push_back(R(R(code - zp) * scale));
+  }
+  return out;
+}
+
+// AwqTrialWeight = round(Q(round(W s)) / s): pinned against the written-out asymmetric arithmetic, and a power-of-two
+// scale (exact in every step) gives RTN's values exactly.
+TEST(AwqTest, TrialWeightIsQuantizedScaledWeightDividedByTheScale) {
+  FakeBlockView b(DType::kBF16);
+  Fill(&b, DType::kBF16);
+  const LinearWeight& q = *b.linear("self_attn.q_proj");
+  const ConfigGroup& g = *b.weight_group(q.name);
+  std::vector<double> s(kHidden);
+  for (int64_t c = 0; c < kHidden; ++c) s[c] = 0.6 + 0.01 * (c % 37);
+  auto t = AwqTrialWeight(q.name, q.weight, q.out_features, kHidden, g, DType::kBF16, s);
+  ASSERT_TRUE(t.ok()) << t.status();
+  for (int64_t r = 0; r < q.out_features; r += 13) {
+    std::vector<float> scaled(kHidden);
+    for (int64_t c = 0; c < kHidden; ++c) scaled[c] = RoundBF16(static_cast<float>(q.weight[r * kHidden + c] * s[c]));
+    const std::vector<float> dq = ReferenceAsymInt4(scaled);  // one group of 128 columns
+    for (int64_t c = 0; c < kHidden; ++c)
+      ASSERT_EQ((*t)[r * kHidden + c], RoundBF16(static_cast<float>(dq[c] / s[c]))) << "row " << r << " col " << c;
+  }
+  std::vector<double> ones(kHidden, 1.0), twos(kHidden, 2.0);
+  auto t1 = AwqTrialWeight(q.name, q.weight, q.out_features, kHidden, g, DType::kBF16, ones);
+  auto t2 = AwqTrialWeight(q.name, q.weight, q.out_features, kHidden, g, DType::kBF16, twos);
+  ASSERT_TRUE(t1.ok() && t2.ok());
+  EXPECT_EQ(*t1, *t2);
+  EXPECT_NE(*t1, *t);
+}
+
+// A device evaluator, when the view offers one, computes every grid point's loss; the host forward is not run.
+class ScriptedLoss final : public AwqLossEvaluator {
+ public:
+  explicit ScriptedLoss(std::vector<double> losses, std::vector<std::vector<double>>* seen)
+      : losses_(std::move(losses)), seen_(seen) {}
+  absl::StatusOr<double> Loss(absl::Span<const double> s) override {
+    seen_->emplace_back(s.begin(), s.end());
+    return losses_.at(seen_->size() - 1);
+  }
+
+ private:
+  std::vector<double> losses_;
+  std::vector<std::vector<double>>* seen_;
+};
+
+TEST(AwqTest, UsesTheDeviceEvaluatorAndTheFirstOfEqualLosses) {
+  FakeBlockView b;
+  Fill(&b);
+  std::vector<std::vector<double>> seen;
+  b.device_awq_loss = [&](absl::Span<LinearWeight* const> balance) -> absl::StatusOr<std::unique_ptr<AwqLossEvaluator>> {
+    EXPECT_EQ(balance.size(), 3u);
+    return std::make_unique<ScriptedLoss>(std::vector<double>{5, 4, 2, 3, 2}, &seen);
+  };
+  auto r = ApplyAwq(QkvMapping(5), &b);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(b.parent_calls, 0);
+  ASSERT_EQ(seen.size(), 5u);
+  EXPECT_TRUE((*r)[0].on_device);
+  EXPECT_EQ((*r)[0].loss, 2.0);
+  EXPECT_EQ((*r)[0].initial_loss, 5.0);
+  EXPECT_DOUBLE_EQ((*r)[0].ratio, 1.0 / 3.0);  // grid point 2: duo, r = 1 / (5 - 2)
+  for (double v : seen[0]) EXPECT_EQ(v, 1.0);  // the identity first
+  // The applied scales are grid point 2's: q_proj's columns were multiplied by them.
+  FakeBlockView orig;
+  Fill(&orig);
+  for (int64_t c = 0; c < kHidden; ++c)
+    EXPECT_NEAR(b.linear("self_attn.q_proj")->weight[c], orig.linear("self_attn.q_proj")->weight[c] * seen[2][c],
+                1e-6 * std::fabs(orig.linear("self_attn.q_proj")->weight[c] * seen[2][c]));
 }
 
 // up_proj -> down_proj: the smooth Linear's output rows (and bias) take 1/s, down_proj's columns s.

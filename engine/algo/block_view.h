@@ -7,12 +7,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/format/quant_config.h"
 #include "engine/model/linear_hooks.h"
@@ -29,6 +31,17 @@ struct InputStatistics {
   absl::Span<const float> captured;          // [captured_tokens, in_features] inputs kept, whole sequences
   int64_t captured_tokens = 0;
   int64_t captured_seq_len = 0;              // the length of every captured sequence
+};
+
+// AWQ's search objective for one mapping, evaluated away from the host (BlockView::DeviceAwqLoss). Not
+// thread-safe; valid while the view that made it is and its block's weights are unchanged.
+class AwqLossEvaluator {
+ public:
+  virtual ~AwqLossEvaluator() = default;
+  // The mean squared error, over every captured token and output feature, between the parent module's output with
+  // each balance Linear's weight W replaced by AwqTrialWeight(W, s) and its output with the weights as held
+  // (computed once, when the evaluator was made). `s` [cols] are the scales of the balance Linears' input channels.
+  virtual absl::StatusOr<double> Loss(absl::Span<const double> s) = 0;
 };
 
 // One decoder block, for algorithms that rescale its weights. Not thread-safe.
@@ -66,6 +79,12 @@ class BlockView {
   virtual absl::Status ParentForward(absl::Span<LinearWeight* const> balance,
                                      absl::Span<const std::vector<float>* const> weights,
                                      std::vector<float>* out) = 0;
+  // An evaluator of AWQ's loss for `balance` (the parent and inputs of ParentForward) on the device the block runs
+  // on, or null when the search runs on the host (the default) or the device cannot run this parent or scheme.
+  // Errors of the device (allocation, launches) as they come.
+  virtual absl::StatusOr<std::unique_ptr<AwqLossEvaluator>> DeviceAwqLoss(absl::Span<LinearWeight* const> balance) {
+    return std::unique_ptr<AwqLossEvaluator>();
+  }
 };
 
 // The last component of a module name: "q_proj" for "model.layers.0.self_attn.q_proj".

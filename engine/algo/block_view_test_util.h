@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <deque>
+#include <functional>
 #include <map>
 #include <optional>
 #include <random>
@@ -134,8 +135,15 @@ class FakeBlockView final : public BlockView {
     return absl::OkStatus();
   }
 
+  absl::StatusOr<std::unique_ptr<AwqLossEvaluator>> DeviceAwqLoss(absl::Span<LinearWeight* const> balance) override {
+    if (device_awq_loss) return device_awq_loss(balance);
+    return std::unique_ptr<AwqLossEvaluator>();
+  }
+
   int parent_calls = 0;
   std::map<std::string, int> held_weights;  // per Linear: the ParentForward calls that ran it as held
+  // What DeviceAwqLoss returns when set (default: null, the search runs on the host).
+  std::function<absl::StatusOr<std::unique_ptr<AwqLossEvaluator>>(absl::Span<LinearWeight* const>)> device_awq_loss;
 
  private:
   DType dtype_;

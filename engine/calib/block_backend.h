@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/algo/gptq.h"
+#include "engine/calib/awq_parent.h"
 #include "engine/calib/calib_hooks.h"
 #include "engine/calib/calib_stats.h"
 #include "engine/dist/communicator.h"
@@ -46,6 +47,10 @@ class BlockBackend {
   // Sums the statistics of `st` this backend keeps in its own memory (device Hessians and their counts) over the
   // ranks of `comm` (a collective: every rank calls it for the same groups in the same order).
   virtual absl::Status ReduceDeviceStats(GroupStats* st, Communicator* comm) { return absl::OkStatus(); }
+
+  // Where AWQ's grid search computes its losses (DecoderBlockView's awq_device): null (the default) for the host.
+  // Owned by the backend; valid while it is.
+  virtual AwqDeviceLossFactory* awq_device_loss() { return nullptr; }
 
   // Whether the block forward and GPTQ run off the host's CPU threads: the pipeline then loads the next block and
   // encodes solved modules on host threads meanwhile.

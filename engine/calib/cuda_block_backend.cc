@@ -10,6 +10,7 @@
 #include "engine/algo/block_view.h"
 #include "engine/algo/cuda_gptq.h"
 #include "engine/backend/cuda/model_kernels.h"
+#include "engine/calib/cuda_awq_loss.h"
 #include "engine/model/cuda_block_runner.h"
 #include "engine/model/cuda_context.h"
 
@@ -140,6 +141,7 @@ class CudaBlockBackend final : public BlockBackend {
     else if (!options.gemm_precision.empty() && options.gemm_precision != "tf32")
       return absl::InvalidArgumentError(absl::StrCat("GEMM precision '", options.gemm_precision, "': use fp32, tf32 or bf16"));
     LLMC_ASSIGN_OR_RETURN(b->dweights_, CudaBlockWeights::Create(lm->spec(), prec, b->cuda_.get()));
+    b->awq_ = CreateCudaAwqLossFactory(b->cuda_.get(), prec);
     CudaBlockRunnerOptions ro;
     ro.max_chunk_tokens = std::max<int64_t>(options.max_chunk_tokens, 8192);
     b->chunk_tokens_ = ro.max_chunk_tokens;
@@ -228,6 +230,8 @@ class CudaBlockBackend final : public BlockBackend {
   }
 
   bool runs_off_host() const override { return true; }
+
+  AwqDeviceLossFactory* awq_device_loss() override { return awq_.get(); }
 
   void ReportBlock(nlohmann::json* blk) override {
     size_t free_b = 0, total_b = 0;
@@ -345,6 +349,7 @@ class CudaBlockBackend final : public BlockBackend {
   std::unique_ptr<CudaContext> cuda_;
   std::unique_ptr<CudaBlockWeights> dweights_;
   std::unique_ptr<CudaBlockRunner> runner_;
+  std::unique_ptr<AwqDeviceLossFactory> awq_;
   std::vector<StoredBatch> batches_;
   DeviceHiddenStates dscratch_;      // one slice, fp32: what the blocks run on
   DeviceArray<uint16_t> staging_;    // kHost: one slice of bf16 on its way to or from the host

@@ -1,5 +1,7 @@
 #include "engine/calib/decoder_block_view.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "engine/format/algorithms.h"
@@ -194,6 +196,65 @@ const ConfigGroup* DecoderBlockView::weight_group(const std::string& module) con
   return &config_->groups()[g];
 }
 
+absl::StatusOr<AwqParent> DecoderBlockView::ResolveParent(absl::Span<LinearWeight* const> balance) const {
+  if (balance.empty()) return absl::InvalidArgumentError("an AWQ parent needs at least one balance Linear");
+  auto it = stats_->find(InputGroup(balance[0]->name));
+  if (it == stats_->end() || it->second.captured_tokens == 0)
+    return absl::FailedPreconditionError(absl::StrCat(balance[0]->name, ": no captured calibration inputs"));
+  const GroupStats& st = it->second;
+  AwqParent p;
+  p.block = block_;
+  p.spec = &lm_->spec();
+  p.dtype = dtype_;
+  p.input = st.captured.data();
+  p.rows = st.captured_tokens;
+  p.seq_len = st.captured_seq_len;
+  const std::string leaf = LinearLeaf(balance[0]->name);
+  // The parent reads its members in a fixed order; the balance layers are substituted among them.
+  if (leaf == "q_proj" || leaf == "k_proj" || leaf == "v_proj" || leaf == "qkv_proj") {
+    p.kind = AwqParent::Kind::kAttention;
+    p.members = block_->fused() ? std::vector<const LinearWeight*>{&block_->qkv_proj}
+                                : std::vector<const LinearWeight*>{&block_->q_proj, &block_->k_proj, &block_->v_proj};
+    p.rope = &lm_->Rope(p.seq_len, block_->layer);
+    p.out_features = lm_->spec().hidden_size;
+  } else if (leaf == "gate_proj" || leaf == "up_proj" || leaf == "gate_up_proj") {
+    p.kind = AwqParent::Kind::kMlp;
+    p.members = block_->fused() ? std::vector<const LinearWeight*>{&block_->gate_up_proj}
+                                : std::vector<const LinearWeight*>{&block_->gate_proj, &block_->up_proj};
+    p.out_features = lm_->spec().hidden_size;
+  } else {
+    p.kind = AwqParent::Kind::kLinear;
+    p.members = {balance[0]};
+    p.out_features = balance[0]->out_features;
+  }
+  for (const LinearWeight* m : p.members) {
+    int idx = -1;
+    for (size_t i = 0; i < balance.size(); ++i)
+      if (balance[i] == m) idx = static_cast<int>(i);
+    p.balance_index.push_back(idx);
+  }
+  for (LinearWeight* b : balance) {
+    p.balance.push_back(b);
+    p.groups.push_back(weight_group(b->name));
+  }
+  return p;
+}
+
+absl::StatusOr<std::unique_ptr<AwqLossEvaluator>> DecoderBlockView::DeviceAwqLoss(
+    absl::Span<LinearWeight* const> balance) {
+  // Mixture-of-experts parents (the routed MLP, an expert's down projection) search on the host.
+  if (awq_device_ == nullptr || InMoeMlp(balance[0])) return std::unique_ptr<AwqLossEvaluator>();
+  LLMC_ASSIGN_OR_RETURN(AwqParent parent, ResolveParent(balance));
+  for (const ConfigGroup* g : parent.groups)
+    if (g == nullptr) return std::unique_ptr<AwqLossEvaluator>();
+  // Every balance Linear must be one the parent reads (else the device would not see the substitution).
+  for (size_t i = 0; i < balance.size(); ++i)
+    if (std::find(parent.balance_index.begin(), parent.balance_index.end(), static_cast<int>(i)) ==
+        parent.balance_index.end())
+      return std::unique_ptr<AwqLossEvaluator>();
+  return awq_device_->Create(parent);
+}
+
 absl::Status DecoderBlockView::ParentForward(absl::Span<LinearWeight* const> balance,
                                              absl::Span<const std::vector<float>* const> weights,
                                              std::vector<float>* out) {
@@ -203,18 +264,16 @@ absl::Status DecoderBlockView::ParentForward(absl::Span<LinearWeight* const> bal
     if (weights[i] && weights[i]->size() != balance[i]->weight.size())
       return absl::InvalidArgumentError(absl::StrCat(balance[i]->name, ": substituted weight has ", weights[i]->size(),
                                                      " values, the Linear ", balance[i]->weight.size()));
-  auto it = stats_->find(InputGroup(balance[0]->name));
-  if (it == stats_->end() || it->second.captured_tokens == 0)
-    return absl::FailedPreconditionError(absl::StrCat(balance[0]->name, ": no captured calibration inputs"));
-  const GroupStats& st = it->second;
-  const int64_t T = st.captured_seq_len, rows = st.captured_tokens, seqs = rows / T;
-  const float* xin = st.captured.data();
-  const std::string leaf = LinearLeaf(balance[0]->name);
   if (InMoeMlp(balance[0])) {
     // The router first: the whole MoE MLP is the parent. An expert's down (w2) alone: that Linear.
+    const std::string leaf = LinearLeaf(balance[0]->name);
     if (balance[0] == &block_->moe.router) {
+      auto it = stats_->find(InputGroup(balance[0]->name));
+      if (it == stats_->end() || it->second.captured_tokens == 0)
+        return absl::FailedPreconditionError(absl::StrCat(balance[0]->name, ": no captured calibration inputs"));
+      const int64_t rows = it->second.captured_tokens;
       out->assign(rows * lm_->spec().hidden_size, 0.0f);
-      return MoeOut(balance, weights, xin, rows, out->data());
+      return MoeOut(balance, weights, it->second.captured.data(), rows, out->data());
     }
     if (leaf != "down_proj" && leaf != "w2")
       return absl::InvalidArgumentError(absl::StrCat(
@@ -222,37 +281,29 @@ absl::Status DecoderBlockView::ParentForward(absl::Span<LinearWeight* const> bal
           "their parent is the mixture-of-experts MLP, so list the router (", block_->moe.router.name,
           ") first among the balance layers"));
   }
-  const int64_t out_cols =
-      (leaf == "o_proj" || leaf == "down_proj" || leaf == "w2") ? balance[0]->out_features : lm_->spec().hidden_size;
-  // The parent reads its members in a fixed order; substitute the balance layers.
-  const bool attention = leaf == "q_proj" || leaf == "k_proj" || leaf == "v_proj" || leaf == "qkv_proj";
-  const bool mlp = leaf == "gate_proj" || leaf == "up_proj" || leaf == "gate_up_proj";
-  std::vector<const LinearWeight*> order;
-  if (attention) {
-    order = block_->fused() ? std::vector<const LinearWeight*>{&block_->qkv_proj}
-                            : std::vector<const LinearWeight*>{&block_->q_proj, &block_->k_proj, &block_->v_proj};
-  } else if (mlp) {
-    order = block_->fused() ? std::vector<const LinearWeight*>{&block_->gate_up_proj}
-                            : std::vector<const LinearWeight*>{&block_->gate_proj, &block_->up_proj};
-  } else {
-    order = {balance[0]};
-  }
+  LLMC_ASSIGN_OR_RETURN(const AwqParent p, ResolveParent(balance));
+  const int64_t T = p.seq_len, rows = p.rows, seqs = rows / T;
   std::vector<Operand> ws;
-  for (const LinearWeight* o : order) {
-    Operand use{o, o->weight.data()};
-    for (size_t i = 0; i < balance.size(); ++i)
-      if (balance[i] == o && weights[i]) use.weight = weights[i]->data();
+  for (size_t m = 0; m < p.members.size(); ++m) {
+    Operand use{p.members[m], p.members[m]->weight.data()};
+    const int bi = p.balance_index[m];
+    if (bi >= 0 && weights[bi]) use.weight = weights[bi]->data();
     ws.push_back(use);
   }
-  out->assign(rows * out_cols, 0.0f);
-  if (attention) {
-    AttentionOut(ws, xin, seqs, T, out->data());
-  } else if (mlp) {
-    MlpOut(ws, xin, rows, out->data());
-  } else {
-    const LinearWeight& l = *ws[0].linear;
-    LinearForward(xin, rows, l.in_features, ws[0].weight, l.bias.empty() ? nullptr : l.bias.data(), l.out_features,
-                  out->data(), lm_->context());
+  out->assign(rows * p.out_features, 0.0f);
+  switch (p.kind) {
+    case AwqParent::Kind::kAttention:
+      AttentionOut(ws, p.input, seqs, T, out->data());
+      break;
+    case AwqParent::Kind::kMlp:
+      MlpOut(ws, p.input, rows, out->data());
+      break;
+    case AwqParent::Kind::kLinear: {
+      const LinearWeight& l = *ws[0].linear;
+      LinearForward(p.input, rows, l.in_features, ws[0].weight, l.bias.empty() ? nullptr : l.bias.data(),
+                    l.out_features, out->data(), lm_->context());
+      break;
+    }
   }
   return absl::OkStatus();
 }

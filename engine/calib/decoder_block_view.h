@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/algo/block_view.h"
+#include "engine/calib/awq_parent.h"
 #include "engine/calib/calib_stats.h"
 #include "engine/format/algorithms.h"
 #include "engine/format/quant_config.h"
@@ -48,12 +49,13 @@ std::vector<std::string> MoeNormReaders(const ModelSpec& spec, int layer);
 absl::Status CheckMoeSmoothMappings(const std::vector<SmoothMapping>& mappings, const std::vector<std::string>& ignore,
                                     bool routers_balanced_when_ignored, const ModelSpec& spec, const char* modifier);
 
-// Everything it is given must outlive it; `block` is changed through it. Not thread-safe.
+// Everything it is given must outlive it; `block` is changed through it. With `awq_device` (may be null),
+// DeviceAwqLoss makes its evaluators there. Not thread-safe.
 class DecoderBlockView final : public BlockView {
  public:
   DecoderBlockView(DecoderBlock* block, const CausalLm* lm, const std::map<std::string, GroupStats>* stats,
-                   const QuantConfig* config, DType dtype)
-      : block_(block), lm_(lm), stats_(stats), config_(config), dtype_(dtype) {}
+                   const QuantConfig* config, DType dtype, AwqDeviceLossFactory* awq_device = nullptr)
+      : block_(block), lm_(lm), stats_(stats), config_(config), dtype_(dtype), awq_device_(awq_device) {}
 
   std::string prefix() const override;
   DType dtype() const override { return dtype_; }
@@ -69,8 +71,13 @@ class DecoderBlockView final : public BlockView {
   // search needs the router first among the balance layers).
   absl::Status ParentForward(absl::Span<LinearWeight* const> balance,
                              absl::Span<const std::vector<float>* const> weights, std::vector<float>* out) override;
+  // The awq_device factory's evaluator for the parent ParentForward runs (null without a factory, or when it
+  // declines). The evaluator reads the block and the captured inputs: valid while this view is.
+  absl::StatusOr<std::unique_ptr<AwqLossEvaluator>> DeviceAwqLoss(absl::Span<LinearWeight* const> balance) override;
 
  private:
+  // The parent of `balance` (see AwqParent), its input and its members; errors as ParentForward's.
+  absl::StatusOr<AwqParent> ResolveParent(absl::Span<LinearWeight* const> balance) const;
   // A Linear of the parent with the weight values it runs with.
   struct Operand {
     const LinearWeight* linear;
@@ -91,6 +98,7 @@ class DecoderBlockView final : public BlockView {
   const std::map<std::string, GroupStats>* stats_;
   const QuantConfig* config_;
   DType dtype_;
+  AwqDeviceLossFactory* awq_device_;
 };
 
 }  // namespace llmc

@@ -398,41 +398,7 @@ class SequentialSolver::Impl {
     if (recipe_.awq) {
       t = NowSeconds();
       report("awq");
-      Wants w;
-      // Each rank captures its share of the inputs the search runs on; rank 0 searches on all of them.
-      w.capture_tokens = (kAwqCaptureTokens + comm_->size() - 1) / comm_->size();
-      std::vector<std::string> norms, linears;
-      const std::map<std::string, GroupStats> none;
-      DecoderBlockView names(block.get(), lm_.get(), &none, &cfg_, dtype_);
-      for (const auto& [n, v] : names.norms()) norms.push_back(n);
-      std::vector<std::string> routers;
-      for (const LinearWeight* lw : block->linears()) {
-        linears.push_back(lw->name);
-        if (IsMoeRouter(lw->name)) routers.push_back(lw->name);
-      }
-      for (const std::string& m : AwqInputs(*awq_, norms, linears, routers)) {
-        w.channel_mean.insert(InputGroup(m));
-        w.capture.insert(InputGroup(m));
-      }
-      LLMC_ASSIGN_OR_RETURN(auto hooks, Calibrate(*block, w));
-      absl::Status searched;
-      if (writes_) {
-        DecoderBlockView view(block.get(), lm_.get(), &hooks->stats(), &cfg_, dtype_);
-        auto chosen = ApplyAwq(*awq_, &view);
-        searched = chosen.status();
-        json awq = json::array();
-        if (chosen.ok())
-          for (const AwqChoice& c : *chosen)
-            awq.push_back({{"smooth", c.smooth},
-                           {"balance", c.balance},
-                           {"ratio", c.ratio},
-                           {"loss", c.loss},
-                           {"initial_loss", c.initial_loss}});
-        blk["awq"] = awq;
-      }
-      // The other ranks take the scaled block from rank 0.
-      LLMC_RETURN_IF_ERROR(AgreeOnStatus(comm_, searched));
-      LLMC_RETURN_IF_ERROR(SyncBlock(comm_, block.get(), 0));
+      LLMC_RETURN_IF_ERROR(RunAwq(block.get(), &blk));
       blk["awq_s"] = NowSeconds() - t;
     }
     if (cancel && cancel->load()) return absl::OkStatus();
@@ -569,6 +535,42 @@ class SequentialSolver::Impl {
     if (std::getenv("LLMC_VERBOSE")) std::fprintf(stderr, "llmc: block %d %s\n", L, blk.dump().c_str());
     blocks_.push_back(blk);
     return absl::OkStatus();
+  }
+
+  // AWQ's search on `block`, scaled in place on every rank; its choices go to blk["awq"].
+  absl::Status RunAwq(DecoderBlock* block, json* blk) {
+    Wants w;
+    // Each rank captures its share of the inputs the search runs on; rank 0 searches on all of them.
+    w.capture_tokens = (kAwqCaptureTokens + comm_->size() - 1) / comm_->size();
+    std::vector<std::string> norms, linears;
+    const std::map<std::string, GroupStats> none;
+    DecoderBlockView names(block, lm_.get(), &none, &cfg_, dtype_);
+    for (const auto& [n, v] : names.norms()) norms.push_back(n);
+    std::vector<std::string> routers;
+    for (const LinearWeight* lw : block->linears()) {
+      linears.push_back(lw->name);
+      if (IsMoeRouter(lw->name)) routers.push_back(lw->name);
+    }
+    for (const std::string& m : AwqInputs(*awq_, norms, linears, routers)) {
+      w.channel_mean.insert(InputGroup(m));
+      w.capture.insert(InputGroup(m));
+    }
+    LLMC_ASSIGN_OR_RETURN(auto hooks, Calibrate(*block, w));
+    absl::Status searched;
+    if (writes_) {
+      DecoderBlockView view(block, lm_.get(), &hooks->stats(), &cfg_, dtype_, backend_->awq_device_loss());
+      auto chosen = ApplyAwq(*awq_, &view);
+      searched = chosen.status();
+      json awq = json::array();
+      if (chosen.ok())
+        for (const AwqChoice& c : *chosen)
+          awq.push_back({{"smooth", c.smooth}, {"balance", c.balance}, {"ratio", c.ratio}, {"duo_scaling", c.duo},
+                         {"loss", c.loss}, {"initial_loss", c.initial_loss}, {"on_device", c.on_device}});
+      (*blk)["awq"] = awq;
+    }
+    // The other ranks take the scaled block from rank 0.
+    LLMC_RETURN_IF_ERROR(AgreeOnStatus(comm_, searched));
+    return SyncBlock(comm_, block, 0);
   }
 
   // A block finished before a resume: its weights as stored (dequantized, norms and biases as emitted) give

@@ -51,7 +51,7 @@ std::vector<AlgorithmInfo> MakeRegistry() {
                     true, "per-channel mean |x| of the balance layers' inputs and the block inputs", QuantArgsList()};
     a.args.push_back({"mappings", "list", nullptr, "[{smooth_layer, balance_layers}] (Llama defaults)"});
     a.args.push_back({"duo_scaling", "bool", true, "use weight magnitudes as well as activations in the scales"});
-    a.args.push_back({"n_grid", "int", 20, "grid points for the scale exponent search"});
+    a.args.push_back({"n_grid", "int", 20, "grid points for the scale exponent search (with duo_scaling: the identity and n_grid - 1 ratios from 0 to 1; at least 3)"});
     a.args.push_back({"offload_device", "string", nullptr, "where llm-compressor keeps cached block inputs",
                       "memory placement only"});
     r.push_back(a);

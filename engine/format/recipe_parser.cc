@@ -413,7 +413,11 @@ absl::StatusOr<CompressionRecipe> ParseCompressionRecipe(absl::string_view text,
                        "'both' (half the grid search without duo scaling, half with) is not supported yet; use true "
                        "or false");
       LLMC_ASSIGN_OR_RETURN(p.duo_scaling, GetBool(args, "duo_scaling", true, where));
-      LLMC_ASSIGN_OR_RETURN(p.n_grid, GetInt(args, "n_grid", 20, 1, 1000, where));
+      LLMC_ASSIGN_OR_RETURN(p.n_grid, GetInt(args, "n_grid", 20, 2, 1000, where));
+      if (p.duo_scaling && p.n_grid < 3)
+        return Invalid(absl::StrCat(where, ".n_grid"),
+                       "must be at least 3 with duo_scaling (the grid is the identity plus n_grid - 1 ratios "
+                       "i / (n_grid - 2)); use n_grid >= 3 or duo_scaling: false");
       p.mappings = DefaultAwqMappings();
       if (Has(args, "mappings")) {
         LLMC_ASSIGN_OR_RETURN(p.mappings, ParseMappings(args["mappings"], where));

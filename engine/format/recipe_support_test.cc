@@ -269,6 +269,8 @@ TEST(RecipeModifiersTest, RefusedArgumentsSayWhatIsSupported) {
   ExpectRefused("AWQModifier: {scheme: W4A16, duo_scaling: both}\n", {"AWQModifier.duo_scaling", "'both'"});
   ExpectRefused("GPTQModifier: {scheme: W4A16, block_size: 12.5}\n", {"GPTQModifier.block_size", "integer"});
   ExpectRefused("AWQModifier: {scheme: W4A16, n_grid: 2.5}\n", {"AWQModifier.n_grid", "integer"});
+  ExpectRefused("AWQModifier: {scheme: W4A16, n_grid: 2}\n", {"AWQModifier.n_grid", "at least 3 with duo_scaling"});
+  ExpectRefused("AWQModifier: {scheme: W4A16, duo_scaling: false, n_grid: 1}\n", {"AWQModifier.n_grid"});
   ExpectRefused("GPTQModifier: {scheme: W4A16, offload_hessians: maybe}\n", {"GPTQModifier.offload_hessians"});
   ExpectRefused("GPTQModifier: {scheme: W4A16, bypass_divisibility_checks: true}\n",
                 {"'bypass_divisibility_checks'", "block_size"});
