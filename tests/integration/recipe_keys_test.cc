@@ -282,7 +282,9 @@ std::vector<Case> Cases() {
       Mode::kRun, "AWQModifier.mappings[0]: no balance layer of [re:.*gates$] matches a Linear");
   add("AWQModifier.duo_scaling", awq, awq_with("duo_scaling: false"), changes);
   add("AWQModifier.duo_scaling", awq, awq_with("duo_scaling: both"), refused);
-  add("AWQModifier.n_grid", awq, Mod("AWQModifier", "scheme: W4A16_ASYM, ignore: [lm_head], n_grid: 2"), changes);
+  add("AWQModifier.n_grid", awq, Mod("AWQModifier", "scheme: W4A16_ASYM, ignore: [lm_head], n_grid: 8"), changes);
+  add("AWQModifier.n_grid", awq, Mod("AWQModifier", "scheme: W4A16_ASYM, ignore: [lm_head], n_grid: 2"), refused,
+      Mode::kRun, "must be at least 3 with duo_scaling");
   add("AWQModifier.offload_device", awq, awq_with("offload_device: cpu"), same);
 
   // ---- SmoothQuantModifier (then RTN W8A8) ----
