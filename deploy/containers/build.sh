@@ -71,7 +71,9 @@ build_image() {
       -f "$HERE/Containerfile.runtime" -t "$runtime" "$HERE" >/dev/null
   fi
   ctx=$(mktemp -d)
-  mkdir -p "$ctx/bin" "$ctx/cuda" "$ctx/empty"
+  mkdir -p "$ctx/bin" "$ctx/cuda" "$ctx/empty" "$ctx/web"
+  # the web console's files (llmc-server serves them from BIN/../share/llmc/web), when the build made them
+  if [ -f "$BIN/../share/llmc/web/index.html" ]; then cp -r "$BIN/../share/llmc/web/." "$ctx/web/"; fi
   # without DWARF debug sections (symbols stay, for backtraces): the images get ~60 MB smaller per binary
   if [ "${LLMC_STRIP:-1}" = 1 ] && command -v objcopy >/dev/null; then
     objcopy --strip-debug "$BIN/$binary" "$ctx/bin/$binary"
