@@ -35,6 +35,11 @@ fi
 if ! command -v npm >/dev/null; then
   $SUDO apt-get install -y -qq --no-install-recommends npm
 fi
+# playwright-core needs Node.js 20 or newer; Debian 12's own nodejs is 18.
+if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' 2>/dev/null; then
+  echo "llmc setup: warning: Node.js $(node --version 2>/dev/null || echo missing) is older than 20: the console's" \
+       "browser test needs Node.js 20 or newer (Debian 12 ships 18; install a newer nodejs package)" >&2
+fi
 web="$(cd "$(dirname "$0")/.." && pwd)/client/web"
 if [ ! -f "$web/node_modules/.package-lock.json" ] || [ "$web/package-lock.json" -nt "$web/node_modules/.package-lock.json" ]; then
   echo "llmc setup: npm ci in client/web"
