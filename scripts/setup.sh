@@ -11,7 +11,7 @@ PKGS=(
   libopenblas-dev
   libpcre2-dev libicu-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libsqlite3-dev libcurl4-openssl-dev libssl-dev libxml2-dev
-  libcpp-httplib-dev prometheus-cpp-dev libgloo-dev python3-grpcio python3-grpc-tools python3-protobuf prometheus
+  libmicrohttpd-dev libcpp-httplib-dev prometheus-cpp-dev libgloo-dev python3-grpcio python3-grpc-tools python3-protobuf prometheus
   radosgw ceph-mon ceph-osd ceph-common
   buildah podman runc debootstrap debian-archive-keyring slirp4netns fuse-overlayfs uidmap containernetworking-plugins
   curl python3-yaml sqlite3 systemd

@@ -1,13 +1,24 @@
 #include "server/http_api.h"
 
-#include <chrono>
+#include <algorithm>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <map>
 #include <memory>
+#include <string_view>
+#include <vector>
 
 #include <google/protobuf/util/json_util.h>
-#include <httplib.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -56,35 +67,69 @@ std::string ToJsonLine(const google::protobuf::Message& m) {
   return out;
 }
 
-// One open job-change stream.
-struct Stream {
-  Principal caller;
-  int64_t after = 0;  // the last change number sent
-  bool started = false;
-  absl::Time deadline, last_write;
-};
-
-void Reply(httplib::Response& res, const absl::Status& s, const google::protobuf::Message* m) {
-  if (!s.ok() || m == nullptr) {
-    res.status = HttpStatusFor(s.code());
-    res.set_content(JsonError(s), "application/json");
-    return;
-  }
-  std::string out;
-  google::protobuf::util::JsonPrintOptions o;
-  o.preserve_proto_field_names = false;
-  o.always_print_primitive_fields = true;
-  auto st = google::protobuf::util::MessageToJsonString(*m, &out, o);
-  if (!st.ok()) {
-    res.status = 500;
-    res.set_content(JsonError(absl::InternalError(std::string(st.message()))), "application/json");
-    return;
-  }
-  res.status = 200;
-  res.set_content(out, "application/json");
+// A job id in a path: what the API's ids are made of.
+bool IsJobId(absl::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char ch : id)
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '.' && ch != '-') return false;
+  return true;
 }
 
 }  // namespace
+
+// One whole request, as the handlers see it.
+struct HttpApi::Request {
+  std::string method;  // GET (HEAD is answered as GET, without the body), POST, ...
+  std::string path;    // decoded, without the query
+  std::multimap<std::string, std::string> query;  // decoded
+  std::string authorization;
+  std::string body;
+  bool has_param(const std::string& k) const { return query.count(k) > 0; }
+  std::string param(const std::string& k) const {
+    auto it = query.find(k);
+    return it == query.end() ? "" : it->second;
+  }
+};
+
+// One open job-change stream: the state its content reader keeps between calls.
+struct JobStream {
+  HttpApi* api = nullptr;
+  Principal caller;
+  int64_t after = 0;  // the last change number sent
+  bool started = false;
+  int fd = -1;  // the connection's socket, to notice a client that went away
+  absl::Time deadline, last_write;
+  std::string pending;  // produced, not yet handed to the connection
+};
+
+// The answer: a status and a body, or a job-change stream.
+struct HttpApi::Reply {
+  std::string route = "other";  // the route label of llmc_http_requests_total
+  int status = 200;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::unique_ptr<JobStream> stream;
+  void Json(std::string b) {
+    content_type = "application/json";
+    body = std::move(b);
+  }
+  void Error(const absl::Status& s) {
+    status = HttpStatusFor(s.code());
+    Json(JsonError(s));
+  }
+  void Message(const absl::Status& s, const google::protobuf::Message* m) {
+    if (!s.ok() || m == nullptr) return Error(s);
+    std::string out;
+    google::protobuf::util::JsonPrintOptions o;
+    o.preserve_proto_field_names = false;
+    o.always_print_primitive_fields = true;
+    auto st = google::protobuf::util::MessageToJsonString(*m, &out, o);
+    if (!st.ok()) return Error(absl::InternalError(std::string(st.message())));
+    status = 200;
+    Json(std::move(out));
+  }
+};
 
 int HttpStatusFor(absl::StatusCode code) {
   switch (code) {
@@ -111,7 +156,423 @@ HttpApi::HttpApi(Coordinator* c, Authenticator* auth, ServiceMetrics* m, HttpOpt
 
 HttpApi::~HttpApi() { Stop(); }
 
+void HttpApi::Count(const std::string& route, int status) { m_->http_requests->Inc({route, absl::StrCat(status)}); }
+
+void HttpApi::Route(const Request& req, Reply* res) {
+  const std::string& path = req.path;
+  const bool get = req.method == "GET" || req.method == "HEAD", post = req.method == "POST";
+  auto caller = [this, &req]() -> absl::StatusOr<Principal> {
+    auto p = auth_->Authenticate(req.authorization);
+    if (p.ok()) LLMC_RETURN_IF_ERROR(RequireRead(*p));
+    return p;
+  };
+  // A known path asked with another method: 405 naming the one it takes.
+  auto only = [&](bool ok, const char* method, const char* route) {
+    res->route = route;
+    if (ok) return true;
+    res->status = 405;
+    res->headers.emplace_back("Allow", method);
+    res->Error(absl::InvalidArgumentError(absl::StrCat(path, " takes ", method, ", not ", req.method.substr(0, 16))));
+    res->status = 405;
+    return false;
+  };
+
+  if (path == "/healthz") {
+    if (!only(get, "GET", "/healthz")) return;
+    res->body = "ok\n";
+    res->content_type = "text/plain";
+    return;
+  }
+  if (path == "/metrics") {
+    if (!only(get, "GET", "/metrics")) return;
+    if (options_.metrics_auth) {
+      auto p = caller();
+      if (!p.ok()) return res->Error(p.status());
+    }
+    res->body = m_->registry->Render();
+    res->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    return;
+  }
+  // ---- the web console's files (web_console.h) ----
+  if (path == "/" || path == "/console") {
+    if (!only(get, "GET", "/console/")) return;
+    res->status = 302;
+    res->headers.emplace_back("Location", "/console/");
+    return;
+  }
+  if (absl::StartsWith(path, "/console/")) {
+    if (!only(get, "GET", "/console/")) return;
+    if (!console_) {
+      res->status = 404;
+      res->body = absl::StrCat("The llmc web console is not installed on this server: ", console_missing_, "\n");
+      return;
+    }
+    auto f = console_->Read(absl::string_view(path).substr(9));
+    if (!f.ok()) {
+      res->status = 404;
+      res->body = "not found\n";
+      return;
+    }
+    res->body = std::move(f->body);
+    res->content_type = f->content_type;
+    res->headers.emplace_back("Cache-Control", "no-cache");
+    return;
+  }
+
+  // ---- who the token is (the console shows it) ----
+  if (path == "/api/v1/whoami") {
+    if (!only(get, "GET", "/api/v1/whoami")) return;
+    auto p = caller();
+    if (!p.ok()) return res->Error(p.status());
+    res->Json(nlohmann::json{{"tenant", p->tenant}, {"role", RoleName(p->role)}, {"canSubmit", RequireWrite(*p, "submit").ok()}}
+                  .dump());
+    return;
+  }
+
+  // ---- the presets and algorithms a job may name (the registries behind `llmc schemes` / `llmc algorithms`) ----
+  if (path == "/api/v1/methods") {
+    if (!only(get, "GET", "/api/v1/methods")) return;
+    auto p = caller();
+    if (!p.ok()) return res->Error(p.status());
+    nlohmann::json presets = nlohmann::json::array(), algorithms = nlohmann::json::array();
+    for (const PresetInfo& i : Presets())
+      presets.push_back({{"name", i.name}, {"description", i.description}, {"needsCalibration", i.needs_calibration}});
+    for (const AlgorithmInfo& a : Algorithms())
+      algorithms.push_back({{"name", a.name}, {"summary", a.summary}, {"needsCalibration", a.needs_calibration}});
+    res->Json(nlohmann::json{{"presets", presets}, {"algorithms", algorithms}}.dump());
+    return;
+  }
+
+  // ---- ValidateJob ----
+  if (path == "/api/v1/jobs:validate") {
+    if (!only(post, "POST", "/api/v1/jobs:validate")) return;
+    v1::ValidateJobRequest vr;
+    v1::ValidateJobResponse out;
+    auto st = google::protobuf::util::JsonStringToMessage(req.body, &vr);
+    if (!st.ok())
+      return res->Error(
+          absl::InvalidArgumentError(absl::StrCat("body: not a ValidateJobRequest in JSON: ", st.message().ToString())));
+    auto p = caller();
+    if (!p.ok()) return res->Error(p.status());
+    auto r = c_->ValidateJob(*p, vr.spec());
+    if (r.ok()) out = std::move(*r);
+    return res->Message(r.status(), &out);
+  }
+
+  // ---- the caller's job changes as server-sent events ----
+  // `event: hello` (data: {"tenant", "role"}) first; then `event: job` with a Job (JSON) whenever one of the
+  // caller's jobs changes (state, progress, events); `event: resync` when changes were missed (reload the list);
+  // a comment line every kHttpStreamKeepAliveS seconds. Ends after kHttpStreamMaxS (the client reconnects).
+  if (path == "/api/v1/jobs:stream") {
+    if (!only(get, "GET", "/api/v1/jobs:stream")) return;
+    auto p = caller();
+    if (!p.ok()) return res->Error(p.status());
+    if (streams_.fetch_add(1) >= kMaxHttpStreams) {
+      streams_.fetch_sub(1);
+      return res->Error(absl::ResourceExhaustedError(
+          absl::StrCat(kMaxHttpStreams, " job streams are open on this server; close a console tab or retry later")));
+    }
+    res->stream = std::make_unique<JobStream>();
+    res->stream->api = this;
+    res->stream->caller = *p;
+    res->stream->after = c_->LastJobChange();
+    res->stream->deadline = absl::Now() + absl::Seconds(kHttpStreamMaxS);
+    res->content_type = "text/event-stream";
+    return;
+  }
+  if (path == "/api/v1/jobs") {
+    if (post) {
+      res->route = "/api/v1/jobs";
+      v1::CreateJobRequest cr;
+      v1::Job out;
+      auto st = google::protobuf::util::JsonStringToMessage(req.body, &cr);
+      if (!st.ok())
+        return res->Error(
+            absl::InvalidArgumentError(absl::StrCat("body: not a CreateJobRequest in JSON: ", st.message().ToString())));
+      auto p = caller();
+      if (!p.ok()) return res->Error(p.status());
+      auto r = c_->CreateJob(*p, cr);
+      if (r.ok()) out = std::move(*r);
+      return res->Message(r.status(), &out);
+    }
+    if (!only(get, "GET, POST", "/api/v1/jobs")) return;
+    v1::ListJobsRequest lr;
+    if (req.has_param("state")) {
+      v1::JobState st = v1::JOB_STATE_UNSPECIFIED;
+      if (!v1::JobState_Parse(req.param("state"), &st))
+        return res->Error(absl::InvalidArgumentError(
+            absl::StrCat("state '", absl::CHexEscape(req.param("state").substr(0, 64)),
+                         "': use QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED or RETRYING")));
+      lr.set_state(st);
+    }
+    auto [lb, le] = req.query.equal_range("label");
+    for (auto it = lb; it != le; ++it) {
+      std::pair<std::string, std::string> kv = absl::StrSplit(it->second, absl::MaxSplits('=', 1));
+      (*lr.mutable_labels())[kv.first] = kv.second;
+    }
+    if (req.has_param("page_size")) {
+      int n = 0;
+      if (!absl::SimpleAtoi(req.param("page_size"), &n))
+        return res->Error(absl::InvalidArgumentError("page_size: not a number"));
+      lr.set_page_size(n);
+    }
+    lr.set_page_token(req.param("page_token"));
+    auto p = caller();
+    if (!p.ok()) return res->Error(p.status());
+    v1::ListJobsResponse out;
+    auto r = c_->ListJobs(*p, lr);
+    if (r.ok()) out = std::move(*r);
+    return res->Message(r.status(), &out);
+  }
+  if (path == "/api/v1/workers") {
+    if (!only(get, "GET", "/api/v1/workers")) return;
+    auto p = caller();
+    if (!p.ok()) return res->Error(p.status());
+    v1::ListWorkersResponse out;
+    auto r = c_->ListWorkers(*p);
+    if (r.ok()) out = std::move(*r);
+    return res->Message(r.status(), &out);
+  }
+  if (absl::StartsWith(path, "/api/v1/jobs/")) {
+    absl::string_view rest = absl::string_view(path).substr(13);
+    if (absl::ConsumeSuffix(&rest, ":cancel") && IsJobId(rest)) {
+      if (!only(post, "POST", "/api/v1/jobs/{id}:cancel")) return;
+      auto p = caller();
+      if (!p.ok()) return res->Error(p.status());
+      v1::Job out;
+      auto r = c_->CancelJob(*p, std::string(rest));
+      if (r.ok()) out = std::move(*r);
+      return res->Message(r.status(), &out);
+    }
+    rest = absl::string_view(path).substr(13);
+    if (absl::ConsumeSuffix(&rest, "/events") && IsJobId(rest)) {
+      if (!only(get, "GET", "/api/v1/jobs/{id}/events")) return;
+      // Replay only (no long poll): events after from_seq up to now.
+      v1::WatchJobRequest wr;
+      wr.set_id(std::string(rest));
+      int64_t from = 0;
+      if (req.has_param("from_seq") && !absl::SimpleAtoi(req.param("from_seq"), &from))
+        return res->Error(absl::InvalidArgumentError("from_seq: not a number"));
+      wr.set_from_seq(from);
+      nlohmann::json events = nlohmann::json::array();
+      auto p = caller();
+      if (!p.ok()) return res->Error(p.status());
+      auto job = c_->GetJob(*p, wr.id());
+      if (!job.ok()) return res->Error(job.status());
+      if (from < job->last_event_seq()) {
+        const int64_t last = job->last_event_seq();
+        absl::Status s = c_->WatchJob(
+            *p, wr,
+            [&](const v1::JobEvent& e) {
+              std::string j;
+              (void)google::protobuf::util::MessageToJsonString(e, &j);
+              events.push_back(nlohmann::json::parse(j));
+              return e.seq() < last;  // stop at what existed when the request came
+            },
+            [] { return false; });
+        if (!s.ok() && !absl::IsCancelled(s)) return res->Error(s);
+      }
+      res->Json(nlohmann::json{{"events", events}}.dump());
+      return;
+    }
+    rest = absl::string_view(path).substr(13);
+    if (IsJobId(rest)) {
+      if (!only(get, "GET", "/api/v1/jobs/{id}")) return;
+      auto p = caller();
+      if (!p.ok()) return res->Error(p.status());
+      v1::Job out;
+      auto r = c_->GetJob(*p, std::string(rest));
+      if (r.ok()) out = std::move(*r);
+      return res->Message(r.status(), &out);
+    }
+  }
+  res->route = "other";
+  res->status = 404;
+  res->body = "not found\n";
+}
+
+// libmicrohttpd's callbacks.
+struct HttpCallbacks {
+  // What a request keeps between the calls that deliver it (its body comes in pieces).
+  struct Pending {
+    std::string body;
+    bool answered = false;
+  };
+
+  static MHD_Result CollectQuery(void* cls, MHD_ValueKind, const char* key, const char* value) {
+    auto* q = static_cast<std::multimap<std::string, std::string>*>(cls);
+    if (key != nullptr && q->size() < 256) q->emplace(key, value == nullptr ? "" : value);
+    return MHD_YES;
+  }
+
+  static MHD_Result OnRequest(void* cls, MHD_Connection* connection, const char* url, const char* method,
+                              const char* /*version*/, const char* upload_data, size_t* upload_data_size,
+                              void** con_cls) {
+    auto* api = static_cast<HttpApi*>(cls);
+    auto* pending = static_cast<Pending*>(*con_cls);
+    if (pending == nullptr) {  // the headers are in; the body (if any) comes in the next calls
+      pending = new Pending;
+      *con_cls = pending;
+      const char* length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+      uint64_t n = 0;
+      if (length != nullptr && absl::SimpleAtoi(length, &n) && n > static_cast<uint64_t>(kMaxRequestBytes))
+        return TooLarge(api, connection, pending);
+      return MHD_YES;
+    }
+    if (pending->answered) {  // the rest of a refused body: dropped
+      *upload_data_size = 0;
+      return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+      if (pending->body.size() + *upload_data_size > static_cast<size_t>(kMaxRequestBytes)) {
+        *upload_data_size = 0;
+        return TooLarge(api, connection, pending);
+      }
+      pending->body.append(upload_data, *upload_data_size);
+      *upload_data_size = 0;
+      return MHD_YES;
+    }
+    HttpApi::Request req;
+    req.method = method;
+    req.path = url;
+    req.body = std::move(pending->body);
+    MHD_get_connection_values(connection, MHD_GET_ARGUMENT_KIND, &CollectQuery, &req.query);
+    const char* auth = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (auth != nullptr) req.authorization = auth;
+    HttpApi::Reply reply;
+    api->Route(req, &reply);
+    pending->answered = true;
+    return api->Send(connection, req, &reply) ? MHD_YES : MHD_NO;
+  }
+
+  static MHD_Result TooLarge(HttpApi* api, MHD_Connection* connection, Pending* pending) {
+    pending->answered = true;
+    pending->body.clear();
+    HttpApi::Reply reply;
+    reply.Error(absl::InvalidArgumentError(
+        absl::StrCat("body: larger than ", kMaxRequestBytes, " bytes; a job spec or recipe this large is refused")));
+    reply.status = 413;
+    HttpApi::Request req;
+    return api->Send(connection, req, &reply) ? MHD_YES : MHD_NO;
+  }
+
+  static void OnCompleted(void*, MHD_Connection*, void** con_cls, MHD_RequestTerminationCode) {
+    delete static_cast<Pending*>(*con_cls);
+    *con_cls = nullptr;
+  }
+
+  // A job-change stream's next bytes: blocks (this connection's own thread) until there is something to send,
+  // the stream's time is up, the server stops or the client went away.
+  static ssize_t ReadStream(void* cls, uint64_t, char* buf, size_t max) {
+    auto* st = static_cast<JobStream*>(cls);
+    HttpApi* api = st->api;
+    while (st->pending.empty()) {
+      if (!st->started) {
+        st->started = true;
+        st->pending = absl::StrCat(
+            "retry: 2000\nevent: hello\ndata: ",
+            nlohmann::json{{"tenant", st->caller.tenant}, {"role", RoleName(st->caller.role)}}.dump(), "\n\n");
+        break;
+      }
+      if (api->stopping_ || absl::Now() > st->deadline) return MHD_CONTENT_READER_END_OF_STREAM;
+      if (st->fd >= 0) {
+        pollfd p{st->fd, POLLRDHUP, 0};
+        if (::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+          return MHD_CONTENT_READER_END_WITH_ERROR;  // the client closed its side
+      }
+      // Wait at most a second, so Stop and a closed connection are noticed soon.
+      Coordinator::JobChanges ch = api->c_->WaitJobChanges(st->after, absl::Seconds(1));
+      if (ch.stopped) return MHD_CONTENT_READER_END_OF_STREAM;
+      if (ch.missed) st->pending = "event: resync\ndata: {}\n\n";
+      for (const std::string& id : ch.job_ids) {
+        auto job = api->c_->GetJob(st->caller, id);  // NOT_FOUND for another tenant's job: not sent
+        if (job.ok()) absl::StrAppend(&st->pending, "event: job\ndata: ", ToJsonLine(*job), "\n\n");
+      }
+      st->after = ch.seq;
+      if (st->pending.empty() && absl::Now() - st->last_write > absl::Seconds(kHttpStreamKeepAliveS))
+        st->pending = ": keep-alive\n\n";
+    }
+    const size_t n = std::min(max, st->pending.size());
+    std::memcpy(buf, st->pending.data(), n);
+    st->pending.erase(0, n);
+    st->last_write = absl::Now();
+    return static_cast<ssize_t>(n);
+  }
+
+  static void EndStream(void* cls) {
+    auto* st = static_cast<JobStream*>(cls);
+    st->api->streams_.fetch_sub(1);
+    delete st;
+  }
+
+  // Percent-decoding of the path and the query (in place): %HH becomes its byte, except %00, which stays as it is
+  // (the path and values are C strings here: a decoded NUL would cut "index.html%00.js" to "index.html").
+  static size_t Unescape(void*, MHD_Connection*, char* s) {
+    auto hex = [](char ch) -> int {
+      if (ch >= '0' && ch <= '9') return ch - '0';
+      if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+      if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+      return -1;
+    };
+    char* out = s;
+    for (const char* in = s; *in != '\0';) {
+      if (in[0] == '%' && hex(in[1]) >= 0 && hex(in[2]) >= 0 && (hex(in[1]) | hex(in[2])) != 0) {
+        *out++ = static_cast<char>(hex(in[1]) * 16 + hex(in[2]));
+        in += 3;
+      } else {
+        *out++ = *in++;
+      }
+    }
+    *out = '\0';
+    return static_cast<size_t>(out - s);
+  }
+
+  static void Log(void*, const char* fmt, va_list ap) {
+    char line[512];
+    std::vsnprintf(line, sizeof(line), fmt, ap);
+    std::string_view v(line);
+    while (!v.empty() && v.back() == '\n') v.remove_suffix(1);
+    spdlog::debug("http: {}", v);
+  }
+};
+
+bool HttpApi::Send(MHD_Connection* connection, const Request& req, Reply* reply) {
+  MHD_Response* r = nullptr;
+  if (reply->stream) {
+    const MHD_ConnectionInfo* info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (info != nullptr) reply->stream->fd = info->connect_fd;
+    JobStream* st = reply->stream.release();
+    r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, &HttpCallbacks::ReadStream, st,
+                                          &HttpCallbacks::EndStream);
+    if (r == nullptr) {
+      HttpCallbacks::EndStream(st);
+      return false;
+    }
+    // The stream has its own end (kHttpStreamMaxS) and writes a keep-alive line while idle.
+    MHD_set_connection_option(connection, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+  } else {
+    r = MHD_create_response_from_buffer(reply->body.size(), reply->body.data(), MHD_RESPMEM_MUST_COPY);
+    if (r == nullptr) return false;
+    if (absl::StartsWith(req.path, "/api/")) MHD_add_response_header(r, "Cache-Control", "no-store");
+  }
+  MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, reply->content_type.c_str());
+  for (const auto& [k, v] : SecurityHeaders()) MHD_add_response_header(r, k.c_str(), v.c_str());
+  for (const auto& [k, v] : reply->headers) MHD_add_response_header(r, k.c_str(), v.c_str());
+  if (reply->status == 401) MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+  const bool queued = MHD_queue_response(connection, static_cast<unsigned>(reply->status), r) == MHD_YES;
+  MHD_destroy_response(r);
+  Count(reply->route, reply->status);
+  return queued;
+}
+
 absl::Status HttpApi::Start(const std::string& host, int port) {
+  if (options_.max_connections < 1 || options_.max_connections_per_client < 1 ||
+      options_.max_connections_per_client > options_.max_connections)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "http connection limits: --http-max-connections (", options_.max_connections,
+        ") and --http-max-connections-per-client (", options_.max_connections_per_client,
+        ") must be at least 1, the second at most the first"));
   {
     auto wc = WebConsole::Open(options_.web_dir.empty() ? DefaultWebDir() : options_.web_dir);
     if (wc.ok()) {
@@ -123,329 +584,52 @@ absl::Status HttpApi::Start(const std::string& host, int port) {
       spdlog::warn("no web console: {}", console_missing_);
     }
   }
+  if (port < 0 || port > 65535) return absl::InvalidArgumentError(absl::StrCat("http: port ", port, " is out of range"));
+  // The address to bind: a numeric address or a name of this machine.
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  const std::string service = absl::StrCat(port);
+  if (int e = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &found); e != 0)
+    return absl::InvalidArgumentError(absl::StrCat("http: cannot bind to '", absl::CHexEscape(host.substr(0, 256)),
+                                                   "': ", gai_strerror(e), "; give an address of this machine"));
+  sockaddr_storage addr{};
+  std::memcpy(&addr, found->ai_addr, std::min<size_t>(found->ai_addrlen, sizeof(addr)));
+  const bool v6 = found->ai_family == AF_INET6;
+  ::freeaddrinfo(found);
+
   stopping_ = false;
-  svr_ = std::make_unique<httplib::Server>();
-  auto& svr = *svr_;
-  // httplib serves a connection on one pool thread for its whole life: idle and slow clients are cut off after a
-  // few seconds, and the pool is large enough that many connections held open still leave threads for /healthz
-  // and /metrics (docs/service.md, "HTTP").
-  svr.new_task_queue = [] { return new httplib::ThreadPool(kHttpThreads); };
-  svr.set_keep_alive_timeout(kHttpIdleTimeoutS);
-  svr.set_keep_alive_max_count(100);
-  svr.set_read_timeout(kHttpReadTimeoutS, 0);
-  svr.set_write_timeout(kHttpReadTimeoutS, 0);
-  svr.set_payload_max_length(kMaxRequestBytes);
-  // Before a handler sets one, a response's status is -1 (httplib answers 200 then).
-  auto count = [this](const char* route, const httplib::Response& res) {
-    m_->http_requests->Inc({route, absl::StrCat(res.status == -1 ? 200 : res.status)});
-  };
-  // Requests no route took (404, or 400 for a malformed request) are counted under route "other"; a handler's own
-  // error replies carry a body and were counted by the handler.
-  svr.set_error_handler([this](const httplib::Request&, httplib::Response& res) {
-    if (res.body.empty()) m_->http_requests->Inc({"other", absl::StrCat(res.status)});
-  });
-  auto caller = [this](const httplib::Request& req) -> absl::StatusOr<Principal> {
-    auto p = auth_->Authenticate(req.get_header_value("Authorization"));
-    if (p.ok()) LLMC_RETURN_IF_ERROR(RequireRead(*p));
-    return p;
-  };
-  svr.set_post_routing_handler([](const httplib::Request& req, httplib::Response& res) {
-    for (const auto& [k, v] : SecurityHeaders()) res.set_header(k.c_str(), v);
-    if (absl::StartsWith(req.path, "/api/")) res.set_header("Cache-Control", "no-store");
-    if (res.status == 401) res.set_header("WWW-Authenticate", "Bearer");
-  });
-
-  svr.Get("/healthz", [count](const httplib::Request&, httplib::Response& res) {
-    res.set_content("ok\n", "text/plain");
-    count("/healthz", res);
-  });
-  svr.Get("/metrics", [this, count, caller](const httplib::Request& req, httplib::Response& res) {
-    if (options_.metrics_auth) {
-      auto p = caller(req);
-      if (!p.ok()) {
-        Reply(res, p.status(), nullptr);
-        count("/metrics", res);
-        return;
-      }
-    }
-    res.set_content(m_->registry->Render(), "text/plain; version=0.0.4; charset=utf-8");
-    count("/metrics", res);
-  });
-  // ---- the web console's files (web_console.h) ----
-  svr.Get("/", [](const httplib::Request&, httplib::Response& res) { res.set_redirect("/console/"); });
-  svr.Get("/console", [](const httplib::Request&, httplib::Response& res) { res.set_redirect("/console/"); });
-  svr.Get(R"(/console/(.*))", [this, count](const httplib::Request& req, httplib::Response& res) {
-    if (!console_) {
-      res.status = 404;
-      res.set_content(absl::StrCat("The llmc web console is not installed on this server: ", console_missing_, "\n"),
-                      "text/plain; charset=utf-8");
-    } else {
-      auto f = console_->Read(req.matches[1].str());
-      if (f.ok()) {
-        res.set_content(std::move(f->body), f->content_type);
-        res.set_header("Cache-Control", "no-cache");
-      } else {
-        res.status = 404;
-        res.set_content("not found\n", "text/plain; charset=utf-8");
-      }
-    }
-    count("/console/", res);
-  });
-
-  // ---- who the token is (the console shows it) ----
-  svr.Get("/api/v1/whoami", [count, caller](const httplib::Request& req, httplib::Response& res) {
-    auto p = caller(req);
-    if (!p.ok()) {
-      Reply(res, p.status(), nullptr);
-    } else {
-      res.set_content(nlohmann::json{{"tenant", p->tenant},
-                                     {"role", RoleName(p->role)},
-                                     {"canSubmit", RequireWrite(*p, "submit").ok()}}
-                          .dump(),
-                      "application/json");
-    }
-    count("/api/v1/whoami", res);
-  });
-
-  // ---- the presets and algorithms a job may name (the registries behind `llmc schemes` / `llmc algorithms`) ----
-  svr.Get("/api/v1/methods", [count, caller](const httplib::Request& req, httplib::Response& res) {
-    auto p = caller(req);
-    if (!p.ok()) {
-      Reply(res, p.status(), nullptr);
-    } else {
-      nlohmann::json presets = nlohmann::json::array(), algorithms = nlohmann::json::array();
-      for (const PresetInfo& i : Presets())
-        presets.push_back({{"name", i.name}, {"description", i.description}, {"needsCalibration", i.needs_calibration}});
-      for (const AlgorithmInfo& a : Algorithms())
-        algorithms.push_back({{"name", a.name}, {"summary", a.summary}, {"needsCalibration", a.needs_calibration}});
-      res.set_content(nlohmann::json{{"presets", presets}, {"algorithms", algorithms}}.dump(), "application/json");
-    }
-    count("/api/v1/methods", res);
-  });
-
-  // ---- ValidateJob ----
-  svr.Post("/api/v1/jobs:validate", [this, count, caller](const httplib::Request& req, httplib::Response& res) {
-    v1::ValidateJobRequest vr;
-    v1::ValidateJobResponse out;
-    absl::Status s;
-    auto st = google::protobuf::util::JsonStringToMessage(req.body, &vr);
-    if (!st.ok())
-      s = absl::InvalidArgumentError(absl::StrCat("body: not a ValidateJobRequest in JSON: ", st.message().ToString()));
-    if (s.ok()) {
-      auto p = caller(req);
-      s = p.status();
-      if (p.ok()) {
-        auto r = c_->ValidateJob(*p, vr.spec());
-        s = r.status();
-        if (r.ok()) out = std::move(*r);
-      }
-    }
-    Reply(res, s, &out);
-    count("/api/v1/jobs:validate", res);
-  });
-
-  // ---- the caller's job changes as server-sent events ----
-  // `event: hello` (data: {"tenant", "role"}) first; then `event: job` with a Job (JSON) whenever one of the
-  // caller's jobs changes (state, progress, events); `event: resync` when changes were missed (reload the list);
-  // a comment line every kHttpStreamKeepAliveS seconds. Ends after kHttpStreamMaxS (the client reconnects).
-  svr.Get("/api/v1/jobs:stream", [this, count, caller](const httplib::Request& req, httplib::Response& res) {
-    auto p = caller(req);
-    absl::Status s = p.status();
-    if (s.ok() && streams_.fetch_add(1) >= kMaxHttpStreams) {
-      streams_.fetch_sub(1);
-      s = absl::ResourceExhaustedError(
-          absl::StrCat(kMaxHttpStreams, " job streams are open on this server; close a console tab or retry later"));
-    }
-    if (!s.ok()) {
-      Reply(res, s, nullptr);
-      count("/api/v1/jobs:stream", res);
-      return;
-    }
-    auto st = std::make_shared<Stream>();
-    st->caller = *p;
-    st->after = c_->LastJobChange();
-    st->deadline = absl::Now() + absl::Seconds(kHttpStreamMaxS);
-    res.set_header("Cache-Control", "no-store");
-    res.set_chunked_content_provider(
-        "text/event-stream",
-        [this, st](size_t, httplib::DataSink& sink) {
-          std::string out;
-          if (!st->started) {
-            st->started = true;
-            out = absl::StrCat("retry: 2000\nevent: hello\ndata: ",
-                               nlohmann::json{{"tenant", st->caller.tenant}, {"role", RoleName(st->caller.role)}}.dump(),
-                               "\n\n");
-          } else {
-            if (stopping_ || absl::Now() > st->deadline || !sink.is_writable()) {
-              sink.done();
-              return true;
-            }
-            // Wait at most a second, so Stop and a closed connection are noticed soon.
-            Coordinator::JobChanges ch = c_->WaitJobChanges(st->after, absl::Seconds(1));
-            if (ch.stopped) {
-              sink.done();
-              return true;
-            }
-            if (ch.missed) out = "event: resync\ndata: {}\n\n";
-            for (const std::string& id : ch.job_ids) {
-              auto job = c_->GetJob(st->caller, id);  // NOT_FOUND for another tenant's job: not sent
-              if (job.ok()) absl::StrAppend(&out, "event: job\ndata: ", ToJsonLine(*job), "\n\n");
-            }
-            st->after = ch.seq;
-            if (out.empty() && absl::Now() - st->last_write > absl::Seconds(kHttpStreamKeepAliveS))
-              out = ": keep-alive\n\n";
-          }
-          if (out.empty()) return true;
-          st->last_write = absl::Now();
-          return sink.write(out.data(), out.size());
-        },
-        [this](bool) { streams_.fetch_sub(1); });
-    count("/api/v1/jobs:stream", res);
-  });
-  svr.Get("/api/v1/jobs", [this, count, caller](const httplib::Request& req, httplib::Response& res) {
-    v1::ListJobsRequest lr;
-    absl::Status s;
-    if (req.has_param("state")) {
-      v1::JobState st = v1::JOB_STATE_UNSPECIFIED;
-      if (!v1::JobState_Parse(req.get_param_value("state"), &st))
-        s = absl::InvalidArgumentError(absl::StrCat("state '", req.get_param_value("state"),
-                                                    "': use QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED or RETRYING"));
-      lr.set_state(st);
-    }
-    for (size_t i = 0; i < req.get_param_value_count("label"); ++i) {
-      std::pair<std::string, std::string> kv = absl::StrSplit(req.get_param_value("label", i), absl::MaxSplits('=', 1));
-      (*lr.mutable_labels())[kv.first] = kv.second;
-    }
-    if (req.has_param("page_size")) {
-      int n = 0;
-      if (!absl::SimpleAtoi(req.get_param_value("page_size"), &n)) s = absl::InvalidArgumentError("page_size: not a number");
-      lr.set_page_size(n);
-    }
-    lr.set_page_token(req.get_param_value("page_token"));
-    v1::ListJobsResponse out;
-    if (s.ok()) {
-      auto p = caller(req);
-      s = p.status();
-      if (p.ok()) {
-        auto r = c_->ListJobs(*p, lr);
-        s = r.status();
-        if (r.ok()) out = std::move(*r);
-      }
-    }
-    Reply(res, s, &out);
-    count("/api/v1/jobs", res);
-  });
-  svr.Post("/api/v1/jobs", [this, count, caller](const httplib::Request& req, httplib::Response& res) {
-    v1::CreateJobRequest cr;
-    v1::Job out;
-    absl::Status s;
-    auto st = google::protobuf::util::JsonStringToMessage(req.body, &cr);
-    if (!st.ok()) s = absl::InvalidArgumentError(absl::StrCat("body: not a CreateJobRequest in JSON: ", st.message().ToString()));
-    if (s.ok()) {
-      auto p = caller(req);
-      s = p.status();
-      if (p.ok()) {
-        auto r = c_->CreateJob(*p, cr);
-        s = r.status();
-        if (r.ok()) out = std::move(*r);
-      }
-    }
-    Reply(res, s, &out);
-    count("/api/v1/jobs", res);
-  });
-  svr.Post(R"(/api/v1/jobs/([A-Za-z0-9_.-]+):cancel)", [this, count, caller](const httplib::Request& req,
-                                                                          httplib::Response& res) {
-    v1::Job out;
-    auto p = caller(req);
-    absl::Status s = p.status();
-    if (p.ok()) {
-      auto r = c_->CancelJob(*p, req.matches[1]);
-      s = r.status();
-      if (r.ok()) out = std::move(*r);
-    }
-    Reply(res, s, &out);
-    count("/api/v1/jobs/{id}:cancel", res);
-  });
-  svr.Get(R"(/api/v1/jobs/([A-Za-z0-9_.-]+)/events)", [this, count, caller](const httplib::Request& req,
-                                                                         httplib::Response& res) {
-    // Replay only (no long poll): events after from_seq up to now.
-    v1::WatchJobRequest wr;
-    wr.set_id(req.matches[1]);
-    int64_t from = 0;
-    if (req.has_param("from_seq")) absl::SimpleAtoi(req.get_param_value("from_seq"), &from);
-    wr.set_from_seq(from);
-    nlohmann::json events = nlohmann::json::array();
-    auto p = caller(req);
-    absl::Status s = p.status();
-    if (p.ok()) {
-      auto job = c_->GetJob(*p, wr.id());
-      s = job.status();
-      if (job.ok() && from < job->last_event_seq()) {
-        const int64_t last = job->last_event_seq();
-        s = c_->WatchJob(
-            *p, wr,
-            [&](const v1::JobEvent& e) {
-              std::string j;
-              (void)google::protobuf::util::MessageToJsonString(e, &j);
-              events.push_back(nlohmann::json::parse(j));
-              return e.seq() < last;  // stop at what existed when the request came
-            },
-            [] { return false; });
-        if (absl::IsCancelled(s)) s = absl::OkStatus();
-      }
-    }
-    if (s.ok()) {
-      res.set_content(nlohmann::json{{"events", events}}.dump(), "application/json");
-    } else {
-      res.status = HttpStatusFor(s.code());
-      res.set_content(JsonError(s), "application/json");
-    }
-    count("/api/v1/jobs/{id}/events", res);
-  });
-  svr.Get(R"(/api/v1/jobs/([A-Za-z0-9_.-]+))", [this, count, caller](const httplib::Request& req, httplib::Response& res) {
-    v1::Job out;
-    auto p = caller(req);
-    absl::Status s = p.status();
-    if (p.ok()) {
-      auto r = c_->GetJob(*p, req.matches[1]);
-      s = r.status();
-      if (r.ok()) out = std::move(*r);
-    }
-    Reply(res, s, &out);
-    count("/api/v1/jobs/{id}", res);
-  });
-  svr.Get("/api/v1/workers", [this, count, caller](const httplib::Request& req, httplib::Response& res) {
-    v1::ListWorkersResponse out;
-    auto p = caller(req);
-    absl::Status s = p.status();
-    if (p.ok()) {
-      auto r = c_->ListWorkers(*p);
-      s = r.status();
-      if (r.ok()) out = std::move(*r);
-    }
-    Reply(res, s, &out);
-    count("/api/v1/workers", res);
-  });
-
-  if (port == 0) {
-    port_ = svr.bind_to_any_port(host);
-    if (port_ < 0) return absl::UnavailableError(absl::StrCat("http: cannot listen on ", host));
-  } else {
-    if (!svr.bind_to_port(host, port))
-      return absl::UnavailableError(absl::StrCat("http: cannot listen on ", host, ":", port,
-                                                 " (in use?); choose another --http-listen"));
-    port_ = port;
-  }
-  thread_ = std::thread([this] { svr_->listen_after_bind(); });
-  // httplib's stop() does nothing before the listen loop runs: wait for it, so a Stop right after Start ends it.
-  while (!svr_->is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  // One thread per connection (a job-change stream blocks its own), poll() rather than select() (no descriptor
+  // limit), connections capped in all and per client address, silent ones closed after kHttpIdleTimeoutS.
+  unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG;
+  if (v6) flags |= MHD_USE_IPv6;
+  daemon_ = MHD_start_daemon(
+      flags, static_cast<uint16_t>(port), nullptr, nullptr, &HttpCallbacks::OnRequest, this,
+      MHD_OPTION_SOCK_ADDR, reinterpret_cast<sockaddr*>(&addr),
+      MHD_OPTION_CONNECTION_LIMIT, static_cast<unsigned>(options_.max_connections),
+      MHD_OPTION_PER_IP_CONNECTION_LIMIT, static_cast<unsigned>(options_.max_connections_per_client),
+      MHD_OPTION_CONNECTION_TIMEOUT, static_cast<unsigned>(kHttpIdleTimeoutS),
+      MHD_OPTION_NOTIFY_COMPLETED, &HttpCallbacks::OnCompleted, this,
+      MHD_OPTION_EXTERNAL_LOGGER, &HttpCallbacks::Log, this,
+      MHD_OPTION_UNESCAPE_CALLBACK, &HttpCallbacks::Unescape, this,
+      MHD_OPTION_LISTEN_BACKLOG_SIZE, 512u,
+      MHD_OPTION_END);
+  if (daemon_ == nullptr)
+    return absl::UnavailableError(absl::StrCat("http: cannot listen on ", host, ":", port,
+                                               " (in use?); choose another --http-listen"));
+  const MHD_DaemonInfo* info = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_BIND_PORT);
+  port_ = info != nullptr ? info->port : port;
   return absl::OkStatus();
 }
 
 void HttpApi::Stop() {
   stopping_ = true;
-  if (svr_) svr_->stop();
-  if (thread_.joinable()) thread_.join();
+  if (daemon_ != nullptr) {
+    MHD_stop_daemon(daemon_);  // closes every connection and joins its thread (streams end within a second)
+    daemon_ = nullptr;
+  }
 }
 
 }  // namespace llmc::server

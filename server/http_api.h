@@ -1,17 +1,16 @@
-// The coordinator's HTTP side (cpp-httplib): /healthz, /metrics (Prometheus text format), a JSON view of the
+// The coordinator's HTTP side (libmicrohttpd): /healthz, /metrics (Prometheus text format), a JSON view of the
 // API (docs/api.md, "JSON view"): the same messages as the gRPC API, converted with protobuf's JSON mapping, with
 // the same bearer-token auth (header `Authorization: Bearer <token>`), a server-sent event stream of the caller's
 // job changes, and the web console's static files under /console/ (web_console.h, docs/console.md). Every
 // response carries SecurityHeaders().
 //
-// Thread-safety: Start/Stop from one thread; requests are served on the server's own thread pool.
+// Thread-safety: Start/Stop from one thread; requests are served on libmicrohttpd's threads (one per connection).
 #pragma once
 
 #include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 
 #include "absl/status/status.h"
 #include "server/auth.h"
@@ -19,18 +18,19 @@
 #include "server/metrics.h"
 #include "server/web_console.h"
 
-namespace httplib {
-class Server;
-}
+struct MHD_Daemon;
+struct MHD_Connection;
 
 namespace llmc::server {
 
-// Serving limits: pool threads (each open connection holds one while it is served or idle), seconds an idle
-// keep-alive connection is kept, seconds a slow client may take to send a request or read a reply.
-inline constexpr int kHttpThreads = 256;
-inline constexpr int kHttpIdleTimeoutS = 2;
-inline constexpr int kHttpReadTimeoutS = 5;
-// Job-change streams (GET /api/v1/jobs:stream) open at once (each holds a pool thread; more are refused with
+// Serving limits (libmicrohttpd, one thread per open connection): connections open at once, connections open at
+// once from one client address (more are closed as soon as they are accepted, so one client cannot take the pool;
+// raise it behind a reverse proxy, where every request comes from the proxy's address), and seconds a connection
+// may stay silent (an idle keep-alive connection, or a slow client sending its request or reading its reply).
+inline constexpr int kHttpMaxConnections = 256;
+inline constexpr int kHttpMaxConnectionsPerClient = 32;
+inline constexpr int kHttpIdleTimeoutS = 5;
+// Job-change streams (GET /api/v1/jobs:stream) open at once (each holds a connection; more are refused with
 // 429), how long one lasts before the server ends it (the console reconnects), and the keep-alive interval.
 inline constexpr int kMaxHttpStreams = 64;
 inline constexpr int kHttpStreamMaxS = 600;
@@ -42,6 +42,9 @@ struct HttpOptions {
   std::string web_dir;
   // /metrics asks for a bearer token (any role but worker) too; /healthz stays open.
   bool metrics_auth = false;
+  // Connection limits (see above); each at least 1, and the per-client limit at most the total.
+  int max_connections = kHttpMaxConnections;
+  int max_connections_per_client = kHttpMaxConnectionsPerClient;
 };
 
 // The HTTP status for a canonical code (NOT_FOUND -> 404, ...).
@@ -55,8 +58,9 @@ class HttpApi {
  public:
   HttpApi(Coordinator* c, Authenticator* auth, ServiceMetrics* m, HttpOptions options = {});
   ~HttpApi();
-  // Binds host:port (port 0: any; see port()) and serves on a background thread. NOT_FOUND when
-  // options.web_dir is given and is not a console folder.
+  // Binds host:port (port 0: any; see port()) and serves on background threads. NOT_FOUND when
+  // options.web_dir is given and is not a console folder, INVALID_ARGUMENT for limits out of range or a host that
+  // is not an address of this machine, UNAVAILABLE when the port cannot be bound.
   absl::Status Start(const std::string& host, int port);
   // Ends open job-change streams (within a second) and stops serving.
   void Stop();
@@ -73,9 +77,17 @@ class HttpApi {
   std::string console_missing_;  // why no console is served
   std::atomic<bool> stopping_{false};
   std::atomic<int> streams_{0};
-  std::unique_ptr<httplib::Server> svr_;
-  std::thread thread_;
+  MHD_Daemon* daemon_ = nullptr;
   int port_ = 0;
+
+  struct Request;
+  struct Reply;
+  friend struct HttpCallbacks;  // libmicrohttpd's callbacks (http_api.cc)
+  // The answer to one whole request (routing, auth, the handlers) and the route it is counted under; Send queues
+  // it on the connection and counts it.
+  void Route(const Request& req, Reply* reply);
+  bool Send(MHD_Connection* connection, const Request& req, Reply* reply);
+  void Count(const std::string& route, int status);
 };
 
 }  // namespace llmc::server

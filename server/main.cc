@@ -25,6 +25,14 @@ int main(int argc, char** argv) {
   app.add_option("--web-dir", o.web_dir,
                  "the web console's files (default: BIN/../share/llmc/web; the console is off when that is missing)");
   app.add_flag("--metrics-auth", o.metrics_auth, "ask for a bearer token on /metrics too (/healthz stays open)");
+  app.add_option("--http-max-connections", o.http_max_connections, "HTTP connections open at once")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65536));
+  app.add_option("--http-max-connections-per-client", o.http_max_connections_per_client,
+                 "HTTP connections open at once from one client address (more are closed at once; raise it behind "
+                 "a reverse proxy)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65536));
   app.add_option("--allowed-root", o.allowed_roots,
                  "a directory or s3:// prefix jobs may read and write (repeatable; DATA_DIR/storage always is)");
   app.add_option("--allowed-input-root", o.input_roots,

@@ -165,6 +165,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& o) {
     HttpOptions ho;
     ho.web_dir = o.web_dir;
     ho.metrics_auth = o.metrics_auth;
+    ho.max_connections = o.http_max_connections;
+    ho.max_connections_per_client = o.http_max_connections_per_client;
     impl->http = std::make_unique<HttpApi>(impl->coordinator.get(), impl->auth.get(), impl->metrics.get(), ho);
     LLMC_RETURN_IF_ERROR(impl->http->Start(host, port));
     spdlog::info("HTTP (/metrics, /healthz, /api/v1) on {}:{}", host, impl->http->port());

@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "server/access_policy.h"
 #include "server/coordinator.h"
+#include "server/http_api.h"
 #include "server/spec_limits.h"
 
 namespace llmc::server {
@@ -19,6 +20,8 @@ struct ServerOptions {
   std::string http_listen = "127.0.0.1:7480";  // /metrics, /healthz, JSON view, console; "" to disable
   std::string web_dir;                          // the console's files; "" for DefaultWebDir() (web_console.h)
   bool metrics_auth = false;                    // /metrics asks for a bearer token
+  int http_max_connections = kHttpMaxConnections;                       // HTTP connections open at once
+  int http_max_connections_per_client = kHttpMaxConnectionsPerClient;  // ... from one client address
   std::vector<std::string> allowed_roots;       // read-write; DATA_DIR/storage is always one
   std::vector<std::string> input_roots;         // read-only (models, datasets)
   std::string tls_cert, tls_key;                // PEM files: serve gRPC over TLS

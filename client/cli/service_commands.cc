@@ -68,6 +68,7 @@ struct ServiceCommands {
   int64_t lease_ms = 0, max_attempts = 0;                                              // 0: llmc-server's defaults
   std::string web_dir;        // the console's folder ("": llmc-server's default beside the binary)
   bool metrics_auth = false;  // a token on /metrics too
+  int http_max_connections = 0, http_max_connections_per_client = 0;  // 0: llmc-server's defaults
 };
 
 namespace {
@@ -420,6 +421,10 @@ int Serve(const ServiceCommands& c) {
     if (c.max_attempts > 0) a.insert(a.end(), {"--max-attempts", absl::StrCat(c.max_attempts)});
     if (!c.web_dir.empty()) a.insert(a.end(), {"--web-dir", fs::absolute(c.web_dir).string()});
     if (c.metrics_auth) a.push_back("--metrics-auth");
+    if (c.http_max_connections > 0)
+      a.insert(a.end(), {"--http-max-connections", absl::StrCat(c.http_max_connections)});
+    if (c.http_max_connections_per_client > 0)
+      a.insert(a.end(), {"--http-max-connections-per-client", absl::StrCat(c.http_max_connections_per_client)});
     return a;
   };
   pid_t server = Spawn(server_argv());
@@ -608,6 +613,12 @@ std::shared_ptr<ServiceCommands> AddServiceCommands(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   v->add_option("--web-dir", c->web_dir, "the web console's folder (default: share/llmc/web beside the binaries)");
   v->add_flag("--metrics-auth", c->metrics_auth, "ask for a bearer token on /metrics too (/healthz stays open)");
+  v->add_option("--http-max-connections", c->http_max_connections,
+                "HTTP connections open at once (default 256)")
+      ->check(CLI::Range(1, 65536));
+  v->add_option("--http-max-connections-per-client", c->http_max_connections_per_client,
+                "HTTP connections open at once from one client address (default 32; raise it behind a proxy)")
+      ->check(CLI::Range(1, 65536));
   v->add_flag("--no-cwd-root", c->no_cwd_root,
               "do not allow the current directory (allowed by default, besides DATA_DIR/storage)");
   return c;
