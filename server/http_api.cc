@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <google/protobuf/util/json_util.h>
@@ -396,7 +397,8 @@ struct HttpCallbacks {
   // What a request keeps between the calls that deliver it (its body comes in pieces).
   struct Pending {
     std::string body;
-    bool answered = false;
+    size_t dropped = 0;  // bytes of a body over the limit read and dropped
+    bool too_large = false;
   };
 
   static MHD_Result CollectQuery(void* cls, MHD_ValueKind, const char* key, const char* value) {
@@ -415,23 +417,25 @@ struct HttpCallbacks {
       *con_cls = pending;
       const char* length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
       uint64_t n = 0;
+      // Refused before the body is read (the connection is closed after the reply).
       if (length != nullptr && absl::SimpleAtoi(length, &n) && n > static_cast<uint64_t>(kMaxRequestBytes))
-        return TooLarge(api, connection, pending);
-      return MHD_YES;
-    }
-    if (pending->answered) {  // the rest of a refused body: dropped
-      *upload_data_size = 0;
+        return TooLarge(api, connection);
       return MHD_YES;
     }
     if (*upload_data_size > 0) {
-      if (pending->body.size() + *upload_data_size > static_cast<size_t>(kMaxRequestBytes)) {
+      // A body without a length (chunked) that passes the limit: the rest is read and dropped, and the reply is
+      // 413; one that goes on for more than the limit again closes the connection.
+      if (pending->too_large || pending->body.size() + *upload_data_size > static_cast<size_t>(kMaxRequestBytes)) {
+        pending->too_large = true;
+        pending->dropped += *upload_data_size + std::exchange(pending->body, std::string()).size();
         *upload_data_size = 0;
-        return TooLarge(api, connection, pending);
+        return pending->dropped > 2 * static_cast<size_t>(kMaxRequestBytes) ? MHD_NO : MHD_YES;
       }
       pending->body.append(upload_data, *upload_data_size);
       *upload_data_size = 0;
       return MHD_YES;
     }
+    if (pending->too_large) return TooLarge(api, connection);
     HttpApi::Request req;
     req.method = method;
     req.path = url;
@@ -441,13 +445,10 @@ struct HttpCallbacks {
     if (auth != nullptr) req.authorization = auth;
     HttpApi::Reply reply;
     api->Route(req, &reply);
-    pending->answered = true;
     return api->Send(connection, req, &reply) ? MHD_YES : MHD_NO;
   }
 
-  static MHD_Result TooLarge(HttpApi* api, MHD_Connection* connection, Pending* pending) {
-    pending->answered = true;
-    pending->body.clear();
+  static MHD_Result TooLarge(HttpApi* api, MHD_Connection* connection) {
     HttpApi::Reply reply;
     reply.Error(absl::InvalidArgumentError(
         absl::StrCat("body: larger than ", kMaxRequestBytes, " bytes; a job spec or recipe this large is refused")));
@@ -607,12 +608,12 @@ absl::Status HttpApi::Start(const std::string& host, int port) {
   if (v6) flags |= MHD_USE_IPv6;
   daemon_ = MHD_start_daemon(
       flags, static_cast<uint16_t>(port), nullptr, nullptr, &HttpCallbacks::OnRequest, this,
+      MHD_OPTION_EXTERNAL_LOGGER, &HttpCallbacks::Log, this,  // first, so every message goes to the log
       MHD_OPTION_SOCK_ADDR, reinterpret_cast<sockaddr*>(&addr),
       MHD_OPTION_CONNECTION_LIMIT, static_cast<unsigned>(options_.max_connections),
       MHD_OPTION_PER_IP_CONNECTION_LIMIT, static_cast<unsigned>(options_.max_connections_per_client),
       MHD_OPTION_CONNECTION_TIMEOUT, static_cast<unsigned>(kHttpIdleTimeoutS),
       MHD_OPTION_NOTIFY_COMPLETED, &HttpCallbacks::OnCompleted, this,
-      MHD_OPTION_EXTERNAL_LOGGER, &HttpCallbacks::Log, this,
       MHD_OPTION_UNESCAPE_CALLBACK, &HttpCallbacks::Unescape, this,
       MHD_OPTION_LISTEN_BACKLOG_SIZE, 512u,
       MHD_OPTION_END);

@@ -1,11 +1,18 @@
 // The console's side of the HTTP server against a real llmc-server (Server::Start) over loopback: static files
 // confined to the web folder with their types and the security headers, auth on every API route, whoami,
-// ValidateJob over HTTP with the field named, and the job-change stream (server-sent events) filtered by tenant.
+// ValidateJob over HTTP with the field named, oversized bodies and wrong methods, and the job-change stream
+// (server-sent events) filtered by tenant.
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
 
 #include <atomic>
+#include <csignal>
 #include <map>
 #include <mutex>
 #include <filesystem>
@@ -199,6 +206,70 @@ TEST_F(HttpConsoleTest, WhoamiMethodsAndValidateWithTheField) {
                     "application/json");
   ASSERT_TRUE(c);
   EXPECT_EQ(c->status, 403);
+}
+
+// Bodies over 4 MiB get 413 (from Content-Length before the body is read, or once a chunked body passes the limit)
+// and nothing is created; a known path asked with another method gets 405 naming the one it takes.
+TEST_F(HttpConsoleTest, OversizedBodiesAndWrongMethodsAreRefused) {
+  ::signal(SIGPIPE, SIG_IGN);  // the server may close while the client still writes the body
+  // A raw request: the headers, then body pieces for as long as the server reads them; the status line the server
+  // answered (or "" if it closed without one).
+  auto send_raw = [&](const std::string& head, const std::string& piece, size_t max_body, const std::string& tail) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(server_->http_port()));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    EXPECT_EQ(::send(fd, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));
+    std::string reply;
+    char buf[4096];
+    for (size_t sent = 0; sent <= max_body;) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, sent == 0 ? 200 : 0) == 1) break;  // the server answers
+      if (::send(fd, piece.data(), piece.size(), MSG_NOSIGNAL) <= 0) break;
+      sent += piece.size();
+    }
+    (void)::send(fd, tail.data(), tail.size(), MSG_NOSIGNAL);
+    pollfd p{fd, POLLIN, 0};
+    while (::poll(&p, 1, 5000) == 1) {
+      ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      reply.append(buf, static_cast<size_t>(n));
+      if (reply.find("\r\n") != std::string::npos) break;
+    }
+    ::close(fd);
+    return reply.substr(0, reply.find("\r\n"));
+  };
+  const std::string auth = "Authorization: Bearer " + tokens_["a"] + "\r\n";
+  // Content-Length over the limit: refused before any of the body is sent.
+  EXPECT_EQ(send_raw(absl::StrCat("POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\n", auth,
+                                  "Content-Type: application/json\r\nContent-Length: ", kMaxRequestBytes + 1, "\r\n\r\n"),
+                     "", 0, ""),
+            "HTTP/1.1 413 Content Too Large");
+  // A chunked body: refused once it passes the limit (the rest of it is read and dropped).
+  const std::string chunk = absl::StrCat(absl::Hex(64 << 10), "\r\n", std::string(64 << 10, ' '), "\r\n");
+  EXPECT_EQ(send_raw(absl::StrCat("POST /api/v1/jobs:validate HTTP/1.1\r\nHost: x\r\n", auth,
+                                  "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"),
+                     chunk, static_cast<size_t>(kMaxRequestBytes) + (256 << 10), "0\r\n\r\n"),
+            "HTTP/1.1 413 Content Too Large");
+  httplib::Client cli("127.0.0.1", server_->http_port());
+  cli.set_read_timeout(10, 0);
+  auto list = cli.Get("/api/v1/jobs", Auth("a"));
+  ASSERT_TRUE(list);
+  EXPECT_EQ(list->status, 200);
+  EXPECT_THAT(list->body, Not(HasSubstr("\"id\"")));
+  auto wrong = cli.Delete("/api/v1/jobs", Auth("a"));
+  ASSERT_TRUE(wrong);
+  EXPECT_EQ(wrong->status, 405);
+  EXPECT_EQ(wrong->get_header_value("Allow"), "GET, POST");
+  auto get_cancel = cli.Get("/api/v1/jobs/job-1:cancel", Auth("a"));
+  ASSERT_TRUE(get_cancel);
+  EXPECT_EQ(get_cancel->status, 405);
+  // %00 is not decoded into a path: no file is found by cutting the name at it.
+  auto nul = cli.Get("/console/index.html%00.js");
+  ASSERT_TRUE(nul);
+  EXPECT_EQ(nul->status, 404);
 }
 
 TEST_F(HttpConsoleTest, StreamSendsTheCallersJobChangesOnly) {
