@@ -115,7 +115,9 @@ TEST_F(CudaActivationQuantTest, KernelMatchesCpuBitForBit) {
     EXPECT_EQ(differ, 0) << k.name << ": first at row " << first / cols << " column " << first % cols << ": x "
                          << (first < 0 ? 0.0f : x[first]) << ", cpu " << (first < 0 ? 0.0f : cpu[first]) << ", cuda "
                          << (first < 0 ? 0.0f : gpu[first]);
-    if (k.dtype == DType::kF16 && k.static_scales.empty()) EXPECT_EQ(nans, 3 * cols) << k.name << ": rows 14..16";
+    if (k.dtype == DType::kF16 && k.static_scales.empty()) {
+      EXPECT_EQ(nans, 3 * cols) << k.name << ": rows 14..16";
+    }
   }
 }
 
