@@ -24,6 +24,8 @@
 //          scale; e = s / g (fp32); y = R(fp4(bf16(clamp(x / e, -6, 6))) * e)         (x / e in fp32)
 //          The bf16 rounding before the fp4 cast is the library's CUDA cast (its Triton kernel, which GPU readers
 //          run and the reference figures used); its CPU fallback casts the fp32 value directly.
+//   clamp is torch.clamp (std::clamp): a NaN stays NaN. So a token of an fp16 model with a value past 65504 (inf
+//   in fp16) has an inf scale and comes out NaN entirely (inf / inf, then 0 * inf), as in the library.
 #pragma once
 
 #include <cstdint>

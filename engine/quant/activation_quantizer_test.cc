@@ -3,6 +3,7 @@
 #include "engine/tensor/dtype.h"
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -181,6 +182,36 @@ TEST(ActivationQuantizerTest, Float32ModelsSkipTheBf16Roundings) {
   std::vector<float> x = {12.75f, 0.1f};  // scale 0.1 (fp32), 0.1 / 0.1 = 1
   q->Apply(x.data(), 1);
   EXPECT_FLOAT_EQ(x[1], 0.1f);
+}
+
+// fp16 models, at both ends of the range, worked out from torch's arithmetic on float16 tensors.
+TEST(ActivationQuantizerTest, Fp16SubnormalScalesAndTokensBeyond65504) {
+  auto q = ActivationQuantizer::Create(Args(QuantType::kInt, 8, Strategy::kToken, "true"), ActivationSite::kLinear,
+                                       DType::kF16, 3, "t");
+  ASSERT_TRUE(q.ok());
+  // amax 2^-16: 2^-16 / 127.5 = 2.008 * 2^-24 rounds to the fp16 subnormal 2^-23 (kept, not flushed to the eps).
+  EXPECT_EQ(q->DynamicScale(-std::ldexp(1.0f, -16), 0.0f), std::ldexp(1.0f, -23));
+  // The largest finite fp16 value: scale fp16(65504 / 127.5 = 513.76) = 514; 65504 / 514 -> fp16 127.4375 -> 127;
+  // 127 * 514 = 65278 -> fp16 65280. -1 / 514 rounds to -0 and stays -0.
+  // A token with a value past 65504 is inf in fp16, and so is its scale (inf / 127.5). inf / inf is NaN, and
+  // torch.clamp keeps a NaN (it does not return qmin as fminf/fmaxf would); every other value is +-0 * inf = NaN.
+  // The whole token comes out NaN, as compressed-tensors' forward pass gives it.
+  std::vector<float> x = {65504.0f, -1.0f, 0.5f, 65536.0f, -1.0f, 0.5f};
+  q->Apply(x.data(), 2);
+  EXPECT_EQ(x[0], 65280.0f);
+  EXPECT_EQ(x[1], 0.0f);
+  EXPECT_TRUE(std::signbit(x[1]));
+  EXPECT_EQ(x[2], 0.0f);
+  EXPECT_EQ(q->DynamicScale(-1.0f, std::numeric_limits<float>::infinity()), std::numeric_limits<float>::infinity());
+  for (int i = 3; i < 6; ++i) EXPECT_TRUE(std::isnan(x[i])) << i << ": " << x[i];
+
+  auto f8 = ActivationQuantizer::Create(Args(QuantType::kFloat, 8, Strategy::kToken, "true"), ActivationSite::kLinear,
+                                        DType::kF16, 2, "t");
+  ASSERT_TRUE(f8.ok());
+  std::vector<float> y = {-70000.0f, 3.0f};  // -inf in fp16: the e4m3 cast of NaN is NaN (0x7f), not 448
+  f8->Apply(y.data(), 1);
+  EXPECT_TRUE(std::isnan(y[0])) << y[0];
+  EXPECT_TRUE(std::isnan(y[1])) << y[1];
 }
 
 TEST(ActivationQuantizerTest, RefusesWhatItCannotEvaluateNamingIt) {

@@ -22,7 +22,8 @@ __device__ float RoundD(float f, int round) {
   return f;
 }
 
-// e4m3fn code of a finite |f| <= 448, nearest even (engine/tensor/dtype.h FloatToF8E4M3Clamped).
+// e4m3fn code of a finite |f| <= 448, nearest even; NaN gives 0x7f/0xff (engine/tensor/dtype.h
+// FloatToF8E4M3Clamped).
 __device__ uint32_t ToF8E4M3(float f) {
   uint32_t u = __float_as_uint(f);
   uint32_t sign = (u >> 24) & 0x80u;
@@ -35,9 +36,11 @@ __device__ uint32_t ToF8E4M3(float f) {
   return sign | code;
 }
 
+// The value of an e4m3fn code; 0x7f/0xff (the format's NaN, what ToF8E4M3 gives a NaN) is NaN, as F8E4M3ToFloat.
 __device__ float FromF8E4M3(uint32_t b) {
   const float sign = (b & 0x80u) ? -1.0f : 1.0f;
   const uint32_t e = (b >> 3) & 0xfu, mant = b & 0x7u;
+  if (e == 0xfu && mant == 0x7u) return __uint_as_float(0x7fffffffu);
   if (e == 0) return sign * __fmul_rn(static_cast<float>(mant), 0.001953125f);  // mant * 2^-9
   return sign * ldexpf(1.0f + static_cast<float>(mant) * 0.125f, static_cast<int>(e) - 7);
 }
@@ -50,6 +53,11 @@ __device__ float RoundFp4(float f) {
   return f < 0.0f ? -mag[code] : mag[code];
 }
 
+// std::clamp(v, lo, hi) as the CPU reference computes it, and as torch.clamp: a NaN stays NaN. (fminf/fmaxf
+// would return the bound instead: an fp16 token beyond 65504 is inf, its scale inf, inf / inf NaN, and the
+// clamp must not turn that into qmin.)
+__device__ float ClampD(float v, float lo, float hi) { return v < lo ? lo : (hi < v ? hi : v); }
+
 __device__ float DynamicScaleD(const ActivationQuantParams& p, float mn, float mx) {
   const float amax = fmaxf(-mn, mx);
   if (p.kind == 0) {
@@ -60,22 +68,22 @@ __device__ float DynamicScaleD(const ActivationQuantParams& p, float mn, float m
     float s = RoundD(__fdiv_rn(amax, 448.0f), p.round);
     return s == 0.0f ? p.dtype_eps : s;
   }
-  float local = fminf(fmaxf(__fmul_rn(p.global_scale, RoundD(__fdiv_rn(amax, 6.0f), p.round)), -448.0f), 448.0f);
+  float local = ClampD(__fmul_rn(p.global_scale, RoundD(__fdiv_rn(amax, 6.0f), p.round)), -448.0f, 448.0f);
   float s = FromF8E4M3(ToF8E4M3(local));
   return s == 0.0f ? 0.125f : s;
 }
 
 __device__ float FakeQuantD(const ActivationQuantParams& p, float x, float scale) {
   if (p.kind == 0) {
-    float q = rintf(fminf(fmaxf(RoundD(__fdiv_rn(x, scale), p.round), p.qmin), p.qmax));
+    float q = rintf(ClampD(RoundD(__fdiv_rn(x, scale), p.round), p.qmin, p.qmax));
     return RoundD(__fmul_rn(q, scale), p.round);
   }
   if (p.kind == 1) {
-    float q = FromF8E4M3(ToF8E4M3(fminf(fmaxf(RoundD(__fdiv_rn(x, scale), p.round), -448.0f), 448.0f)));
+    float q = FromF8E4M3(ToF8E4M3(ClampD(RoundD(__fdiv_rn(x, scale), p.round), -448.0f, 448.0f)));
     return RoundD(__fmul_rn(q, scale), p.round);
   }
   const float e = __fdiv_rn(scale, p.global_scale);
-  float q = RoundFp4(RoundD(fminf(fmaxf(__fdiv_rn(x, e), -6.0f), 6.0f), 1));  // bf16 first, as the CPU
+  float q = RoundFp4(RoundD(ClampD(__fdiv_rn(x, e), -6.0f, 6.0f), 1));  // bf16 first, as the CPU
   return RoundD(__fmul_rn(q, e), p.round);
 }
 
