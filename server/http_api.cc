@@ -12,7 +12,9 @@
 
 #include <google/protobuf/util/json_util.h>
 #include <microhttpd.h>
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <nlohmann/json.hpp>
@@ -158,6 +160,50 @@ HttpApi::HttpApi(Coordinator* c, Authenticator* auth, ServiceMetrics* m, HttpOpt
 HttpApi::~HttpApi() { Stop(); }
 
 void HttpApi::Count(const std::string& route, int status) { m_->http_requests->Inc({route, absl::StrCat(status)}); }
+
+bool HttpApi::Admit(const std::string& client) {
+  absl::MutexLock l(&conn_mu_);
+  const char* reason = nullptr;
+  if (open_ >= options_.max_connections) {
+    reason = "total";
+  } else if (auto it = per_client_.find(client);
+             it != per_client_.end() && it->second >= options_.max_connections_per_client) {
+    reason = "per_client";
+  }
+  if (reason == nullptr) return true;
+  m_->http_refused->Inc({reason});
+  // One line every 10 s at most (a client over its limit may try thousands of times a second).
+  ++refusals_unlogged_;
+  const absl::Time now = absl::Now();
+  if (now - last_refusal_log_ >= absl::Seconds(10)) {
+    if (reason == std::string("total")) {
+      spdlog::warn("http: refused a connection from {}: {} are open (--http-max-connections); {} refused since the "
+                   "last such line",
+                   client, open_, refusals_unlogged_);
+    } else {
+      spdlog::warn("http: refused a connection from {}: it has {} open (--http-max-connections-per-client; raise it "
+                   "behind a proxy); {} refused since the last such line",
+                   client, options_.max_connections_per_client, refusals_unlogged_);
+    }
+    last_refusal_log_ = now;
+    refusals_unlogged_ = 0;
+  }
+  return false;
+}
+
+void HttpApi::Opened(const std::string& client) {
+  absl::MutexLock l(&conn_mu_);
+  ++open_;
+  ++per_client_[client];
+  m_->http_connections->Set(open_);
+}
+
+void HttpApi::Closed(const std::string& client) {
+  absl::MutexLock l(&conn_mu_);
+  --open_;
+  if (auto it = per_client_.find(client); it != per_client_.end() && --it->second <= 0) per_client_.erase(it);
+  m_->http_connections->Set(open_);
+}
 
 void HttpApi::Route(const Request& req, Reply* res) {
   const std::string& path = req.path;
@@ -528,6 +574,44 @@ struct HttpCallbacks {
     return static_cast<size_t>(out - s);
   }
 
+  // A client's address without the port ("127.0.0.1", "::1"; an IPv4-mapped IPv6 address as IPv4).
+  static std::string ClientAddress(const sockaddr* addr) {
+    char text[INET6_ADDRSTRLEN] = "?";
+    if (addr == nullptr) return text;
+    if (addr->sa_family == AF_INET) {
+      ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(addr)->sin_addr, text, sizeof(text));
+    } else if (addr->sa_family == AF_INET6) {
+      const in6_addr& a6 = reinterpret_cast<const sockaddr_in6*>(addr)->sin6_addr;
+      if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+        ::inet_ntop(AF_INET, &a6.s6_addr[12], text, sizeof(text));
+      } else {
+        ::inet_ntop(AF_INET6, &a6, text, sizeof(text));
+      }
+    }
+    return text;
+  }
+
+  // Called for every accepted connection before it is served: the limits.
+  static MHD_Result Accept(void* cls, const sockaddr* addr, socklen_t) {
+    return static_cast<HttpApi*>(cls)->Admit(ClientAddress(addr)) ? MHD_YES : MHD_NO;
+  }
+
+  // A connection opened (on the accepting thread, right after Accept) or closed: the counts by client.
+  static void Connection(void* cls, MHD_Connection* connection, void** socket_context, MHD_ConnectionNotificationCode what) {
+    auto* api = static_cast<HttpApi*>(cls);
+    if (what == MHD_CONNECTION_NOTIFY_STARTED) {
+      const MHD_ConnectionInfo* info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+      auto* client = new std::string(ClientAddress(info != nullptr ? info->client_addr : nullptr));
+      api->Opened(*client);
+      *socket_context = client;
+    } else if (what == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context != nullptr) {
+      auto* client = static_cast<std::string*>(*socket_context);
+      api->Closed(*client);
+      delete client;
+      *socket_context = nullptr;
+    }
+  }
+
   static void Log(void*, const char* fmt, va_list ap) {
     char line[512];
     std::vsnprintf(line, sizeof(line), fmt, ap);
@@ -603,17 +687,18 @@ absl::Status HttpApi::Start(const std::string& host, int port) {
 
   stopping_ = false;
   // One thread per connection (a job-change stream blocks its own), poll() rather than select() (no descriptor
-  // limit), connections capped in all and per client address, silent ones closed after kHttpIdleTimeoutS.
+  // limit), connections capped in all and per client address (Accept; libmicrohttpd's own cap, one above, is only
+  // a backstop), silent ones closed after kHttpIdleTimeoutS.
   unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG;
   if (v6) flags |= MHD_USE_IPv6;
   daemon_ = MHD_start_daemon(
-      flags, static_cast<uint16_t>(port), nullptr, nullptr, &HttpCallbacks::OnRequest, this,
+      flags, static_cast<uint16_t>(port), &HttpCallbacks::Accept, this, &HttpCallbacks::OnRequest, this,
       MHD_OPTION_EXTERNAL_LOGGER, &HttpCallbacks::Log, this,  // first, so every message goes to the log
       MHD_OPTION_SOCK_ADDR, reinterpret_cast<sockaddr*>(&addr),
-      MHD_OPTION_CONNECTION_LIMIT, static_cast<unsigned>(options_.max_connections),
-      MHD_OPTION_PER_IP_CONNECTION_LIMIT, static_cast<unsigned>(options_.max_connections_per_client),
+      MHD_OPTION_CONNECTION_LIMIT, static_cast<unsigned>(options_.max_connections) + 1,
       MHD_OPTION_CONNECTION_TIMEOUT, static_cast<unsigned>(kHttpIdleTimeoutS),
       MHD_OPTION_NOTIFY_COMPLETED, &HttpCallbacks::OnCompleted, this,
+      MHD_OPTION_NOTIFY_CONNECTION, &HttpCallbacks::Connection, this,
       MHD_OPTION_UNESCAPE_CALLBACK, &HttpCallbacks::Unescape, this,
       MHD_OPTION_LISTEN_BACKLOG_SIZE, 512u,
       MHD_OPTION_END);

@@ -12,7 +12,11 @@
 #include <optional>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "server/auth.h"
 #include "server/coordinator.h"
 #include "server/metrics.h"
@@ -79,6 +83,13 @@ class HttpApi {
   std::atomic<int> streams_{0};
   MHD_Daemon* daemon_ = nullptr;
   int port_ = 0;
+  // Open connections, in all and by client address (the limits of HttpOptions are applied here, when a connection
+  // is accepted, so refusals are counted and logged).
+  absl::Mutex conn_mu_;
+  int open_ ABSL_GUARDED_BY(conn_mu_) = 0;
+  absl::flat_hash_map<std::string, int> per_client_ ABSL_GUARDED_BY(conn_mu_);
+  absl::Time last_refusal_log_ ABSL_GUARDED_BY(conn_mu_) = absl::InfinitePast();
+  int64_t refusals_unlogged_ ABSL_GUARDED_BY(conn_mu_) = 0;
 
   struct Request;
   struct Reply;
@@ -88,6 +99,10 @@ class HttpApi {
   void Route(const Request& req, Reply* reply);
   bool Send(MHD_Connection* connection, const Request& req, Reply* reply);
   void Count(const std::string& route, int status);
+  // Whether a connection from `client` may open now (counted and logged when not).
+  bool Admit(const std::string& client);
+  void Opened(const std::string& client);
+  void Closed(const std::string& client);
 };
 
 }  // namespace llmc::server

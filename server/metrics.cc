@@ -175,6 +175,14 @@ ServiceMetrics::ServiceMetrics(MetricsRegistry* r) : registry(r) {
       calib_seconds->Inc({a.name}, 0);
     }
   http_requests = r->AddCounter("llmc_http_requests_total", "HTTP requests served, by route and status.", {"route", "status"});
+  http_connections = r->AddGauge("llmc_http_connections", "HTTP connections open now.", {});
+  http_connections->Set(0);
+  http_refused = r->AddCounter("llmc_http_connections_refused_total",
+                               "HTTP connections closed as soon as they were accepted, by the limit they were over: "
+                               "per_client (--http-max-connections-per-client) or total (--http-max-connections).",
+                               {"reason"});
+  http_refused->Inc({"per_client"}, 0);
+  http_refused->Inc({"total"}, 0);
 }
 
 }  // namespace llmc::server

@@ -153,6 +153,8 @@ struct ServiceMetrics {
   Gauge* job_blocks_total;     // llmc_job_blocks_total{job_id}
   Gauge* job_attempts;         // llmc_job_attempts{job_id}
   Counter* http_requests;      // llmc_http_requests_total{route,status}
+  Gauge* http_connections;     // llmc_http_connections (open now)
+  Counter* http_refused;       // llmc_http_connections_refused_total{reason}: per_client, total
 };
 
 }  // namespace llmc::server

@@ -16,6 +16,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -392,13 +393,6 @@ TEST_F(ServerLimitsTest, IdleHttpConnectionsDoNotStopHealthOrMetrics) {
   ASSERT_TRUE(wrong);
   EXPECT_EQ(wrong->status, 405);
   EXPECT_EQ(wrong->get_header_value("Allow"), "GET");
-  auto m = cli.Get("/metrics");
-  ASSERT_TRUE(m);
-  EXPECT_EQ(m->status, 200);
-  EXPECT_THAT(m->body, HasSubstr("llmc_http_requests_total{route=\"/healthz\",status=\"200\"} 1"));
-  EXPECT_THAT(m->body, HasSubstr("llmc_http_requests_total{route=\"/healthz\",status=\"405\"} 1"));
-  EXPECT_THAT(m->body, HasSubstr("llmc_http_requests_total{route=\"other\",status=\"404\"} 1"));
-  EXPECT_THAT(m->body, ::testing::Not(HasSubstr("status=\"-1\"")));
   // The server closed what 127.0.0.2 opened beyond its share at once (a read sees the end of the stream or a
   // reset), and kept the rest open until the idle timeout.
   auto closed_now = [&] {
@@ -413,6 +407,24 @@ TEST_F(ServerLimitsTest, IdleHttpConnectionsDoNotStopHealthOrMetrics) {
   for (int i = 0; i < 40 && (closed = closed_now()) < 64 - kHttpMaxConnectionsPerClient; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_EQ(closed, 64 - kHttpMaxConnectionsPerClient);
+  // The metrics count the requests with their statuses, the connections refused and those open (the 32 idle ones
+  // and this request's own, give or take the previous requests' connections still closing).
+  auto m = cli.Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->status, 200);
+  EXPECT_THAT(m->body, HasSubstr("llmc_http_requests_total{route=\"/healthz\",status=\"200\"} 1"));
+  EXPECT_THAT(m->body, HasSubstr("llmc_http_requests_total{route=\"/healthz\",status=\"405\"} 1"));
+  EXPECT_THAT(m->body, HasSubstr("llmc_http_requests_total{route=\"other\",status=\"404\"} 1"));
+  EXPECT_THAT(m->body, ::testing::Not(HasSubstr("status=\"-1\"")));
+  EXPECT_THAT(m->body, HasSubstr(absl::StrCat("llmc_http_connections_refused_total{reason=\"per_client\"} ",
+                                              64 - kHttpMaxConnectionsPerClient, "\n")));
+  EXPECT_THAT(m->body, HasSubstr("llmc_http_connections_refused_total{reason=\"total\"} 0\n"));
+  const std::string gauge = "\nllmc_http_connections ";
+  const size_t at = m->body.find(gauge);
+  ASSERT_NE(at, std::string::npos);
+  const int open = std::atoi(m->body.c_str() + at + gauge.size());
+  EXPECT_GE(open, kHttpMaxConnectionsPerClient + 1);
+  EXPECT_LE(open, kHttpMaxConnectionsPerClient + 4);
   // An idle connection is closed by the server after its idle timeout: every one is closed by then.
   std::this_thread::sleep_for(std::chrono::seconds(kHttpIdleTimeoutS + 2));
   EXPECT_EQ(closed_now(), 64);

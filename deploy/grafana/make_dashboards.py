@@ -177,6 +177,15 @@ FLEET = dashboard("llmc-fleet", "llmc / Fleet overview",
                  "per second.",
                  [target(f'sum by (method, code) (rate(llmc_rpc_requests_total{{{I},code!~"OK|CANCELLED"}}[{RATE}]))',
                          "{{method}} {{code}}")], "reqps"), 8)],
+    [(timeseries("HTTP connections", "HTTP connections open on the coordinator (console pages and job streams, "
+                 "scrapes, JSON API calls), and connections refused per second for being over "
+                 "--http-max-connections-per-client or --http-max-connections.",
+                 [target(f'sum(llmc_http_connections{{{I}}})', "open", "A"),
+                  target(f'sum by (reason) (rate(llmc_http_connections_refused_total{{{I}}}[{RATE}]))',
+                         "refused ({{reason}}) /s", "B")], "short"), 12),
+     (timeseries("HTTP requests by route and status", "Requests the coordinator's HTTP side answered, per second.",
+                 [target(f'sum by (route, status) (rate(llmc_http_requests_total{{{I}}}[{RATE}]))',
+                         "{{route}} {{status}}")], "reqps"), 12)],
 ])
 
 QUEUE = dashboard("llmc-queue", "llmc / Queue and jobs",
