@@ -670,14 +670,17 @@ absl::Status HttpApi::Start(const std::string& host, int port) {
     }
   }
   if (port < 0 || port > 65535) return absl::InvalidArgumentError(absl::StrCat("http: port ", port, " is out of range"));
-  // The address to bind: a numeric address or a name of this machine.
+  // The address to bind: a numeric address ("[::1]" or "::1" for IPv6) or a name of this machine.
+  std::string bind_host = host;
+  if (bind_host.size() >= 2 && bind_host.front() == '[' && bind_host.back() == ']')
+    bind_host = bind_host.substr(1, bind_host.size() - 2);
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
   addrinfo* found = nullptr;
   const std::string service = absl::StrCat(port);
-  if (int e = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &found); e != 0)
+  if (int e = ::getaddrinfo(bind_host.empty() ? nullptr : bind_host.c_str(), service.c_str(), &hints, &found); e != 0)
     return absl::InvalidArgumentError(absl::StrCat("http: cannot bind to '", absl::CHexEscape(host.substr(0, 256)),
                                                    "': ", gai_strerror(e), "; give an address of this machine"));
   sockaddr_storage addr{};

@@ -363,5 +363,39 @@ TEST(HttpConsoleOptionsTest, MetricsAuthAndAMissingWebDir) {
   (*s)->Shutdown();
 }
 
+// The HTTP side on an IPv6 address given in brackets ("[::1]:0"), and limits out of range refused naming the flags.
+TEST(HttpConsoleOptionsTest, Ipv6AddressAndConnectionLimits) {
+  testing::TempDir tmp;
+  ServerOptions o;
+  o.data_dir = tmp.path() + "/data";
+  o.listen = "127.0.0.1:0";
+  o.http_listen = "127.0.0.1:0";
+  o.http_max_connections = 4;
+  o.http_max_connections_per_client = 8;
+  auto bad = Server::Start(o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("--http-max-connections-per-client (8)"));
+
+  int probe = ::socket(AF_INET6, SOCK_STREAM, 0);
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  a.sin6_addr = in6addr_loopback;
+  const bool v6 = probe >= 0 && ::bind(probe, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+  if (probe >= 0) ::close(probe);
+  if (!v6) GTEST_SKIP() << "no IPv6 loopback on this machine";
+  o.data_dir = tmp.path() + "/data2";
+  o.http_max_connections = 256;
+  o.http_max_connections_per_client = 32;
+  o.http_listen = "[::1]:0";
+  auto s = Server::Start(o);
+  ASSERT_TRUE(s.ok()) << s.status();
+  httplib::Client cli("::1", (*s)->http_port());
+  auto health = cli.Get("/healthz");
+  ASSERT_TRUE(health) << httplib::to_string(health.error());
+  EXPECT_EQ(health->status, 200);
+  (*s)->Shutdown();
+}
+
 }  // namespace
 }  // namespace llmc::server
