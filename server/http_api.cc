@@ -217,7 +217,6 @@ void HttpApi::Route(const Request& req, Reply* res) {
   auto only = [&](bool ok, const char* method, const char* route) {
     res->route = route;
     if (ok) return true;
-    res->status = 405;
     res->headers.emplace_back("Allow", method);
     res->Error(absl::InvalidArgumentError(absl::StrCat(path, " takes ", method, ", not ", req.method.substr(0, 16))));
     res->status = 405;
