@@ -7,13 +7,16 @@
 # The model gets the fixture's tokenizer (its ids are valid in the 8B vocabulary); calibration text is the
 # fixture's calibration + eval + wikitext2 files concatenated (about 1.5M tokens: enough for 512 x 2048).
 # CALIB_ACTIVATIONS=fp32|bf16|host passes --calib-activations (where the activations stay between blocks).
+# MODEL_ARGS overrides the 8B shape's sizes (llmc-make-model flags), e.g. the Llama-3-70B shape:
+#   MODEL_ARGS="--hidden 8192 --intermediate 28672 --heads 64 --kv-heads 8" bench/gpu/gptq_speed.sh ... 512 2048 4
 set -euo pipefail
 llmc="$1"; make_model="$2"; shared="$3"; out="$4"; samples="${5:-512}"; seq="${6:-2048}"; layers="${7:-}"
 work="${WORK:-/tmp/gptq-speed}"
 mkdir -p "$work" "$out"
-model="$work/llama8b${layers:+-$layers}"
+model="$work/llama8b${layers:+-$layers}$(echo "${MODEL_ARGS:-}" | tr -d ' -')"
 if [ ! -f "$model/config.json" ]; then
-  "$make_model" "$model" --shape 8b ${layers:+--layers "$layers"} > /dev/null
+  # shellcheck disable=SC2086
+  "$make_model" "$model" --shape 8b ${layers:+--layers "$layers"} ${MODEL_ARGS:-} > /dev/null
   cp "$shared/models/llmc-fixture-llama/tokenizer.json" "$shared/models/llmc-fixture-llama/tokenizer_config.json" "$model/"
 fi
 cat "$shared/data/calibration.txt" "$shared/data/eval.txt" "$shared/data/wikitext2-test.txt" > "$work/calib.txt"
