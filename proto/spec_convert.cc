@@ -31,6 +31,7 @@ absl::StatusOr<llmc::JobSpec> ToEngineSpec(const v1::JobSpec& spec, const std::s
   e.ignore_given = spec.ignore_size() > 0;
   e.observer = spec.observer();
   e.calib_activations = spec.calibration_activations();
+  e.precision = spec.precision();
   if (spec.has_moe_calibrate_all_experts()) e.moe_calibrate_all_experts = spec.moe_calibrate_all_experts().value();
   e.dataset = dataset_path;
   if (spec.calibration().num_samples() < 0 || spec.calibration().seq_len() < 0)

@@ -312,6 +312,9 @@ absl::StatusOr<Coordinator::Checked> Coordinator::CheckSpec(const std::string& t
   if (!recipe.ok()) {
     std::string field = spec.has_preset() ? "spec.preset" : "spec.recipe_yaml";
     if (absl::StartsWith(recipe.status().message(), field)) return recipe.status();  // it names the field already
+    // The calibration options are checked against the recipe; their errors belong to their own fields.
+    if (absl::StartsWith(recipe.status().message(), "precision ")) field = "spec.precision";
+    if (absl::StartsWith(recipe.status().message(), "calibration activations ")) field = "spec.calibration_activations";
     return absl::Status(recipe.status().code(), absl::StrCat(field, ": ", recipe.status().message()));
   }
   Checked c;

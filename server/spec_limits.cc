@@ -44,6 +44,7 @@ absl::Status CheckSpecLimits(const v1::JobSpec& spec, const SpecLimits& limits) 
   LLMC_RETURN_IF_ERROR(CheckText("spec.max_shard_size", spec.max_shard_size(), kMaxNameBytes));
   LLMC_RETURN_IF_ERROR(CheckText("spec.observer", spec.observer(), kMaxNameBytes));
   LLMC_RETURN_IF_ERROR(CheckText("spec.calibration_activations", spec.calibration_activations(), kMaxNameBytes));
+  LLMC_RETURN_IF_ERROR(CheckText("spec.precision", spec.precision(), kMaxNameBytes));
   if (static_cast<size_t>(spec.ignore_size()) > kMaxIgnoreEntries)
     return absl::InvalidArgumentError(absl::StrCat("spec.ignore: ", spec.ignore_size(), " entries, more than the limit of ",
                                                    kMaxIgnoreEntries, "; use re: patterns"));

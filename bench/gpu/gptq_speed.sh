@@ -6,7 +6,8 @@
 #
 # The model gets the fixture's tokenizer (its ids are valid in the 8B vocabulary); calibration text is the
 # fixture's calibration + eval + wikitext2 files concatenated (about 1.5M tokens: enough for 512 x 2048).
-# CALIB_ACTIVATIONS=fp32|bf16|host passes --calib-activations (where the activations stay between blocks).
+# CALIB_ACTIVATIONS=fp32|bf16|host passes --calib-activations (where the activations stay between blocks);
+# EXTRA adds llmc compress flags (e.g. EXTRA="--precision bf16").
 # MODEL_ARGS overrides the 8B shape's sizes (llmc-make-model flags), e.g. the Llama-3-70B shape:
 #   MODEL_ARGS="--hidden 8192 --intermediate 28672 --heads 64 --kv-heads 8" bench/gpu/gptq_speed.sh ... 512 2048 4
 set -euo pipefail
@@ -24,7 +25,7 @@ nvidia-smi --query-gpu=name,memory.used --format=csv,noheader,nounits -lms 500 >
 smi=$!
 t0=$(date +%s.%N)
 LLMC_VERBOSE=1 "$llmc" compress "$model" "$work/out" --scheme W4A16 --algorithm gptq --dataset "$work/calib.txt" \
-  --num-samples "$samples" --seq-len "$seq" --device cuda ${CALIB_ACTIVATIONS:+--calib-activations "$CALIB_ACTIVATIONS"} \
+  --num-samples "$samples" --seq-len "$seq" --device cuda ${CALIB_ACTIVATIONS:+--calib-activations "$CALIB_ACTIVATIONS"} ${EXTRA:-} \
   --overwrite --json > "$out/llmc_gptq.json" 2> "$out/llmc_gptq.log"
 t1=$(date +%s.%N)
 kill $smi

@@ -186,6 +186,7 @@ int RunCompressCommand(const CompressArgs& a) {
   spec.threads = a.threads;
   spec.device = a.device;
   spec.calib_activations = a.calib_activations;
+  spec.precision = a.precision;
   spec.overwrite = a.overwrite;
   auto shard = ParseByteSize(a.max_shard_size);
   if (!shard.ok()) return Fail(absl::InvalidArgumentError(absl::StrCat("--max-shard-size: ", shard.status().message())));

@@ -20,6 +20,7 @@ struct CompressArgs {
   // Several ranks on this host (one process each; docs/distributed.md).
   int ranks = 1;
   std::string calib_activations;  // --device cuda: fp32, bf16 or host ("": fp32)
+  std::string precision;          // --device cuda: fp32, tf32 or bf16 ("": tf32)
   std::string comm;           // gloo or nccl ("": nccl with --device cuda, else gloo)
   int comm_timeout_s = 300;   // forming the ranks and each collective
   // Set on the processes of ranks > 0, which the first process starts with its own arguments plus these.

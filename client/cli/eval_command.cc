@@ -47,6 +47,12 @@ int RunEvalCommand(const EvalArgs& a) {
 #endif
   if (a.device != "cpu" && a.device != "cuda")
     return Fail(absl::InvalidArgumentError(absl::StrCat("--device ", a.device, ": use cpu or cuda")));
+  if (a.precision != "fp32" && a.precision != "tf32" && a.precision != "bf16")
+    return Fail(absl::InvalidArgumentError(absl::StrCat("--precision ", a.precision.substr(0, 32),
+                                                        ": use fp32, tf32 or bf16")));
+  if (a.precision != "fp32" && a.device != "cuda")
+    return Fail(absl::InvalidArgumentError(absl::StrCat("--precision ", a.precision,
+                                                        ": the cpu computes in fp32; tf32 and bf16 need --device cuda")));
   if (a.seq_len < 2)
     return Fail(absl::InvalidArgumentError(
         absl::StrCat("--seq-len ", a.seq_len, ": a window must hold at least 2 tokens")));
@@ -101,7 +107,9 @@ int RunEvalCommand(const EvalArgs& a) {
   auto run = [&]() -> absl::StatusOr<PerplexityResult> {
     if (a.device == "cuda") {
 #ifdef LLMC_HAVE_CUDA
-      CudaModelOptions co;  // fp32 GEMMs (no TF32): the CPU's numbers to ~1e-6
+      CudaModelOptions co;  // fp32 GEMMs (no TF32) unless --precision says otherwise
+      if (a.precision == "tf32") co.precision = cuda::GemmPrecision::kTf32;
+      if (a.precision == "bf16") co.precision = cuda::GemmPrecision::kBf16;
       gpu = cuda::DeviceName();
       return ComputePerplexityCuda(**lm, *ids, po, co);
 #endif
@@ -151,6 +159,7 @@ int RunEvalCommand(const EvalArgs& a) {
                         {"text_architecture", spec.arch->name},
                         {"weights", storage},
                         {"device", a.device},
+                        {"precision", a.precision},
                         {"gpu", gpu},
                         {"threads", (*lm)->context()->threads()},
                         {"peak_rss_bytes", PeakRssBytes()}};

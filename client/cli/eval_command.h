@@ -27,6 +27,8 @@ struct EvalArgs {
   // the checkpoint says, and perplexity_weights_only with fp32 activations: two passes), "quantized" (only the
   // first) or "weights-only" (only the second). A checkpoint that quantizes no activations runs one pass.
   std::string activations = "both";
+  // --device cuda: "fp32" (the default: IEEE fp32 GEMMs, the CPU's numbers to ~1e-6), "tf32" or "bf16".
+  std::string precision = "fp32";
 };
 
 // Prints the result (one JSON object with --json: at least perplexity, tokens, windows, seconds) on stdout

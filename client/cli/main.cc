@@ -38,6 +38,10 @@ int main(int argc, char** argv) {
   compress->add_option("--calib-activations", c.calib_activations,
                        "--device cuda: calibration activations between blocks: fp32 (default), bf16 (half the GPU "
                        "memory) or host (bf16 in pinned host memory, streamed through the GPU)");
+  compress->add_option("--precision", c.precision,
+                       "--device cuda: calibration arithmetic: fp32 (exact IEEE GEMMs), tf32 (default: tensor cores, "
+                       "fp32 activations) or bf16 (bf16 GEMM inputs and Hessian products, fp32 accumulation); the cpu "
+                       "computes in fp32");
   compress->add_option("--dataset", c.dataset, "calibration data: plain text or JSONL (calibrated algorithms)");
   auto* ns = compress->add_option("--num-samples", c.num_samples, "calibration samples (default 128)");
   auto* sl = compress->add_option("--seq-len", c.seq_len, "calibration sequence length in tokens (default 512)");
@@ -72,6 +76,9 @@ int main(int argc, char** argv) {
   eval->add_option("--max-windows", e.max_windows, "use the first N windows")->capture_default_str();
   eval->add_option("--device", e.device, "cpu or cuda")->capture_default_str();
   eval->add_option("--threads", e.threads, "CPU threads (default: one per core)");
+  eval->add_option("--precision", e.precision,
+                   "--device cuda: GEMM arithmetic: fp32 (IEEE, the CPU's numbers), tf32 or bf16")
+      ->capture_default_str();
   eval->add_flag("--json", e.json, "print one JSON object");
   eval->add_option("--activations", e.activations,
                    "for checkpoints that quantize activations: both (perplexity as the checkpoint says, and "

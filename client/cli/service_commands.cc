@@ -42,6 +42,7 @@ struct ServiceCommands {
   CLI::Option* ignore_opt = nullptr;
   std::string model, output, scheme, algorithm, recipe, dataset, request_id, max_shard_size, observer, eval_text;
   std::string calib_activations;
+  std::string precision;
   std::string moe_calibrate_all_experts;  // "", "true" or "false"
   int num_samples = 0, seq_len = 0, gpus = 0, min_gpus = 0, priority = 0;
   uint64_t seed = 0;
@@ -248,6 +249,7 @@ int Submit(const ServiceCommands& c) {
   s->set_max_shard_size(c.max_shard_size);
   s->set_observer(c.observer);
   s->set_calibration_activations(c.calib_activations);
+  s->set_precision(c.precision);
   if (!c.moe_calibrate_all_experts.empty()) {
     if (c.moe_calibrate_all_experts != "true" && c.moe_calibrate_all_experts != "false")
       return Fail(absl::InvalidArgumentError(absl::StrCat("--moe-calibrate-all-experts '", c.moe_calibrate_all_experts,
@@ -538,6 +540,9 @@ std::shared_ptr<ServiceCommands> AddServiceCommands(CLI::App& app) {
   s->add_option("--observer", c->observer, "weight observer: minmax or mse");
   s->add_option("--calib-activations", c->calib_activations,
                 "GPU workers: calibration activations between blocks: fp32 (default), bf16 or host");
+  s->add_option("--precision", c->precision,
+                "GPU workers: calibration arithmetic: fp32 (exact), tf32 (default) or bf16 (bf16 GEMM inputs, fp32 "
+                "accumulation)");
   s->add_option("--moe-calibrate-all-experts", c->moe_calibrate_all_experts,
                 "mixture-of-experts models: true (default) or false, every calibration token through every expert");
   s->add_option("--gpus", c->gpus, "workers to gang-schedule (default 1)");

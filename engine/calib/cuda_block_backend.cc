@@ -245,6 +245,7 @@ class CudaBlockBackend final : public BlockBackend {
     (*j)["device_name"] = cuda_->device_name();
     (*j)["peak_device_used_bytes"] = peak_device_bytes_;
     (*j)["calibration_activations"] = storage_ == Storage::kFp32 ? "fp32" : storage_ == Storage::kBf16 ? "bf16" : "host";
+    (*j)["precision"] = cuda::GemmPrecisionName(dweights_->precision());
   }
 
  private:

@@ -77,6 +77,15 @@ absl::StatusOr<CompressionRecipe> ResolveJobRecipe(const JobSpec& a) {
       return absl::InvalidArgumentError(absl::StrCat("calibration activations ", a.calib_activations, ": ",
                                                      recipe->Describe(), " runs no calibration; leave the option out"));
   }
+  if (!a.precision.empty()) {
+    if (a.precision != "fp32" && a.precision != "tf32" && a.precision != "bf16")
+      return absl::InvalidArgumentError(
+          absl::StrCat("precision '", a.precision.substr(0, 32), "': use fp32, tf32 or bf16"));
+    if (!recipe->NeedsCalibration() && a.precision != "fp32")
+      return absl::InvalidArgumentError(absl::StrCat("precision ", a.precision, ": ", recipe->Describe(),
+                                                     " runs no calibration (data-free jobs compute in fp32 on the ",
+                                                     "CPU); leave the option out"));
+  }
   if (a.num_samples < 0 || a.seq_len < 0)
     return absl::InvalidArgumentError("--num-samples and --seq-len must be positive");
   if (a.max_shard_size == 0) return absl::InvalidArgumentError("--max-shard-size must be positive");

@@ -35,6 +35,10 @@ struct JobSpec {
   // --device cuda: where the calibration activations stay between blocks: fp32 (device, the default), bf16
   // (device, half the memory) or host (bf16 in pinned host memory, streamed through the GPU); "" is fp32.
   std::string calib_activations;
+  // --device cuda: the arithmetic of the calibration forward passes and Hessians: "fp32" (exact, IEEE fp32 GEMMs),
+  // "tf32" (the default: TF32 tensor cores, fp32 activations) or "bf16" (bf16 GEMM inputs and Hessian products
+  // with fp32 accumulation); "" is the default. The CPU runs fp32 only.
+  std::string precision;
   bool overwrite = false;
   // Mixture-of-experts models, calibrated algorithms: every token passes through every expert for the statistics
   // (the routed top-k output still propagates), as llm-compressor's moe_calibrate_all_experts. Unset: on for MoE

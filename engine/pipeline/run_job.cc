@@ -71,6 +71,10 @@ absl::StatusOr<CompressSummary> RunJob(const JobSpec& spec, const JobControl& co
     so.threads = a.threads;
     so.device = a.device;
     so.calib_activations = a.calib_activations;
+    if (!a.precision.empty() && a.precision != "fp32" && a.device != "cuda")
+      return absl::InvalidArgumentError(absl::StrCat("precision ", a.precision, ": the ", a.device,
+                                                     " computes in fp32; tf32 and bf16 apply to --device cuda"));
+    if (!a.precision.empty()) so.gemm_precision = a.precision;
     so.moe_calibrate_all_experts = a.moe_calibrate_all_experts;
     so.comm = control.comm;
     LLMC_ASSIGN_OR_RETURN(solver, SequentialSolver::Create(so, recipe, cfg));

@@ -127,6 +127,35 @@ TEST(CudaCalibTest, Bf16AndHostActivationsHoldAccuracy) {
   EXPECT_GT(compared, 0);
 }
 
+// --precision: fp32 (IEEE GEMMs and Hessians), tf32 (the default) and bf16 (bf16 GEMM inputs and Hessian
+// products) all hold the fixture's GPTQ perplexity within 0.5 % of fp32, and the report names the arithmetic.
+TEST(CudaCalibTest, PrecisionsHoldAccuracy) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  if (!testing::HaveShared("models/llmc-fixture-llama")) GTEST_SKIP() << "needs ../shared";
+  testing::TempDir tmp;
+  JobSpec spec;
+  spec.model_path = testing::Shared("models/llmc-fixture-llama");
+  spec.scheme = "W4A16";
+  spec.algorithm = "gptq";
+  spec.dataset = testing::Shared("data/calibration.txt");
+  spec.num_samples = 32;
+  spec.seq_len = 512;
+  spec.device = "cuda";
+  double ppl[3];
+  const char* modes[3] = {"fp32", "tf32", "bf16"};
+  for (int i = 0; i < 3; ++i) {
+    spec.precision = modes[i];
+    spec.output_path = tmp.path() + "/" + modes[i];
+    auto r = RunJob(spec);
+    ASSERT_TRUE(r.ok()) << modes[i] << ": " << r.status();
+    EXPECT_EQ(r->solver_report["precision"], modes[i]);
+    ppl[i] = Perplexity(spec.output_path, spec.model_path);
+    std::printf("precision %s: perplexity %.4f, solve %.2f s\n", modes[i], ppl[i], r->solver_report["seconds"].get<double>());
+  }
+  EXPECT_NEAR(ppl[1] / ppl[0], 1.0, 0.005);
+  EXPECT_NEAR(ppl[2] / ppl[0], 1.0, 0.005);
+}
+
 // GPTQ W4A16 of a mixture-of-experts model on the GPU with every expert calibrated: each expert's device Hessian
 // sees every calibration token, the checkpoint has the CPU run's tensors, and the runtime reads it back.
 TEST(CudaCalibTest, MoeGptqCalibratesEveryExpertOnTheGpu) {

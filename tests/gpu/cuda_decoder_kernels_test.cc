@@ -119,6 +119,43 @@ TEST_F(CudaDecoderKernelsTest, AccumulateXtXMatchesNaiveSum) {
   }
 }
 
+// bf16 Hessian products: x rounded to bf16 (in pieces of Blas::kXtXPieceElems; the last shape spans three
+// pieces, the last one short), products accumulated in fp32. Against the double sum of the bf16-rounded inputs the
+// GEMM's only error is its fp32 accumulation; against the fp32 inputs, the rounding's (~2^-8 per element).
+TEST_F(CudaDecoderKernelsTest, AccumulateXtXBf16MatchesTheSumOfRoundedInputs) {
+  const int64_t big_rows = 2 * cuda::Blas::kXtXPieceElems / 32 + 77;
+  for (auto [rows, in] : {std::pair<int64_t, int64_t>{1, 1}, {17, 33}, {1025, 257}, {big_rows, 32}}) {
+    SCOPED_TRACE(::testing::Message() << rows << "x" << in);
+    auto x = Normal(rows * in, 1.5f, 21);
+    std::vector<float> h0(in * in, 0.0f);
+    auto dh = ToDevice(h0);
+    auto dx = ToDevice(x);
+    const float alpha = 2.0f / static_cast<float>(rows);
+    ASSERT_EQ(blas_.AccumulateXtX(dx.data(), rows, in, alpha, dh.data(), cuda::GemmPrecision::kBf16), "");
+    auto h = ToHost(dh, in * in);
+    std::vector<float> xr(x.size());
+    for (size_t k = 0; k < x.size(); ++k) xr[k] = BF16ToFloat(FloatToBF16(x[k]));
+    double worst_rounded = 0, worst_exact = 0;
+    for (int64_t i = 0; i < in; ++i)
+      for (int64_t j = 0; j <= i; ++j) {
+        double ref = 0, exact = 0, mag = 0;
+        for (int64_t t = 0; t < rows; ++t) {
+          ref += double(xr[t * in + i]) * xr[t * in + j];
+          exact += double(x[t * in + i]) * x[t * in + j];
+          mag += std::fabs(double(xr[t * in + i]) * xr[t * in + j]);
+        }
+        ref *= alpha, exact *= alpha, mag *= alpha;
+        ASSERT_LE(std::fabs(h[i * in + j] - ref), 1e-5 * mag + 1e-30) << i << "," << j;
+        worst_rounded = std::max(worst_rounded, std::fabs(h[i * in + j] - ref) / mag);
+        worst_exact = std::max(worst_exact, std::fabs(h[i * in + j] - exact) / mag);
+        ASSERT_EQ(h[i * in + j], h[j * in + i]) << "not symmetric at " << i << "," << j;
+      }
+    EXPECT_LT(worst_exact, 1e-2);
+    std::printf("XtX bf16 %lldx%lld: worst |gpu - sum of rounded| / sum|.| = %.3g, against fp32 inputs %.3g\n",
+                static_cast<long long>(rows), static_cast<long long>(in), worst_rounded, worst_exact);
+  }
+}
+
 TEST_F(CudaDecoderKernelsTest, RopeIsBitIdenticalToCpu) {
   RopeSpec def;
   RopeSpec lin;

@@ -186,6 +186,19 @@ TEST_F(CliTest, BadInputsEndInOneLineErrors) {
   ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme W4A16 --algorithm gptq --dataset " +
                           (bad / "calib.txt") + " --num-samples 2 --seq-len 8 --calib-activations host"),
                      "apply to --device cuda");
+  // The calibration arithmetic: a value that is not one, a data-free job, the cpu (fp32 only); eval the same.
+  ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme W4A16 --algorithm gptq --dataset " +
+                          (bad / "calib.txt") + " --precision fp16"),
+                     "precision 'fp16': use fp32, tf32 or bf16");
+  ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme W4A16 --precision bf16"),
+                     "runs no calibration");
+  ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme W4A16 --algorithm gptq --dataset " +
+                          (bad / "calib.txt") + " --num-samples 2 --seq-len 8 --precision tf32"),
+                     "precision tf32: the cpu computes in fp32");
+  ExpectOneLineError(Llmc("eval " + m + " --text " + (bad / "calib.txt") + " --precision bf16"),
+                     "--precision bf16: the cpu computes in fp32");
+  ExpectOneLineError(Llmc("eval " + m + " --text " + (bad / "calib.txt") + " --device cuda --precision half"),
+                     "--precision half: use fp32, tf32 or bf16");
   EXPECT_FALSE(fs::exists(tmp_ / "o"));
   // Existing output.
   fs::create_directories(tmp_ / "exists");

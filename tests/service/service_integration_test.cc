@@ -86,6 +86,14 @@ TEST_F(ServiceTest, ServeOutputMatchesCompress) {
   EXPECT_THAT(out, HasSubstr("\"SUCCEEDED\""));
   ASSERT_EQ(RunCapture({kBin + "llmc", "list", "--state", "SUCCEEDED", "--server", server}, &out, {token_env}), 0);
   EXPECT_THAT(out, HasSubstr(id));
+  // --precision reaches the spec: on a data-free job the server refuses it by name, and nothing is queued.
+  EXPECT_NE(RunCapture({"/bin/sh", "-c",
+                        absl::StrCat(kBin, "llmc submit ", work_, "/model ", work_, "/prec --scheme W4A16 --precision ",
+                                     "bf16 --server ", server, " 2>&1")},
+                       &out, {token_env}),
+            0);
+  EXPECT_THAT(out, HasSubstr("spec.precision: precision bf16"));
+  EXPECT_THAT(out, HasSubstr("runs no calibration"));
 
   if (HaveFixture()) {  // a calibrated job too
     Compress(GptqArgs(work_ + "/ref-gptq"));

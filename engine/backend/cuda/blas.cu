@@ -2,6 +2,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <climits>
 #include <string>
 
@@ -36,6 +37,7 @@ const char* GemmPrecisionName(GemmPrecision p) {
 }
 
 Blas::~Blas() {
+  if (scratch_ != nullptr) cudaFree(scratch_);
   if (handle_ != nullptr) cublasDestroy(handle_);
 }
 
@@ -86,7 +88,34 @@ std::string Blas::AccumulateXtX(const float* x, int64_t rows, int64_t in, float 
            "] is empty or exceeds cuBLAS's int range";
   if (rows == 0) return "";
   const float one = 1.0f;
-  if (precision != GemmPrecision::kFp32) {
+  if (precision == GemmPrecision::kBf16) {
+    const int64_t piece = std::max<int64_t>(1, std::min<int64_t>(rows, kXtXPieceElems / in));
+    if (scratch_elems_ < piece * in) {
+      // Earlier conversions into the old buffer are queued on the stream: wait for them before freeing it.
+      LLMC_CUDA_TRY(cudaStreamSynchronize(stream_));
+      if (scratch_ != nullptr) cudaFree(scratch_);
+      scratch_ = nullptr;
+      scratch_elems_ = 0;
+      void* p = nullptr;
+      if (cudaMalloc(&p, static_cast<size_t>(piece * in) * sizeof(uint16_t)) != cudaSuccess) {
+        cudaGetLastError();
+        return "Blas::AccumulateXtX: out of device memory for the bf16 scratch of " +
+               std::to_string(piece * in * 2 >> 20) + " MiB";
+      }
+      scratch_ = static_cast<uint16_t*>(p);
+      scratch_elems_ = piece * in;
+    }
+    for (int64_t r0 = 0; r0 < rows; r0 += piece) {
+      const int64_t n = std::min(piece, rows - r0);
+      LLMC_TRY_STR(FloatToBf16Device(x + r0 * in, n * in, scratch_, stream_));
+      LLMC_CUBLAS_TRY(cublasGemmEx(handle_, CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(in), static_cast<int>(in),
+                                   static_cast<int>(n), &alpha, scratch_, CUDA_R_16BF, static_cast<int>(in), scratch_,
+                                   CUDA_R_16BF, static_cast<int>(in), &one, h, CUDA_R_32F, static_cast<int>(in),
+                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
+    return "";
+  }
+  if (precision == GemmPrecision::kTf32) {
     // Tensor cores (TF32 inputs, fp32 accumulation) on the full product: twice SYRK's flops at ~8x the rate.
     LLMC_CUBLAS_TRY(cublasGemmEx(handle_, CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(in), static_cast<int>(in),
                                  static_cast<int>(rows), &alpha, x, CUDA_R_32F, static_cast<int>(in), x, CUDA_R_32F,

@@ -43,14 +43,21 @@ class Blas {
   // h [in, in] += alpha * x^T x for x [rows, in] (fp32, no TF32; cuBLAS ssyrk on one triangle, then mirrored so
   // `h` stays a full symmetric matrix). `h` must be symmetric on entry (e.g. zeros): only one triangle is read.
   // Launches on the handle's stream without synchronizing.
-  // kTf32/kBf16: one GEMM on tensor cores with TF32 inputs and fp32 accumulation (~3e-4 relative), which is
-  // what makes Hessians of long calibration runs cheap.
+  // kTf32: one GEMM on tensor cores with TF32 inputs and fp32 accumulation (~3e-4 relative), which is what
+  // makes Hessians of long calibration runs cheap. kBf16: x rounded to bf16 (pieces of at most kXtXPieceElems
+  // elements in a scratch buffer the handle keeps) and multiplied on tensor cores with fp32 accumulation: twice
+  // TF32's rate, the inputs' rounding (~2e-3 relative per element) averaging out over the tokens.
   std::string AccumulateXtX(const float* x, int64_t rows, int64_t in, float alpha, float* h,
                             GemmPrecision precision = GemmPrecision::kFp32);
+
+  // The bf16 conversion scratch of AccumulateXtX: 64M elements (128 MiB) at most.
+  static constexpr int64_t kXtXPieceElems = int64_t{64} << 20;
 
  private:
   cublasHandle_t handle_ = nullptr;
   cudaStream_t stream_ = nullptr;
+  uint16_t* scratch_ = nullptr;  // device, scratch_elems_ bf16 values
+  int64_t scratch_elems_ = 0;
 };
 
 }  // namespace llmc::cuda
