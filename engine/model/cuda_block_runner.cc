@@ -264,7 +264,7 @@ absl::StatusOr<std::unique_ptr<CudaBlockRunner>> CudaBlockRunner::Create(const M
 
 uint64_t CudaBlockRunner::scratch_bytes() const {
   return normed_.bytes() + q_.bytes() + k_.bytes() + v_.bytes() + attn_.bytes() + gate_.bytes() + up_.bytes() +
-         proj_.bytes() + fused_.bytes() + xb_.bytes() + qin_.bytes() + qinb_.bytes() + rope_cos_.bytes() +
+         proj_.bytes() + fused_.bytes() + xb_.bytes() + scores_.bytes() + qin_.bytes() + qinb_.bytes() + rope_cos_.bytes() +
          rope_sin_.bytes() + rope_local_cos_.bytes() + rope_local_sin_.bytes() + logits_.bytes() + xg_.bytes() +
          ye_.bytes() + scales_.bytes() + rows_idx_.bytes();
 }
@@ -291,8 +291,15 @@ absl::Status CudaBlockRunner::Reserve(int64_t rows, int64_t seq_len, cuda::GemmP
   if (spec_.fused_projections)
     LLMC_RETURN_IF_ERROR(fused_.Reserve(rows * std::max(Q + 2 * KV, 2 * I), "block scratch (fused projection)"));
   // Reserved up front: growing it between the GEMMs of one chunk would free a buffer queued work still reads.
-  if (precision == cuda::GemmPrecision::kBf16)
+  if (precision == cuda::GemmPrecision::kBf16) {
     LLMC_RETURN_IF_ERROR(xb_.Reserve(rows * std::max({H, Q, I}), "block scratch (bf16 input)"));
+    // Attention scores of up to kAttentionScoreElems floats (256 MiB) per chunk of query rows, at least one row.
+    constexpr int64_t kAttentionScoreElems = int64_t{64} << 20;
+    const int64_t per_row = spec_.num_heads * seq_len;
+    LLMC_RETURN_IF_ERROR(scores_.Reserve(
+        per_row * std::max<int64_t>(1, cuda::Blas::AttentionChunkRows(seq_len, spec_.num_heads, kAttentionScoreElems)),
+        "block scratch (attention scores)"));
+  }
   // A longrope table is built for one sequence length's factors (RopeTable); rebuilt when that choice changes.
   if (seq_len > rope_positions_ || spec_.rope.UsesLongFactors(seq_len) != rope_long_) {
     const int64_t n = seq_len * (spec_.rotary_dim() / 2);
@@ -424,9 +431,16 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
     // The kv cache as the library quantizes it: k after the rotary embedding, v as projected.
     if (w->k_cache_quant_ != nullptr) LLMC_RETURN_IF_ERROR(Quantize(*w->k_cache_quant_, k_.data(), k_.data(), rows));
     if (w->v_cache_quant_ != nullptr) LLMC_RETURN_IF_ERROR(Quantize(*w->v_cache_quant_, v_.data(), v_.data(), rows));
-    LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::CausalAttentionDevice(
-        q_.data(), k_.data(), v_.data(), seqs, T, spec.num_heads, spec.num_kv_heads, spec.head_dim,
-        spec.window(layer), attn_.data(), s, spec.softmax_scale(), spec.attention_softcap));
+    // bf16 mode: attention on tensor cores (TF32 products, fp32 softmax); otherwise the fp32 flash kernel.
+    if (p == cuda::GemmPrecision::kBf16)
+      LLMC_CUDA_STR_RETURN_IF_ERROR(ctx_->blas()->CausalAttentionGemm(
+          q_.data(), k_.data(), v_.data(), seqs, T, spec.num_heads, spec.num_kv_heads, spec.head_dim,
+          spec.window(layer), spec.softmax_scale(), spec.attention_softcap, scores_.data(), scores_.size(),
+          attn_.data()));
+    else
+      LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::CausalAttentionDevice(
+          q_.data(), k_.data(), v_.data(), seqs, T, spec.num_heads, spec.num_kv_heads, spec.head_dim,
+          spec.window(layer), attn_.data(), s, spec.softmax_scale(), spec.attention_softcap));
     LLMC_ASSIGN_OR_RETURN(const uint16_t* ab, xb_or(attn_.data(), rows * Q));
     LLMC_RETURN_IF_ERROR(Linear(w->o_, p, attn_.data(), ab, rows, proj_.data(), hooks));
     if (spec.sandwich_norms)

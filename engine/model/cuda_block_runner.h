@@ -173,6 +173,8 @@ class CudaBlockRunner {
   DeviceArray<int32_t> rows_idx_;
   std::vector<float> host_logits_;
   DeviceArray<uint16_t> xb_;
+  // bf16 mode: the scores of one chunk of query rows of the tensor-core attention (Blas::CausalAttentionGemm).
+  DeviceArray<float> scores_;
   DeviceArray<float> qin_;      // a quantized Linear input (q/k/v and gate/up share theirs)
   DeviceArray<uint16_t> qinb_;  // its bf16 copy (bf16 mode)
   DeviceArray<float> rope_cos_, rope_sin_;              // spec.rope

@@ -301,6 +301,61 @@ TEST_F(CudaDecoderKernelsTest, GeluTanhGluAndSoftcapMatchCpu) {
   EXPECT_NE(cuda::SoftcapDevice(nullptr, 4, 0.0f), "");
 }
 
+// The tensor-core attention of the bf16 mode (Blas::CausalAttentionGemm) against the CPU reference: head_dim
+// 64/128/256 and odd ones, GQA ratios 1 to 8, lengths that are no multiple of anything, sliding windows, Gemma's
+// scale and softcap, and scratch buffers small enough to cut each sequence into chunks of query rows (3, 7, 64)
+// or large enough for a whole sequence. TF32 products: ~1e-3 relative, so the bound is a norm, not bits.
+TEST_F(CudaDecoderKernelsTest, TensorCoreAttentionMatchesCpu) {
+  struct Case {
+    AttnCase a;
+    int64_t chunk_rows;  // scratch for this many query rows (0: whole sequences)
+    float scale, softcap;
+  };
+  const Case cases[] = {
+      {{1, 1, 2, 1, 64, 0}, 0, 0, 0},        {{2, 17, 4, 2, 16, 0}, 3, 0, 0},     {{3, 65, 6, 2, 64, 0}, 7, 0, 0},
+      {{1, 130, 4, 1, 32, 8}, 7, 0, 0},      {{2, 300, 4, 4, 80, 0}, 64, 0, 0},   {{1, 100, 2, 1, 256, 0}, 0, 0, 0},
+      {{1, 2048, 8, 2, 128, 0}, 0, 0, 0},    {{1, 2048, 4, 1, 128, 512}, 300, 0, 0},
+      {{2, 129, 8, 8, 128, 64}, 64, 0, 0},   {{1, 2049, 16, 2, 64, 0}, 1000, 0, 0},
+      {{2, 70, 3, 1, 18, 0}, 0, 0, 0},       {{1, 300, 4, 2, 128, 64}, 64, 1.0f / 16, 50.0f},
+      {{1, 130, 8, 4, 256, 0}, 0, 0, 5.0f},
+  };
+  for (const Case& c : cases) {
+    const AttnCase& a = c.a;
+    SCOPED_TRACE(::testing::Message() << a.seqs << " seqs x " << a.T << ", heads " << a.heads << "/" << a.kv_heads
+                                      << ", head_dim " << a.hd << ", window " << a.window << ", chunk "
+                                      << c.chunk_rows << ", softcap " << c.softcap);
+    const int64_t n = a.seqs * a.T;
+    auto q = Normal(n * a.heads * a.hd, 3.0f, 41), k = Normal(n * a.kv_heads * a.hd, 1.0f, 42),
+         v = Normal(n * a.kv_heads * a.hd, 1.0f, 43);
+    std::vector<float> cpu(q.size());
+    CausalAttention(q.data(), k.data(), v.data(), a.seqs, a.T, a.heads, a.kv_heads, a.hd, a.window, cpu.data(), &cpu_,
+                    c.scale, c.softcap);
+    const int64_t scratch = a.heads * a.T * (c.chunk_rows > 0 ? c.chunk_rows : a.T);
+    EXPECT_EQ(cuda::Blas::AttentionChunkRows(a.T, a.heads, scratch), c.chunk_rows > 0 ? std::min(c.chunk_rows, a.T) : a.T);
+    auto dq = ToDevice(q), dk = ToDevice(k), dv = ToDevice(v);
+    auto ds = ToDevice(std::vector<float>(scratch, std::numeric_limits<float>::quiet_NaN()));
+    auto dout = ToDevice(std::vector<float>(q.size(), std::numeric_limits<float>::quiet_NaN()));
+    ASSERT_EQ(blas_.CausalAttentionGemm(dq.data(), dk.data(), dv.data(), a.seqs, a.T, a.heads, a.kv_heads, a.hd,
+                                        a.window, c.scale, c.softcap, ds.data(), scratch, dout.data()),
+              "");
+    auto gpu = ToHost(dout, q.size());
+    for (size_t i = 0; i < q.size(); ++i)
+      ASSERT_LE(std::fabs(gpu[i] - cpu[i]), 3e-2 * (1 + std::fabs(cpu[i]))) << "at " << i;
+    const double rel = gpu_test::RelNorm(gpu, cpu);
+    EXPECT_LT(rel, 4e-3);
+    std::printf("tensor-core attention %lldx%lld h%lld/%lld d%lld w%lld chunk %lld: ||gpu - cpu|| / ||cpu|| = %.3g, "
+                "max |gpu - cpu| = %.3g\n",
+                (long long)a.seqs, (long long)a.T, (long long)a.heads, (long long)a.kv_heads, (long long)a.hd,
+                (long long)a.window, (long long)c.chunk_rows, rel, gpu_test::MaxAbsDiff(gpu, cpu));
+  }
+  // A scratch without room for one row of scores, and heads that are no multiple of the kv heads, are refused.
+  EXPECT_NE(blas_.CausalAttentionGemm(nullptr, nullptr, nullptr, 1, 8, 4, 2, 64, 0, 0, 0, nullptr, 31, nullptr)
+                .find("holds no row"),
+            std::string::npos);
+  EXPECT_NE(blas_.CausalAttentionGemm(nullptr, nullptr, nullptr, 1, 8, 3, 2, 64, 0, 0, 0, nullptr, 1 << 20, nullptr),
+            "");
+}
+
 TEST_F(CudaDecoderKernelsTest, AttentionRejectsBadShapes) {
   EXPECT_NE(cuda::CausalAttentionDevice(nullptr, nullptr, nullptr, 1, 4, 3, 2, 64, 0, nullptr), "");
   EXPECT_NE(cuda::CausalAttentionDevice(nullptr, nullptr, nullptr, 1, 4, 2, 1, 512, 0, nullptr).find("256"),

@@ -50,6 +50,19 @@ class Blas {
   std::string AccumulateXtX(const float* x, int64_t rows, int64_t in, float alpha, float* h,
                             GemmPrecision precision = GemmPrecision::kFp32);
 
+  // Causal grouped-query attention with the semantics and layouts of CausalAttentionDevice (attention_kernels.h),
+  // its products on tensor cores (TF32 inputs, fp32 accumulation): per sequence and chunk of query rows, the
+  // scores of every query head against the keys the chunk can see (strided batched GEMMs over the kv heads, one
+  // call per query head of a group), capped, masked and softmaxed in place (one block per row), then multiplied by
+  // v. `scratch` holds `scratch_elems` floats, at least heads * seq_len (one query row); a chunk is
+  // AttentionChunkRows rows. Work: the unmasked part of each chunk's rectangle, about half of seq_len^2 per head
+  // when chunks are small against seq_len. Launches on the handle's stream without synchronizing.
+  std::string CausalAttentionGemm(const float* q, const float* k, const float* v, int64_t num_seqs, int64_t seq_len,
+                                  int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t sliding_window,
+                                  float scale, float softcap, float* scratch, int64_t scratch_elems, float* out);
+  // Query rows per chunk of CausalAttentionGemm for a scratch of `scratch_elems` floats (0: it holds none).
+  static int64_t AttentionChunkRows(int64_t seq_len, int64_t heads, int64_t scratch_elems);
+
   // The bf16 conversion scratch of AccumulateXtX: 64M elements (128 MiB) at most.
   static constexpr int64_t kXtXPieceElems = int64_t{64} << 20;
 
