@@ -149,7 +149,7 @@ describe('llmc web console', { timeout: 150_000 }, () => {
 
   before(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'llmc-console-'));
-    // Tiny calibration and perplexity texts: the job takes seconds.
+    // Calibration and perplexity texts cut from ../shared (whole lines): the first job takes seconds.
     const head = (f, n) => { const b = fs.readFileSync(path.join(SHARED, f)); return b.subarray(0, b.lastIndexOf(10, n) + 1); };  // whole lines
     // Enough text for 256 samples of 512 tokens: the long job (a minute or more on two CPU workers).
     fs.writeFileSync(path.join(tmp, 'calib-long.txt'), head('data/calibration.txt', 700_000));
@@ -414,7 +414,7 @@ describe('llmc web console', { timeout: 150_000 }, () => {
     }, null, { timeout: 60_000 });
 
     // The job's page while it runs: the current block, the timeline so far.
-    await page.waitForSelector('#blocks-grid .block.current');
+    await page.waitForSelector('#blocks-grid .block.current', { timeout: 90_000 });  // after reading 256 samples
     await page.waitForFunction(() => [...document.querySelectorAll('#timeline [data-state]')].map((e) => e.textContent).join() === 'QUEUED,RUNNING');
     assert.match(await page.textContent('#stage'), /^(load|calibrate|solve|propagate) block [1-6]\/6 \(2 ranks\)$/);
     await page.locator('#detail-view .cols').screenshot({ path: path.join(ARTIFACTS, 'job-running.png') });
