@@ -540,6 +540,10 @@ absl::StatusOr<v1::ListWorkersResponse> Coordinator::ListWorkers(const Principal
   for (const auto& [id, w] : workers_) {
     v1::Worker* out = r.add_workers();
     *out = w.info;
+    if (w.info.state() != "LOST" && w.device.valid()) {  // a lost worker's last figures are stale
+      out->set_memory_used_bytes(w.device.memory_used_bytes());
+      out->set_memory_total_bytes(w.device.memory_total_bytes());
+    }
     // A worker busy with another tenant's job is shown busy, without the job's id (admins see every id).
     if (p.role != Role::kAdmin && !out->job_id().empty()) {
       auto a = active_.find(out->job_id());

@@ -155,6 +155,12 @@ TEST_F(CoordinatorMetricsTest, ALostWorkersDeviceFiguresGoAndQueuedJobsAge) {
   const int64_t session = Connect(&w);
   Heartbeat(&w, session, 3000, 8000, 0.5, 0, 0);
   EXPECT_THAT(registry_.Render(), HasSubstr("llmc_worker_device_memory_used_bytes{worker=\"w1\"} 3000\n"));
+  // ListWorkers (the console's workers page) has the same figures while the worker is live.
+  auto listed = coordinator_->ListWorkers(admin_);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->workers_size(), 1);
+  EXPECT_EQ(listed->workers(0).memory_used_bytes(), 3000u);
+  EXPECT_EQ(listed->workers(0).memory_total_bytes(), 8000u);
   // Silent past its lease: LOST, and its stale figures are no longer exported.
   std::string text;
   for (int i = 0; i < 100; ++i) {
@@ -165,6 +171,12 @@ TEST_F(CoordinatorMetricsTest, ALostWorkersDeviceFiguresGoAndQueuedJobsAge) {
   EXPECT_THAT(text, HasSubstr("llmc_worker_info{device=\"cpu\",host=\"fake-host\",state=\"LOST\",worker=\"w1\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("llmc_workers{state=\"LOST\"} 1\n"));
   EXPECT_THAT(text, Not(HasSubstr("llmc_worker_device_memory_used_bytes{")));
+  listed = coordinator_->ListWorkers(admin_);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->workers_size(), 1);
+  EXPECT_EQ(listed->workers(0).state(), "LOST");
+  EXPECT_EQ(listed->workers(0).memory_used_bytes(), 0u);
+  EXPECT_EQ(listed->workers(0).memory_total_bytes(), 0u);
   // A job with no worker waits; the oldest queued job's age grows.
   v1::Job job = Create("waits");
   std::this_thread::sleep_for(std::chrono::milliseconds(150));

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """A real Prometheus scrapes a real `llmc serve` (ctest: PrometheusScrapeTest, label integration).
 
-Starts `llmc serve --workers 1` on free ports with a temporary data directory and a `prometheus` process (temporary
-config scraping the coordinator's /metrics every second, temporary TSDB, its own free port), runs a data-free job
-with `llmc submit --watch`, then asks Prometheus's HTTP API until the target is up (up == 1) and
-llmc_jobs{state="SUCCEEDED"} is 1, evaluates the PromQL queries docs/service.md suggests for Grafana, and runs
-`promtool check metrics` on the scraped text.
+Starts `llmc serve --workers 1 --metrics-auth` on free ports with a temporary data directory and a `prometheus`
+process (temporary config scraping the coordinator's /metrics every second with a viewer token of its own, sent
+from a file as docs/service.md shows: `authorization: {credentials_file: ...}`; temporary TSDB, its own free port).
+/metrics must answer 401 without a token or with an unknown one, 403 to the worker token and 200 to the viewer
+token. Runs a data-free job with `llmc submit --watch`, then asks Prometheus's HTTP API until the target is up
+(up == 1) and llmc_jobs{state="SUCCEEDED"} is 1, evaluates the PromQL queries docs/service.md suggests for
+Grafana, and runs `promtool check metrics` on the scraped text. (DeployDashboardQueriesTest scrapes without
+--metrics-auth.)
 
 Binaries: $LLMC_BIN (llmc; llmc-server and llmc-worker beside it) and $LLMC_MAKE_MODEL, else <repo>/build/bin.
 Exits 77 (ctest: skipped) when prometheus or promtool is not installed. $LLMC_TEST_SHOW_LOGS=1 prints the logs.
@@ -51,9 +54,19 @@ def free_port():
         return s.getsockname()[1]
 
 
-def http_get(url, timeout=5):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
+def http_get(url, timeout=5, token=None):
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
         return r.read().decode()
+
+
+def http_status(url, token=None):
+    """The HTTP status of a GET (an error status too)."""
+    try:
+        http_get(url, token=token)
+        return 200
+    except urllib.error.HTTPError as e:
+        return e.code
 
 
 def query(prom_port, q):
@@ -110,13 +123,33 @@ def main():
         subprocess.run([MAKE_MODEL, model, "--shape", "tiny"], check=True)
         data = os.path.join(tmp, "data")
         serve = subprocess.Popen([LLMC, "serve", "--data-dir", data, "--port", "0", "--http-port", "0", "--workers",
-                                  "1", "--threads", "2", "--no-cwd-root", "--allowed-root", tmp],
+                                  "1", "--threads", "2", "--no-cwd-root", "--allowed-root", tmp, "--metrics-auth"],
                                  stdout=serve_log, stderr=subprocess.STDOUT, cwd=tmp)
         ready = os.path.join(data, "serve.ready")
         grpc_port, http_port = wait_for("llmc serve's ready file",
                                         lambda: os.path.exists(ready) and len(open(ready).read().split()) == 2 and
                                         open(ready).read().split(), 30)
         print(f"llmc serve: gRPC {grpc_port}, HTTP {http_port}")
+
+        # --metrics-auth: Prometheus gets a viewer token of its own tenant, in a file; other callers are refused.
+        server = os.path.join(os.path.dirname(LLMC), "llmc-server")
+        scrape_token = subprocess.run([server, "token", "create", "--data-dir", data, "--tenant", "monitoring",
+                                       "--role", "viewer"], check=True, capture_output=True, text=True).stdout.strip()
+        token_file = os.path.join(tmp, "llmc.token")
+        with open(token_file, "w") as f:
+            f.write(scrape_token + "\n")
+        with open(os.path.join(data, "worker.token")) as f:
+            worker_token = f.read().strip()
+        metrics_url = f"http://127.0.0.1:{http_port}/metrics"
+        statuses = {"no token": http_status(metrics_url), "an unknown token": http_status(metrics_url, "llmc_" + "0" * 64),
+                    "the worker token": http_status(metrics_url, worker_token),
+                    "a viewer token": http_status(metrics_url, scrape_token),
+                    "/healthz without a token": http_status(f"http://127.0.0.1:{http_port}/healthz")}
+        want = {"no token": 401, "an unknown token": 401, "the worker token": 403, "a viewer token": 200,
+                "/healthz without a token": 200}
+        assert statuses == want, f"/metrics with --metrics-auth answered {statuses}, expected {want}"
+        print("--metrics-auth: /metrics 401 without a token or with an unknown one, 403 to a worker token, "
+              "200 to a viewer token")
 
         prom_port = free_port()
         config = os.path.join(tmp, "prometheus.yml")
@@ -131,6 +164,9 @@ scrape_configs:
     metrics_path: /metrics
     static_configs:
       - targets: ['127.0.0.1:{http_port}']
+    authorization:
+      type: Bearer
+      credentials_file: {token_file}
 """)
         subprocess.run([promtool, "check", "config", config], check=True, stdout=subprocess.DEVNULL)
         prom = subprocess.Popen([prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp}/tsdb",
@@ -170,7 +206,7 @@ scrape_configs:
         wait_for("the p99 latency panel", lambda: query(prom_port, PANEL_QUERIES[4]), 15)
 
         # The scraped text passes promtool's linter.
-        text = http_get(f"http://127.0.0.1:{http_port}/metrics")
+        text = http_get(metrics_url, token=scrape_token)
         lint = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
         assert lint.returncode == 0, f"promtool check metrics: {lint.stdout}{lint.stderr}"
         print(f"promtool check metrics: ok ({len(text.splitlines())} lines)")

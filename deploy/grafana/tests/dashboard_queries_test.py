@@ -16,7 +16,9 @@ dashboard in deploy/grafana/dashboards:
 
 It also checks that every alert rule evaluates without error against the real series. Fails on any PromQL error
 or empty panel. Binaries: $LLMC_BIN (llmc; llmc-server and llmc-worker beside it), else <repo>/build/bin/llmc.
-$LLMC_TEST_SHOW_LOGS=1 prints the service and Prometheus logs.
+The fixture model and calibration text come from $LLMC_SHARED_DIR, else ../shared beside the checkout: without
+them the test fails when $CI is set (CI=true: a CI run must not pass without the test; CI=false or 0 count as unset)
+and is skipped (exit 77) otherwise. $LLMC_TEST_SHOW_LOGS=1 prints the service and Prometheus logs.
 """
 
 import json
@@ -35,7 +37,7 @@ sys.path.insert(0, os.path.join(REPO, "tests", "service"))
 from prometheus_scrape_test import free_port, http_get, query, stop, wait_for  # noqa: E402
 
 LLMC = os.environ.get("LLMC_BIN") or os.path.join(REPO, "build", "bin", "llmc")
-SHARED = os.path.abspath(os.path.join(REPO, os.pardir, "shared"))
+SHARED = os.path.abspath(os.environ.get("LLMC_SHARED_DIR") or os.path.join(REPO, os.pardir, "shared"))
 FIXTURE = os.path.join(SHARED, "models", "llmc-fixture-llama")
 CALIBRATION = os.path.join(SHARED, "data", "calibration.txt")
 DASHBOARDS = os.path.join(REPO, "deploy", "grafana", "dashboards")
@@ -84,6 +86,11 @@ def job_state(env, grpc_port, job_id):
     return json.loads(r.stdout)["state"] if r.returncode == 0 else None
 
 
+def under_ci():
+    """As client/web/tests/run_browser_test.sh reads it: CI set to anything but "", "false" or "0"."""
+    return os.environ.get("CI", "") not in ("", "false", "0")
+
+
 def main():
     prometheus = shutil.which("prometheus")
     if not prometheus:
@@ -92,8 +99,14 @@ def main():
     if not os.access(LLMC, os.X_OK):
         print(f"FAILED: {LLMC} is not built (set LLMC_BIN)")
         return 1
-    if not os.path.isdir(FIXTURE):
-        print(f"SKIPPED: the fixture model {FIXTURE} is not here (../shared beside the checkout)")
+    missing = [what for what, ok in ((f"the fixture model {FIXTURE}", os.path.isdir(FIXTURE)),
+                                     (f"the calibration text {CALIBRATION}", os.path.isfile(CALIBRATION))) if not ok]
+    if missing:
+        where = "they come with ../shared beside the checkout, or set LLMC_SHARED_DIR"
+        if under_ci():
+            print(f"FAILED: missing {' and '.join(missing)} ({where}); CI is set, so this is an error, not a skip")
+            return 1
+        print(f"SKIPPED: missing {' and '.join(missing)} ({where})")
         return 77
     tmp = tempfile.mkdtemp(prefix="llmc-dash-")
     serve = prom = None

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Checks llmc's Prometheus files (ctest DeployPrometheusRulesTest):
 
-  1. `promtool check rules` of llmc-alerts.yml and `promtool check config` of the example prometheus.yml;
+  1. `promtool check rules` of llmc-alerts.yml and `promtool check config` of the example prometheus.yml, as it
+     is and with its commented `authorization` block (for --metrics-auth) uncommented;
   2. `promtool test rules` of llmc-alerts_test.yml;
   3. every alert is tested both firing and not firing there, and has severity, summary, description and a
      runbook_url whose anchor is a section of docs/runbooks.md.
@@ -13,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import yaml
 
@@ -44,6 +46,28 @@ def main():
         print(f"promtool {' '.join(args)}: {'ok' if r.returncode == 0 else 'FAILED'}")
         if r.returncode != 0:
             problems.append(f"promtool {' '.join(args)}:\n{r.stdout}{r.stderr}")
+
+    # The example's --metrics-auth block, uncommented, is valid too (promtool wants its credentials file to exist).
+    with open(os.path.join(PROM, "prometheus.yml")) as f:
+        example = f.read()
+    with tempfile.TemporaryDirectory() as tmp:
+        token = os.path.join(tmp, "llmc.token")
+        with open(token, "w") as f:
+            f.write("llmc_" + "0" * 64 + "\n")
+        auth, n = re.subn(r"^    # (authorization:)\n    #   (type: Bearer)\n    #   credentials_file: \S+$",
+                          f"    \\1\n      \\2\n      credentials_file: {token}", example, flags=re.M)
+        auth = auth.replace("  - llmc-alerts.yml", f"  - {os.path.join(PROM, 'llmc-alerts.yml')}")
+        if n != 1:
+            problems.append("prometheus.yml: no commented `authorization:` block (type: Bearer, credentials_file) "
+                            "for --metrics-auth after the llmc scrape target")
+        else:
+            path = os.path.join(tmp, "prometheus.yml")
+            with open(path, "w") as f:
+                f.write(auth)
+            r = subprocess.run([promtool, "check", "config", path], capture_output=True, text=True)
+            print(f"promtool check config prometheus.yml with authorization: {'ok' if r.returncode == 0 else 'FAILED'}")
+            if r.returncode != 0:
+                problems.append(f"prometheus.yml with its authorization block uncommented:\n{r.stdout}{r.stderr}")
 
     with open(os.path.join(PROM, "llmc-alerts.yml")) as f:
         rules = [r for g in yaml.safe_load(f)["groups"] for r in g["rules"] if "alert" in r]

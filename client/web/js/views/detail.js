@@ -86,7 +86,7 @@ export function render(ctx, id) {
       kv('Output', el('span', { class: 'mono wrap' }, s.outputUri || ''), 'output'),
       kv('Output state', job.state === 'SUCCEEDED' ? 'written (complete checkpoint)' : TERMINAL.has(job.state) ? 'none (nothing made visible)' : 'being written to a staging folder'),
       s.calibration && s.calibration.datasetUri ? kv('Calibration', `${s.calibration.datasetUri} · ${s.calibration.numSamples || 128} samples × ${s.calibration.seqLen || 512} tokens`) : [],
-      kv('GPUs / priority', `${s.gpus || 1} / ${s.priority || 0}`),
+      kv('GPUs / priority', `${s.gpus || 1} / ${s.priority || 0}`, 'gpus-priority'),
       kv('Created', fmtTime(job.createTimeMs)),
       kv('Started', fmtTime(job.startTimeMs)),
       kv('Ended', fmtTime(job.endTimeMs)),
