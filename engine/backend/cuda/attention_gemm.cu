@@ -8,6 +8,7 @@
 #include <cmath>
 #include <string>
 
+#include "engine/backend/cuda/attention_plan.h"
 #include "engine/backend/cuda/blas.h"
 #include "engine/backend/cuda/cuda_check.h"
 
@@ -48,9 +49,8 @@ __global__ void MaskedSoftmaxKernel(float* s, int64_t nq, int64_t keys, int64_t 
   const int64_t row = blockIdx.x;
   const int64_t i = i0 + row % nq;
   float* p = s + row * keys;
-  // Visible keys: columns [lo, hi) of this row.
-  const int64_t hi = keys < i - k0 + 1 ? keys : i - k0 + 1;
-  const int64_t lo = window > 0 && i - window + 1 - k0 > 0 ? i - window + 1 - k0 : 0;
+  int64_t lo = 0, hi = 0;
+  VisibleKeys(i, k0, keys, window, &lo, &hi);
   float m = -INFINITY;
   for (int64_t j = lo + threadIdx.x; j < hi; j += blockDim.x) {
     float v = p[j];
@@ -75,9 +75,22 @@ bool FitsInt(int64_t v) { return v >= 0 && v <= INT_MAX; }
 }  // namespace
 
 int64_t Blas::AttentionChunkRows(int64_t seq_len, int64_t heads, int64_t scratch_elems) {
-  if (seq_len <= 0 || heads <= 0) return 0;
-  return std::max<int64_t>(0, std::min<int64_t>(seq_len, scratch_elems / (heads * seq_len)));
+  return AttentionChunkRowsFor(seq_len, heads, scratch_elems);
 }
+
+namespace {
+
+std::string Run(cublasHandle_t h, const AttentionGemm& g, const float* a, const float* b, float* c) {
+  const float zero = 0.0f;
+  LLMC_CUBLAS_TRY(cublasGemmStridedBatchedEx(
+      h, g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(g.m), static_cast<int>(g.n),
+      static_cast<int>(g.k), &g.alpha, a + g.a_off, CUDA_R_32F, static_cast<int>(g.lda), g.stride_a, b + g.b_off,
+      CUDA_R_32F, static_cast<int>(g.ldb), g.stride_b, &zero, c + g.c_off, CUDA_R_32F, static_cast<int>(g.ldc),
+      g.stride_c, static_cast<int>(g.batch), CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT));
+  return "";
+}
+
+}  // namespace
 
 std::string Blas::CausalAttentionGemm(const float* q, const float* k, const float* v, int64_t num_seqs,
                                       int64_t seq_len, int64_t heads, int64_t kv_heads, int64_t head_dim,
@@ -95,40 +108,18 @@ std::string Blas::CausalAttentionGemm(const float* q, const float* k, const floa
   if (!FitsInt(heads * head_dim) || !FitsInt(seq_len) || !FitsInt(chunk * seq_len))
     return "Blas::CausalAttentionGemm: shape exceeds cuBLAS's int range";
   if (scale == 0.0f) scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  const AttentionShape shape{seq_len, heads, kv_heads, head_dim, sliding_window};
   const int64_t ratio = heads / kv_heads;
-  const int64_t q_ld = heads * head_dim, kv_ld = kv_heads * head_dim;
-  const float zero = 0.0f, one = 1.0f;
-  for (int64_t s = 0; s < num_seqs; ++s) {
-    const float* qs = q + s * seq_len * q_ld;
-    const float* ks = k + s * seq_len * kv_ld;
-    const float* vs = v + s * seq_len * kv_ld;
-    float* os = out + s * seq_len * q_ld;
+  for (int64_t seq = 0; seq < num_seqs; ++seq)
     for (int64_t i0 = 0; i0 < seq_len; i0 += chunk) {
-      const int64_t i1 = std::min(seq_len, i0 + chunk), nq = i1 - i0;
-      const int64_t k0 = sliding_window > 0 ? std::max<int64_t>(0, i0 - sliding_window + 1) : 0;
-      const int64_t keys = i1 - k0;
-      // Scores: for query head h = g * ratio + r, s_h^T [keys, nq] (column-major; row-major s_h [nq, keys]) =
-      // k_g [keys, hd] q_h^T, one call per r batched over the kv heads g.
-      for (int64_t r = 0; r < ratio; ++r)
-        LLMC_CUBLAS_TRY(cublasGemmStridedBatchedEx(
-            handle_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(keys), static_cast<int>(nq),
-            static_cast<int>(head_dim), &scale, ks + k0 * kv_ld, CUDA_R_32F, static_cast<int>(kv_ld), head_dim,
-            qs + i0 * q_ld + r * head_dim, CUDA_R_32F, static_cast<int>(q_ld), ratio * head_dim, &zero,
-            scratch + r * nq * keys, CUDA_R_32F, static_cast<int>(keys), ratio * nq * keys,
-            static_cast<int>(kv_heads), CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT));
-      MaskedSoftmaxKernel<<<static_cast<unsigned>(heads * nq), kSoftmaxThreads, 0, stream_>>>(
-          scratch, nq, keys, i0, k0, sliding_window, softcap);
+      const AttentionChunk c = MakeAttentionChunk(shape, seq, i0, chunk);
+      // Scores of query heads g * ratio + r, one call per r batched over the kv heads g (attention_plan.h).
+      for (int64_t r = 0; r < ratio; ++r) LLMC_TRY_STR(Run(handle_, ScoresGemm(shape, c, r, scale), k, q, scratch));
+      MaskedSoftmaxKernel<<<static_cast<unsigned>(heads * c.nq), kSoftmaxThreads, 0, stream_>>>(
+          scratch, c.nq, c.keys, c.i0, c.k0, sliding_window, softcap);
       LLMC_CUDA_TRY(cudaGetLastError());
-      // out_h^T [hd, nq] = v_g^T [hd, keys] p_h^T [keys, nq].
-      for (int64_t r = 0; r < ratio; ++r)
-        LLMC_CUBLAS_TRY(cublasGemmStridedBatchedEx(
-            handle_, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(head_dim), static_cast<int>(nq),
-            static_cast<int>(keys), &one, vs + k0 * kv_ld, CUDA_R_32F, static_cast<int>(kv_ld), head_dim,
-            scratch + r * nq * keys, CUDA_R_32F, static_cast<int>(keys), ratio * nq * keys, &zero,
-            os + i0 * q_ld + r * head_dim, CUDA_R_32F, static_cast<int>(q_ld), ratio * head_dim,
-            static_cast<int>(kv_heads), CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT));
+      for (int64_t r = 0; r < ratio; ++r) LLMC_TRY_STR(Run(handle_, ValuesGemm(shape, c, r), v, scratch, out));
     }
-  }
   return "";
 }
 
