@@ -38,10 +38,8 @@ double Perplexity(const std::string& dir, const std::string& tok_dir) {
   return r->perplexity;
 }
 
-TEST(CudaCalibTest, GptqOnTheGpuMatchesTheCpu) {
-  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
-  if (!testing::HaveShared("models/llmc-fixture-llama")) GTEST_SKIP() << "needs ../shared";
-  testing::TempDir tmp;
+// GPTQ W4A16 of the fixture with 32 x 512 calibration tokens, on the CPU until a test sets the device.
+JobSpec FixtureGptqSpec() {
   JobSpec spec;
   spec.model_path = testing::Shared("models/llmc-fixture-llama");
   spec.scheme = "W4A16";
@@ -49,6 +47,14 @@ TEST(CudaCalibTest, GptqOnTheGpuMatchesTheCpu) {
   spec.dataset = testing::Shared("data/calibration.txt");
   spec.num_samples = 32;
   spec.seq_len = 512;
+  return spec;
+}
+
+TEST(CudaCalibTest, GptqOnTheGpuMatchesTheCpu) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  if (!testing::HaveShared("models/llmc-fixture-llama")) GTEST_SKIP() << "needs ../shared";
+  testing::TempDir tmp;
+  JobSpec spec = FixtureGptqSpec();
   spec.output_path = tmp.path() + "/cpu";
   auto cpu = RunJob(spec);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
@@ -91,13 +97,7 @@ TEST(CudaCalibTest, Bf16AndHostActivationsHoldAccuracy) {
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
   if (!testing::HaveShared("models/llmc-fixture-llama")) GTEST_SKIP() << "needs ../shared";
   testing::TempDir tmp;
-  JobSpec spec;
-  spec.model_path = testing::Shared("models/llmc-fixture-llama");
-  spec.scheme = "W4A16";
-  spec.algorithm = "gptq";
-  spec.dataset = testing::Shared("data/calibration.txt");
-  spec.num_samples = 32;
-  spec.seq_len = 512;
+  JobSpec spec = FixtureGptqSpec();
   spec.device = "cuda";
   double ppl[3];
   const char* modes[3] = {"fp32", "bf16", "host"};
@@ -133,13 +133,7 @@ TEST(CudaCalibTest, PrecisionsHoldAccuracy) {
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
   if (!testing::HaveShared("models/llmc-fixture-llama")) GTEST_SKIP() << "needs ../shared";
   testing::TempDir tmp;
-  JobSpec spec;
-  spec.model_path = testing::Shared("models/llmc-fixture-llama");
-  spec.scheme = "W4A16";
-  spec.algorithm = "gptq";
-  spec.dataset = testing::Shared("data/calibration.txt");
-  spec.num_samples = 32;
-  spec.seq_len = 512;
+  JobSpec spec = FixtureGptqSpec();
   spec.device = "cuda";
   double ppl[3];
   const char* modes[3] = {"fp32", "tf32", "bf16"};
