@@ -43,6 +43,12 @@ const std::vector<ArchitectureInfo>& SupportedArchitectures() {
        .description = "Phi-3 / Phi-4 (fused qkv_proj and gate_up_proj, longrope, partial rotary)",
        .qkv_bias = false, .attention_bias_key = nullptr, .mlp_bias_key = nullptr, .qk_norm = false,
        .sliding_window = SlidingWindowRule::kAlways, .fused_projections = true},
+      {.name = "Llama4ForCausalLM",
+       .description = "Llama 4 text (routed experts with a shared expert, chunked attention, no-rope layers, L2 q/k "
+                      "norm)",
+       .qkv_bias = false, .attention_bias_key = "attention_bias", .mlp_bias_key = nullptr, .qk_norm = false,
+       .sliding_window = SlidingWindowRule::kNone, .moe = MoeStyle::kLlama4, .moe_shared_expert = true,
+       .llama4 = true},
   };
   return kArchitectures;
 }
@@ -284,6 +290,83 @@ absl::Status ResolveGemma(const ModelConfig& c, const json& j, absl::string_view
   return absl::OkStatus();
 }
 
+// A non-negative integer key, or `dflt` when absent or null.
+absl::StatusOr<int64_t> IntKey(const json& j, const char* key, int64_t dflt, int64_t min, absl::string_view source) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return dflt;
+  if (!it->is_number_integer() || it->get<int64_t>() < min)
+    return Invalid(source, absl::StrCat("'", key, "' must be an integer of at least ", min));
+  return it->get<int64_t>();
+}
+
+// Llama4TextConfig's keys, with its defaults: intermediate_size_mlp for the dense layers, no_rope_layers (1: the
+// layer uses rope; default every no_rope_layer_interval-th layer has none), layer_types (chunked_attention for
+// rope layers, full_attention for the others), attention_chunk_size, use_qk_norm, attn_temperature_tuning with
+// floor_scale and attn_scale.
+absl::Status ResolveLlama4(const json& j, absl::string_view source, ModelSpec* s) {
+  s->rope_interleaved = true;
+  s->mlp_prefix = "feed_forward.";
+  LLMC_ASSIGN_OR_RETURN(int64_t mlp, IntKey(j, "intermediate_size_mlp", 0, 1, source));
+  if (mlp > 0) s->intermediate_size = mlp;  // the dense layers' MLP; the experts' is moe.expert_intermediate
+  LLMC_ASSIGN_OR_RETURN(int64_t interval, IntKey(j, "no_rope_layer_interval", 4, 1, source));
+  s->rope_layers.assign(s->num_layers, true);
+  if (auto it = j.find("no_rope_layers"); it != j.end() && !it->is_null() &&
+                                          !(it->is_array() && it->empty())) {
+    if (!it->is_array() || static_cast<int64_t>(it->size()) != s->num_layers)
+      return Invalid(source, absl::StrCat("'no_rope_layers' must list 0 or 1 per layer (", s->num_layers, ")"));
+    for (int64_t i = 0; i < s->num_layers; ++i) {
+      const json& v = (*it)[i];
+      if (!v.is_number_integer() || (v.get<int64_t>() != 0 && v.get<int64_t>() != 1))
+        return Invalid(source, absl::StrCat("no_rope_layers[", i, "] must be 0 (no rope) or 1 (rope)"));
+      s->rope_layers[i] = v.get<int64_t>() == 1;
+    }
+  } else {
+    for (int64_t i = 0; i < s->num_layers; ++i) s->rope_layers[i] = (i + 1) % interval != 0;
+  }
+  LLMC_ASSIGN_OR_RETURN(s->attention_chunk, IntKey(j, "attention_chunk_size", 8192, 1, source));
+  s->layer_attention.assign(s->num_layers, AttentionKind::kFull);
+  const auto lt = j.find("layer_types");
+  const bool has_types = lt != j.end() && !lt->is_null();
+  if (has_types && (!lt->is_array() || static_cast<int64_t>(lt->size()) != s->num_layers))
+    return Invalid(source, absl::StrCat("'layer_types' must list one type per layer (", s->num_layers, ")"));
+  for (int64_t i = 0; i < s->num_layers; ++i) {
+    if (!has_types) {
+      s->layer_attention[i] = s->rope_layers[i] ? AttentionKind::kChunked : AttentionKind::kFull;
+      continue;
+    }
+    const json& t = (*lt)[i];
+    if (t == "chunked_attention") {
+      s->layer_attention[i] = AttentionKind::kChunked;
+    } else if (t != "full_attention") {
+      return absl::UnimplementedError(absl::StrCat(source, ": layer_types[", i, "] ", t.dump(),
+                                                   " is not supported by the llmc model runtime for Llama 4; ",
+                                                   "supported: full_attention, chunked_attention"));
+    }
+  }
+  s->l2_qk_norm = true;
+  if (auto it = j.find("use_qk_norm"); it != j.end() && !it->is_null()) {
+    if (!it->is_boolean()) return Invalid(source, "'use_qk_norm' must be true or false");
+    s->l2_qk_norm = it->get<bool>();
+  }
+  bool tuning = true;
+  if (auto it = j.find("attn_temperature_tuning"); it != j.end() && !it->is_null()) {
+    if (!it->is_boolean()) return Invalid(source, "'attn_temperature_tuning' must be true or false");
+    tuning = it->get<bool>();
+  }
+  if (tuning) {
+    double floor_scale = 8192, attn_scale = 0.1;
+    for (auto [key, dst] : {std::pair{"floor_scale", &floor_scale}, {"attn_scale", &attn_scale}})
+      if (auto it = j.find(key); it != j.end() && !it->is_null()) {
+        if (!it->is_number() || !(it->get<double>() > 0))
+          return Invalid(source, absl::StrCat("'", key, "' must be a positive number"));
+        *dst = it->get<double>();
+      }
+    s->temperature_floor_scale = floor_scale;
+    s->temperature_attn_scale = attn_scale;
+  }
+  return absl::OkStatus();
+}
+
 // The per-layer attention kinds: `layer_types` when given, else the architecture's rule.
 absl::Status ResolveLayerTypes(const ArchitectureInfo& a, const json& j, absl::string_view source, ModelSpec* s) {
   // Qwen's configs carry a window (often 0 or the context length) that is unused unless use_sliding_window.
@@ -430,6 +513,13 @@ absl::StatusOr<ModelSpec> ResolveModelSpec(const ModelConfig& c, const json& con
                                               s.intermediate_size, source));
   if (a.sliding_window != SlidingWindowRule::kNone)
     if (auto st = ResolveLayerTypes(a, config_json, source, &s); !st.ok()) return st;
+  if (a.llama4) {
+    if (auto st = ResolveLlama4(config_json, source, &s); !st.ok()) return st;
+    if (s.rope.type != RopeSpec::Type::kDefault && s.rope.type != RopeSpec::Type::kLlama3 &&
+        s.rope.type != RopeSpec::Type::kLinear)
+      return absl::UnimplementedError(absl::StrCat(source, ": Llama 4 with this rope type is not supported by the ",
+                                                   "llmc model runtime (default, linear and llama3 are)"));
+  }
   return s;
 }
 

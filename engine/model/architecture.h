@@ -59,6 +59,10 @@ struct ArchitectureInfo {
   // Phi-3: one fused qkv_proj [q + 2 kv, hidden] and gate_up_proj [2 intermediate, hidden] per block, and
   // `partial_rotary_factor` (rotary on the first head_dim * factor dimensions of each head).
   bool fused_projections = false;
+  // Llama 4 text: interleaved rotary pairs, no-rope layers (no_rope_layers) with attention temperature tuning,
+  // an L2 norm on q and k of the rope layers (use_qk_norm), chunked attention (attention_chunk_size), MoE layers
+  // chosen by moe_layers / interleave_moe_layer_step, and the MLP under `feed_forward.`.
+  bool llama4 = false;
 };
 
 // Every supported architecture, in a fixed order.
@@ -90,7 +94,11 @@ struct RopeSpec {
 };
 
 // What a layer's self-attention sees.
-enum class AttentionKind { kFull, kSliding };
+enum class AttentionKind {
+  kFull,
+  kSliding,
+  kChunked,  // Llama 4: token i sees tokens j <= i of its own chunk of attention_chunk tokens (j / chunk == i / chunk)
+};
 
 // The resolved hyperparameters of one model.
 struct ModelSpec {
@@ -132,11 +140,32 @@ struct ModelSpec {
   // Where the decoder's tensors are in the checkpoint ("model." and "lm_head" for a causal LM; a VL checkpoint's
   // text decoder elsewhere, see engine/io/checkpoint_layout.h). Every tensor name the runtime reads comes from it.
   CheckpointLayout layout;  // num_experts == 0: dense MLP in every layer
+  // Llama 4 (ArchitectureInfo::llama4):
+  bool rope_interleaved = false;  // dimension 2i pairs with 2i + 1 (complex rotation), not i with i + r/2
+  std::vector<bool> rope_layers;  // [num_layers]: whether the layer rotates q and k; empty: every layer does
+  bool l2_qk_norm = false;        // q and k of rope layers divided by their RMS over head_dim after the rotation
+  int64_t attention_chunk = 0;    // the chunk of kChunked layers
+  // No-rope layers scale q of position p by log1p(floor((p + 1) / floor_scale)) * attn_scale + 1 when
+  // attn_scale > 0 (attn_temperature_tuning).
+  double temperature_attn_scale = 0.0, temperature_floor_scale = 0.0;
+  std::string mlp_prefix = "mlp.";  // the dense MLP's module ("feed_forward." for Llama 4)
 
   int64_t window(int64_t layer) const {
     if (sliding_window <= 0) return 0;
     if (layer_attention.empty()) return sliding_window;
     return layer_attention[layer] == AttentionKind::kSliding ? sliding_window : 0;
+  }
+  int64_t chunk(int64_t layer) const {
+    return !layer_attention.empty() && layer_attention[layer] == AttentionKind::kChunked ? attention_chunk : 0;
+  }
+  bool uses_rope(int64_t layer) const { return rope_layers.empty() || rope_layers[layer]; }
+  // The q scale of no-rope layer `layer` at position `pos` (1 where there is none).
+  float query_temperature(int64_t layer, int64_t pos) const {
+    if (uses_rope(layer) || !(temperature_attn_scale > 0)) return 1.0f;
+    const float p = static_cast<float>(pos);
+    return std::log1p(std::floor((p + 1.0f) / static_cast<float>(temperature_floor_scale))) *
+               static_cast<float>(temperature_attn_scale) +
+           1.0f;
   }
   const RopeSpec& rope_for(int64_t layer) const {
     return local_rope && !layer_attention.empty() && layer_attention[layer] == AttentionKind::kSliding ? rope_local

@@ -3,7 +3,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
+#include <tuple>
 
 namespace llmc {
 namespace {
@@ -285,6 +287,70 @@ TEST(ArchitectureTest, PhiLongropeAndPartialRotary) {
   json gemma = Base("Gemma2ForCausalLM");
   gemma["partial_rotary_factor"] = 0.5;
   EXPECT_THAT(std::string(Resolve(gemma).status().message()), HasSubstr("partial_rotary_factor"));
+}
+
+// Llama4TextConfig's keys and defaults: every fourth layer without rope (full attention), the others chunked;
+// MoE layers from moe_layers or interleave_moe_layer_step; the dense MLP from intermediate_size_mlp.
+TEST(ArchitectureTest, Llama4TextLayersAndDefaults) {
+  json j = Base("Llama4ForCausalLM");
+  j["num_hidden_layers"] = 8;
+  j["num_local_experts"] = 4;
+  j["num_experts_per_tok"] = 1;
+  j["intermediate_size"] = 32;
+  j["intermediate_size_mlp"] = 80;
+  j["interleave_moe_layer_step"] = 2;
+  j["rope_theta"] = 500000.0;
+  auto s = Resolve(j);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(s->rope_interleaved);
+  EXPECT_TRUE(s->l2_qk_norm);
+  EXPECT_EQ(s->mlp_prefix, "feed_forward.");
+  EXPECT_EQ(s->intermediate_size, 80);
+  EXPECT_EQ(s->moe.style, MoeStyle::kLlama4);
+  EXPECT_EQ(s->moe.expert_intermediate, 32);
+  EXPECT_EQ(s->moe.shared_intermediate, 32);
+  EXPECT_EQ(s->attention_chunk, 8192);
+  for (int l = 0; l < 8; ++l) {
+    EXPECT_EQ(s->moe.IsSparse(l), l % 2 == 1) << l;
+    EXPECT_EQ(s->uses_rope(l), (l + 1) % 4 != 0) << l;
+    EXPECT_EQ(s->chunk(l), s->uses_rope(l) ? 8192 : 0) << l;
+  }
+  // Temperature tuning on the no-rope layers only, from position floor_scale - 1 on.
+  EXPECT_EQ(s->query_temperature(3, 8190), 1.0f);
+  EXPECT_NEAR(s->query_temperature(3, 8191), std::log1p(1.0) * 0.1 + 1.0, 1e-6);
+  EXPECT_NEAR(s->query_temperature(3, 3 * 8192), std::log1p(3.0) * 0.1 + 1.0, 1e-6);
+  EXPECT_EQ(s->query_temperature(0, 3 * 8192), 1.0f);
+  json k = j;
+  k["moe_layers"] = {0, 5};
+  k["no_rope_layers"] = {1, 1, 0, 1, 1, 1, 1, 0};
+  k["attn_temperature_tuning"] = false;
+  k["use_qk_norm"] = false;
+  k["attention_chunk_size"] = 64;
+  s = Resolve(k);
+  ASSERT_TRUE(s.ok()) << s.status();
+  for (int l = 0; l < 8; ++l) EXPECT_EQ(s->moe.IsSparse(l), l == 0 || l == 5) << l;
+  EXPECT_FALSE(s->uses_rope(2));
+  EXPECT_TRUE(s->uses_rope(3));
+  EXPECT_EQ(s->chunk(3), 64);
+  EXPECT_EQ(s->chunk(2), 0);
+  EXPECT_FALSE(s->l2_qk_norm);
+  EXPECT_EQ(s->query_temperature(2, 100000), 1.0f);
+  // Malformed keys are refused by name.
+  for (auto [key, value, what] : {std::tuple<const char*, json, const char*>{"no_rope_layers", json{1, 0}, "no_rope_layers"},
+                                  {"no_rope_layers", json{1, 1, 2, 1, 1, 1, 1, 1}, "no_rope_layers[2]"},
+                                  {"moe_layers", json{9}, "moe_layers: 9"},
+                                  {"layer_types", json(std::vector<std::string>(8, "sliding_attention")), "layer_types[0]"},
+                                  {"attention_chunk_size", json(0), "attention_chunk_size"},
+                                  {"floor_scale", json(-1), "floor_scale"}}) {
+    json bad = j;
+    bad[key] = value;
+    auto r = Resolve(bad);
+    ASSERT_FALSE(r.ok()) << key;
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr(what));
+  }
+  json yarn = j;
+  yarn["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+  EXPECT_FALSE(Resolve(yarn).ok());
 }
 
 }  // namespace

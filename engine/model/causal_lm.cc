@@ -75,6 +75,36 @@ absl::StatusOr<LinearWeight> CausalLm::LoadLinear(const std::string& module, int
   return w;
 }
 
+absl::Status CausalLm::LoadFusedExperts(int layer, DecoderBlock* b) const {
+  const std::string p = spec_.layout.LayerPrefix(layer);
+  const int64_t E = spec_.moe.num_experts, H = spec_.hidden_size, I = spec_.moe.expert_intermediate;
+  // Llama4TextExperts: gate_up_proj [E, H, 2I] (x @ gate_up: gate the first I columns, up the rest), down_proj
+  // [E, I, H]; each expert's Linear weight is the transposed slice.
+  LLMC_ASSIGN_OR_RETURN(std::vector<float> gate_up,
+                        loader_->LoadDense(MoeFusedExpertsName(p, "gate_up_proj"), {E, H, 2 * I}));
+  LLMC_ASSIGN_OR_RETURN(std::vector<float> down, loader_->LoadDense(MoeFusedExpertsName(p, "down_proj"), {E, I, H}));
+  auto slice = [&](const char* which, int64_t e, int64_t out, int64_t in, auto at) -> absl::StatusOr<LinearWeight> {
+    LinearWeight w;
+    w.name = MoeExpertName(MoeStyle::kLlama4, p, e, which);
+    w.layer = layer;
+    w.out_features = out;
+    w.in_features = in;
+    w.weight.resize(static_cast<size_t>(out * in));
+    for (int64_t r = 0; r < out; ++r)
+      for (int64_t c = 0; c < in; ++c) w.weight[r * in + c] = at(r, c);
+    LLMC_RETURN_IF_ERROR(AttachActivationQuant(&w));
+    return w;
+  };
+  for (int64_t e = 0; e < E; ++e) {
+    const float* gu = gate_up.data() + e * H * 2 * I;
+    const float* dn = down.data() + e * I * H;
+    LLMC_ASSIGN_OR_RETURN(b->moe.gate[e], slice("gate", e, I, H, [&](int64_t r, int64_t c) { return gu[c * 2 * I + r]; }));
+    LLMC_ASSIGN_OR_RETURN(b->moe.up[e], slice("up", e, I, H, [&](int64_t r, int64_t c) { return gu[c * 2 * I + I + r]; }));
+    LLMC_ASSIGN_OR_RETURN(b->moe.down[e], slice("down", e, H, I, [&](int64_t r, int64_t c) { return dn[c * H + r]; }));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CausalLm::AttachActivationQuant(LinearWeight* w) const {
   if (!options_.quantize_activations) return absl::OkStatus();
   LLMC_ASSIGN_OR_RETURN(w->input_quant, loader_->LinearActivationQuant(w->name, "input", w->in_features));
@@ -94,7 +124,10 @@ bool CausalLm::quantizes_activations() const {
 
 std::string CausalLm::WeightStorage() const {
   const std::string p = spec_.layout.LayerPrefix(0);
-  return loader_->StorageOf(spec_.moe.IsSparse(0) ? MoeExpertName(spec_.moe.style, p, 0, "down") : p + "mlp.down_proj");
+  if (!spec_.moe.IsSparse(0)) return loader_->StorageOf(p + spec_.mlp_prefix + "down_proj");
+  // Llama 4's experts may be stored fused; its shared expert is a plain Linear either way.
+  if (spec_.moe.style == MoeStyle::kLlama4) return loader_->StorageOf(MoeSharedName(p, "down", MoeStyle::kLlama4));
+  return loader_->StorageOf(MoeExpertName(spec_.moe.style, p, 0, "down"));
 }
 
 absl::StatusOr<std::unique_ptr<DecoderBlock>> CausalLm::LoadBlock(int layer, LinearHooks* hooks) const {
@@ -138,25 +171,32 @@ absl::StatusOr<std::unique_ptr<DecoderBlock>> CausalLm::LoadBlock(int layer, Lin
     b->moe.up.resize(E);
     b->moe.down.resize(E);
     jobs.push_back({&b->moe.router, MoeRouterName(moe.style, p), E, H, false});
-    for (int64_t e = 0; e < E; ++e) {
+    // Llama 4's experts stored as the two fused 3-D tensors are sliced here (checkpoints llmc or llm-compressor
+    // wrote hold one Linear per expert instead, and load below as any other).
+    const bool fused_experts =
+        moe.style == MoeStyle::kLlama4 && dir().Find(MoeFusedExpertsName(p, "gate_up_proj")) != nullptr;
+    if (fused_experts) LLMC_RETURN_IF_ERROR(LoadFusedExperts(layer, b.get()));
+    for (int64_t e = 0; e < E && !fused_experts; ++e) {
       jobs.push_back({&b->moe.gate[e], MoeExpertName(moe.style, p, e, "gate"), IE, H, false});
       jobs.push_back({&b->moe.up[e], MoeExpertName(moe.style, p, e, "up"), IE, H, false});
       jobs.push_back({&b->moe.down[e], MoeExpertName(moe.style, p, e, "down"), H, IE, false});
     }
     if (moe.shared_intermediate > 0) {
       const int64_t IS = moe.shared_intermediate;
-      jobs.push_back({&b->moe.shared_gate, MoeSharedName(p, "gate"), IS, H, false});
-      jobs.push_back({&b->moe.shared_up, MoeSharedName(p, "up"), IS, H, false});
-      jobs.push_back({&b->moe.shared_down, MoeSharedName(p, "down"), H, IS, false});
-      jobs.push_back({&b->moe.shared_expert_gate, MoeSharedName(p, "gate_weight"), 1, H, false});
+      jobs.push_back({&b->moe.shared_gate, MoeSharedName(p, "gate", moe.style), IS, H, false});
+      jobs.push_back({&b->moe.shared_up, MoeSharedName(p, "up", moe.style), IS, H, false});
+      jobs.push_back({&b->moe.shared_down, MoeSharedName(p, "down", moe.style), H, IS, false});
+      if (moe.style != MoeStyle::kLlama4)  // Llama 4's shared expert is added ungated
+        jobs.push_back({&b->moe.shared_expert_gate, MoeSharedName(p, "gate_weight"), 1, H, false});
     }
   } else if (spec_.fused_projections) {
     jobs.push_back({&b->gate_up_proj, p + "mlp.gate_up_proj", 2 * I, H, spec_.mlp_bias});
     jobs.push_back({&b->down_proj, p + "mlp.down_proj", H, I, spec_.mlp_bias});
   } else {
-    jobs.push_back({&b->gate_proj, p + "mlp.gate_proj", I, H, spec_.mlp_bias});
-    jobs.push_back({&b->up_proj, p + "mlp.up_proj", I, H, spec_.mlp_bias});
-    jobs.push_back({&b->down_proj, p + "mlp.down_proj", H, I, spec_.mlp_bias});
+    const std::string mlp = p + spec_.mlp_prefix;
+    jobs.push_back({&b->gate_proj, mlp + "gate_proj", I, H, spec_.mlp_bias});
+    jobs.push_back({&b->up_proj, mlp + "up_proj", I, H, spec_.mlp_bias});
+    jobs.push_back({&b->down_proj, mlp + "down_proj", H, I, spec_.mlp_bias});
   }
   const int64_t kJobs = static_cast<int64_t>(jobs.size());
   // Conversion and dequantization of the modules run side by side; hooks then see them in order.

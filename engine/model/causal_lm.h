@@ -111,6 +111,8 @@ class CausalLm {
                                           bool bias) const;
   // Sets w's input_quant/output_quant from the checkpoint when activation quantization is on.
   absl::Status AttachActivationQuant(LinearWeight* w) const;
+  // Llama 4 experts stored as feed_forward.experts.{gate_up_proj,down_proj}: sliced into b->moe.{gate,up,down}.
+  absl::Status LoadFusedExperts(int layer, DecoderBlock* b) const;
 
   std::unique_ptr<ModelDir> dir_;
   std::unique_ptr<WeightLoader> loader_;

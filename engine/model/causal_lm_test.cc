@@ -109,7 +109,7 @@ INSTANTIATE_TEST_SUITE_P(Architectures, TinyModelTest,
                          ::testing::Values("tiny-llama3", "tiny-mistral", "tiny-qwen2", "tiny-qwen3",
                                            "tiny-qwen3moe", "tiny-qwen3moe-nonorm", "tiny-mixtral",
                                            "tiny-qwen2moe", "tiny-gemma2", "tiny-gemma3", "tiny-qwen2-swa",
-                                           "tiny-phi3", "tiny-phi4mini"),
+                                           "tiny-phi3", "tiny-phi4mini", "tiny-llama4text"),
                          [](const auto& info) {
                            std::string n = info.param.substr(5);
                            for (char& c : n)
@@ -167,6 +167,15 @@ TEST(CausalLmTest, TinyModelsExerciseTheirArchitectureFeatures) {
   EXPECT_EQ(p4.rotary_dim(), 12);  // partial_rotary_factor 0.75 of head_dim 16
   EXPECT_TRUE(p4.tie_word_embeddings);
   EXPECT_EQ(p4.num_kv_heads, 2);
+  // Llama 4: both layers sparse with rope (the parity reference covers interleaved rope, the L2 q/k norm and the
+  // sigmoid-routed experts with input scaling; its 40 tokens lie within one 8192-token chunk).
+  ModelSpec l4 = spec("tiny-llama4text");
+  EXPECT_TRUE(l4.rope_interleaved && l4.l2_qk_norm);
+  EXPECT_EQ(l4.moe.style, MoeStyle::kLlama4);
+  EXPECT_TRUE(l4.moe.IsSparse(0) && l4.moe.IsSparse(1));
+  EXPECT_EQ(l4.moe.top_k, 1);
+  EXPECT_TRUE(l4.uses_rope(0) && l4.uses_rope(1));
+  EXPECT_EQ(l4.chunk(0), 8192);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -150,7 +150,7 @@ RopeTable::RopeTable(const RopeSpec& rope, int64_t head_dim, int64_t max_positio
 }
 
 void ApplyRotary(float* x, int64_t num_seqs, int64_t seq_len, int64_t heads, const RopeTable& table,
-                 CpuContext* ctx, int64_t head_stride) {
+                 CpuContext* ctx, int64_t head_stride, bool interleaved) {
   const int64_t hd = head_stride > 0 ? head_stride : table.head_dim(), half = table.head_dim() / 2,
                 width = heads * hd;
   assert(seq_len <= table.max_positions());
@@ -161,6 +161,14 @@ void ApplyRotary(float* x, int64_t num_seqs, int64_t seq_len, int64_t heads, con
       const float* s = table.sin(pos);
       for (int64_t h = 0; h < heads; ++h) {
         float* v = x + t * width + h * hd;
+        if (interleaved) {
+          for (int64_t i = 0; i < half; ++i) {
+            const float a = v[2 * i], b = v[2 * i + 1];
+            v[2 * i] = a * c[i] - b * s[i];
+            v[2 * i + 1] = a * s[i] + b * c[i];
+          }
+          continue;
+        }
         for (int64_t i = 0; i < half; ++i) {
           // out = x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1]; cos/sin repeat over both
           // halves.
@@ -175,7 +183,7 @@ void ApplyRotary(float* x, int64_t num_seqs, int64_t seq_len, int64_t heads, con
 
 void CausalAttention(const float* q, const float* k, const float* v, int64_t num_seqs, int64_t seq_len,
                      int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t sliding_window, float* out,
-                     CpuContext* ctx, float scale_arg, float softcap) {
+                     CpuContext* ctx, float scale_arg, float softcap, int64_t chunk) {
   const int64_t T = seq_len, hd = head_dim;
   const int64_t q_width = heads * hd, kv_width = kv_heads * hd, group = heads / kv_heads;
   // Queries are processed in blocks of kRows rows so scratch stays [kRows, T] whatever the sequence length.
@@ -193,7 +201,13 @@ void CausalAttention(const float* q, const float* k, const float* v, int64_t num
       const int64_t kvh = h / group;
       const int64_t r0 = b * kRows, r1 = std::min(T, r0 + kRows), rows = r1 - r0;
       // Keys any row of the block can see: [k0, r1).
-      const int64_t k0 = sliding_window > 0 ? std::max<int64_t>(0, r0 - sliding_window + 1) : 0;
+      // The first key row i may see: the window's and the chunk's limits (both non-decreasing in i).
+      auto first_key = [&](int64_t i) {
+        int64_t lo = sliding_window > 0 ? std::max<int64_t>(0, i - sliding_window + 1) : 0;
+        if (chunk > 0) lo = std::max(lo, i / chunk * chunk);
+        return lo;
+      };
+      const int64_t k0 = first_key(r0);
       const int64_t keys = r1 - k0;
       scores.resize(rows * keys);
       const float* qb = q + (s * T + r0) * q_width + h * hd;
@@ -207,7 +221,7 @@ void CausalAttention(const float* q, const float* k, const float* v, int64_t num
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t i = r0 + r;
         // Visible keys of row i: [lo, i] (absolute), columns [lo - k0, i - k0].
-        const int64_t lo = sliding_window > 0 ? std::max<int64_t>(0, i - sliding_window + 1) : 0;
+        const int64_t lo = first_key(i);
         float* sr = scores.data() + r * keys;
         const int64_t c0 = lo - k0, c1 = i - k0 + 1;
         if (softcap > 0)

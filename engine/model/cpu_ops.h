@@ -80,18 +80,20 @@ class RopeTable {
 // Rotates x [num_seqs * seq_len, heads * head_stride] in place (HF rotate_half convention over the first
 // r = table.head_dim() dimensions of each head: dimension i pairs with i + r/2; the rest of the head, partial
 // rotary, is left as is); token t of each sequence has position t. seq_len <= table.max_positions(); head_stride
-// 0 means r.
+// 0 means r. `interleaved` (Llama 4): dimension 2i pairs with 2i + 1 instead, (x[2i] + j x[2i+1]) times
+// exp(j pos inv_freq[i]).
 void ApplyRotary(float* x, int64_t num_seqs, int64_t seq_len, int64_t heads, const RopeTable& table,
-                 CpuContext* ctx, int64_t head_stride = 0);
+                 CpuContext* ctx, int64_t head_stride = 0, bool interleaved = false);
 
 // Grouped-query causal self-attention with softmax(cap(scale * q k^T)) v, where scale is `scale` (0: 1 /
 // sqrt(head_dim)) and cap(s) = softcap * tanh(s / softcap) when softcap > 0 (Gemma 2), else s.
 // q [num_seqs * seq_len, heads * head_dim], k and v [num_seqs * seq_len, kv_heads * head_dim],
 // out [num_seqs * seq_len, heads * head_dim]; query head h reads kv head h / (heads / kv_heads). Token i
-// attends to tokens j <= i of its own sequence, and with sliding_window > 0 only to j > i - sliding_window.
+// attends to tokens j <= i of its own sequence, with sliding_window > 0 only to j > i - sliding_window, and with
+// chunk > 0 (Llama 4's chunked attention) only to j of its own chunk, j / chunk == i / chunk.
 void CausalAttention(const float* q, const float* k, const float* v, int64_t num_seqs, int64_t seq_len,
                      int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t sliding_window, float* out,
-                     CpuContext* ctx, float scale = 0.0f, float softcap = 0.0f);
+                     CpuContext* ctx, float scale = 0.0f, float softcap = 0.0f, int64_t chunk = 0);
 
 // out[i] = silu(gate[i]) * up[i] for n elements; silu(x) = x / (1 + exp(-x)). `out` may alias either input.
 void SwiGlu(const float* gate, const float* up, int64_t n, float* out, CpuContext* ctx);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <complex>
 #include <limits>
 #include <vector>
 
@@ -166,10 +167,34 @@ TEST_P(CpuOpsTest, RotaryMatchesReference) {
   ExpectClose(x, want, 1e-5, "ApplyRotary");
 }
 
+// Llama 4's rotation: pairs (2i, 2i + 1) as complex numbers times exp(j t inv_freq[i]).
+TEST_P(CpuOpsTest, InterleavedRotaryMatchesReference) {
+  const int64_t seqs = 2, T = 23, heads = 3, hd = 12, half = hd / 2;
+  RopeSpec r;
+  r.theta = 500000.0;
+  RopeTable table(r, hd, 32);
+  auto x = RandomVector(seqs * T * heads * hd, 16);
+  auto inv = ReferenceInvFreq(r, hd);
+  std::vector<double> want(x.size());
+  for (int64_t s = 0; s < seqs; ++s)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t base = ((s * T + t) * heads + h) * hd;
+        for (int64_t i = 0; i < half; ++i) {
+          const std::complex<double> z(x[base + 2 * i], x[base + 2 * i + 1]);
+          const std::complex<double> w = z * std::polar(1.0, t * inv[i]);
+          want[base + 2 * i] = w.real();
+          want[base + 2 * i + 1] = w.imag();
+        }
+      }
+  ApplyRotary(x.data(), seqs, T, heads, table, &ctx_, 0, /*interleaved=*/true);
+  ExpectClose(x, want, 1e-5, "ApplyRotary interleaved");
+}
+
 // Naive attention in fp64: explicit causal (and window) mask, softmax, weighted sum; kv head = h / group.
 std::vector<double> ReferenceAttention(const std::vector<float>& q, const std::vector<float>& k,
                                        const std::vector<float>& v, int64_t seqs, int64_t T, int64_t heads,
-                                       int64_t kv_heads, int64_t hd, int64_t window) {
+                                       int64_t kv_heads, int64_t hd, int64_t window, int64_t chunk = 0) {
   std::vector<double> out(seqs * T * heads * hd);
   const int64_t group = heads / kv_heads;
   for (int64_t s = 0; s < seqs; ++s)
@@ -178,7 +203,7 @@ std::vector<double> ReferenceAttention(const std::vector<float>& q, const std::v
         std::vector<double> p(T, 0.0);
         double mx = -1e300;
         for (int64_t j = 0; j < T; ++j) {
-          bool visible = j <= i && (window == 0 || i - j < window);
+          bool visible = j <= i && (window == 0 || i - j < window) && (chunk == 0 || j / chunk == i / chunk);
           if (!visible) continue;
           double d = 0;
           for (int64_t c = 0; c < hd; ++c)
@@ -189,7 +214,7 @@ std::vector<double> ReferenceAttention(const std::vector<float>& q, const std::v
         }
         double sum = 0;
         for (int64_t j = 0; j < T; ++j) {
-          bool visible = j <= i && (window == 0 || i - j < window);
+          bool visible = j <= i && (window == 0 || i - j < window) && (chunk == 0 || j / chunk == i / chunk);
           p[j] = visible ? std::exp(p[j] - mx) : 0.0;
           sum += p[j];
         }
@@ -218,6 +243,30 @@ TEST_P(CpuOpsTest, AttentionMatchesReferenceGqaMhaMqaAndWindow) {
                     out.data(), &ctx_);
     auto want = ReferenceAttention(q, k, v, c.seqs, c.T, c.heads, c.kv_heads, c.hd, c.window);
     ExpectClose(out, want, kTol, "CausalAttention");
+  }
+}
+
+// Llama 4's chunked attention: chunks shorter than, equal to and longer than the 128-row query blocks, alone and
+// with a window.
+TEST_P(CpuOpsTest, ChunkedAttentionMatchesReference) {
+  struct Case {
+    int64_t seqs, T, heads, kv_heads, hd, window, chunk;
+  };
+  const Case cases[] = {{2, 131, 4, 2, 16, 0, 7},   {1, 300, 2, 1, 8, 0, 128}, {1, 300, 2, 2, 8, 0, 200},
+                        {2, 77, 3, 1, 8, 0, 1},     {1, 261, 2, 1, 8, 50, 96}, {1, 40, 2, 1, 8, 0, 8192}};
+  for (const Case& c : cases) {
+    auto q = RandomVector(c.seqs * c.T * c.heads * c.hd, 17, -2, 2);
+    auto k = RandomVector(c.seqs * c.T * c.kv_heads * c.hd, 18, -2, 2);
+    auto v = RandomVector(c.seqs * c.T * c.kv_heads * c.hd, 19);
+    std::vector<float> out(q.size(), -7.0f);
+    CausalAttention(q.data(), k.data(), v.data(), c.seqs, c.T, c.heads, c.kv_heads, c.hd, c.window, out.data(),
+                    &ctx_, 0.0f, 0.0f, c.chunk);
+    auto want = ReferenceAttention(q, k, v, c.seqs, c.T, c.heads, c.kv_heads, c.hd, c.window, c.chunk);
+    ExpectClose(out, want, kTol, "CausalAttention chunked");
+    // The first token of a chunk sees only itself: its output is its own value row.
+    if (c.chunk < c.T && c.window == 0)
+      for (int64_t d = 0; d < c.hd; ++d)
+        EXPECT_NEAR(out[(c.chunk * c.heads) * c.hd + d], v[(c.chunk * c.kv_heads) * c.hd + d], 1e-6);
   }
 }
 

@@ -30,6 +30,10 @@ absl::Status HostLinearHooksAdapter::OnDeviceInput(const LinearWeight& w, const 
 absl::StatusOr<std::unique_ptr<CudaBlockWeights>> CudaBlockWeights::Create(const ModelSpec& spec,
                                                                            cuda::GemmPrecision precision,
                                                                            CudaContext* ctx) {
+  if (spec.arch != nullptr && spec.arch->llama4)
+    return absl::UnimplementedError(absl::StrCat(
+        spec.arch->name, " (interleaved rope, no-rope layers, chunked attention, sigmoid-routed experts) runs in ",
+        "the CPU model runtime only; use --device cpu"));
   std::unique_ptr<CudaBlockWeights> b(new CudaBlockWeights());
   b->spec_ = spec;
   b->precision_ = precision;

@@ -21,8 +21,8 @@ std::vector<LinearWeight*> DecoderBlock::linears() {
   }
   out.push_back(&moe.router);
   for (size_t e = 0; e < moe.gate.size(); ++e) out.insert(out.end(), {&moe.gate[e], &moe.up[e], &moe.down[e]});
-  if (moe.has_shared())
-    out.insert(out.end(), {&moe.shared_gate, &moe.shared_up, &moe.shared_down, &moe.shared_expert_gate});
+  if (moe.has_shared()) out.insert(out.end(), {&moe.shared_gate, &moe.shared_up, &moe.shared_down});
+  if (moe.has_shared_gate()) out.push_back(&moe.shared_expert_gate);
   return out;
 }
 
@@ -119,13 +119,27 @@ absl::Status RunDecoderBlock(const ModelSpec& spec, const RopeTable& rope, const
       RmsNorm(q.data(), rows * spec.num_heads, spec.head_dim, block.q_norm.data(), eps, q.data(), ctx);
       RmsNorm(k.data(), rows * spec.num_kv_heads, spec.head_dim, block.k_norm.data(), eps, k.data(), ctx);
     }
-    ApplyRotary(q.data(), seqs, T, spec.num_heads, rope, ctx, spec.head_dim);
-    ApplyRotary(k.data(), seqs, T, spec.num_kv_heads, rope, ctx, spec.head_dim);
+    if (spec.uses_rope(block.layer)) {
+      ApplyRotary(q.data(), seqs, T, spec.num_heads, rope, ctx, spec.head_dim, spec.rope_interleaved);
+      ApplyRotary(k.data(), seqs, T, spec.num_kv_heads, rope, ctx, spec.head_dim, spec.rope_interleaved);
+      if (spec.l2_qk_norm) {  // Llama 4's L2 norm: an RMS norm without weight, after the rotation
+        const std::vector<float> ones(spec.head_dim, 1.0f);
+        RmsNorm(q.data(), rows * spec.num_heads, spec.head_dim, ones.data(), eps, q.data(), ctx);
+        RmsNorm(k.data(), rows * spec.num_kv_heads, spec.head_dim, ones.data(), eps, k.data(), ctx);
+      }
+    } else if (spec.temperature_attn_scale > 0) {  // Llama 4's no-rope layers: q scaled by position
+      for (int64_t r = 0; r < rows; ++r) {
+        const float t = spec.query_temperature(block.layer, r % T);
+        if (t != 1.0f)
+          for (int64_t c = 0; c < Q; ++c) q[r * Q + c] *= t;
+      }
+    }
     // The library quantizes the cache where transformers stores it: k after the rotary embedding, v as is.
     if (block.k_cache_quant != nullptr) QuantizeRows(*block.k_cache_quant, k.data(), rows, ctx);
     if (block.v_cache_quant != nullptr) QuantizeRows(*block.v_cache_quant, v.data(), rows, ctx);
     CausalAttention(q.data(), k.data(), v.data(), seqs, T, spec.num_heads, spec.num_kv_heads, spec.head_dim,
-                    spec.window(block.layer), attn.data(), ctx, spec.softmax_scale(), spec.attention_softcap);
+                    spec.window(block.layer), attn.data(), ctx, spec.softmax_scale(), spec.attention_softcap,
+                    spec.chunk(block.layer));
     LLMC_RETURN_IF_ERROR(Linear(block.o_proj, attn.data(), rows, proj.data(), hooks, &qin, ctx));
     if (spec.sandwich_norms) RmsNorm(proj.data(), rows, H, block.post_attention_norm.data(), eps, proj.data(), ctx);
     AddInPlace(xc, proj.data(), rows * H, ctx);

@@ -3,7 +3,9 @@
 //   x += down_proj(act(gate_proj(m)) * up_proj(m))                                           m = post_norm(x)
 // and, with spec.sandwich_norms (Gemma), post_attention_norm on the attention output before its residual add,
 // m = pre_feedforward_norm(x), and post_feedforward_norm on the MLP output before its residual add. The layer's
-// window, rope, softmax scale and logit softcap come from the spec (ModelSpec::window, rope_for).
+// window, rope, softmax scale and logit softcap come from the spec (ModelSpec::window, rope_for). Llama 4: no-rope
+// layers skip the rotation (their q scaled by ModelSpec::query_temperature), rope layers rotate interleaved pairs
+// and then L2-normalize q and k, and chunked layers attend within their chunk.
 // In the sparse layers of a mixture-of-experts model the MLP is moe(m) instead (moe.h).
 #pragma once
 

@@ -54,6 +54,26 @@ absl::StatusOr<MoeSpec> ResolveMoeSpec(MoeStyle style, bool shared_expert, const
                                                    "llmc model runtime (evaluation has none); set it to 0"));
   }
   m.sparse_layers.assign(num_layers, true);
+  if (style == MoeStyle::kLlama4) {
+    // Llama4TextConfig: the routed and the shared experts have intermediate_size (the dense layers
+    // intermediate_size_mlp); the sparse layers are moe_layers, by default every interleave_moe_layer_step-th.
+    LLMC_ASSIGN_OR_RETURN(m.expert_intermediate, PositiveInt(config, {"intermediate_size"}, 0, source));
+    m.shared_intermediate = m.expert_intermediate;
+    auto layers = config.find("moe_layers");
+    if (layers != config.end() && !layers->is_null()) {
+      if (!layers->is_array()) return Invalid(source, "'moe_layers' must be a list of layer indices");
+      m.sparse_layers.assign(num_layers, false);
+      for (const auto& v : *layers) {
+        if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= num_layers)
+          return Invalid(source, absl::StrCat("moe_layers: ", v.dump(), " is not a layer index in [0, ", num_layers, ")"));
+        m.sparse_layers[v.get<int64_t>()] = true;
+      }
+    } else {
+      LLMC_ASSIGN_OR_RETURN(int64_t step, PositiveInt(config, {"interleave_moe_layer_step"}, 1, source));
+      for (int64_t l = 0; l < num_layers; ++l) m.sparse_layers[l] = (l + 1) % step == 0;
+    }
+    return m;
+  }
   if (style == MoeStyle::kMixtral) {
     m.expert_intermediate = intermediate_size;
     m.norm_topk_prob = true;  // MixtralTopKRouter always renormalizes the top-k weights
@@ -88,7 +108,9 @@ absl::StatusOr<MoeSpec> ResolveMoeSpec(MoeStyle style, bool shared_expert, const
 }
 
 std::string MoeRouterName(MoeStyle style, absl::string_view layer_prefix) {
-  return absl::StrCat(layer_prefix, style == MoeStyle::kMixtral ? "block_sparse_moe.gate" : "mlp.gate");
+  return absl::StrCat(layer_prefix, style == MoeStyle::kMixtral  ? "block_sparse_moe.gate"
+                                    : style == MoeStyle::kLlama4 ? "feed_forward.router"
+                                                                 : "mlp.gate");
 }
 
 std::string MoeExpertName(MoeStyle style, absl::string_view layer_prefix, int64_t expert, const char* which) {
@@ -98,12 +120,18 @@ std::string MoeExpertName(MoeStyle style, absl::string_view layer_prefix, int64_
                         w == "gate" ? "w1"
                         : w == "up" ? "w3"
                                     : "w2");
-  return absl::StrCat(layer_prefix, "mlp.experts.", expert, ".", which, "_proj");
+  return absl::StrCat(layer_prefix, style == MoeStyle::kLlama4 ? "feed_forward" : "mlp", ".experts.", expert, ".",
+                      which, "_proj");
 }
 
-std::string MoeSharedName(absl::string_view layer_prefix, const char* which) {
-  if (absl::string_view(which) == "gate_weight") return absl::StrCat(layer_prefix, "mlp.shared_expert_gate");
-  return absl::StrCat(layer_prefix, "mlp.shared_expert.", which, "_proj");
+std::string MoeSharedName(absl::string_view layer_prefix, const char* which, MoeStyle style) {
+  const char* mlp = style == MoeStyle::kLlama4 ? "feed_forward" : "mlp";
+  if (absl::string_view(which) == "gate_weight") return absl::StrCat(layer_prefix, mlp, ".shared_expert_gate");
+  return absl::StrCat(layer_prefix, mlp, ".shared_expert.", which, "_proj");
+}
+
+std::string MoeFusedExpertsName(absl::string_view layer_prefix, const char* which) {
+  return absl::StrCat(layer_prefix, "feed_forward.experts.", which);
 }
 
 const std::vector<std::string>& MoeRouterIgnorePatterns() {
@@ -129,6 +157,22 @@ MoeRouting RouteTokens(const MoeSpec& spec, const float* logits, int64_t rows) {
   r.weights.resize(E);
   std::vector<float> p(E);
   std::vector<int32_t> order(E);
+  if (spec.style == MoeStyle::kLlama4) {
+    // Llama4Router: top-k of the raw logits (ties to the lower index), each chosen expert weighted by
+    // sigmoid(logit) in fp32.
+    for (int64_t t = 0; t < rows; ++t) {
+      const float* l = logits + t * E;
+      std::iota(order.begin(), order.end(), 0);
+      std::partial_sort(order.begin(), order.begin() + K, order.end(),
+                        [&](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
+      for (int64_t k = 0; k < K; ++k) {
+        const int32_t e = order[k];
+        r.tokens[e].push_back(static_cast<int32_t>(t));
+        r.weights[e].push_back(1.0f / (1.0f + std::exp(-l[e])));
+      }
+    }
+    return r;
+  }
   for (int64_t t = 0; t < rows; ++t) {
     const float* l = logits + t * E;
     const float mx = *std::max_element(l, l + E);
@@ -180,6 +224,36 @@ absl::Status Expert(const LinearWeight& gate, const LinearWeight& up, const Line
   return Linear(down, g.data(), rows, y, hooks, ctx);
 }
 
+// Llama 4's experts (see kLlama4): routed token t of expert e runs on s * m[t] and its output is added as is;
+// then the shared expert's output on m. With `all`, every expert first runs on every unscaled row for the hooks.
+absl::Status RunLlama4Experts(const MoeMlp& moe, const MoeRouting& routing, const float* m, int64_t rows,
+                              int64_t H, bool all, float* out, LinearHooks* hooks, CpuContext* ctx) {
+  const int64_t E = static_cast<int64_t>(moe.gate.size());
+  std::vector<float> xg, y;
+  for (int64_t e = 0; e < E; ++e) {
+    if (all) {
+      y.resize(rows * H);
+      LLMC_RETURN_IF_ERROR(Expert(moe.gate[e], moe.up[e], moe.down[e], m, rows, y.data(), hooks, ctx));
+    }
+    const std::vector<int32_t>& toks = routing.tokens[e];
+    if (toks.empty()) continue;
+    const int64_t n = static_cast<int64_t>(toks.size());
+    xg.resize(n * H);
+    GatherRows(m, toks.data(), n, H, xg.data());
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t c = 0; c < H; ++c) xg[i * H + c] *= routing.weights[e][i];
+    y.resize(n * H);
+    LLMC_RETURN_IF_ERROR(Expert(moe.gate[e], moe.up[e], moe.down[e], xg.data(), n, y.data(), all ? nullptr : hooks, ctx));
+    const std::vector<float> ones(n, 1.0f);
+    ScatterAddScaledRows(y.data(), nullptr, toks.data(), ones.data(), n, H, out);
+  }
+  if (!moe.has_shared()) return absl::InternalError("a Llama 4 MoE layer without its shared expert");
+  y.resize(rows * H);
+  LLMC_RETURN_IF_ERROR(Expert(moe.shared_gate, moe.shared_up, moe.shared_down, m, rows, y.data(), hooks, ctx));
+  for (int64_t i = 0; i < rows * H; ++i) out[i] += y[i];
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status RunMoeMlp(const MoeSpec& spec, const MoeMlp& moe, const float* m, int64_t rows, int64_t hidden,
@@ -191,6 +265,7 @@ absl::Status RunMoeMlp(const MoeSpec& spec, const MoeMlp& moe, const float* m, i
   const bool all = hooks != nullptr && hooks->SeeAllExperts();
   std::fill(out, out + rows * H, 0.0f);
   std::vector<float> xg, y;
+  if (spec.style == MoeStyle::kLlama4) return RunLlama4Experts(moe, routing, m, rows, H, all, out, hooks, ctx);
   for (int64_t e = 0; e < E; ++e) {
     const std::vector<int32_t>& toks = routing.tokens[e];
     const std::vector<float>& ws = routing.weights[e];
@@ -211,6 +286,7 @@ absl::Status RunMoeMlp(const MoeSpec& spec, const MoeMlp& moe, const float* m, i
     y.resize(rows * H);
     LLMC_RETURN_IF_ERROR(
         Expert(moe.shared_gate, moe.shared_up, moe.shared_down, m, rows, y.data(), hooks, ctx));
+    if (!moe.has_shared_gate()) return absl::InternalError("the shared expert of a Qwen2-MoE layer has no gate");
     std::vector<float> g(rows);
     LLMC_RETURN_IF_ERROR(Linear(moe.shared_expert_gate, m, rows, g.data(), hooks, ctx));
     std::vector<int32_t> all_rows(rows);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <map>
 
+#include "absl/strings/str_cat.h"
 #include "engine/model/causal_lm.h"
 #include "engine/model/model_test_util.h"
 
@@ -145,6 +146,58 @@ TEST(MoeRunTest, AllExpertsModeSeesEveryTokenAndKeepsTheOutput) {
   EXPECT_EQ(routed_sum, 2 * T * seqs);
   EXPECT_EQ(all.tokens["model.layers.1.mlp.gate"], T * seqs);
   EXPECT_EQ(all.tokens["model.layers.0.mlp.gate_proj"], T * seqs);  // dense layer
+}
+
+TEST(MoeRoutingTest, Llama4TakesTheTopLogitsThroughASigmoid) {
+  MoeSpec spec;
+  spec.style = MoeStyle::kLlama4;
+  spec.num_experts = 4;
+  spec.top_k = 2;
+  const float logits[] = {0.f, 1.f, 2.f, -1.f,   // token 0: experts 2, 1
+                          3.f, 0.f, 0.f, 3.f};   // token 1: a tie between 0 and 3, both taken
+  MoeRouting r = RouteTokens(spec, logits, 2);
+  EXPECT_THAT(r.tokens[0], ElementsAre(1));
+  EXPECT_THAT(r.tokens[1], ElementsAre(0));
+  EXPECT_THAT(r.tokens[2], ElementsAre(0));
+  EXPECT_THAT(r.tokens[3], ElementsAre(1));
+  EXPECT_NEAR(r.weights[2][0], 1.0 / (1.0 + std::exp(-2.0)), 1e-7);
+  EXPECT_NEAR(r.weights[1][0], 1.0 / (1.0 + std::exp(-1.0)), 1e-7);
+  EXPECT_NEAR(r.weights[0][0], 1.0 / (1.0 + std::exp(-3.0)), 1e-7);
+  spec.top_k = 1;  // ties go to the lower index
+  r = RouteTokens(spec, logits, 2);
+  EXPECT_THAT(r.tokens[0], ElementsAre(1));
+  EXPECT_TRUE(r.tokens[3].empty());
+}
+
+// Llama 4 (experts sliced from the fused tensors): calibrating all experts feeds every expert every token and
+// leaves the output as it is; routed, each token reaches top_k = 1 expert, and the shared expert sees all.
+TEST(MoeRunTest, Llama4AllExpertsModeSeesEveryTokenAndKeepsTheOutput) {
+  auto lm = CausalLm::Open(TestDataDir() + "/tiny-llama4text", {.threads = 1});
+  ASSERT_TRUE(lm.ok()) << lm.status();
+  const int64_t T = 7, seqs = 2;
+  std::vector<int32_t> ids;
+  for (int i = 0; i < T * seqs; ++i) ids.push_back((i * 41 + 3) % 128);
+  CountingHooks routed, all;
+  all.all = true;
+  auto a = (*lm)->Forward(ids, seqs, T, nullptr, &routed);
+  auto b = (*lm)->Forward(ids, seqs, T, nullptr, &all);
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+  for (size_t i = 0; i < a->size(); ++i) ASSERT_NEAR((*a)[i], (*b)[i], 1e-5f * (1 + std::fabs((*a)[i])));
+  for (int l = 0; l < 2; ++l) {
+    const std::string p = absl::StrCat("model.layers.", l, ".");
+    int64_t routed_sum = 0;
+    for (int e = 0; e < 4; ++e) {
+      const std::string gate = MoeExpertName(MoeStyle::kLlama4, p, e, "gate");
+      EXPECT_EQ(gate, absl::StrCat(p, "feed_forward.experts.", e, ".gate_proj"));
+      EXPECT_EQ(all.tokens[gate], T * seqs) << gate;
+      EXPECT_EQ(all.tokens[MoeExpertName(MoeStyle::kLlama4, p, e, "down")], T * seqs);
+      routed_sum += routed.tokens.count(gate) ? routed.tokens[gate] : 0;
+    }
+    EXPECT_EQ(routed_sum, T * seqs);
+    EXPECT_EQ(routed.tokens[p + "feed_forward.router"], T * seqs);
+    EXPECT_EQ(routed.tokens[p + "feed_forward.shared_expert.down_proj"], T * seqs);
+    EXPECT_EQ(routed.tokens.count(p + "feed_forward.shared_expert_gate"), 0u);
+  }
 }
 
 TEST(MoeRunTest, RoutersAreKnown) {
