@@ -38,7 +38,8 @@ using testing::TempDir;
 // W4A16 groups of 8: every tiny model's in_features (64, 80, 32, 24, 48) is a multiple.
 constexpr char kGptqRecipe[] =
     "quant_stage:\n  quant_modifiers:\n    GPTQModifier:\n      ignore: [lm_head, 're:.*mlp\\.gate$', "
-    "'re:.*block_sparse_moe\\.gate$', 're:.*shared_expert_gate$']\n      config_groups:\n        group_0:\n"
+    "'re:.*block_sparse_moe\\.gate$', 're:.*shared_expert_gate$', "
+    "'re:.*feed_forward\\.router$']\n      config_groups:\n        group_0:\n"
     "          targets: [Linear]\n          weights: {num_bits: 4, type: int, symmetric: true, strategy: "
     "group, "
     "group_size: 8}\n";
@@ -60,7 +61,8 @@ class MoeCalibrationTest : public moe_test::MoeTest {
 
 // Every expert (and dense MLP) is solved by GPTQ from all calibration tokens; the routers stay as they were.
 TEST_F(MoeCalibrationTest, GptqCalibratesEveryExpertOnEveryToken) {
-  for (const std::string name : {"tiny-qwen3moe", "tiny-qwen3moe-nonorm", "tiny-mixtral", "tiny-qwen2moe"}) {
+  for (const std::string name :
+       {"tiny-qwen3moe", "tiny-qwen3moe-nonorm", "tiny-mixtral", "tiny-qwen2moe", "tiny-llama4text"}) {
     SCOPED_TRACE(name);
     const std::string model = Model(name);
     const std::string out = tmp_ / (name + "-gptq");
@@ -93,7 +95,7 @@ TEST_F(MoeCalibrationTest, GptqCalibratesEveryExpertOnEveryToken) {
     ASSERT_TRUE(dir.ok()) << dir.status();
     for (int l = 0; l < spec.num_layers; ++l) {
       if (!spec.moe.IsSparse(l)) {
-        EXPECT_NE((*dir)->Find(absl::StrCat("model.layers.", l, ".mlp.gate_proj.weight_packed")), nullptr);
+        EXPECT_NE((*dir)->Find(absl::StrCat("model.layers.", l, ".", spec.mlp_prefix, "gate_proj.weight_packed")), nullptr);
         continue;
       }
       const std::string router = MoeRouterName(spec.moe.style, spec.layout.LayerPrefix(l));
@@ -117,9 +119,14 @@ TEST_F(MoeCalibrationTest, GptqCalibratesEveryExpertOnEveryToken) {
         }
       }
       if (spec.moe.shared_intermediate > 0) {
-        EXPECT_NE((*dir)->Find(MoeSharedName(spec.layout.LayerPrefix(l), "gate") + ".weight_packed"), nullptr);
-        EXPECT_NE((*dir)->Find(MoeSharedName(spec.layout.LayerPrefix(l), "gate_weight") + ".weight"), nullptr);
+        const std::string p = spec.layout.LayerPrefix(l);
+        EXPECT_NE((*dir)->Find(MoeSharedName(p, "gate", spec.moe.style) + ".weight_packed"), nullptr);
+        if (spec.moe.style != MoeStyle::kLlama4)  // Llama 4's shared expert has no gate
+          EXPECT_NE((*dir)->Find(MoeSharedName(p, "gate_weight") + ".weight"), nullptr);
       }
+      // Llama 4's fused expert tensors were replaced by the per-expert Linears above.
+      EXPECT_EQ((*dir)->Find(MoeFusedExpertsName(spec.layout.LayerPrefix(l), "gate_up_proj")), nullptr);
+      EXPECT_EQ((*dir)->Find(MoeFusedExpertsName(spec.layout.LayerPrefix(l), "down_proj")), nullptr);
     }
     const json& q = (*dir)->config_json()["quantization_config"];
     EXPECT_EQ(q["format"], "pack-quantized");
@@ -346,14 +353,25 @@ TEST_F(MoeCalibrationTest, Llama4FusedExpertsAreSplitIntoQuantizedLinears) {
   bool router_ignored = false;
   for (const auto& i : q["ignore"]) router_ignored |= i == "model.layers.0.feed_forward.router";
   EXPECT_TRUE(router_ignored);
-  // Calibrated algorithms need the Llama 4 runtime (chunked attention, no-rope layers), which llmc does not
-  // have.
+  // A calibrated job cannot keep the fused tensors (it runs the experts as Linears); AWQ is refused by name.
   JobSpec g = s;
+  g.model_path = Model("tiny-llama4text");  // with a tokenizer
   g.output_path = tmp_ / "llama4-gptq";
   g.algorithm = "gptq";
-  g.dataset = tmp_.Write("c.txt", kText);
+  g.dataset = tmp_.Write("c.txt", std::string(kText) + kText);
+  g.num_samples = 2;
+  g.seq_len = 16;
+  g.ignore = {"lm_head", "re:.*router$", "re:.*experts$"};
+  g.ignore_given = true;
   auto refused = RunJob(g);
   ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("cannot keep them fused")) << refused.status();
+  g.ignore_given = false;
+  g.algorithm = "awq";
+  g.scheme = "W4A16";
+  refused = RunJob(g);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("AWQModifier")) << refused.status();
   EXPECT_THAT(refused.status().message(), HasSubstr("Llama4ForCausalLM"));
 }
 

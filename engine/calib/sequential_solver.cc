@@ -154,6 +154,18 @@ class SequentialSolver::Impl {
           "kv_cache_scheme: ", lm_->spec().arch->name,
           " computes k and v in the fused qkv_proj; llmc does not calibrate a kv cache scheme for it (remove "
           "kv_cache_scheme)"));
+    if (lm_->spec().arch->llama4) {
+      // The smoothing searches and the kv-cache observers recompute attention in their own code, which does not
+      // have Llama 4's interleaved rope, no-rope layers and chunks.
+      const char* what = recipe_.smoothquant ? "SmoothQuantModifier"
+                         : recipe_.awq       ? "AWQModifier"
+                         : cfg_.kv_cache_scheme ? "kv_cache_scheme"
+                                                : nullptr;
+      if (what != nullptr)
+        return absl::UnimplementedError(absl::StrCat(
+            what, ": not supported for ", lm_->spec().arch->name, " by llmc yet; GPTQ, SparseGPT, Wanda and ",
+            "calibrated RTN (static activation scales) run on it"));
+    }
     if (recipe_.smoothquant) {
       smoothquant_ = *recipe_.smoothquant;
       LLMC_ASSIGN_OR_RETURN(smoothquant_->mappings,
@@ -734,9 +746,13 @@ class SequentialSolver::Impl {
       linear_weights.insert(lw->name + ".weight");
       if (!lw->bias.empty()) values[lw->name + ".bias"] = &lw->bias;
     }
+    // Llama 4's fused expert tensors were run and solved as per-expert Linears (emitted under their own names).
+    const bool split_experts = lm_->spec().moe.style == MoeStyle::kLlama4 && block.moe.active();
     for (const auto& t : lm_->dir().tensors()) {
       const std::string& name = t.info->name;
       if (!absl::StartsWith(name, p) || linear_weights.count(name)) continue;
+      if (split_experts && (name == MoeFusedExpertsName(p, "gate_up_proj") || name == MoeFusedExpertsName(p, "down_proj")))
+        continue;
       if (auto it = values.find(name); it != values.end()) {
         // Norms are held as their effective scale: the checkpoint stores it less the family's offset.
         const float offset = norms.count(it->second) ? lm_->spec().norm_offset : 0.0f;

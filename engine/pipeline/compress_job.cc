@@ -362,7 +362,15 @@ class Job {
   absl::StatusOr<bool> PlanExpertSplit(const ModelTensor& t, std::vector<int>* group_modules) {
     const std::string& name = t.info->name;
     const std::string module = name.substr(0, name.rfind('.'));  // model.layers.L.feed_forward.experts
-    if (cfg_.groups().empty() || cfg_.IsIgnored(module, "") || cfg_.IsIgnored(name, "")) return false;
+    if (cfg_.groups().empty() || cfg_.IsIgnored(module, "") || cfg_.IsIgnored(name, "")) {
+      // A calibrated solve runs (and quantizes) the experts as per-expert Linears, which a fused tensor kept as
+      // it is cannot hold.
+      if (opt_.solver && !cfg_.groups().empty())
+        return absl::UnimplementedError(absl::StrCat(
+            name, ": calibrated jobs quantize Llama 4's fused experts as per-expert Linears and cannot keep them ",
+            "fused; remove '", module, "' from ignore, or use a data-free scheme (--algorithm rtn)"));
+      return false;
+    }
     const int64_t E = t.info->shape[0], in = t.info->shape[1], total = t.info->shape[2];
     struct Part {
       const char* leaf;
@@ -377,10 +385,6 @@ class Job {
     } else {
       parts = {{"down_proj", 0, total}};
     }
-    if (opt_.solver)
-      return absl::UnimplementedError(absl::StrCat(
-          name, ": calibrated algorithms are not supported for fused 3-D experts (Llama 4); use a data-free scheme "
-                "(--algorithm rtn)"));
     for (int64_t e = 0; e < E; ++e)
       for (const Part& p : parts) {
         const std::string m = absl::StrCat(module, ".", e, ".", p.leaf);
@@ -390,16 +394,23 @@ class Job {
               m, ": one expert of the fused tensor ", name, " is left out of quantization, which its fused layout ",
               "cannot hold; ignore the whole fused module ('", module, "') or none of its experts"));
         const auto& grp = cfg_.groups()[g];
-        if (grp.scheme.input_activations && !grp.scheme.input_activations->is_dynamic())
-          return absl::InvalidArgumentError(absl::StrCat(m, ": static input activations need calibration, which ",
-                                                         "fused 3-D experts do not run; use a dynamic scheme"));
+        if (!opt_.solver && grp.scheme.input_activations && !grp.scheme.input_activations->is_dynamic())
+          return absl::InvalidArgumentError(absl::StrCat(m, ": static input activations need calibration; use a ",
+                                                         "calibrated algorithm or a dynamic scheme"));
         Item item;
         LLMC_ASSIGN_OR_RETURN(item.outputs, PlanQuantizedWeight(m, p.rows, in, t.info->dtype, *grp.scheme.weights,
                                                                 grp.format));
         item.module = m;
         item.group = g;
         item.weight = &t;
-        item.slice = Item::ExpertSlice{e, p.col0, p.rows, in};
+        if (opt_.solver) {
+          // The solver runs the expert as a Linear sliced from the fused tensor and emits its tensors by name.
+          LLMC_ASSIGN_OR_RETURN(auto extra, opt_.solver->ExtraModuleTensors(m, g, p.rows, in, t.info->dtype));
+          for (auto& x : extra) item.outputs.push_back(std::move(x));
+          item.deferred = true;
+        } else {
+          item.slice = Item::ExpertSlice{e, p.col0, p.rows, in};
+        }
         ++(*group_modules)[g];
         ++summary_.modules_quantized;
         summary_.modules.push_back({m, grp.name, grp.format, static_cast<uint64_t>(p.rows * in) *
