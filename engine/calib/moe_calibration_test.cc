@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/algo/block_view.h"
 #include "engine/format/job_recipe.h"
@@ -19,6 +20,7 @@
 #include "engine/model/causal_lm.h"
 #include "engine/model/model_test_util.h"
 #include "engine/model/perplexity.h"
+#include "engine/model/vl_test_util.h"
 #include "engine/model/weight_loader.h"
 #include "engine/pipeline/run_job.h"
 #include "engine/tensor/dtype.h"
@@ -373,6 +375,33 @@ TEST_F(MoeCalibrationTest, Llama4FusedExpertsAreSplitIntoQuantizedLinears) {
   ASSERT_FALSE(refused.ok());
   EXPECT_THAT(refused.status().message(), HasSubstr("AWQModifier")) << refused.status();
   EXPECT_THAT(refused.status().message(), HasSubstr("Llama4ForCausalLM"));
+}
+
+// Llama 4 as the hub stores it (Llama4ForConditionalGeneration, the decoder under language_model.model.): GPTQ
+// compresses the text decoder exactly as it compresses the text model, experts split under the wrapper's names.
+TEST_F(MoeCalibrationTest, Llama4VisionLanguageCheckpointCompressesItsTextDecoder) {
+  const std::string text = Model("tiny-llama4text");
+  const std::string vl = tmp_ / "llama4-vl";
+  ASSERT_TRUE(testing_util::WrapAsLlama4Vl(text, vl).ok());
+  auto a = RunJob(Spec(text, "l4-text-gptq"));
+  auto b = RunJob(Spec(vl, "l4-vl-gptq"));
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  auto da = ModelDir::Open(tmp_ / "l4-text-gptq");
+  auto db = ModelDir::Open(tmp_ / "l4-vl-gptq");
+  ASSERT_TRUE(da.ok() && db.ok());
+  int compared = 0;
+  for (const auto& t : (*da)->tensors()) {
+    const std::string& n = t.info->name;
+    const ModelTensor* u = (*db)->Find("language_model." + n);
+    ASSERT_NE(u, nullptr) << n;
+    EXPECT_EQ(u->file->Data(*u->info), t.file->Data(*t.info)) << n;
+    compared += absl::StrContains(n, ".feed_forward.experts.");
+  }
+  EXPECT_EQ(compared, 2 * 4 * 3 * 3);  // layers x experts x projections x (packed, scale, shape)
+  EXPECT_EQ((*db)->config_json()["architectures"][0], "Llama4ForConditionalGeneration");
+  EXPECT_EQ((*db)->Find("language_model.model.layers.0.feed_forward.experts.gate_up_proj"), nullptr);
+  EXPECT_DOUBLE_EQ(Perplexity(tmp_ / "l4-vl-gptq"), Perplexity(tmp_ / "l4-text-gptq"));
 }
 
 // GPT-OSS's interleaved fused experts cannot be written in a form vLLM loads: refused naming the tensor, or

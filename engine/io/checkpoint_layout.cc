@@ -24,6 +24,7 @@ constexpr MultimodalArchitecture kMultimodal[] = {
     {"Mistral3ForConditionalGeneration", "mistral"},
     {"Gemma3ForConditionalGeneration", "gemma3_text"},
     {"LlavaForConditionalGeneration", "llama"},
+    {"Llama4ForConditionalGeneration", "llama4_text"},
 };
 
 // text_config.model_type -> the causal LM whose decoder it is. Qwen2-VL and Qwen2.5-VL text decoders are the
@@ -39,6 +40,7 @@ constexpr TextFamily kTextFamilies[] = {
     {"qwen2_5_vl_text", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"},
     {"gemma", "GemmaForCausalLM"},           {"gemma2", "Gemma2ForCausalLM"},
     {"gemma3_text", "Gemma3ForCausalLM"},    {"phi3", "Phi3ForCausalLM"},
+    {"llama4_text", "Llama4ForCausalLM"},
 };
 
 // The text decoder layouts, in the order they are tried: transformers >= 4.52 in memory (and what it saved

@@ -163,6 +163,29 @@ TEST(VlCheckpointTest, Gemma3VlRunsItsGemma3TextDecoder) {
   EXPECT_EQ(lm->loader().StorageOf("language_model.model.layers.1.self_attn.q_proj"), "dense");
 }
 
+TEST(VlCheckpointTest, Llama4VlRunsItsLlama4TextDecoder) {
+  // The tiny Llama 4 text model under the hub's Llama4ForConditionalGeneration names and config: the same decoder
+  // (fused experts, interleaved rope, L2 q/k norm), so the same logits bit for bit.
+  llmc::testing::TempDir tmp;
+  const std::string dst = tmp.path() + "/m";
+  ASSERT_TRUE(testing_util::WrapAsLlama4Vl(TestDataDir() + "/tiny-llama4text", dst).ok());
+  auto text = Open(TestDataDir() + "/tiny-llama4text");
+  auto vl = Open(dst);
+  ASSERT_NE(text, nullptr);
+  ASSERT_NE(vl, nullptr);
+  const ModelSpec& s = vl->spec();
+  EXPECT_STREQ(s.arch->name, "Llama4ForCausalLM");
+  EXPECT_TRUE(s.layout.multimodal);
+  EXPECT_EQ(s.layout.text_model_type, "llama4_text");
+  EXPECT_EQ(s.layout.decoder_prefix, "language_model.model.");
+  EXPECT_EQ(s.layout.lm_head, "language_model.lm_head");
+  EXPECT_TRUE(s.rope_interleaved && s.l2_qk_norm);
+  EXPECT_EQ(s.moe.style, MoeStyle::kLlama4);
+  std::vector<float> a = ReferenceLogits(*text, "tiny-llama4text"), b = ReferenceLogits(*vl, "tiny-llama4text");
+  ASSERT_FALSE(a.empty());
+  EXPECT_EQ(a, b);
+}
+
 TEST(VlCheckpointTest, TextDecoderOutsideTheRuntimeIsRefusedNamingIt) {
   // A Llava over Gemma 1: the layout resolves (data-free compression needs nothing more), the runtime refuses.
   llmc::testing::TempDir tmp;

@@ -53,6 +53,24 @@ inline absl::Status CopyCheckpoint(const std::string& src, const std::string& ds
   return (*w)->Close();
 }
 
+// Llama 4's vision-language wrapper (Llama4ForConditionalGeneration, as the hub stores Llama 4 Scout/Maverick:
+// language_model.model.* and language_model.lm_head, text_config of model_type llama4_text) around the text
+// checkpoint `src` (tiny-llama4text), written to `dst`. It has no vision tensors: the runtime never reads them.
+inline absl::Status WrapAsLlama4Vl(const std::string& src, const std::string& dst) {
+  return CopyCheckpoint(
+      src, dst, [](const std::string& n) { return "language_model." + n; },
+      [](nlohmann::json* c) {
+        nlohmann::json text = *c;
+        text.erase("architectures");
+        text["model_type"] = "llama4_text";
+        *c = {{"architectures", {"Llama4ForConditionalGeneration"}},
+              {"model_type", "llama4"},
+              {"dtype", text.value("dtype", "bfloat16")},
+              {"text_config", text},
+              {"vision_config", {{"model_type", "llama4_vision_model"}, {"hidden_size", 32}}}};
+      });
+}
+
 // The tensor-name layout transformers >= 4.52 keeps in memory: the text decoder under model.language_model.,
 // the vision tower and projector under model., lm_head at the top. Maps the two older layouts of the tiny
 // checkpoints (Qwen2-VL's `model.` + `visual.`, and `language_model.model.` + `vision_tower.`) onto it.
