@@ -349,9 +349,15 @@ absl::Status ResolveLlama4(const json& j, absl::string_view source, ModelSpec* s
     s->l2_qk_norm = it->get<bool>();
   }
   bool tuning = true;
+  // Some hub configs give it as a number (4), which transformers takes as true.
   if (auto it = j.find("attn_temperature_tuning"); it != j.end() && !it->is_null()) {
-    if (!it->is_boolean()) return Invalid(source, "'attn_temperature_tuning' must be true or false");
-    tuning = it->get<bool>();
+    if (it->is_boolean()) {
+      tuning = it->get<bool>();
+    } else if (it->is_number()) {
+      tuning = it->get<double>() != 0.0;
+    } else {
+      return Invalid(source, "'attn_temperature_tuning' must be true or false");
+    }
   }
   if (tuning) {
     double floor_scale = 8192, attn_scale = 0.1;

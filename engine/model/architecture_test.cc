@@ -335,6 +335,12 @@ TEST(ArchitectureTest, Llama4TextLayersAndDefaults) {
   EXPECT_EQ(s->chunk(2), 0);
   EXPECT_FALSE(s->l2_qk_norm);
   EXPECT_EQ(s->query_temperature(2, 100000), 1.0f);
+  k["attn_temperature_tuning"] = 4;  // as some hub configs write it: true
+  s = Resolve(k);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_GT(s->query_temperature(2, 100000), 1.0f);
+  k["attn_temperature_tuning"] = "yes";
+  EXPECT_THAT(std::string(Resolve(k).status().message()), HasSubstr("attn_temperature_tuning"));
   // Malformed keys are refused by name.
   for (auto [key, value, what] : {std::tuple<const char*, json, const char*>{"no_rope_layers", json{1, 0}, "no_rope_layers"},
                                   {"no_rope_layers", json{1, 1, 2, 1, 1, 1, 1, 1}, "no_rope_layers[2]"},
