@@ -66,6 +66,12 @@ EOF
 cat > "$recipes/gptq_group.yaml" <<'EOF'
 GPTQModifier: {scheme: W4A16, ignore: [lm_head], actorder: group}
 EOF
+cat > "$recipes/rtn_imatrix.yaml" <<'EOF'
+QuantizationModifier: {scheme: W4A16, ignore: [lm_head], weight_observer: imatrix_mse}
+EOF
+cat > "$recipes/gptq_imatrix.yaml" <<'EOF'
+GPTQModifier: {scheme: W4A16, ignore: [lm_head], weight_observer: imatrix_mse}
+EOF
 cat > "$recipes/sparsegpt24.yaml" <<'EOF'
 SparseGPTModifier: {sparsity: 0.5, mask_structure: "2:4", ignore: [lm_head]}
 EOF
@@ -82,6 +88,8 @@ run "W4A16 RTN" W4A16 rtn
 run "W4A16 GPTQ (actorder static)" W4A16 gptq
 run "W4A16 GPTQ (actorder none)" W4A16 "$recipes/gptq_none.yaml"
 run "W4A16 GPTQ (actorder group)" W4A16 "$recipes/gptq_group.yaml"
+run "W4A16 RTN (imatrix_mse)" W4A16 "$recipes/rtn_imatrix.yaml"
+run "W4A16 GPTQ (imatrix_mse)" W4A16 "$recipes/gptq_imatrix.yaml"
 run "W4A16 AWQ" W4A16 awq
 run "W4A16_ASYM RTN" W4A16_ASYM rtn
 run "W4A16_ASYM GPTQ" W4A16_ASYM gptq

@@ -305,8 +305,10 @@ absl::StatusOr<Coordinator::Checked> Coordinator::CheckSpec(const std::string& t
   if (spec.min_gpus() < 0 || spec.min_gpus() > std::max(1, spec.gpus()))
     return absl::InvalidArgumentError(absl::StrCat("spec.min_gpus ", spec.min_gpus(), ": give 1 to gpus (",
                                                    std::max(1, spec.gpus()), "), or 0 for no fewer than gpus"));
-  if (!spec.observer().empty() && spec.observer() != "mse" && spec.observer() != "minmax")
-    return absl::InvalidArgumentError(absl::StrCat("spec.observer '", spec.observer(), "': use minmax or mse"));
+  if (!spec.observer().empty() && spec.observer() != "mse" && spec.observer() != "minmax" &&
+      spec.observer() != "imatrix_mse")
+    return absl::InvalidArgumentError(
+        absl::StrCat("spec.observer '", Truncated(spec.observer()), "': use minmax, mse or imatrix_mse"));
   LLMC_ASSIGN_OR_RETURN(llmc::JobSpec e, ToEngineSpec(spec, model.path, output.path, dataset));
   auto recipe = ResolveJobRecipe(e);
   if (!recipe.ok()) {

@@ -45,7 +45,7 @@ TEST(ErrorFieldTest, NamesTheFieldMessagesStartWith) {
   EXPECT_EQ(ErrorField("spec.output_uri: /etc/x is outside the allowed output roots"), "spec.output_uri");
   EXPECT_EQ(ErrorField("spec.calibration.dataset_uri: /d is not a readable file"), "spec.calibration.dataset_uri");
   EXPECT_EQ(ErrorField("spec.gpus 0: give 1 to 1024"), "spec.gpus");
-  EXPECT_EQ(ErrorField("spec.observer 'x': use minmax or mse"), "spec.observer");
+  EXPECT_EQ(ErrorField("spec.observer 'x': use minmax, mse or imatrix_mse"), "spec.observer");
   EXPECT_EQ(ErrorField("spec.labels[\"k\"]: too long"), "spec.labels");
   EXPECT_EQ(ErrorField("request_id: required"), "request_id");
   EXPECT_EQ(ErrorField("spec. odd"), "");

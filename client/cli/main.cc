@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
   auto* ign = compress->add_option("--ignore", c.ignore,
                                    "module to leave unquantized: exact name, re:REGEX or class name (repeatable; default lm_head)")
                  ->allow_extra_args(false);
-  compress->add_option("--observer", c.observer, "weight observer: minmax (default) or mse");
+  compress->add_option("--observer", c.observer, "weight observer: minmax (default), mse or imatrix_mse (calibrated; needs --dataset)");
   compress->add_option("--moe-calibrate-all-experts", c.moe_calibrate_all_experts,
                        "mixture-of-experts models, calibrated algorithms: true (default) runs every calibration token "
                        "through every expert for its statistics; false: each expert sees its routed tokens only");

@@ -537,7 +537,7 @@ std::shared_ptr<ServiceCommands> AddServiceCommands(CLI::App& app) {
   s->add_option("--seed", c->seed, "calibration sampling seed (default 42)");
   s->add_option("--eval-text", c->eval_text, "text file for a perplexity report");
   s->add_option("--max-shard-size", c->max_shard_size, "largest output shard (default 5GB)");
-  s->add_option("--observer", c->observer, "weight observer: minmax or mse");
+  s->add_option("--observer", c->observer, "weight observer: minmax, mse or imatrix_mse (calibrated)");
   s->add_option("--calib-activations", c->calib_activations,
                 "GPU workers: calibration activations between blocks: fp32 (default), bf16 or host");
   s->add_option("--precision", c->precision,

@@ -88,6 +88,7 @@ absl::StatusOr<GptqResult> GptqQuantize(absl::string_view module, const float* w
   if (plan.grouped) {
     const int64_t gs = quantizer->group_cols(), ng = quantizer->num_groups();
     const float* observed = plan.order == ActOrder::kGroup ? w.data() : weight;
+    if (plan.order == ActOrder::kGroup) quantizer->PermuteImportance(perm);  // imatrix_mse's columns follow
     for (int64_t g = 0; g < ng; ++g)
       LLMC_RETURN_IF_ERROR(quantizer->Observe(observed, cols, g * gs, std::min(gs, cols - g * gs), g));
   } else {

@@ -53,6 +53,13 @@ class HessianAccumulator {
   // Hessian() without a copy: the accumulator is left empty (zero sums and counts) and can be reused.
   std::vector<float> TakeHessian();
 
+  // The diagonal of the raw sum, sum of x_c^2 over all tokens per column c [columns].
+  std::vector<float> DiagonalSum() const {
+    std::vector<float> d(static_cast<size_t>(n_));
+    for (int64_t c = 0; c < n_; ++c) d[c] = sum_[c * n_ + c];
+    return d;
+  }
+
   // Clears sums and counts.
   void Reset();
 

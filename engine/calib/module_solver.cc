@@ -10,6 +10,7 @@
 #include "common/status_macros.h"
 #include "common/util.h"
 #include "engine/algo/gptq.h"
+#include "engine/quant/mse_grid.h"
 #include "engine/quant/group_quantizer.h"
 #include "engine/tensor/model_dtype.h"
 
@@ -63,11 +64,29 @@ absl::Status ModuleSolver::Solve(LinearWeight* lw, int group, DType wdtype, std:
   auto info = std::make_shared<json>(module_info);
   (*info)["name"] = lw->name;
   auto orig = std::make_shared<std::vector<float>>(std::move(lw->weight));
+  // imatrix_mse: E[x_c^2] of each input channel over its mean (the library's normalization), from the Hessian's
+  // diagonal (sum x_c^2; the token count cancels).
+  std::vector<float> importance;
+  if (IsImatrixObserver(wa)) {
+    if (st == nullptr || st->hessian == nullptr || st->tokens == 0)
+      return absl::FailedPreconditionError(absl::StrCat(
+          lw->name, ": the imatrix_mse observer needs calibration tokens through this module, and none reached it; ",
+          "give more calibration data or use observer mse"));
+    std::vector<float> d = st->hessian->DiagonalSum();
+    double mean = 0;
+    for (float v : d) mean += v;
+    mean /= static_cast<double>(d.size());
+    importance.resize(d.size());
+    for (size_t c = 0; c < d.size(); ++c)
+      importance[c] = static_cast<float>(d[c] / (mean + 1.17549435e-38));
+    (*info)["observer"] = "imatrix_mse";
+  }
   std::shared_ptr<std::vector<std::vector<uint8_t>>> bufs;
   std::shared_ptr<std::vector<float>> qw;  // the compressed values, in the model dtype
   std::shared_ptr<GroupQuantizer> quantizer;
   if (recipe_.gptq) {
     LLMC_ASSIGN_OR_RETURN(GroupQuantizer q, GroupQuantizer::Create(lw->name, rows, cols, wdtype, wa, grp.format, gs));
+    if (!importance.empty()) q.SetImportance(importance);
     GptqOptions go;
     go.block_size = recipe_.gptq->block_size;
     go.dampening_frac = recipe_.gptq->dampening_frac;
@@ -100,7 +119,7 @@ absl::Status ModuleSolver::Solve(LinearWeight* lw, int group, DType wdtype, std:
     quantizer = std::make_shared<GroupQuantizer>(std::move(q));
   } else {
     auto bytes = ToDTypeBytes(*orig, wdtype);
-    WeightView view{lw->name, bytes.data(), wdtype, rows, cols};
+    WeightView view{lw->name, bytes.data(), wdtype, rows, cols, importance.empty() ? nullptr : importance.data()};
     LLMC_ASSIGN_OR_RETURN(auto b, QuantizeWeight(view, wa, grp.format, gs));
     bufs = std::make_shared<std::vector<std::vector<uint8_t>>>(std::move(b));
     LLMC_ASSIGN_OR_RETURN(auto deq, DequantizeWeight(rows, cols, wdtype, wa, grp.format, *bufs));

@@ -478,6 +478,11 @@ class SequentialSolver::Impl {
       int g = cfg_.Match(lw->name, "Linear");
       if (g < 0 || !cfg_.groups()[g].scheme.weights) continue;
       if (recipe_.gptq) qw.hessian.insert(InputGroup(lw->name));
+      if (cfg_.groups()[g].scheme.weights->observer == "imatrix_mse") {
+        // imatrix_mse's channel importance is the Hessian's diagonal, read on the host.
+        qw.hessian.insert(InputGroup(lw->name));
+        qw.device_hessian = false;
+      }
       const auto& in = cfg_.groups()[g].scheme.input_activations;
       if (in && (in->dynamic == "false" || in->dynamic == "local")) qw.range.insert(InputGroup(lw->name));
     }

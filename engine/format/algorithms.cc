@@ -135,10 +135,13 @@ bool CompressionRecipe::NeedsCalibration() const {
   if (gptq || smoothquant || awq || sparsity) return true;
   if (!quant) return false;
   if (quant->kv_cache_scheme) return true;
-  for (const auto& g : quant->groups())
+  for (const auto& g : quant->groups()) {
     if (g.scheme.input_activations &&
         (!g.scheme.input_activations->is_dynamic() || g.scheme.input_activations->dynamic == "local"))
       return true;
+    // imatrix_mse weighs the weight error by each input channel's E[x^2] over the calibration tokens.
+    if (g.scheme.weights && g.scheme.weights->observer == "imatrix_mse") return true;
+  }
   return false;
 }
 

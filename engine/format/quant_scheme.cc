@@ -166,8 +166,8 @@ absl::Status QuantArgs::Validate(absl::string_view where) const {
   if (is_mx() && (strategy != Strategy::kGroup || !group_size || *group_size != 32))
     return err("MX formats (scale_dtype torch.uint8) need strategy group with group_size 32");
   if (observer && *observer != "minmax" && *observer != "memoryless_minmax" && *observer != "static_minmax" &&
-      *observer != "mse" && *observer != "memoryless_mse")
-    return err(absl::StrCat("unknown observer '", *observer, "'; use minmax (memoryless_minmax) or mse"));
+      *observer != "mse" && *observer != "memoryless_mse" && *observer != "imatrix_mse")
+    return err(absl::StrCat("unknown observer '", *observer, "'; use minmax (memoryless_minmax), mse or imatrix_mse"));
   if (!observer_kwargs.is_object()) return err("observer_kwargs must be a mapping");
   for (auto it = observer_kwargs.begin(); it != observer_kwargs.end(); ++it) {
     static const char* kKnown[] = {"norm", "grid", "maxshrink", "patience", "averaging_constant"};

@@ -15,6 +15,8 @@ constexpr char kStaticMinMax[] = "static_minmax";
 
 // The MSE search's defaults (the library's MemorylessMSEObserver).
 constexpr double kMseGrid = 100.0, kMseMaxShrink = 0.2;
+// The imatrix_mse search's (the library's IMatrixMSEObserver).
+constexpr double kImatrixGrid = 20.0, kImatrixMaxShrink = 0.95;
 
 absl::Status CheckObserverKwargs(const QuantArgs& a, QuantRole role, absl::string_view where) {
   if (a.observer_kwargs.empty()) return absl::OkStatus();
@@ -28,10 +30,11 @@ absl::Status CheckObserverKwargs(const QuantArgs& a, QuantRole role, absl::strin
     return err(first, absl::StrCat("the ", a.observer.value_or(kStaticMinMax),
                                    " observer of static activations takes no arguments; remove observer_kwargs"));
   }
-  if (!IsMseObserver(a.observer))
+  if (!IsMseObserver(a.observer) && a.observer != "imatrix_mse")
     return err(first, absl::StrCat("the ", a.observer.value_or("minmax"),
                                    " observer takes no arguments (norm, grid, maxshrink and patience are the mse "
-                                   "observer's); remove observer_kwargs or use observer: mse"));
+                                   "and imatrix_mse observers'); remove observer_kwargs or use observer: mse"));
+  const bool imatrix = a.observer == "imatrix_mse";
   auto num = [&](const char* key, double dflt) {
     auto it = a.observer_kwargs.find(key);
     return it != a.observer_kwargs.end() && it->is_number() ? it->get<double>() : dflt;
@@ -42,14 +45,16 @@ absl::Status CheckObserverKwargs(const QuantArgs& a, QuantRole role, absl::strin
     if (k == "patience") {
       // The library stops the search after `patience` steps in which no group of the observed tensor improved;
       // llmc searches every step of every group. The two agree when patience cannot stop the search.
-      const double steps = std::floor(std::min(num("maxshrink", kMseMaxShrink), 1.0) * num("grid", kMseGrid));
+      const double shrink = std::floor(std::min(num("maxshrink", imatrix ? kImatrixMaxShrink : kMseMaxShrink), 1.0) *
+                                       num("grid", imatrix ? kImatrixGrid : kMseGrid));
+      const double steps = imatrix ? std::max(1.0, shrink) + 1 : shrink;
       if (num("patience", 0) >= steps) continue;
-      return err(k, absl::StrCat("stopping the mse search early is not implemented (llmc searches all ", steps,
-                                 " steps); remove patience or set it to at least ", steps));
+      return err(k, absl::StrCat("stopping the ", *a.observer, " search early is not implemented (llmc searches all ",
+                                 steps, " steps); remove patience or set it to at least ", steps));
     }
     if (k == "averaging_constant")
       return err(k, "weights are observed once, so a moving average has nothing to average; remove it");
-    return err(k, "not supported; the mse observer takes norm, grid, maxshrink and patience");
+    return err(k, absl::StrCat("not supported; the ", *a.observer, " observer takes norm, grid, maxshrink and patience"));
   }
   return absl::OkStatus();
 }
@@ -61,14 +66,19 @@ absl::Status CheckObserver(QuantArgs* a, QuantRole role, absl::string_view where
     if (!known)
       return absl::InvalidArgumentError(
           absl::StrCat(where, ".observer: '", *a->observer, "' is not supported; llmc implements ",
-                       role == QuantRole::kWeights ? "minmax (memoryless_minmax, static_minmax) and mse (memoryless_mse) for weights"
+                       role == QuantRole::kWeights ? "minmax (memoryless_minmax, static_minmax), mse (memoryless_mse) and imatrix_mse for weights"
                                                    : "static_minmax for static activations and the kv cache"));
   }
   if (role == QuantRole::kWeights) {
     if (!a->observer) a->observer = "memoryless_minmax";
-    if (IsMseObserver(a->observer) && (a->is_fp4() || a->is_mx()))
-      return absl::InvalidArgumentError(absl::StrCat(where, ".observer: mse is implemented for int and fp8 weights; ",
-                                                     "NVFP4 and MX weights use minmax"));
+    if ((IsMseObserver(a->observer) || a->observer == "imatrix_mse") && (a->is_fp4() || a->is_mx()))
+      return absl::InvalidArgumentError(absl::StrCat(where, ".observer: ", *a->observer, " is implemented for int and ",
+                                                     "fp8 weights; NVFP4 and MX weights use minmax"));
+    // The library falls back to the uniform search for a per-tensor weight (one scale for every channel).
+    if (a->observer == "imatrix_mse" && a->strategy != Strategy::kChannel && a->strategy != Strategy::kGroup)
+      return absl::InvalidArgumentError(absl::StrCat(where, ".observer: imatrix_mse weighs each input channel and ",
+                                                     "needs strategy channel or group; use mse for strategy ",
+                                                     StrategyName(a->strategy)));
     return CheckObserverKwargs(*a, role, where);
   }
   if (a->dynamic == "true") {
@@ -91,7 +101,7 @@ absl::Status CheckObserver(QuantArgs* a, QuantRole role, absl::string_view where
 
 const std::vector<std::string>& KnownObservers() {
   static const std::vector<std::string> kObservers = {"minmax", "memoryless_minmax", "static_minmax", "mse",
-                                                      "memoryless_mse"};
+                                                      "memoryless_mse", "imatrix_mse"};
   return kObservers;
 }
 

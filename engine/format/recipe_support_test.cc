@@ -95,7 +95,10 @@ TEST(RecipeObserverTest, StaticActivationsAndKvCacheSayStaticMinMax) {
 TEST(RecipeObserverTest, ObserversLlmcDoesNotRunAreRefused) {
   ExpectRefused("QuantizationModifier: {scheme: NVFP4A16, weight_observer: mse}\n",
                 {"QuantizationModifier.scheme.weights.observer", "int and fp8 weights"});
-  ExpectRefused("QuantizationModifier: {scheme: W4A16, weight_observer: imatrix_mse}\n", {"imatrix_mse"});
+  ExpectRefused("QuantizationModifier: {scheme: NVFP4A16, weight_observer: imatrix_mse}\n",
+                {"QuantizationModifier.scheme.weights.observer", "imatrix_mse", "int and fp8 weights"});
+  ExpectRefused("QuantizationModifier: {scheme: FP8, weight_observer: imatrix_mse}\n",  // FP8: per-tensor weights
+                {"imatrix_mse", "strategy channel or group", "tensor"});
   ExpectRefused("QuantizationModifier: {scheme: FP8, input_observer: mse}\n",
                 {"input_activations.observer", "static_minmax"});
   ExpectRefused("QuantizationModifier: {scheme: FP8, input_observer: minmax}\n", {"moving average"});
@@ -114,6 +117,28 @@ TEST(RecipeObserverTest, ObserversLlmcDoesNotRunAreRefused) {
       "QuantizationModifier:\n  scheme: W4A16\n  kv_cache_scheme: {num_bits: 8, type: float, strategy: tensor, "
       "dynamic: false, observer: mse}\n",
       {"kv_cache_scheme.observer", "the kv cache"});
+}
+
+// imatrix_mse (the library's IMatrixMSEObserver) runs for int and fp8 weights of channel or group strategy; it
+// needs calibration data, and its kwargs follow its own defaults (grid 20, maxshrink 0.95: 20 steps).
+TEST(RecipeObserverTest, ImatrixMseIsAcceptedWhereItRuns) {
+  json c = Config("QuantizationModifier: {scheme: W4A16, ignore: [lm_head], weight_observer: imatrix_mse}\n");
+  EXPECT_EQ(c["config_groups"]["group_0"]["weights"]["observer"], "imatrix_mse");
+  auto r = Parse("GPTQModifier: {scheme: W8A8, ignore: [lm_head], weight_observer: IMATRIX_MSE}\n");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->quant->groups()[0].scheme.weights->observer, "imatrix_mse");
+  EXPECT_TRUE(r->NeedsCalibration());
+  auto rtn = Parse("QuantizationModifier: {scheme: W4A16, weight_observer: imatrix_mse}\n");
+  ASSERT_TRUE(rtn.ok());
+  EXPECT_TRUE(rtn->NeedsCalibration());  // the channel statistics come from calibration
+  const std::string head = "QuantizationModifier:\n  config_groups:\n    g:\n      targets: [Linear]\n      weights: ";
+  EXPECT_TRUE(Parse(head + "{num_bits: 4, group_size: 128, observer: imatrix_mse, observer_kwargs: {norm: 2.0, "
+                           "patience: 20}}\n")
+                  .ok());
+  ExpectRefused(head + "{num_bits: 4, group_size: 128, observer: imatrix_mse, observer_kwargs: {patience: 5}}\n",
+                {"observer_kwargs.patience", "imatrix_mse", "at least 20"});
+  ExpectRefused(head + "{num_bits: 4, group_size: 128, observer: imatrix_mse, observer_kwargs: {strict: true}}\n",
+                {"observer_kwargs", "strict"});
 }
 
 TEST(RecipeObserverTest, ObserverKwargsMustBeUsedByTheObserver) {

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "engine/quant/mse_grid.h"
 #include "engine/quant/simd_kernels.h"
 #include "engine/quant/model_dtype_math.h"
 #include "engine/quant/weight_quantizer.h"
@@ -17,7 +18,7 @@ constexpr float kF8Eps = 0.125f;  // torch.finfo(torch.float8_e4m3fn).eps
 
 
 
-bool IsMse(const QuantArgs& a) { return a.observer && (*a.observer == "mse" || *a.observer == "memoryless_mse"); }
+bool IsMse(const QuantArgs& a) { return IsMseSearch(a); }
 
 bool IsIntFormat(const std::string& f, const QuantArgs& a) {
   return f == "pack-quantized" || f == "int-quantized" || (f == "naive-quantized" && a.type == QuantType::kInt);
@@ -187,6 +188,13 @@ absl::StatusOr<GroupQuantizer> GroupQuantizer::Create(absl::string_view module, 
   return q;
 }
 
+void GroupQuantizer::PermuteImportance(const std::vector<int64_t>& perm) {
+  if (importance_.empty() || perm.empty()) return;
+  std::vector<float> out(perm.size());
+  for (size_t j = 0; j < perm.size(); ++j) out[j] = importance_[perm[j]];
+  importance_ = std::move(out);
+}
+
 absl::Status GroupQuantizer::Observe(const float* w, int64_t ld, int64_t c0, int64_t n, int64_t g) {
   if (g < 0 || g >= p_.num_groups || c0 < 0 || n <= 0 || c0 + n > p_.cols)
     return absl::InvalidArgumentError(absl::StrCat(module_, ": group ", g, " / columns [", c0, ", ", c0 + n, ") out of range"));
@@ -210,15 +218,17 @@ absl::Status GroupQuantizer::Observe(const float* w, int64_t ld, int64_t c0, int
     *mx = hi;
     return finite;
   };
-  // The MSE observer: shrink the range by p = 1 - i/grid and keep the lowest sum |err|^norm.
+  // The mse / imatrix_mse search (mse_grid.h): shrink the range by p = 1 - i/grid and keep the lowest sum
+  // importance_c |err|^norm (importance 1 for mse).
+  const bool weighted = IsImatrixObserver(args_);
+  if (weighted && static_cast<int64_t>(importance_.size()) != p_.cols)
+    return absl::FailedPreconditionError(absl::StrCat(
+        module_, ": the imatrix_mse observer needs the activation statistics of a calibrated job"));
   auto mse = [&](int64_t r0, int64_t r1, float* mn, float* mx) {
-    auto kw = [&](const char* key, float dflt) {
-      auto it = args_.observer_kwargs.find(key);
-      return it != args_.observer_kwargs.end() && it->is_number() ? it->template get<float>() : dflt;
-    };
-    const float norm = kw("norm", 2.4f), grid = kw("grid", 100.0f), maxshrink = std::min(kw("maxshrink", 0.2f), 1.0f);
+    const MseGrid mg = MseGridOf(args_);
+    const float grid = static_cast<float>(mg.grid);
     float best = INFINITY, bmn = *mn, bmx = *mx;
-    for (int i = 0; i < static_cast<int>(maxshrink * grid); ++i) {
+    for (int64_t i = 0; i < mg.steps; ++i) {
       float pr = 1.0f - i / grid;
       float cmn = ar.R(pr * *mn), cmx = ar.R(pr * *mx);
       auto [s, z] = ar.Params(cmn, cmx);
@@ -226,7 +236,8 @@ absl::Status GroupQuantizer::Observe(const float* w, int64_t ld, int64_t c0, int
       for (int64_t r = r0; r < r1; ++r)
         for (int64_t c = c0; c < c0 + n; ++c) {
           float x = ar.R(w[r * ld + c]);
-          err += std::pow(std::fabs(static_cast<double>(ar.Dequant(ar.Code(x, s, z), s, z)) - x), norm);
+          const double e = std::pow(std::fabs(static_cast<double>(ar.Dequant(ar.Code(x, s, z), s, z)) - x), mg.norm);
+          err += weighted ? importance_[c] * e : e;
         }
       if (err < best) {
         best = static_cast<float>(err);

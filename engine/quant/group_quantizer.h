@@ -63,6 +63,12 @@ class GroupQuantizer {
   const WeightQParams& params() const { return p_; }
   WeightQParams& mutable_params() { return p_; }
 
+  // imatrix_mse: the importance of each column of the matrices Observe sees ([cols], E[x^2] over its mean;
+  // mse_grid.h). Required by that observer before the first Observe.
+  void SetImportance(std::vector<float> importance) { importance_ = std::move(importance); }
+  // Reorders the importance as Observe's columns are reordered: column j becomes old column perm[j].
+  void PermuteImportance(const std::vector<int64_t>& perm);
+
  private:
   GroupQuantizer() = default;
   std::string module_;
@@ -72,6 +78,7 @@ class GroupQuantizer {
   int kind_ = 0;  // arithmetic family (int, fp8, nvfp4, mx), set by Create
   float qmin_ = 0, qmax_ = 0;
   WeightQParams p_;
+  std::vector<float> importance_;
 };
 
 // Encodes the fake-quantized weight q [rows, cols] (fp32, values produced by FakeQuant with `p`) into the

@@ -91,6 +91,68 @@ TEST_P(GroupQuantizerMatchesRtn, EncodesTheSameBytes) {
   EXPECT_EQ(diff, 0);
 }
 
+// imatrix_mse: the column solvers' search (GroupQuantizer, with the importance set) chooses the ranges RTN's does
+// (WeightView::importance), for int group, int channel and fp8 channel weights; and after PermuteImportance it
+// observes permuted columns as the unpermuted ones.
+TEST(GroupQuantizerTest, ImatrixMseMatchesRtnAndFollowsThePermutation) {
+  const int64_t rows = 24, cols = 256;
+  Bf16Weight w = RandomBf16(rows, cols, 11);
+  std::mt19937 rng(5);
+  std::lognormal_distribution<float> spread(0.0f, 1.5f);
+  std::vector<float> imp(cols);
+  for (float& v : imp) v = spread(rng);
+  for (const char* preset : {"W4A16", "W4A16_ASYM", "W8A8", "FP8_DYNAMIC"}) {
+    auto scheme = PresetScheme(preset);
+    ASSERT_TRUE(scheme.ok());
+    auto format = InferFormat(*scheme);
+    ASSERT_TRUE(format.ok());
+    QuantArgs a = *scheme->weights;
+    a.observer = "imatrix_mse";
+    WeightView view{kModule, w.bits.data(), DType::kBF16, rows, cols, imp.data()};
+    auto rtn = QuantizeWeight(view, a, *format);
+    ASSERT_TRUE(rtn.ok()) << preset << ": " << rtn.status();
+    auto q = GroupQuantizer::Create(kModule, rows, cols, DType::kBF16, a, *format);
+    ASSERT_TRUE(q.ok()) << q.status();
+    // Without the importance the column solver refuses rather than search unweighted.
+    auto bare = GroupQuantizer::Create(kModule, rows, cols, DType::kBF16, a, *format);
+    EXPECT_EQ(bare->Observe(w.values.data(), cols, 0, q->group_cols(), 0).code(),
+              absl::StatusCode::kFailedPrecondition);
+    q->SetImportance(imp);
+    for (int64_t g = 0; g < q->num_groups(); ++g)
+      ASSERT_TRUE(q->Observe(w.values.data(), cols, g * q->group_cols(), q->group_cols(), g).ok());
+    std::vector<float> fake(rows * cols);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) fake[r * cols + c] = q->FakeQuant(w.values[r * cols + c], r, c / q->group_cols());
+    auto enc = EncodeQuantizedWeight(kModule, fake.data(), DType::kBF16, a, *format, q->params());
+    ASSERT_TRUE(enc.ok()) << enc.status();
+    ASSERT_EQ(enc->size(), rtn->size());
+    for (size_t i = 0; i < rtn->size(); ++i) EXPECT_EQ((*enc)[i], (*rtn)[i]) << preset << " tensor " << i;
+  }
+  // Reversed columns with the importance reversed to match: the same scales, group for group reversed.
+  QuantArgs a = *PresetScheme("W4A16")->weights;
+  a.observer = "imatrix_mse";
+  a.group_size = 32;
+  std::vector<int64_t> perm(cols);
+  for (int64_t j = 0; j < cols; ++j) perm[j] = cols - 1 - j;
+  std::vector<float> rev(rows * cols);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j) rev[r * cols + j] = w.values[r * cols + perm[j]];
+  auto q1 = GroupQuantizer::Create(kModule, rows, cols, DType::kBF16, a, "pack-quantized");
+  auto q2 = GroupQuantizer::Create(kModule, rows, cols, DType::kBF16, a, "pack-quantized");
+  ASSERT_TRUE(q1.ok() && q2.ok());
+  q1->SetImportance(imp);
+  q2->SetImportance(imp);
+  q2->PermuteImportance(perm);
+  const int64_t G = cols / 32;
+  for (int64_t g = 0; g < G; ++g) {
+    ASSERT_TRUE(q1->Observe(w.values.data(), cols, g * 32, 32, g).ok());
+    ASSERT_TRUE(q2->Observe(rev.data(), cols, g * 32, 32, g).ok());
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t g = 0; g < G; ++g)
+      EXPECT_EQ(q1->params().scale[r * G + g], q2->params().scale[r * G + (G - 1 - g)]) << r << " " << g;
+}
+
 INSTANTIATE_TEST_SUITE_P(Schemes, GroupQuantizerMatchesRtn,
                          ::testing::Values("W4A16", "W4A16_ASYM", "W8A16", "W8A8", "W3A16", "FP8_DYNAMIC", "NVFP4A16",
                                            "MXFP4A16", "MXFP8A16"));

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "engine/quant/mse_grid.h"
 #include "engine/quant/simd_kernels.h"
 
 namespace llmc {
@@ -65,7 +66,7 @@ struct Num<DType::kF32> {
 
 constexpr float kF8Eps = 0.125f;  // torch.finfo(torch.float8_e4m3fn).eps
 
-bool IsMse(const QuantArgs& a) { return a.observer && (*a.observer == "mse" || *a.observer == "memoryless_mse"); }
+bool IsMse(const QuantArgs& a) { return IsMseSearch(a); }
 
 // Layout of the scale grid of a weight under `args`.
 struct Grid {
@@ -318,18 +319,15 @@ class Impl {
     return FloatToF8E4M3Clamped(std::clamp(N::R(x / scale), -kF8E4M3Max, kF8E4M3Max));
   }
 
-  // MSE observer: shrink the range by p = 1 - i/100 for i in [0, 20) and keep the lowest sum |err|^2.4.
+  // The mse / imatrix_mse search (mse_grid.h): shrink the range by p = 1 - i/grid and keep the lowest sum
+  // importance_c |err|^norm (importance 1 for mse).
   template <class MakeParams, class Dq>
   void MseSearch(int64_t r0, int64_t r1, int64_t c0, int64_t c1, float* mn, float* mx, MakeParams make, Dq dq) const {
-    auto kw = [&](const char* key, float dflt) {  // validated numeric by QuantArgs::Validate
-      auto it = a_.observer_kwargs.find(key);
-      return it != a_.observer_kwargs.end() && it->is_number() ? it->template get<float>() : dflt;
-    };
-    const float norm = kw("norm", 2.4f);
-    const float grid = kw("grid", 100.0f);
-    const float maxshrink = std::min(kw("maxshrink", 0.2f), 1.0f);
+    const MseGrid mg = MseGridOf(a_);
+    const float grid = static_cast<float>(mg.grid);
+    const float* imp = w_.importance;
     float best = INFINITY, bmn = *mn, bmx = *mx;
-    for (int i = 0; i < static_cast<int>(maxshrink * grid); ++i) {
+    for (int64_t i = 0; i < mg.steps; ++i) {
       float p = 1.0f - i / grid;
       float cmn = N::R(p * *mn), cmx = N::R(p * *mx);
       auto params = make(cmn, cmx);
@@ -337,7 +335,8 @@ class Impl {
       for (int64_t r = r0; r < r1; ++r)
         for (int64_t c = c0; c < c1; ++c) {
           float x = N::Load(p_, r * w_.cols + c);
-          err += std::pow(std::fabs(static_cast<double>(dq(x, params)) - x), norm);
+          const double e = std::pow(std::fabs(static_cast<double>(dq(x, params)) - x), mg.norm);
+          err += imp != nullptr ? imp[c] * e : e;
         }
       if (err < best) {
         best = static_cast<float>(err);
@@ -558,6 +557,9 @@ absl::StatusOr<std::vector<std::vector<uint8_t>>> QuantizeWeight(const WeightVie
                                                                  const std::string& format,
                                                                  std::optional<float> global_scale) {
   LLMC_RETURN_IF_ERROR(args.Validate(w.module));
+  if (IsImatrixObserver(args) && w.importance == nullptr)
+    return absl::FailedPreconditionError(absl::StrCat(
+        w.module, ": the imatrix_mse observer needs the activation statistics of a calibrated job (give --dataset)"));
   LLMC_ASSIGN_OR_RETURN(auto plan, PlanQuantizedWeight(w.module, w.rows, w.cols, w.dtype, args, format));
   LLMC_ASSIGN_OR_RETURN(Grid g, MakeGrid(w.module, w.rows, w.cols, args));
   std::vector<std::vector<uint8_t>> out;

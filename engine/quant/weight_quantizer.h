@@ -21,6 +21,9 @@ struct WeightView {
   DType dtype;  // BF16, F16 or F32
   int64_t rows;
   int64_t cols;
+  // imatrix_mse: [cols] importance of each input channel (E[x^2] over the mean; mse_grid.h), required by that
+  // observer and unused by the others.
+  const float* importance = nullptr;
 };
 
 // One tensor a quantized module writes, named `<module>.<suffix>`.

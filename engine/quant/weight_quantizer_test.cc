@@ -10,6 +10,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <tuple>
 #include <string>
 #include <thread>
 #include <vector>
@@ -618,6 +619,65 @@ TEST(ObserverTest, MseIsNoWorseThanMinMax) {
   CheckMseNoWorseThanMinMax(w, PresetWeights("W4A16_ASYM"), "pack-quantized", 128);
   CheckMseNoWorseThanMinMax(w, IntArgs(4, true, std::nullopt), "pack-quantized", 256);
   CheckMseNoWorseThanMinMax(w, PresetWeights("FP8_DYNAMIC"), "float-quantized", 256);
+}
+
+// sum over the columns [c0, c1) of row r of importance_c |bf16(dq) - w|^3, the quantity imatrix_mse minimizes.
+double WeightedError(const Weight& w, const std::vector<float>& dq, const std::vector<float>& imp, int64_t r,
+                     int64_t c0, int64_t c1) {
+  double err = 0;
+  for (int64_t c = c0; c < c1; ++c)
+    err += imp[c] * std::pow(std::fabs(static_cast<double>(RoundBF16(dq[r * w.cols + c])) - w.at(r, c)), 3.0);
+  return err;
+}
+
+// imatrix_mse picks, per group, the range of its grid with the lowest importance-weighted error: no worse under that
+// objective than the min-max range (on its grid) or than the range it picks with uniform importance (on the same
+// grid), and the importance changes what it picks.
+TEST(ObserverTest, ImatrixMseMinimizesTheImportanceWeightedError) {
+  Weight w = RandomWeight(32, 256, DType::kBF16, 63, /*outlier_rate=*/0.02f);
+  std::mt19937 rng(9);
+  std::lognormal_distribution<float> spread(0.0f, 2.0f);
+  std::vector<float> imp(w.cols), ones(w.cols, 1.0f);
+  for (float& v : imp) v = spread(rng);
+  for (auto [preset, format, group] : {std::tuple<const char*, const char*, int64_t>{"W4A16", "pack-quantized", 128},
+                                       {"W4A16_ASYM", "pack-quantized", 128},
+                                       {"FP8_DYNAMIC", "float-quantized", 256}}) {
+    QuantArgs a = PresetWeights(preset);
+    a.observer = "memoryless_minmax";
+    Quantized minmax = QuantizeAndBack(w, a, format);
+    a.observer = "imatrix_mse";
+    WeightView weighted = w.View();
+    weighted.importance = imp.data();
+    auto qi = QuantizeWeight(weighted, a, format);
+    WeightView uniform = w.View();
+    uniform.importance = ones.data();
+    auto qu = QuantizeWeight(uniform, a, format);
+    ASSERT_TRUE(qi.ok() && qu.ok()) << preset << qi.status() << qu.status();
+    auto di = DequantizeWeight(w.rows, w.cols, w.dtype, a, format, *qi);
+    auto du = DequantizeWeight(w.rows, w.cols, w.dtype, a, format, *qu);
+    ASSERT_TRUE(di.ok() && du.ok());
+    double total_i = 0, total_minmax = 0;
+    int differs = 0;
+    for (int64_t r = 0; r < w.rows; ++r)
+      for (int64_t c0 = 0; c0 < w.cols; c0 += group) {
+        const double ei = WeightedError(w, *di, imp, r, c0, c0 + group);
+        ASSERT_LE(ei, WeightedError(w, minmax.dq, imp, r, c0, c0 + group) * (1 + 1e-6)) << preset << " row " << r;
+        ASSERT_LE(ei, WeightedError(w, *du, imp, r, c0, c0 + group) * (1 + 1e-6)) << preset << " row " << r;
+        total_i += ei;
+        total_minmax += WeightedError(w, minmax.dq, imp, r, c0, c0 + group);
+        for (int64_t c = c0; c < c0 + group; ++c) differs += (*di)[r * w.cols + c] != (*du)[r * w.cols + c];
+      }
+    EXPECT_LT(total_i, total_minmax) << preset;
+    EXPECT_GT(differs, 0) << preset << ": the importance changed nothing";
+  }
+  // Without the statistics it refuses, naming the module and what it needs.
+  QuantArgs a = PresetWeights("W4A16");
+  a.observer = "imatrix_mse";
+  auto q = QuantizeWeight(w.View(), a, "pack-quantized");
+  ASSERT_FALSE(q.ok());
+  EXPECT_EQ(q.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(Msg(q.status()), HasSubstr(kModule));
+  EXPECT_THAT(Msg(q.status()), HasSubstr("calibrated"));
 }
 
 TEST(ObserverTest, MseIsRejectedForFp4Formats) {

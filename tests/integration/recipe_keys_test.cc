@@ -113,6 +113,15 @@ std::vector<Case> Cases() {
   add("weights.zp_dtype", Group("num_bits: 4, group_size: 128, symmetric: false"),
       Group("num_bits: 4, group_size: 128, symmetric: false, zp_dtype: torch.int32"), refused);
   add("weights.observer", Group(kW4), Group("num_bits: 4, group_size: 128, observer: mse"), changes);
+  // imatrix_mse weighs the search by each input channel's E[x^2] (calibrated, in RTN and in GPTQ).
+  add("weights.observer", Group("num_bits: 4, group_size: 128, observer: mse"),
+      Group("num_bits: 4, group_size: 128, observer: imatrix_mse"), changes);
+  add("weights.observer", Group(kW4, "", "", "", "GPTQModifier"),
+      Group("num_bits: 4, group_size: 128, observer: imatrix_mse", "", "", "", "GPTQModifier"), changes);
+  add("weights.observer", Group("num_bits: 8, type: float, strategy: tensor"),
+      Group("num_bits: 8, type: float, strategy: tensor, observer: imatrix_mse"), refused);
+  add("weights.observer_kwargs", Group("num_bits: 4, group_size: 128, observer: imatrix_mse"),
+      Group("num_bits: 4, group_size: 128, observer: imatrix_mse, observer_kwargs: {norm: 2.0}"), changes);
   add("weights.observer", Group("num_bits: 4, type: float, strategy: tensor_group, group_size: 16"),
       Group("num_bits: 4, type: float, strategy: tensor_group, group_size: 16, observer: mse"), refused);
   add("weights.observer_kwargs", Group("num_bits: 4, group_size: 128, observer: mse"),
