@@ -37,6 +37,21 @@ Bf16Weight RandomBf16(int64_t rows, int64_t cols, uint32_t seed) {
   return w;
 }
 
+// Observes every group of the unmodified weight `w` with `q`, then fake-quantizes each element: the values a
+// column solver that changes nothing would write. Empty (with a test failure) when an observation fails.
+std::vector<float> ObserveAllAndFakeQuant(GroupQuantizer* q, const Bf16Weight& w) {
+  const int64_t rows = w.rows, cols = w.cols;
+  for (int64_t g = 0; g < q->num_groups(); ++g) {
+    absl::Status s = q->Observe(w.values.data(), cols, g * q->group_cols(), q->group_cols(), g);
+    EXPECT_TRUE(s.ok()) << s;
+    if (!s.ok()) return {};
+  }
+  std::vector<float> fake(rows * cols);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) fake[r * cols + c] = q->FakeQuant(w.values[r * cols + c], r, c / q->group_cols());
+  return fake;
+}
+
 // Observing every group of the unmodified weight and fake-quantizing each element must give exactly the tensors
 // of the RTN path, for every scheme a column solver supports.
 class GroupQuantizerMatchesRtn : public ::testing::TestWithParam<const char*> {};
@@ -61,11 +76,8 @@ TEST_P(GroupQuantizerMatchesRtn, EncodesTheSameBytes) {
 
   auto q = GroupQuantizer::Create(kModule, rows, cols, DType::kBF16, a, *format, gs);
   ASSERT_TRUE(q.ok()) << q.status();
-  for (int64_t g = 0; g < q->num_groups(); ++g)
-    ASSERT_TRUE(q->Observe(w.values.data(), cols, g * q->group_cols(), q->group_cols(), g).ok());
-  std::vector<float> fake(rows * cols);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) fake[r * cols + c] = q->FakeQuant(w.values[r * cols + c], r, c / q->group_cols());
+  std::vector<float> fake = ObserveAllAndFakeQuant(&*q, w);
+  ASSERT_EQ(fake.size(), static_cast<size_t>(rows * cols));
   auto enc = EncodeQuantizedWeight(kModule, fake.data(), DType::kBF16, a, *format, q->params());
   ASSERT_TRUE(enc.ok()) << enc.status();
   ASSERT_EQ(enc->size(), rtn->size());
@@ -115,14 +127,12 @@ TEST(GroupQuantizerTest, ImatrixMseMatchesRtnAndFollowsThePermutation) {
     ASSERT_TRUE(q.ok()) << q.status();
     // Without the importance the column solver refuses rather than search unweighted.
     auto bare = GroupQuantizer::Create(kModule, rows, cols, DType::kBF16, a, *format);
+    ASSERT_TRUE(bare.ok()) << bare.status();
     EXPECT_EQ(bare->Observe(w.values.data(), cols, 0, q->group_cols(), 0).code(),
               absl::StatusCode::kFailedPrecondition);
     q->SetImportance(imp);
-    for (int64_t g = 0; g < q->num_groups(); ++g)
-      ASSERT_TRUE(q->Observe(w.values.data(), cols, g * q->group_cols(), q->group_cols(), g).ok());
-    std::vector<float> fake(rows * cols);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c) fake[r * cols + c] = q->FakeQuant(w.values[r * cols + c], r, c / q->group_cols());
+    std::vector<float> fake = ObserveAllAndFakeQuant(&*q, w);
+    ASSERT_EQ(fake.size(), static_cast<size_t>(rows * cols));
     auto enc = EncodeQuantizedWeight(kModule, fake.data(), DType::kBF16, a, *format, q->params());
     ASSERT_TRUE(enc.ok()) << enc.status();
     ASSERT_EQ(enc->size(), rtn->size());
