@@ -404,6 +404,36 @@ TEST_F(MoeCalibrationTest, Llama4VisionLanguageCheckpointCompressesItsTextDecode
   EXPECT_DOUBLE_EQ(Perplexity(tmp_ / "l4-vl-gptq"), Perplexity(tmp_ / "l4-text-gptq"));
 }
 
+// SparseGPT 2:4 on Llama 4 runs each sliced expert as any Linear: every expert written pruned 2:4 under its own
+// name, the router left dense.
+TEST_F(MoeCalibrationTest, Llama4SparseGptPrunesEverySlicedExpert) {
+  JobSpec s = Spec(Model("tiny-llama4text"), "l4-sparsegpt");
+  s.recipe_yaml =
+      "SparseGPTModifier: {sparsity: 0.5, mask_structure: '2:4', ignore: [lm_head, 're:.*feed_forward\\.router$']}\n";
+  auto r = RunJob(s);
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto dir = ModelDir::Open(tmp_ / "l4-sparsegpt");
+  ASSERT_TRUE(dir.ok());
+  auto w = WeightLoader::Create(dir->get());
+  ASSERT_TRUE(w.ok());
+  for (int e = 0; e < 4; ++e) {
+    const std::string m = MoeExpertName(MoeStyle::kLlama4, "model.layers.1.", e, "down");
+    auto v = (*w)->LoadLinearWeight(m, 64, 32);
+    ASSERT_TRUE(v.ok()) << m << ": " << v.status();
+    for (size_t i = 0; i < v->size(); i += 4) {
+      int zeros = 0;
+      for (size_t k = i; k < i + 4; ++k) zeros += (*v)[k] == 0.0f;
+      ASSERT_GE(zeros, 2) << m << " at " << i;
+    }
+  }
+  EXPECT_EQ((*dir)->Find("model.layers.0.feed_forward.experts.gate_up_proj"), nullptr);
+  auto router = (*w)->LoadLinearWeight("model.layers.0.feed_forward.router", 4, 64);
+  ASSERT_TRUE(router.ok());
+  int zeros = 0;
+  for (float x : *router) zeros += x == 0.0f;
+  EXPECT_LT(zeros, 16);  // dense (random weights have no zeros to speak of)
+}
+
 // GPT-OSS's interleaved fused experts cannot be written in a form vLLM loads: refused naming the tensor, or
 // kept in bf16 with a warning when ignored.
 TEST_F(MoeCalibrationTest, GptOssFusedExpertsAreRefusedOrKeptWithAWarning) {

@@ -362,6 +362,7 @@ class Job {
   absl::StatusOr<bool> PlanExpertSplit(const ModelTensor& t, std::vector<int>* group_modules) {
     const std::string& name = t.info->name;
     const std::string module = name.substr(0, name.rfind('.'));  // model.layers.L.feed_forward.experts
+    if (opt_.solver && cfg_.groups().empty()) return PlanDenseExpertSplit(t);
     if (cfg_.groups().empty() || cfg_.IsIgnored(module, "") || cfg_.IsIgnored(name, "")) {
       // A calibrated solve runs (and quantizes) the experts as per-expert Linears, which a fused tensor kept as
       // it is cannot hold.
@@ -415,6 +416,32 @@ class Job {
         ++summary_.modules_quantized;
         summary_.modules.push_back({m, grp.name, grp.format, static_cast<uint64_t>(p.rows * in) *
                                                                  DTypeSize(t.info->dtype), 0});
+        items_.push_back(std::move(item));
+      }
+    ++summary_.fused_experts_split;
+    return true;
+  }
+
+  // A calibrated job without quantization (SparseGPT, Wanda alone): the solver runs every expert of the fused
+  // tensor as its sliced Linear and writes it dense (pruned where the recipe prunes it) under the per-expert names.
+  absl::StatusOr<bool> PlanDenseExpertSplit(const ModelTensor& t) {
+    const std::string& name = t.info->name;
+    const std::string module = name.substr(0, name.rfind('.'));
+    const int64_t E = t.info->shape[0], in = t.info->shape[1], total = t.info->shape[2];
+    const bool gate_up = absl::EndsWith(name, ".gate_up_proj");
+    if (gate_up && total % 2 != 0)
+      return absl::InvalidArgumentError(absl::StrCat(name, ": gate_up_proj's last dimension ", total,
+                                                     " is odd; it must hold gate and up halves"));
+    for (int64_t e = 0; e < E; ++e)
+      for (const char* leaf : gate_up ? std::vector<const char*>{"gate_proj", "up_proj"}
+                                      : std::vector<const char*>{"down_proj"}) {
+        const std::string m = absl::StrCat(module, ".", e, ".", leaf);
+        const int64_t rows = gate_up ? total / 2 : total;
+        Item item;
+        item.deferred = true;
+        item.extra = TensorSpec{m + ".weight", t.info->dtype, {rows, in}};
+        const uint64_t bytes = static_cast<uint64_t>(rows * in) * DTypeSize(t.info->dtype);
+        summary_.modules.push_back({m, "", "dense", bytes, bytes});
         items_.push_back(std::move(item));
       }
     ++summary_.fused_experts_split;
