@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "engine/algo/block_view.h"
+#include "engine/model/attention_inputs.h"
 
 namespace llmc {
 
@@ -85,12 +86,9 @@ absl::Status CalibHooks::ObserveKv(const LinearWeight& w, const float* x, int64_
   std::vector<float> y(tokens * lw->out_features);
   LinearForward(x, tokens, lw->in_features, lw->weight.data(), lw->bias.empty() ? nullptr : lw->bias.data(),
                 lw->out_features, y.data(), ctx_);
-  if (leaf == "k_proj") {
-    if (spec_.qk_norm)
-      RmsNorm(y.data(), tokens * spec_.num_kv_heads, spec_.head_dim, block_->k_norm.data(),
-              static_cast<float>(spec_.rms_norm_eps), y.data(), ctx_);
-    ApplyRotary(y.data(), tokens / seq_len_, seq_len_, spec_.num_kv_heads, *rope_, ctx_, spec_.head_dim);
-  }
+  if (leaf == "k_proj")  // k as the cache stores it (the block's forward pass, decoder_block.cc)
+    PrepareQueriesAndKeys(spec_, block_->layer, nullptr, block_->k_norm.data(), *rope_, tokens / seq_len_, seq_len_,
+                          nullptr, y.data(), ctx_);
   float a = 0;
   for (float v : y) a = std::max(a, std::fabs(v));
   if (!std::isfinite(a))

@@ -251,6 +251,8 @@ class CudaAwqLossFactory final : public AwqDeviceLossFactory {
     if (parent.members.empty() || parent.rows <= 0 || parent.seq_len <= 0 || parent.rows % parent.seq_len != 0)
       return std::unique_ptr<AwqLossEvaluator>();
     if (parent.kind == AwqParent::Kind::kAttention && parent.rope == nullptr) return std::unique_ptr<AwqLossEvaluator>();
+    // Llama 4's attention (interleaved rope, no-rope layers, L2 norms, chunks) has no kernels here: the host searches.
+    if (parent.kind == AwqParent::Kind::kAttention && parent.spec->arch->llama4) return std::unique_ptr<AwqLossEvaluator>();
     for (size_t i = 0; i < parent.balance.size(); ++i) {
       FakeQuantSpec spec;
       int64_t group = 0;

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "engine/format/algorithms.h"
+#include "engine/model/attention_inputs.h"
 #include "engine/model/cpu_ops.h"
 #include "engine/model/moe.h"
 
@@ -29,6 +30,26 @@ std::vector<SmoothMapping> MoeAwqMappings(const ModelSpec& spec) {
               "re:.*block_sparse_moe\\.experts\\.\\d+\\.w3$"},
              "re:.*post_attention_layernorm$"},
             {{"re:.*block_sparse_moe\\.experts\\.\\d+\\.w2$"}, "re:.*block_sparse_moe\\.experts\\.\\d+\\.w3$"}};
+  // Dense layers (decoder_sparse_step, mlp_only_layers, Llama 4's moe_layers), where the model has some.
+  bool dense = false;
+  for (int l = 0; l < spec.num_layers; ++l) dense |= !spec.moe.IsSparse(l);
+  if (spec.moe.style == MoeStyle::kLlama4) {
+    // llm-compressor maps post_attention_layernorm to every gate/up projection for Llama 4 and leaves the router
+    // out, which changes the routing; here the router is balanced too (every expert's input is sigmoid(router
+    // logit) times the norm's output, so scaling the router's and the experts' inputs together is exact).
+    std::vector<SmoothMapping> out = {
+        {{"re:.*q_proj$", "re:.*k_proj$", "re:.*v_proj$"}, "re:.*input_layernorm$"},
+        {{"re:.*o_proj$"}, "re:.*v_proj$"},
+        {{"re:.*feed_forward\\.router$", "re:.*feed_forward\\.experts\\.\\d+\\.gate_proj$",
+          "re:.*feed_forward\\.experts\\.\\d+\\.up_proj$", "re:.*feed_forward\\.shared_expert\\.gate_proj$",
+          "re:.*feed_forward\\.shared_expert\\.up_proj$"},
+         "re:.*post_attention_layernorm$"},
+        {{"re:.*down_proj$"}, "re:.*up_proj$"}};
+    if (dense)
+      out.insert(out.begin() + 3, SmoothMapping{{"re:.*feed_forward\\.gate_proj$", "re:.*feed_forward\\.up_proj$"},
+                                                "re:.*post_attention_layernorm$"});
+    return out;
+  }
   std::vector<SmoothMapping> out = {
           {{"re:.*q_proj$", "re:.*k_proj$", "re:.*v_proj$"}, "re:.*input_layernorm$"},
           {{"re:.*o_proj$"}, "re:.*v_proj$"},
@@ -39,9 +60,6 @@ std::vector<SmoothMapping> MoeAwqMappings(const ModelSpec& spec) {
            "re:.*post_attention_layernorm$"},
           // Per expert (and shared expert, dense MLP): up_proj -> its own down_proj.
           {{"re:.*down_proj$"}, "re:.*up_proj$"}};
-  // Dense layers (decoder_sparse_step, mlp_only_layers), where the model has some.
-  bool dense = false;
-  for (int l = 0; l < spec.num_layers; ++l) dense |= !spec.moe.IsSparse(l);
   if (dense)
     out.insert(out.begin() + 3, SmoothMapping{{"re:.*mlp\\.gate_proj$", "re:.*mlp\\.up_proj$"}, "re:.*post_attention_layernorm$"});
   return out;
@@ -56,8 +74,10 @@ std::vector<std::string> MoeNormReaders(const ModelSpec& spec, int layer) {
   std::vector<std::string> out = {MoeRouterName(spec.moe.style, p)};
   for (int64_t e = 0; e < spec.moe.num_experts; ++e)
     for (const char* w : {"gate", "up"}) out.push_back(MoeExpertName(spec.moe.style, p, e, w));
-  if (spec.moe.shared_intermediate > 0)
-    for (const char* w : {"gate", "up", "gate_weight"}) out.push_back(MoeSharedName(p, w));
+  if (spec.moe.shared_intermediate > 0) {
+    for (const char* w : {"gate", "up"}) out.push_back(MoeSharedName(p, w, spec.moe.style));
+    if (spec.moe.style != MoeStyle::kLlama4) out.push_back(MoeSharedName(p, "gate_weight"));  // Llama 4's is ungated
+  }
   return out;
 }
 
@@ -347,16 +367,11 @@ void DecoderBlockView::AttentionOut(const std::vector<Operand>& ws, const float*
   Columns(qkv, rows, Q + 2 * KV, 0, Q, q.data());
   Columns(qkv, rows, Q + 2 * KV, Q, KV, k.data());
   Columns(qkv, rows, Q + 2 * KV, Q + KV, KV, v.data());
-  const float eps = static_cast<float>(spec.rms_norm_eps);
-  if (spec.qk_norm) {
-    RmsNorm(q.data(), rows * spec.num_heads, spec.head_dim, b.q_norm.data(), eps, q.data(), ctx);
-    RmsNorm(k.data(), rows * spec.num_kv_heads, spec.head_dim, b.k_norm.data(), eps, k.data(), ctx);
-  }
-  const RopeTable& rope = lm_->Rope(T, b.layer);
-  ApplyRotary(q.data(), seqs, T, spec.num_heads, rope, ctx, spec.head_dim);
-  ApplyRotary(k.data(), seqs, T, spec.num_kv_heads, rope, ctx, spec.head_dim);
+  PrepareQueriesAndKeys(spec, b.layer, b.q_norm.data(), b.k_norm.data(), lm_->Rope(T, b.layer), seqs, T, q.data(),
+                        k.data(), ctx);
   CausalAttention(q.data(), k.data(), v.data(), seqs, T, spec.num_heads, spec.num_kv_heads, spec.head_dim,
-                  spec.window(b.layer), attn.data(), ctx, spec.softmax_scale(), spec.attention_softcap);
+                  spec.window(b.layer), attn.data(), ctx, spec.softmax_scale(), spec.attention_softcap,
+                  spec.chunk(b.layer));
   LinearForward(attn.data(), rows, Q, b.o_proj.weight.data(), b.o_proj.bias.empty() ? nullptr : b.o_proj.bias.data(), H,
                 out, ctx);
 }

@@ -4,7 +4,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "engine/calib/calib_hooks.h"
 #include "engine/format/algorithms.h"
+#include "engine/model/decoder_block.h"
 #include "engine/model/model_test_util.h"
 #include "engine/model/moe.h"
 
@@ -156,6 +163,119 @@ TEST(DecoderBlockViewTest, MoeParentIsTheWholeMoeMlp) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(r.message()), HasSubstr("list the router (model.layers.0.mlp.gate) first"));
+}
+
+// Llama 4: the router is balanced with every expert's gate/up and the shared expert's (whose input the router's
+// sigmoid scales), the dense layers' MLP is feed_forward.gate_proj/up_proj, and leaving the router out is refused.
+TEST(FamilySmoothMappingsTest, Llama4BalancesTheRouterWithTheExperts) {
+  auto lm = Open("tiny-llama4text");
+  ASSERT_NE(lm, nullptr);
+  auto awq = FamilySmoothMappings(DefaultAwqMappings(), lm->spec(), "AWQModifier");
+  ASSERT_TRUE(awq.ok()) << awq.status();
+  ASSERT_EQ(awq->size(), 4u);  // both layers of the tiny model are sparse
+  EXPECT_EQ((*awq)[2].smooth, "re:.*post_attention_layernorm$");
+  EXPECT_EQ((*awq)[2].balance[0], "re:.*feed_forward\\.router$");
+  EXPECT_EQ((*awq)[2].balance.size(), 5u);
+  EXPECT_TRUE(CheckMoeSmoothMappings(*awq, {}, true, lm->spec(), "AWQModifier").ok());
+  for (const std::string& r : MoeNormReaders(lm->spec(), 0)) EXPECT_EQ(r.find("shared_expert_gate"), std::string::npos) << r;
+  std::vector<SmoothMapping> partial = *awq;
+  partial[2].balance.erase(partial[2].balance.begin());
+  auto bad = CheckMoeSmoothMappings(partial, {}, true, lm->spec(), "AWQModifier");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.message()), HasSubstr("feed_forward.router"));
+  partial = *awq;
+  partial[2].balance.pop_back();  // the shared expert's up_proj
+  bad = CheckMoeSmoothMappings(partial, {}, true, lm->spec(), "AWQModifier");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.message()), HasSubstr("feed_forward.shared_expert.up_proj"));
+  auto sq = FamilySmoothMappings(DefaultSmoothQuantMappings(), lm->spec(), "SmoothQuantModifier");
+  ASSERT_TRUE(sq.ok());
+  ASSERT_EQ(sq->size(), 1u);
+}
+
+// Records each Linear's inputs while CalibHooks collects the kv-cache ranges (and captures q_proj's input).
+class RecordingHooks : public CalibHooks {
+ public:
+  using CalibHooks::CalibHooks;
+  absl::Status OnInput(const LinearWeight& w, absl::Span<const float> input, int64_t tokens) override {
+    inputs[w.name].assign(input.begin(), input.end());
+    return CalibHooks::OnInput(w, input, tokens);
+  }
+  std::map<std::string, std::vector<float>> inputs;
+};
+
+// What AWQ's attention parent and the kv-cache observer recompute beside the block equals what the block's forward
+// pass computes, on a Llama 4 variant with a rope layer (interleaved pairs, L2 norm after the rotation), a no-rope
+// layer (q scaled by position) and chunked attention (chunks of 4 in sequences of 12).
+TEST(DecoderBlockViewTest, Llama4AttentionParentAndKvObserverFollowTheBlock) {
+  namespace fs = std::filesystem;
+  std::string tmp = (fs::temp_directory_path() / "llmc-block-view-test-XXXXXX").string();
+  ASSERT_NE(mkdtemp(tmp.data()), nullptr);
+  nlohmann::json cfg = testing_util::ReadJson(testing_util::TestDataDir() + "/tiny-llama4text/config.json");
+  cfg["no_rope_layers"] = {1, 0};
+  cfg["attention_chunk_size"] = 4;
+  cfg["attn_temperature_tuning"] = true;
+  cfg["floor_scale"] = 2;
+  cfg["attn_scale"] = 0.5;
+  std::ofstream(tmp + "/config.json") << cfg.dump();
+  fs::copy_file(testing_util::TestDataDir() + "/tiny-llama4text/model.safetensors", tmp + "/model.safetensors");
+  auto opened = CausalLm::Open(tmp, {.threads = 1});
+  fs::remove_all(tmp);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  CausalLm& lm = **opened;
+  const ModelSpec& spec = lm.spec();
+  ASSERT_TRUE(spec.uses_rope(0));
+  ASSERT_FALSE(spec.uses_rope(1));
+  ASSERT_EQ(spec.chunk(0), 4);
+  const int64_t seqs = 2, T = 12, H = spec.hidden_size, rows = seqs * T;
+  for (int layer = 0; layer < 2; ++layer) {
+    SCOPED_TRACE(layer);
+    auto block = lm.LoadBlock(layer);
+    ASSERT_TRUE(block.ok());
+    DecoderBlock& b = **block;
+    Wants wants;
+    wants.kv = true;
+    wants.capture = {InputGroup(b.q_proj.name)};
+    wants.capture_tokens = rows;
+    RecordingHooks hooks(wants, spec, &lm.Rope(T, layer), &b, lm.context());
+    hooks.set_seq_len(T);
+    HiddenStates x{.num_seqs = seqs, .seq_len = T, .hidden = H,
+                   .data = testing_util::RandomVector(rows * H, 11 + layer)};
+    ASSERT_TRUE(RunDecoderBlock(spec, lm.Rope(T, layer), b, &x, &hooks, 1 << 20, lm.context()).ok());
+    // The attention parent on the captured input: o_proj of the attention the block computed.
+    QuantConfig qc;
+    DecoderBlockView view(&b, &lm, &hooks.stats(), &qc, DType::kBF16);
+    std::vector<float> out;
+    std::vector<LinearWeight*> balance = {&b.q_proj, &b.k_proj, &b.v_proj};
+    ASSERT_TRUE(view.ParentForward(balance, {nullptr, nullptr, nullptr}, &out).ok());
+    const std::vector<float>& attn = hooks.inputs.at(b.o_proj.name);
+    ASSERT_EQ(attn.size(), static_cast<size_t>(rows * spec.q_size()));
+    std::vector<float> ref(rows * H);
+    LinearForward(attn.data(), rows, spec.q_size(), b.o_proj.weight.data(), nullptr, H, ref.data(), lm.context());
+    ASSERT_EQ(out.size(), ref.size());
+    double err = 0, mag = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      err = std::max(err, double(std::fabs(out[i] - ref[i])));
+      mag = std::max(mag, double(std::fabs(ref[i])));
+    }
+    EXPECT_LT(err, 1e-5 * mag + 1e-7);
+    // The kv observer's k range: k_proj, then (rope layers) the interleaved rotation and the L2 norm.
+    const std::vector<float>& n = hooks.inputs.at(b.k_proj.name);
+    std::vector<float> k(rows * spec.kv_size());
+    LinearForward(n.data(), rows, H, b.k_proj.weight.data(), nullptr, spec.kv_size(), k.data(), lm.context());
+    float raw = 0;
+    for (float v : k) raw = std::max(raw, std::fabs(v));
+    if (spec.uses_rope(layer)) {
+      ApplyRotary(k.data(), seqs, T, spec.num_kv_heads, lm.Rope(T, layer), lm.context(), spec.head_dim, true);
+      const std::vector<float> ones(spec.head_dim, 1.0f);
+      RmsNorm(k.data(), rows * spec.num_kv_heads, spec.head_dim, ones.data(), static_cast<float>(spec.rms_norm_eps),
+              k.data(), lm.context());
+    }
+    float amax = 0;
+    for (float v : k) amax = std::max(amax, std::fabs(v));
+    EXPECT_NEAR(hooks.k_amax(), amax, 1e-5f * amax);
+    if (layer == 0) EXPECT_GT(std::fabs(amax - raw), 1e-3f * raw);  // the norm changed the range
+  }
 }
 
 }  // namespace

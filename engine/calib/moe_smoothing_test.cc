@@ -1,4 +1,5 @@
-// AWQ, SmoothQuant and pruning on mixture-of-experts models (Qwen3-MoE, Mixtral, Qwen2-MoE) end to end on the CPU:
+// AWQ, SmoothQuant and pruning on mixture-of-experts models (Qwen3-MoE, Mixtral, Qwen2-MoE, Llama 4) end to end on the
+// CPU:
 // llm-compressor's MoE mappings (AWQ: post_attention_layernorm balanced against the router and every expert's
 // gate/up, up -> down per expert; SmoothQuant: attention only), the function they keep, the checkpoint `llmc eval`
 // reads back, and the routers that pruning leaves alone.
@@ -24,7 +25,9 @@ using ::testing::HasSubstr;
 using json = nlohmann::json;
 using moe_test::kText;
 
-constexpr char kIgnore[] = "[lm_head, 're:.*mlp\\.gate$', 're:.*block_sparse_moe\\.gate$', 're:.*shared_expert_gate$']";
+constexpr char kIgnore[] =
+    "[lm_head, 're:.*mlp\\.gate$', 're:.*block_sparse_moe\\.gate$', 're:.*shared_expert_gate$', "
+    "'re:.*feed_forward\\.router$']";
 // int4 symmetric, groups of 16 (the tiny models' in_features 64, 80, 32 and 48 are multiples).
 constexpr char kW4G16[] =
     "config_groups: {group_0: {targets: [Linear], weights: {num_bits: 4, type: int, symmetric: true, strategy: "
@@ -64,7 +67,7 @@ class MoeSmoothingTest : public moe_test::MoeTest {
 // back. The tiny models are random (perplexity ~400 over a 128-token vocabulary, where RTN can even land below
 // bf16), so perplexity only has to hold within noise of RTN's; what AWQ improves is checked on its objective below.
 TEST_F(MoeSmoothingTest, AwqUsesTheMoeMappingsAndHoldsPerplexity) {
-  for (const std::string name : {"tiny-qwen3moe", "tiny-mixtral", "tiny-qwen2moe"}) {
+  for (const std::string name : {"tiny-qwen3moe", "tiny-mixtral", "tiny-qwen2moe", "tiny-llama4text"}) {
     SCOPED_TRACE(name);
     const std::string model = Model(name);
     auto rtn = RunJob(Spec(model, name + "-rtn", absl::StrCat("QuantizationModifier: {ignore: ", kIgnore, ", ", kW4G16, "}\n")));
@@ -85,15 +88,16 @@ TEST_F(MoeSmoothingTest, AwqUsesTheMoeMappingsAndHoldsPerplexity) {
       for (const auto& c : blocks[l]["awq"]) balanced.insert(c["balance"].get<std::string>());
       EXPECT_TRUE(balanced.count(p + "self_attn.q_proj")) << l;
       if (!spec.moe.IsSparse(l)) {  // a dense layer of an MoE model: the dense mappings
-        EXPECT_TRUE(balanced.count(p + "mlp.gate_proj")) << l;
-        EXPECT_TRUE(balanced.count(p + "mlp.down_proj")) << l;
+        EXPECT_TRUE(balanced.count(p + spec.mlp_prefix + "gate_proj")) << l;
+        EXPECT_TRUE(balanced.count(p + spec.mlp_prefix + "down_proj")) << l;
         continue;
       }
       const std::string router = MoeRouterName(spec.moe.style, p);
       EXPECT_TRUE(balanced.count(router)) << l;  // post_attention_layernorm -> router + experts' gate/up
       for (int64_t e = 0; e < spec.moe.num_experts; ++e)  // up -> down, once per expert
         EXPECT_TRUE(balanced.count(MoeExpertName(spec.moe.style, p, e, "down"))) << l << " expert " << e;
-      if (spec.moe.shared_intermediate > 0) EXPECT_TRUE(balanced.count(MoeSharedName(p, "down"))) << l;
+      if (spec.moe.shared_intermediate > 0)
+        EXPECT_TRUE(balanced.count(MoeSharedName(p, "down", spec.moe.style))) << l;
       // The norm gave up s, the router's columns took it: their product is the original up to bf16 rounding.
       const std::vector<float> n0 = Dense(model, p + "post_attention_layernorm.weight");
       const std::vector<float> n1 = Dense(out, p + "post_attention_layernorm.weight");
@@ -105,7 +109,8 @@ TEST_F(MoeSmoothingTest, AwqUsesTheMoeMappingsAndHoldsPerplexity) {
           const float before = n0[c] * r0[e * spec.hidden_size + c], after = n1[c] * r1[e * spec.hidden_size + c];
           ASSERT_NEAR(after, before, 1.6e-2 * std::fabs(before) + 1e-6) << l << " router " << e << " col " << c;
         }
-      if (spec.moe.shared_intermediate > 0) {  // the shared expert's gate reads the same norm: balanced too
+      if (spec.moe.shared_intermediate > 0 && spec.moe.style != MoeStyle::kLlama4) {
+        // the shared expert's gate (Qwen2-MoE; Llama 4's shared expert has none) reads the same norm: balanced too
         const std::string g = MoeSharedName(p, "gate_weight") + ".weight";
         const std::vector<float> g0 = Dense(model, g), g1 = Dense(out, g);
         for (int64_t c = 0; c < spec.hidden_size; ++c)
@@ -188,7 +193,7 @@ TEST_F(MoeSmoothingTest, AwqSkipsExpertsWithoutTokens) {
 // SmoothQuant on an MoE model smooths attention only (llm-compressor's Qwen-MoE and Mixtral mappings): the input
 // norms change, the post-attention norms and the routers stay as they were, and the W8A8 checkpoint evaluates.
 TEST_F(MoeSmoothingTest, SmoothQuantSmoothsAttentionOnly) {
-  for (const std::string name : {"tiny-qwen3moe", "tiny-mixtral"}) {
+  for (const std::string name : {"tiny-qwen3moe", "tiny-mixtral", "tiny-llama4text"}) {
     SCOPED_TRACE(name);
     const std::string model = Model(name);
     JobSpec s = Spec(model, name + "-sq", "");
@@ -217,6 +222,31 @@ TEST_F(MoeSmoothingTest, SmoothQuantSmoothsAttentionOnly) {
     EXPECT_TRUE(std::isfinite(after));
     EXPECT_LT(after, 1.2 * before);
   }
+}
+
+// A kv cache scheme on Llama 4: every layer gets k_scale and v_scale, measured on k as the cache stores it (after
+// the interleaved rotation and the L2 norm; decoder_block_view_test checks the range itself), and the checkpoint
+// evaluates with the cache quantized.
+TEST_F(MoeSmoothingTest, KvCacheScalesOnLlama4) {
+  const std::string model = Model("tiny-llama4text");
+  JobSpec s = Spec(model, "l4-kv",
+                   absl::StrCat("QuantizationModifier: {ignore: ", kIgnore, ", ", kW4G16,
+                                ", kv_cache_scheme: {num_bits: 8, type: float, strategy: tensor, dynamic: false, "
+                                "symmetric: true}}\n"));
+  auto r = RunJob(s);
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto lm = CausalLm::Open(model, {.threads = 1});
+  ASSERT_TRUE(lm.ok());
+  for (int l = 0; l < (*lm)->spec().num_layers; ++l)
+    for (const char* which : {"k_scale", "v_scale"}) {
+      const std::vector<float> v = Dense(s.output_path, absl::StrCat("model.layers.", l, ".self_attn.", which));
+      ASSERT_EQ(v.size(), 1u) << l << " " << which;
+      EXPECT_GT(v[0], 0.0f) << l << " " << which;
+    }
+  const double before = Perplexity(model), after = Perplexity(s.output_path);
+  std::printf("tiny-llama4text: perplexity bf16 %.4f, W4A16 g16 + fp8 kv cache %.4f\n", before, after);
+  EXPECT_TRUE(std::isfinite(after));
+  EXPECT_LT(after, 1.2 * before);
 }
 
 // A mapping that smooths an MoE layer's post_attention_layernorm into only some of the Linears reading it would

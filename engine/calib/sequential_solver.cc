@@ -154,18 +154,6 @@ class SequentialSolver::Impl {
           "kv_cache_scheme: ", lm_->spec().arch->name,
           " computes k and v in the fused qkv_proj; llmc does not calibrate a kv cache scheme for it (remove "
           "kv_cache_scheme)"));
-    if (lm_->spec().arch->llama4) {
-      // The smoothing searches and the kv-cache observers recompute attention in their own code, which does not
-      // have Llama 4's interleaved rope, no-rope layers and chunks.
-      const char* what = recipe_.smoothquant ? "SmoothQuantModifier"
-                         : recipe_.awq       ? "AWQModifier"
-                         : cfg_.kv_cache_scheme ? "kv_cache_scheme"
-                                                : nullptr;
-      if (what != nullptr)
-        return absl::UnimplementedError(absl::StrCat(
-            what, ": not supported for ", lm_->spec().arch->name, " by llmc yet; GPTQ, SparseGPT, Wanda and ",
-            "calibrated RTN (static activation scales) run on it"));
-    }
     if (recipe_.smoothquant) {
       smoothquant_ = *recipe_.smoothquant;
       LLMC_ASSIGN_OR_RETURN(smoothquant_->mappings,

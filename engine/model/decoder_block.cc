@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/status_macros.h"
+#include "engine/model/attention_inputs.h"
 
 namespace llmc {
 
@@ -84,6 +85,31 @@ void AddInPlace(float* x, const float* y, int64_t n, CpuContext* ctx) {
 
 }  // namespace
 
+void PrepareQueriesAndKeys(const ModelSpec& spec, int layer, const float* q_norm, const float* k_norm,
+                           const RopeTable& rope, int64_t seqs, int64_t T, float* q, float* k, CpuContext* ctx) {
+  const int64_t rows = seqs * T, Q = spec.q_size();
+  const float eps = static_cast<float>(spec.rms_norm_eps);
+  if (spec.qk_norm) {
+    if (q != nullptr) RmsNorm(q, rows * spec.num_heads, spec.head_dim, q_norm, eps, q, ctx);
+    RmsNorm(k, rows * spec.num_kv_heads, spec.head_dim, k_norm, eps, k, ctx);
+  }
+  if (spec.uses_rope(layer)) {
+    if (q != nullptr) ApplyRotary(q, seqs, T, spec.num_heads, rope, ctx, spec.head_dim, spec.rope_interleaved);
+    ApplyRotary(k, seqs, T, spec.num_kv_heads, rope, ctx, spec.head_dim, spec.rope_interleaved);
+    if (spec.l2_qk_norm) {  // Llama 4's L2 norm: an RMS norm without weight, after the rotation
+      const std::vector<float> ones(spec.head_dim, 1.0f);
+      if (q != nullptr) RmsNorm(q, rows * spec.num_heads, spec.head_dim, ones.data(), eps, q, ctx);
+      RmsNorm(k, rows * spec.num_kv_heads, spec.head_dim, ones.data(), eps, k, ctx);
+    }
+  } else if (spec.temperature_attn_scale > 0 && q != nullptr) {  // Llama 4's no-rope layers: q scaled by position
+    for (int64_t r = 0; r < rows; ++r) {
+      const float t = spec.query_temperature(layer, r % T);
+      if (t != 1.0f)
+        for (int64_t c = 0; c < Q; ++c) q[r * Q + c] *= t;
+    }
+  }
+}
+
 absl::Status RunDecoderBlock(const ModelSpec& spec, const RopeTable& rope, const DecoderBlock& block,
                              HiddenStates* x, LinearHooks* hooks, int64_t max_chunk_tokens, CpuContext* ctx) {
   const int64_t T = x->seq_len, H = spec.hidden_size, Q = spec.q_size(), KV = spec.kv_size();
@@ -115,25 +141,8 @@ absl::Status RunDecoderBlock(const ModelSpec& spec, const RopeTable& rope, const
       LLMC_RETURN_IF_ERROR(Linear(block.k_proj, normed.data(), rows, k.data(), hooks, &qin, ctx));
       LLMC_RETURN_IF_ERROR(Linear(block.v_proj, normed.data(), rows, v.data(), hooks, &qin, ctx));
     }
-    if (spec.qk_norm) {
-      RmsNorm(q.data(), rows * spec.num_heads, spec.head_dim, block.q_norm.data(), eps, q.data(), ctx);
-      RmsNorm(k.data(), rows * spec.num_kv_heads, spec.head_dim, block.k_norm.data(), eps, k.data(), ctx);
-    }
-    if (spec.uses_rope(block.layer)) {
-      ApplyRotary(q.data(), seqs, T, spec.num_heads, rope, ctx, spec.head_dim, spec.rope_interleaved);
-      ApplyRotary(k.data(), seqs, T, spec.num_kv_heads, rope, ctx, spec.head_dim, spec.rope_interleaved);
-      if (spec.l2_qk_norm) {  // Llama 4's L2 norm: an RMS norm without weight, after the rotation
-        const std::vector<float> ones(spec.head_dim, 1.0f);
-        RmsNorm(q.data(), rows * spec.num_heads, spec.head_dim, ones.data(), eps, q.data(), ctx);
-        RmsNorm(k.data(), rows * spec.num_kv_heads, spec.head_dim, ones.data(), eps, k.data(), ctx);
-      }
-    } else if (spec.temperature_attn_scale > 0) {  // Llama 4's no-rope layers: q scaled by position
-      for (int64_t r = 0; r < rows; ++r) {
-        const float t = spec.query_temperature(block.layer, r % T);
-        if (t != 1.0f)
-          for (int64_t c = 0; c < Q; ++c) q[r * Q + c] *= t;
-      }
-    }
+    PrepareQueriesAndKeys(spec, block.layer, block.q_norm.data(), block.k_norm.data(), rope, seqs, T, q.data(),
+                          k.data(), ctx);
     // The library quantizes the cache where transformers stores it: k after the rotary embedding, v as is.
     if (block.k_cache_quant != nullptr) QuantizeRows(*block.k_cache_quant, k.data(), rows, ctx);
     if (block.v_cache_quant != nullptr) QuantizeRows(*block.v_cache_quant, v.data(), rows, ctx);
