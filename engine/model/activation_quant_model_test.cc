@@ -2,6 +2,7 @@
 // are run with them fake-quantized (engine/quant/activation_quantizer.h), and "weights only" without.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <cblas.h>
 #include <stdlib.h>
 
 #include <cmath>
@@ -22,9 +23,22 @@ using testing_util::FixtureDir;
 using testing_util::ReadJson;
 using testing_util::TestDataDir;
 
-// First 2 windows of eval.txt, measured with this runtime (fp32 math, activations fake-quantized in bf16).
-constexpr double kW8A8Quantized = 31.099526, kW8A8WeightsOnly = 30.921590;
-constexpr double kFp8Quantized = 31.076144, kFp8WeightsOnly = 30.894434;
+// First 2 windows of eval.txt, measured with this runtime (fp32 math, activations fake-quantized in bf16). The
+// quantized figures move with the last bits of OpenBLAS's sgemm (a rounding of an activation that lands on a
+// step's midpoint flips), which depend on the kernels it picks per CPU: they are recorded per core, AVX-512
+// (SkylakeX) and AVX2 (Haswell, also OpenBLAS's choice on AMD Zen); another core skips, saying so.
+struct Pinned {
+  const char* core;
+  double w8a8_quantized, w8a8_weights_only, fp8_quantized, fp8_weights_only;
+};
+constexpr Pinned kPinned[] = {{"SkylakeX", 31.099526, 30.921590, 31.076144, 30.894434},
+                              {"Haswell", 31.038070, 30.921587, 30.952298, 30.894431}};
+
+const Pinned* PinnedForThisCpu() {
+  for (const Pinned& p : kPinned)
+    if (std::string(openblas_get_corename()) == p.core) return &p;
+  return nullptr;
+}
 
 class ActivationQuantModelTest : public ::testing::Test {
  protected:
@@ -95,9 +109,12 @@ TEST_F(ActivationQuantModelTest, W8A8QuantizesEveryLinearInputPerToken) {
   EXPECT_EQ((*plain)->q_proj.input_quant, nullptr);
   const double weights_only = Ppl(**lm, 2);
   std::printf("W8A8 fixture, 2 windows: activations quantized %.6f, weights only %.6f\n", quantized, weights_only);
-  EXPECT_NEAR(quantized, kW8A8Quantized, 2e-5 * kW8A8Quantized);
-  EXPECT_NEAR(weights_only, kW8A8WeightsOnly, 2e-5 * kW8A8WeightsOnly);
   EXPECT_GT(quantized, weights_only);
+  const Pinned* pin = PinnedForThisCpu();
+  if (pin == nullptr) GTEST_SKIP() << "figures recorded with OpenBLAS cores SkylakeX and Haswell, this one is "
+                                   << openblas_get_corename();
+  EXPECT_NEAR(quantized, pin->w8a8_quantized, 2e-5 * pin->w8a8_quantized);
+  EXPECT_NEAR(weights_only, pin->w8a8_weights_only, 2e-5 * pin->w8a8_weights_only);
 }
 
 // FP8_DYNAMIC (fp8 weights per channel, fp8 activations dynamic per token).
@@ -115,8 +132,12 @@ TEST_F(ActivationQuantModelTest, Fp8DynamicPinned) {
   const double weights_only = Ppl(**wo, 2);
   std::printf("FP8_DYNAMIC fixture, 2 windows: activations quantized %.6f, weights only %.6f\n", quantized,
               weights_only);
-  EXPECT_NEAR(quantized, kFp8Quantized, 2e-5 * kFp8Quantized);
-  EXPECT_NEAR(weights_only, kFp8WeightsOnly, 2e-5 * kFp8WeightsOnly);
+  EXPECT_GT(quantized, weights_only);
+  const Pinned* pin = PinnedForThisCpu();
+  if (pin == nullptr) GTEST_SKIP() << "figures recorded with OpenBLAS cores SkylakeX and Haswell, this one is "
+                                   << openblas_get_corename();
+  EXPECT_NEAR(quantized, pin->fp8_quantized, 2e-5 * pin->fp8_quantized);
+  EXPECT_NEAR(weights_only, pin->fp8_weights_only, 2e-5 * pin->fp8_weights_only);
 }
 
 // A scheme llmc cannot evaluate fails on open, naming the config group; weights only still runs.
