@@ -37,11 +37,11 @@ void RunGemm(const AttentionGemm& g, const float* a, const float* b, float* c) {
   }
 }
 
-void Softmax(float* s, int64_t heads, const AttentionChunk& c, int64_t window, float softcap) {
+void Softmax(float* s, int64_t heads, const AttentionChunk& c, int64_t window, int64_t attn_chunk, float softcap) {
   for (int64_t row = 0; row < heads * c.nq; ++row) {
     float* p = s + row * c.keys;
     int64_t lo = 0, hi = 0;
-    cuda::VisibleKeys(c.i0 + row % c.nq, c.k0, c.keys, window, &lo, &hi);
+    cuda::VisibleKeys(c.i0 + row % c.nq, c.k0, c.keys, window, attn_chunk, &lo, &hi);
     ASSERT_LT(lo, hi) << "a query sees no key";
     double m = -INFINITY, sum = 0;
     for (int64_t j = lo; j < hi; ++j) {
@@ -56,6 +56,7 @@ void Softmax(float* s, int64_t heads, const AttentionChunk& c, int64_t window, f
 struct Case {
   int64_t seqs, T, heads, kv_heads, hd, window, chunk;
   float scale, softcap;
+  int64_t attn_chunk = 0;  // Llama 4's chunked attention
 };
 
 TEST(AttentionPlanTest, PlannedGemmsComputeCausalAttention) {
@@ -63,13 +64,17 @@ TEST(AttentionPlanTest, PlannedGemmsComputeCausalAttention) {
       {1, 1, 2, 1, 64, 0, 0, 0, 0},    {2, 17, 4, 2, 16, 0, 3, 0, 0},   {3, 65, 6, 2, 64, 0, 7, 0, 0},
       {1, 130, 4, 1, 32, 8, 7, 0, 0},  {2, 30, 4, 4, 80, 0, 64, 0, 0},  {2, 29, 8, 8, 16, 6, 5, 0, 0},
       {1, 40, 4, 2, 16, 8, 64, 0.0625f, 50}, {2, 70, 3, 1, 18, 0, 0, 0, 0}, {1, 33, 16, 2, 8, 0, 10, 0, 5},
+      // Attention chunks: row chunks aligned with them, across them, a window inside them, one key per chunk.
+      {2, 29, 4, 2, 16, 0, 8, 0, 0, 8}, {1, 45, 4, 1, 32, 0, 7, 0, 0, 16}, {2, 37, 6, 2, 16, 5, 11, 0, 0, 8},
+      {1, 9, 2, 1, 8, 0, 4, 0, 0, 1},
   };
   CpuContext ctx(2);
   std::mt19937 rng(7);
   std::normal_distribution<float> normal;
   for (const Case& c : cases) {
     SCOPED_TRACE(::testing::Message() << c.seqs << "x" << c.T << " h" << c.heads << "/" << c.kv_heads << " d" << c.hd
-                                      << " w" << c.window << " chunk " << c.chunk);
+                                      << " w" << c.window << " chunk " << c.chunk << " attention chunk "
+                                      << c.attn_chunk);
     const int64_t n = c.seqs * c.T;
     std::vector<float> q(n * c.heads * c.hd), k(n * c.kv_heads * c.hd), v(k.size());
     for (auto& x : q) x = 3 * normal(rng);
@@ -77,12 +82,12 @@ TEST(AttentionPlanTest, PlannedGemmsComputeCausalAttention) {
     for (auto& x : v) x = normal(rng);
     std::vector<float> want(q.size());
     CausalAttention(q.data(), k.data(), v.data(), c.seqs, c.T, c.heads, c.kv_heads, c.hd, c.window, want.data(), &ctx,
-                    c.scale, c.softcap);
+                    c.scale, c.softcap, c.attn_chunk);
     const int64_t scratch_elems = c.heads * c.T * (c.chunk > 0 ? c.chunk : c.T);
     const int64_t rows = cuda::AttentionChunkRowsFor(c.T, c.heads, scratch_elems);
     ASSERT_EQ(rows, c.chunk > 0 ? std::min(c.chunk, c.T) : c.T);
     std::vector<float> scratch(scratch_elems), got(q.size(), std::numeric_limits<float>::quiet_NaN());
-    const AttentionShape shape{c.T, c.heads, c.kv_heads, c.hd, c.window};
+    const AttentionShape shape{c.T, c.heads, c.kv_heads, c.hd, c.window, c.attn_chunk};
     const float scale = c.scale > 0 ? c.scale : 1.0f / std::sqrt(static_cast<float>(c.hd));
     int64_t chunks = 0;
     for (int64_t s = 0; s < c.seqs; ++s)
@@ -92,7 +97,7 @@ TEST(AttentionPlanTest, PlannedGemmsComputeCausalAttention) {
         std::fill(scratch.begin(), scratch.end(), std::numeric_limits<float>::quiet_NaN());
         for (int64_t r = 0; r < c.heads / c.kv_heads; ++r)
           RunGemm(cuda::ScoresGemm(shape, ch, r, scale), k.data(), q.data(), scratch.data());
-        Softmax(scratch.data(), c.heads, ch, c.window, c.softcap);
+        Softmax(scratch.data(), c.heads, ch, c.window, c.attn_chunk, c.softcap);
         for (int64_t r = 0; r < c.heads / c.kv_heads; ++r)
           RunGemm(cuda::ValuesGemm(shape, ch, r), v.data(), scratch.data(), got.data());
       }
@@ -113,11 +118,21 @@ TEST(AttentionPlanTest, ChunkRowsAndWindowedKeys) {
   EXPECT_EQ(c.k0, 31);  // query 40 sees keys 31..40
   EXPECT_EQ(c.keys, 41);
   int64_t lo = 0, hi = 0;
-  cuda::VisibleKeys(71, c.k0, c.keys, s.window, &lo, &hi);  // query 71: keys 62..71
+  cuda::VisibleKeys(71, c.k0, c.keys, s.window, s.attn_chunk, &lo, &hi);  // query 71: keys 62..71
   EXPECT_EQ(lo, 62 - 31);
   EXPECT_EQ(hi, 71 - 31 + 1);
   const AttentionChunk last = cuda::MakeAttentionChunk(s, 0, 96, 32);
   EXPECT_EQ(last.nq, 4);
+  // Attention chunks of 16: rows 40..71 start in chunk 32..47, so keys from 32; query 71 sees 64..71.
+  const AttentionShape a{100, 4, 2, 8, 0, 16};
+  const AttentionChunk ac = cuda::MakeAttentionChunk(a, 0, 40, 32);
+  EXPECT_EQ(ac.k0, 32);
+  EXPECT_EQ(ac.keys, 40);
+  cuda::VisibleKeys(71, ac.k0, ac.keys, a.window, a.attn_chunk, &lo, &hi);
+  EXPECT_EQ(lo, 64 - 32);
+  EXPECT_EQ(hi, 71 - 32 + 1);
+  EXPECT_EQ(cuda::FirstVisibleKey(71, 4, 16), 68);  // the window is the tighter bound
+  EXPECT_EQ(cuda::FirstVisibleKey(65, 4, 16), 64);  // the chunk is
 }
 
 }  // namespace

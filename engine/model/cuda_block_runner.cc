@@ -30,10 +30,6 @@ absl::Status HostLinearHooksAdapter::OnDeviceInput(const LinearWeight& w, const 
 absl::StatusOr<std::unique_ptr<CudaBlockWeights>> CudaBlockWeights::Create(const ModelSpec& spec,
                                                                            cuda::GemmPrecision precision,
                                                                            CudaContext* ctx) {
-  if (spec.arch != nullptr && spec.arch->llama4)
-    return absl::UnimplementedError(absl::StrCat(
-        spec.arch->name, " (interleaved rope, no-rope layers, chunked attention, sigmoid-routed experts) runs in ",
-        "the CPU model runtime only; use --device cpu"));
   std::unique_ptr<CudaBlockWeights> b(new CudaBlockWeights());
   b->spec_ = spec;
   b->precision_ = precision;
@@ -85,7 +81,8 @@ absl::StatusOr<std::unique_ptr<CudaBlockWeights>> CudaBlockWeights::Create(const
       LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->shared_gate_, "shared_expert.gate_proj", IS, H, false, &largest));
       LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->shared_up_, "shared_expert.up_proj", IS, H, false, &largest));
       LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->shared_down_, "shared_expert.down_proj", H, IS, false, &largest));
-      LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->shared_expert_gate_, "shared_expert_gate", 1, H, false, &largest));
+      if (moe.style != MoeStyle::kLlama4)  // Llama 4's shared expert is ungated
+        LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->shared_expert_gate_, "shared_expert_gate", 1, H, false, &largest));
     }
   }
   if (bf16) {
@@ -233,7 +230,10 @@ absl::Status CudaBlockWeights::Upload(const DecoderBlock& block) {
       pairs.push_back({&moe.shared_gate, &shared_gate_});
       pairs.push_back({&moe.shared_up, &shared_up_});
       pairs.push_back({&moe.shared_down, &shared_down_});
-      pairs.push_back({&moe.shared_expert_gate, &shared_expert_gate_});
+      if (moe.has_shared_gate() != (shared_expert_gate_.meta.out_features > 0))
+        return absl::InvalidArgumentError(absl::StrCat("layer ", block.layer, ": its shared expert's gate does not ",
+                                                       "match the model's block shape"));
+      if (moe.has_shared_gate()) pairs.push_back({&moe.shared_expert_gate, &shared_expert_gate_});
     }
   } else {
     if (gate_.meta.out_features == 0)
@@ -270,7 +270,7 @@ uint64_t CudaBlockRunner::scratch_bytes() const {
   return normed_.bytes() + q_.bytes() + k_.bytes() + v_.bytes() + attn_.bytes() + gate_.bytes() + up_.bytes() +
          proj_.bytes() + fused_.bytes() + xb_.bytes() + scores_.bytes() + qin_.bytes() + qinb_.bytes() + rope_cos_.bytes() +
          rope_sin_.bytes() + rope_local_cos_.bytes() + rope_local_sin_.bytes() + logits_.bytes() + xg_.bytes() +
-         ye_.bytes() + scales_.bytes() + rows_idx_.bytes();
+         ye_.bytes() + scales_.bytes() + rows_idx_.bytes() + ones_.bytes() + temperatures_.bytes();
 }
 
 absl::Status CudaBlockRunner::Reserve(int64_t rows, int64_t seq_len, cuda::GemmPrecision precision) {
@@ -320,6 +320,33 @@ absl::Status CudaBlockRunner::Reserve(int64_t rows, int64_t seq_len, cuda::GemmP
     if (spec_.local_rope) LLMC_RETURN_IF_ERROR(upload(spec_.rope_local, &rope_local_cos_, &rope_local_sin_));
     rope_positions_ = seq_len;
     rope_long_ = spec_.rope.UsesLongFactors(seq_len);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBlockRunner::ReserveLlama4(int64_t n, int64_t T) {
+  cudaStream_t s = ctx_->stream();
+  n = std::max(n, spec_.head_dim);
+  if (n > ones_filled_) {
+    LLMC_RETURN_IF_ERROR(ones_.Reserve(n, "Llama 4 scratch (ones)"));
+    const std::vector<float> ones(n, 1.0f);
+    LLMC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ones_.data(), ones.data(), n * sizeof(float), cudaMemcpyHostToDevice, s));
+    LLMC_RETURN_IF_ERROR(ctx_->Synchronize());  // `ones` goes out of scope
+    ones_filled_ = n;
+  }
+  if (spec_.temperature_attn_scale > 0 && T != temperature_positions_) {
+    int no_rope = -1;  // the temperatures are the same on every no-rope layer
+    for (int l = 0; l < spec_.num_layers && no_rope < 0; ++l)
+      if (!spec_.uses_rope(l)) no_rope = l;
+    if (no_rope >= 0) {
+      std::vector<float> t(T);
+      for (int64_t p = 0; p < T; ++p) t[p] = spec_.query_temperature(no_rope, p);
+      LLMC_RETURN_IF_ERROR(temperatures_.Reserve(T, "Llama 4 scratch (query temperatures)"));
+      LLMC_CUDA_RETURN_IF_ERROR(
+          cudaMemcpyAsync(temperatures_.data(), t.data(), T * sizeof(float), cudaMemcpyHostToDevice, s));
+      LLMC_RETURN_IF_ERROR(ctx_->Synchronize());
+    }
+    temperature_positions_ = T;
   }
   return absl::OkStatus();
 }
@@ -379,6 +406,8 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
       std::max<int64_t>(1, std::min(x->num_seqs, options_.max_chunk_tokens / std::max<int64_t>(T, 1)));
   const cuda::GemmPrecision p = w->precision_;
   LLMC_RETURN_IF_ERROR(Reserve(chunk_seqs * T, T, p));
+  const bool llama4 = spec.arch != nullptr && spec.arch->llama4;
+  if (llama4) LLMC_RETURN_IF_ERROR(ReserveLlama4(chunk_seqs * T, T));
   bool quantized_input = false;
   int64_t widest_input = std::max({H, Q, I});
   std::vector<const CudaBlockWeights::Linear*> all = {&w->q_,    &w->k_,  &w->v_,   &w->o_,
@@ -428,10 +457,23 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
       LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::RmsNormDevice(k_.data(), rows * spec.num_kv_heads, spec.head_dim,
                                                         w->k_norm_.data(), eps, k_.data(), s));
     }
-    LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::RopeDevice(q_.data(), seqs, T, spec.num_heads, spec.head_dim,
-                                                   rope_cos, rope_sin, s, spec.rotary_dim()));
-    LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::RopeDevice(k_.data(), seqs, T, spec.num_kv_heads, spec.head_dim,
-                                                   rope_cos, rope_sin, s, spec.rotary_dim()));
+    // engine/model/attention_inputs.h: Llama 4's rope layers rotate interleaved pairs and then L2-normalize q and k;
+    // its no-rope layers scale q by position.
+    if (spec.uses_rope(layer)) {
+      LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::RopeDevice(q_.data(), seqs, T, spec.num_heads, spec.head_dim, rope_cos,
+                                                     rope_sin, s, spec.rotary_dim(), spec.rope_interleaved));
+      LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::RopeDevice(k_.data(), seqs, T, spec.num_kv_heads, spec.head_dim, rope_cos,
+                                                     rope_sin, s, spec.rotary_dim(), spec.rope_interleaved));
+      if (spec.l2_qk_norm) {
+        LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::RmsNormDevice(q_.data(), rows * spec.num_heads, spec.head_dim,
+                                                          ones_.data(), eps, q_.data(), s));
+        LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::RmsNormDevice(k_.data(), rows * spec.num_kv_heads, spec.head_dim,
+                                                          ones_.data(), eps, k_.data(), s));
+      }
+    } else if (spec.temperature_attn_scale > 0) {
+      LLMC_CUDA_STR_RETURN_IF_ERROR(
+          cuda::ScaleRowsPeriodicDevice(q_.data(), rows, Q, temperatures_.data(), T, s));
+    }
     // The kv cache as the library quantizes it: k after the rotary embedding, v as projected.
     if (w->k_cache_quant_ != nullptr) LLMC_RETURN_IF_ERROR(Quantize(*w->k_cache_quant_, k_.data(), k_.data(), rows));
     if (w->v_cache_quant_ != nullptr) LLMC_RETURN_IF_ERROR(Quantize(*w->v_cache_quant_, v_.data(), v_.data(), rows));
@@ -440,11 +482,11 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
       LLMC_CUDA_STR_RETURN_IF_ERROR(ctx_->blas()->CausalAttentionGemm(
           q_.data(), k_.data(), v_.data(), seqs, T, spec.num_heads, spec.num_kv_heads, spec.head_dim,
           spec.window(layer), spec.softmax_scale(), spec.attention_softcap, scores_.data(), scores_.size(),
-          attn_.data()));
+          attn_.data(), spec.chunk(layer)));
     else
       LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::CausalAttentionDevice(
           q_.data(), k_.data(), v_.data(), seqs, T, spec.num_heads, spec.num_kv_heads, spec.head_dim,
-          spec.window(layer), attn_.data(), s, spec.softmax_scale(), spec.attention_softcap));
+          spec.window(layer), attn_.data(), s, spec.softmax_scale(), spec.attention_softcap, spec.chunk(layer)));
     LLMC_ASSIGN_OR_RETURN(const uint16_t* ab, xb_or(attn_.data(), rows * Q));
     LLMC_RETURN_IF_ERROR(Linear(w->o_, p, attn_.data(), ab, rows, proj_.data(), hooks));
     if (spec.sandwich_norms)
@@ -509,6 +551,7 @@ absl::Status CudaBlockRunner::RunMoe(CudaBlockWeights* w, int64_t rows, CudaLine
       cudaMemcpyAsync(host_logits_.data(), logits_.data(), rows * E * sizeof(float), cudaMemcpyDeviceToHost, s));
   LLMC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(s));
   const MoeRouting routing = RouteTokens(moe, host_logits_.data(), rows);
+  if (moe.style == MoeStyle::kLlama4) return RunLlama4Experts(w, routing, rows, hooks);
   // Every expert's token list and weights, one after the other, then the shared expert's (all tokens).
   std::vector<int32_t> idx;
   std::vector<float> scale;
@@ -558,6 +601,51 @@ absl::Status CudaBlockRunner::RunMoe(CudaBlockWeights* w, int64_t rows, CudaLine
     LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::ScatterAddScaledRowsDevice(ye_.data(), nullptr, rows_idx_.data() + offset[E],
                                                                    shared_scale, rows, H, proj_.data(), s));
   }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBlockRunner::RunLlama4Experts(CudaBlockWeights* w, const MoeRouting& routing, int64_t rows,
+                                               CudaLinearHooks* hooks) {
+  const int64_t H = spec_.hidden_size, E = spec_.moe.num_experts;
+  const cuda::GemmPrecision p = w->precision_;
+  cudaStream_t s = ctx_->stream();
+  if (w->shared_gate_.meta.out_features == 0)
+    return absl::InternalError("a Llama 4 MoE layer without its shared expert");
+  std::vector<int32_t> idx;
+  std::vector<float> scale;
+  std::vector<int64_t> offset(E + 1, 0);
+  for (int64_t e = 0; e < E; ++e) {
+    offset[e] = static_cast<int64_t>(idx.size());
+    idx.insert(idx.end(), routing.tokens[e].begin(), routing.tokens[e].end());
+    scale.insert(scale.end(), routing.weights[e].begin(), routing.weights[e].end());
+  }
+  offset[E] = static_cast<int64_t>(idx.size());
+  if (!idx.empty()) {
+    LLMC_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(rows_idx_.data(), idx.data(), idx.size() * sizeof(int32_t), cudaMemcpyHostToDevice, s));
+    LLMC_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(scales_.data(), scale.data(), scale.size() * sizeof(float), cudaMemcpyHostToDevice, s));
+  }
+  LLMC_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(proj_.data(), 0, rows * H * sizeof(float), s));
+  const bool all = hooks != nullptr && hooks->SeeAllExperts();
+  for (int64_t e = 0; e < E; ++e) {
+    // All-experts calibration: every expert also runs on every token's unscaled input, for the hooks only.
+    if (all)
+      LLMC_RETURN_IF_ERROR(RunExpert(w->expert_gate_[e], w->expert_up_[e], w->expert_down_[e], p, normed_.data(),
+                                     rows, ye_.data(), hooks));
+    const int64_t n = offset[e + 1] - offset[e];
+    if (n == 0) continue;
+    const int32_t* tok = rows_idx_.data() + offset[e];
+    LLMC_CUDA_STR_RETURN_IF_ERROR(
+        cuda::GatherRowsDevice(normed_.data(), tok, n, H, xg_.data(), s, scales_.data() + offset[e]));
+    LLMC_RETURN_IF_ERROR(RunExpert(w->expert_gate_[e], w->expert_up_[e], w->expert_down_[e], p, xg_.data(), n,
+                                   ye_.data(), all ? nullptr : hooks));
+    LLMC_CUDA_STR_RETURN_IF_ERROR(
+        cuda::ScatterAddScaledRowsDevice(ye_.data(), nullptr, tok, ones_.data(), n, H, proj_.data(), s));
+  }
+  LLMC_RETURN_IF_ERROR(RunExpert(w->shared_gate_, w->shared_up_, w->shared_down_, p, normed_.data(), rows, ye_.data(),
+                                 hooks));
+  LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::AddDevice(proj_.data(), ye_.data(), rows * H, s));
   return absl::OkStatus();
 }
 

@@ -158,6 +158,12 @@ class CudaBlockRunner {
   absl::StatusOr<const uint16_t*> ToBf16(cuda::GemmPrecision p, const float* x, int64_t n);
   // The MoE MLP of normed_ [rows, H] into proj_ (see moe.h; hooks as RunMoeMlp calls them).
   absl::Status RunMoe(CudaBlockWeights* w, int64_t rows, CudaLinearHooks* hooks);
+  // Llama 4's sparse layers: each routed token's expert input scaled by its sigmoid router weight, the expert
+  // outputs added unscaled, then the ungated shared expert (moe.cc RunLlama4Experts).
+  absl::Status RunLlama4Experts(CudaBlockWeights* w, const MoeRouting& routing, int64_t rows, CudaLinearHooks* hooks);
+  // Llama 4: the ones used as the L2 norm's weight and as unit routing scales (at least n), and the query
+  // temperatures of a no-rope layer's positions 0..T-1.
+  absl::Status ReserveLlama4(int64_t n, int64_t T);
   // y [rows, H] = down(silu(gate(x)) * up(x)) for x [rows, H].
   absl::Status RunExpert(const CudaBlockWeights::Linear& gate, const CudaBlockWeights::Linear& up,
                          const CudaBlockWeights::Linear& down, cuda::GemmPrecision p, const float* x, int64_t rows,
@@ -181,6 +187,8 @@ class CudaBlockRunner {
   DeviceArray<float> rope_local_cos_, rope_local_sin_;  // spec.rope_local (when spec.local_rope)
   int64_t rope_positions_ = 0;
   bool rope_long_ = false;  // the tables hold longrope's long factors
+  DeviceArray<float> ones_, temperatures_;  // Llama 4 (ReserveLlama4)
+  int64_t ones_filled_ = 0, temperature_positions_ = 0;
 };
 
 }  // namespace llmc

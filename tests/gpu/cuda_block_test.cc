@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <random>
 
@@ -34,7 +35,7 @@ using json = nlohmann::json;
 const char* const kTinyModels[] = {"tiny-llama3",   "tiny-mistral",         "tiny-qwen2",   "tiny-qwen3",
                                    "tiny-gemma2",   "tiny-gemma3",          "tiny-qwen2-swa", "tiny-phi3",
                                    "tiny-phi4mini", "tiny-qwen3moe", "tiny-qwen3moe-nonorm", "tiny-mixtral",
-                                   "tiny-qwen2moe"};
+                                   "tiny-qwen2moe", "tiny-llama4text"};
 
 std::vector<int32_t> RandomIds(int64_t n, int64_t vocab, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -336,6 +337,70 @@ TEST_P(CudaBlockTest, AllExpertsModeMatchesCpu) {
     EXPECT_EQ(cpu_hooks.calls[i].tokens, seqs * T) << cpu_hooks.calls[i].name;
     EXPECT_EQ(gpu_hooks.calls[i].tokens, seqs * T) << gpu_hooks.calls[i].name;
     EXPECT_LE(RelNorm(gpu_hooks.calls[i].input, cpu_hooks.calls[i].input), 1e-5) << cpu_hooks.calls[i].name;
+  }
+}
+
+// Llama 4 with what the parity model does not exercise: a no-rope layer (query temperature), chunked attention
+// (chunks of 8 in sequences of 37) and, on the rope layer, the interleaved rotation and L2 norm; every block against
+// RunDecoderBlock (fp32; with chunking of the runner's batch) and the perplexity in every precision.
+TEST(CudaLlama4Test, NoRopeAndChunkedLayersMatchCpu) {
+  LLMC_SKIP_WITHOUT_CUDA();
+  namespace fs = std::filesystem;
+  std::string tmp = (fs::temp_directory_path() / "llmc-cuda-llama4-XXXXXX").string();
+  ASSERT_NE(mkdtemp(tmp.data()), nullptr);
+  json cfg = testing_util::ReadJson(gpu_test::ModelTestData() + "/tiny-llama4text/config.json");
+  cfg["no_rope_layers"] = {1, 0};
+  cfg["attention_chunk_size"] = 8;
+  cfg["attn_temperature_tuning"] = true;
+  cfg["floor_scale"] = 2;
+  cfg["attn_scale"] = 0.5;
+  std::ofstream(tmp + "/config.json") << cfg.dump();
+  fs::copy_file(gpu_test::ModelTestData() + "/tiny-llama4text/model.safetensors", tmp + "/model.safetensors");
+  auto opened = CausalLm::Open(tmp, {.threads = 4});
+  fs::remove_all(tmp);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  CausalLm& lm = **opened;
+  const ModelSpec& spec = lm.spec();
+  ASSERT_FALSE(spec.uses_rope(1));
+  ASSERT_EQ(spec.chunk(0), 8);
+  auto ctx = CudaContext::Create();
+  ASSERT_TRUE(ctx.ok()) << ctx.status();
+  const int64_t seqs = 3, T = 37;
+  auto x0 = lm.Embed(RandomIds(seqs * T, spec.vocab_size, 8), seqs, T);
+  ASSERT_TRUE(x0.ok());
+  HiddenStates x = *x0;
+  for (int layer = 0; layer < spec.num_layers; ++layer) {
+    auto block = lm.LoadBlock(layer);
+    ASSERT_TRUE(block.ok()) << block.status();
+    HiddenStates cpu = x;
+    ASSERT_TRUE(lm.RunBlock(**block, &cpu).ok());
+    for (int64_t chunk : {int64_t{8192}, T}) {
+      auto w = CudaBlockWeights::Create(spec, cuda::GemmPrecision::kFp32, ctx->get());
+      ASSERT_TRUE(w.ok()) << w.status();
+      ASSERT_TRUE((*w)->Upload(**block).ok());
+      auto runner = CudaBlockRunner::Create(spec, ctx->get(), {.max_chunk_tokens = chunk});
+      ASSERT_TRUE(runner.ok());
+      auto dx = UploadHiddenStates(x, ctx->get());
+      ASSERT_TRUE(dx.ok());
+      ASSERT_TRUE((*runner)->Run(w->get(), &*dx).ok());
+      HiddenStates gpu;
+      ASSERT_TRUE(DownloadHiddenStates(*dx, ctx->get(), &gpu).ok());
+      ExpectClose(gpu.data, cpu.data, 1e-5, 1e-4, absl::StrCat("llama4 variant layer ", layer, " chunk ", chunk));
+    }
+    x = cpu;
+  }
+  auto ids = RandomIds(64 * 3, spec.vocab_size, 9);
+  PerplexityOptions po;
+  po.seq_len = 64;
+  auto cpu = ComputePerplexity(lm, ids, po);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  for (auto [p, tol] : {std::pair{cuda::GemmPrecision::kFp32, 1e-6}, {cuda::GemmPrecision::kTf32, 1e-3},
+                        {cuda::GemmPrecision::kBf16, 1e-2}}) {
+    auto gpu = ComputePerplexityCuda(lm, ids, po, {.precision = p});
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    EXPECT_NEAR(gpu->mean_nll, cpu->mean_nll, tol * cpu->mean_nll) << cuda::GemmPrecisionName(p);
+    std::printf("llama4 variant perplexity: cpu %.6f, cuda %s %.6f\n", cpu->perplexity, cuda::GemmPrecisionName(p),
+                gpu->perplexity);
   }
 }
 

@@ -152,73 +152,77 @@ TEST(CudaCalibTest, PrecisionsHoldAccuracy) {
 
 // GPTQ W4A16 of a mixture-of-experts model on the GPU with every expert calibrated: each expert's device Hessian
 // sees every calibration token, the checkpoint has the CPU run's tensors, and the runtime reads it back.
+// tiny-qwen3moe (4 experts, layer 1 dense) and tiny-llama4text (fused experts run as sliced Linears, 4 experts in
+// both layers, sigmoid routing of the inputs), each with a character-level tokenizer over printable ASCII.
 TEST(CudaCalibTest, MoeGptqCalibratesEveryExpertOnTheGpu) {
   if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
-  testing::TempDir tmp;
-  // tiny-qwen3moe (4 experts, layer 1 dense) with a character-level tokenizer over printable ASCII.
-  const std::string model = tmp.path() + "/model";
-  std::filesystem::create_directories(model);
-  const std::string src = std::string(LLMC_SOURCE_DIR) + "/engine/model/testdata/tiny-qwen3moe";
-  for (const char* f : {"config.json", "model.safetensors"})
-    std::filesystem::copy_file(src + "/" + f, model + "/" + f);
-  nlohmann::json vocab = nlohmann::json::object();
-  for (int c = 32; c < 127; ++c) vocab[std::string(1, static_cast<char>(c))] = c - 32;
-  vocab["<unk>"] = 95;
-  std::ofstream(model + "/tokenizer.json")
-      << nlohmann::json({{"version", "1.0"},
-                         {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()},
-                                    {"unk_token", "<unk>"}}}})
-             .dump();
-  std::ofstream(model + "/tokenizer_config.json") << "{}";
-  std::string text;
-  for (int i = 0; i < 8; ++i) text += "Mixture of experts models route every token to a few experts of many. ";
-  const std::string data = tmp.Write("calib.txt", text);
-  JobSpec spec;
-  spec.model_path = model;
-  spec.recipe_yaml =
-      "GPTQModifier: {ignore: [lm_head, 're:.*mlp\\.gate$'], config_groups: {g: {targets: [Linear], weights: "
-      "{num_bits: 4, type: int, symmetric: true, strategy: group, group_size: 8}}}}\n";
-  spec.dataset = data;
-  spec.num_samples = 4;
-  spec.seq_len = 24;
-  spec.output_path = tmp.path() + "/cpu";
-  auto cpu = RunJob(spec);
-  ASSERT_TRUE(cpu.ok()) << cpu.status();
-  spec.device = "cuda";
-  spec.output_path = tmp.path() + "/gpu";
-  auto gpu = RunJob(spec);
-  ASSERT_TRUE(gpu.ok()) << gpu.status();
-  const nlohmann::json& rep = gpu->solver_report;
-  EXPECT_EQ(rep["device"], "cuda");
-  EXPECT_EQ(rep["moe"]["calibrate_all_experts"], true);
-  const int64_t tokens = rep["calibration"]["tokens"].get<int64_t>();
-  int experts = 0;
-  for (const auto& m : rep["modules"]) {
-    EXPECT_EQ(m["calibration_tokens"].get<int64_t>(), tokens) << m["name"];
-    EXPECT_EQ(m["algorithm"], "gptq") << m["name"];
-    experts += m["name"].get<std::string>().find(".experts.") != std::string::npos;
-  }
-  EXPECT_EQ(experts, 2 * 4 * 3);  // layers 0 and 2, 4 experts, gate/up/down
-  auto a = ModelDir::Open(tmp.path() + "/cpu");
-  auto b = ModelDir::Open(tmp.path() + "/gpu");
-  ASSERT_TRUE(a.ok() && b.ok());
-  for (const auto& t : (*a)->tensors()) {
-    const ModelTensor* u = (*b)->Find(t.info->name);
-    ASSERT_NE(u, nullptr) << t.info->name;
-    EXPECT_EQ(u->info->shape, t.info->shape) << t.info->name;
-  }
-  for (const std::string& dir : {tmp.path() + "/cpu", tmp.path() + "/gpu"}) {
-    auto lm = CausalLm::Open(dir);
-    ASSERT_TRUE(lm.ok()) << lm.status();
-    auto tok = Tokenizer::FromModelDir(dir);
-    ASSERT_TRUE(tok.ok()) << tok.status();
-    auto ids = (*tok)->Encode(text, false);
-    PerplexityOptions po;
-    po.seq_len = 32;
-    auto r = ComputePerplexity(**lm, *ids, po);
-    ASSERT_TRUE(r.ok()) << r.status();
-    EXPECT_TRUE(std::isfinite(r->perplexity)) << dir;
-    std::printf("%s perplexity %.4f\n", dir.c_str(), r->perplexity);
+  for (const std::string name : {"tiny-qwen3moe", "tiny-llama4text"}) {
+    SCOPED_TRACE(name);
+    testing::TempDir tmp;
+    const std::string model = tmp.path() + "/model";
+    std::filesystem::create_directories(model);
+    const std::string src = std::string(LLMC_SOURCE_DIR) + "/engine/model/testdata/" + name;
+    for (const char* f : {"config.json", "model.safetensors"})
+      std::filesystem::copy_file(src + "/" + f, model + "/" + f);
+    nlohmann::json vocab = nlohmann::json::object();
+    for (int c = 32; c < 127; ++c) vocab[std::string(1, static_cast<char>(c))] = c - 32;
+    vocab["<unk>"] = 95;
+    std::ofstream(model + "/tokenizer.json")
+        << nlohmann::json({{"version", "1.0"},
+                           {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()},
+                                      {"unk_token", "<unk>"}}}})
+               .dump();
+    std::ofstream(model + "/tokenizer_config.json") << "{}";
+    std::string text;
+    for (int i = 0; i < 8; ++i) text += "Mixture of experts models route every token to a few experts of many. ";
+    const std::string data = tmp.Write("calib.txt", text);
+    JobSpec spec;
+    spec.model_path = model;
+    spec.recipe_yaml =
+        "GPTQModifier: {ignore: [lm_head, 're:.*mlp\\.gate$', 're:.*feed_forward\\.router$'], config_groups: {g: "
+        "{targets: [Linear], weights: {num_bits: 4, type: int, symmetric: true, strategy: group, group_size: 8}}}}\n";
+    spec.dataset = data;
+    spec.num_samples = 4;
+    spec.seq_len = 24;
+    spec.output_path = tmp.path() + "/cpu";
+    auto cpu = RunJob(spec);
+    ASSERT_TRUE(cpu.ok()) << cpu.status();
+    spec.device = "cuda";
+    spec.output_path = tmp.path() + "/gpu";
+    auto gpu = RunJob(spec);
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    const nlohmann::json& rep = gpu->solver_report;
+    EXPECT_EQ(rep["device"], "cuda");
+    EXPECT_EQ(rep["moe"]["calibrate_all_experts"], true);
+    const int64_t tokens = rep["calibration"]["tokens"].get<int64_t>();
+    int experts = 0;
+    for (const auto& m : rep["modules"]) {
+      EXPECT_EQ(m["calibration_tokens"].get<int64_t>(), tokens) << m["name"];
+      EXPECT_EQ(m["algorithm"], "gptq") << m["name"];
+      experts += m["name"].get<std::string>().find(".experts.") != std::string::npos;
+    }
+    EXPECT_EQ(experts, 2 * 4 * 3);  // two sparse layers (qwen3moe: 0 and 2), 4 experts, gate/up/down
+    auto a = ModelDir::Open(tmp.path() + "/cpu");
+    auto b = ModelDir::Open(tmp.path() + "/gpu");
+    ASSERT_TRUE(a.ok() && b.ok());
+    for (const auto& t : (*a)->tensors()) {
+      const ModelTensor* u = (*b)->Find(t.info->name);
+      ASSERT_NE(u, nullptr) << t.info->name;
+      EXPECT_EQ(u->info->shape, t.info->shape) << t.info->name;
+    }
+    for (const std::string& dir : {tmp.path() + "/cpu", tmp.path() + "/gpu"}) {
+      auto lm = CausalLm::Open(dir);
+      ASSERT_TRUE(lm.ok()) << lm.status();
+      auto tok = Tokenizer::FromModelDir(dir);
+      ASSERT_TRUE(tok.ok()) << tok.status();
+      auto ids = (*tok)->Encode(text, false);
+      PerplexityOptions po;
+      po.seq_len = 32;
+      auto r = ComputePerplexity(**lm, *ids, po);
+      ASSERT_TRUE(r.ok()) << r.status();
+      EXPECT_TRUE(std::isfinite(r->perplexity)) << dir;
+      std::printf("%s perplexity %.4f\n", dir.c_str(), r->perplexity);
+    }
   }
 }
 

@@ -11,6 +11,7 @@
 //   fp32 -> bf16     bit-identical with FloatToBF16 (round to nearest even, NaN stays NaN)
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <limits>
 
@@ -437,6 +438,90 @@ TEST_F(CudaDecoderKernelsTest, MoeGatherAndScatterMatchCpu) {
     EXPECT_EQ(ToHost(dref, rows * cols), ref) << "from_full " << from_full;
   }
   EXPECT_NE(cuda::GatherRowsDevice(dx.data(), didx.data(), -1, cols, dg.data()), "");
+}
+
+// Llama 4: interleaved rotary pairs (bit-identical to the CPU), the per-position query temperature and the scaled
+// gather of routed expert inputs (bit-identical), chunked attention in the flash kernel and the tensor-core path.
+TEST_F(CudaDecoderKernelsTest, Llama4KernelsMatchCpu) {
+  RopeSpec def;
+  def.theta = 500000.0;
+  for (const auto& [seqs, T, heads, hd] : std::vector<std::array<int64_t, 4>>{{2, 17, 4, 16}, {1, 300, 3, 128}}) {
+    RopeTable table(def, hd, T);
+    auto x = Normal(seqs * T * heads * hd, 2.0f, 71);
+    auto dx = ToDevice(x);
+    const int64_t n = T * (hd / 2);
+    std::vector<float> cos_t(table.cos(0), table.cos(0) + n), sin_t(table.sin(0), table.sin(0) + n);
+    auto dc = ToDevice(cos_t), ds = ToDevice(sin_t);
+    ASSERT_EQ(cuda::RopeDevice(dx.data(), seqs, T, heads, hd, dc.data(), ds.data(), nullptr, 0, true), "");
+    ApplyRotary(x.data(), seqs, T, heads, table, &cpu_, 0, /*interleaved=*/true);
+    EXPECT_EQ(ToHost(dx, x.size()), x) << T;
+  }
+  EXPECT_NE(cuda::RopeDevice(nullptr, 1, 4, 2, 16, nullptr, nullptr, nullptr, 8, true), "");  // partial + interleaved
+  {
+    const int64_t rows = 45, cols = 24, T = 15;
+    auto x = Normal(rows * cols, 1.0f, 72), t = Normal(T, 1.0f, 73);
+    auto dx = ToDevice(x), dt = ToDevice(t);
+    ASSERT_EQ(cuda::ScaleRowsPeriodicDevice(dx.data(), rows, cols, dt.data(), T), "");
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) x[r * cols + c] *= t[r % T];
+    EXPECT_EQ(ToHost(dx, x.size()), x);
+  }
+  {
+    const int64_t rows = 37, cols = 65, n = 9;
+    auto x = Normal(rows * cols, 1.0f, 74), w = Normal(n, 1.0f, 75);
+    std::vector<int32_t> idx(n);
+    for (int64_t i = 0; i < n; ++i) idx[i] = static_cast<int32_t>((i * 7 + 2) % rows);
+    auto dx = ToDevice(x), dw = ToDevice(w);
+    auto didx = ToDevice(idx);
+    auto dg = ToDevice(std::vector<float>(n * cols, 0.0f));
+    ASSERT_EQ(cuda::GatherRowsDevice(dx.data(), didx.data(), n, cols, dg.data(), nullptr, dw.data()), "");
+    std::vector<float> g(n * cols);
+    GatherRows(x.data(), idx.data(), n, cols, g.data());
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t c = 0; c < cols; ++c) g[i * cols + c] *= w[i];  // as moe.cc scales the gathered rows
+    EXPECT_EQ(ToHost(dg, n * cols), g);
+  }
+  struct Case {
+    AttnCase a;
+    int64_t attn_chunk, chunk_rows;
+  };
+  const Case cases[] = {{{2, 70, 4, 2, 64, 0}, 16, 0},   {{1, 300, 4, 1, 128, 0}, 64, 100},
+                        {{2, 129, 8, 8, 128, 0}, 8, 7},  {{1, 200, 2, 1, 32, 20}, 64, 33},
+                        {{1, 50, 2, 2, 16, 0}, 1, 0},    {{1, 2048, 8, 2, 128, 0}, 512, 300}};
+  for (const Case& c : cases) {
+    const AttnCase& a = c.a;
+    SCOPED_TRACE(::testing::Message() << a.seqs << " seqs x " << a.T << ", heads " << a.heads << "/" << a.kv_heads
+                                      << ", head_dim " << a.hd << ", window " << a.window << ", attention chunk "
+                                      << c.attn_chunk << ", rows " << c.chunk_rows);
+    const int64_t n = a.seqs * a.T;
+    auto q = Normal(n * a.heads * a.hd, 3.0f, 76), k = Normal(n * a.kv_heads * a.hd, 1.0f, 77),
+         v = Normal(n * a.kv_heads * a.hd, 1.0f, 78);
+    std::vector<float> cpu(q.size());
+    CausalAttention(q.data(), k.data(), v.data(), a.seqs, a.T, a.heads, a.kv_heads, a.hd, a.window, cpu.data(), &cpu_,
+                    0.0f, 0.0f, c.attn_chunk);
+    auto dq = ToDevice(q), dk = ToDevice(k), dv = ToDevice(v);
+    auto dout = ToDevice(std::vector<float>(q.size(), std::numeric_limits<float>::quiet_NaN()));
+    ASSERT_EQ(cuda::CausalAttentionDevice(dq.data(), dk.data(), dv.data(), a.seqs, a.T, a.heads, a.kv_heads, a.hd,
+                                          a.window, dout.data(), nullptr, 0.0f, 0.0f, c.attn_chunk),
+              "");
+    auto gpu = ToHost(dout, q.size());
+    for (size_t i = 0; i < q.size(); ++i)
+      ASSERT_LE(std::fabs(gpu[i] - cpu[i]), 2e-5 * (1 + std::fabs(cpu[i]))) << "flash, at " << i;
+    const int64_t scratch = a.heads * a.T * (c.chunk_rows > 0 ? c.chunk_rows : a.T);
+    auto dsc = ToDevice(std::vector<float>(scratch, std::numeric_limits<float>::quiet_NaN()));
+    auto dout2 = ToDevice(std::vector<float>(q.size(), std::numeric_limits<float>::quiet_NaN()));
+    ASSERT_EQ(blas_.CausalAttentionGemm(dq.data(), dk.data(), dv.data(), a.seqs, a.T, a.heads, a.kv_heads, a.hd,
+                                        a.window, 0.0f, 0.0f, dsc.data(), scratch, dout2.data(), c.attn_chunk),
+              "");
+    auto gemm = ToHost(dout2, q.size());
+    for (size_t i = 0; i < q.size(); ++i)
+      ASSERT_LE(std::fabs(gemm[i] - cpu[i]), 3e-2 * (1 + std::fabs(cpu[i]))) << "tensor cores, at " << i;
+    EXPECT_LT(gpu_test::RelNorm(gemm, cpu), 4e-3);
+    std::printf("chunked attention %lldx%lld chunk %lld: flash max |gpu - cpu| %.3g, tensor-core rel %.3g\n",
+                (long long)a.seqs, (long long)a.T, (long long)c.attn_chunk, gpu_test::MaxAbsDiff(gpu, cpu),
+                gpu_test::RelNorm(gemm, cpu));
+  }
+  EXPECT_NE(cuda::CausalAttentionDevice(nullptr, nullptr, nullptr, 1, 4, 2, 1, 64, 0, nullptr, nullptr, 0, 0, -1), "");
 }
 
 }  // namespace

@@ -41,16 +41,17 @@ __device__ float BlockSum(float v, float* red) {
 }
 
 // One block per row of scores s [heads * nq, keys] (already scaled): row (h, qi) is query i0 + qi, its columns
-// keys k0 + j. Caps the scores, masks what the query cannot see (later keys; keys at or before i - window), and
+// keys k0 + j. Caps the scores, masks what the query cannot see (later keys; keys at or before i - window; keys
+// before i's attention chunk), and
 // replaces the row with its softmax (zeros where masked).
 __global__ void MaskedSoftmaxKernel(float* s, int64_t nq, int64_t keys, int64_t i0, int64_t k0, int64_t window,
-                                    float softcap) {
+                                    int64_t attn_chunk, float softcap) {
   __shared__ float red[32];
   const int64_t row = blockIdx.x;
   const int64_t i = i0 + row % nq;
   float* p = s + row * keys;
   int64_t lo = 0, hi = 0;
-  VisibleKeys(i, k0, keys, window, &lo, &hi);
+  VisibleKeys(i, k0, keys, window, attn_chunk, &lo, &hi);
   float m = -INFINITY;
   for (int64_t j = lo + threadIdx.x; j < hi; j += blockDim.x) {
     float v = p[j];
@@ -95,7 +96,7 @@ std::string Run(cublasHandle_t h, const AttentionGemm& g, const float* a, const 
 std::string Blas::CausalAttentionGemm(const float* q, const float* k, const float* v, int64_t num_seqs,
                                       int64_t seq_len, int64_t heads, int64_t kv_heads, int64_t head_dim,
                                       int64_t sliding_window, float scale, float softcap, float* scratch,
-                                      int64_t scratch_elems, float* out) {
+                                      int64_t scratch_elems, float* out, int64_t attn_chunk) {
   if (handle_ == nullptr) return "Blas::CausalAttentionGemm: Init was not called";
   if (heads <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || head_dim <= 0 || seq_len < 0 || num_seqs < 0)
     return "Blas::CausalAttentionGemm: heads " + std::to_string(heads) + " / kv heads " + std::to_string(kv_heads) +
@@ -108,7 +109,8 @@ std::string Blas::CausalAttentionGemm(const float* q, const float* k, const floa
   if (!FitsInt(heads * head_dim) || !FitsInt(seq_len) || !FitsInt(chunk * seq_len))
     return "Blas::CausalAttentionGemm: shape exceeds cuBLAS's int range";
   if (scale == 0.0f) scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  const AttentionShape shape{seq_len, heads, kv_heads, head_dim, sliding_window};
+  if (attn_chunk < 0) return "Blas::CausalAttentionGemm: negative attention chunk";
+  const AttentionShape shape{seq_len, heads, kv_heads, head_dim, sliding_window, attn_chunk};
   const int64_t ratio = heads / kv_heads;
   for (int64_t seq = 0; seq < num_seqs; ++seq)
     for (int64_t i0 = 0; i0 < seq_len; i0 += chunk) {
@@ -116,7 +118,7 @@ std::string Blas::CausalAttentionGemm(const float* q, const float* k, const floa
       // Scores of query heads g * ratio + r, one call per r batched over the kv heads g (attention_plan.h).
       for (int64_t r = 0; r < ratio; ++r) LLMC_TRY_STR(Run(handle_, ScoresGemm(shape, c, r, scale), k, q, scratch));
       MaskedSoftmaxKernel<<<static_cast<unsigned>(heads * c.nq), kSoftmaxThreads, 0, stream_>>>(
-          scratch, c.nq, c.keys, c.i0, c.k0, sliding_window, softcap);
+          scratch, c.nq, c.keys, c.i0, c.k0, sliding_window, attn_chunk, softcap);
       LLMC_CUDA_TRY(cudaGetLastError());
       for (int64_t r = 0; r < ratio; ++r) LLMC_TRY_STR(Run(handle_, ValuesGemm(shape, c, r), v, scratch, out));
     }

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "engine/backend/cuda/attention_kernels.h"
+#include "engine/backend/cuda/attention_plan.h"
 #include "engine/backend/cuda/cuda_check.h"
 
 namespace llmc::cuda {
@@ -65,7 +66,7 @@ __global__ void __launch_bounds__(kThreads) FlashAttentionKernel(const float* __
                                                                  const float* __restrict__ k,
                                                                  const float* __restrict__ v, int64_t T, int heads,
                                                                  int kv_heads, int head_dim, int64_t window,
-                                                                 float scale, float softcap,
+                                                                 int64_t attn_chunk, float scale, float softcap,
                                                                  float* __restrict__ out) {
   static_assert(D % 64 == 0, "D must be a multiple of 64");
   constexpr int kDGroups = D / 64;  // float4 output columns per thread
@@ -99,7 +100,7 @@ __global__ void __launch_bounds__(kThreads) FlashAttentionKernel(const float* __
   }
 
   const int64_t r_last = (T < r0 + kBr ? T : r0 + kBr) - 1;  // last real query row of the tile
-  const int64_t k_begin = (window > 0 && r0 - window + 1 > 0) ? r0 - window + 1 : 0;
+  const int64_t k_begin = FirstVisibleKey(r0, window, attn_chunk);  // the tile's first row has the lowest bound
   for (int64_t c0 = k_begin; c0 <= r_last; c0 += kBc) {
     __syncthreads();  // the previous step's readers of kvs and ps are done (and qs is loaded, first time)
     LoadTile<D, kBc, kVec>(kb, kv_stride, c0, T, head_dim, kvs);
@@ -129,7 +130,8 @@ __global__ void __launch_bounds__(kThreads) FlashAttentionKernel(const float* __
 #pragma unroll
       for (int j = 0; j < kColsPerThread; ++j) {
         const int64_t kj = c0 + tx + 16 * j;
-        const bool visible = kj <= qi && kj < T && (window <= 0 || kj > qi - window);
+        const bool visible = kj <= qi && kj < T && (window <= 0 || kj > qi - window) &&
+                             (attn_chunk <= 0 || kj >= (qi / attn_chunk) * attn_chunk);
         float sc = s[i][j] * scale;
         if (softcap > 0.0f) sc = tanhf(sc / softcap) * softcap;
         s[i][j] = visible ? sc : -INFINITY;
@@ -200,15 +202,16 @@ __global__ void __launch_bounds__(kThreads) FlashAttentionKernel(const float* __
 
 template <int D, bool kVec>
 std::string LaunchVec(const float* q, const float* k, const float* v, int64_t num_seqs, int64_t T, int64_t heads,
-                      int64_t kv_heads, int64_t head_dim, int64_t window, float scale, float softcap, float* out,
-                      cudaStream_t stream) {
+                      int64_t kv_heads, int64_t head_dim, int64_t window, int64_t attn_chunk, float scale,
+                      float softcap, float* out, cudaStream_t stream) {
   constexpr size_t smem = SharedBytes<D>();
   LLMC_CUDA_TRY(cudaFuncSetAttribute(FlashAttentionKernel<D, kVec>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      static_cast<int>(smem)));
   const dim3 grid(static_cast<unsigned>(num_seqs * heads), static_cast<unsigned>((T + kBr - 1) / kBr));
   FlashAttentionKernel<D, kVec><<<grid, kThreads, smem, stream>>>(q, k, v, T, static_cast<int>(heads),
                                                                   static_cast<int>(kv_heads),
-                                                                  static_cast<int>(head_dim), window, scale, softcap,
+                                                                  static_cast<int>(head_dim), window, attn_chunk,
+                                                                  scale, softcap,
                                                                   out);
   LLMC_CUDA_TRY(cudaGetLastError());
   return "";
@@ -216,19 +219,21 @@ std::string LaunchVec(const float* q, const float* k, const float* v, int64_t nu
 
 template <int D>
 std::string Launch(const float* q, const float* k, const float* v, int64_t num_seqs, int64_t T, int64_t heads,
-                   int64_t kv_heads, int64_t head_dim, int64_t window, float scale, float softcap, float* out,
-                   cudaStream_t stream) {
+                   int64_t kv_heads, int64_t head_dim, int64_t window, int64_t attn_chunk, float scale,
+                   float softcap, float* out, cudaStream_t stream) {
   auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   if (head_dim % 4 == 0 && aligned(q) && aligned(k) && aligned(v))
-    return LaunchVec<D, true>(q, k, v, num_seqs, T, heads, kv_heads, head_dim, window, scale, softcap, out, stream);
-  return LaunchVec<D, false>(q, k, v, num_seqs, T, heads, kv_heads, head_dim, window, scale, softcap, out, stream);
+    return LaunchVec<D, true>(q, k, v, num_seqs, T, heads, kv_heads, head_dim, window, attn_chunk, scale, softcap,
+                              out, stream);
+  return LaunchVec<D, false>(q, k, v, num_seqs, T, heads, kv_heads, head_dim, window, attn_chunk, scale, softcap, out,
+                             stream);
 }
 
 }  // namespace
 
 std::string CausalAttentionDevice(const float* q, const float* k, const float* v, int64_t num_seqs, int64_t seq_len,
                                   int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t sliding_window,
-                                  float* out, cudaStream_t stream, float scale, float softcap) {
+                                  float* out, cudaStream_t stream, float scale, float softcap, int64_t attn_chunk) {
   if (num_seqs < 0 || seq_len < 1 || heads < 1 || kv_heads < 1 || heads % kv_heads != 0 || head_dim < 1)
     return "CausalAttentionDevice: invalid shape (heads must be a positive multiple of kv_heads)";
   if (head_dim > 256)
@@ -237,12 +242,13 @@ std::string CausalAttentionDevice(const float* q, const float* k, const float* v
     return "CausalAttentionDevice: too many sequences x heads or too long a sequence for one launch";
   if (num_seqs == 0) return "";
   if (!(scale > 0.0f)) scale = 1.0f / sqrtf(static_cast<float>(head_dim));
-  const int64_t w = sliding_window;
+  if (attn_chunk < 0) return "CausalAttentionDevice: negative attention chunk";
+  const int64_t w = sliding_window, c = attn_chunk;
   if (head_dim <= 64)
-    return Launch<64>(q, k, v, num_seqs, seq_len, heads, kv_heads, head_dim, w, scale, softcap, out, stream);
+    return Launch<64>(q, k, v, num_seqs, seq_len, heads, kv_heads, head_dim, w, c, scale, softcap, out, stream);
   if (head_dim <= 128)
-    return Launch<128>(q, k, v, num_seqs, seq_len, heads, kv_heads, head_dim, w, scale, softcap, out, stream);
-  return Launch<256>(q, k, v, num_seqs, seq_len, heads, kv_heads, head_dim, w, scale, softcap, out, stream);
+    return Launch<128>(q, k, v, num_seqs, seq_len, heads, kv_heads, head_dim, w, c, scale, softcap, out, stream);
+  return Launch<256>(q, k, v, num_seqs, seq_len, heads, kv_heads, head_dim, w, c, scale, softcap, out, stream);
 }
 
 }  // namespace llmc::cuda

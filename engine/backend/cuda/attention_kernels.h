@@ -14,13 +14,14 @@ namespace llmc::cuda {
 // sqrt(head_dim); cap(s) = softcap * tanh(s / softcap) when softcap > 0, else s):
 // q [num_seqs * seq_len, heads * head_dim], k and v [num_seqs * seq_len, kv_heads * head_dim], out like q (device
 // pointers, fp32, must not alias). Query head h reads kv head h / (heads / kv_heads). Token i attends to tokens
-// j <= i of its own sequence, and with sliding_window > 0 only to j > i - sliding_window. head_dim <= 256;
+// j <= i of its own sequence, with sliding_window > 0 only to j > i - sliding_window, and with attn_chunk > 0 only to
+// j of its own chunk of attn_chunk positions (j >= floor(i / attn_chunk) * attn_chunk, Llama 4). head_dim <= 256;
 // heads a multiple of kv_heads. Launches on `stream` without synchronizing; returns "" or the error.
 // Work: O(num_seqs * heads * seq_len * keys * head_dim) with keys = min(seq_len, sliding_window); memory: none
 // beyond the inputs and output (85 KB of shared memory per 64 queries at head_dim 128).
 std::string CausalAttentionDevice(const float* q, const float* k, const float* v, int64_t num_seqs, int64_t seq_len,
                                   int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t sliding_window,
                                   float* out, cudaStream_t stream = nullptr, float scale = 0.0f,
-                                  float softcap = 0.0f);
+                                  float softcap = 0.0f, int64_t attn_chunk = 0);
 
 }  // namespace llmc::cuda

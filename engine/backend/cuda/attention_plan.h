@@ -31,9 +31,18 @@ struct AttentionChunk {
   int64_t seq = 0, i0 = 0, nq = 0, k0 = 0, keys = 0;
 };
 
+// window > 0: a query sees only the window keys ending at itself (sliding window). attn_chunk > 0: it sees only the
+// keys of its own chunk of attn_chunk positions (Llama 4's chunked attention).
 struct AttentionShape {
-  int64_t seq_len = 0, heads = 0, kv_heads = 0, head_dim = 0, window = 0;
+  int64_t seq_len = 0, heads = 0, kv_heads = 0, head_dim = 0, window = 0, attn_chunk = 0;
 };
+
+// The first key query i (absolute position) may see: 0, or the sliding window's start, or its chunk's start.
+LLMC_HOST_DEVICE inline int64_t FirstVisibleKey(int64_t i, int64_t window, int64_t attn_chunk) {
+  int64_t lo = window > 0 && i - window + 1 > 0 ? i - window + 1 : 0;
+  if (attn_chunk > 0 && (i / attn_chunk) * attn_chunk > lo) lo = (i / attn_chunk) * attn_chunk;
+  return lo;
+}
 
 // Query rows per chunk for a score buffer of `scratch_elems` floats (0: not even one row fits).
 inline int64_t AttentionChunkRowsFor(int64_t seq_len, int64_t heads, int64_t scratch_elems) {
@@ -48,7 +57,7 @@ inline AttentionChunk MakeAttentionChunk(const AttentionShape& s, int64_t seq, i
   c.i0 = i0;
   const int64_t i1 = std::min(s.seq_len, i0 + rows);
   c.nq = i1 - i0;
-  c.k0 = s.window > 0 ? std::max<int64_t>(0, i0 - s.window + 1) : 0;
+  c.k0 = FirstVisibleKey(i0, s.window, s.attn_chunk);  // the first row's bound is the lowest of the chunk
   c.keys = i1 - c.k0;
   return c;
 }
@@ -82,11 +91,12 @@ inline AttentionGemm ValuesGemm(const AttentionShape& s, const AttentionChunk& c
 }
 
 // The columns [lo, hi) of the score row of query i (absolute position) that it sees, for keys starting at k0:
-// causal (j <= i) and, with a window, j > i - window.
-LLMC_HOST_DEVICE inline void VisibleKeys(int64_t i, int64_t k0, int64_t keys, int64_t window, int64_t* lo,
-                                         int64_t* hi) {
+// causal (j <= i), with a window j > i - window, with attention chunks j in i's chunk.
+LLMC_HOST_DEVICE inline void VisibleKeys(int64_t i, int64_t k0, int64_t keys, int64_t window, int64_t attn_chunk,
+                                         int64_t* lo, int64_t* hi) {
   *hi = keys < i - k0 + 1 ? keys : i - k0 + 1;
-  *lo = window > 0 && i - window + 1 - k0 > 0 ? i - window + 1 - k0 : 0;
+  const int64_t first = FirstVisibleKey(i, window, attn_chunk);
+  *lo = first - k0 > 0 ? first - k0 : 0;
 }
 
 }  // namespace llmc::cuda

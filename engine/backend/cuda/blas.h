@@ -59,7 +59,8 @@ class Blas {
   // when chunks are small against seq_len. Launches on the handle's stream without synchronizing.
   std::string CausalAttentionGemm(const float* q, const float* k, const float* v, int64_t num_seqs, int64_t seq_len,
                                   int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t sliding_window,
-                                  float scale, float softcap, float* scratch, int64_t scratch_elems, float* out);
+                                  float scale, float softcap, float* scratch, int64_t scratch_elems, float* out,
+                                  int64_t attn_chunk = 0);
   // Query rows per chunk of CausalAttentionGemm for a scratch of `scratch_elems` floats (0: it holds none).
   static int64_t AttentionChunkRows(int64_t seq_len, int64_t heads, int64_t scratch_elems);
 

@@ -73,7 +73,8 @@ __global__ void SoftcapKernel(float* x, int64_t n, float cap) {
 // One thread per (token, head, i < half). --fmad=false keeps a*c - b*s as two rounded products and a
 // difference, exactly as the CPU code compiled with -ffp-contract=off.
 __global__ void RopeKernel(float* x, int64_t tokens, int64_t seq_len, int64_t heads, int64_t head_dim,
-                           int64_t rotary_dim, const float* __restrict__ cos_t, const float* __restrict__ sin_t) {
+                           int64_t rotary_dim, const float* __restrict__ cos_t, const float* __restrict__ sin_t,
+                           bool interleaved) {
   const int64_t half = rotary_dim / 2;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= tokens * heads * half) return;
@@ -83,9 +84,17 @@ __global__ void RopeKernel(float* x, int64_t tokens, int64_t seq_len, int64_t he
   const int64_t pos = t % seq_len;
   const float c = cos_t[pos * half + j], s = sin_t[pos * half + j];
   float* v = x + t * heads * head_dim + h * head_dim;
-  const float a = v[j], b = v[j + half];
-  v[j] = a * c - b * s;
-  v[j + half] = b * c + a * s;
+  // Pairs (j, j + half) (rotate_half), or (2j, 2j + 1) (interleaved, Llama 4).
+  const int64_t ia = interleaved ? 2 * j : j, ib = interleaved ? 2 * j + 1 : j + half;
+  const float a = v[ia], b = v[ib];
+  v[ia] = a * c - b * s;
+  v[ib] = b * c + a * s;
+}
+
+__global__ void ScaleRowsPeriodicKernel(float* x, int64_t rows, int64_t cols, const float* __restrict__ scales,
+                                        int64_t period) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < rows * cols) x[i] = __fmul_rn(x[i], scales[(i / cols) % period]);
 }
 
 __global__ void AddKernel(float* x, const float* __restrict__ y, int64_t n) {
@@ -99,9 +108,11 @@ __global__ void AddBiasKernel(float* y, int64_t rows, int64_t cols, const float*
 }
 
 __global__ void GatherRowsKernel(const float* __restrict__ src, const int32_t* __restrict__ rows, int64_t n,
-                                 int64_t cols, float* __restrict__ dst) {
+                                 int64_t cols, const float* __restrict__ scales, float* __restrict__ dst) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n * cols) dst[i] = src[static_cast<int64_t>(rows[i / cols]) * cols + i % cols];
+  if (i >= n * cols) return;
+  const float v = src[static_cast<int64_t>(rows[i / cols]) * cols + i % cols];
+  dst[i] = scales != nullptr ? __fmul_rn(v, scales[i / cols]) : v;
 }
 
 __global__ void ScatterAddScaledRowsKernel(const float* __restrict__ src, const int32_t* __restrict__ src_rows,
@@ -214,15 +225,17 @@ std::string SoftcapDevice(float* x, int64_t n, float cap, cudaStream_t stream) {
 }
 
 std::string RopeDevice(float* x, int64_t num_seqs, int64_t seq_len, int64_t heads, int64_t head_dim,
-                       const float* cos, const float* sin, cudaStream_t stream, int64_t rotary_dim) {
+                       const float* cos, const float* sin, cudaStream_t stream, int64_t rotary_dim,
+                       bool interleaved) {
   if (rotary_dim <= 0) rotary_dim = head_dim;
   if (num_seqs < 0 || seq_len < 1 || heads < 1 || head_dim < 2 || head_dim % 2 != 0 || rotary_dim % 2 != 0 ||
       rotary_dim > head_dim)
     return "RopeDevice: invalid shape (head_dim and rotary_dim must be even and positive, rotary_dim <= head_dim)";
   const int64_t n = num_seqs * seq_len * heads * (rotary_dim / 2);
   if (n == 0) return "";
+  if (interleaved && rotary_dim != head_dim) return "RopeDevice: interleaved pairs need rotary_dim == head_dim";
   RopeKernel<<<Blocks(n), kThreads, 0, stream>>>(x, num_seqs * seq_len, seq_len, heads, head_dim, rotary_dim, cos,
-                                                 sin);
+                                                 sin, interleaved);
   LLMC_CUDA_TRY(cudaGetLastError());
   return "";
 }
@@ -243,10 +256,19 @@ std::string AddBiasDevice(float* y, int64_t rows, int64_t cols, const float* bia
 }
 
 std::string GatherRowsDevice(const float* src, const int32_t* rows, int64_t n, int64_t cols, float* dst,
-                             cudaStream_t stream) {
+                             cudaStream_t stream, const float* scales) {
   if (n < 0 || cols < 1) return "GatherRowsDevice: invalid shape";
   if (n == 0) return "";
-  GatherRowsKernel<<<Blocks(n * cols), kThreads, 0, stream>>>(src, rows, n, cols, dst);
+  GatherRowsKernel<<<Blocks(n * cols), kThreads, 0, stream>>>(src, rows, n, cols, scales, dst);
+  LLMC_CUDA_TRY(cudaGetLastError());
+  return "";
+}
+
+std::string ScaleRowsPeriodicDevice(float* x, int64_t rows, int64_t cols, const float* scales, int64_t period,
+                                    cudaStream_t stream) {
+  if (rows < 0 || cols < 1 || period < 1) return "ScaleRowsPeriodicDevice: invalid shape";
+  if (rows == 0) return "";
+  ScaleRowsPeriodicKernel<<<Blocks(rows * cols), kThreads, 0, stream>>>(x, rows, cols, scales, period);
   LLMC_CUDA_TRY(cudaGetLastError());
   return "";
 }

@@ -32,9 +32,15 @@ std::string SoftcapDevice(float* x, int64_t n, float cap, cudaStream_t stream = 
 // i + head_dim/2); token t of each sequence has position t. cos and sin are the RopeTable's [positions,
 // head_dim/2] tables, with at least seq_len positions. Bit-identical to the CPU ApplyRotary (no FMA contraction).
 // With rotary_dim > 0 (partial rotary) only the first rotary_dim dimensions of each head rotate (pairs i and
-// i + rotary_dim/2) and the tables are [positions, rotary_dim/2].
+// i + rotary_dim/2) and the tables are [positions, rotary_dim/2]. interleaved: pairs 2i and 2i + 1 (Llama 4,
+// transformers' complex form; rotary_dim must be head_dim).
 std::string RopeDevice(float* x, int64_t num_seqs, int64_t seq_len, int64_t heads, int64_t head_dim,
-                       const float* cos, const float* sin, cudaStream_t stream = nullptr, int64_t rotary_dim = 0);
+                       const float* cos, const float* sin, cudaStream_t stream = nullptr, int64_t rotary_dim = 0,
+                       bool interleaved = false);
+// x [rows, cols]: row r multiplied by scales[r % period] (each product rounded to fp32): Llama 4's per-position
+// query temperature on no-rope layers, with period = seq_len.
+std::string ScaleRowsPeriodicDevice(float* x, int64_t rows, int64_t cols, const float* scales, int64_t period,
+                                    cudaStream_t stream = nullptr);
 
 // x[i] += y[i] for n elements (the residual adds).
 std::string AddDevice(float* x, const float* y, int64_t n, cudaStream_t stream = nullptr);
@@ -47,9 +53,10 @@ std::string TokenNllDevice(const float* logits, int64_t rows, int64_t vocab, con
                            cudaStream_t stream = nullptr);
 
 // Mixture-of-experts dispatch (CPU references: GatherRows / ScatterAddScaledRows in engine/model/cpu_ops.h).
-// dst [n, cols] = src[rows[i]] for i < n (rows: device int32 indices into src).
+// dst [n, cols] = src[rows[i]] for i < n (rows: device int32 indices into src), times scales[i] when scales is not
+// null (Llama 4 scales each routed token's expert input by its router weight; the product rounded to fp32).
 std::string GatherRowsDevice(const float* src, const int32_t* rows, int64_t n, int64_t cols, float* dst,
-                             cudaStream_t stream = nullptr);
+                             cudaStream_t stream = nullptr, const float* scales = nullptr);
 // dst[dst_rows[i]] += src[src_rows ? src_rows[i] : i] * scales[i] for i < n, each row of `cols` values (the product
 // rounded to fp32, then added, as the CPU). dst_rows must be distinct (one expert's tokens).
 std::string ScatterAddScaledRowsDevice(const float* src, const int32_t* src_rows, const int32_t* dst_rows,
