@@ -3,7 +3,10 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <functional>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -152,8 +155,7 @@ class CudaBlockBackend final : public BlockBackend {
     LLMC_RETURN_IF_ERROR(b->dscratch_.data.Reserve(std::max<int64_t>(1, max_slice * b->hidden_),
                                                    "calibration activations (one slice)"));
     b->dscratch_.hidden = b->hidden_;
-    if (b->storage_ == Storage::kHost)
-      LLMC_RETURN_IF_ERROR(b->staging_.Reserve(std::max<int64_t>(1, max_slice * b->hidden_), "activation staging"));
+    if (b->storage_ == Storage::kHost) LLMC_RETURN_IF_ERROR(b->CreateHostPipe(std::max<int64_t>(1, max_slice * b->hidden_)));
     for (size_t i = 0; i < batches.shapes.size(); ++i) LLMC_RETURN_IF_ERROR(b->Store(batches, i));
     return b;
   }
@@ -162,6 +164,14 @@ class CudaBlockBackend final : public BlockBackend {
     hooks->set_on_device(true);
     DeviceCalibHooks dh(wants, hooks, cuda_.get(), 2.0f / static_cast<float>(num_samples_), dweights_->precision());
     LLMC_RETURN_IF_ERROR(dweights_->Upload(block));
+    if (storage_ == Storage::kHost) {
+      return RunHostSlices([&](const Slice& s) -> absl::Status {
+        hooks->set_seq_len(s.batch->seq_len);
+        dh.set_seq_len(s.batch->seq_len);
+        dh.NewPass();
+        return runner_->Run(dweights_.get(), &dscratch_, &dh);
+      }, /*save=*/false);
+    }
     // Slices of whole runner chunks: the hooks see the same inputs in the same order as one pass over the batch.
     for (StoredBatch& b : batches_) {
       hooks->set_seq_len(b.seq_len);
@@ -178,6 +188,8 @@ class CudaBlockBackend final : public BlockBackend {
 
   absl::Status Propagate(const DecoderBlock& block) override {
     LLMC_RETURN_IF_ERROR(dweights_->Upload(block));
+    if (storage_ == Storage::kHost)
+      return RunHostSlices([&](const Slice&) { return runner_->Run(dweights_.get(), &dscratch_); }, /*save=*/true);
     for (StoredBatch& b : batches_) {
       if (storage_ == Storage::kFp32) {
         LLMC_RETURN_IF_ERROR(runner_->Run(dweights_.get(), &b.f32));
@@ -248,8 +260,90 @@ class CudaBlockBackend final : public BlockBackend {
     (*j)["precision"] = cuda::GemmPrecisionName(dweights_->precision());
   }
 
+  ~CudaBlockBackend() override {
+    if (pipe_.stream != nullptr) cudaStreamSynchronize(pipe_.stream);  // copies may still read or write the buffers
+    for (cudaEvent_t e : {pipe_.loaded[0], pipe_.loaded[1], pipe_.consumed[0], pipe_.consumed[1], pipe_.converted,
+                          pipe_.saved})
+      if (e != nullptr) cudaEventDestroy(e);
+    if (pipe_.stream != nullptr) cudaStreamDestroy(pipe_.stream);
+  }
+
  private:
   explicit CudaBlockBackend(int64_t num_samples) : num_samples_(num_samples) {}
+
+  // kHost: the activations cross PCIe on their own stream, beside the blocks. While slice j runs, slice j + 1 is
+  // copied in (two input buffers, taken in turn) and slice j - 1 goes back out (one output buffer); events order
+  // each buffer's writer after its last reader.
+  struct HostPipe {
+    cudaStream_t stream = nullptr;
+    cudaEvent_t loaded[2] = {nullptr, nullptr}, consumed[2] = {nullptr, nullptr};
+    cudaEvent_t converted = nullptr, saved = nullptr;
+    DeviceArray<uint16_t> in[2];
+    DeviceArray<uint16_t> out;
+  };
+  struct Slice {
+    StoredBatch* batch;
+    int64_t s0, n;
+  };
+
+  absl::Status CreateHostPipe(int64_t values) {
+    if (cudaStreamCreateWithFlags(&pipe_.stream, cudaStreamNonBlocking) != cudaSuccess)
+      return absl::InternalError("cannot create the activation copy stream");
+    for (cudaEvent_t* e : {&pipe_.loaded[0], &pipe_.loaded[1], &pipe_.consumed[0], &pipe_.consumed[1],
+                           &pipe_.converted, &pipe_.saved})
+      if (cudaEventCreateWithFlags(e, cudaEventDisableTiming) != cudaSuccess)
+        return absl::InternalError("cannot create the activation copy events");
+    for (DeviceArray<uint16_t>* a : {&pipe_.in[0], &pipe_.in[1], &pipe_.out})
+      LLMC_RETURN_IF_ERROR(a->Reserve(values, "activation staging"));
+    return absl::OkStatus();
+  }
+
+  // Every slice of every batch, in the order the blocks run them.
+  std::vector<Slice> Slices() {
+    std::vector<Slice> out;
+    for (StoredBatch& b : batches_)
+      for (int64_t s0 = 0; s0 < b.num_seqs; s0 += SliceSeqs(b.seq_len))
+        out.push_back({&b, s0, std::min(SliceSeqs(b.seq_len), b.num_seqs - s0)});
+    return out;
+  }
+
+  // Queues the copy of slice `s` into input buffer `slot` on the copy stream.
+  absl::Status Prefetch(const Slice& s, int slot) {
+    const int64_t off = s.s0 * s.batch->seq_len * hidden_, count = s.n * s.batch->seq_len * hidden_;
+    if (cudaStreamWaitEvent(pipe_.stream, pipe_.consumed[slot], 0) != cudaSuccess ||
+        cudaMemcpyAsync(pipe_.in[slot].data(), s.batch->host.data() + off, count * sizeof(uint16_t),
+                        cudaMemcpyHostToDevice, pipe_.stream) != cudaSuccess ||
+        cudaEventRecord(pipe_.loaded[slot], pipe_.stream) != cudaSuccess)
+      return absl::InternalError("cannot copy calibration activations from host memory");
+    return absl::OkStatus();
+  }
+
+  // Runs `run` on every slice in the fp32 scratch, the slices streamed from host memory and (save) back.
+  absl::Status RunHostSlices(const std::function<absl::Status(const Slice&)>& run, bool save) {
+    const std::vector<Slice> slices = Slices();
+    cudaStream_t cs = cuda_->stream();
+    if (!slices.empty()) LLMC_RETURN_IF_ERROR(Prefetch(slices[0], 0));
+    for (size_t j = 0; j < slices.size(); ++j) {
+      const Slice& s = slices[j];
+      const int slot = static_cast<int>(j % 2);
+      dscratch_.num_seqs = s.n;
+      dscratch_.seq_len = s.batch->seq_len;
+      const int64_t count = s.n * s.batch->seq_len * hidden_;
+      if (cudaStreamWaitEvent(cs, pipe_.loaded[slot], 0) != cudaSuccess)
+        return absl::InternalError("cannot order the activation copies");
+      const std::string err = cuda::Bf16ToFloatDevice(pipe_.in[slot].data(), count, dscratch_.data.data(), cs);
+      if (!err.empty()) return absl::InternalError(err);
+      if (cudaEventRecord(pipe_.consumed[slot], cs) != cudaSuccess)
+        return absl::InternalError("cannot order the activation copies");
+      if (j + 1 < slices.size()) LLMC_RETURN_IF_ERROR(Prefetch(slices[j + 1], static_cast<int>((j + 1) % 2)));
+      LLMC_RETURN_IF_ERROR(run(s));
+      if (save) LLMC_RETURN_IF_ERROR(Save(s.batch, s.s0, s.n));
+    }
+    LLMC_RETURN_IF_ERROR(cuda_->Synchronize());
+    if (cudaStreamSynchronize(pipe_.stream) != cudaSuccess)
+      return absl::InternalError("copying calibration activations to or from host memory failed");
+    return absl::OkStatus();
+  }
 
   // Sequences per slice of a batch of sequences of length t: whole runner chunks, about kSliceTokens tokens.
   int64_t SliceSeqs(int64_t t) const {
@@ -317,11 +411,7 @@ class CudaBlockBackend final : public BlockBackend {
         err = cuda::Bf16ToFloatDevice(b.b16.data() + off, count, dscratch_.data.data(), cuda_->stream());
         break;
       case Storage::kHost:
-        if (cudaMemcpyAsync(staging_.data(), b.host.data() + off, count * sizeof(uint16_t), cudaMemcpyHostToDevice,
-                            cuda_->stream()) != cudaSuccess)
-          return absl::InternalError("cannot copy calibration activations from host memory");
-        err = cuda::Bf16ToFloatDevice(staging_.data(), count, dscratch_.data.data(), cuda_->stream());
-        break;
+        return absl::InternalError("host activations are read through RunHostSlices");
     }
     if (!err.empty()) return absl::InternalError(err);
     return absl::OkStatus();
@@ -334,9 +424,18 @@ class CudaBlockBackend final : public BlockBackend {
     if (storage_ == Storage::kBf16) {
       err = cuda::FloatToBf16Device(dscratch_.data.data(), count, b->b16.data() + off, cuda_->stream());
     } else if (storage_ == Storage::kHost) {
-      err = cuda::FloatToBf16Device(dscratch_.data.data(), count, staging_.data(), cuda_->stream());
-      if (err.empty() && cudaMemcpyAsync(b->host.data() + off, staging_.data(), count * sizeof(uint16_t),
-                                         cudaMemcpyDeviceToHost, cuda_->stream()) != cudaSuccess)
+      // Converted on the compute stream once the previous slice has left the output buffer, copied out on the copy
+      // stream while the next slice runs.
+      cudaStream_t cs = cuda_->stream();
+      if (cudaStreamWaitEvent(cs, pipe_.saved, 0) != cudaSuccess)
+        return absl::InternalError("cannot order the activation copies");
+      err = cuda::FloatToBf16Device(dscratch_.data.data(), count, pipe_.out.data(), cs);
+      if (err.empty() &&
+          (cudaEventRecord(pipe_.converted, cs) != cudaSuccess ||
+           cudaStreamWaitEvent(pipe_.stream, pipe_.converted, 0) != cudaSuccess ||
+           cudaMemcpyAsync(b->host.data() + off, pipe_.out.data(), count * sizeof(uint16_t), cudaMemcpyDeviceToHost,
+                           pipe_.stream) != cudaSuccess ||
+           cudaEventRecord(pipe_.saved, pipe_.stream) != cudaSuccess))
         return absl::InternalError("cannot copy calibration activations to host memory");
     }
     if (!err.empty()) return absl::InternalError(err);
@@ -353,7 +452,7 @@ class CudaBlockBackend final : public BlockBackend {
   std::unique_ptr<AwqDeviceLossFactory> awq_;
   std::vector<StoredBatch> batches_;
   DeviceHiddenStates dscratch_;      // one slice, fp32: what the blocks run on
-  DeviceArray<uint16_t> staging_;    // kHost: one slice of bf16 on its way to or from the host
+  HostPipe pipe_;                    // kHost: slices of bf16 on their way to or from the host
   uint64_t peak_device_bytes_ = 0;
 };
 
