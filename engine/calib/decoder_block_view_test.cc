@@ -208,19 +208,10 @@ class RecordingHooks : public CalibHooks {
 // pass computes, on a Llama 4 variant with a rope layer (interleaved pairs, L2 norm after the rotation), a no-rope
 // layer (q scaled by position) and chunked attention (chunks of 4 in sequences of 12).
 TEST(DecoderBlockViewTest, Llama4AttentionParentAndKvObserverFollowTheBlock) {
-  namespace fs = std::filesystem;
-  std::string tmp = (fs::temp_directory_path() / "llmc-block-view-test-XXXXXX").string();
-  ASSERT_NE(mkdtemp(tmp.data()), nullptr);
-  nlohmann::json cfg = testing_util::ReadJson(testing_util::TestDataDir() + "/tiny-llama4text/config.json");
-  cfg["no_rope_layers"] = {1, 0};
-  cfg["attention_chunk_size"] = 4;
-  cfg["attn_temperature_tuning"] = true;
-  cfg["floor_scale"] = 2;
-  cfg["attn_scale"] = 0.5;
-  std::ofstream(tmp + "/config.json") << cfg.dump();
-  fs::copy_file(testing_util::TestDataDir() + "/tiny-llama4text/model.safetensors", tmp + "/model.safetensors");
+  const std::string tmp = testing_util::WriteLlama4Variant(4);
+  ASSERT_FALSE(tmp.empty());
   auto opened = CausalLm::Open(tmp, {.threads = 1});
-  fs::remove_all(tmp);
+  std::filesystem::remove_all(tmp);
   ASSERT_TRUE(opened.ok()) << opened.status();
   CausalLm& lm = **opened;
   const ModelSpec& spec = lm.spec();

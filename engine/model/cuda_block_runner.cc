@@ -540,7 +540,7 @@ absl::Status CudaBlockRunner::RunExpert(const CudaBlockWeights::Linear& gate, co
 
 absl::Status CudaBlockRunner::RunMoe(CudaBlockWeights* w, int64_t rows, CudaLinearHooks* hooks) {
   const MoeSpec& moe = spec_.moe;
-  const int64_t H = spec_.hidden_size, E = moe.num_experts, K = moe.top_k;
+  const int64_t H = spec_.hidden_size, E = moe.num_experts;
   const cuda::GemmPrecision p = w->precision_;
   cudaStream_t s = ctx_->stream();
   // Router logits to the host; the routing (softmax, top-k) is the CPU's, so both runtimes pick the same experts.
@@ -553,23 +553,7 @@ absl::Status CudaBlockRunner::RunMoe(CudaBlockWeights* w, int64_t rows, CudaLine
   const MoeRouting routing = RouteTokens(moe, host_logits_.data(), rows);
   if (moe.style == MoeStyle::kLlama4) return RunLlama4Experts(w, routing, rows, hooks);
   // Every expert's token list and weights, one after the other, then the shared expert's (all tokens).
-  std::vector<int32_t> idx;
-  std::vector<float> scale;
-  std::vector<int64_t> offset(E + 1, 0);
-  idx.reserve(rows * (K + 1));
-  scale.reserve(rows * (K + 1));
-  for (int64_t e = 0; e < E; ++e) {
-    offset[e] = static_cast<int64_t>(idx.size());
-    idx.insert(idx.end(), routing.tokens[e].begin(), routing.tokens[e].end());
-    scale.insert(scale.end(), routing.weights[e].begin(), routing.weights[e].end());
-  }
-  offset[E] = static_cast<int64_t>(idx.size());
-  for (int64_t t = 0; t < rows; ++t) idx.push_back(static_cast<int32_t>(t));
-  // Pageable host memory: each copy has left the host buffer when it returns.
-  LLMC_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(rows_idx_.data(), idx.data(), idx.size() * sizeof(int32_t), cudaMemcpyHostToDevice, s));
-  LLMC_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(scales_.data(), scale.data(), scale.size() * sizeof(float), cudaMemcpyHostToDevice, s));
+  LLMC_ASSIGN_OR_RETURN(const std::vector<int64_t> offset, UploadRouting(routing, rows, /*all_rows=*/true));
   LLMC_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(proj_.data(), 0, rows * H * sizeof(float), s));
   const bool all = hooks != nullptr && hooks->SeeAllExperts();
   for (int64_t e = 0; e < E; ++e) {
@@ -604,6 +588,33 @@ absl::Status CudaBlockRunner::RunMoe(CudaBlockWeights* w, int64_t rows, CudaLine
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<int64_t>> CudaBlockRunner::UploadRouting(const MoeRouting& routing, int64_t rows,
+                                                                    bool all_rows) {
+  const int64_t E = spec_.moe.num_experts;
+  std::vector<int32_t> idx;
+  std::vector<float> scale;
+  std::vector<int64_t> offset(E + 1, 0);
+  idx.reserve(rows * (spec_.moe.top_k + 1));
+  scale.reserve(rows * (spec_.moe.top_k + 1));
+  for (int64_t e = 0; e < E; ++e) {
+    offset[e] = static_cast<int64_t>(idx.size());
+    idx.insert(idx.end(), routing.tokens[e].begin(), routing.tokens[e].end());
+    scale.insert(scale.end(), routing.weights[e].begin(), routing.weights[e].end());
+  }
+  offset[E] = static_cast<int64_t>(idx.size());
+  if (all_rows)
+    for (int64_t t = 0; t < rows; ++t) idx.push_back(static_cast<int32_t>(t));
+  cudaStream_t s = ctx_->stream();
+  // Pageable host memory: each copy has left the host buffer when it returns.
+  if (!idx.empty())
+    LLMC_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(rows_idx_.data(), idx.data(), idx.size() * sizeof(int32_t), cudaMemcpyHostToDevice, s));
+  if (!scale.empty())
+    LLMC_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(scales_.data(), scale.data(), scale.size() * sizeof(float), cudaMemcpyHostToDevice, s));
+  return offset;
+}
+
 absl::Status CudaBlockRunner::RunLlama4Experts(CudaBlockWeights* w, const MoeRouting& routing, int64_t rows,
                                                CudaLinearHooks* hooks) {
   const int64_t H = spec_.hidden_size, E = spec_.moe.num_experts;
@@ -611,21 +622,7 @@ absl::Status CudaBlockRunner::RunLlama4Experts(CudaBlockWeights* w, const MoeRou
   cudaStream_t s = ctx_->stream();
   if (w->shared_gate_.meta.out_features == 0)
     return absl::InternalError("a Llama 4 MoE layer without its shared expert");
-  std::vector<int32_t> idx;
-  std::vector<float> scale;
-  std::vector<int64_t> offset(E + 1, 0);
-  for (int64_t e = 0; e < E; ++e) {
-    offset[e] = static_cast<int64_t>(idx.size());
-    idx.insert(idx.end(), routing.tokens[e].begin(), routing.tokens[e].end());
-    scale.insert(scale.end(), routing.weights[e].begin(), routing.weights[e].end());
-  }
-  offset[E] = static_cast<int64_t>(idx.size());
-  if (!idx.empty()) {
-    LLMC_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(rows_idx_.data(), idx.data(), idx.size() * sizeof(int32_t), cudaMemcpyHostToDevice, s));
-    LLMC_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(scales_.data(), scale.data(), scale.size() * sizeof(float), cudaMemcpyHostToDevice, s));
-  }
+  LLMC_ASSIGN_OR_RETURN(const std::vector<int64_t> offset, UploadRouting(routing, rows, /*all_rows=*/false));
   LLMC_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(proj_.data(), 0, rows * H * sizeof(float), s));
   const bool all = hooks != nullptr && hooks->SeeAllExperts();
   for (int64_t e = 0; e < E; ++e) {

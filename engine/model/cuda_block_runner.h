@@ -161,6 +161,9 @@ class CudaBlockRunner {
   // Llama 4's sparse layers: each routed token's expert input scaled by its sigmoid router weight, the expert
   // outputs added unscaled, then the ungated shared expert (moe.cc RunLlama4Experts).
   absl::Status RunLlama4Experts(CudaBlockWeights* w, const MoeRouting& routing, int64_t rows, CudaLinearHooks* hooks);
+  // Every expert's routed tokens and weights one after the other into rows_idx_ / scales_ (expert e's at [offset[e],
+  // offset[e + 1]) of the returned offsets); with all_rows the indices 0..rows-1 follow (the shared expert's).
+  absl::StatusOr<std::vector<int64_t>> UploadRouting(const MoeRouting& routing, int64_t rows, bool all_rows);
   // Llama 4: the ones used as the L2 norm's weight and as unit routing scales (at least n), and the query
   // temperatures of a no-rope layer's positions 0..T-1.
   absl::Status ReserveLlama4(int64_t n, int64_t T);

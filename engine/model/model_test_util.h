@@ -47,4 +47,23 @@ inline std::vector<float> RandomVector(size_t n, uint32_t seed, float lo = -1.0f
   return v;
 }
 
+// A copy of tiny-llama4text, in a new temporary directory the caller removes, with what its parity model does not
+// exercise: layer 1 a no-rope layer (query temperature tuning, floor_scale 2, attn_scale 0.5) and attention in
+// chunks of `chunk` tokens on every layer. Empty on failure.
+inline std::string WriteLlama4Variant(int64_t chunk) {
+  namespace fs = std::filesystem;
+  std::string dir = (fs::temp_directory_path() / "llmc-llama4-variant-XXXXXX").string();
+  if (mkdtemp(dir.data()) == nullptr) return "";
+  nlohmann::json cfg = ReadJson(TestDataDir() + "/tiny-llama4text/config.json");
+  cfg["no_rope_layers"] = {1, 0};
+  cfg["attention_chunk_size"] = chunk;
+  cfg["attn_temperature_tuning"] = true;
+  cfg["floor_scale"] = 2;
+  cfg["attn_scale"] = 0.5;
+  std::ofstream(dir + "/config.json") << cfg.dump();
+  std::error_code ec;
+  fs::copy_file(TestDataDir() + "/tiny-llama4text/model.safetensors", dir + "/model.safetensors", ec);
+  return ec ? "" : dir;
+}
+
 }  // namespace llmc::testing_util

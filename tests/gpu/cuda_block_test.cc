@@ -345,19 +345,10 @@ TEST_P(CudaBlockTest, AllExpertsModeMatchesCpu) {
 // RunDecoderBlock (fp32; with chunking of the runner's batch) and the perplexity in every precision.
 TEST(CudaLlama4Test, NoRopeAndChunkedLayersMatchCpu) {
   LLMC_SKIP_WITHOUT_CUDA();
-  namespace fs = std::filesystem;
-  std::string tmp = (fs::temp_directory_path() / "llmc-cuda-llama4-XXXXXX").string();
-  ASSERT_NE(mkdtemp(tmp.data()), nullptr);
-  json cfg = testing_util::ReadJson(gpu_test::ModelTestData() + "/tiny-llama4text/config.json");
-  cfg["no_rope_layers"] = {1, 0};
-  cfg["attention_chunk_size"] = 8;
-  cfg["attn_temperature_tuning"] = true;
-  cfg["floor_scale"] = 2;
-  cfg["attn_scale"] = 0.5;
-  std::ofstream(tmp + "/config.json") << cfg.dump();
-  fs::copy_file(gpu_test::ModelTestData() + "/tiny-llama4text/model.safetensors", tmp + "/model.safetensors");
+  const std::string tmp = testing_util::WriteLlama4Variant(8);
+  ASSERT_FALSE(tmp.empty());
   auto opened = CausalLm::Open(tmp, {.threads = 4});
-  fs::remove_all(tmp);
+  std::filesystem::remove_all(tmp);
   ASSERT_TRUE(opened.ok()) << opened.status();
   CausalLm& lm = **opened;
   const ModelSpec& spec = lm.spec();
