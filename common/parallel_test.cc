@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -28,9 +29,12 @@ TEST(ParallelForTest, RunsEveryIndexOnceOnSeveralThreads) {
 
 TEST(ParallelForTest, FirstErrorWinsAndStopsNewWork) {
   std::atomic<int64_t> calls{0};
+  // Every other index takes a millisecond, so the two threads that do not hold index 5 would need seconds to run
+  // out the range: the failing thread records its error long before, however the machine schedules it.
   absl::Status s = ParallelFor(10000, 3, [&](int64_t i) -> absl::Status {
     ++calls;
     if (i == 5) return absl::DataLossError("index 5");
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
     return absl::OkStatus();
   });
   EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
