@@ -397,5 +397,55 @@ TEST(HttpConsoleOptionsTest, Ipv6AddressAndConnectionLimits) {
   (*s)->Shutdown();
 }
 
+// A bad --http-listen, or an HTTP port in use, stops the start naming the flag, before the gRPC port is taken: the
+// same data directory and gRPC port start cleanly right after.
+TEST(HttpConsoleOptionsTest, BadOrTakenHttpListenStopsTheStart) {
+  testing::TempDir tmp;
+  auto free_port = [] {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    int port = 0;
+    if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
+      port = ntohs(a.sin_port);
+    if (fd >= 0) ::close(fd);
+    return port;
+  };
+  const int grpc_port = free_port();
+  ASSERT_GT(grpc_port, 0);
+  ServerOptions o;
+  o.data_dir = tmp.path() + "/data";
+  o.listen = absl::StrCat("127.0.0.1:", grpc_port);
+  o.http_listen = "127.0.0.1";
+  auto bad = Server::Start(o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("--http-listen 127.0.0.1: give HOST:PORT"));
+
+  // An HTTP port someone else listens on.
+  int taken = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(taken, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  ASSERT_EQ(::bind(taken, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(::listen(taken, 1), 0);
+  ASSERT_EQ(::getsockname(taken, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  o.http_listen = absl::StrCat("127.0.0.1:", ntohs(a.sin_port));
+  auto busy = Server::Start(o);
+  ::close(taken);
+  ASSERT_FALSE(busy.ok());
+
+  o.http_listen = "127.0.0.1:0";
+  auto s = Server::Start(o);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ((*s)->grpc_port(), grpc_port);
+  (*s)->Shutdown();
+}
+
 }  // namespace
 }  // namespace llmc::server

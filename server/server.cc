@@ -130,6 +130,25 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& o) {
   impl->api = std::make_unique<CompressionService>(impl->coordinator.get(), impl->auth.get(), impl->metrics.get());
   impl->workers = std::make_unique<WorkerServiceImpl>(impl->coordinator.get(), impl->auth.get(), impl->metrics.get());
 
+  // The HTTP side first: a bad HTTP option or a taken port stops the start before any gRPC port is open.
+  if (!o.http_listen.empty()) {
+    std::string host = o.http_listen;
+    int port = 0;
+    auto colon = o.http_listen.rfind(':');
+    if (colon == std::string::npos || !absl::SimpleAtoi(o.http_listen.substr(colon + 1), &port))
+      return absl::InvalidArgumentError(absl::StrCat("--http-listen ", o.http_listen, ": give HOST:PORT"));
+    host = o.http_listen.substr(0, colon);
+    HttpOptions ho;
+    ho.web_dir = o.web_dir;
+    ho.metrics_auth = o.metrics_auth;
+    ho.max_connections = o.http_max_connections;
+    ho.max_connections_per_client = o.http_max_connections_per_client;
+    impl->http = std::make_unique<HttpApi>(impl->coordinator.get(), impl->auth.get(), impl->metrics.get(), ho);
+    LLMC_RETURN_IF_ERROR(impl->http->Start(host, port));
+    spdlog::info("HTTP (/metrics, /healthz, /api/v1) on {}:{}", host, impl->http->port());
+    if (!impl->http->web_dir().empty())
+      spdlog::info("web console on http://{}:{}/console/ (files in {})", host, impl->http->port(), impl->http->web_dir());
+  }
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder b;
@@ -155,24 +174,6 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& o) {
     return absl::UnavailableError(absl::StrCat("--listen ", o.listen, ": cannot listen (in use?); choose another port"));
   impl->grpc->GetHealthCheckService()->SetServingStatus(true);
   spdlog::info("gRPC API on {} (port {}){}", o.listen, impl->grpc_port, o.tls_cert.empty() ? "" : " with TLS");
-  if (!o.http_listen.empty()) {
-    std::string host = o.http_listen;
-    int port = 0;
-    auto colon = o.http_listen.rfind(':');
-    if (colon == std::string::npos || !absl::SimpleAtoi(o.http_listen.substr(colon + 1), &port))
-      return absl::InvalidArgumentError(absl::StrCat("--http-listen ", o.http_listen, ": give HOST:PORT"));
-    host = o.http_listen.substr(0, colon);
-    HttpOptions ho;
-    ho.web_dir = o.web_dir;
-    ho.metrics_auth = o.metrics_auth;
-    ho.max_connections = o.http_max_connections;
-    ho.max_connections_per_client = o.http_max_connections_per_client;
-    impl->http = std::make_unique<HttpApi>(impl->coordinator.get(), impl->auth.get(), impl->metrics.get(), ho);
-    LLMC_RETURN_IF_ERROR(impl->http->Start(host, port));
-    spdlog::info("HTTP (/metrics, /healthz, /api/v1) on {}:{}", host, impl->http->port());
-    if (!impl->http->web_dir().empty())
-      spdlog::info("web console on http://{}:{}/console/ (files in {})", host, impl->http->port(), impl->http->web_dir());
-  }
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
