@@ -84,7 +84,11 @@ absl::Status CudaCausalLm::LoadLmHead(LinearHooks* hooks) {
         lm_->dir().path(), ": the checkpoint quantizes lm_head's activations; the CUDA runtime evaluates them for "
         "decoder blocks only; use --device cpu (or --activations weights-only)"));
   LLMC_RETURN_IF_ERROR(ctx_->Synchronize());  // a previous head may still be in use
-  head_meta_ = LinearWeight{head.name, head.layer, head.out_features, head.in_features, {}, {}};
+  head_meta_ = LinearWeight{};
+  head_meta_.name = head.name;
+  head_meta_.layer = head.layer;
+  head_meta_.out_features = head.out_features;
+  head_meta_.in_features = head.in_features;
   const int64_t n = head.out_features * head.in_features;
   if (options_.precision == cuda::GemmPrecision::kBf16) {
     std::vector<uint16_t> bits(static_cast<size_t>(n));
