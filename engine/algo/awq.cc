@@ -67,9 +67,18 @@ std::vector<std::string> AwqInputs(const AwqParams& params, const std::vector<st
   return out;
 }
 
-absl::StatusOr<std::vector<AwqGridPoint>> AwqGrid(int n_grid, bool duo_scaling) {
+absl::StatusOr<std::vector<AwqGridPoint>> AwqGrid(int n_grid, bool duo_scaling, bool both) {
   std::vector<AwqGridPoint> grid;
-  if (duo_scaling) {
+  if (both) {
+    const int n = n_grid / 2;
+    if (n < 2)
+      return absl::InvalidArgumentError(absl::StrCat("AWQModifier.n_grid ", n_grid,
+                                                     " is too small with duo_scaling: both: the grid is n_grid / 2 "
+                                                     "ratios i / (n_grid / 2 - 1), each without and with duo scaling; "
+                                                     "use n_grid >= 4"));
+    for (int i = 0; i < n; ++i)
+      for (bool duo : {false, true}) grid.push_back({static_cast<double>(i) / (n - 1), duo});
+  } else if (duo_scaling) {
     if (n_grid < 3)
       return absl::InvalidArgumentError(absl::StrCat("AWQModifier.n_grid ", n_grid,
                                                      " is too small with duo_scaling: the grid is the identity plus "
@@ -96,38 +105,43 @@ absl::StatusOr<std::vector<double>> AwqWeightMeans(absl::Span<const LinearWeight
       return absl::InvalidArgumentError(absl::StrCat(w->name, ": ", w->in_features, " input features, the first balance Linear ",
                                                      cols, "; AWQ balances Linears that read one input"));
     const int64_t rows = w->out_features;
-    // The chunk that shares one amax: a group of a row, a whole row, or the whole tensor.
-    int64_t chunk = cols;
-    bool whole = false;
+    // The chunk that shares one amax: a group of a row, a whole row, a block of rows and columns (edge blocks
+    // partial, as the block quantizer takes them) or the whole tensor.
+    int64_t chunk_rows = 1, chunk_cols = cols;
     switch (args.strategy) {
       case Strategy::kGroup:
       case Strategy::kTensorGroup:
-        chunk = args.group_size.value_or(0);
-        if (chunk <= 0 || cols % chunk != 0)
+        chunk_cols = args.group_size.value_or(0);
+        if (chunk_cols <= 0 || cols % chunk_cols != 0)
           return absl::InvalidArgumentError(absl::StrCat(w->name, ": in_features ", cols, " is not divisible by group_size ",
-                                                         chunk, "; AWQ needs whole groups"));
+                                                         chunk_cols, "; AWQ needs whole groups"));
         break;
       case Strategy::kChannel:
         break;
       case Strategy::kTensor:
-        whole = true;
+        chunk_rows = rows;
+        break;
+      case Strategy::kBlock:
+        if (!args.block_structure || (*args.block_structure)[0] < 1 || (*args.block_structure)[1] < 1)
+          return absl::InvalidArgumentError(absl::StrCat(w->name, ": the block strategy needs a block_structure"));
+        chunk_rows = (*args.block_structure)[0];
+        chunk_cols = (*args.block_structure)[1];
         break;
       default:
-        return absl::InvalidArgumentError(absl::StrCat(w->name, ": AWQ's weight means support the tensor, channel and group "
-                                                       "strategies, not ", StrategyName(args.strategy)));
+        return absl::InvalidArgumentError(absl::StrCat(w->name, ": AWQ's weight means support the tensor, channel, "
+                                                       "group, tensor_group and block strategies, not ",
+                                                       StrategyName(args.strategy)));
     }
-    float tensor_amax = 0.0f;
-    if (whole)
-      for (float v : w->weight) tensor_amax = std::max(tensor_amax, std::fabs(v));
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t g = 0; g < cols; g += chunk) {
-        const float* row = w->weight.data() + r * cols + g;
-        float amax = tensor_amax;
-        if (!whole)
-          for (int64_t c = 0; c < chunk; ++c) amax = std::max(amax, std::fabs(row[c]));
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk_rows)
+      for (int64_t c0 = 0; c0 < cols; c0 += chunk_cols) {
+        const int64_t r1 = std::min(rows, r0 + chunk_rows), c1 = std::min(cols, c0 + chunk_cols);
+        float amax = 0.0f;
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t c = c0; c < c1; ++c) amax = std::max(amax, std::fabs(w->weight[r * cols + c]));
         // |w|.div_(amax + 1e-6) in the model dtype: the divisor and each quotient rounded to it.
         const float d = RoundToDType(amax + 1e-6f, dtype);
-        for (int64_t c = 0; c < chunk; ++c) sum[g + c] += RoundToDType(std::fabs(row[c]) / d, dtype);
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t c = c0; c < c1; ++c) sum[c] += RoundToDType(std::fabs(w->weight[r * cols + c]) / d, dtype);
       }
     rows_total += rows;
   }
@@ -159,7 +173,7 @@ std::vector<double> AwqScales(absl::Span<const double> x_mean, absl::Span<const 
 
 absl::StatusOr<std::vector<float>> AwqTrialWeight(const std::string& module, const std::vector<float>& w, int64_t rows,
                                                   int64_t cols, const ConfigGroup& group, DType dtype,
-                                                  absl::Span<const double> s) {
+                                                  absl::Span<const double> s, std::optional<float> global_scale) {
   if (static_cast<int64_t>(w.size()) != rows * cols || static_cast<int64_t>(s.size()) != cols)
     return absl::InvalidArgumentError(absl::StrCat(module, ": AwqTrialWeight got ", w.size(), " weights and ", s.size(),
                                                    " scales for [", rows, ", ", cols, "]"));
@@ -172,7 +186,7 @@ absl::StatusOr<std::vector<float>> AwqTrialWeight(const std::string& module, con
   QuantArgs args = *group.scheme.weights;
   args.observer = "memoryless_minmax";
   args.observer_kwargs = nlohmann::json::object();
-  LLMC_ASSIGN_OR_RETURN(auto bufs, QuantizeWeight(view, args, group.format));
+  LLMC_ASSIGN_OR_RETURN(auto bufs, QuantizeWeight(view, args, group.format, global_scale));
   LLMC_ASSIGN_OR_RETURN(auto q, DequantizeWeight(rows, cols, dtype, args, group.format, bufs));
   // The library dequantizes in the model dtype ((q - zp) * scale rounded to it), divides by the fp64 scales and
   // stores the quotient in the model dtype.
@@ -199,11 +213,14 @@ class HostAwqLoss final : public AwqLossEvaluator {
   }
 
   absl::StatusOr<double> Loss(absl::Span<const double> s) override {
+    LLMC_ASSIGN_OR_RETURN(const auto global, FusedGlobalScales(s));
     for (size_t b = 0; b < balance_.size(); ++b) {
       if (!quantized_[b]) continue;
       const LinearWeight& w = *balance_[b];
+      std::optional<float> gs;
+      if (auto it = global.find(InputGroup(w.name)); it != global.end()) gs = it->second;
       LLMC_ASSIGN_OR_RETURN(trial_[b], AwqTrialWeight(w.name, w.weight, w.out_features, w.in_features,
-                                                      *block_->weight_group(w.name), block_->dtype(), s));
+                                                      *block_->weight_group(w.name), block_->dtype(), s, gs));
     }
     LLMC_RETURN_IF_ERROR(block_->ParentForward(balance_, trial_ptrs_, &out_));
     if (out_.size() != reference_.size()) return absl::InternalError("ParentForward changed its output size");
@@ -216,6 +233,39 @@ class HostAwqLoss final : public AwqLossEvaluator {
   }
 
  private:
+  static bool FusesGlobalScale(const ConfigGroup* g) {
+    return g && g->scheme.weights && g->scheme.weights->is_fp4() && g->scheme.weights->strategy == Strategy::kTensorGroup;
+  }
+  // NVFP4's global scale of each fused input group (q/k/v, gate/up) holding a balance Linear, over the trial's W s
+  // of the balance Linears and the weights as held of the group's other members, as the library's fused observers
+  // see them in the search. Empty for other schemes.
+  absl::StatusOr<std::map<std::string, float>> FusedGlobalScales(absl::Span<const double> s) {
+    std::map<std::string, float> amax;
+    const DType dtype = block_->dtype();
+    for (size_t b = 0; b < balance_.size(); ++b) {
+      if (!quantized_[b] || !FusesGlobalScale(block_->weight_group(balance_[b]->name))) continue;
+      const LinearWeight& w = *balance_[b];
+      float& a = amax[InputGroup(w.name)];
+      for (int64_t r = 0; r < w.out_features; ++r)
+        for (int64_t c = 0; c < w.in_features; ++c)
+          a = std::max(a, std::fabs(RoundToDType(static_cast<float>(w.weight[r * w.in_features + c] * s[c]), dtype)));
+    }
+    if (amax.empty()) return amax;
+    for (const LinearWeight* lw : block_->linears()) {
+      auto it = amax.find(InputGroup(lw->name));
+      if (it == amax.end() || std::find(balance_.begin(), balance_.end(), lw) != balance_.end() ||
+          !FusesGlobalScale(block_->weight_group(lw->name)))
+        continue;
+      for (float v : lw->weight) it->second = std::max(it->second, std::fabs(RoundToDType(v, dtype)));
+    }
+    std::map<std::string, float> out;
+    for (const auto& [group, a] : amax) {
+      if (!std::isfinite(a)) return absl::InvalidArgumentError(absl::StrCat(group, ": weight contains NaN or Inf"));
+      out[group] = NvFp4GlobalScale(a, dtype);
+    }
+    return out;
+  }
+
   HostAwqLoss(BlockView* block, absl::Span<LinearWeight* const> balance, const std::vector<bool>& quantized)
       : block_(block), balance_(balance.begin(), balance.end()), quantized_(quantized), trial_(balance.size()) {
     for (size_t b = 0; b < trial_.size(); ++b) trial_ptrs_.push_back(quantized_[b] ? &trial_[b] : nullptr);
@@ -232,7 +282,7 @@ class HostAwqLoss final : public AwqLossEvaluator {
 
 absl::StatusOr<std::vector<AwqChoice>> ApplyAwq(const AwqParams& params, BlockView* block) {
   const DType dtype = block->dtype();
-  LLMC_ASSIGN_OR_RETURN(const std::vector<AwqGridPoint> grid, AwqGrid(params.n_grid, params.duo_scaling));
+  LLMC_ASSIGN_OR_RETURN(const std::vector<AwqGridPoint> grid, AwqGrid(params.n_grid, params.duo_scaling, params.duo_scaling_both));
   std::vector<AwqChoice> chosen;
   std::map<std::string, LinearWeight*> by_name;
   std::vector<std::string> linear_names, norm_names, routers;

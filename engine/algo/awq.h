@@ -8,7 +8,8 @@
 // calibration token and w_mean_c = the mean over the balance Linears' rows of |W[r, c]| / (max |W| of c's
 // quantization group in that row + 1e-6), that quotient taken in the model dtype (AwqWeightMeans). The grid
 // (AwqGrid): with duo_scaling, the identity (r = 0 without duo scaling, s = 1) and then r = i / (n_grid - 2) with
-// duo scaling for i in [0, n_grid - 1); without it r = i / (n_grid - 1) for i in [0, n_grid). Both end at r = 1.
+// duo scaling for i in [0, n_grid - 1); without it r = i / (n_grid - 1) for i in [0, n_grid); with duo_scaling: both
+// r = i / (n - 1) for i in [0, n), n = n_grid / 2, each without and then with duo scaling. All end at r = 1.
 // For each point the balance weights become Q(W s) / s (AwqTrialWeight: W s rounded to the model dtype,
 // quantize-dequantized with their scheme, divided by s and rounded again) and the point whose weights give the
 // parent module's output (BlockView::ParentForward, on the inputs captured for the search) closest in mean squared
@@ -34,6 +35,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -86,9 +88,10 @@ struct AwqGridPoint {
   double ratio = 0;
   bool duo = true;
 };
-// The grid of the file comment. INVALID_ARGUMENT for n_grid < 3 with duo scaling or n_grid < 2 without (the
-// library divides by n_grid - 2, resp. n_grid - 1).
-absl::StatusOr<std::vector<AwqGridPoint>> AwqGrid(int n_grid, bool duo_scaling);
+// The grid of the file comment; with `both` (duo_scaling: both) n = n_grid / 2 ratios r = i / (n - 1), each first
+// without and then with duo scaling (the first point is the identity). INVALID_ARGUMENT for n_grid < 3 with duo
+// scaling, n_grid < 2 without, n_grid < 4 with both (the library divides by n_grid - 2, n_grid - 1, n - 1).
+absl::StatusOr<std::vector<AwqGridPoint>> AwqGrid(int n_grid, bool duo_scaling, bool both = false);
 
 // w_mean over `weights` ([out_features, cols] each, model-dtype values in fp32) quantized with `args` (groups of
 // args.group_size columns, whole rows for the channel strategy, the whole tensor for the tensor strategy): the
@@ -104,11 +107,14 @@ std::vector<double> AwqScales(absl::Span<const double> x_mean, absl::Span<const 
 // Q(W diag(s)) diag(s)^-1 for w [rows, cols] under `group`'s weight scheme in `dtype`: W s rounded to dtype,
 // round-to-nearest quantize-dequantize (QuantizeWeight / DequantizeWeight with the memoryless min-max observer, as
 // the library's search uses whatever the scheme's observer), the dequantized value rounded to dtype (the library
-// dequantizes in it), divided by s and rounded to dtype.
+// dequantizes in it), divided by s and rounded to dtype. Every weight scheme llmc writes works: integer, FP8
+// (tensor, channel, block), NVFP4 and MX. `global_scale`: NVFP4's, shared by a fused group (q/k/v, gate/up) as the
+// library's fused observers share it in the search; absent: the tensor's own.
 // Errors of the quantizer as they come (naming `module`).
 absl::StatusOr<std::vector<float>> AwqTrialWeight(const std::string& module, const std::vector<float>& w, int64_t rows,
                                                   int64_t cols, const ConfigGroup& group, DType dtype,
-                                                  absl::Span<const double> s);
+                                                  absl::Span<const double> s,
+                                                  std::optional<float> global_scale = std::nullopt);
 
 // Searches and applies the scales of every mapping of `params` that resolves in `block` (see the file comment),
 // in mapping order: a mapping sees the block as the earlier ones left it. A mapping whose first balance Linear is an

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
+#include <optional>
 #include <cmath>
 #include <memory>
 #include <random>
@@ -124,6 +126,79 @@ TEST(AwqTest, InitialLossIsTheRtnLoss) {
   EXPECT_NEAR((*r)[0].initial_loss, mse, 1e-12 * mse);
 }
 
+// A device evaluator, when the view offers one, computes every grid point's loss; the host forward is not run.
+class ScriptedLoss final : public AwqLossEvaluator {
+ public:
+  explicit ScriptedLoss(std::vector<double> losses, std::vector<std::vector<double>>* seen)
+      : losses_(std::move(losses)), seen_(seen) {}
+  absl::StatusOr<double> Loss(absl::Span<const double> s) override {
+    seen_->emplace_back(s.begin(), s.end());
+    return losses_.at(seen_->size() - 1);
+  }
+
+ private:
+  std::vector<double> losses_;
+  std::vector<std::vector<double>>* seen_;
+};
+
+// AWQ on float weight schemes (FP8 per tensor, per channel and in blocks, NVFP4, MXFP4): the identity point's loss
+// is the RTN loss of the scheme, each Linear quantized alone except NVFP4's q/k/v, which share one global scale
+// (the library's fused observers); k_proj's weights are made 8x larger so the shared global scale differs from q's
+// and v's own. A duo-scaled point beats the identity on the outlier inputs.
+TEST(AwqTest, FloatSchemesSearchFromTheirOwnRtn) {
+  for (const char* preset : {"FP8", "FP8_DYNAMIC", "FP8_BLOCK", "NVFP4A16", "MXFP4A16"}) {
+    SCOPED_TRACE(preset);
+    auto make = [&](FakeBlockView* v) {
+      Fill(v, DType::kBF16);
+      for (float& w : v->linear("self_attn.k_proj")->weight) w *= 8.0f;
+      v->Quantize(preset);
+    };
+    FakeBlockView b(DType::kBF16), rtn(DType::kBF16);
+    make(&b);
+    make(&rtn);
+    std::vector<LinearWeight*> qkv = {rtn.linear("self_attn.q_proj"), rtn.linear("self_attn.k_proj"),
+                                      rtn.linear("self_attn.v_proj")};
+    const ConfigGroup& g = *rtn.weight_group(qkv[0]->name);
+    std::optional<float> fused;
+    if (std::string(preset) == "NVFP4A16") {
+      float amax = 0;
+      for (const LinearWeight* w : qkv)
+        for (float v : w->weight) amax = std::max(amax, std::fabs(v));
+      fused = NvFp4GlobalScale(amax, DType::kBF16);
+    }
+    auto rtn_loss = [&](std::optional<float> global) {
+      std::vector<float> ref, out;
+      std::vector<std::vector<float>> q(3);
+      std::vector<const std::vector<float>*> held(3, nullptr), qp;
+      EXPECT_TRUE(rtn.ParentForward(qkv, held, &ref).ok());
+      for (int i = 0; i < 3; ++i) {
+        const LinearWeight& w = *qkv[i];
+        auto bytes = ToDTypeBytes(w.weight, DType::kBF16);
+        WeightView view{w.name, bytes.data(), DType::kBF16, w.out_features, w.in_features};
+        auto bufs = QuantizeWeight(view, *g.scheme.weights, g.format, global);
+        EXPECT_TRUE(bufs.ok()) << bufs.status();
+        q[i] = *DequantizeWeight(w.out_features, w.in_features, DType::kBF16, *g.scheme.weights, g.format, *bufs);
+        for (float& v : q[i]) v = RoundBF16(v);
+        qp.push_back(&q[i]);
+      }
+      EXPECT_TRUE(rtn.ParentForward(qkv, qp, &out).ok());
+      double mse = 0;
+      for (size_t k = 0; k < out.size(); ++k) {
+        const double d = static_cast<double>(out[k]) - ref[k];
+        mse += d * d;
+      }
+      return mse / static_cast<double>(out.size());
+    };
+    const double expected = rtn_loss(fused);
+    auto r = ApplyAwq(QkvMapping(10), &b);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_NEAR((*r)[0].initial_loss, expected, 1e-9 * expected);
+    if (fused) EXPECT_GT(std::fabs((*r)[0].initial_loss - rtn_loss(std::nullopt)), 1e-6 * expected);
+    EXPECT_TRUE((*r)[0].duo);
+    EXPECT_LT((*r)[0].loss, (*r)[0].initial_loss);
+  }
+}
+
 TEST(AwqTest, GridIsTheIdentityThenDuoRatiosFromZeroToOne) {
   auto g = AwqGrid(20, true);
   ASSERT_TRUE(g.ok());
@@ -147,6 +222,44 @@ TEST(AwqTest, GridIsTheIdentityThenDuoRatiosFromZeroToOne) {
   EXPECT_EQ(AwqGrid(1, false).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(AwqGrid(3, true).ok());
   EXPECT_TRUE(AwqGrid(2, false).ok());
+}
+
+// duo_scaling: both: n_grid / 2 ratios i / (n_grid / 2 - 1), each without and then with duo scaling (the library's
+// _get_grid_search_params); an odd n_grid rounds down; fewer than 4 points is refused.
+TEST(AwqTest, GridWithBothAlternatesPlainAndDuoPoints) {
+  auto g = AwqGrid(20, true, true);
+  ASSERT_TRUE(g.ok()) << g.status();
+  ASSERT_EQ(g->size(), 20u);
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_FALSE((*g)[2 * i].duo);
+    EXPECT_TRUE((*g)[2 * i + 1].duo);
+    EXPECT_DOUBLE_EQ((*g)[2 * i].ratio, i / 9.0);
+    EXPECT_DOUBLE_EQ((*g)[2 * i + 1].ratio, i / 9.0);
+  }
+  EXPECT_EQ((*g)[0].ratio, 0.0);  // the identity first
+  EXPECT_EQ((*g)[19].ratio, 1.0);
+  auto odd = AwqGrid(7, true, true);
+  ASSERT_TRUE(odd.ok());
+  ASSERT_EQ(odd->size(), 6u);
+  EXPECT_DOUBLE_EQ((*odd)[2].ratio, 0.5);
+  EXPECT_EQ(AwqGrid(3, true, true).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(AwqGrid(3, true, true).status().message()), HasSubstr("n_grid >= 4"));
+  // On a block: the points searched are the grid's (the identity, then r = 0 with duo scaling, ...).
+  FakeBlockView b;
+  Fill(&b);
+  std::vector<std::vector<double>> seen;
+  b.device_awq_loss = [&](absl::Span<LinearWeight* const>) -> absl::StatusOr<std::unique_ptr<AwqLossEvaluator>> {
+    return std::make_unique<ScriptedLoss>(std::vector<double>{5, 4, 1, 3, 2, 2}, &seen);
+  };
+  AwqParams p = QkvMapping(6);
+  p.duo_scaling_both = true;
+  auto r = ApplyAwq(p, &b);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(seen.size(), 6u);
+  for (double v : seen[0]) EXPECT_EQ(v, 1.0);
+  EXPECT_FALSE((*r)[0].duo);  // point 2 of 0..5: r = 1/2 without duo scaling
+  EXPECT_DOUBLE_EQ((*r)[0].ratio, 0.5);
+  EXPECT_EQ((*r)[0].loss, 1.0);
 }
 
 TEST(AwqTest, ScalesAreNormalizedAndNonFiniteBecomesOne) {
@@ -208,6 +321,26 @@ TEST(AwqTest, WeightMeansDivideInTheModelDtype) {
   g.strategy = Strategy::kGroup;
   g.group_size = 3;
   EXPECT_THAT(std::string(AwqWeightMeans(ws, g, DType::kF32).status().message()), HasSubstr("not divisible by group_size 3"));
+  // The block strategy: one amax per block of rows and columns (FP8_BLOCK), edge blocks partial. A [3, 4] weight in
+  // 2 x 2 blocks: rows 0-1 x cols 0-1 amax 4, rows 0-1 x cols 2-3 amax 8, row 2 alone.
+  LinearWeight c;
+  c.name = "c";
+  c.out_features = 3;
+  c.in_features = 4;
+  c.weight = {1, -4, 2, 8,  //
+              2, 1, -1, 4,  //
+              3, 0.5f, 1, -2};
+  QuantArgs blk;
+  blk.type = QuantType::kFloat;
+  blk.num_bits = 8;
+  blk.strategy = Strategy::kBlock;
+  blk.block_structure = std::array<int, 2>{2, 2};
+  const std::vector<const LinearWeight*> one = {&c};
+  auto bm = AwqWeightMeans(one, blk, DType::kF32);
+  ASSERT_TRUE(bm.ok()) << bm.status();
+  EXPECT_NEAR((*bm)[0], (1.0 / 4 + 2.0 / 4 + 3.0 / 3) / 3, 1e-6);
+  EXPECT_NEAR((*bm)[1], (4.0 / 4 + 1.0 / 4 + 0.5 / 3) / 3, 1e-6);
+  EXPECT_NEAR((*bm)[3], (8.0 / 8 + 4.0 / 8 + 2.0 / 2) / 3, 1e-6);
 }
 
 // compressed-tensors' asymmetric int4 arithmetic in the model dtype, written out for one group of a row: the range
@@ -253,21 +386,6 @@ TEST(AwqTest, TrialWeightIsQuantizedScaledWeightDividedByTheScale) {
   EXPECT_EQ(*t1, *t2);
   EXPECT_NE(*t1, *t);
 }
-
-// A device evaluator, when the view offers one, computes every grid point's loss; the host forward is not run.
-class ScriptedLoss final : public AwqLossEvaluator {
- public:
-  explicit ScriptedLoss(std::vector<double> losses, std::vector<std::vector<double>>* seen)
-      : losses_(std::move(losses)), seen_(seen) {}
-  absl::StatusOr<double> Loss(absl::Span<const double> s) override {
-    seen_->emplace_back(s.begin(), s.end());
-    return losses_.at(seen_->size() - 1);
-  }
-
- private:
-  std::vector<double> losses_;
-  std::vector<std::vector<double>>* seen_;
-};
 
 TEST(AwqTest, UsesTheDeviceEvaluatorAndTheFirstOfEqualLosses) {
   FakeBlockView b;

@@ -50,8 +50,8 @@ std::vector<AlgorithmInfo> MakeRegistry() {
     AlgorithmInfo a{"AWQModifier", "awq", "activation-aware weight quantization: per-channel scales searched on the block output",
                     true, "per-channel mean |x| of the balance layers' inputs and the block inputs", QuantArgsList()};
     a.args.push_back({"mappings", "list", nullptr, "[{smooth_layer, balance_layers}] (Llama defaults)"});
-    a.args.push_back({"duo_scaling", "bool", true, "use weight magnitudes as well as activations in the scales"});
-    a.args.push_back({"n_grid", "int", 20, "grid points for the scale exponent search (with duo_scaling: the identity and n_grid - 1 ratios from 0 to 1; at least 3)"});
+    a.args.push_back({"duo_scaling", "bool|both", true, "use weight magnitudes as well as activations in the scales (both: half the grid without, half with)"});
+    a.args.push_back({"n_grid", "int", 20, "grid points for the scale exponent search (with duo_scaling: the identity and n_grid - 1 ratios from 0 to 1, at least 3; with both: n_grid / 2 ratios from 0 to 1, each without and with duo scaling, at least 4)"});
     a.args.push_back({"offload_device", "string", nullptr, "where llm-compressor keeps cached block inputs",
                       "memory placement only"});
     r.push_back(a);

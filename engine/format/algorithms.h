@@ -18,6 +18,8 @@
 namespace llmc {
 
 struct AlgorithmArg {
+  AlgorithmArg(std::string n, std::string t, nlohmann::json d, std::string h, std::string ne = "")
+      : name(std::move(n)), type(std::move(t)), default_value(std::move(d)), help(std::move(h)), no_effect(std::move(ne)) {}
   std::string name;
   std::string type;  // "int", "float", "string", "bool", "list", "mapping", "scheme"
   nlohmann::json default_value;
@@ -66,6 +68,7 @@ struct SmoothQuantParams {
 
 struct AwqParams {
   bool duo_scaling = true;
+  bool duo_scaling_both = false;  // duo_scaling: both (half the grid without duo scaling, half with)
   int n_grid = 20;
   std::vector<SmoothMapping> mappings;
   std::vector<std::string> ignore;

@@ -124,7 +124,9 @@ TEST(CompressionRecipeTest, ErrorsListWhatIsSupported) {
       {"SparseGPTModifier: {sparsity: 1.5}\n", "sparsity"},
       {"SmoothQuantModifier: {smoothing_strength: 0.5, mappings: [foo]}\n", "mappings"},
       {"GPTQModifier: {scheme: FP8_BLOCK}\n", "block strategy"},
-      {"AWQModifier: {scheme: FP8_DYNAMIC}\n", "integer"},
+      {"AWQModifier:\n  config_groups:\n    g: {targets: [Linear], input_activations: {num_bits: 8, type: float, "
+       "strategy: token, dynamic: true}}\n",
+       "without weights"},
       {"QuantizationModifier: {scheme: W4A16, kv_cache_scheme: {num_bits: 4, type: int}}\n", "fp8"},
   };
   for (const auto& c : cases) {

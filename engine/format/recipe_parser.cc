@@ -408,12 +408,18 @@ absl::StatusOr<CompressionRecipe> ParseCompressionRecipe(absl::string_view text,
     } else if (name == "AWQModifier") {
       if (recipe.awq) return Invalid(where, "given twice");
       AwqParams p;
-      if (Has(args, "duo_scaling") && args["duo_scaling"] == "both")
-        return Invalid(absl::StrCat(where, ".duo_scaling"),
-                       "'both' (half the grid search without duo scaling, half with) is not supported yet; use true "
-                       "or false");
-      LLMC_ASSIGN_OR_RETURN(p.duo_scaling, GetBool(args, "duo_scaling", true, where));
+      if (Has(args, "duo_scaling") && args["duo_scaling"].is_string()) {
+        if (args["duo_scaling"] != "both")
+          return Invalid(absl::StrCat(where, ".duo_scaling"), "must be true, false or both");
+        p.duo_scaling = p.duo_scaling_both = true;
+      } else {
+        LLMC_ASSIGN_OR_RETURN(p.duo_scaling, GetBool(args, "duo_scaling", true, where));
+      }
       LLMC_ASSIGN_OR_RETURN(p.n_grid, GetInt(args, "n_grid", 20, 2, 1000, where));
+      if (p.duo_scaling_both && p.n_grid < 4)
+        return Invalid(absl::StrCat(where, ".n_grid"),
+                       "must be at least 4 with duo_scaling: both (the grid is n_grid / 2 ratios i / (n_grid / 2 - 1), "
+                       "each without and with duo scaling)");
       if (p.duo_scaling && p.n_grid < 3)
         return Invalid(absl::StrCat(where, ".n_grid"),
                        "must be at least 3 with duo_scaling (the grid is the identity plus n_grid - 1 ratios "
@@ -472,11 +478,6 @@ absl::StatusOr<CompressionRecipe> ParseCompressionRecipe(absl::string_view text,
       if (g.scheme.weights && g.scheme.weights->strategy == Strategy::kBlock)
         return Invalid(source, absl::StrCat("GPTQModifier cannot solve the block strategy (group ", g.name,
                                             "); use QuantizationModifier (RTN) for FP8_BLOCK"));
-  if (recipe.awq && recipe.quant)
-    for (const auto& g : recipe.quant->groups())
-      if (!g.scheme.weights || g.scheme.weights->type != QuantType::kInt)
-        return Invalid(source, absl::StrCat("AWQModifier needs integer weight schemes (group ", g.name,
-                                            "); use GPTQModifier or RTN for float formats"));
   return recipe;
 }
 

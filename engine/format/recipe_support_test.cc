@@ -291,7 +291,14 @@ TEST(RecipeTargetsTest, ModifierTargetsApplyToTheSchemeOnly) {
 // ---------------------------------------------------------------------------------------------------------------
 
 TEST(RecipeModifiersTest, RefusedArgumentsSayWhatIsSupported) {
-  ExpectRefused("AWQModifier: {scheme: W4A16, duo_scaling: both}\n", {"AWQModifier.duo_scaling", "'both'"});
+  ExpectRefused("AWQModifier: {scheme: W4A16, duo_scaling: sometimes}\n", {"AWQModifier.duo_scaling", "true, false or both"});
+  ExpectRefused("AWQModifier: {scheme: W4A16, duo_scaling: both, n_grid: 3}\n",
+                {"AWQModifier.n_grid", "at least 4 with duo_scaling: both"});
+  {
+    auto both = Parse("AWQModifier: {scheme: W4A16, duo_scaling: both, n_grid: 4}\n");
+    ASSERT_TRUE(both.ok()) << both.status();
+    EXPECT_TRUE(both->awq->duo_scaling && both->awq->duo_scaling_both);
+  }
   ExpectRefused("GPTQModifier: {scheme: W4A16, block_size: 12.5}\n", {"GPTQModifier.block_size", "integer"});
   ExpectRefused("AWQModifier: {scheme: W4A16, n_grid: 2.5}\n", {"AWQModifier.n_grid", "integer"});
   ExpectRefused("AWQModifier: {scheme: W4A16, n_grid: 2}\n", {"AWQModifier.n_grid", "at least 3 with duo_scaling"});

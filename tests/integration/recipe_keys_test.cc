@@ -294,7 +294,11 @@ std::vector<Case> Cases() {
       awq_with("mappings: [{smooth_layer: 're:.*post_attention_layernorm', balance_layers: ['re:.*gates$']}]"), refused,
       Mode::kRun, "AWQModifier.mappings[0]: no balance layer of [re:.*gates$] matches a Linear");
   add("AWQModifier.duo_scaling", awq, awq_with("duo_scaling: false"), changes);
-  add("AWQModifier.duo_scaling", awq, awq_with("duo_scaling: both"), refused);
+  add("AWQModifier.duo_scaling", awq, awq_with("duo_scaling: both"), changes);
+  add("AWQModifier.duo_scaling", awq, Mod("AWQModifier", "scheme: W4A16_ASYM, ignore: [lm_head], n_grid: 3, duo_scaling: both"),
+      refused, Mode::kRun, "must be at least 4 with duo_scaling: both");
+  add("AWQModifier.scheme", Mod("QuantizationModifier", "scheme: FP8_DYNAMIC, ignore: [lm_head]"),
+      Mod("AWQModifier", "scheme: FP8_DYNAMIC, ignore: [lm_head], n_grid: 4"), changes);
   add("AWQModifier.n_grid", awq, Mod("AWQModifier", "scheme: W4A16_ASYM, ignore: [lm_head], n_grid: 8"), changes);
   add("AWQModifier.n_grid", awq, Mod("AWQModifier", "scheme: W4A16_ASYM, ignore: [lm_head], n_grid: 2"), refused,
       Mode::kRun, "must be at least 3 with duo_scaling");
