@@ -2,8 +2,8 @@
 # Every GPU check and measurement of llmc, by priority, under one deadline: the gpu-labelled test binaries, the
 # fixture's GPTQ W4A16 accuracy by --precision / --calib-activations, the 8B-shaped 4-layer GPTQ speed in its
 # configurations (tf32 + fp32 activations, bf16 + bf16, bf16 + host), one 8B block against PyTorch, fixture GPTQ in
-# the remaining precisions, a calibrated Llama 4 and an FP8 static + kv fixture checkpoint loaded by ctcheck, and the
-# 70B-shaped 4-layer run. A step starts only if its estimate fits before DEADLINE seconds (default 570); each result
+# the remaining precisions, a calibrated Llama 4, an FP8 static + kv and an AWQ FP8_DYNAMIC fixture checkpoint loaded
+# by ctcheck, and the 70B-shaped 4-layer run. A step starts only if its estimate fits before DEADLINE seconds (default 570); each result
 # is appended to OUT/progress.txt as it comes, the logs and reports stay in OUT.
 #
 #   bench/gpu/verify_all.sh BIN_DIR SHARED_DIR OUT [CTCHECK_PY]
@@ -96,6 +96,19 @@ if [ -n "$CT" ] && fits 90; then  # FP8 static + kv: llmc eval (both figures) ag
   timeout 150 python3 "$CT" load --ckpt /tmp/llmc-verify-fp8kv --orig "$F" --text "$S/data/eval.txt" \
     --json-out "$OUT/fp8kv_load.json" > "$OUT/fp8kv_load.log" 2>&1
   el "fp8kv ctcheck rc=$? $(tail -n 1 "$OUT/fp8kv_load.log" | cut -c1-600)"
+fi
+if fits 60; then  # AWQ on a float scheme, the library's example recipe: its search on the host under --device cuda
+  printf '%s\n' "AWQModifier: {duo_scaling: both}" "QuantizationModifier: {ignore: [lm_head], scheme: FP8_DYNAMIC, targets: [Linear]}" \
+    > "$OUT/awq_fp8.yaml"
+  t0=$(date +%s)
+  timeout 60 "$B/llmc" compress "$F" /tmp/llmc-verify-awq-fp8 --recipe "$OUT/awq_fp8.yaml" --dataset "$S/data/calibration.txt" \
+    --num-samples 32 --seq-len 512 --seed 42 --device cuda --overwrite --json > "$OUT/awq_fp8.json" 2> "$OUT/awq_fp8.log"
+  el "awq fp8_dynamic both (cuda) rc=$? $(( $(date +%s) - t0 )) s"
+  if [ -n "$CT" ] && fits 60; then
+    timeout 90 python3 "$CT" load --ckpt /tmp/llmc-verify-awq-fp8 --orig "$F" --text "$S/data/eval.txt" \
+      --json-out "$OUT/awq_fp8_load.json" > "$OUT/awq_fp8_load.log" 2>&1
+    el "awq fp8 ctcheck rc=$? $(tail -n 1 "$OUT/awq_fp8_load.log" | cut -c1-600)"
+  fi
 fi
 if fits 240; then
   MODEL_ARGS="--hidden 8192 --intermediate 28672 --heads 64 --kv-heads 8" speed speed70b_bf16_bf16 240 bf16 --precision bf16
