@@ -92,35 +92,45 @@ TEST(AwqTest, NeverWorseThanTheIdentityAndBetterWithOutliers) {
   EXPECT_LT((*r)[0].loss, (*r)[0].initial_loss);
 }
 
+// The MSE of `v`'s parent output for `balance` with their weights RTN-quantized (in `dtype`, NVFP4 with
+// `global_scale` when given) against the weights as held.
+double RtnParentLoss(FakeBlockView* v, const std::vector<LinearWeight*>& balance, DType dtype,
+                     std::optional<float> global_scale = std::nullopt) {
+  std::vector<float> ref, out;
+  std::vector<std::vector<float>> q(balance.size());
+  std::vector<const std::vector<float>*> held(balance.size(), nullptr), qp;
+  EXPECT_TRUE(v->ParentForward(balance, held, &ref).ok());
+  for (size_t i = 0; i < balance.size(); ++i) {
+    const LinearWeight& w = *balance[i];
+    auto bytes = ToDTypeBytes(w.weight, dtype);
+    WeightView view{w.name, bytes.data(), dtype, w.out_features, w.in_features};
+    const ConfigGroup& g = *v->weight_group(w.name);
+    auto bufs = QuantizeWeight(view, *g.scheme.weights, g.format, global_scale);
+    EXPECT_TRUE(bufs.ok()) << bufs.status();
+    q[i] = *DequantizeWeight(w.out_features, w.in_features, dtype, *g.scheme.weights, g.format, *bufs);
+    for (float& x : q[i]) x = RoundToDType(x, dtype);
+    qp.push_back(&q[i]);
+  }
+  EXPECT_TRUE(v->ParentForward(balance, qp, &out).ok());
+  double mse = 0;
+  for (size_t k = 0; k < out.size(); ++k) {
+    const double d = static_cast<double>(out[k]) - ref[k];
+    mse += d * d;
+  }
+  return mse / static_cast<double>(out.size());
+}
+
+std::vector<LinearWeight*> Qkv(FakeBlockView* v) {
+  return {v->linear("self_attn.q_proj"), v->linear("self_attn.k_proj"), v->linear("self_attn.v_proj")};
+}
+
 // The identity point's loss is the MSE of the parent's output with the RTN-quantized weights.
 TEST(AwqTest, InitialLossIsTheRtnLoss) {
   FakeBlockView b;
   Fill(&b);
   FakeBlockView rtn;
   Fill(&rtn);
-  std::vector<LinearWeight*> qkv = {rtn.linear("self_attn.q_proj"), rtn.linear("self_attn.k_proj"),
-                                    rtn.linear("self_attn.v_proj")};
-  std::vector<float> ref, out;
-  std::vector<std::vector<float>> q(3);
-  std::vector<const std::vector<float>*> held(3, nullptr), qp;
-  ASSERT_TRUE(rtn.ParentForward(qkv, held, &ref).ok());
-  for (int i = 0; i < 3; ++i) {
-    const LinearWeight& w = *qkv[i];
-    auto bytes = ToDTypeBytes(w.weight, DType::kF32);
-    WeightView view{w.name, bytes.data(), DType::kF32, w.out_features, w.in_features};
-    const ConfigGroup& g = *rtn.weight_group(w.name);
-    auto bufs = QuantizeWeight(view, *g.scheme.weights, g.format);
-    ASSERT_TRUE(bufs.ok());
-    q[i] = *DequantizeWeight(w.out_features, w.in_features, DType::kF32, *g.scheme.weights, g.format, *bufs);
-    qp.push_back(&q[i]);
-  }
-  ASSERT_TRUE(rtn.ParentForward(qkv, qp, &out).ok());
-  double mse = 0;
-  for (size_t k = 0; k < out.size(); ++k) {
-    const double d = static_cast<double>(out[k]) - ref[k];
-    mse += d * d;
-  }
-  mse /= static_cast<double>(out.size());
+  const double mse = RtnParentLoss(&rtn, Qkv(&rtn), DType::kF32);
   auto r = ApplyAwq(QkvMapping(4), &b);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_NEAR((*r)[0].initial_loss, mse, 1e-12 * mse);
@@ -156,9 +166,7 @@ TEST(AwqTest, FloatSchemesSearchFromTheirOwnRtn) {
     FakeBlockView b(DType::kBF16), rtn(DType::kBF16);
     make(&b);
     make(&rtn);
-    std::vector<LinearWeight*> qkv = {rtn.linear("self_attn.q_proj"), rtn.linear("self_attn.k_proj"),
-                                      rtn.linear("self_attn.v_proj")};
-    const ConfigGroup& g = *rtn.weight_group(qkv[0]->name);
+    const std::vector<LinearWeight*> qkv = Qkv(&rtn);
     std::optional<float> fused;
     if (std::string(preset) == "NVFP4A16") {
       float amax = 0;
@@ -166,29 +174,7 @@ TEST(AwqTest, FloatSchemesSearchFromTheirOwnRtn) {
         for (float v : w->weight) amax = std::max(amax, std::fabs(v));
       fused = NvFp4GlobalScale(amax, DType::kBF16);
     }
-    auto rtn_loss = [&](std::optional<float> global) {
-      std::vector<float> ref, out;
-      std::vector<std::vector<float>> q(3);
-      std::vector<const std::vector<float>*> held(3, nullptr), qp;
-      EXPECT_TRUE(rtn.ParentForward(qkv, held, &ref).ok());
-      for (int i = 0; i < 3; ++i) {
-        const LinearWeight& w = *qkv[i];
-        auto bytes = ToDTypeBytes(w.weight, DType::kBF16);
-        WeightView view{w.name, bytes.data(), DType::kBF16, w.out_features, w.in_features};
-        auto bufs = QuantizeWeight(view, *g.scheme.weights, g.format, global);
-        EXPECT_TRUE(bufs.ok()) << bufs.status();
-        q[i] = *DequantizeWeight(w.out_features, w.in_features, DType::kBF16, *g.scheme.weights, g.format, *bufs);
-        for (float& v : q[i]) v = RoundBF16(v);
-        qp.push_back(&q[i]);
-      }
-      EXPECT_TRUE(rtn.ParentForward(qkv, qp, &out).ok());
-      double mse = 0;
-      for (size_t k = 0; k < out.size(); ++k) {
-        const double d = static_cast<double>(out[k]) - ref[k];
-        mse += d * d;
-      }
-      return mse / static_cast<double>(out.size());
-    };
+    auto rtn_loss = [&](std::optional<float> global) { return RtnParentLoss(&rtn, qkv, DType::kBF16, global); };
     const double expected = rtn_loss(fused);
     auto r = ApplyAwq(QkvMapping(10), &b);
     ASSERT_TRUE(r.ok()) << r.status();
