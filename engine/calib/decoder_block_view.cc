@@ -331,12 +331,14 @@ absl::Status DecoderBlockView::ParentForward(absl::Span<LinearWeight* const> bal
 namespace {
 
 // Runs the operands on x [rows, in] and lays their outputs side by side in y [rows, sum of out_features].
+// `part` holds one operand's output at a time.
 template <typename Op>
-void SideBySide(const std::vector<Op>& ws, const float* x, int64_t rows, float* y, CpuContext* ctx) {
+void SideBySide(const std::vector<Op>& ws, const float* x, int64_t rows, float* y, std::vector<float>* part_buffer,
+                CpuContext* ctx) {
   int64_t width = 0;
   for (const Op& w : ws) width += w.linear->out_features;
   int64_t col = 0;
-  std::vector<float> part;
+  std::vector<float>& part = *part_buffer;
   for (const Op& w : ws) {
     const LinearWeight& l = *w.linear;
     part.resize(rows * l.out_features);
@@ -362,8 +364,14 @@ void DecoderBlockView::AttentionOut(const std::vector<Operand>& ws, const float*
   const ModelSpec& spec = lm_->spec();
   CpuContext* ctx = lm_->context();
   const int64_t rows = seqs * T, H = spec.hidden_size, Q = spec.q_size(), KV = spec.kv_size();
-  std::vector<float> q(rows * Q), k(rows * KV), v(rows * KV), attn(rows * Q), qkv(rows * (Q + 2 * KV));
-  SideBySide(ws, n, rows, qkv.data(), ctx);  // q | k | v, fused or not
+  // Every element of these is written below before it is read.
+  std::vector<float> &q = scratch_.q, &k = scratch_.k, &v = scratch_.v, &attn = scratch_.attn, &qkv = scratch_.qkv;
+  q.resize(rows * Q);
+  k.resize(rows * KV);
+  v.resize(rows * KV);
+  attn.resize(rows * Q);
+  qkv.resize(rows * (Q + 2 * KV));
+  SideBySide(ws, n, rows, qkv.data(), &scratch_.part, ctx);  // q | k | v, fused or not
   Columns(qkv, rows, Q + 2 * KV, 0, Q, q.data());
   Columns(qkv, rows, Q + 2 * KV, Q, KV, k.data());
   Columns(qkv, rows, Q + 2 * KV, Q + KV, KV, v.data());
@@ -380,8 +388,12 @@ void DecoderBlockView::MlpOut(const std::vector<Operand>& ws, const float* m, in
   const DecoderBlock& b = *block_;
   CpuContext* ctx = lm_->context();
   const int64_t I = lm_->spec().intermediate_size, H = lm_->spec().hidden_size;
-  std::vector<float> gu(rows * 2 * I), g(rows * I), u(rows * I);
-  SideBySide(ws, m, rows, gu.data(), ctx);  // gate | up, fused or not
+  // Every element of these is written below before it is read.
+  std::vector<float> &gu = scratch_.gu, &g = scratch_.g, &u = scratch_.u;
+  gu.resize(rows * 2 * I);
+  g.resize(rows * I);
+  u.resize(rows * I);
+  SideBySide(ws, m, rows, gu.data(), &scratch_.part, ctx);  // gate | up, fused or not
   Columns(gu, rows, 2 * I, 0, I, g.data());
   Columns(gu, rows, 2 * I, I, I, u.data());
   GatedActivation(lm_->spec().activation, g.data(), u.data(), rows * I, g.data(), ctx);

@@ -95,6 +95,11 @@ class DecoderBlockView final : public BlockView {
 
   DecoderBlock* block_;
   const CausalLm* lm_;
+  // The parent forwards' intermediates, kept between calls: AWQ runs the same parent once per grid point, and fresh
+  // buffers of that size cost more in page faults than the forward itself. A view serves one thread at a time.
+  mutable struct {
+    std::vector<float> q, k, v, attn, qkv, part, gu, g, u;
+  } scratch_;
   const std::map<std::string, GroupStats>* stats_;
   const QuantConfig* config_;
   DType dtype_;
