@@ -25,6 +25,7 @@
 #include "server/http_api.h"
 #include "server/server.h"
 #include "server/web_console.h"
+#include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
 namespace llmc::server {
@@ -401,20 +402,7 @@ TEST(HttpConsoleOptionsTest, Ipv6AddressAndConnectionLimits) {
 // same data directory and gRPC port start cleanly right after.
 TEST(HttpConsoleOptionsTest, BadOrTakenHttpListenStopsTheStart) {
   testing::TempDir tmp;
-  auto free_port = [] {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(a);
-    int port = 0;
-    if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
-      port = ntohs(a.sin_port);
-    if (fd >= 0) ::close(fd);
-    return port;
-  };
-  const int grpc_port = free_port();
+  const int grpc_port = testing::FreePort();
   ASSERT_GT(grpc_port, 0);
   ServerOptions o;
   o.data_dir = tmp.path() + "/data";

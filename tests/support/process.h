@@ -19,5 +19,7 @@ int Stop(pid_t pid, int sig, int timeout_ms);
 int RunCapture(const std::vector<std::string>& argv, std::string* out, const std::vector<std::string>& env = {});
 // Whether `pid` runs (a zombie does not).
 bool Alive(pid_t pid);
+// A TCP port on 127.0.0.1 that was free a moment ago (for a child server to listen on); 0 if none was found.
+int FreePort();
 
 }  // namespace llmc::testing
