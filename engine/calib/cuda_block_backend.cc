@@ -186,23 +186,45 @@ class CudaBlockBackend final : public BlockBackend {
     return cuda_->Synchronize();
   }
 
+  // Runs the block with its compressed weights over every stored activation, and fails (as the CPU backend does)
+  // when any output is NaN or infinite: one device flag, set by a check of each slice's output, read once at the end.
   absl::Status Propagate(const DecoderBlock& block) override {
     LLMC_RETURN_IF_ERROR(dweights_->Upload(block));
-    if (storage_ == Storage::kHost)
-      return RunHostSlices([&](const Slice&) { return runner_->Run(dweights_.get(), &dscratch_); }, /*save=*/true);
-    for (StoredBatch& b : batches_) {
-      if (storage_ == Storage::kFp32) {
-        LLMC_RETURN_IF_ERROR(runner_->Run(dweights_.get(), &b.f32));
-        continue;
-      }
-      for (int64_t s0 = 0; s0 < b.num_seqs; s0 += SliceSeqs(b.seq_len)) {
-        const int64_t n = std::min(SliceSeqs(b.seq_len), b.num_seqs - s0);
-        LLMC_RETURN_IF_ERROR(Load(b, s0, n));
-        LLMC_RETURN_IF_ERROR(runner_->Run(dweights_.get(), &dscratch_));
-        LLMC_RETURN_IF_ERROR(Save(&b, s0, n));
+    LLMC_RETURN_IF_ERROR(nonfinite_.Reserve(1, "non-finite flag"));
+    if (cudaMemsetAsync(nonfinite_.data(), 0, sizeof(unsigned), cuda_->stream()) != cudaSuccess)
+      return absl::InternalError("cudaMemsetAsync failed");
+    auto run_and_check = [&](DeviceHiddenStates* h) -> absl::Status {
+      LLMC_RETURN_IF_ERROR(runner_->Run(dweights_.get(), h));
+      const std::string err = cuda::FlagNonFiniteDevice(h->data.data(), h->num_seqs * h->seq_len * hidden_,
+                                                        nonfinite_.data(), cuda_->stream());
+      if (!err.empty()) return absl::InternalError(err);
+      return absl::OkStatus();
+    };
+    if (storage_ == Storage::kHost) {
+      LLMC_RETURN_IF_ERROR(RunHostSlices([&](const Slice&) { return run_and_check(&dscratch_); }, /*save=*/true));
+    } else {
+      for (StoredBatch& b : batches_) {
+        if (storage_ == Storage::kFp32) {
+          LLMC_RETURN_IF_ERROR(run_and_check(&b.f32));
+          continue;
+        }
+        for (int64_t s0 = 0; s0 < b.num_seqs; s0 += SliceSeqs(b.seq_len)) {
+          const int64_t n = std::min(SliceSeqs(b.seq_len), b.num_seqs - s0);
+          LLMC_RETURN_IF_ERROR(Load(b, s0, n));
+          LLMC_RETURN_IF_ERROR(run_and_check(&dscratch_));
+          LLMC_RETURN_IF_ERROR(Save(&b, s0, n));
+        }
       }
     }
-    return cuda_->Synchronize();
+    unsigned flag = 0;
+    if (cudaMemcpyAsync(&flag, nonfinite_.data(), sizeof(unsigned), cudaMemcpyDeviceToHost, cuda_->stream()) !=
+        cudaSuccess)
+      return absl::InternalError("cannot read the non-finite flag from the device");
+    LLMC_RETURN_IF_ERROR(cuda_->Synchronize());
+    if (flag != 0)
+      return absl::InvalidArgumentError(absl::StrCat("block ", block.layer, " produced NaN or Inf activations with the ",
+                                                     "compressed weights; the compression is unstable for this model"));
+    return absl::OkStatus();
   }
 
   // On the GPU when the Hessian is there and the scheme is supported; from a host copy of it otherwise.
@@ -453,6 +475,7 @@ class CudaBlockBackend final : public BlockBackend {
   std::vector<StoredBatch> batches_;
   DeviceHiddenStates dscratch_;      // one slice, fp32: what the blocks run on
   HostPipe pipe_;                    // kHost: slices of bf16 on their way to or from the host
+  DeviceArray<unsigned> nonfinite_;  // Propagate's flag: some output was NaN or infinite
   uint64_t peak_device_bytes_ = 0;
 };
 

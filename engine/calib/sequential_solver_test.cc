@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -342,6 +343,24 @@ TEST_F(SequentialSolverTest, CalibratedOutputBytesArePinned) {
     const std::map<std::string, std::string> want = {{"model.safetensors", r.sha256[which]}};
     EXPECT_EQ(got, want) << r.name << " wrote " << listing;
   }
+}
+
+// A block whose output is not finite with the compressed weights fails the job naming the block, and nothing is
+// written. The cause here: an ignored down_proj (so no weight check sees it) whose first row is the largest finite
+// bf16 value; its dot products with the MLP's activations overflow to Inf.
+TEST_F(SequentialSolverTest, NonFiniteBlockOutputFailsNamingTheBlock) {
+  const std::string model = tmp_.path() + "/model";
+  fs::copy(model_, model, fs::copy_options::recursive);
+  auto lm = CausalLm::Open(model);
+  ASSERT_TRUE(lm.ok()) << lm.status();
+  const int64_t row = (*lm)->spec().intermediate_size;
+  lm->reset();
+  ASSERT_TRUE(SetTensorElement(model, "model.layers.2.mlp.down_proj.weight", 0, 3.3e38f, row).ok());
+  auto s = Compress("GPTQModifier: {scheme: W4A16, ignore: [lm_head, 're:.*layers\\.2\\.mlp\\.down_proj$']}\n", "inf",
+                    4, 64, model);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("block 2 produced NaN or Inf activations"));
+  EXPECT_FALSE(fs::exists(tmp_.path() + "/inf"));
 }
 
 TEST_F(SequentialSolverTest, ClearErrors) {

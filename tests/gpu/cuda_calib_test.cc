@@ -15,6 +15,7 @@
 #include "engine/model/causal_lm.h"
 #include "engine/model/perplexity.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "tests/support/synthetic_model.h"
 #include "tests/support/test_paths.h"
 
 namespace llmc {
@@ -125,6 +126,38 @@ TEST(CudaCalibTest, Bf16AndHostActivationsHoldAccuracy) {
     ++compared;
   }
   EXPECT_GT(compared, 0);
+}
+
+// The device propagation checks its output as the CPU does: a block whose output overflows with the compressed
+// weights (an ignored down_proj whose first row is the largest finite bf16 value) fails the job naming the block,
+// in every activation storage, and nothing is written.
+TEST(CudaCalibTest, NonFiniteBlockOutputFailsNamingTheBlock) {
+  if (!HaveDevice()) GTEST_SKIP() << "no CUDA device";
+  if (!testing::HaveShared("models/llmc-fixture-llama")) GTEST_SKIP() << "needs ../shared";
+  testing::TempDir tmp;
+  JobSpec spec = FixtureGptqSpec();
+  const std::string model = tmp.path() + "/model";
+  std::filesystem::copy(spec.model_path, model, std::filesystem::copy_options::recursive);
+  auto lm = CausalLm::Open(model);
+  ASSERT_TRUE(lm.ok()) << lm.status();
+  const int64_t row = (*lm)->spec().intermediate_size;
+  lm->reset();
+  ASSERT_TRUE(SetTensorElement(model, "model.layers.2.mlp.down_proj.weight", 0, 3.3e38f, row).ok());
+  spec.model_path = model;
+  spec.device = "cuda";
+  spec.num_samples = 4;
+  spec.seq_len = 64;
+  spec.ignore = {"lm_head", "re:.*layers\\.2\\.mlp\\.down_proj$"};
+  spec.ignore_given = true;
+  for (const char* mode : {"fp32", "bf16", "host"}) {
+    spec.calib_activations = mode;
+    spec.output_path = tmp.path() + "/out_" + mode;
+    auto r = RunJob(spec);
+    ASSERT_FALSE(r.ok()) << mode;
+    EXPECT_NE(std::string(r.status().message()).find("block 2 produced NaN or Inf activations"), std::string::npos)
+        << mode << ": " << r.status();
+    EXPECT_FALSE(std::filesystem::exists(spec.output_path)) << mode;
+  }
 }
 
 // --precision: fp32 (IEEE GEMMs and Hessians), tf32 (the default) and bf16 (bf16 GEMM inputs and Hessian

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <random>
 
 #include "engine/backend/cuda/model_kernels.h"
@@ -55,6 +56,31 @@ TEST_F(CudaModelOpsTest, SwiGluMatchesCpu) {
     for (int64_t i = 0; i < n; ++i)
       ASSERT_NEAR(gpu[i], cpu[i], 2e-6f * std::max(1.0f, std::fabs(cpu[i]))) << "n=" << n << " at " << i;
   }
+}
+
+// The propagation's non-finite check: NaN, +Inf and -Inf anywhere (first, last, past the grid's first stride)
+// set the flag; the largest finite values, zeros and denormals do not.
+TEST_F(CudaModelOpsTest, FlagNonFiniteFindsNanAndInfOnly) {
+  for (int64_t n : {int64_t{1}, int64_t{31}, int64_t{1000}, int64_t{4096 * 256 + 77}}) {
+    std::vector<float> x = Random(n, 1.0f, 3);
+    x[0] = std::numeric_limits<float>::max();
+    x[n - 1] = -std::numeric_limits<float>::max();
+    if (n > 2) x[1] = std::numeric_limits<float>::denorm_min();
+    bool any = true;
+    ASSERT_EQ(cuda::AnyNonFiniteHost(x.data(), n, &any), "");
+    EXPECT_FALSE(any) << "n=" << n;
+    for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()})
+      for (int64_t at : {int64_t{0}, n - 1, n / 2}) {
+        std::vector<float> y = x;
+        y[at] = bad;
+        any = false;
+        ASSERT_EQ(cuda::AnyNonFiniteHost(y.data(), n, &any), "");
+        EXPECT_TRUE(any) << "n=" << n << " at " << at << " value " << bad;
+      }
+  }
+  bool any = true;
+  ASSERT_EQ(cuda::AnyNonFiniteHost(nullptr, 0, &any), "");
+  EXPECT_FALSE(any);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "engine/io/model_dir.h"
 #include "engine/io/safetensors.h"
 
 namespace llmc {
@@ -142,6 +143,41 @@ absl::Status WriteSyntheticLlama(const std::string& dir, const SyntheticLlamaSha
                         {"dtype", dt}};
   std::ofstream(fs::path(dir) / "config.json") << cfg.dump(2) << "\n";
   std::ofstream(fs::path(dir) / "generation_config.json") << R"({"bos_token_id": 1, "eos_token_id": 2})" << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status SetTensorElement(const std::string& dir, const std::string& name, int64_t index, float value,
+                              int64_t count) {
+  std::string file;
+  uint64_t begin = 0;
+  DType dtype;
+  {
+    LLMC_ASSIGN_OR_RETURN(std::unique_ptr<ModelDir> m, ModelDir::Open(dir));
+    const ModelTensor* t = m->Find(name);
+    if (t == nullptr) return absl::NotFoundError(absl::StrCat(dir, ": no tensor ", name));
+    if (t->info->dtype != DType::kF32 && t->info->dtype != DType::kBF16)
+      return absl::InvalidArgumentError(absl::StrCat(name, ": only F32 and BF16 tensors can be set"));
+    const uint64_t size = DTypeSize(t->info->dtype);
+    if (index < 0 || count < 1 || static_cast<uint64_t>(index + count) * size > t->info->nbytes())
+      return absl::OutOfRangeError(absl::StrCat(name, ": elements [", index, ", ", index + count, ") are out of range"));
+    file = t->file->path();
+    begin = t->info->begin + static_cast<uint64_t>(index) * size;
+    dtype = t->info->dtype;
+  }
+  std::fstream f(file, std::ios::binary | std::ios::in | std::ios::out);
+  uint64_t header = 0;
+  f.read(reinterpret_cast<char*>(&header), 8);
+  f.seekp(static_cast<std::streamoff>(8 + header + begin));
+  for (int64_t i = 0; i < count; ++i) {
+    if (dtype == DType::kF32) {
+      f.write(reinterpret_cast<const char*>(&value), 4);
+    } else {
+      const uint16_t b = FloatToBF16(value);
+      f.write(reinterpret_cast<const char*>(&b), 2);
+    }
+  }
+  f.flush();
+  if (!f) return absl::InternalError(absl::StrCat("cannot write ", file));
   return absl::OkStatus();
 }
 

@@ -27,4 +27,10 @@ bool SyntheticShapeByName(const std::string& name, SyntheticLlamaShape* shape);
 absl::Status WriteSyntheticLlama(const std::string& dir, const SyntheticLlamaShape& shape, DType dtype,
                                  uint64_t seed, uint64_t max_shard_bytes);
 
+// Overwrites elements [index, index + count) of tensor `name` in the model directory `dir` (any shard) with
+// `value`, in the tensor's dtype (F32 or BF16): NaN, Inf or huge weights for the tests of non-finite inputs and
+// activations.
+absl::Status SetTensorElement(const std::string& dir, const std::string& name, int64_t index, float value,
+                              int64_t count = 1);
+
 }  // namespace llmc

@@ -1,5 +1,6 @@
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -174,6 +175,16 @@ __global__ void Bf16ToFloatKernel(const uint16_t* __restrict__ in, int64_t n, fl
   if (i < n) out[i] = __uint_as_float(static_cast<uint32_t>(in[i]) << 16);
 }
 
+// flag[0] |= 1 when any of x[0, n) is NaN or infinite (exponent bits all ones); a grid-stride loop, one atomic per
+// warp that saw one.
+__global__ void FlagNonFiniteKernel(const float* __restrict__ x, int64_t n, unsigned* flag) {
+  bool bad = false;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    bad |= (__float_as_uint(x[i]) & 0x7f800000u) == 0x7f800000u;
+  if (__any_sync(0xffffffffu, bad) && (threadIdx.x & 31) == 0) atomicOr(flag, 1u);
+}
+
 struct DeviceBuffers {
   std::vector<void*> ptrs;
   ~DeviceBuffers() {
@@ -307,6 +318,15 @@ std::string Bf16ToFloatDevice(const uint16_t* in, int64_t n, float* out, cudaStr
   return "";
 }
 
+std::string FlagNonFiniteDevice(const float* x, int64_t n, unsigned* flag, cudaStream_t stream) {
+  if (n < 0) return "FlagNonFiniteDevice: invalid size";
+  if (n == 0) return "";
+  const unsigned blocks = std::min<unsigned>(Blocks(n), 4096);
+  FlagNonFiniteKernel<<<blocks, kThreads, 0, stream>>>(x, n, flag);
+  LLMC_CUDA_TRY(cudaGetLastError());
+  return "";
+}
+
 std::string RmsNormHost(const float* x, int64_t rows, int64_t dim, const float* weight, float eps, float* out) {
   DeviceBuffers b;
   float *dx, *dw;
@@ -328,6 +348,21 @@ std::string SwiGluHost(const float* gate, const float* up, int64_t n, float* out
   LLMC_CUDA_TRY(cudaMemcpy(du, up, n * sizeof(float), cudaMemcpyHostToDevice));
   if (!(err = SwiGluDevice(dg, du, n, dg)).empty()) return err;
   LLMC_CUDA_TRY(cudaMemcpy(out, dg, n * sizeof(float), cudaMemcpyDeviceToHost));
+  return "";
+}
+
+std::string AnyNonFiniteHost(const float* x, int64_t n, bool* any) {
+  DeviceBuffers b;
+  float *dx, *dflag;
+  std::string err;
+  if (!(err = b.Alloc(&dx, std::max<int64_t>(n, 1))).empty() || !(err = b.Alloc(&dflag, 1)).empty()) return err;
+  unsigned* flag = reinterpret_cast<unsigned*>(dflag);
+  LLMC_CUDA_TRY(cudaMemset(flag, 0, sizeof(unsigned)));
+  if (n > 0) LLMC_CUDA_TRY(cudaMemcpy(dx, x, n * sizeof(float), cudaMemcpyHostToDevice));
+  if (!(err = FlagNonFiniteDevice(dx, n, flag)).empty()) return err;
+  unsigned h = 0;
+  LLMC_CUDA_TRY(cudaMemcpy(&h, flag, sizeof(unsigned), cudaMemcpyDeviceToHost));
+  *any = h != 0;
   return "";
 }
 

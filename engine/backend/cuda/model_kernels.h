@@ -66,9 +66,12 @@ std::string ScatterAddScaledRowsDevice(const float* src, const int32_t* src_rows
 std::string FloatToBf16Device(const float* in, int64_t n, uint16_t* out, cudaStream_t stream = nullptr);
 // out[i] = float(in[i]) for bf16 bit patterns (exact).
 std::string Bf16ToFloatDevice(const uint16_t* in, int64_t n, float* out, cudaStream_t stream = nullptr);
+// *flag |= 1 when any of x[0, n) is NaN or +-Inf (flag is a device word the caller zeroes and reads back).
+std::string FlagNonFiniteDevice(const float* x, int64_t n, unsigned* flag, cudaStream_t stream = nullptr);
 
 // Host-memory conveniences for tests: copy in, run, copy out, free.
 std::string RmsNormHost(const float* x, int64_t rows, int64_t dim, const float* weight, float eps, float* out);
 std::string SwiGluHost(const float* gate, const float* up, int64_t n, float* out);
+std::string AnyNonFiniteHost(const float* x, int64_t n, bool* any);
 
 }  // namespace llmc::cuda
