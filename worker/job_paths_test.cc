@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/support/char_tokenizer.h"
 #include "tests/support/synthetic_model.h"
 #include "tests/support/temp_dir.h"
 #include "worker/job_io.h"
@@ -124,15 +125,7 @@ TEST_F(ConfinedJobTest, ModelOutsideTheRootsIsRefused) {
 // A confined job with an evaluation: the output is read back through the files written (PinWrittenOutput) and the
 // report has the figures. A character-level tokenizer keeps every id below the synthetic model's vocabulary.
 TEST_F(ConfinedJobTest, EvaluationReadsTheOutputJustWritten) {
-  nlohmann::json vocab = nlohmann::json::object();
-  for (int c = 32; c < 127; ++c) vocab[std::string(1, static_cast<char>(c))] = c - 32;
-  vocab["<unk>"] = 95;
-  std::ofstream(root_ + "/model/tokenizer.json")
-      << nlohmann::json({{"version", "1.0"},
-                         {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()},
-                                    {"unk_token", "<unk>"}}}})
-             .dump();
-  std::ofstream(root_ + "/model/tokenizer_config.json") << "{}";
+  testing::WriteCharTokenizer(root_ + "/model");
   std::string text;
   for (int i = 0; i < 24; ++i) text += "A confined job reads its output back through the files it wrote. ";
   std::ofstream(root_ + "/eval.txt") << text;

@@ -14,22 +14,10 @@
 #include "engine/model/model_test_util.h"
 #include "engine/model/perplexity.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "tests/support/char_tokenizer.h"
 #include "tests/support/temp_dir.h"
 
 namespace llmc::moe_test {
-
-// A character-level BPE tokenizer over printable ASCII (ids 0..94, "<unk>" 95): the tiny models' 128-token
-// vocabulary holds it.
-inline std::string CharTokenizerJson() {
-  nlohmann::json vocab = nlohmann::json::object();
-  for (int c = 32; c < 127; ++c) vocab[std::string(1, static_cast<char>(c))] = c - 32;
-  vocab["<unk>"] = 95;
-  nlohmann::json t = {
-      {"version", "1.0"},
-      {"added_tokens", nlohmann::json::array()},
-      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}, {"unk_token", "<unk>"}}}};
-  return t.dump();
-}
 
 inline constexpr char kText[] =
     "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. How vexingly "
@@ -46,8 +34,7 @@ class MoeTest : public ::testing::Test {
     std::filesystem::create_directories(dir);
     for (const char* f : {"config.json", "model.safetensors"})
       std::filesystem::copy_file(testing_util::TestDataDir() + "/" + name + "/" + f, dir + "/" + f);
-    std::ofstream(dir + "/tokenizer.json") << CharTokenizerJson();
-    std::ofstream(dir + "/tokenizer_config.json") << "{}";
+    testing::WriteCharTokenizer(dir);
     return dir;
   }
 

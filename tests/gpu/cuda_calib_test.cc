@@ -15,6 +15,7 @@
 #include "engine/model/causal_lm.h"
 #include "engine/model/perplexity.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "tests/support/char_tokenizer.h"
 #include "tests/support/synthetic_model.h"
 #include "tests/support/test_paths.h"
 
@@ -197,15 +198,7 @@ TEST(CudaCalibTest, MoeGptqCalibratesEveryExpertOnTheGpu) {
     const std::string src = std::string(LLMC_SOURCE_DIR) + "/engine/model/testdata/" + name;
     for (const char* f : {"config.json", "model.safetensors"})
       std::filesystem::copy_file(src + "/" + f, model + "/" + f);
-    nlohmann::json vocab = nlohmann::json::object();
-    for (int c = 32; c < 127; ++c) vocab[std::string(1, static_cast<char>(c))] = c - 32;
-    vocab["<unk>"] = 95;
-    std::ofstream(model + "/tokenizer.json")
-        << nlohmann::json({{"version", "1.0"},
-                           {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()},
-                                      {"unk_token", "<unk>"}}}})
-               .dump();
-    std::ofstream(model + "/tokenizer_config.json") << "{}";
+    testing::WriteCharTokenizer(model);
     std::string text;
     for (int i = 0; i < 8; ++i) text += "Mixture of experts models route every token to a few experts of many. ";
     const std::string data = tmp.Write("calib.txt", text);
