@@ -9,6 +9,7 @@
 #include <thread>
 
 #include <CLI/CLI.hpp>
+#include <spdlog/cfg/env.h>
 #include <spdlog/spdlog.h>
 
 #include "proto/channel.h"
@@ -16,6 +17,7 @@
 #include "common/signals.h"
 
 int main(int argc, char** argv) {
+  spdlog::cfg::load_env_levels();  // SPDLOG_LEVEL (docs/cli.md)
   CLI::App app{"llmc-worker: runs compression jobs for an llmc coordinator (see docs/service.md)"};
   llmc::worker::WorkerOptions o;
   std::string token_file, work_dir;

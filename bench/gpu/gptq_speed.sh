@@ -7,7 +7,8 @@
 # The model gets the fixture's tokenizer (its ids are valid in the 8B vocabulary); calibration text is the
 # fixture's calibration + eval + wikitext2 files concatenated (about 1.5M tokens: enough for 512 x 2048).
 # CALIB_ACTIVATIONS=fp32|bf16|host passes --calib-activations (where the activations stay between blocks);
-# EXTRA adds llmc compress flags (e.g. EXTRA="--precision bf16").
+# EXTRA adds llmc compress flags (e.g. EXTRA="--precision bf16"). SPDLOG_LEVEL=debug puts each GPU GPTQ solve's
+# phases (ms) into OUT_DIR/llmc_gptq.log (the phases synchronize the stream: a profile, not a timing run).
 # MODEL_ARGS overrides the 8B shape's sizes (llmc-make-model flags), e.g. the Llama-3-70B shape:
 #   MODEL_ARGS="--hidden 8192 --intermediate 28672 --heads 64 --kv-heads 8" bench/gpu/gptq_speed.sh ... 512 2048 4
 set -euo pipefail
@@ -39,7 +40,7 @@ s = r["solve"]
 print(json.dumps({"card": rows[0][0] if rows else "?", "wall_seconds": t1 - t0, "llmc_seconds": r["seconds"],
                   "peak_gpu_mib_nvidia_smi": peak, "peak_device_used_bytes": s.get("peak_device_used_bytes"),
                   "peak_host_rss_bytes": r["peak_rss_bytes"], "samples": s["calibration"]["samples"],
-                  "tokens": s["calibration"]["tokens"], "blocks": len(s["blocks"]),
+                  "tokens": s["calibration"]["tokens"], "blocks": len(s["blocks"]), "setup": s.get("setup"),
                   "block_seconds_mean": {k: sum(b.get(k, 0) for b in s["blocks"]) / len(s["blocks"])
                                          for k in ("load_s", "calibrate_s", "solve_s", "propagate_s")}}, indent=1))
 PY

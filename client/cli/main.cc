@@ -1,5 +1,8 @@
 // `llmc`: the command-line entry point. Parses flags and calls the library.
 #include <CLI/CLI.hpp>
+#include <spdlog/cfg/env.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include "client/cli/compress_command.h"
 #include "client/cli/eval_command.h"
@@ -8,6 +11,9 @@
 #include "engine/model/architecture.h"
 
 int main(int argc, char** argv) {
+  // Logs go to stderr: stdout carries the results (--json) that scripts parse.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("llmc"));
+  spdlog::cfg::load_env_levels();  // SPDLOG_LEVEL=debug: phase timings of the GPU solves (docs/cli.md)
   CLI::App app{"llmc: compress Hugging Face LLMs into compressed-tensors checkpoints"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "llmc 0.1.0");

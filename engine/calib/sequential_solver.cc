@@ -44,16 +44,20 @@ class SequentialSolver::Impl {
   }
 
   absl::Status Init() {
+    const double t_open = NowSeconds();
     CausalLmOptions lo;
     lo.threads = opt_.threads;
     lo.max_chunk_tokens = opt_.max_chunk_tokens;
     LLMC_ASSIGN_OR_RETURN(lm_, CausalLm::Open(opt_.model_path, lo));
     LLMC_RETURN_IF_ERROR(ResolveMoeOption());
+    const double t_tokenize = NowSeconds();
+    setup_["open_s"] = t_tokenize - t_open;
     LLMC_ASSIGN_OR_RETURN(auto docs, LoadDocuments(opt_.dataset));
     LLMC_ASSIGN_OR_RETURN(auto tok, Tokenizer::FromModelDir(opt_.model_path));
     EncodeFn enc = [&](absl::string_view text) { return tok->Encode(text, /*add_special_tokens=*/false); };
     LLMC_ASSIGN_OR_RETURN(CalibrationSamples cs, BuildCalibrationSamples(docs, enc, opt_.calibration));
     for (auto& w : cs.warnings) warnings_.push_back(w);
+    setup_["tokenize_s"] = NowSeconds() - t_tokenize;
     // This rank's shard of the samples, grouped by length (a batch holds equal-length sequences).
     std::map<size_t, std::vector<int32_t>> by_len;
     std::map<size_t, int64_t> count;
@@ -108,7 +112,9 @@ class SequentialSolver::Impl {
     bo.activations = opt_.calib_activations;
     bo.max_chunk_tokens = opt_.max_chunk_tokens;
     bo.num_samples = total_samples_;
+    const double t_backend = NowSeconds();
     LLMC_ASSIGN_OR_RETURN(backend_, CreateBlockBackend(bo, lm_.get(), std::move(batches)));
+    setup_["embed_s"] = NowSeconds() - t_backend;  // the backend's start and the embedding of every sample
     // Solved modules are encoded and written beside the next solves while the blocks run off the host.
     module_solver_ = std::make_unique<ModuleSolver>(recipe_, cfg_, backend_.get(), dtype_, opt_.threads,
                                                     backend_->runs_off_host());
@@ -295,6 +301,7 @@ class SequentialSolver::Impl {
     j["modules"] = modules_;
     j["blocks"] = blocks_;
     j["seconds"] = seconds_;
+    j["setup"] = setup_;
     j["peak_rss_bytes"] = PeakRssBytes();
     j["device"] = opt_.device;
     backend_->Report(&j);
@@ -795,6 +802,7 @@ class SequentialSolver::Impl {
   std::future<absl::StatusOr<std::unique_ptr<DecoderBlock>>> prefetch_;
   int prefetch_layer_ = -1;
   double t_start_ = 0, seconds_ = 0;
+  nlohmann::json setup_ = nlohmann::json::object();  // Init's phases: open_s, tokenize_s, embed_s
 };
 
 SequentialSolver::SequentialSolver(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -111,6 +111,11 @@ TEST_F(SequentialSolverTest, GptqW4A16WritesALoadableCheckpointWithAReport) {
   }
   EXPECT_EQ(rep["solve"]["blocks"].size(), 6u);
   EXPECT_EQ(rep["solve"]["calibration"]["samples"], 8);
+  for (const char* phase : {"open_s", "tokenize_s", "embed_s"}) {  // the setup before the first block, timed
+    ASSERT_TRUE(rep["solve"]["setup"].contains(phase)) << phase;
+    EXPECT_GE(rep["solve"]["setup"][phase].get<double>(), 0.0) << phase;
+  }
+  EXPECT_GT(rep["solve"]["setup"]["tokenize_s"].get<double>(), 0.0);
   // The runtime reads it back and it is still a language model.
   // (Reading weight_g_idx wrongly costs about 35% here.)
   double ppl = Perplexity(out);

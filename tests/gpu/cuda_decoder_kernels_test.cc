@@ -132,6 +132,9 @@ TEST_F(CudaDecoderKernelsTest, AccumulateXtXBf16MatchesTheSumOfRoundedInputs) {
     auto dh = ToDevice(h0);
     auto dx = ToDevice(x);
     const float alpha = 2.0f / static_cast<float>(rows);
+    // The fp32 accumulation's error grows with the rows summed into one element: the 4M-row case (a diagonal of
+    // squares, all of one sign) measured 6.1e-5 of sum|.| on an H100. The calibration passes at most 64K rows a call.
+    const double tol = rows > 100000 ? 2e-4 : 1e-5;
     ASSERT_EQ(blas_.AccumulateXtX(dx.data(), rows, in, alpha, dh.data(), cuda::GemmPrecision::kBf16), "");
     auto h = ToHost(dh, in * in);
     std::vector<float> xr(x.size());
@@ -146,7 +149,7 @@ TEST_F(CudaDecoderKernelsTest, AccumulateXtXBf16MatchesTheSumOfRoundedInputs) {
           mag += std::fabs(double(xr[t * in + i]) * xr[t * in + j]);
         }
         ref *= alpha, exact *= alpha, mag *= alpha;
-        ASSERT_LE(std::fabs(h[i * in + j] - ref), 1e-5 * mag + 1e-30) << i << "," << j;
+        ASSERT_LE(std::fabs(h[i * in + j] - ref), tol * mag + 1e-30) << i << "," << j;
         worst_rounded = std::max(worst_rounded, std::fabs(h[i * in + j] - ref) / mag);
         worst_exact = std::max(worst_exact, std::fabs(h[i * in + j] - exact) / mag);
         ASSERT_EQ(h[i * in + j], h[j * in + i]) << "not symmetric at " << i << "," << j;

@@ -207,6 +207,20 @@ TEST_F(CliTest, BadInputsEndInOneLineErrors) {
   ExpectOneLineError(Llmc("compress " + m + " " + (tmp_ / "o") + " --scheme W4A16 --max-shard-size 5XB"), "max-shard-size");
 }
 
+// Warnings are logged to stderr: stdout stays the JSON a pipeline parses (a tokenizer_config.json that is not a
+// JSON object is warned about and ignored).
+TEST_F(CliTest, WarningsGoToStderrAndJsonStaysClean) {
+  if (!testing::HaveShared("models/llmc-fixture-llama")) GTEST_SKIP() << "no ../shared/models/llmc-fixture-llama";
+  const std::string src = testing::Shared("models/llmc-fixture-llama");
+  fs::create_directories(tmp_ / "tok");
+  fs::copy_file(fs::path(src) / "tokenizer.json", fs::path(tmp_ / "tok") / "tokenizer.json");
+  std::ofstream(tmp_ / "tok/tokenizer_config.json") << "[1, 2]";
+  Result r = Llmc("tokenize " + (tmp_ / "tok") + " --text 'Hello, world!' --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("not a JSON object"));
+  EXPECT_EQ(nlohmann::json::parse(r.out)["ids"], nlohmann::json({0, 42, 588, 81, 14, 995, 3})) << r.out;
+}
+
 TEST_F(CliTest, TokenizeAndEvalTheFixture) {
   if (!testing::HaveShared("models/llmc-fixture-llama")) GTEST_SKIP() << "no ../shared/models/llmc-fixture-llama";
   std::string model = testing::Shared("models/llmc-fixture-llama");
