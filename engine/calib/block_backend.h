@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "engine/algo/gptq.h"
 #include "engine/calib/awq_parent.h"
 #include "engine/calib/calib_hooks.h"
@@ -78,6 +79,9 @@ struct BlockBackendOptions {
 struct CalibBatches {
   std::vector<std::pair<int64_t, int64_t>> shapes;
   std::function<absl::StatusOr<HiddenStates>(size_t batch, int64_t first_seq, int64_t num_seqs)> embed;
+  // The token ids of batch `batch` (num_seqs * seq_len of them, sequence after sequence), for backends that embed
+  // on their device (CausalLm::Embeddings); unset where the batches come embedded. Must outlive the backend's start.
+  std::function<absl::Span<const int32_t>(size_t batch)> token_ids;
 
   // Batches already embedded (tests): embed copies the asked-for sequences.
   static CalibBatches FromHiddenStates(std::vector<HiddenStates> batches);

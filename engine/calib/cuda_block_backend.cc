@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -156,7 +157,15 @@ class CudaBlockBackend final : public BlockBackend {
                                                    "calibration activations (one slice)"));
     b->dscratch_.hidden = b->hidden_;
     if (b->storage_ == Storage::kHost) LLMC_RETURN_IF_ERROR(b->CreateHostPipe(std::max<int64_t>(1, max_slice * b->hidden_)));
-    for (size_t i = 0; i < batches.shapes.size(); ++i) LLMC_RETURN_IF_ERROR(b->Store(batches, i));
+    // Every batch's storage first, so the embedding table only takes memory the activations leave free.
+    for (size_t i = 0; i < batches.shapes.size(); ++i) LLMC_RETURN_IF_ERROR(b->Allocate(batches.shapes[i]));
+    {
+      std::optional<DeviceEmbedding> emb = b->UploadEmbeddings(lm, batches, max_slice);
+      b->embedded_on_device_ = emb.has_value();
+      for (size_t i = 0; i < batches.shapes.size(); ++i)
+        LLMC_RETURN_IF_ERROR(b->Store(batches, i, lm, emb ? &*emb : nullptr));
+      LLMC_RETURN_IF_ERROR(b->cuda_->Synchronize());  // before the table and the ids are freed
+    }
     return b;
   }
 
@@ -278,6 +287,7 @@ class CudaBlockBackend final : public BlockBackend {
   void Report(nlohmann::json* j) const override {
     (*j)["device_name"] = cuda_->device_name();
     (*j)["peak_device_used_bytes"] = peak_device_bytes_;
+    (*j)["embedding"] = embedded_on_device_ ? "device" : "host";  // where the calibration tokens were embedded
     (*j)["calibration_activations"] = storage_ == Storage::kFp32 ? "fp32" : storage_ == Storage::kBf16 ? "bf16" : "host";
     (*j)["precision"] = cuda::GemmPrecisionName(dweights_->precision());
   }
@@ -374,9 +384,40 @@ class CudaBlockBackend final : public BlockBackend {
     return chunk * std::max<int64_t>(1, kSliceTokens / (chunk * std::max<int64_t>(t, 1)));
   }
 
-  // Embeds batch i of `src` a slice at a time into its storage.
-  absl::Status Store(const CalibBatches& src, size_t i) {
-    const auto [num_seqs, seq_len] = src.shapes[i];
+  // The token-embedding table and one slice's token ids on the device, while the batches are stored.
+  struct DeviceEmbedding {
+    DeviceArray<uint8_t> table;
+    DeviceArray<int32_t> ids;
+    cuda::TableDType dtype = cuda::TableDType::kF32;
+    int64_t cols = 0;
+    float scale = 1.0f;
+  };
+
+  // The embedding table on the device when the batches come with their token ids, the table is stored dense
+  // (BF16, F16, F32) and the device has room for it; nullopt otherwise, and Store embeds on the host.
+  std::optional<DeviceEmbedding> UploadEmbeddings(CausalLm* lm, const CalibBatches& src, int64_t max_slice_tokens) {
+    if (!src.token_ids) return std::nullopt;
+    absl::StatusOr<CausalLm::EmbeddingTable> t = lm->Embeddings();
+    if (!t.ok() || t->cols != hidden_) return std::nullopt;
+    DeviceEmbedding e;
+    e.dtype = t->dtype == DType::kBF16 ? cuda::TableDType::kBF16
+              : t->dtype == DType::kF16 ? cuda::TableDType::kF16
+                                        : cuda::TableDType::kF32;
+    e.cols = t->cols;
+    e.scale = t->scale;
+    const int64_t bytes = t->rows * t->cols * static_cast<int64_t>(DTypeSize(t->dtype));
+    if (!e.table.Reserve(bytes, "the token embeddings").ok() ||
+        !e.ids.Reserve(std::max<int64_t>(1, max_slice_tokens), "token ids").ok() ||
+        cudaMemcpy(e.table.data(), t->data, bytes, cudaMemcpyHostToDevice) != cudaSuccess) {
+      cudaGetLastError();
+      return std::nullopt;  // no room (or no copy): the host embeds
+    }
+    return e;
+  }
+
+  // Allocates the storage of one more batch of num_seqs sequences of seq_len tokens (batches_.back()).
+  absl::Status Allocate(std::pair<int64_t, int64_t> shape) {
+    const auto [num_seqs, seq_len] = shape;
     StoredBatch b;
     b.num_seqs = num_seqs;
     b.seq_len = seq_len;
@@ -395,25 +436,51 @@ class CudaBlockBackend final : public BlockBackend {
         LLMC_RETURN_IF_ERROR(b.host.Allocate(values, "calibration activations (bf16, host)"));
         break;
     }
+    batches_.push_back(std::move(b));
+    return absl::OkStatus();
+  }
+
+  // Embeds batch i of `src` a slice at a time into its storage (batches_[i]): on the device from `emb` (the token
+  // ids checked here, as CausalLm::Embed checks them), else on the host through src.embed.
+  absl::Status Store(const CalibBatches& src, size_t i, const CausalLm* lm, DeviceEmbedding* emb) {
+    const auto [num_seqs, seq_len] = src.shapes[i];
+    StoredBatch& b = batches_[i];
+    absl::Span<const int32_t> ids;
+    if (emb != nullptr) {
+      ids = src.token_ids(i);
+      if (static_cast<int64_t>(ids.size()) != num_seqs * seq_len)
+        return absl::InternalError(absl::StrCat("calibration batch ", i, ": token ids differ from its plan"));
+      LLMC_RETURN_IF_ERROR(lm->CheckTokenIds(ids));
+    }
     for (int64_t s0 = 0; s0 < num_seqs; s0 += SliceSeqs(seq_len)) {
       const int64_t n = std::min(SliceSeqs(seq_len), num_seqs - s0);
-      LLMC_ASSIGN_OR_RETURN(HiddenStates h, src.embed(i, s0, n));
-      if (h.num_seqs != n || h.seq_len != seq_len || h.hidden != hidden_ ||
-          static_cast<int64_t>(h.data.size()) != n * seq_len * hidden_)
-        return absl::InternalError(absl::StrCat("calibration batch ", i, ": embedded shape differs from its plan"));
       const int64_t off = s0 * seq_len * hidden_;
       float* dst = storage_ == Storage::kFp32 ? b.f32.data.data() + off : dscratch_.data.data();
-      if (cudaMemcpyAsync(dst, h.data.data(), h.data.size() * sizeof(float), cudaMemcpyHostToDevice,
-                          cuda_->stream()) != cudaSuccess)
-        return absl::InternalError("cannot copy calibration activations to the device");
+      HiddenStates h;  // the host path's slice, alive until its copy is done
+      if (emb != nullptr) {
+        const int64_t count = n * seq_len;
+        if (cudaMemcpyAsync(emb->ids.data(), ids.data() + s0 * seq_len, count * sizeof(int32_t),
+                            cudaMemcpyHostToDevice, cuda_->stream()) != cudaSuccess)
+          return absl::InternalError("cannot copy calibration token ids to the device");
+        const std::string err = cuda::EmbedRowsDevice(emb->table.data(), emb->dtype, emb->cols, emb->ids.data(), count,
+                                                      emb->scale, dst, cuda_->stream());
+        if (!err.empty()) return absl::InternalError(err);
+      } else {
+        LLMC_ASSIGN_OR_RETURN(h, src.embed(i, s0, n));
+        if (h.num_seqs != n || h.seq_len != seq_len || h.hidden != hidden_ ||
+            static_cast<int64_t>(h.data.size()) != n * seq_len * hidden_)
+          return absl::InternalError(absl::StrCat("calibration batch ", i, ": embedded shape differs from its plan"));
+        if (cudaMemcpyAsync(dst, h.data.data(), h.data.size() * sizeof(float), cudaMemcpyHostToDevice,
+                            cuda_->stream()) != cudaSuccess)
+          return absl::InternalError("cannot copy calibration activations to the device");
+      }
       if (storage_ != Storage::kFp32) {
         dscratch_.num_seqs = n;
         dscratch_.seq_len = seq_len;
         LLMC_RETURN_IF_ERROR(Save(&b, s0, n));
       }
-      LLMC_RETURN_IF_ERROR(cuda_->Synchronize());  // before the host slice is freed
+      LLMC_RETURN_IF_ERROR(cuda_->Synchronize());  // before the host slice (or the ids' host memory) is reused
     }
-    batches_.push_back(std::move(b));
     return absl::OkStatus();
   }
 
@@ -475,6 +542,7 @@ class CudaBlockBackend final : public BlockBackend {
   std::vector<StoredBatch> batches_;
   DeviceHiddenStates dscratch_;      // one slice, fp32: what the blocks run on
   HostPipe pipe_;                    // kHost: slices of bf16 on their way to or from the host
+  bool embedded_on_device_ = false;
   DeviceArray<unsigned> nonfinite_;  // Propagate's flag: some output was NaN or infinite
   uint64_t peak_device_bytes_ = 0;
 };

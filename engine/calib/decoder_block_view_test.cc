@@ -265,7 +265,9 @@ TEST(DecoderBlockViewTest, Llama4AttentionParentAndKvObserverFollowTheBlock) {
     float amax = 0;
     for (float v : k) amax = std::max(amax, std::fabs(v));
     EXPECT_NEAR(hooks.k_amax(), amax, 1e-5f * amax);
-    if (layer == 0) EXPECT_GT(std::fabs(amax - raw), 1e-3f * raw);  // the norm changed the range
+    if (layer == 0) {
+      EXPECT_GT(std::fabs(amax - raw), 1e-3f * raw);  // the norm changed the range
+    }
   }
 }
 

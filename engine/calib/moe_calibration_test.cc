@@ -123,8 +123,9 @@ TEST_F(MoeCalibrationTest, GptqCalibratesEveryExpertOnEveryToken) {
       if (spec.moe.shared_intermediate > 0) {
         const std::string p = spec.layout.LayerPrefix(l);
         EXPECT_NE((*dir)->Find(MoeSharedName(p, "gate", spec.moe.style) + ".weight_packed"), nullptr);
-        if (spec.moe.style != MoeStyle::kLlama4)  // Llama 4's shared expert has no gate
+        if (spec.moe.style != MoeStyle::kLlama4) {  // Llama 4's shared expert has no gate
           EXPECT_NE((*dir)->Find(MoeSharedName(p, "gate_weight") + ".weight"), nullptr);
+        }
       }
       // Llama 4's fused expert tensors were replaced by the per-expert Linears above.
       EXPECT_EQ((*dir)->Find(MoeFusedExpertsName(spec.layout.LayerPrefix(l), "gate_up_proj")), nullptr);

@@ -96,8 +96,9 @@ TEST_F(MoeSmoothingTest, AwqUsesTheMoeMappingsAndHoldsPerplexity) {
       EXPECT_TRUE(balanced.count(router)) << l;  // post_attention_layernorm -> router + experts' gate/up
       for (int64_t e = 0; e < spec.moe.num_experts; ++e)  // up -> down, once per expert
         EXPECT_TRUE(balanced.count(MoeExpertName(spec.moe.style, p, e, "down"))) << l << " expert " << e;
-      if (spec.moe.shared_intermediate > 0)
+      if (spec.moe.shared_intermediate > 0) {
         EXPECT_TRUE(balanced.count(MoeSharedName(p, "down", spec.moe.style))) << l;
+      }
       // The norm gave up s, the router's columns took it: their product is the original up to bf16 rounding.
       const std::vector<float> n0 = Dense(model, p + "post_attention_layernorm.weight");
       const std::vector<float> n1 = Dense(out, p + "post_attention_layernorm.weight");

@@ -160,7 +160,9 @@ TEST(RankExchangeTest, ModuleResultsBlocksAndFailuresReachEveryRank) {
     EXPECT_TRUE(AgreeOnStatus(comm, absl::OkStatus()).ok());
     absl::Status s = AgreeOnStatus(comm, r == 1 ? absl::InvalidArgumentError("bad module") : absl::OkStatus());
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-    if (r != 1) EXPECT_EQ(s.message(), "rank 1: bad module");
+    if (r != 1) {
+      EXPECT_EQ(s.message(), "rank 1: bad module");
+    }
 
     auto all = AllGatherJson(comm, {{"rank", r}});
     ASSERT_TRUE(all.ok());

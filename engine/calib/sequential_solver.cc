@@ -100,6 +100,7 @@ class SequentialSolver::Impl {
         return absl::InternalError("calibration sequences out of range");
       return lm->Embed(absl::MakeConstSpan(all).subspan(first * len, n * len), n, len);
     };
+    batches.token_ids = [ids_by_len](size_t b) { return absl::MakeConstSpan((*ids_by_len)[b]); };
     // Model dtype: the dtype of the first decoder Linear weight.
     const std::string first = lm_->spec().layout.LayerPrefix(0) +
                               (lm_->spec().fused_projections ? "self_attn.qkv_proj.weight" : "self_attn.q_proj.weight");

@@ -60,6 +60,19 @@ absl::StatusOr<HiddenStates> CausalLm::Embed(absl::Span<const int32_t> ids, int6
   return x;
 }
 
+absl::StatusOr<CausalLm::EmbeddingTable> CausalLm::Embeddings() const {
+  EmbeddingTable t;
+  t.rows = spec_.vocab_size;
+  t.cols = spec_.hidden_size;
+  t.scale = spec_.embedding_scale;
+  LLMC_ASSIGN_OR_RETURN(t.data, loader_->DenseRows(spec_.layout.EmbedTensor(), t.rows, t.cols, &t.dtype));
+  return t;
+}
+
+absl::Status CausalLm::CheckTokenIds(absl::Span<const int32_t> ids) const {
+  return loader_->CheckRowIds(spec_.vocab_size, ids);
+}
+
 absl::StatusOr<LinearWeight> CausalLm::LoadLinear(const std::string& module, int layer, int64_t out,
                                                   int64_t in, bool bias) const {
   LinearWeight w;

@@ -59,6 +59,19 @@ class CausalLm {
   // naming the position of an id outside the vocabulary.
   absl::StatusOr<HiddenStates> Embed(absl::Span<const int32_t> ids, int64_t num_seqs, int64_t seq_len) const;
 
+  // The token-embedding matrix as stored, for runtimes that embed on their own device: row id of Embed's output
+  // is float(data[id]) (each of `cols` values converted exactly from `dtype`) times `scale` in fp32 (no multiply
+  // when scale is 1). `data` points into the mapped checkpoint and lives as long as this CausalLm.
+  struct EmbeddingTable {
+    const uint8_t* data = nullptr;
+    DType dtype = DType::kF32;
+    int64_t rows = 0, cols = 0;
+    float scale = 1.0f;
+  };
+  absl::StatusOr<EmbeddingTable> Embeddings() const;
+  // Embed's check of the ids alone: OK, or its error naming the first id outside the vocabulary.
+  absl::Status CheckTokenIds(absl::Span<const int32_t> ids) const;
+
   // Loads decoder block `layer` in fp32, calling hooks->OnWeightLoaded (if hooks) for each Linear in order.
   // Errors name the tensor at fault.
   absl::StatusOr<std::unique_ptr<DecoderBlock>> LoadBlock(int layer, LinearHooks* hooks = nullptr) const;

@@ -9,6 +9,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -383,6 +384,38 @@ TEST(CausalLmTest, UnsupportedArchitectureListsSupportedOnes) {
   EXPECT_THAT(msg, HasSubstr("'GPTNeoXForCausalLM' is not supported"));
   EXPECT_THAT(msg, HasSubstr("LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM"));
   EXPECT_THAT(msg, HasSubstr("config.json"));
+}
+
+// Embeddings() is the table Embed reads: row id, converted from the stored dtype and times the scale (Gemma's
+// sqrt(hidden)), gives Embed's row bit for bit; CheckTokenIds fails as Embed does.
+TEST(CausalLmTest, EmbeddingTableGivesEmbedsRows) {
+  for (const char* name : {"tiny-llama3", "tiny-gemma2"}) {
+    SCOPED_TRACE(name);
+    auto lm = CausalLm::Open(TestDataDir() + "/" + name, {.threads = 1});
+    ASSERT_TRUE(lm.ok()) << lm.status();
+    auto t = (*lm)->Embeddings();
+    ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_EQ(t->rows, (*lm)->spec().vocab_size);
+    EXPECT_EQ(t->cols, (*lm)->spec().hidden_size);
+    EXPECT_EQ(t->scale, (*lm)->spec().embedding_scale);
+    if (std::string(name) == "tiny-gemma2") {
+      EXPECT_NE(t->scale, 1.0f);  // the scaled case is exercised
+    }
+    const std::vector<int32_t> ids = {0, 5, static_cast<int32_t>(t->rows - 1), 5, 17, 3};
+    auto x = (*lm)->Embed(ids, 2, 3);
+    ASSERT_TRUE(x.ok()) << x.status();
+    for (size_t i = 0; i < ids.size(); ++i)
+      for (int64_t c = 0; c < t->cols; ++c) {
+        float v = LoadAsFloat(t->data, t->dtype, static_cast<size_t>(ids[i] * t->cols + c));
+        if (t->scale != 1.0f) v *= t->scale;
+        ASSERT_EQ(std::bit_cast<uint32_t>(v), std::bit_cast<uint32_t>(x->data[i * t->cols + c])) << i << "," << c;
+      }
+    EXPECT_TRUE((*lm)->CheckTokenIds(ids).ok());
+    const std::vector<int32_t> bad = {1, 2, static_cast<int32_t>(t->rows), 4};
+    EXPECT_THAT(std::string((*lm)->CheckTokenIds(bad).message()),
+                HasSubstr(absl::StrCat("token id ", t->rows, " at position 2 is outside the vocabulary")));
+    EXPECT_EQ((*lm)->CheckTokenIds(bad).message(), (*lm)->Embed(bad, 1, 4).status().message());
+  }
 }
 
 TEST(CausalLmTest, BadInputsFailCleanly) {

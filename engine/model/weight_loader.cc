@@ -288,8 +288,8 @@ absl::StatusOr<std::shared_ptr<const ActivationQuantizer>> WeightLoader::KvCache
   return std::make_shared<const ActivationQuantizer>(std::move(q));
 }
 
-absl::Status WeightLoader::GatherRows(const std::string& name, int64_t rows, int64_t cols,
-                                      absl::Span<const int32_t> ids, float* out) const {
+absl::StatusOr<const uint8_t*> WeightLoader::DenseRows(const std::string& name, int64_t rows, int64_t cols,
+                                                       DType* dtype) const {
   LLMC_ASSIGN_OR_RETURN(const ModelTensor* t, Get(name));
   if (!IsDenseFloat(t->info->dtype))
     return absl::InvalidArgumentError(absl::StrCat(dir_->path(), ": tensor '", name, "' has dtype ",
@@ -298,15 +298,26 @@ absl::Status WeightLoader::GatherRows(const std::string& name, int64_t rows, int
     return absl::InvalidArgumentError(absl::StrCat(dir_->path(), ": tensor '", name, "' has shape ",
                                                    ShapeString(t->info->shape), " but config.json implies [",
                                                    rows, ", ", cols, "]"));
-  const uint8_t* base = t->file->Data(*t->info).data();
-  const size_t row_bytes = static_cast<size_t>(cols) * DTypeSize(t->info->dtype);
-  for (size_t i = 0; i < ids.size(); ++i) {
+  *dtype = t->info->dtype;
+  return t->file->Data(*t->info).data();
+}
+
+absl::Status WeightLoader::CheckRowIds(int64_t rows, absl::Span<const int32_t> ids) const {
+  for (size_t i = 0; i < ids.size(); ++i)
     if (ids[i] < 0 || ids[i] >= rows)
       return absl::InvalidArgumentError(absl::StrCat("token id ", ids[i], " at position ", i,
                                                      " is outside the vocabulary [0, ", rows, ") of ",
                                                      dir_->path()));
-    ConvertToFloat(base + ids[i] * row_bytes, t->info->dtype, cols, out + i * cols);
-  }
+  return absl::OkStatus();
+}
+
+absl::Status WeightLoader::GatherRows(const std::string& name, int64_t rows, int64_t cols,
+                                      absl::Span<const int32_t> ids, float* out) const {
+  DType dtype;
+  LLMC_ASSIGN_OR_RETURN(const uint8_t* base, DenseRows(name, rows, cols, &dtype));
+  LLMC_RETURN_IF_ERROR(CheckRowIds(rows, ids));
+  const size_t row_bytes = static_cast<size_t>(cols) * DTypeSize(dtype);
+  for (size_t i = 0; i < ids.size(); ++i) ConvertToFloat(base + ids[i] * row_bytes, dtype, cols, out + i * cols);
   return absl::OkStatus();
 }
 

@@ -75,6 +75,12 @@ class WeightLoader {
   absl::Status GatherRows(const std::string& name, int64_t rows, int64_t cols, absl::Span<const int32_t> ids,
                           float* out) const;
 
+  // The stored bytes of the dense 2-D tensor `name` [rows, cols] (BF16, F16 or F32, row-major, in the mapped
+  // file) for code that gathers rows itself; *dtype gets its dtype. GatherRows's checks and errors.
+  absl::StatusOr<const uint8_t*> DenseRows(const std::string& name, int64_t rows, int64_t cols, DType* dtype) const;
+  // OK when every id lies in [0, rows); else GatherRows's error naming the first id outside.
+  absl::Status CheckRowIds(int64_t rows, absl::Span<const int32_t> ids) const;
+
  private:
   explicit WeightLoader(const ModelDir* dir) : dir_(dir) {}
   absl::StatusOr<const ModelTensor*> Get(const std::string& name) const;

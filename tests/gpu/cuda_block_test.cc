@@ -201,7 +201,9 @@ TEST_P(CudaBlockTest, HooksSeeTheSameInputs) {
   ASSERT_TRUE((*runner)->Run(w->get(), &*dx, &adapter).ok());
   ASSERT_EQ(gpu_hooks.calls.size(), cpu_hooks.calls.size());
   const size_t linears = (*block)->linears().size();
-  if (!spec.moe.enabled()) EXPECT_EQ(cpu_hooks.calls.size(), linears * 2);  // 7 Linears, or 4 when fused
+  if (!spec.moe.enabled()) {
+    EXPECT_EQ(cpu_hooks.calls.size(), linears * 2);  // 7 Linears, or 4 when fused
+  }
   for (size_t i = 0; i < cpu_hooks.calls.size(); ++i) {
     EXPECT_EQ(gpu_hooks.calls[i].name, cpu_hooks.calls[i].name);
     EXPECT_EQ(gpu_hooks.calls[i].tokens, cpu_hooks.calls[i].tokens);
@@ -212,7 +214,9 @@ TEST_P(CudaBlockTest, HooksSeeTheSameInputs) {
   ASSERT_TRUE(dx2.ok());
   HessianHooks hess(ctx->get());
   ASSERT_TRUE((*runner)->Run(w->get(), &*dx2, &hess).ok());
-  if (!spec.moe.enabled()) ASSERT_EQ(hess.h.size(), linears);
+  if (!spec.moe.enabled()) {
+    ASSERT_EQ(hess.h.size(), linears);
+  }
   EXPECT_LE(hess.h.size(), linears);
   for (auto& [name, dh] : hess.h) {
     const int64_t in = hess.in_features[name];

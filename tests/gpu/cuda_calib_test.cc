@@ -66,6 +66,7 @@ TEST(CudaCalibTest, GptqOnTheGpuMatchesTheCpu) {
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   EXPECT_EQ(gpu->solver_report["device"], "cuda");
   EXPECT_GT(gpu->solver_report["peak_device_used_bytes"].get<uint64_t>(), 0u);
+  EXPECT_EQ(gpu->solver_report["embedding"], "device");  // the tokens were embedded on the GPU
 
   auto a = ModelDir::Open(tmp.path() + "/cpu");
   auto b = ModelDir::Open(tmp.path() + "/gpu");

@@ -216,7 +216,9 @@ TEST_F(CudaDecoderKernelsTest, PartialRotaryLongropeIsBitIdenticalToCpu) {
     auto gpu = ToHost(dx, x.size());
     for (size_t i = 0; i < x.size(); ++i) {
       ASSERT_EQ(gpu[i], x[i]) << "at " << i;
-      if (i % hd >= static_cast<size_t>(rot)) ASSERT_EQ(x[i], before[i]) << "pass-through dimension " << i;
+      if (i % hd >= static_cast<size_t>(rot)) {
+        ASSERT_EQ(x[i], before[i]) << "pass-through dimension " << i;
+      }
     }
   }
 }

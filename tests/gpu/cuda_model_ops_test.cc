@@ -3,6 +3,7 @@
 // relative (CUDA expf and the CPU's FastExp differ by a few ulp).
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -11,6 +12,7 @@
 #include "engine/backend/cuda/rtn_kernels.h"
 #include "engine/model/cpu_context.h"
 #include "engine/model/cpu_ops.h"
+#include "engine/tensor/dtype.h"
 
 namespace llmc {
 namespace {
@@ -55,6 +57,41 @@ TEST_F(CudaModelOpsTest, SwiGluMatchesCpu) {
     ASSERT_EQ(cuda::SwiGluHost(g.data(), u.data(), n, gpu.data()), "");
     for (int64_t i = 0; i < n; ++i)
       ASSERT_NEAR(gpu[i], cpu[i], 2e-6f * std::max(1.0f, std::fabs(cpu[i]))) << "n=" << n << " at " << i;
+  }
+}
+
+// The device embedding: bf16, f16 and f32 tables, with and without a scale, bit-identical to the host conversion
+// and fp32 multiply CausalLm::Embed does (repeated ids, the first and last rows, a row count past one grid block).
+TEST_F(CudaModelOpsTest, EmbedRowsMatchesTheHostBitForBit) {
+  const int64_t rows = 300, cols = 77;
+  const auto values = Random(rows * cols, 0.7f, 11);
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 513; ++i) ids.push_back((i * 37) % rows);
+  ids[0] = 0;
+  ids[1] = rows - 1;
+  for (DType dt : {DType::kBF16, DType::kF16, DType::kF32}) {
+    std::vector<uint8_t> table(rows * cols * DTypeSize(dt));
+    for (int64_t i = 0; i < rows * cols; ++i) {
+      if (dt == DType::kBF16) reinterpret_cast<uint16_t*>(table.data())[i] = FloatToBF16(values[i]);
+      else if (dt == DType::kF16) reinterpret_cast<uint16_t*>(table.data())[i] = FloatToF16(values[i]);
+      else reinterpret_cast<float*>(table.data())[i] = values[i];
+    }
+    const cuda::TableDType td = dt == DType::kBF16 ? cuda::TableDType::kBF16
+                                : dt == DType::kF16 ? cuda::TableDType::kF16
+                                                    : cuda::TableDType::kF32;
+    for (float scale : {1.0f, std::sqrt(3072.0f), 0.3f}) {
+      std::vector<float> gpu(ids.size() * cols);
+      ASSERT_EQ(cuda::EmbedRowsHost(table.data(), td, rows, cols, ids.data(), static_cast<int64_t>(ids.size()), scale,
+                                    gpu.data()),
+                "");
+      for (size_t i = 0; i < ids.size(); ++i)
+        for (int64_t c = 0; c < cols; ++c) {
+          float want = LoadAsFloat(table.data(), dt, static_cast<size_t>(ids[i] * cols + c));
+          if (scale != 1.0f) want *= scale;
+          ASSERT_EQ(std::bit_cast<uint32_t>(gpu[i * cols + c]), std::bit_cast<uint32_t>(want))
+              << DTypeName(dt) << " scale " << scale << " at " << i << "," << c;
+        }
+    }
   }
 }
 

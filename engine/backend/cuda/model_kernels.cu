@@ -1,3 +1,4 @@
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -175,6 +176,19 @@ __global__ void Bf16ToFloatKernel(const uint16_t* __restrict__ in, int64_t n, fl
   if (i < n) out[i] = __uint_as_float(static_cast<uint32_t>(in[i]) << 16);
 }
 
+__global__ void EmbedRowsKernel(const void* __restrict__ table, int dtype, int64_t cols,
+                                const int32_t* __restrict__ ids, int64_t n, float scale, float* __restrict__ out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n * cols) return;
+  const int64_t row = i / cols, col = i % cols;
+  const int64_t src = static_cast<int64_t>(ids[row]) * cols + col;
+  float v;
+  if (dtype == 1) v = __uint_as_float(static_cast<uint32_t>(static_cast<const uint16_t*>(table)[src]) << 16);
+  else if (dtype == 2) v = __half2float(static_cast<const __half*>(table)[src]);
+  else v = static_cast<const float*>(table)[src];
+  out[i] = scale == 1.0f ? v : __fmul_rn(v, scale);
+}
+
 // flag[0] |= 1 when any of x[0, n) is NaN or infinite (exponent bits all ones); a grid-stride loop, one atomic per
 // warp that saw one.
 __global__ void FlagNonFiniteKernel(const float* __restrict__ x, int64_t n, unsigned* flag) {
@@ -318,6 +332,15 @@ std::string Bf16ToFloatDevice(const uint16_t* in, int64_t n, float* out, cudaStr
   return "";
 }
 
+std::string EmbedRowsDevice(const void* table, TableDType dtype, int64_t cols, const int32_t* ids, int64_t n,
+                            float scale, float* out, cudaStream_t stream) {
+  if (n < 0 || cols <= 0) return "EmbedRowsDevice: invalid shape";
+  if (n == 0) return "";
+  EmbedRowsKernel<<<Blocks(n * cols), kThreads, 0, stream>>>(table, static_cast<int>(dtype), cols, ids, n, scale, out);
+  LLMC_CUDA_TRY(cudaGetLastError());
+  return "";
+}
+
 std::string FlagNonFiniteDevice(const float* x, int64_t n, unsigned* flag, cudaStream_t stream) {
   if (n < 0) return "FlagNonFiniteDevice: invalid size";
   if (n == 0) return "";
@@ -364,6 +387,32 @@ std::string AnyNonFiniteHost(const float* x, int64_t n, bool* any) {
   LLMC_CUDA_TRY(cudaMemcpy(&h, flag, sizeof(unsigned), cudaMemcpyDeviceToHost));
   *any = h != 0;
   return "";
+}
+
+std::string EmbedRowsHost(const void* table, TableDType dtype, int64_t rows, int64_t cols, const int32_t* ids,
+                          int64_t n, float scale, float* out) {
+  const int64_t elem = dtype == TableDType::kF32 ? 4 : 2;
+  void *dt = nullptr, *di = nullptr;
+  float* dout = nullptr;
+  std::string err;
+  auto free_all = [&] {
+    cudaFree(dt);
+    cudaFree(di);
+    cudaFree(dout);
+  };
+  if (cudaMalloc(&dt, rows * cols * elem) != cudaSuccess || cudaMalloc(&di, std::max<int64_t>(n, 1) * 4) != cudaSuccess ||
+      cudaMalloc(reinterpret_cast<void**>(&dout), std::max<int64_t>(n * cols, 1) * 4) != cudaSuccess) {
+    free_all();
+    return "EmbedRowsHost: cudaMalloc failed";
+  }
+  if (cudaMemcpy(dt, table, rows * cols * elem, cudaMemcpyHostToDevice) != cudaSuccess ||
+      (n > 0 && cudaMemcpy(di, ids, n * 4, cudaMemcpyHostToDevice) != cudaSuccess))
+    err = "EmbedRowsHost: copy to the device failed";
+  if (err.empty()) err = EmbedRowsDevice(dt, dtype, cols, static_cast<const int32_t*>(di), n, scale, dout);
+  if (err.empty() && n > 0 && cudaMemcpy(out, dout, n * cols * 4, cudaMemcpyDeviceToHost) != cudaSuccess)
+    err = "EmbedRowsHost: copy to the host failed";
+  free_all();
+  return err;
 }
 
 }  // namespace llmc::cuda

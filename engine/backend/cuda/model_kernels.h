@@ -66,6 +66,13 @@ std::string ScatterAddScaledRowsDevice(const float* src, const int32_t* src_rows
 std::string FloatToBf16Device(const float* in, int64_t n, uint16_t* out, cudaStream_t stream = nullptr);
 // out[i] = float(in[i]) for bf16 bit patterns (exact).
 std::string Bf16ToFloatDevice(const uint16_t* in, int64_t n, float* out, cudaStream_t stream = nullptr);
+// Token embedding on the device: out[i, :] = float(table[ids[i], :]) * scale (the multiply skipped when scale is 1),
+// n rows of `cols` values; the table [rows, cols] in `dtype` (bit patterns; conversions exact), ids already checked
+// to lie in [0, rows). Bit-identical to CausalLm::Embed.
+enum class TableDType { kF32, kBF16, kF16 };
+std::string EmbedRowsDevice(const void* table, TableDType dtype, int64_t cols, const int32_t* ids, int64_t n,
+                            float scale, float* out, cudaStream_t stream = nullptr);
+
 // *flag |= 1 when any of x[0, n) is NaN or +-Inf (flag is a device word the caller zeroes and reads back).
 std::string FlagNonFiniteDevice(const float* x, int64_t n, unsigned* flag, cudaStream_t stream = nullptr);
 
@@ -73,5 +80,8 @@ std::string FlagNonFiniteDevice(const float* x, int64_t n, unsigned* flag, cudaS
 std::string RmsNormHost(const float* x, int64_t rows, int64_t dim, const float* weight, float eps, float* out);
 std::string SwiGluHost(const float* gate, const float* up, int64_t n, float* out);
 std::string AnyNonFiniteHost(const float* x, int64_t n, bool* any);
+// EmbedRowsDevice over a host table of `rows` rows (element size from dtype) and host ids.
+std::string EmbedRowsHost(const void* table, TableDType dtype, int64_t rows, int64_t cols, const int32_t* ids,
+                          int64_t n, float scale, float* out);
 
 }  // namespace llmc::cuda
