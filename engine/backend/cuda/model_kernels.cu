@@ -391,28 +391,20 @@ std::string AnyNonFiniteHost(const float* x, int64_t n, bool* any) {
 
 std::string EmbedRowsHost(const void* table, TableDType dtype, int64_t rows, int64_t cols, const int32_t* ids,
                           int64_t n, float scale, float* out) {
-  const int64_t elem = dtype == TableDType::kF32 ? 4 : 2;
-  void *dt = nullptr, *di = nullptr;
-  float* dout = nullptr;
+  const int64_t table_bytes = rows * cols * (dtype == TableDType::kF32 ? 4 : 2);
+  DeviceBuffers b;
+  float *dt, *di, *dout;  // di holds int32 ids and dt the table's bytes, in float-sized buffers
   std::string err;
-  auto free_all = [&] {
-    cudaFree(dt);
-    cudaFree(di);
-    cudaFree(dout);
-  };
-  if (cudaMalloc(&dt, rows * cols * elem) != cudaSuccess || cudaMalloc(&di, std::max<int64_t>(n, 1) * 4) != cudaSuccess ||
-      cudaMalloc(reinterpret_cast<void**>(&dout), std::max<int64_t>(n * cols, 1) * 4) != cudaSuccess) {
-    free_all();
-    return "EmbedRowsHost: cudaMalloc failed";
-  }
-  if (cudaMemcpy(dt, table, rows * cols * elem, cudaMemcpyHostToDevice) != cudaSuccess ||
-      (n > 0 && cudaMemcpy(di, ids, n * 4, cudaMemcpyHostToDevice) != cudaSuccess))
-    err = "EmbedRowsHost: copy to the device failed";
-  if (err.empty()) err = EmbedRowsDevice(dt, dtype, cols, static_cast<const int32_t*>(di), n, scale, dout);
-  if (err.empty() && n > 0 && cudaMemcpy(out, dout, n * cols * 4, cudaMemcpyDeviceToHost) != cudaSuccess)
-    err = "EmbedRowsHost: copy to the host failed";
-  free_all();
-  return err;
+  if (!(err = b.Alloc(&dt, std::max<int64_t>((table_bytes + 3) / 4, 1))).empty() ||
+      !(err = b.Alloc(&di, std::max<int64_t>(n, 1))).empty() ||
+      !(err = b.Alloc(&dout, std::max<int64_t>(n * cols, 1))).empty())
+    return err;
+  LLMC_CUDA_TRY(cudaMemcpy(dt, table, table_bytes, cudaMemcpyHostToDevice));
+  if (n > 0) LLMC_CUDA_TRY(cudaMemcpy(di, ids, n * sizeof(int32_t), cudaMemcpyHostToDevice));
+  err = EmbedRowsDevice(dt, dtype, cols, reinterpret_cast<const int32_t*>(di), n, scale, dout);
+  if (!err.empty()) return err;
+  if (n > 0) LLMC_CUDA_TRY(cudaMemcpy(out, dout, n * cols * sizeof(float), cudaMemcpyDeviceToHost));
+  return "";
 }
 
 }  // namespace llmc::cuda
