@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <thread>
 #include <vector>
 
@@ -39,6 +40,22 @@ absl::Status ParallelFor(int64_t n, int threads, const std::function<absl::Statu
   }
   absl::MutexLock lock(&first.mu);
   return first.status;
+}
+
+void ParallelCopy(void* dst, const void* src, size_t bytes, int threads) {
+  constexpr size_t kPiece = size_t{8} << 20;
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int64_t pieces = static_cast<int64_t>(std::min<size_t>((bytes + kPiece - 1) / kPiece, threads));
+  if (pieces <= 1) {
+    if (bytes > 0) std::memcpy(dst, src, bytes);
+    return;
+  }
+  const size_t each = (bytes + pieces - 1) / pieces;
+  (void)ParallelFor(pieces, threads, [&](int64_t i) {
+    const size_t begin = static_cast<size_t>(i) * each, end = std::min(bytes, begin + each);
+    if (begin < end) std::memcpy(static_cast<char*>(dst) + begin, static_cast<const char*>(src) + begin, end - begin);
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace llmc

@@ -2,11 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <mutex>
 #include <set>
 #include <thread>
+#include <vector>
 
 namespace llmc {
 namespace {
@@ -56,6 +58,21 @@ TEST(ParallelForTest, OneThreadRunsInOrderOnTheCaller) {
 
 TEST(ParallelForTest, NothingToDo) {
   EXPECT_TRUE(ParallelFor(0, 8, [](int64_t) { return absl::InternalError("never"); }).ok());
+}
+
+// Sizes around the 8 MiB pieces (one piece, a ragged last piece, more pieces than threads) and an empty copy:
+// every byte lands where memcpy would put it, and nothing beyond `bytes` is written.
+TEST(ParallelCopyTest, CopiesEveryByteOfRaggedSizes) {
+  constexpr size_t kMiB = size_t{1} << 20;
+  for (size_t bytes : {size_t{0}, size_t{1}, 8 * kMiB - 3, 8 * kMiB, 8 * kMiB + 1, 41 * kMiB + 7}) {
+    for (int threads : {0, 1, 3}) {
+      std::vector<unsigned char> src(bytes), dst(bytes + 16, 0xEE);
+      for (size_t i = 0; i < bytes; ++i) src[i] = static_cast<unsigned char>((i * 131 + i / 4099) & 0xFF);
+      ParallelCopy(dst.data(), src.data(), bytes, threads);
+      ASSERT_TRUE(std::equal(src.begin(), src.end(), dst.begin())) << bytes << " bytes, " << threads << " threads";
+      for (size_t i = bytes; i < dst.size(); ++i) ASSERT_EQ(dst[i], 0xEE) << "wrote past the end at " << i;
+    }
+  }
 }
 
 }  // namespace

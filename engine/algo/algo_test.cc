@@ -479,6 +479,29 @@ TEST(GptqTest, ThreadsDoNotChangeTheResult) {
   EXPECT_EQ(a->loss, b->loss);
 }
 
+// GptqOptions::result_storage: a reused buffer full of stale values (NaN) gives the same result as a fresh one,
+// with and without a column permutation, and its memory becomes the result's.
+TEST(GptqTest, ResultStorageIsReusedAndDoesNotChangeTheResult) {
+  Problem p = MakeProblem(64, 256, 1024, 43);
+  Scheme s = Preset("W4A16");
+  for (const char* order : {"none", "static", "group"}) {
+    GroupQuantizer q1 = MakeQuantizer(s, p.w, p.rows, p.cols), q2 = q1;
+    GptqOptions opt;
+    opt.actorder = order;
+    opt.weight_args = &s.args;
+    auto fresh = GptqQuantize(kModule, p.w.data(), p.rows, p.cols, p.h.data(), p.samples, &q1, opt);
+    std::vector<float> storage(static_cast<size_t>(p.rows * p.cols), std::numeric_limits<float>::quiet_NaN());
+    const float* buffer = storage.data();
+    opt.result_storage = &storage;
+    auto reused = GptqQuantize(kModule, p.w.data(), p.rows, p.cols, p.h.data(), p.samples, &q2, opt);
+    ASSERT_TRUE(fresh.ok() && reused.ok()) << order;
+    EXPECT_EQ(reused->weight, fresh->weight) << order;
+    EXPECT_EQ(reused->loss, fresh->loss) << order;
+    EXPECT_EQ(reused->weight.data(), buffer) << order << ": the storage's memory was not reused";
+    EXPECT_TRUE(storage.empty()) << order;
+  }
+}
+
 // Unpacks pack-quantized int4 symmetric tensors and dequantizes with weight_g_idx, as a reader does.
 std::vector<float> DecodeWithGIdx(const std::vector<std::vector<uint8_t>>& t, int64_t rows, int64_t cols,
                                   int64_t groups, std::vector<int32_t>* g_idx) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/parallel.h"
 #include "common/status_macros.h"
 #include "engine/algo/gptq_common.h"
 #include "engine/algo/obs_common.h"
@@ -200,7 +201,17 @@ absl::StatusOr<GptqResult> CudaGptqQuantize(absl::string_view module, const floa
   LLMC_ASSIGN_OR_RETURN(auto d_scratch,
                         DeviceArray<unsigned long long>::Create(cuda::kGptqScratchWords, "GPTQ scratch"));
   DeviceArray<float> d_src;  // the weight as given; later the result in the original column order
-  LLMC_RETURN_IF_ERROR(Upload(&d_src, weight, n, "the GPTQ weight", stream));
+  // The weight goes up, and the result comes back, through the context's pinned buffer (copied to and from it on
+  // several host threads): from pageable memory the driver stages the copy itself at a fraction of the bus's rate.
+  const size_t weight_bytes = static_cast<size_t>(n) * sizeof(float);
+  absl::StatusOr<void*> pinned = ctx->PinnedStaging(weight_bytes);
+  const int copy_threads = ResolveThreads(options.num_threads);
+  if (pinned.ok()) {
+    ParallelCopy(*pinned, weight, weight_bytes, copy_threads);
+    LLMC_RETURN_IF_ERROR(Upload(&d_src, static_cast<const float*>(*pinned), n, "the GPTQ weight", stream));
+  } else {
+    LLMC_RETURN_IF_ERROR(Upload(&d_src, weight, n, "the GPTQ weight", stream));
+  }
   int64_t bad = -1, zeros = 0;
   LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::ScanValues(d_src.data(), n, d_scratch.data(), stream, &bad, &zeros));
   if (bad >= 0) return WeightNotFiniteError(module, bad, cols);
@@ -358,10 +369,16 @@ absl::StatusOr<GptqResult> CudaGptqQuantize(absl::string_view module, const floa
   if (!perm.empty())
     LLMC_CUDA_STR_RETURN_IF_ERROR(
         cuda::PermuteColumns(d_work.data(), rows, cols, d_perm.data(), /*inverse=*/true, d_src.data(), stream));
-  result.weight.resize(static_cast<size_t>(n));
-  LLMC_CUDA_RETURN_IF_ERROR(
-      cudaMemcpyAsync(result.weight.data(), d_src.data(), n * sizeof(float), cudaMemcpyDeviceToHost, stream));
-  LLMC_RETURN_IF_ERROR(ctx->Synchronize());
+  result.weight = TakeGptqResultStorage(options, static_cast<size_t>(n));
+  if (pinned.ok()) {
+    LLMC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(*pinned, d_src.data(), weight_bytes, cudaMemcpyDeviceToHost, stream));
+    LLMC_RETURN_IF_ERROR(ctx->Synchronize());
+    ParallelCopy(result.weight.data(), *pinned, weight_bytes, copy_threads);
+  } else {
+    LLMC_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(result.weight.data(), d_src.data(), weight_bytes, cudaMemcpyDeviceToHost, stream));
+    LLMC_RETURN_IF_ERROR(ctx->Synchronize());
+  }
   phases.Mark("download");
   FinishGptqResult(row_loss, plan, col_group, quantizer, &result);
   return result;

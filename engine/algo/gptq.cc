@@ -72,8 +72,9 @@ absl::StatusOr<GptqResult> GptqQuantize(absl::string_view module, const float* w
                         PlanGptqColumns(module, options, quantizer->params(), hessian, cols + 1, cols));
   const std::vector<int64_t>& perm = plan.perm;
 
-  // Working copy in solve order.
-  std::vector<float> w(static_cast<size_t>(rows * cols));
+  // Working copy in solve order (the result's storage without a permutation).
+  std::vector<float> w = perm.empty() ? TakeGptqResultStorage(options, static_cast<size_t>(rows * cols))
+                                      : std::vector<float>(static_cast<size_t>(rows * cols));
   for (int64_t r = 0; r < rows; ++r) {
     const float* src = weight + r * cols;
     float* dst = w.data() + r * cols;
@@ -135,7 +136,7 @@ absl::StatusOr<GptqResult> GptqQuantize(absl::string_view module, const float* w
   if (perm.empty()) {
     result.weight = std::move(w);
   } else {
-    result.weight.resize(w.size());
+    result.weight = TakeGptqResultStorage(options, w.size());
     for (int64_t r = 0; r < rows; ++r) {
       const float* src = w.data() + r * cols;
       float* dst = result.weight.data() + r * cols;

@@ -55,6 +55,10 @@ struct GptqOptions {
   // Threads for the per-column work inside a block (rows are independent); 0 = hardware concurrency. The GEMMs
   // use OpenBLAS's own threads.
   int num_threads = 0;
+  // Memory for GptqResult::weight (not owned; may be null). When given, its buffer is moved into the result and
+  // reused (say an earlier result of the same shape, already paged in) instead of a fresh allocation that is
+  // zero-filled and page-faulted; the vector is left empty. Its contents do not matter.
+  std::vector<float>* result_storage = nullptr;
 };
 
 struct GptqResult {

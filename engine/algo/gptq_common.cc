@@ -92,6 +92,13 @@ void MarkRtnFallback(absl::string_view module, absl::string_view failure, double
   result->warning = FactorFailureWarning(module, failure, dampening_frac, "falling back to round-to-nearest");
 }
 
+std::vector<float> TakeGptqResultStorage(const GptqOptions& options, size_t n) {
+  std::vector<float> v;
+  if (options.result_storage != nullptr) v.swap(*options.result_storage);
+  v.resize(n);
+  return v;
+}
+
 void FinishGptqResult(const std::vector<double>& row_loss, const GptqColumnOrder& plan,
                       const std::vector<int32_t>& col_group, GroupQuantizer* quantizer, GptqResult* result) {
   result->loss = HalfTotalLoss(row_loss);

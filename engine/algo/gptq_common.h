@@ -53,6 +53,10 @@ bool GptqPreservesZeros(int64_t zeros, int64_t n);
 // Marks `result` as round-to-nearest because the factorization failed (`failure`), with the logged warning.
 void MarkRtnFallback(absl::string_view module, absl::string_view failure, double dampening_frac, GptqResult* result);
 
+// A vector of n floats for GptqResult::weight: options.result_storage's buffer (moved out) when given, else a new
+// one. Values are unspecified where the storage had some.
+std::vector<float> TakeGptqResultStorage(const GptqOptions& options, size_t n);
+
 // The end of a solve: result->loss from the per-row losses, the quantizer's g_idx (activation ordering "group":
 // original column -> group) and result->params.
 void FinishGptqResult(const std::vector<double>& row_loss, const GptqColumnOrder& plan,

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/parallel.h"
 #include "common/status_macros.h"
 #include "common/util.h"
 #include "engine/algo/gptq.h"
@@ -94,6 +95,8 @@ absl::Status ModuleSolver::Solve(LinearWeight* lw, int group, DType wdtype, std:
     go.weight_args = &wa;
     go.keep_mask = keep;
     go.num_threads = threads_;
+    std::vector<float> storage = TakeBuffer(static_cast<size_t>(rows * cols));
+    go.result_storage = &storage;
     // A module no calibration token reached (a mixture-of-experts expert no token was routed to, with
     // moe_calibrate_all_experts off) has no Hessian: GPTQ with an identity Hessian, which is round-to-nearest with the
     // weight-only observer's scales, keeps every output tensor (g_idx included) as GPTQ writes it.
@@ -127,7 +130,8 @@ absl::Status ModuleSolver::Solve(LinearWeight* lw, int group, DType wdtype, std:
     qw = std::make_shared<std::vector<float>>(std::move(deq));
     (*info)["algorithm"] = "rtn";
   }
-  lw->weight = *qw;  // the block propagates with the compressed values
+  lw->weight = TakeBuffer(qw->size());  // the block propagates with the compressed values
+  ParallelCopy(lw->weight.data(), qw->data(), qw->size() * sizeof(float), threads_);
   (*info)["solve_seconds"] = NowSeconds() - t0;
   // Encoding, the report's error and the writes run beside the next solves (and the propagation).
   LLMC_ASSIGN_OR_RETURN(auto extras, ExtraTensors(lw->name, group, cols, wdtype));
@@ -174,6 +178,8 @@ absl::Status ModuleSolver::Solve(LinearWeight* lw, int group, DType wdtype, std:
     }
     if (out.size() != plan.size()) return absl::InternalError(absl::StrCat(name, ": output count mismatch"));
     for (size_t i = 0; i < plan.size(); ++i) LLMC_RETURN_IF_ERROR(emit(absl::StrCat(name, ".", plan[i].suffix), out[i]));
+    ReturnBuffer(std::move(*orig));
+    ReturnBuffer(std::move(*qw));
     std::lock_guard<std::mutex> lock(mu_);
     reports_[name] = *info;
     return absl::OkStatus();
@@ -187,6 +193,31 @@ absl::Status ModuleSolver::Solve(LinearWeight* lw, int group, DType wdtype, std:
     }
   });
   return absl::OkStatus();
+}
+
+std::vector<float> ModuleSolver::TakeBuffer(size_t n) {
+  std::vector<float> v;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t i = 0; i < spare_.size(); ++i) {
+      if (spare_[i].size() != n) continue;
+      v.swap(spare_[i]);
+      spare_.erase(spare_.begin() + static_cast<std::ptrdiff_t>(i));
+      spare_bytes_ -= n * sizeof(float);
+      break;
+    }
+  }
+  v.resize(n);
+  return v;
+}
+
+void ModuleSolver::ReturnBuffer(std::vector<float> v) {
+  const size_t bytes = v.size() * sizeof(float);
+  if (bytes == 0 || v.capacity() != v.size()) return;  // only exact-size buffers are handed out again
+  std::lock_guard<std::mutex> lock(mu_);
+  if (spare_bytes_ + bytes > kMaxSpareBytes) return;
+  spare_bytes_ += bytes;
+  spare_.push_back(std::move(v));
 }
 
 void ModuleSolver::Wait() {

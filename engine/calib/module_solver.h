@@ -61,6 +61,14 @@ class ModuleSolver {
   // it, in the model dtype.
   absl::StatusOr<float> StaticInputScale(const std::string& module, const QuantArgs& in, const GroupStats& st) const;
 
+  // Weight-sized buffers of finished modules, reused by later solves of the same size (each block repeats the
+  // last one's shapes): GPTQ's result and the block's copy of it then land in memory already paged in instead
+  // of fresh allocations that are zero-filled and faulted in page by page. At most kMaxSpareBytes are kept.
+  static constexpr size_t kMaxSpareBytes = size_t{2} << 30;
+  // A buffer of exactly n floats (a spare one when there is one; contents unspecified).
+  std::vector<float> TakeBuffer(size_t n);
+  void ReturnBuffer(std::vector<float> v);
+
   const CompressionRecipe& recipe_;
   const QuantConfig& cfg_;
   BlockBackend* backend_;
@@ -70,6 +78,8 @@ class ModuleSolver {
   std::mutex mu_;
   absl::Status error_;                               // guarded by mu_
   std::map<std::string, nlohmann::json> reports_;    // guarded by mu_
+  std::vector<std::vector<float>> spare_;            // guarded by mu_
+  size_t spare_bytes_ = 0;                           // guarded by mu_
 };
 
 }  // namespace llmc

@@ -49,6 +49,7 @@ CudaContext::~CudaContext() {
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
   if (upload_stream_ != nullptr) cudaStreamSynchronize(upload_stream_);
   blas_.reset();
+  if (pinned_ != nullptr) cudaFreeHost(pinned_);
   if (upload_stream_ != nullptr) cudaStreamDestroy(upload_stream_);
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
 }
@@ -56,6 +57,22 @@ CudaContext::~CudaContext() {
 absl::Status CudaContext::Synchronize() {
   LLMC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   return absl::OkStatus();
+}
+
+absl::StatusOr<void*> CudaContext::PinnedStaging(size_t bytes) {
+  if (bytes <= pinned_bytes_) return pinned_;
+  LLMC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  LLMC_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(upload_stream_));
+  if (pinned_ != nullptr) cudaFreeHost(pinned_);
+  pinned_ = nullptr;
+  pinned_bytes_ = 0;
+  if (cudaHostAlloc(&pinned_, bytes, cudaHostAllocDefault) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky-free error state of the failed allocation
+    pinned_ = nullptr;
+    return absl::ResourceExhaustedError(absl::StrCat("cannot pin ", bytes, " bytes of host memory for GPU copies"));
+  }
+  pinned_bytes_ = bytes;
+  return pinned_;
 }
 
 absl::StatusOr<DeviceHiddenStates> UploadHiddenStates(const HiddenStates& x, CudaContext* ctx) {

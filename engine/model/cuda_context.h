@@ -108,6 +108,12 @@ class CudaContext {
   cuda::Blas* blas() { return blas_.get(); }
   // Waits for the compute stream; returns the first asynchronous error, if any.
   absl::Status Synchronize();
+  // A pinned host buffer of at least `bytes` (cudaHostAlloc; grown on demand, kept until the context goes):
+  // copies between it and the device run at the bus's rate instead of through the driver's staging of pageable
+  // memory. Growing waits for both streams (queued copies may still use the old buffer). The contents belong to
+  // the caller until its next call. RESOURCE_EXHAUSTED when the host cannot pin that much (callers then copy
+  // from pageable memory).
+  absl::StatusOr<void*> PinnedStaging(size_t bytes);
 
  private:
   CudaContext() = default;
@@ -116,6 +122,8 @@ class CudaContext {
   cudaStream_t stream_ = nullptr;
   cudaStream_t upload_stream_ = nullptr;
   std::unique_ptr<cuda::Blas> blas_;  // destroyed before the streams
+  void* pinned_ = nullptr;            // PinnedStaging's buffer, pinned_bytes_ long
+  size_t pinned_bytes_ = 0;
 };
 
 // Hidden states on the device, with HiddenStates' layout: [num_seqs * seq_len, hidden] fp32, sequence-major.

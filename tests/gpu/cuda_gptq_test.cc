@@ -438,6 +438,30 @@ TEST_F(CudaGptqTest, UnsupportedSchemesAreUnimplemented) {
   }
 }
 
+// Through the context's pinned buffer, several solves of growing and shrinking sizes in a row (the buffer grows
+// once and is reused), each result in reused storage full of stale values: the same bytes as a fresh solve.
+TEST_F(CudaGptqTest, PinnedCopiesAndReusedStorageGiveTheSameResult) {
+  Scheme s = W4A16();
+  for (int64_t rows : {64, 512, 32, 512}) {
+    const int64_t cols = 256;
+    std::vector<float> w = RandomWeight(rows, cols, 90 + static_cast<uint32_t>(rows));
+    std::vector<float> h(cols * cols, 0.0f);
+    for (int64_t i = 0; i < cols; ++i) h[i * cols + i] = 1.0f + 0.01f * static_cast<float>(i % 7);
+    DeviceArray<float> dh = ToDevice(h);
+    GroupQuantizer q1 = MakeQuantizer(s, w, rows, cols), q2 = q1;
+    auto fresh = CudaGptqQuantize(kModule, w.data(), rows, cols, dh.data(), 8, &q1, GptqOptions{}, ctx_.get());
+    std::vector<float> storage(static_cast<size_t>(rows * cols), std::numeric_limits<float>::quiet_NaN());
+    const float* buffer = storage.data();
+    GptqOptions opt;
+    opt.result_storage = &storage;
+    auto reused = CudaGptqQuantize(kModule, w.data(), rows, cols, dh.data(), 8, &q2, opt, ctx_.get());
+    ASSERT_TRUE(fresh.ok() && reused.ok()) << fresh.status() << " " << reused.status();
+    EXPECT_EQ(reused->weight, fresh->weight) << rows;
+    EXPECT_EQ(reused->loss, fresh->loss) << rows;
+    EXPECT_EQ(reused->weight.data(), buffer) << rows;
+  }
+}
+
 TEST_F(CudaGptqTest, BadInputsFailAsOnTheCpu) {
   const int64_t rows = 8, cols = 128;
   std::vector<float> w = RandomWeight(rows, cols, 81);
