@@ -8,6 +8,7 @@
 #   bench/accuracy.sh [LLMC_BIN] [OUT_DIR]
 #   ONLY='W8A8|FP8|NVFP4' bench/accuracy.sh ...     # only the rows whose label matches (grep -E)
 #   WINDOWS=64 NUM_SAMPLES=32 bench/accuracy.sh ...  # smaller settings (defaults 100 and 128)
+#   DEVICE=cuda bench/accuracy.sh ...                # calibrate and evaluate on the GPU (default cpu)
 #
 # `llmc eval` runs the dequantized weights with activations (Linear inputs, kv cache) fake-quantized as the
 # checkpoint's quantization_config says: "eval.txt ppl". For schemes that quantize activations (W8A8, FP8, NVFP4)
@@ -22,11 +23,12 @@ calib="$shared/data/calibration.txt"
 evaltext="$shared/data/eval.txt"
 windows="${WINDOWS:-100}"
 samples="${NUM_SAMPLES:-128}"  # calibration samples of 512 tokens
+device="${DEVICE:-cpu}"
 mkdir -p "$out"
 [ -d "$model" ] || { echo "accuracy.sh: needs $model" >&2; exit 2; }
 
 ppl() {  # ppl MODEL TEXT -> "PERPLEXITY PERPLEXITY_WEIGHTS_ONLY"
-  "$llmc" eval "$1" --text "$2" --max-windows "$windows" --json |
+  "$llmc" eval "$1" --text "$2" --max-windows "$windows" --device "$device" --json |
     python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["perplexity"], j.get("perplexity_weights_only", j["perplexity"]))'
 }
 
@@ -40,7 +42,7 @@ run() {  # run LABEL SCHEME ALGORITHM-or-RECIPE
   local t0 t1
   t0=$(date +%s.%N)
   "$llmc" compress "$model" "$dir" "${args[@]}" --dataset "$calib" --num-samples "$samples" --seq-len 512 --seed 42 \
-    --overwrite --json > "$dir.summary.json"
+    --device "$device" --overwrite --json > "$dir.summary.json"
   t1=$(date +%s.%N)
   local p w=""
   p=$(ppl "$dir" "$evaltext")
