@@ -160,6 +160,44 @@ TEST_F(CudaDecoderKernelsTest, AccumulateXtXBf16MatchesTheSumOfRoundedInputs) {
   }
 }
 
+// Wider than Blas::kXtXTile: only the tiles on and below the diagonal are multiplied (the last tile ragged), the
+// upper triangle mirrored. Every element, both triangles, against the double sum over a symmetric start, for the
+// TF32 and bf16 tensor-core paths (inputs rounded as each path rounds them: bf16 exactly, TF32 within its 2^-11).
+TEST_F(CudaDecoderKernelsTest, WideXtXOnLowerTilesMatchesTheFullSum) {
+  const int64_t in = 2 * cuda::Blas::kXtXTile + 37, rows = 48;
+  auto x = Normal(rows * in, 1.0f, 33);
+  auto h0 = Normal(in * in, 0.5f, 34);
+  for (int64_t i = 0; i < in; ++i)
+    for (int64_t j = 0; j < i; ++j) h0[i * in + j] = h0[j * in + i];
+  for (cuda::GemmPrecision p : {cuda::GemmPrecision::kTf32, cuda::GemmPrecision::kBf16}) {
+    SCOPED_TRACE(cuda::GemmPrecisionName(p));
+    std::vector<float> xr(x.size());
+    for (size_t k = 0; k < x.size(); ++k)
+      xr[k] = p == cuda::GemmPrecision::kBf16 ? BF16ToFloat(FloatToBF16(x[k])) : x[k];
+    const double tol = p == cuda::GemmPrecision::kBf16 ? 1e-5 : 2e-3;  // TF32 rounds the inputs inside the GEMM
+    auto dh = ToDevice(h0);
+    auto dx = ToDevice(x);
+    const float alpha = 0.25f;
+    ASSERT_EQ(blas_.AccumulateXtX(dx.data(), rows, in, alpha, dh.data(), p), "");
+    auto h = ToHost(dh, in * in);
+    double worst = 0;
+    for (int64_t i = 0; i < in; ++i)
+      for (int64_t j = 0; j <= i; ++j) {
+        double ref = h0[i * in + j], mag = std::fabs(ref);
+        for (int64_t t = 0; t < rows; ++t) {
+          const double q = double(xr[t * in + i]) * xr[t * in + j];
+          ref += alpha * q;
+          mag += alpha * std::fabs(q);
+        }
+        ASSERT_LE(std::fabs(h[i * in + j] - ref), tol * mag + 1e-30) << i << "," << j;
+        ASSERT_EQ(h[i * in + j], h[j * in + i]) << "not symmetric at " << i << "," << j;
+        worst = std::max(worst, std::fabs(h[i * in + j] - ref) / mag);
+      }
+    std::printf("XtX %s %lldx%lld on lower tiles: worst |gpu - sum| / sum|.| = %.3g\n", cuda::GemmPrecisionName(p),
+                static_cast<long long>(rows), static_cast<long long>(in), worst);
+  }
+}
+
 TEST_F(CudaDecoderKernelsTest, RopeIsBitIdenticalToCpu) {
   RopeSpec def;
   RopeSpec lin;

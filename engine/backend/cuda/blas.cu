@@ -80,6 +80,31 @@ std::string Blas::Linear(GemmPrecision precision, const float* x, const uint16_t
   return "";
 }
 
+// Column-major, a = x^T [in, rows] (lda in), h += alpha a a^T. Up to kXtXTile columns: one GEMM over the whole
+// square. Wider: only the tiles on and below the diagonal (kXtXTile square, the last ones narrower), one GEMM
+// each, then the upper triangle mirrored from the lower: (k + 1) / 2k of the full product's flops for k tiles.
+std::string Blas::TensorCoreXtX(const void* a, cudaDataType type, cublasComputeType_t compute, int64_t rows,
+                                int64_t in, float alpha, float* h) {
+  const float one = 1.0f;
+  const size_t elem = type == CUDA_R_16BF ? 2 : 4;
+  const char* base = static_cast<const char*>(a);
+  auto gemm = [&](int64_t i0, int64_t ni, int64_t j0, int64_t nj) -> std::string {
+    LLMC_CUBLAS_TRY(cublasGemmEx(handle_, CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(ni), static_cast<int>(nj),
+                                 static_cast<int>(rows), &alpha, base + i0 * elem, type, static_cast<int>(in),
+                                 base + j0 * elem, type, static_cast<int>(in), &one, h + i0 + j0 * in, CUDA_R_32F,
+                                 static_cast<int>(in), compute, CUBLAS_GEMM_DEFAULT));
+    return "";
+  };
+  if (in <= kXtXTile) return gemm(0, in, 0, in);
+  for (int64_t j0 = 0; j0 < in; j0 += kXtXTile)
+    for (int64_t i0 = j0; i0 < in; i0 += kXtXTile)
+      LLMC_TRY_STR(gemm(i0, std::min(kXtXTile, in - i0), j0, std::min(kXtXTile, in - j0)));
+  const dim3 block(16, 16), grid(static_cast<unsigned>((in + 15) / 16), static_cast<unsigned>((in + 15) / 16));
+  MirrorLowerKernel<<<grid, block, 0, stream_>>>(h, in);
+  LLMC_CUDA_TRY(cudaGetLastError());
+  return "";
+}
+
 std::string Blas::AccumulateXtX(const float* x, int64_t rows, int64_t in, float alpha, float* h,
                                 GemmPrecision precision) {
   if (handle_ == nullptr) return "Blas::AccumulateXtX: Init was not called";
@@ -108,21 +133,12 @@ std::string Blas::AccumulateXtX(const float* x, int64_t rows, int64_t in, float 
     for (int64_t r0 = 0; r0 < rows; r0 += piece) {
       const int64_t n = std::min(piece, rows - r0);
       LLMC_TRY_STR(FloatToBf16Device(x + r0 * in, n * in, scratch_, stream_));
-      LLMC_CUBLAS_TRY(cublasGemmEx(handle_, CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(in), static_cast<int>(in),
-                                   static_cast<int>(n), &alpha, scratch_, CUDA_R_16BF, static_cast<int>(in), scratch_,
-                                   CUDA_R_16BF, static_cast<int>(in), &one, h, CUDA_R_32F, static_cast<int>(in),
-                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      LLMC_TRY_STR(TensorCoreXtX(scratch_, CUDA_R_16BF, CUBLAS_COMPUTE_32F, n, in, alpha, h));
     }
     return "";
   }
-  if (precision == GemmPrecision::kTf32) {
-    // Tensor cores (TF32 inputs, fp32 accumulation) on the full product: twice SYRK's flops at ~8x the rate.
-    LLMC_CUBLAS_TRY(cublasGemmEx(handle_, CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(in), static_cast<int>(in),
-                                 static_cast<int>(rows), &alpha, x, CUDA_R_32F, static_cast<int>(in), x, CUDA_R_32F,
-                                 static_cast<int>(in), &one, h, CUDA_R_32F, static_cast<int>(in),
-                                 CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT));
-    return "";
-  }
+  if (precision == GemmPrecision::kTf32)  // tensor cores at ~8x SYRK's rate
+    return TensorCoreXtX(x, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32, rows, in, alpha, h);
   // Row-major x [rows, in] is column-major A = x^T [in, rows]; A A^T = x^T x.
   LLMC_CUBLAS_TRY(cublasSsyrk(handle_, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, static_cast<int>(in),
                               static_cast<int>(rows), &alpha, x, static_cast<int>(in), &one, h, static_cast<int>(in)));

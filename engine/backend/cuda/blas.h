@@ -43,8 +43,8 @@ class Blas {
   // h [in, in] += alpha * x^T x for x [rows, in] (fp32, no TF32; cuBLAS ssyrk on one triangle, then mirrored so
   // `h` stays a full symmetric matrix). `h` must be symmetric on entry (e.g. zeros): only one triangle is read.
   // Launches on the handle's stream without synchronizing.
-  // kTf32: one GEMM on tensor cores with TF32 inputs and fp32 accumulation (~3e-4 relative), which is what
-  // makes Hessians of long calibration runs cheap. kBf16: x rounded to bf16 (pieces of at most kXtXPieceElems
+  // kTf32: tensor cores with TF32 inputs and fp32 accumulation (~3e-4 relative), which is what makes Hessians
+  // of long calibration runs cheap; above kXtXTile columns only the lower tiles are multiplied, then mirrored. kBf16: x rounded to bf16 (pieces of at most kXtXPieceElems
   // elements in a scratch buffer the handle keeps) and multiplied on tensor cores with fp32 accumulation: twice
   // TF32's rate, the inputs' rounding (~2e-3 relative per element) averaging out over the tokens.
   std::string AccumulateXtX(const float* x, int64_t rows, int64_t in, float alpha, float* h,
@@ -66,8 +66,15 @@ class Blas {
 
   // The bf16 conversion scratch of AccumulateXtX: 64M elements (128 MiB) at most.
   static constexpr int64_t kXtXPieceElems = int64_t{64} << 20;
+  // Wider Hessians than this are accumulated on tensor cores tile by tile, only the tiles on and below the
+  // diagonal (then mirrored): 4096 columns in 3 of 4 tiles' work, 14336 in 28 of 49.
+  static constexpr int64_t kXtXTile = 2048;
 
  private:
+  // h += alpha a a^T for column-major a [in, rows] of `type` (lda in), on tensor cores (see kXtXTile).
+  std::string TensorCoreXtX(const void* a, cudaDataType type, cublasComputeType_t compute, int64_t rows, int64_t in,
+                            float alpha, float* h);
+
   cublasHandle_t handle_ = nullptr;
   cudaStream_t stream_ = nullptr;
   uint16_t* scratch_ = nullptr;  // device, scratch_elems_ bf16 values
