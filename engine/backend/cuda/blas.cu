@@ -80,25 +80,20 @@ std::string Blas::Linear(GemmPrecision precision, const float* x, const uint16_t
   return "";
 }
 
-// Column-major, a = x^T [in, rows] (lda in), h += alpha a a^T. Up to kXtXTile columns: one GEMM over the whole
-// square. Wider: only the tiles on and below the diagonal (kXtXTile square, the last ones narrower), one GEMM
-// each, then the upper triangle mirrored from the lower: (k + 1) / 2k of the full product's flops for k tiles.
+// Column-major, a = x^T [in, rows] (lda in), h += alpha a a^T by the GEMMs of PlanXtX (xtx_plan.h): one over the
+// whole square up to kXtXTile columns, else the tiles on and below the diagonal, then the mirror.
 std::string Blas::TensorCoreXtX(const void* a, cudaDataType type, cublasComputeType_t compute, int64_t rows,
                                 int64_t in, float alpha, float* h) {
   const float one = 1.0f;
   const size_t elem = type == CUDA_R_16BF ? 2 : 4;
   const char* base = static_cast<const char*>(a);
-  auto gemm = [&](int64_t i0, int64_t ni, int64_t j0, int64_t nj) -> std::string {
-    LLMC_CUBLAS_TRY(cublasGemmEx(handle_, CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(ni), static_cast<int>(nj),
-                                 static_cast<int>(rows), &alpha, base + i0 * elem, type, static_cast<int>(in),
-                                 base + j0 * elem, type, static_cast<int>(in), &one, h + i0 + j0 * in, CUDA_R_32F,
+  const XtXPlan plan = PlanXtX(in, kXtXTile);
+  for (const XtXGemm& g : plan.gemms)
+    LLMC_CUBLAS_TRY(cublasGemmEx(handle_, CUBLAS_OP_N, CUBLAS_OP_T, static_cast<int>(g.m), static_cast<int>(g.n),
+                                 static_cast<int>(rows), &alpha, base + g.a_off * elem, type, static_cast<int>(in),
+                                 base + g.b_off * elem, type, static_cast<int>(in), &one, h + g.c_off, CUDA_R_32F,
                                  static_cast<int>(in), compute, CUBLAS_GEMM_DEFAULT));
-    return "";
-  };
-  if (in <= kXtXTile) return gemm(0, in, 0, in);
-  for (int64_t j0 = 0; j0 < in; j0 += kXtXTile)
-    for (int64_t i0 = j0; i0 < in; i0 += kXtXTile)
-      LLMC_TRY_STR(gemm(i0, std::min(kXtXTile, in - i0), j0, std::min(kXtXTile, in - j0)));
+  if (!plan.mirror) return "";
   const dim3 block(16, 16), grid(static_cast<unsigned>((in + 15) / 16), static_cast<unsigned>((in + 15) / 16));
   MirrorLowerKernel<<<grid, block, 0, stream_>>>(h, in);
   LLMC_CUDA_TRY(cudaGetLastError());

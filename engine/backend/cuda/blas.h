@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <string>
 
+#include "engine/backend/cuda/xtx_plan.h"
+
 namespace llmc::cuda {
 
 // How a Linear multiplies. Accumulation is fp32 in every mode.
@@ -68,7 +70,7 @@ class Blas {
   static constexpr int64_t kXtXPieceElems = int64_t{64} << 20;
   // Wider Hessians than this are accumulated on tensor cores tile by tile, only the tiles on and below the
   // diagonal (then mirrored): 4096 columns in 3 of 4 tiles' work, 14336 in 28 of 49.
-  static constexpr int64_t kXtXTile = 2048;
+  static constexpr int64_t kXtXTile = kXtXTileCols;
 
  private:
   // h += alpha a a^T for column-major a [in, rows] of `type` (lda in), on tensor cores (see kXtXTile).
