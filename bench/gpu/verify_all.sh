@@ -3,8 +3,10 @@
 # fixture's GPTQ W4A16 accuracy by --precision / --calib-activations, the 8B-shaped 4-layer GPTQ speed in its
 # configurations (tf32 + fp32 activations, bf16 + bf16, bf16 + host), one 8B block against PyTorch, fixture GPTQ in
 # the remaining precisions, a calibrated Llama 4, an FP8 static + kv and an AWQ FP8_DYNAMIC fixture checkpoint loaded
-# by ctcheck, and the 70B-shaped 4-layer run. A step starts only if its estimate fits before DEADLINE seconds (default 570); each result
-# is appended to OUT/progress.txt as it comes, the logs and reports stay in OUT.
+# by ctcheck, the 70B-shaped 4-layer run, the accuracy table on the GPU and the 8B job end to end (32 layers). A step
+# starts only if its estimate fits before DEADLINE seconds (default 570; the whole list needs about 1,400 s, so run it
+# in two or three calls with TESTS and DEADLINE set); each result is appended to OUT/progress.txt as it comes, the
+# logs and reports stay in OUT.
 #
 #   bench/gpu/verify_all.sh BIN_DIR SHARED_DIR OUT [CTCHECK_PY]
 #
@@ -113,4 +115,17 @@ fi
 if fits 240; then
   MODEL_ARGS="--hidden 8192 --intermediate 28672 --heads 64 --kv-heads 8" speed speed70b_bf16_bf16 240 bf16 --precision bf16
 fi
-el done
+if fits 150; then  # the accuracy table (docs/accuracy.md) with every compression and evaluation on the GPU
+  LLMC_SHARED_DIR="$S" DEVICE=cuda timeout 240 bash "$(dirname "$0")/../accuracy.sh" "$B/llmc" /tmp/llmc-verify-accuracy \
+    > "$OUT/accuracy_cuda.md" 2> "$OUT/accuracy_cuda.log"
+  el "accuracy table on cuda rc=$? $(tr '\n' ' ' < "$OUT/accuracy_cuda.md" | cut -c1-1500)"
+fi
+if fits 280; then  # the 8B job end to end (32 layers, bf16 / bf16); the model is made first, outside the timing
+  mkdir -p /tmp/llmc-verify-e2e
+  [ -f /tmp/llmc-verify-e2e/llama8b/config.json ] || { "$B/llmc-make-model" /tmp/llmc-verify-e2e/llama8b --shape 8b > /dev/null &&
+    cp "$F/tokenizer.json" "$F/tokenizer_config.json" /tmp/llmc-verify-e2e/llama8b/; }
+  CALIB_ACTIVATIONS=bf16 EXTRA="--precision bf16" WORK=/tmp/llmc-verify-e2e timeout $(( DEADLINE - $(date +%s) + T0 )) \
+    bash "$(dirname "$0")/gptq_speed.sh" "$B/llmc" "$B/llmc-make-model" "$S" "$OUT/e2e8b" 512 2048 > "$OUT/e2e8b.txt" 2>&1
+  el "e2e8b (32 layers) rc=$? $(tr -d '\n' < "$OUT/e2e8b.txt" | cut -c1-700)"
+fi
+el "done"
