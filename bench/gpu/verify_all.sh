@@ -4,9 +4,9 @@
 # configurations (tf32 + fp32 activations, bf16 + bf16, bf16 + host), one 8B block against PyTorch, fixture GPTQ in
 # the remaining precisions, a calibrated Llama 4, an FP8 static + kv and an AWQ FP8_DYNAMIC fixture checkpoint loaded
 # by ctcheck, the 70B-shaped 4-layer run, the accuracy table on the GPU and the 8B job end to end (32 layers). A step
-# starts only if its estimate fits before DEADLINE seconds (default 570; the whole list needs about 1,400 s, so run it
-# in two or three calls with TESTS and DEADLINE set); each result is appended to OUT/progress.txt as it comes, the
-# logs and reports stay in OUT.
+# starts only if its estimate fits before DEADLINE seconds (default 570; everything takes about 25 minutes on an H100,
+# so one call runs the first steps and logs the rest as skipped); each result is appended to OUT/progress.txt as it
+# comes, the logs and reports stay in OUT.
 #
 #   bench/gpu/verify_all.sh BIN_DIR SHARED_DIR OUT [CTCHECK_PY]
 #
