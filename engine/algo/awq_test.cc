@@ -179,7 +179,9 @@ TEST(AwqTest, FloatSchemesSearchFromTheirOwnRtn) {
     auto r = ApplyAwq(QkvMapping(10), &b);
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_NEAR((*r)[0].initial_loss, expected, 1e-9 * expected);
-    if (fused) EXPECT_GT(std::fabs((*r)[0].initial_loss - rtn_loss(std::nullopt)), 1e-6 * expected);
+    if (fused) {
+      EXPECT_GT(std::fabs((*r)[0].initial_loss - rtn_loss(std::nullopt)), 1e-6 * expected);
+    }
     EXPECT_TRUE((*r)[0].duo);
     EXPECT_LT((*r)[0].loss, (*r)[0].initial_loss);
   }

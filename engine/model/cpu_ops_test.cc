@@ -264,9 +264,10 @@ TEST_P(CpuOpsTest, ChunkedAttentionMatchesReference) {
     auto want = ReferenceAttention(q, k, v, c.seqs, c.T, c.heads, c.kv_heads, c.hd, c.window, c.chunk);
     ExpectClose(out, want, kTol, "CausalAttention chunked");
     // The first token of a chunk sees only itself: its output is its own value row.
-    if (c.chunk < c.T && c.window == 0)
+    if (c.chunk < c.T && c.window == 0) {
       for (int64_t d = 0; d < c.hd; ++d)
         EXPECT_NEAR(out[(c.chunk * c.heads) * c.hd + d], v[(c.chunk * c.kv_heads) * c.hd + d], 1e-6);
+    }
   }
 }
 

@@ -418,7 +418,9 @@ class FamilyCompressTest : public ::testing::TestWithParam<const char*> {
         ASSERT_NE(c, nullptr) << n;
         EXPECT_EQ(c->info->shape, t.info->shape) << n;
         EXPECT_EQ(c->info->dtype, t.info->dtype) << n;
-        if (norms_unchanged && t.info->shape.size() == 1) EXPECT_EQ(c->file->Data(*c->info), t.file->Data(*t.info)) << n;
+        if (norms_unchanged && t.info->shape.size() == 1) {
+          EXPECT_EQ(c->file->Data(*c->info), t.file->Data(*t.info)) << n;
+        }
         continue;
       }
       ++linears;

@@ -68,7 +68,9 @@ TEST_F(CompressJobTest, ShardsAndIndex) {
   std::map<std::string, int> per_shard;
   for (auto it = wm.begin(); it != wm.end(); ++it) per_shard[it.value().get<std::string>()]++;
   for (const auto& f : (*m)->shard_files()) {
-    if (per_shard[f] > 1) EXPECT_LE(fs::file_size(tmp_ / ("out/" + f)), 300'000u + 20'000u) << f;
+    if (per_shard[f] > 1) {
+      EXPECT_LE(fs::file_size(tmp_ / ("out/" + f)), 300'000u + 20'000u) << f;
+    }
   }
 }
 

@@ -1,6 +1,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 #include "engine/backend/cuda/cuda_check.h"
@@ -76,9 +77,10 @@ int DeviceCount(std::string* error) {
 std::string DeviceName() {
   cudaDeviceProp p;
   if (cudaGetDeviceProperties(&p, 0) != cudaSuccess) return "unknown";
-  char buf[256];
-  std::snprintf(buf, sizeof buf, "%s (sm_%d%d, %.1f GiB)", p.name, p.major, p.minor, p.totalGlobalMem / 1073741824.0);
-  return buf;
+  char gib[32];
+  std::snprintf(gib, sizeof gib, "%.1f", p.totalGlobalMem / 1073741824.0);
+  return std::string(p.name, strnlen(p.name, sizeof p.name)) + " (sm_" + std::to_string(p.major) +
+         std::to_string(p.minor) + ", " + gib + " GiB)";
 }
 
 std::string QuantizeIntGroupBF16(const uint16_t* weight, int64_t rows, int64_t cols, int64_t group, int num_bits,
