@@ -67,7 +67,7 @@ absl::StatusOr<void*> CudaContext::PinnedStaging(size_t bytes) {
   pinned_ = nullptr;
   pinned_bytes_ = 0;
   if (cudaHostAlloc(&pinned_, bytes, cudaHostAllocDefault) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky-free error state of the failed allocation
+    cudaGetLastError();  // clear the failed allocation's error, so later calls do not report it
     pinned_ = nullptr;
     return absl::ResourceExhaustedError(absl::StrCat("cannot pin ", bytes, " bytes of host memory for GPU copies"));
   }
