@@ -4,11 +4,14 @@
 // PyTorch/transformers; bench/gpu/bench_block.sh runs both and prints the ratios.
 //
 //   llmc-bench-block [--batch 4] [--seq-len 2048] [--precision fp32,tf32,bf16] [--iters 10] [--warmup 3]
-//                    [--max-chunk-tokens 8192] [--json]
+//                    [--max-chunk-tokens 8192] [--profile] [--json]
 //
 // tokens/s = batch * seq_len / (median over --iters runs of the time of one Run over the whole batch), each run
 // timed with CUDA events on the compute stream, after --warmup untimed runs; the weights are uploaded once before
 // (upload is not timed; it overlaps compute in `llmc eval`). Hidden states are re-initialized before each run.
+// --profile: after the timed runs, --iters more with CUDA events between the runner's stages
+// (CudaBlockRunnerOptions::profile), reported as mean milliseconds per stage ("stages_ms"); the events are kept out
+// of the tokens/s figure.
 #include <cuda_runtime.h>
 
 #include <CLI/CLI.hpp>
@@ -78,7 +81,7 @@ int main(int argc, char** argv) {
   int64_t batch = 4, seq_len = 2048, max_chunk = 8192;
   int iters = 10, warmup = 3;
   std::string precisions = "fp32,tf32,bf16";
-  bool json_out = false;
+  bool json_out = false, profile = false;
   app.add_option("--batch", batch, "sequences per run")->capture_default_str();
   app.add_option("--seq-len", seq_len, "tokens per sequence")->capture_default_str();
   app.add_option("--precision", precisions, "comma-separated GEMM precisions: fp32, tf32, bf16")->capture_default_str();
@@ -86,6 +89,7 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", warmup, "untimed runs first")->capture_default_str();
   app.add_option("--max-chunk-tokens", max_chunk, "CudaBlockRunnerOptions::max_chunk_tokens")->capture_default_str();
   app.add_flag("--json", json_out, "print one JSON object");
+  app.add_flag("--profile", profile, "also time each stage of the block (mean ms over --iters runs)");
   CLI11_PARSE(app, argc, argv);
   if (batch < 1 || seq_len < 1 || iters < 1 || warmup < 0)
     return Fail(absl::InvalidArgumentError("--batch, --seq-len and --iters must be >= 1, --warmup >= 0"));
@@ -160,7 +164,31 @@ int main(int argc, char** argv) {
     double rms = 0;
     for (float v : out.data) rms += double(v) * v;
     rms = std::sqrt(rms / out.data.size());
+    nlohmann::json stages = nlohmann::json::array();
+    if (profile) {
+      auto prof = CudaBlockRunner::Create(spec, ctx->get(), {.max_chunk_tokens = max_chunk, .profile = true});
+      if (!prof.ok()) return Fail(prof.status());
+      std::vector<std::pair<std::string, double>> sum;
+      for (int i = 0; i < 1 + iters; ++i) {  // one untimed run first
+        cudaMemcpyAsync(x->data.data(), x_init->data.data(), x->data.bytes(), cudaMemcpyDeviceToDevice,
+                        (*ctx)->stream());
+        if (auto s = (*prof)->Run(w->get(), &*x); !s.ok()) return Fail(s);
+        auto st = (*prof)->TakeStageMilliseconds();
+        if (!st.ok()) return Fail(st.status());
+        if (i == 0) continue;
+        for (const auto& [stage, ms_stage] : *st) {
+          auto it = std::find_if(sum.begin(), sum.end(), [&](const auto& e) { return e.first == stage; });
+          if (it == sum.end()) sum.push_back({stage, ms_stage});
+          else it->second += ms_stage;
+        }
+      }
+      for (const auto& [stage, total] : sum) {
+        stages.push_back({{"stage", stage}, {"ms", total / iters}});
+        if (!json_out) std::printf("  %-22s %8.2f ms\n", stage.c_str(), total / iters);
+      }
+    }
     results.push_back({{"precision", std::string(name)},
+                       {"stages_ms", stages},
                        {"median_ms", median},
                        {"min_ms", ms.front()},
                        {"max_ms", ms.back()},

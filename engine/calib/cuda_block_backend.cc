@@ -24,6 +24,7 @@ namespace {
 // An input group's X^T X on the device, scaled as it accumulates (H = 2/N sum x x^T), and its sample count.
 struct CudaHessian final : DeviceHessian {
   DeviceArray<float> xtx;  // [cols, cols]
+  int64_t cols = 0;
   int64_t samples = 0;
 };
 
@@ -47,7 +48,8 @@ class DeviceCalibHooks : public CudaLinearHooks {
   }
   bool SeeAllExperts() const override { return host_->SeeAllExperts(); }
 
-  absl::Status OnDeviceInput(const LinearWeight& w, const float* input, int64_t tokens, cudaStream_t stream) override {
+  absl::Status OnDeviceInput(const LinearWeight& w, const float* input, const uint16_t* input_bf16, int64_t tokens,
+                             cudaStream_t stream) override {
     const std::string group = InputGroup(w.name);
     const bool repeat = input == last_ptr_ && group == last_group_;
     last_ptr_ = input;
@@ -60,15 +62,29 @@ class DeviceCalibHooks : public CudaLinearHooks {
         LLMC_RETURN_IF_ERROR(h->xtx.Reserve(cols * cols, absl::StrCat("Hessian of ", group)));
         if (cudaMemsetAsync(h->xtx.data(), 0, cols * cols * sizeof(float), stream) != cudaSuccess)
           return absl::InternalError("cudaMemsetAsync failed");
+        h->cols = cols;
         s.device_hessian = std::move(h);
       }
       auto* h = static_cast<CudaHessian*>(s.device_hessian.get());
-      std::string err = ctx_->blas()->AccumulateXtX(input, tokens, cols, alpha_, h->xtx.data(), precision_);
+      // Only the lower triangle accumulates here; Finish mirrors each Hessian once.
+      std::string err = ctx_->blas()->AccumulateXtX(input, tokens, cols, alpha_, h->xtx.data(), precision_,
+                                                    input_bf16, /*mirror=*/false);
       if (!err.empty()) return absl::InternalError(absl::StrCat(w.name, ": ", err));
+      if (std::find(touched_.begin(), touched_.end(), h) == touched_.end()) touched_.push_back(h);
       h->samples += seq_len_ > 0 ? std::max<int64_t>(1, tokens / seq_len_) : 1;
       s.tokens += tokens;
     }
-    if (need_host_) return adapter_->OnDeviceInput(w, input, tokens, stream);
+    if (need_host_) return adapter_->OnDeviceInput(w, input, input_bf16, tokens, stream);
+    return absl::OkStatus();
+  }
+
+  // After the last pass of a calibration: completes every Hessian accumulated (its upper triangle from the lower).
+  absl::Status Finish() {
+    for (CudaHessian* h : touched_) {
+      std::string err = ctx_->blas()->MirrorLower(h->xtx.data(), h->cols);
+      if (!err.empty()) return absl::InternalError(absl::StrCat("completing a Hessian: ", err));
+    }
+    touched_.clear();
     return absl::OkStatus();
   }
 
@@ -83,6 +99,7 @@ class DeviceCalibHooks : public CudaLinearHooks {
   int64_t seq_len_ = 0;
   const float* last_ptr_ = nullptr;
   std::string last_group_;
+  std::vector<CudaHessian*> touched_;  // Hessians accumulated since the last Finish (lower triangles only)
 };
 
 // Pinned host memory of `size()` elements of T (cudaHostAlloc), for activations kept off the device.
@@ -174,12 +191,14 @@ class CudaBlockBackend final : public BlockBackend {
     DeviceCalibHooks dh(wants, hooks, cuda_.get(), 2.0f / static_cast<float>(num_samples_), dweights_->precision());
     LLMC_RETURN_IF_ERROR(dweights_->Upload(block));
     if (storage_ == Storage::kHost) {
-      return RunHostSlices([&](const Slice& s) -> absl::Status {
+      LLMC_RETURN_IF_ERROR(RunHostSlices([&](const Slice& s) -> absl::Status {
         hooks->set_seq_len(s.batch->seq_len);
         dh.set_seq_len(s.batch->seq_len);
         dh.NewPass();
         return runner_->Run(dweights_.get(), &dscratch_, &dh);
-      }, /*save=*/false);
+      }, /*save=*/false));
+      LLMC_RETURN_IF_ERROR(dh.Finish());
+      return cuda_->Synchronize();
     }
     // Slices of whole runner chunks: the hooks see the same inputs in the same order as one pass over the batch.
     for (StoredBatch& b : batches_) {
@@ -192,6 +211,7 @@ class CudaBlockBackend final : public BlockBackend {
         LLMC_RETURN_IF_ERROR(runner_->Run(dweights_.get(), &dscratch_, &dh));
       }
     }
+    LLMC_RETURN_IF_ERROR(dh.Finish());
     return cuda_->Synchronize();
   }
 

@@ -14,7 +14,8 @@
 
 namespace llmc {
 
-absl::Status HostLinearHooksAdapter::OnDeviceInput(const LinearWeight& w, const float* input, int64_t tokens,
+absl::Status HostLinearHooksAdapter::OnDeviceInput(const LinearWeight& w, const float* input,
+                                                   const uint16_t* /*input_bf16*/, int64_t tokens,
                                                    cudaStream_t stream) {
   if (hooks_ == nullptr) return absl::OkStatus();
   const size_t n = static_cast<size_t>(tokens * w.in_features);
@@ -266,6 +267,42 @@ absl::StatusOr<std::unique_ptr<CudaBlockRunner>> CudaBlockRunner::Create(const M
   return r;
 }
 
+CudaBlockRunner::~CudaBlockRunner() {
+  if (marks_.empty()) return;
+  cudaStreamSynchronize(ctx_->stream());  // queued records still name the events
+  for (auto& m : marks_) cudaEventDestroy(m.second);
+}
+
+absl::Status CudaBlockRunner::Mark(const char* stage) {
+  if (!options_.profile) return absl::OkStatus();
+  if (marks_used_ == marks_.size()) {
+    cudaEvent_t e = nullptr;
+    LLMC_CUDA_RETURN_IF_ERROR(cudaEventCreate(&e));
+    marks_.push_back({nullptr, e});
+  }
+  marks_[marks_used_].first = stage;
+  LLMC_CUDA_RETURN_IF_ERROR(cudaEventRecord(marks_[marks_used_].second, ctx_->stream()));
+  ++marks_used_;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, double>>> CudaBlockRunner::TakeStageMilliseconds() {
+  std::vector<std::pair<std::string, double>> out;
+  if (marks_used_ == 0) return out;
+  LLMC_RETURN_IF_ERROR(ctx_->Synchronize());
+  for (size_t i = 1; i < marks_used_; ++i) {
+    const char* stage = marks_[i].first;
+    if (stage == nullptr) continue;  // a Run's first mark: the gap before it is not the block's
+    float ms = 0.0f;
+    LLMC_CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, marks_[i - 1].second, marks_[i].second));
+    auto it = std::find_if(out.begin(), out.end(), [&](const auto& e) { return e.first == stage; });
+    if (it == out.end()) out.push_back({stage, ms});
+    else it->second += ms;
+  }
+  marks_used_ = 0;
+  return out;
+}
+
 uint64_t CudaBlockRunner::scratch_bytes() const {
   return normed_.bytes() + q_.bytes() + k_.bytes() + v_.bytes() + attn_.bytes() + gate_.bytes() + up_.bytes() +
          proj_.bytes() + fused_.bytes() + xb_.bytes() + scores_.bytes() + qin_.bytes() + qinb_.bytes() + rope_cos_.bytes() +
@@ -297,12 +334,16 @@ absl::Status CudaBlockRunner::Reserve(int64_t rows, int64_t seq_len, cuda::GemmP
   // Reserved up front: growing it between the GEMMs of one chunk would free a buffer queued work still reads.
   if (precision == cuda::GemmPrecision::kBf16) {
     LLMC_RETURN_IF_ERROR(xb_.Reserve(rows * std::max({H, Q, I}), "block scratch (bf16 input)"));
-    // Attention scores of up to kAttentionScoreElems floats (256 MiB) per chunk of query rows, at least one row.
-    constexpr int64_t kAttentionScoreElems = int64_t{64} << 20;
-    const int64_t per_row = spec_.num_heads * seq_len;
-    LLMC_RETURN_IF_ERROR(scores_.Reserve(
-        per_row * std::max<int64_t>(1, cuda::Blas::AttentionChunkRows(seq_len, spec_.num_heads, kAttentionScoreElems)),
-        "block scratch (attention scores)"));
+    // Head widths the flash kernel does not take go through scores of up to kAttentionScoreElems floats (256 MiB)
+    // per chunk of query rows, at least one row.
+    if (!cuda::FlashAttentionBf16Supports(spec_.head_dim)) {
+      constexpr int64_t kAttentionScoreElems = int64_t{64} << 20;
+      const int64_t per_row = spec_.num_heads * seq_len;
+      LLMC_RETURN_IF_ERROR(scores_.Reserve(
+          per_row *
+              std::max<int64_t>(1, cuda::Blas::AttentionChunkRows(seq_len, spec_.num_heads, kAttentionScoreElems)),
+          "block scratch (attention scores)"));
+    }
   }
   // A longrope table is built for one sequence length's factors (RopeTable); rebuilt when that choice changes.
   if (seq_len > rope_positions_ || spec_.rope.UsesLongFactors(seq_len) != rope_long_) {
@@ -367,7 +408,7 @@ absl::Status CudaBlockRunner::Quantize(const ActivationQuantizer& q, const float
 absl::Status CudaBlockRunner::Linear(const CudaBlockWeights::Linear& l, cuda::GemmPrecision precision,
                                      const float* x, const uint16_t* xb, int64_t rows, float* y,
                                      CudaLinearHooks* hooks) {
-  if (hooks != nullptr) LLMC_RETURN_IF_ERROR(hooks->OnDeviceInput(l.meta, x, rows, ctx_->stream()));
+  if (hooks != nullptr) LLMC_RETURN_IF_ERROR(hooks->OnDeviceInput(l.meta, x, xb, rows, ctx_->stream()));
   if (l.meta.input_quant != nullptr) {
     const int64_t n = rows * l.meta.in_features;
     if (n > qin_.size()) return absl::InternalError("CudaBlockRunner: quantized-input scratch was not reserved");
@@ -434,6 +475,7 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
   const bool local = spec.local_rope && &spec.rope_for(layer) == &spec.rope_local;
   const float* rope_cos = local ? rope_local_cos_.data() : rope_cos_.data();
   const float* rope_sin = local ? rope_local_sin_.data() : rope_sin_.data();
+  LLMC_RETURN_IF_ERROR(Mark(nullptr));
   for (int64_t s0 = 0; s0 < x->num_seqs; s0 += chunk_seqs) {
     const int64_t seqs = std::min(chunk_seqs, x->num_seqs - s0);
     const int64_t rows = seqs * T;
@@ -441,6 +483,7 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
     // Attention.
     LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::RmsNormDevice(xc, rows, H, w->input_norm_.data(), eps, normed_.data(), s));
     LLMC_ASSIGN_OR_RETURN(const uint16_t* nb, xb_or(normed_.data(), rows * H));
+    LLMC_RETURN_IF_ERROR(Mark("input norm"));
     if (spec.fused_projections) {
       LLMC_RETURN_IF_ERROR(Linear(w->q_, p, normed_.data(), nb, rows, fused_.data(), hooks));
       LLMC_RETURN_IF_ERROR(CopyColumns(fused_.data(), rows, Q + 2 * KV, 0, Q, q_.data()));
@@ -451,6 +494,7 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
       LLMC_RETURN_IF_ERROR(Linear(w->k_, p, normed_.data(), nb, rows, k_.data(), hooks));
       LLMC_RETURN_IF_ERROR(Linear(w->v_, p, normed_.data(), nb, rows, v_.data(), hooks));
     }
+    LLMC_RETURN_IF_ERROR(Mark("q/k/v projections"));
     if (spec.qk_norm) {
       LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::RmsNormDevice(q_.data(), rows * spec.num_heads, spec.head_dim,
                                                         w->q_norm_.data(), eps, q_.data(), s));
@@ -474,11 +518,17 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
       LLMC_CUDA_STR_RETURN_IF_ERROR(
           cuda::ScaleRowsPeriodicDevice(q_.data(), rows, Q, temperatures_.data(), T, s));
     }
+    LLMC_RETURN_IF_ERROR(Mark("q/k norms and rope"));
     // The kv cache as the library quantizes it: k after the rotary embedding, v as projected.
     if (w->k_cache_quant_ != nullptr) LLMC_RETURN_IF_ERROR(Quantize(*w->k_cache_quant_, k_.data(), k_.data(), rows));
     if (w->v_cache_quant_ != nullptr) LLMC_RETURN_IF_ERROR(Quantize(*w->v_cache_quant_, v_.data(), v_.data(), rows));
-    // bf16 mode: attention on tensor cores (TF32 products, fp32 softmax); otherwise the fp32 flash kernel.
-    if (p == cuda::GemmPrecision::kBf16)
+    // bf16 mode: attention on bf16 tensor cores (flash kernel; head widths it does not take: TF32 GEMMs over a
+    // score buffer); otherwise the fp32 flash kernel.
+    if (p == cuda::GemmPrecision::kBf16 && cuda::FlashAttentionBf16Supports(spec.head_dim))
+      LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::FlashAttentionBf16Device(
+          q_.data(), k_.data(), v_.data(), seqs, T, spec.num_heads, spec.num_kv_heads, spec.head_dim,
+          spec.window(layer), attn_.data(), s, spec.softmax_scale(), spec.attention_softcap, spec.chunk(layer)));
+    else if (p == cuda::GemmPrecision::kBf16)
       LLMC_CUDA_STR_RETURN_IF_ERROR(ctx_->blas()->CausalAttentionGemm(
           q_.data(), k_.data(), v_.data(), seqs, T, spec.num_heads, spec.num_kv_heads, spec.head_dim,
           spec.window(layer), spec.softmax_scale(), spec.attention_softcap, scores_.data(), scores_.size(),
@@ -487,8 +537,10 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
       LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::CausalAttentionDevice(
           q_.data(), k_.data(), v_.data(), seqs, T, spec.num_heads, spec.num_kv_heads, spec.head_dim,
           spec.window(layer), attn_.data(), s, spec.softmax_scale(), spec.attention_softcap, spec.chunk(layer)));
+    LLMC_RETURN_IF_ERROR(Mark("attention"));
     LLMC_ASSIGN_OR_RETURN(const uint16_t* ab, xb_or(attn_.data(), rows * Q));
     LLMC_RETURN_IF_ERROR(Linear(w->o_, p, attn_.data(), ab, rows, proj_.data(), hooks));
+    LLMC_RETURN_IF_ERROR(Mark("o projection"));
     if (spec.sandwich_norms)
       LLMC_CUDA_STR_RETURN_IF_ERROR(
           cuda::RmsNormDevice(proj_.data(), rows, H, w->post_norm_.data(), eps, proj_.data(), s));
@@ -497,11 +549,14 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
     LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::RmsNormDevice(
         xc, rows, H, spec.sandwich_norms ? w->pre_ff_norm_.data() : w->post_norm_.data(), eps, normed_.data(), s));
     if (w->moe_layer_) {
+      LLMC_RETURN_IF_ERROR(Mark("residual and norm"));
       LLMC_RETURN_IF_ERROR(RunMoe(w, rows, hooks));
       LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::AddDevice(xc, proj_.data(), rows * H, s));
+      LLMC_RETURN_IF_ERROR(Mark("MoE MLP and residual"));
       continue;
     }
     LLMC_ASSIGN_OR_RETURN(const uint16_t* mb, xb_or(normed_.data(), rows * H));
+    LLMC_RETURN_IF_ERROR(Mark("residual and norm"));
     if (spec.fused_projections) {
       LLMC_RETURN_IF_ERROR(Linear(w->gate_, p, normed_.data(), mb, rows, fused_.data(), hooks));
       LLMC_RETURN_IF_ERROR(CopyColumns(fused_.data(), rows, 2 * I, 0, I, gate_.data()));
@@ -510,17 +565,21 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
       LLMC_RETURN_IF_ERROR(Linear(w->gate_, p, normed_.data(), mb, rows, gate_.data(), hooks));
       LLMC_RETURN_IF_ERROR(Linear(w->up_, p, normed_.data(), mb, rows, up_.data(), hooks));
     }
+    LLMC_RETURN_IF_ERROR(Mark("gate/up projections"));
     if (spec.activation == Activation::kGeluTanh) {
       LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::GeluTanhGluDevice(gate_.data(), up_.data(), rows * I, gate_.data(), s));
     } else {
       LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::SwiGluDevice(gate_.data(), up_.data(), rows * I, gate_.data(), s));
     }
+    LLMC_RETURN_IF_ERROR(Mark("MLP activation"));
     LLMC_ASSIGN_OR_RETURN(const uint16_t* gb, xb_or(gate_.data(), rows * I));
     LLMC_RETURN_IF_ERROR(Linear(w->down_, p, gate_.data(), gb, rows, proj_.data(), hooks));
+    LLMC_RETURN_IF_ERROR(Mark("down projection"));
     if (spec.sandwich_norms)
       LLMC_CUDA_STR_RETURN_IF_ERROR(
           cuda::RmsNormDevice(proj_.data(), rows, H, w->post_ff_norm_.data(), eps, proj_.data(), s));
     LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::AddDevice(xc, proj_.data(), rows * H, s));
+    LLMC_RETURN_IF_ERROR(Mark("residual"));
   }
   LLMC_CUDA_RETURN_IF_ERROR(cudaEventRecord(w->released_, s));
   return absl::OkStatus();

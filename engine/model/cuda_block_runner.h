@@ -50,8 +50,10 @@ class CudaLinearHooks {
   // streams or after returning (unless it synchronized `stream`). `w` carries name, layer and shape; its weight
   // and bias vectors are EMPTY (the weights are on the device; OnWeightLoaded saw them on the host). A non-OK
   // status aborts the block and is returned unchanged.
-  virtual absl::Status OnDeviceInput(const LinearWeight& w, const float* input, int64_t tokens,
-                                     cudaStream_t stream) = 0;
+  // `input_bf16`, when not null, is the same input rounded to bf16 (the copy a bf16-mode GEMM reads), valid as long
+  // as `input`.
+  virtual absl::Status OnDeviceInput(const LinearWeight& w, const float* input, const uint16_t* input_bf16,
+                                     int64_t tokens, cudaStream_t stream) = 0;
   // As LinearHooks::SeeAllExperts: every expert of an MoE block runs on every token.
   virtual bool SeeAllExperts() const { return false; }
 };
@@ -62,7 +64,8 @@ class CudaLinearHooks {
 class HostLinearHooksAdapter final : public CudaLinearHooks {
  public:
   explicit HostLinearHooksAdapter(LinearHooks* hooks) : hooks_(hooks) {}
-  absl::Status OnDeviceInput(const LinearWeight& w, const float* input, int64_t tokens, cudaStream_t stream) override;
+  absl::Status OnDeviceInput(const LinearWeight& w, const float* input, const uint16_t* input_bf16, int64_t tokens,
+                             cudaStream_t stream) override;
   bool SeeAllExperts() const override { return hooks_ != nullptr && hooks_->SeeAllExperts(); }
 
  private:
@@ -127,6 +130,9 @@ struct CudaBlockRunnerOptions {
   // scratch to chunk_tokens * (2 hidden + 2 q_size + 2 kv_size + 2 intermediate) floats (+ a bf16 copy of the
   // widest input in bf16 mode). Results do not depend on it beyond float rounding.
   int64_t max_chunk_tokens = 8192;
+  // Record a CUDA event after each stage of Run (norms, projections, rope, attention, MLP activation, residuals)
+  // for TakeStageMilliseconds. Off by default: the events cost a little and nothing reads them.
+  bool profile = false;
 };
 
 // Runs blocks on device hidden states. Holds the scratch buffers and the RoPE table (grown as needed).
@@ -144,8 +150,19 @@ class CudaBlockRunner {
   // Device scratch bytes currently held.
   uint64_t scratch_bytes() const;
 
+  // With options.profile: synchronizes the stream and returns the GPU milliseconds spent in each stage of the Runs
+  // since the last call (stage name and total, in the order the stages first ran), then starts afresh. Each stage
+  // includes the bf16 conversion of its input and the hooks called on it. Empty when profiling is off.
+  absl::StatusOr<std::vector<std::pair<std::string, double>>> TakeStageMilliseconds();
+
+  ~CudaBlockRunner();
+  CudaBlockRunner(const CudaBlockRunner&) = delete;
+  CudaBlockRunner& operator=(const CudaBlockRunner&) = delete;
+
  private:
   CudaBlockRunner() = default;
+  // options_.profile: records the end of `stage` on the compute stream (the start is the previous mark).
+  absl::Status Mark(const char* stage);
   absl::Status Reserve(int64_t rows, int64_t seq_len, cuda::GemmPrecision precision);
   absl::Status Linear(const CudaBlockWeights::Linear& l, cuda::GemmPrecision precision, const float* x,
                       const uint16_t* xb, int64_t rows, float* y, CudaLinearHooks* hooks);
@@ -182,7 +199,8 @@ class CudaBlockRunner {
   DeviceArray<int32_t> rows_idx_;
   std::vector<float> host_logits_;
   DeviceArray<uint16_t> xb_;
-  // bf16 mode: the scores of one chunk of query rows of the tensor-core attention (Blas::CausalAttentionGemm).
+  // bf16 mode, head widths the flash kernel does not take: the scores of one chunk of query rows of the
+  // tensor-core attention (Blas::CausalAttentionGemm).
   DeviceArray<float> scores_;
   DeviceArray<float> qin_;      // a quantized Linear input (q/k/v and gate/up share theirs)
   DeviceArray<uint16_t> qinb_;  // its bf16 copy (bf16 mode)
@@ -192,6 +210,9 @@ class CudaBlockRunner {
   bool rope_long_ = false;  // the tables hold longrope's long factors
   DeviceArray<float> ones_, temperatures_;  // Llama 4 (ReserveLlama4)
   int64_t ones_filled_ = 0, temperature_positions_ = 0;
+  // options_.profile: events recorded so far (stage each one ends; the first of a Run ends nothing) and the pool.
+  std::vector<std::pair<const char*, cudaEvent_t>> marks_;
+  size_t marks_used_ = 0;
 };
 
 }  // namespace llmc

@@ -110,7 +110,7 @@ absl::Status CudaCausalLm::LoadLmHead(LinearHooks* hooks) {
 absl::Status CudaCausalLm::Logits(const float* x, int64_t rows, float* logits, CudaLinearHooks* input_hooks) {
   if (head_w32_.size() == 0 && head_w16_.size() == 0)
     return absl::FailedPreconditionError("CudaCausalLm::Logits: call LoadLmHead first");
-  if (input_hooks != nullptr) LLMC_RETURN_IF_ERROR(input_hooks->OnDeviceInput(head_meta_, x, rows, ctx_->stream()));
+  if (input_hooks != nullptr) LLMC_RETURN_IF_ERROR(input_hooks->OnDeviceInput(head_meta_, x, nullptr, rows, ctx_->stream()));
   const int64_t H = head_meta_.in_features;
   const uint16_t* xb = nullptr;
   const void* w = head_w32_.data();

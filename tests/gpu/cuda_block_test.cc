@@ -80,7 +80,8 @@ struct HessianHooks : CudaLinearHooks {
   CudaContext* ctx;
   std::map<std::string, DeviceArray<float>> h;
   std::map<std::string, int64_t> in_features;
-  absl::Status OnDeviceInput(const LinearWeight& w, const float* input, int64_t tokens, cudaStream_t s) override {
+  absl::Status OnDeviceInput(const LinearWeight& w, const float* input, const uint16_t* /*input_bf16*/,
+                             int64_t tokens, cudaStream_t s) override {
     if (s != ctx->stream()) return absl::InternalError("hook called on an unexpected stream");
     auto it = h.find(w.name);
     if (it == h.end()) {

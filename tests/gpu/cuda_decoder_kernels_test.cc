@@ -196,6 +196,34 @@ TEST_F(CudaDecoderKernelsTest, WideXtXOnLowerTilesMatchesTheFullSum) {
     std::printf("XtX %s %lldx%lld on lower tiles: worst |gpu - sum| / sum|.| = %.3g\n", cuda::GemmPrecisionName(p),
                 static_cast<long long>(rows), static_cast<long long>(in), worst);
   }
+  // As the calibration accumulates: the bf16 copy the block runner made passed in (x not read) and the mirror
+  // deferred to one MirrorLower after two calls. The same bits as two calls of the converting, mirroring path.
+  std::vector<uint16_t> xb(x.size());
+  for (size_t k = 0; k < x.size(); ++k) xb[k] = FloatToBF16(x[k]);
+  auto dx = ToDevice(x);
+  auto dxb = ToDevice(xb);
+  auto dref = ToDevice(h0), dh = ToDevice(h0);
+  for (int pass = 0; pass < 2; ++pass) {
+    ASSERT_EQ(blas_.AccumulateXtX(dx.data(), rows, in, 0.25f, dref.data(), cuda::GemmPrecision::kBf16), "");
+    ASSERT_EQ(blas_.AccumulateXtX(nullptr, rows, in, 0.25f, dh.data(), cuda::GemmPrecision::kBf16, dxb.data(),
+                                  /*mirror=*/false),
+              "");
+  }
+  auto ref = ToHost(dref, in * in), deferred = ToHost(dh, in * in);
+  int64_t stale = 0;
+  for (int64_t i = 0; i < in; ++i)
+    for (int64_t j = 0; j < in; ++j) {
+      // Row-major i, j is column-major (j, i): the lower triangle is j >= i here.
+      if (j >= i) {
+        ASSERT_EQ(deferred[i * in + j], ref[i * in + j]) << "lower triangle at " << j << "," << i;
+      } else {
+        stale += deferred[i * in + j] != ref[i * in + j];
+      }
+    }
+  EXPECT_GT(stale, 0) << "the upper triangle was mirrored although mirror was false";
+  ASSERT_EQ(blas_.MirrorLower(dh.data(), in), "");
+  deferred = ToHost(dh, in * in);
+  for (int64_t k = 0; k < in * in; ++k) ASSERT_EQ(deferred[k], ref[k]) << "after MirrorLower at " << k;
 }
 
 TEST_F(CudaDecoderKernelsTest, RopeIsBitIdenticalToCpu) {
@@ -398,6 +426,66 @@ TEST_F(CudaDecoderKernelsTest, TensorCoreAttentionMatchesCpu) {
             std::string::npos);
   EXPECT_NE(blas_.CausalAttentionGemm(nullptr, nullptr, nullptr, 1, 8, 3, 2, 64, 0, 0, 0, nullptr, 1 << 20, nullptr),
             "");
+}
+
+// The bf16 flash kernel of the bf16 mode (FlashAttentionBf16Device) against the CPU attention run on the same
+// inputs rounded to bf16, which is what the kernel stages: the one rounding left is that of the probabilities
+// before they multiply v (relative 2^-9 each), so |o_gpu - o_cpu| <= 2^-9 * max|v| plus fp32 summation noise.
+// head_dim 64/128/256, GQA ratios 1 to 8, lengths that are no multiple of the 64-row or 32/64-key tiles, sliding
+// windows (inside one tile and across several), Gemma's scale and softcap, Llama 4's attention chunks.
+TEST_F(CudaDecoderKernelsTest, FlashBf16AttentionMatchesCpuOnRoundedInputs) {
+  struct Case {
+    AttnCase a;
+    float scale, softcap;
+    int64_t attn_chunk;
+  };
+  const Case cases[] = {
+      {{1, 1, 2, 1, 64, 0}, 0, 0, 0},          {{2, 17, 4, 2, 128, 0}, 0, 0, 0},
+      {{3, 65, 6, 2, 64, 0}, 0, 0, 0},         {{1, 130, 4, 1, 128, 8}, 0, 0, 0},
+      {{2, 300, 8, 1, 128, 0}, 0, 0, 0},       {{1, 100, 2, 1, 256, 0}, 0, 0, 0},
+      {{1, 2048, 8, 2, 128, 0}, 0, 0, 0},      {{1, 2049, 4, 1, 128, 512}, 0, 0, 0},
+      {{2, 129, 8, 8, 128, 64}, 0, 0, 0},      {{1, 2049, 16, 2, 64, 0}, 0, 0, 0},
+      {{1, 300, 4, 2, 128, 64}, 1.0f / 16, 50.0f, 0},  {{1, 130, 8, 4, 256, 0}, 0, 5.0f, 0},
+      {{2, 257, 4, 4, 256, 100}, 1.0f / 16, 30.0f, 0}, {{1, 300, 4, 1, 128, 0}, 0, 0, 100},
+      {{2, 129, 8, 8, 64, 0}, 0, 0, 7},        {{1, 2048, 8, 2, 128, 0}, 0, 0, 300},
+  };
+  for (const Case& c : cases) {
+    const AttnCase& a = c.a;
+    SCOPED_TRACE(::testing::Message() << a.seqs << " seqs x " << a.T << ", heads " << a.heads << "/" << a.kv_heads
+                                      << ", head_dim " << a.hd << ", window " << a.window << ", scale " << c.scale
+                                      << ", softcap " << c.softcap << ", attention chunk " << c.attn_chunk);
+    ASSERT_TRUE(cuda::FlashAttentionBf16Supports(a.hd));
+    const int64_t n = a.seqs * a.T;
+    auto q = Normal(n * a.heads * a.hd, 3.0f, 91), k = Normal(n * a.kv_heads * a.hd, 1.0f, 92),
+         v = Normal(n * a.kv_heads * a.hd, 1.0f, 93);
+    float vmax = 0.0f;
+    for (auto* x : {&q, &k, &v})
+      for (float& e : *x) e = RoundBF16(e);
+    for (float e : v) vmax = std::max(vmax, std::fabs(e));
+    std::vector<float> cpu(q.size());
+    CausalAttention(q.data(), k.data(), v.data(), a.seqs, a.T, a.heads, a.kv_heads, a.hd, a.window, cpu.data(), &cpu_,
+                    c.scale, c.softcap, c.attn_chunk);
+    auto dq = ToDevice(q), dk = ToDevice(k), dv = ToDevice(v);
+    auto dout = ToDevice(std::vector<float>(q.size(), std::numeric_limits<float>::quiet_NaN()));
+    ASSERT_EQ(cuda::FlashAttentionBf16Device(dq.data(), dk.data(), dv.data(), a.seqs, a.T, a.heads, a.kv_heads, a.hd,
+                                             a.window, dout.data(), nullptr, c.scale, c.softcap, c.attn_chunk),
+              "");
+    auto gpu = ToHost(dout, q.size());
+    const double bound = std::ldexp(1.0, -9) * vmax + 1e-4;
+    for (size_t i = 0; i < q.size(); ++i) ASSERT_LE(std::fabs(gpu[i] - cpu[i]), bound) << "at " << i;
+    const double rel = gpu_test::RelNorm(gpu, cpu);
+    EXPECT_LT(rel, 1e-3);
+    std::printf("bf16 flash attention %lldx%lld h%lld/%lld d%lld w%lld chunk %lld: ||gpu - cpu|| / ||cpu|| = %.3g, "
+                "max |gpu - cpu| = %.3g (bound %.3g)\n",
+                (long long)a.seqs, (long long)a.T, (long long)a.heads, (long long)a.kv_heads, (long long)a.hd,
+                (long long)a.window, (long long)c.attn_chunk, rel, gpu_test::MaxAbsDiff(gpu, cpu), bound);
+  }
+  // Widths without a kernel, heads that are no multiple of the kv heads and negative windows are refused.
+  EXPECT_FALSE(cuda::FlashAttentionBf16Supports(80));
+  EXPECT_NE(cuda::FlashAttentionBf16Device(nullptr, nullptr, nullptr, 1, 8, 4, 2, 80, 0, nullptr).find("head_dim 80"),
+            std::string::npos);
+  EXPECT_NE(cuda::FlashAttentionBf16Device(nullptr, nullptr, nullptr, 1, 8, 3, 2, 64, 0, nullptr), "");
+  EXPECT_NE(cuda::FlashAttentionBf16Device(nullptr, nullptr, nullptr, 1, 8, 4, 2, 64, -1, nullptr), "");
 }
 
 TEST_F(CudaDecoderKernelsTest, AttentionRejectsBadShapes) {

@@ -82,8 +82,16 @@ std::string Blas::Linear(GemmPrecision precision, const float* x, const uint16_t
 
 // Column-major, a = x^T [in, rows] (lda in), h += alpha a a^T by the GEMMs of PlanXtX (xtx_plan.h): one over the
 // whole square up to kXtXTile columns, else the tiles on and below the diagonal, then the mirror.
+std::string Blas::MirrorLower(float* h, int64_t in) {
+  if (in <= 0) return "";
+  const dim3 block(16, 16), grid(static_cast<unsigned>((in + 15) / 16), static_cast<unsigned>((in + 15) / 16));
+  MirrorLowerKernel<<<grid, block, 0, stream_>>>(h, in);
+  LLMC_CUDA_TRY(cudaGetLastError());
+  return "";
+}
+
 std::string Blas::TensorCoreXtX(const void* a, cudaDataType type, cublasComputeType_t compute, int64_t rows,
-                                int64_t in, float alpha, float* h) {
+                                int64_t in, float alpha, float* h, bool mirror) {
   const float one = 1.0f;
   const size_t elem = type == CUDA_R_16BF ? 2 : 4;
   const char* base = static_cast<const char*>(a);
@@ -93,21 +101,20 @@ std::string Blas::TensorCoreXtX(const void* a, cudaDataType type, cublasComputeT
                                  static_cast<int>(rows), &alpha, base + g.a_off * elem, type, static_cast<int>(in),
                                  base + g.b_off * elem, type, static_cast<int>(in), &one, h + g.c_off, CUDA_R_32F,
                                  static_cast<int>(in), compute, CUBLAS_GEMM_DEFAULT));
-  if (!plan.mirror) return "";
-  const dim3 block(16, 16), grid(static_cast<unsigned>((in + 15) / 16), static_cast<unsigned>((in + 15) / 16));
-  MirrorLowerKernel<<<grid, block, 0, stream_>>>(h, in);
-  LLMC_CUDA_TRY(cudaGetLastError());
-  return "";
+  if (!plan.mirror || !mirror) return "";
+  return MirrorLower(h, in);
 }
 
 std::string Blas::AccumulateXtX(const float* x, int64_t rows, int64_t in, float alpha, float* h,
-                                GemmPrecision precision) {
+                                GemmPrecision precision, const uint16_t* x_bf16, bool mirror) {
   if (handle_ == nullptr) return "Blas::AccumulateXtX: Init was not called";
   if (!FitsInt(rows) || !FitsInt(in) || in == 0)
     return "Blas::AccumulateXtX: shape [" + std::to_string(rows) + ", " + std::to_string(in) +
            "] is empty or exceeds cuBLAS's int range";
   if (rows == 0) return "";
   const float one = 1.0f;
+  if (precision == GemmPrecision::kBf16 && x_bf16 != nullptr)
+    return TensorCoreXtX(x_bf16, CUDA_R_16BF, CUBLAS_COMPUTE_32F, rows, in, alpha, h, mirror);
   if (precision == GemmPrecision::kBf16) {
     const int64_t piece = std::max<int64_t>(1, std::min<int64_t>(rows, kXtXPieceElems / in));
     if (scratch_elems_ < piece * in) {
@@ -128,19 +135,17 @@ std::string Blas::AccumulateXtX(const float* x, int64_t rows, int64_t in, float 
     for (int64_t r0 = 0; r0 < rows; r0 += piece) {
       const int64_t n = std::min(piece, rows - r0);
       LLMC_TRY_STR(FloatToBf16Device(x + r0 * in, n * in, scratch_, stream_));
-      LLMC_TRY_STR(TensorCoreXtX(scratch_, CUDA_R_16BF, CUBLAS_COMPUTE_32F, n, in, alpha, h));
+      LLMC_TRY_STR(TensorCoreXtX(scratch_, CUDA_R_16BF, CUBLAS_COMPUTE_32F, n, in, alpha, h, /*mirror=*/false));
     }
-    return "";
+    const XtXPlan plan = PlanXtX(in, kXtXTile);
+    return plan.mirror && mirror ? MirrorLower(h, in) : "";
   }
   if (precision == GemmPrecision::kTf32)  // tensor cores at ~8x SYRK's rate
-    return TensorCoreXtX(x, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32, rows, in, alpha, h);
+    return TensorCoreXtX(x, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32, rows, in, alpha, h, mirror);
   // Row-major x [rows, in] is column-major A = x^T [in, rows]; A A^T = x^T x.
   LLMC_CUBLAS_TRY(cublasSsyrk(handle_, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, static_cast<int>(in),
                               static_cast<int>(rows), &alpha, x, static_cast<int>(in), &one, h, static_cast<int>(in)));
-  const dim3 block(16, 16), grid(static_cast<unsigned>((in + 15) / 16), static_cast<unsigned>((in + 15) / 16));
-  MirrorLowerKernel<<<grid, block, 0, stream_>>>(h, in);
-  LLMC_CUDA_TRY(cudaGetLastError());
-  return "";
+  return mirror ? MirrorLower(h, in) : "";
 }
 
 }  // namespace llmc::cuda

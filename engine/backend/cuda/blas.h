@@ -49,8 +49,15 @@ class Blas {
   // of long calibration runs cheap; above kXtXTile columns only the lower tiles are multiplied, then mirrored. kBf16: x rounded to bf16 (pieces of at most kXtXPieceElems
   // elements in a scratch buffer the handle keeps) and multiplied on tensor cores with fp32 accumulation: twice
   // TF32's rate, the inputs' rounding (~2e-3 relative per element) averaging out over the tokens.
+  // x_bf16 (kBf16 only, may be null): x already rounded to bf16 ([rows, in], e.g. the copy Linear read), multiplied
+  // as it is, so x is not read and nothing is converted. mirror false: the strict upper triangle (row < col of the
+  // column-major h) is left stale, since only the lower one is accumulated; MirrorLower completes h once after a
+  // series of such calls (the per-call mirror reads h with a stride of `in` floats, costly for wide Hessians).
   std::string AccumulateXtX(const float* x, int64_t rows, int64_t in, float alpha, float* h,
-                            GemmPrecision precision = GemmPrecision::kFp32);
+                            GemmPrecision precision = GemmPrecision::kFp32, const uint16_t* x_bf16 = nullptr,
+                            bool mirror = true);
+  // Copies the lower triangle of h [in, in] onto the upper one, on the handle's stream.
+  std::string MirrorLower(float* h, int64_t in);
 
   // Causal grouped-query attention with the semantics and layouts of CausalAttentionDevice (attention_kernels.h),
   // its products on tensor cores (TF32 inputs, fp32 accumulation): per sequence and chunk of query rows, the
@@ -75,7 +82,7 @@ class Blas {
  private:
   // h += alpha a a^T for column-major a [in, rows] of `type` (lda in), on tensor cores (see kXtXTile).
   std::string TensorCoreXtX(const void* a, cudaDataType type, cublasComputeType_t compute, int64_t rows, int64_t in,
-                            float alpha, float* h);
+                            float alpha, float* h, bool mirror);
 
   cublasHandle_t handle_ = nullptr;
   cudaStream_t stream_ = nullptr;
