@@ -333,7 +333,8 @@ absl::Status CudaBlockRunner::Reserve(int64_t rows, int64_t seq_len, cuda::GemmP
     LLMC_RETURN_IF_ERROR(fused_.Reserve(rows * std::max(Q + 2 * KV, 2 * I), "block scratch (fused projection)"));
   // Reserved up front: growing it between the GEMMs of one chunk would free a buffer queued work still reads.
   if (precision == cuda::GemmPrecision::kBf16) {
-    LLMC_RETURN_IF_ERROR(xb_.Reserve(rows * std::max({H, Q, I}), "block scratch (bf16 input)"));
+    // Also q, k and v side by side for the flash attention.
+    LLMC_RETURN_IF_ERROR(xb_.Reserve(rows * std::max({H, Q + 2 * KV, I}), "block scratch (bf16 input)"));
     // Head widths the flash kernel does not take go through scores of up to kAttentionScoreElems floats (256 MiB)
     // per chunk of query rows, at least one row.
     if (!cuda::FlashAttentionBf16Supports(spec_.head_dim)) {
@@ -524,11 +525,20 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
     if (w->v_cache_quant_ != nullptr) LLMC_RETURN_IF_ERROR(Quantize(*w->v_cache_quant_, v_.data(), v_.data(), rows));
     // bf16 mode: attention on bf16 tensor cores (flash kernel; head widths it does not take: TF32 GEMMs over a
     // score buffer); otherwise the fp32 flash kernel.
-    if (p == cuda::GemmPrecision::kBf16 && cuda::FlashAttentionBf16Supports(spec.head_dim))
+    if (p == cuda::GemmPrecision::kBf16 && cuda::FlashAttentionBf16Supports(spec.head_dim)) {
+      // bf16 copies of q, k and v, one after the other in xb_ (free again once the projections have read it).
+      if (rows * (Q + 2 * KV) > xb_.size())
+        return absl::InternalError("CudaBlockRunner: bf16 scratch too small for q, k and v");
+      uint16_t* qb = xb_.data();
+      uint16_t* kb = qb + rows * Q;
+      uint16_t* vb = kb + rows * KV;
+      LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::FloatToBf16Device(q_.data(), rows * Q, qb, s));
+      LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::FloatToBf16Device(k_.data(), rows * KV, kb, s));
+      LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::FloatToBf16Device(v_.data(), rows * KV, vb, s));
       LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::FlashAttentionBf16Device(
-          q_.data(), k_.data(), v_.data(), seqs, T, spec.num_heads, spec.num_kv_heads, spec.head_dim,
-          spec.window(layer), attn_.data(), s, spec.softmax_scale(), spec.attention_softcap, spec.chunk(layer)));
-    else if (p == cuda::GemmPrecision::kBf16)
+          qb, kb, vb, seqs, T, spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.window(layer), attn_.data(), s,
+          spec.softmax_scale(), spec.attention_softcap, spec.chunk(layer)));
+    } else if (p == cuda::GemmPrecision::kBf16)
       LLMC_CUDA_STR_RETURN_IF_ERROR(ctx_->blas()->CausalAttentionGemm(
           q_.data(), k_.data(), v_.data(), seqs, T, spec.num_heads, spec.num_kv_heads, spec.head_dim,
           spec.window(layer), spec.softmax_scale(), spec.attention_softcap, scores_.data(), scores_.size(),

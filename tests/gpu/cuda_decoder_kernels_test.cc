@@ -429,7 +429,7 @@ TEST_F(CudaDecoderKernelsTest, TensorCoreAttentionMatchesCpu) {
 }
 
 // The bf16 flash kernel of the bf16 mode (FlashAttentionBf16Device) against the CPU attention run on the same
-// inputs rounded to bf16, which is what the kernel stages: the one rounding left is that of the probabilities
+// bf16 inputs (the kernel reads bf16 bits): the one rounding left is that of the probabilities
 // before they multiply v (relative 2^-9 each), so |o_gpu - o_cpu| <= 2^-9 * max|v| plus fp32 summation noise.
 // head_dim 64/128/256, GQA ratios 1 to 8, lengths that are no multiple of the 64-row or 32/64-key tiles, sliding
 // windows (inside one tile and across several), Gemma's scale and softcap, Llama 4's attention chunks.
@@ -459,13 +459,17 @@ TEST_F(CudaDecoderKernelsTest, FlashBf16AttentionMatchesCpuOnRoundedInputs) {
     auto q = Normal(n * a.heads * a.hd, 3.0f, 91), k = Normal(n * a.kv_heads * a.hd, 1.0f, 92),
          v = Normal(n * a.kv_heads * a.hd, 1.0f, 93);
     float vmax = 0.0f;
-    for (auto* x : {&q, &k, &v})
-      for (float& e : *x) e = RoundBF16(e);
+    std::vector<uint16_t> qb(q.size()), kb(k.size()), vb(v.size());
+    for (auto [x, b] : {std::pair{&q, &qb}, {&k, &kb}, {&v, &vb}})
+      for (size_t i = 0; i < x->size(); ++i) {
+        (*b)[i] = FloatToBF16((*x)[i]);
+        (*x)[i] = BF16ToFloat((*b)[i]);
+      }
     for (float e : v) vmax = std::max(vmax, std::fabs(e));
     std::vector<float> cpu(q.size());
     CausalAttention(q.data(), k.data(), v.data(), a.seqs, a.T, a.heads, a.kv_heads, a.hd, a.window, cpu.data(), &cpu_,
                     c.scale, c.softcap, c.attn_chunk);
-    auto dq = ToDevice(q), dk = ToDevice(k), dv = ToDevice(v);
+    auto dq = ToDevice(qb), dk = ToDevice(kb), dv = ToDevice(vb);
     auto dout = ToDevice(std::vector<float>(q.size(), std::numeric_limits<float>::quiet_NaN()));
     ASSERT_EQ(cuda::FlashAttentionBf16Device(dq.data(), dk.data(), dv.data(), a.seqs, a.T, a.heads, a.kv_heads, a.hd,
                                              a.window, dout.data(), nullptr, c.scale, c.softcap, c.attn_chunk),

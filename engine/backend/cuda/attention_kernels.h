@@ -24,14 +24,15 @@ std::string CausalAttentionDevice(const float* q, const float* k, const float* v
                                   float* out, cudaStream_t stream = nullptr, float scale = 0.0f,
                                   float softcap = 0.0f, int64_t attn_chunk = 0);
 
-// The same attention on bf16 tensor cores (flash_attention_bf16.cu), for the bf16 mode: q, k and v (fp32, the layouts
-// above) are rounded to bf16 as they are staged, the probabilities are rounded to bf16 before they multiply v, and
-// products accumulate in fp32 (~3e-3 relative, like the bf16 GEMMs). No score matrix is formed. head_dim 64, 128 or
-// 256 (FlashAttentionBf16Supports; other widths: Blas::CausalAttentionGemm), pointers 16-byte aligned, compute
-// capability 8.0 or later; otherwise, and for bad shapes, returns an error and launches nothing. Shared memory:
-// 27 KB (head_dim 64), 52 KB (128) or 68 KB (256) per 64 queries.
+// The same attention on bf16 tensor cores (flash_attention_bf16.cu), for the bf16 mode: q, k and v are bf16 bits
+// (uint16, the layouts above, e.g. FloatToBf16Device of the fp32 ones), the probabilities are rounded to bf16
+// before they multiply v, products accumulate in fp32 (~3e-3 relative, like the bf16 GEMMs), and `out` is fp32.
+// No score matrix is formed; key/value tiles are double-buffered with cp.async. head_dim 64, 128 or 256
+// (FlashAttentionBf16Supports; other widths: Blas::CausalAttentionGemm), pointers 16-byte aligned, compute
+// capability 8.0 or later; otherwise, and for bad shapes, returns an error and launches nothing. Shared memory per
+// block: 54 KB (head_dim 64, 128 queries), 102 KB (128, 128 queries) or 99 KB (256, 64 queries).
 bool FlashAttentionBf16Supports(int64_t head_dim);
-std::string FlashAttentionBf16Device(const float* q, const float* k, const float* v, int64_t num_seqs,
+std::string FlashAttentionBf16Device(const uint16_t* q, const uint16_t* k, const uint16_t* v, int64_t num_seqs,
                                      int64_t seq_len, int64_t heads, int64_t kv_heads, int64_t head_dim,
                                      int64_t sliding_window, float* out, cudaStream_t stream = nullptr,
                                      float scale = 0.0f, float softcap = 0.0f, int64_t attn_chunk = 0);

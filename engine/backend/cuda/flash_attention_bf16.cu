@@ -1,10 +1,11 @@
 // Causal grouped-query attention on bf16 tensor cores without a score matrix (FlashAttentionBf16Device,
-// attention_kernels.h): each block of four warps takes 64 query rows of one (sequence, head), walks the key tiles
+// attention_kernels.h): each block of W warps takes 16 W query rows of one (sequence, head), walks the key tiles
 // they can see, and keeps the softmax online (running row maximum and sum), as flash attention does. Products
 // are mma.sync m16n8k16 with bf16 operands and fp32 accumulation: S = Q K^T from ldmatrix fragments of the
 // shared-memory tiles, P = exp(S - max) re-packed from the accumulator registers into bf16 A fragments, and
-// O += P V with V read through ldmatrix.trans. Inputs are the runtime's fp32 q/k/v, rounded to bf16 (nearest
-// even) as they are staged; the output is fp32.
+// O += P V with V read through ldmatrix.trans. q/k/v are bf16 in global memory; key and value tiles are copied
+// with cp.async into two buffers, the next tile's copy running while the current one is multiplied. The output
+// is fp32.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -21,9 +22,7 @@ namespace llmc::cuda {
 
 namespace {
 
-constexpr int kRows = 64;      // query rows per block: 16 per warp
-constexpr int kThreads = 128;  // four warps
-constexpr int kPad = 8;        // bf16 elements of padding per shared-memory row: ldmatrix rows fall in distinct banks
+constexpr int kPad = 8;  // bf16 elements of padding per shared-memory row: ldmatrix rows fall in distinct banks
 
 __device__ __forceinline__ int64_t Min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -58,33 +57,44 @@ __device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
-// Rows [row0, row0 + n) of a [rows, stride] fp32 matrix, columns [0, D), into tile [n][D + kPad] as bf16; rows at
-// or past `valid` become zeros.
-template <int D>
-__device__ __forceinline__ void StageTile(const float* src, int64_t stride, int n, int valid, __nv_bfloat16* tile) {
-  constexpr int kVec = D / 4;
-  for (int idx = threadIdx.x; idx < n * kVec; idx += kThreads) {
-    const int r = idx / kVec, c = (idx % kVec) * 4;
-    float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (r < valid) x = __ldg(reinterpret_cast<const float4*>(src + r * stride + c));
-    uint2 packed;
-    packed.x = PackBf16(x.x, x.y);
-    packed.y = PackBf16(x.z, x.w);
-    *reinterpret_cast<uint2*>(tile + r * (D + kPad) + c) = packed;
+// 16 bytes global -> shared without staging in registers; with `valid` false the destination is zero-filled and
+// nothing is read (src must still be a valid address).
+__device__ __forceinline__ void CopyAsync16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SharedAddress(dst)), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void CopyAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void CopyAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// Rows [0, n) of a [rows, stride] bf16 matrix, columns [0, D), into tile [n][D + kPad] by cp.async; rows at or past
+// `valid` become zeros.
+template <int D, int kThreads>
+__device__ __forceinline__ void StageTile(const uint16_t* src, int64_t stride, int n, int valid,
+                                          __nv_bfloat16* tile) {
+  constexpr int kChunks = D / 8;  // 16-byte pieces per row
+  for (int idx = threadIdx.x; idx < n * kChunks; idx += kThreads) {
+    const int r = idx / kChunks, c = (idx % kChunks) * 8;
+    const bool ok = r < valid;
+    CopyAsync16(tile + r * (D + kPad) + c, ok ? src + r * stride + c : src, ok);
   }
 }
 
-// One block per (sequence, query head, tile of kRows queries); tiles of BN keys.
-template <int D, int BN>
-__global__ void __launch_bounds__(kThreads) FlashBf16Kernel(const float* __restrict__ q, const float* __restrict__ k,
-                                                           const float* __restrict__ v, float* __restrict__ out,
-                                                           int64_t seq_len, int64_t heads, int64_t kv_heads,
-                                                           int64_t window, int64_t attn_chunk, float scale,
-                                                           float softcap) {
+// One block of W warps per (sequence, query head, tile of 16 W queries); tiles of BN keys, double-buffered.
+template <int D, int BN, int W>
+__global__ void __launch_bounds__(32 * W) FlashBf16Kernel(const uint16_t* __restrict__ q,
+                                                         const uint16_t* __restrict__ k,
+                                                         const uint16_t* __restrict__ v, float* __restrict__ out,
+                                                         int64_t seq_len, int64_t heads, int64_t kv_heads,
+                                                         int64_t window, int64_t attn_chunk, float scale,
+                                                         float softcap) {
+  constexpr int kRows = 16 * W, kThreads = 32 * W, kTile = BN * (D + kPad);
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem_raw);
-  __nv_bfloat16* ks = qs + kRows * (D + kPad);
-  __nv_bfloat16* vs = ks + BN * (D + kPad);
+  __nv_bfloat16* kbuf = qs + kRows * (D + kPad);  // [2][BN][D + kPad]
+  __nv_bfloat16* vbuf = kbuf + 2 * kTile;         // [2][BN][D + kPad]
 
   const int64_t q_tiles = (seq_len + kRows - 1) / kRows;
   // The longest tiles (last queries) first, so that short ones fill the tail.
@@ -94,32 +104,43 @@ __global__ void __launch_bounds__(kThreads) FlashBf16Kernel(const float* __restr
   const int64_t kvh = h / (heads / kv_heads);
   const int64_t i0 = qt * kRows;
   const int64_t q_stride = heads * D, kv_stride = kv_heads * D;
-  const float* qb = q + (seq * seq_len + i0) * q_stride + h * D;
-  const float* kb = k + seq * seq_len * kv_stride + kvh * D;
-  const float* vb = v + seq * seq_len * kv_stride + kvh * D;
+  const uint16_t* qb = q + (seq * seq_len + i0) * q_stride + h * D;
+  const uint16_t* kb = k + seq * seq_len * kv_stride + kvh * D;
+  const uint16_t* vb = v + seq * seq_len * kv_stride + kvh * D;
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, t = lane & 3;
   const int64_t row_a = i0 + warp * 16 + g, row_b = row_a + 8;  // this thread's two query rows
   const int64_t lo_a = FirstVisibleKey(row_a, window, attn_chunk), lo_b = FirstVisibleKey(row_b, window, attn_chunk);
 
-  StageTile<D>(qb, q_stride, kRows, static_cast<int>(Min64(kRows, seq_len - i0)), qs);
-
   const int64_t key_end = Min64(seq_len, i0 + kRows);  // causal: no key after the last query
-  const int64_t key_begin = FirstVisibleKey(i0, window, attn_chunk);
+  const int64_t key_first = (FirstVisibleKey(i0, window, attn_chunk) / BN) * BN;
   const float log2e = 1.4426950408889634f;
+  auto stage_keys = [&](int64_t j0, int buf) {
+    const int valid = static_cast<int>(Min64(BN, seq_len - j0));
+    StageTile<D, kThreads>(kb + j0 * kv_stride, kv_stride, BN, valid, kbuf + buf * kTile);
+    StageTile<D, kThreads>(vb + j0 * kv_stride, kv_stride, BN, valid, vbuf + buf * kTile);
+  };
+  // Q and the first key tile form the first copy group.
+  StageTile<D, kThreads>(qb, q_stride, kRows, static_cast<int>(Min64(kRows, seq_len - i0)), qs);
+  stage_keys(key_first, 0);
+  CopyAsyncCommit();
 
   float o[D / 8][4];
 #pragma unroll
   for (int d = 0; d < D / 8; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
   float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f;
 
-  for (int64_t j0 = (key_begin / BN) * BN; j0 < key_end; j0 += BN) {
-    __syncthreads();  // the previous tile is no longer read (and, the first time, Q is staged)
-    const int valid = static_cast<int>(Min64(BN, seq_len - j0));
-    StageTile<D>(kb + j0 * kv_stride, kv_stride, BN, valid, ks);
-    StageTile<D>(vb + j0 * kv_stride, kv_stride, BN, valid, vs);
+  int buf = 0;
+  for (int64_t j0 = key_first; j0 < key_end; j0 += BN, buf ^= 1) {
+    // The next tile's copy goes into the other buffer, last read two iterations ago (the barrier at the end of the
+    // previous iteration has passed); an empty group keeps the count uniform on the last tile.
+    if (j0 + BN < key_end) stage_keys(j0 + BN, buf ^ 1);
+    CopyAsyncCommit();
+    CopyAsyncWait<1>();  // everything but the newest group: this tile (and Q) have landed
     __syncthreads();
+    const __nv_bfloat16* ks = kbuf + buf * kTile;
+    const __nv_bfloat16* vs = vbuf + buf * kTile;
 
     // S = Q K^T for this warp's 16 rows and BN keys.
     float s[BN / 8][4];
@@ -210,7 +231,9 @@ __global__ void __launch_bounds__(kThreads) FlashBf16Kernel(const float* __restr
         Mma(o[2 * d2 + 1], a, b[2], b[3]);
       }
     }
+    __syncthreads();  // this buffer is free for the copy issued next iteration
   }
+  CopyAsyncWait<0>();
 
 #pragma unroll
   for (int off = 1; off <= 2; off <<= 1) {
@@ -230,17 +253,19 @@ __global__ void __launch_bounds__(kThreads) FlashBf16Kernel(const float* __restr
   }
 }
 
-template <int D, int BN>
-std::string Launch(const float* q, const float* k, const float* v, int64_t num_seqs, int64_t seq_len, int64_t heads,
-                   int64_t kv_heads, int64_t window, float* out, cudaStream_t stream, float scale, float softcap,
-                   int64_t attn_chunk) {
-  constexpr int kSmem = (kRows + 2 * BN) * (D + kPad) * static_cast<int>(sizeof(__nv_bfloat16));
+template <int D, int BN, int W>
+std::string Launch(const uint16_t* q, const uint16_t* k, const uint16_t* v, int64_t num_seqs, int64_t seq_len,
+                   int64_t heads, int64_t kv_heads, int64_t window, float* out, cudaStream_t stream, float scale,
+                   float softcap, int64_t attn_chunk) {
+  constexpr int kRows = 16 * W;
+  constexpr int kSmem = (kRows + 4 * BN) * (D + kPad) * static_cast<int>(sizeof(__nv_bfloat16));
   static_assert(D % 16 == 0 && BN % 16 == 0, "tile shapes");
   if (kSmem > 48 * 1024)
-    LLMC_CUDA_TRY(cudaFuncSetAttribute(FlashBf16Kernel<D, BN>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+    LLMC_CUDA_TRY(
+        cudaFuncSetAttribute(FlashBf16Kernel<D, BN, W>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
   const int64_t blocks = num_seqs * heads * ((seq_len + kRows - 1) / kRows);
   if (blocks > INT_MAX) return "FlashAttentionBf16Device: too many query tiles for one launch";
-  FlashBf16Kernel<D, BN><<<static_cast<unsigned>(blocks), kThreads, kSmem, stream>>>(
+  FlashBf16Kernel<D, BN, W><<<static_cast<unsigned>(blocks), 32 * W, kSmem, stream>>>(
       q, k, v, out, seq_len, heads, kv_heads, window, attn_chunk, scale, softcap);
   LLMC_CUDA_TRY(cudaGetLastError());
   return "";
@@ -250,7 +275,7 @@ std::string Launch(const float* q, const float* k, const float* v, int64_t num_s
 
 bool FlashAttentionBf16Supports(int64_t head_dim) { return head_dim == 64 || head_dim == 128 || head_dim == 256; }
 
-std::string FlashAttentionBf16Device(const float* q, const float* k, const float* v, int64_t num_seqs,
+std::string FlashAttentionBf16Device(const uint16_t* q, const uint16_t* k, const uint16_t* v, int64_t num_seqs,
                                      int64_t seq_len, int64_t heads, int64_t kv_heads, int64_t head_dim,
                                      int64_t sliding_window, float* out, cudaStream_t stream, float scale,
                                      float softcap, int64_t attn_chunk) {
@@ -271,13 +296,13 @@ std::string FlashAttentionBf16Device(const float* q, const float* k, const float
   if (scale == 0.0f) scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   switch (head_dim) {
     case 64:
-      return Launch<64, 64>(q, k, v, num_seqs, seq_len, heads, kv_heads, sliding_window, out, stream, scale, softcap,
+      return Launch<64, 64, 8>(q, k, v, num_seqs, seq_len, heads, kv_heads, sliding_window, out, stream, scale, softcap,
                             attn_chunk);
     case 128:
-      return Launch<128, 64>(q, k, v, num_seqs, seq_len, heads, kv_heads, sliding_window, out, stream, scale,
+      return Launch<128, 64, 8>(q, k, v, num_seqs, seq_len, heads, kv_heads, sliding_window, out, stream, scale,
                              softcap, attn_chunk);
     default:
-      return Launch<256, 32>(q, k, v, num_seqs, seq_len, heads, kv_heads, sliding_window, out, stream, scale,
+      return Launch<256, 32, 4>(q, k, v, num_seqs, seq_len, heads, kv_heads, sliding_window, out, stream, scale,
                              softcap, attn_chunk);
   }
 }
