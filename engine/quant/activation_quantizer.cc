@@ -161,9 +161,10 @@ float ActivationQuantizer::FakeQuant(float x, float scale) const {
       return RoundTo(dtype_, q * scale);
     }
     case Kind::kNvFp4: {
-      // The library's fp4 cast on CUDA (its Triton kernel, what GPU readers run) rounds to bf16 first.
+      // The fp32 quotient goes to the fp4 cast as it is: compressed-tensors 0.18 casts with its eager
+      // cast_to_fp4 on every device (its Triton cast, which would round to bf16 first, is registered "disable").
       const float e = scale / global_;
-      float q = FP4ToFloat(FloatToFP4(RoundBF16(std::clamp(x / e, qmin_, qmax_))));
+      float q = FP4ToFloat(FloatToFP4(std::clamp(x / e, qmin_, qmax_)));
       return RoundTo(dtype_, q * e);
     }
   }

@@ -21,9 +21,10 @@
 //   int:   y = R(rint(clamp(R(x / scale), qmin, qmax)) * scale)                    (rint: half to even)
 //   fp8:   y = R(e4m3(clamp(R(x / scale), -448, 448)) * scale)
 //   NVFP4: per group of 16: s = e4m3(clamp(g * R(amax / 6), -448, 448)) (0 -> 0.125), with g the fp32 global
-//          scale; e = s / g (fp32); y = R(fp4(bf16(clamp(x / e, -6, 6))) * e)         (x / e in fp32)
-//          The bf16 rounding before the fp4 cast is the library's CUDA cast (its Triton kernel, which GPU readers
-//          run and the reference figures used); its CPU fallback casts the fp32 value directly.
+//          scale; e = s / g (fp32); y = R(fp4(clamp(x / e, -6, 6)) * e)               (x / e in fp32)
+//          The fp4 cast takes the fp32 quotient unrounded: the library's fake quantization
+//          (`_quantize_dequantize`) casts with the eager `cast_to_fp4` on CPU and CUDA alike; its Triton cast,
+//          which rounds to bf16 first, is registered with priority "disable" and never runs.
 //   clamp is torch.clamp (std::clamp): a NaN stays NaN. So a token of an fp16 model with a value past 65504 (inf
 //   in fp16) has an inf scale and comes out NaN entirely (inf / inf, then 0 * inf), as in the library.
 #pragma once

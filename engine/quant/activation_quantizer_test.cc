@@ -108,10 +108,54 @@ TEST(ActivationQuantizerTest, NvFp4GroupScalesAreFp8OfGlobalTimesAmaxOverSix) {
   ASSERT_TRUE(q->SetGlobalScale(101.0f).ok());
   EXPECT_EQ(q->DynamicScale(0.0f, 6.0f), 104.0f);    // e4m3(101) = 104 (steps of 8 in [64, 128))
   EXPECT_EQ(q->FakeQuant(6.0f, 104.0f), 6.1875f);    // e = 104 / 101; 6 / e = 5.83 -> 6; 6 e = 6.178 -> bf16
-  // x / e is rounded to bf16 before the fp4 cast, as the library's CUDA cast does: with g = 3 and s = 1,
-  // 0.41796875 / (1/3) = 1.2539 would round to fp4 1.5, but bf16 1.25 rounds to 1.0 (ties to even).
+  // The fp4 cast takes the fp32 quotient: with g = 3 and s = 1, e = fp32(1/3) and 0.41796875 / e = 1.2539062
+  // (fp32) > 1.25 -> fp4 1.5; 1.5 e = 0.50000001 -> fp32 0.5. (Rounding the quotient to bf16 first would give
+  // 1.25, a tie, -> 1.0 -> bf16(e) = 0.333984375.)
   ASSERT_TRUE(q->SetGlobalScale(3.0f).ok());
-  EXPECT_EQ(q->FakeQuant(0.41796875f, 1.0f), 0.333984375f);
+  EXPECT_EQ(q->FakeQuant(0.41796875f, 1.0f), 0.5f);
+}
+
+// compressed-tensors 0.18's NVFP4 activation fake quantization, step by step for a bf16 model with the fp32
+// `input_global_scale` g = 3 (forward.py forward_quantize -> helpers.py compute_dynamic_scales_and_zp /
+// calculate_qparams -> forward_helpers.py _process_group / _quantize_dequantize -> quant_args.py
+// round_to_quantized_type_args -> fp4_utils.py cast_to_fp4, the eager cast: the Triton one is registered
+// "disable"). One row of 32 columns, two groups of 16:
+//   group 0: amax = 2: R(2 / 6) = 0.333984375; g * that = 1.001953125 (fp32); e4m3 -> s = 1; e = s / g = fp32(1/3)
+//   group 1: amax = 0.75: R(0.75 / 6) = 0.125; g * that = 0.375 (e4m3 exact); e = 0.375 / 3 = 0.125
+// x / e in fp32, clamped to +-6, cast to fp4 unrounded (ties to the even code), times e in fp32, then bf16.
+TEST(ActivationQuantizerTest, NvFp4CastsTheFp32QuotientWithoutRoundingItToBf16) {
+  auto q = ActivationQuantizer::Create(NvFp4Args(), ActivationSite::kLinear, DType::kBF16, 32, "t");
+  ASSERT_TRUE(q.ok()) << q.status();
+  ASSERT_TRUE(q->SetGlobalScale(3.0f).ok());
+  EXPECT_EQ(q->DynamicScale(0.0f, 2.0f), 1.0f);
+  EXPECT_EQ(q->DynamicScale(-0.75f, 0.5f), 0.375f);
+  std::vector<float> x(32, 0.0f);
+  x[0] = 2.0f;          // 2 / e = 5.9999998 -> fp32 6 -> fp4 6; 6 e = 2.0000001 -> fp32 2
+  x[1] = 0.41796875f;   // 1.2539062 -> 1.5 (bf16 first: 1.25, a tie -> 1.0); 1.5 e -> 0.5
+  x[2] = 0.8359375f;    // 2.5078124 -> 3 (bf16 first: 2.5, a tie -> 2); 3 e = 1.0000000 -> 1
+  x[3] = -0.8359375f;   // the same, negative: -1
+  x[4] = 0.83203125f;   // 2.4960936 -> 2 (nearest); 2 e = 0.6666667 -> bf16 0.66796875
+  x[5] = 0.08300781f;   // bf16 0.0830078125 / e = 0.24902343 -> 0 (below 0.25)
+  x[16] = -0.75f;       // -0.75 / 0.125 = -6 exactly -> -6 -> -0.75
+  x[17] = 0.3125f;      // 2.5 exactly: a tie -> the even code, 2 -> 0.25
+  x[18] = 0.15625f;     // 1.25 exactly: a tie -> 1.0 -> 0.125
+  x[19] = 0.5f;         // 4 -> 0.5
+  x[20] = 0.03125f;     // 0.25 exactly: a tie -> 0
+  x[21] = 0.033203125f; // 0.265625 -> 0.5 -> 0.0625
+  q->Apply(x.data(), 1);
+  EXPECT_EQ(x[0], 2.0f);
+  EXPECT_EQ(x[1], 0.5f);
+  EXPECT_EQ(x[2], 1.0f);
+  EXPECT_EQ(x[3], -1.0f);
+  EXPECT_EQ(x[4], 0.66796875f);
+  EXPECT_EQ(x[5], 0.0f);
+  EXPECT_EQ(x[6], 0.0f);
+  EXPECT_EQ(x[16], -0.75f);
+  EXPECT_EQ(x[17], 0.25f);
+  EXPECT_EQ(x[18], 0.125f);
+  EXPECT_EQ(x[19], 0.5f);
+  EXPECT_EQ(x[20], 0.0f);
+  EXPECT_EQ(x[21], 0.0625f);
 }
 
 TEST(ActivationQuantizerTest, KvCachePerHeadStaticScales) {

@@ -83,7 +83,7 @@ __device__ float FakeQuantD(const ActivationQuantParams& p, float x, float scale
     return RoundD(__fmul_rn(q, scale), p.round);
   }
   const float e = __fdiv_rn(scale, p.global_scale);
-  float q = RoundFp4(RoundD(ClampD(__fdiv_rn(x, e), -6.0f, 6.0f), 1));  // bf16 first, as the CPU
+  float q = RoundFp4(ClampD(__fdiv_rn(x, e), -6.0f, 6.0f));  // the fp32 quotient, unrounded, as the CPU
   return RoundD(__fmul_rn(q, e), p.round);
 }
 
