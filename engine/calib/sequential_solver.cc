@@ -540,9 +540,12 @@ class SequentialSolver::Impl {
     totals_.propagate += NowSeconds() - t;
     backend_->ReportBlock(&blk);
 
-    // 6. The block's other tensors: norms and biases (as modified by smoothing), anything else as stored.
+    // 6. The block's other tensors: norms and biases (as modified by smoothing), anything else as stored. The wait
+    // for the modules still being finished (packed, measured, written) on the pool is timed with them.
+    t = NowSeconds();
     LLMC_RETURN_IF_ERROR(module_solver_->Finish(&modules_));
     if (writes_) LLMC_RETURN_IF_ERROR(EmitRest(L, *block, emit));
+    blk["finish_s"] = NowSeconds() - t;
     if (comm_->size() > 1) blk["communicate_s"] = metered_->stats().seconds - comm_at_start;
     blk["rss_bytes"] = PeakRssBytes();
     if (std::getenv("LLMC_VERBOSE")) std::fprintf(stderr, "llmc: block %d %s\n", L, blk.dump().c_str());

@@ -110,6 +110,11 @@ TEST_F(SequentialSolverTest, GptqW4A16WritesALoadableCheckpointWithAReport) {
     EXPECT_LT(m["relative_weight_error"].get<double>(), 0.5);
   }
   EXPECT_EQ(rep["solve"]["blocks"].size(), 6u);
+  for (const auto& b : rep["solve"]["blocks"])  // every phase of every block, timed
+    for (const char* phase : {"load_s", "calibrate_s", "solve_s", "propagate_s", "finish_s"}) {
+      ASSERT_TRUE(b.contains(phase)) << phase << " in block " << b.dump();
+      EXPECT_GE(b[phase].get<double>(), 0.0) << phase;
+    }
   EXPECT_EQ(rep["solve"]["calibration"]["samples"], 8);
   for (const char* phase : {"open_s", "tokenize_s", "embed_s"}) {  // the setup before the first block, timed
     ASSERT_TRUE(rep["solve"]["setup"].contains(phase)) << phase;
