@@ -80,8 +80,6 @@ std::string Blas::Linear(GemmPrecision precision, const float* x, const uint16_t
   return "";
 }
 
-// Column-major, a = x^T [in, rows] (lda in), h += alpha a a^T by the GEMMs of PlanXtX (xtx_plan.h): one over the
-// whole square up to kXtXTile columns, else the tiles on and below the diagonal, then the mirror.
 std::string Blas::MirrorLower(float* h, int64_t in) {
   if (in <= 0) return "";
   const dim3 block(16, 16), grid(static_cast<unsigned>((in + 15) / 16), static_cast<unsigned>((in + 15) / 16));
@@ -90,6 +88,9 @@ std::string Blas::MirrorLower(float* h, int64_t in) {
   return "";
 }
 
+// Column-major, a = x^T [in, rows] (lda in), h += alpha a a^T by the GEMMs of PlanXtX (xtx_plan.h): one over the
+// whole square up to kXtXTile columns, else the tiles on and below the diagonal, then the mirror
+// (unless `mirror` is false).
 std::string Blas::TensorCoreXtX(const void* a, cudaDataType type, cublasComputeType_t compute, int64_t rows,
                                 int64_t in, float alpha, float* h, bool mirror) {
   const float one = 1.0f;
