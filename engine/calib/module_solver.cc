@@ -22,9 +22,9 @@ using json = nlohmann::json;
 ModuleSolver::ModuleSolver(const CompressionRecipe& recipe, const QuantConfig& config, BlockBackend* backend,
                            DType model_dtype, int threads, bool background)
     : recipe_(recipe), cfg_(config), backend_(backend), dtype_(model_dtype), threads_(threads) {
-  if (background)
-    pool_ = std::make_unique<ThreadPool>(
-        std::max(2, threads > 0 ? threads : static_cast<int>(std::thread::hardware_concurrency())));
+  const int hw = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (background) pool_ = std::make_unique<ThreadPool>(std::max(2, hw));
+  finish_threads_ = std::clamp(hw / 4, 1, 8);
 }
 
 ModuleSolver::~ModuleSolver() { Wait(); }
@@ -138,19 +138,37 @@ absl::Status ModuleSolver::Solve(LinearWeight* lw, int group, DType wdtype, std:
   const std::string name = lw->name;
   auto finish = [this, name, rows, cols, wdtype, &wa, &grp, st, orig, qw, bufs, quantizer, info, extras,
                  emit]() -> absl::Status {
+    // A large module (the last ones of a block are the MLP's, and the block's end waits for them) is encoded and
+    // measured on several threads; the pool's other threads finish the block's smaller modules meanwhile.
+    const int inner = rows * cols >= (int64_t{1} << 24) ? finish_threads_ : 1;
     std::vector<std::vector<uint8_t>> out;
     if (quantizer) {
-      LLMC_ASSIGN_OR_RETURN(out, EncodeQuantizedWeight(name, qw->data(), wdtype, wa, grp.format, quantizer->params()));
+      LLMC_ASSIGN_OR_RETURN(out, EncodeQuantizedWeight(name, qw->data(), wdtype, wa, grp.format, quantizer->params(),
+                                                       inner));
     } else {
       out = std::move(*bufs);
     }
     LLMC_ASSIGN_OR_RETURN(auto plan, PlanQuantizedWeight(name, rows, cols, wdtype, wa, grp.format));
-    // Relative error of the weight, ||W - Q||_F / ||W||_F (W as the model stores it).
+    // Relative error of the weight, ||W - Q||_F / ||W||_F (W as the model stores it), summed in fixed pieces so
+    // the figure does not depend on the thread count.
+    constexpr size_t kPiece = size_t{1} << 20;
+    const size_t n = qw->size(), pieces = (n + kPiece - 1) / kPiece;
+    std::vector<double> nums(pieces), dens(pieces);
+    (void)ParallelFor(static_cast<int64_t>(pieces), inner, [&](int64_t p) {
+      double a = 0, b = 0;
+      for (size_t i = static_cast<size_t>(p) * kPiece; i < std::min(n, (static_cast<size_t>(p) + 1) * kPiece); ++i) {
+        double w = RoundToDType((*orig)[i], wdtype);
+        a += (w - (*qw)[i]) * (w - (*qw)[i]);
+        b += w * w;
+      }
+      nums[p] = a;
+      dens[p] = b;
+      return absl::OkStatus();
+    });
     double num = 0, den = 0;
-    for (size_t i = 0; i < qw->size(); ++i) {
-      double w = RoundToDType((*orig)[i], wdtype);
-      num += (w - (*qw)[i]) * (w - (*qw)[i]);
-      den += w * w;
+    for (size_t p = 0; p < pieces; ++p) {
+      num += nums[p];
+      den += dens[p];
     }
     (*info)["relative_weight_error"] = den > 0 ? std::sqrt(num / den) : 0.0;
     for (const auto& e : extras) {

@@ -74,6 +74,7 @@ class ModuleSolver {
   BlockBackend* backend_;
   DType dtype_;
   int threads_;
+  int finish_threads_ = 1;  // threads that encode and measure one large module
   std::unique_ptr<ThreadPool> pool_;
   std::mutex mu_;
   absl::Status error_;                               // guarded by mu_

@@ -8,10 +8,13 @@
 #include <cblas.h>
 #include <openssl/evp.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
+#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -111,7 +114,7 @@ TEST_F(SequentialSolverTest, GptqW4A16WritesALoadableCheckpointWithAReport) {
   }
   EXPECT_EQ(rep["solve"]["blocks"].size(), 6u);
   for (const auto& b : rep["solve"]["blocks"])  // every phase of every block, timed
-    for (const char* phase : {"load_s", "calibrate_s", "solve_s", "propagate_s", "finish_s"}) {
+    for (const char* phase : {"load_s", "calibrate_s", "solve_s", "propagate_s", "finish_s", "commit_s"}) {
       ASSERT_TRUE(b.contains(phase)) << phase << " in block " << b.dump();
       EXPECT_GE(b[phase].get<double>(), 0.0) << phase;
     }
@@ -282,6 +285,50 @@ TEST_F(SequentialSolverTest, ResumeIsByteIdentical) {
 TEST_F(SequentialSolverTest, ResumeAfterAwqWithRtnIsByteIdentical) {
   ExpectResumeIsByteIdentical(model_, dataset_, tmp_.path(),
                               "AWQModifier: {scheme: W4A16_ASYM, ignore: [lm_head], n_grid: 3}\n");
+}
+
+// A finished block's durability point (on_block_done, after its output is flushed) runs beside the next block:
+// on_block_done(L) sees block L + 1 start before it returns (a commit made inline would wait here until the
+// deadline and fail), the blocks are still recorded once each and in order, and each block's report has the
+// commit's duration.
+TEST_F(SequentialSolverTest, ABlocksCommitRunsBesideTheNextBlock) {
+  JobSpec spec;
+  spec.model_path = model_;
+  spec.recipe_yaml = "GPTQModifier: {scheme: W4A16, ignore: [lm_head]}\n";
+  spec.dataset = dataset_;
+  spec.num_samples = 4;
+  spec.seq_len = 64;
+  spec.threads = 2;
+  spec.output_path = tmp_.path() + "/overlap";
+  std::mutex mu;
+  std::condition_variable cv;
+  int started = -1;  // the last block whose load was reported
+  std::vector<int> done;
+  std::vector<bool> overlapped;
+  JobControl c;
+  c.on_progress = [&](const CompressProgress& p) {
+    if (p.blocks_total == 0 || p.stage.empty()) return;
+    std::lock_guard<std::mutex> lock(mu);
+    started = std::max(started, p.blocks_done);
+    cv.notify_all();
+  };
+  c.on_block_done = [&](int layer) {
+    std::unique_lock<std::mutex> lock(mu);
+    done.push_back(layer);
+    if (layer + 1 < 6)
+      overlapped.push_back(cv.wait_for(lock, std::chrono::seconds(20), [&] { return started > layer; }));
+  };
+  auto s = RunJob(spec, c);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(done, (std::vector<int>{0, 1, 2, 3, 4, 5}));
+  EXPECT_EQ(overlapped, std::vector<bool>(5, true));
+  std::ifstream f(spec.output_path + "/compression_report.json");
+  nlohmann::json rep = nlohmann::json::parse(f);
+  ASSERT_EQ(rep["solve"]["blocks"].size(), 6u);
+  for (const auto& b : rep["solve"]["blocks"]) {
+    ASSERT_TRUE(b.contains("commit_s")) << b.dump();
+    EXPECT_GE(b["commit_s"].get<double>(), 0.0);
+  }
 }
 
 // sha256 of every safetensors file under `dir`, by file name (none when hashing fails).

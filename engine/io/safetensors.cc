@@ -269,6 +269,7 @@ absl::StatusOr<std::vector<uint8_t>> SafetensorsWriter::Read(int index) const {
 }
 
 absl::Status SafetensorsWriter::Sync() {
+  absl::MutexLock lock(&close_mu_);
   if (fd_ >= 0 && fdatasync(fd_) != 0) return FileWriteError(errno, absl::StrCat("cannot flush ", path_), path_);
   return absl::OkStatus();
 }
@@ -309,6 +310,7 @@ absl::Status SafetensorsWriter::Write(int index, uint64_t offset, absl::Span<con
 }
 
 absl::Status SafetensorsWriter::Close() {
+  absl::MutexLock close_lock(&close_mu_);
   if (fd_ < 0) return absl::OkStatus();  // closed already
   {
     absl::MutexLock lock(&mu_);

@@ -90,7 +90,9 @@ std::string BuildSafetensorsHeader(const std::vector<TensorSpec>& specs,
 
 // Writes a safetensors file whose layout is fixed up front, so tensors can be written in any order and from
 // several threads at once (pwrite at precomputed offsets). Space for the whole file is reserved on Create, so
-// a full disk fails before any tensor is computed. Write() is thread-safe; Create/Close are not.
+// a full disk fails before any tensor is computed. Write() is thread-safe, and Sync() may run beside Write() and
+// Close() (a durability point taken on another thread while the file is still being written); Create/Close are
+// not thread-safe otherwise.
 class SafetensorsWriter {
  public:
   static absl::StatusOr<std::unique_ptr<SafetensorsWriter>> Create(
@@ -131,6 +133,7 @@ class SafetensorsWriter {
   std::unordered_map<std::string, int> by_name_;
   absl::Mutex mu_;
   std::vector<uint64_t> written_ ABSL_GUARDED_BY(mu_);  // bytes written per tensor
+  absl::Mutex close_mu_;  // held by Sync and Close: fd_ is not closed under a running fdatasync
   uint64_t total_size_ = 0;
 };
 

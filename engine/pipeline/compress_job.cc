@@ -668,7 +668,7 @@ class Job {
       });
       while (!done.load()) {
         if (opt_.on_progress)
-          opt_.on_progress({bytes_done_.load(), summary_.input_bytes, modules_done_.load(), modules_total});
+          opt_.on_progress(DataFreeProgress(modules_total));
         for (int k = 0; k < 10 && !done.load(); ++k) std::this_thread::sleep_for(std::chrono::milliseconds(10));
       }
       waiter.join();
@@ -676,8 +676,7 @@ class Job {
     if (failed_) return err_;
     if (opt_.cancel && opt_.cancel->load()) return absl::CancelledError("compression cancelled; no output was written");
     if (opt_.on_progress) {
-      CompressProgress p{bytes_done_.load(), summary_.input_bytes, modules_done_.load(), modules_total};
-      opt_.on_progress(p);
+      opt_.on_progress(DataFreeProgress(modules_total));
     }
     if (opt_.solver) LLMC_RETURN_IF_ERROR(RunSolver());
     for (auto& s : shards_) LLMC_RETURN_IF_ERROR(s->Close());
@@ -687,6 +686,16 @@ class Job {
       summary_.modules[mi++].bytes_out = item.out_bytes;
     }
     return absl::OkStatus();
+  }
+
+  // The progress of the data-free pass: input bytes and modules done.
+  CompressProgress DataFreeProgress(int modules_total) const {
+    CompressProgress p;
+    p.bytes_done = bytes_done_.load();
+    p.bytes_total = summary_.input_bytes;
+    p.modules_done = modules_done_.load();
+    p.modules_total = modules_total;
+    return p;
   }
 
   // The decoder layer of a tensor name ("model.layers.7.x" -> 7), or -1.

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 
 #include "absl/strings/str_cat.h"
+#include "common/parallel.h"
 #include "common/status_macros.h"
 #include "engine/quant/mse_grid.h"
 #include "engine/quant/simd_kernels.h"
@@ -272,7 +274,7 @@ float GroupQuantizer::FakeQuant(float x, int64_t r, int64_t g) const {
 absl::StatusOr<std::vector<std::vector<uint8_t>>> EncodeQuantizedWeight(absl::string_view module, const float* q,
                                                                         DType dtype, const QuantArgs& a,
                                                                         const std::string& format,
-                                                                        const WeightQParams& p) {
+                                                                        const WeightQParams& p, int threads) {
   const int64_t R = p.rows, C = p.cols;
   LLMC_ASSIGN_OR_RETURN(auto plan, PlanQuantizedWeight(module, R, C, dtype, a, format));
   LLMC_ASSIGN_OR_RETURN(Arith ar, MakeArith(module, dtype, a, format, p.global_scale));
@@ -323,19 +325,32 @@ absl::StatusOr<std::vector<std::vector<uint8_t>>> EncodeQuantizedWeight(absl::st
     }
     return code;
   };
+  // fn(r0, r1) for row ranges covering [0, R), on up to `threads` threads: every row's bytes depend on that row
+  // alone, so the ranges write disjoint parts of the output.
+  auto for_rows = [&](const std::function<void(int64_t, int64_t)>& fn) {
+    constexpr int64_t kMinRowElements = int64_t{1} << 20;  // below this a thread costs more than it saves
+    const int64_t pieces = std::clamp<int64_t>(std::min<int64_t>(threads, R * C / kMinRowElements), 1, R);
+    const int64_t per = (R + pieces - 1) / pieces;
+    (void)ParallelFor(pieces, static_cast<int>(pieces), [&](int64_t i) {
+      fn(i * per, std::min(R, (i + 1) * per));
+      return absl::OkStatus();
+    });
+  };
   switch (ar.kind) {
     case Arith::kInt: {
       const bool packed = format == "pack-quantized";
-      std::vector<int8_t> row(C);
-      for (int64_t r = 0; r < R; ++r) {
-        for (int64_t c = 0; c < C; ++c) row[c] = static_cast<int8_t>(code_at(r, c));
-        if (packed) {
-          const int64_t words = (C + 32 / a.num_bits - 1) / (32 / a.num_bits);
-          simd::PackRow(row.data(), C, a.num_bits, reinterpret_cast<uint32_t*>(out[0].data() + r * words * 4));
-        } else {
-          std::memcpy(out[0].data() + r * C, row.data(), C);
+      for_rows([&](int64_t r0, int64_t r1) {
+        std::vector<int8_t> row(C);
+        for (int64_t r = r0; r < r1; ++r) {
+          for (int64_t c = 0; c < C; ++c) row[c] = static_cast<int8_t>(code_at(r, c));
+          if (packed) {
+            const int64_t words = (C + 32 / a.num_bits - 1) / (32 / a.num_bits);
+            simd::PackRow(row.data(), C, a.num_bits, reinterpret_cast<uint32_t*>(out[0].data() + r * words * 4));
+          } else {
+            std::memcpy(out[0].data() + r * C, row.data(), C);
+          }
         }
-      }
+      });
       for (int64_t i = 0; i < nscale; ++i) store_scale(out[1].data(), i, p.scale[i]);
       if (packed) {
         int64_t shape[2] = {R, C};
@@ -354,19 +369,23 @@ absl::StatusOr<std::vector<std::vector<uint8_t>>> EncodeQuantizedWeight(absl::st
       break;
     }
     case Arith::kFp8:
-      for (int64_t r = 0; r < R; ++r)
-        for (int64_t c = 0; c < C; ++c) out[0][r * C + c] = static_cast<uint8_t>(code_at(r, c));
+      for_rows([&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t c = 0; c < C; ++c) out[0][r * C + c] = static_cast<uint8_t>(code_at(r, c));
+      });
       for (int64_t i = 0; i < nscale; ++i) store_scale(out[1].data(), i, p.scale[i]);
       break;
     case Arith::kNvFp4:
     case Arith::kMx: {
       const bool fp4 = ar.kind == Arith::kNvFp4 || a.is_fp4();
-      for (int64_t r = 0; r < R; ++r)
-        for (int64_t c = 0; c < C; ++c) {
-          uint8_t code = static_cast<uint8_t>(code_at(r, c));
-          if (fp4) out[0][r * (C / 2) + c / 2] |= (c % 2 == 0) ? code : static_cast<uint8_t>(code << 4);
-          else out[0][r * C + c] = code;
-        }
+      for_rows([&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t c = 0; c < C; ++c) {
+            uint8_t code = static_cast<uint8_t>(code_at(r, c));
+            if (fp4) out[0][r * (C / 2) + c / 2] |= (c % 2 == 0) ? code : static_cast<uint8_t>(code << 4);
+            else out[0][r * C + c] = code;
+          }
+      });
       for (int64_t i = 0; i < nscale; ++i) {
         if (ar.kind == Arith::kNvFp4) {
           out[1][i] = FloatToF8E4M3(p.scale[i]);

@@ -83,10 +83,11 @@ class GroupQuantizer {
 
 // Encodes the fake-quantized weight q [rows, cols] (fp32, values produced by FakeQuant with `p`) into the
 // tensors of `format`, in PlanQuantizedWeight's order, plus a trailing `weight_g_idx` buffer (int32 [cols]) when
-// p.g_idx is non-empty. Fails naming `module` when the shapes do not match the plan.
+// p.g_idx is non-empty. Fails naming `module` when the shapes do not match the plan. The rows are encoded on up to
+// `threads` threads (the output does not depend on it).
 absl::StatusOr<std::vector<std::vector<uint8_t>>> EncodeQuantizedWeight(absl::string_view module, const float* q,
                                                                         DType dtype, const QuantArgs& args,
                                                                         const std::string& format,
-                                                                        const WeightQParams& p);
+                                                                        const WeightQParams& p, int threads = 1);
 
 }  // namespace llmc

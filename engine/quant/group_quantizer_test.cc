@@ -163,6 +163,32 @@ TEST(GroupQuantizerTest, ImatrixMseMatchesRtnAndFollowsThePermutation) {
       EXPECT_EQ(q1->params().scale[r * G + g], q2->params().scale[r * G + (G - 1 - g)]) << r << " " << g;
 }
 
+// Encoding a large weight on several threads (rows split in uneven ranges) writes the bytes one thread writes.
+TEST_P(GroupQuantizerMatchesRtn, EncodesTheSameBytesOnThreads) {
+  auto scheme = PresetScheme(GetParam());
+  ASSERT_TRUE(scheme.ok()) << scheme.status();
+  auto format = InferFormat(*scheme);
+  ASSERT_TRUE(format.ok());
+  const QuantArgs& a = *scheme->weights;
+  const int64_t rows = 779, cols = 4096;  // 3 ranges of at least 1M elements: 260, 260 and 259 rows
+  Bf16Weight w = RandomBf16(rows, cols, 9);
+  std::optional<float> gs;
+  if (*format == "nvfp4-pack-quantized") {
+    auto amax = WeightAbsMax(WeightView{kModule, w.bits.data(), DType::kBF16, rows, cols});
+    ASSERT_TRUE(amax.ok());
+    gs = NvFp4GlobalScale(*amax, DType::kBF16);
+  }
+  auto q = GroupQuantizer::Create(kModule, rows, cols, DType::kBF16, a, *format, gs);
+  ASSERT_TRUE(q.ok()) << q.status();
+  std::vector<float> fake = ObserveAllAndFakeQuant(&*q, w);
+  ASSERT_EQ(fake.size(), static_cast<size_t>(rows * cols));
+  auto one = EncodeQuantizedWeight(kModule, fake.data(), DType::kBF16, a, *format, q->params(), 1);
+  auto many = EncodeQuantizedWeight(kModule, fake.data(), DType::kBF16, a, *format, q->params(), 8);
+  ASSERT_TRUE(one.ok() && many.ok()) << one.status() << " " << many.status();
+  ASSERT_EQ(one->size(), many->size());
+  for (size_t i = 0; i < one->size(); ++i) EXPECT_TRUE((*one)[i] == (*many)[i]) << "tensor " << i << " of " << GetParam();
+}
+
 INSTANTIATE_TEST_SUITE_P(Schemes, GroupQuantizerMatchesRtn,
                          ::testing::Values("W4A16", "W4A16_ASYM", "W8A16", "W8A8", "W3A16", "FP8_DYNAMIC", "NVFP4A16",
                                            "MXFP4A16", "MXFP8A16"));
