@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -10,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/types/span.h"
+#include "common/status_macros.h"
 #include "engine/backend/cuda/activation_quant_kernels.h"
 #include "engine/format/recipe.h"
 #include "engine/model/causal_lm.h"
@@ -59,10 +62,11 @@ struct CpuCudaPerplexities {
 };
 
 // Perplexity of `lm` over the first 4 windows of 512 of `ids` on the CPU and on the device (fp32 GEMMs), with its
-// activations quantized (mean NLLs within 1e-3) and then weights only (within 1e-6; `lm` is left so). Prints the
+// activations quantized (mean NLLs within nll_rel_bound) and then weights only (within 1e-6; `lm` is left so). Prints the
 // four figures under `label`; nullopt (and a failure) when one cannot be computed.
 std::optional<CpuCudaPerplexities> ExpectCudaPerplexityMatchesCpu(CausalLm& lm, const std::vector<int32_t>& ids,
-                                                                  const std::string& label) {
+                                                                  const std::string& label,
+                                                                  double nll_rel_bound = 1e-3) {
   PerplexityOptions po;
   po.seq_len = 512;
   po.max_windows = 4;
@@ -72,7 +76,7 @@ std::optional<CpuCudaPerplexities> ExpectCudaPerplexityMatchesCpu(CausalLm& lm, 
     ADD_FAILURE() << label << ": " << (cpu.ok() ? gpu.status() : cpu.status());
     return std::nullopt;
   }
-  EXPECT_NEAR(gpu->mean_nll, cpu->mean_nll, 1e-3 * cpu->mean_nll) << label;
+  EXPECT_NEAR(gpu->mean_nll, cpu->mean_nll, nll_rel_bound * cpu->mean_nll) << label;
   EXPECT_TRUE(lm.SetQuantizeActivations(false).ok()) << label;
   auto cpu_w = ComputePerplexity(lm, ids, po);
   auto gpu_w = ComputePerplexityCuda(lm, ids, po, {.precision = cuda::GemmPrecision::kFp32});
@@ -84,6 +88,67 @@ std::optional<CpuCudaPerplexities> ExpectCudaPerplexityMatchesCpu(CausalLm& lm, 
   std::printf("%s fixture, 4 windows: quantized cpu %.6f cuda %.6f; weights only cpu %.6f cuda %.6f\n", label.c_str(),
               cpu->perplexity, gpu->perplexity, cpu_w->perplexity, gpu_w->perplexity);
   return CpuCudaPerplexities{cpu->perplexity, gpu->perplexity, cpu_w->perplexity, gpu_w->perplexity};
+}
+
+// Each decoder block of `lm` (activations quantized) run on the device from the CPU's input to that block (the
+// CPU's hidden states are put back into the device's after every block, so the runtimes never drift apart): the
+// relative difference of the two blocks' updates (output - input) is at most max_rel, and at most `max_share` of
+// the difference that dropping the activation quantization on the device makes from the same input. So the check
+// holds the device to the CPU's arithmetic block by block, where a missing or misplaced quantization (of a
+// Linear input or of the kv cache) would show, without the chaotic growth of single rounding flips that makes
+// two whole forward passes with quantized activations two draws of the quantization noise. `lm` is left with
+// activation quantization on.
+void ExpectCudaBlocksMatchCpu(CausalLm& lm, const std::vector<int32_t>& ids, int64_t num_seqs, int64_t seq_len,
+                              double max_rel, double max_share, const std::string& label) {
+  ASSERT_TRUE(lm.SetQuantizeActivations(true).ok()) << label;
+  std::vector<HiddenStates> cpu;  // cpu[l]: the input of block l; the last block's output comes after the final norm
+  auto logits = lm.Forward(absl::MakeConstSpan(ids.data(), static_cast<size_t>(num_seqs * seq_len)), num_seqs,
+                           seq_len, [&](int, const HiddenStates& h) { cpu.push_back(h); });
+  ASSERT_TRUE(logits.ok()) << label << ": " << logits.status();
+  const int layers = static_cast<int>(lm.spec().num_layers);
+  ASSERT_EQ(cpu.size(), static_cast<size_t>(layers + 1)) << label;
+  // rel[q][l]: |device update - CPU update| / |CPU update| of block l, with (q = 1) and without (q = 0) the
+  // activation quantization on the device.
+  std::vector<double> rel[2];
+  for (bool quantize : {true, false}) {
+    ASSERT_TRUE(lm.SetQuantizeActivations(quantize).ok()) << label;
+    auto gpu = CudaCausalLm::Create(&lm, {.precision = cuda::GemmPrecision::kFp32});
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    auto x = (*gpu)->Embed(absl::MakeConstSpan(ids.data(), static_cast<size_t>(num_seqs * seq_len)), num_seqs, seq_len);
+    ASSERT_TRUE(x.ok()) << x.status();
+    HiddenStates out;
+    auto after = [&](int layer, const DeviceHiddenStates& d) -> absl::Status {
+      if (layer + 1 >= layers) return absl::OkStatus();  // the CPU shows the last block after the final norm
+      LLMC_RETURN_IF_ERROR(DownloadHiddenStates(d, (*gpu)->context(), &out));
+      const std::vector<float>&in = cpu[layer].data, &want = cpu[layer + 1].data;
+      double num = 0, den = 0;
+      for (size_t i = 0; i < want.size(); ++i) {
+        const double du = (static_cast<double>(out.data[i]) - in[i]) - (static_cast<double>(want[i]) - in[i]);
+        const double u = static_cast<double>(want[i]) - in[i];
+        num += du * du;
+        den += u * u;
+      }
+      rel[quantize].push_back(std::sqrt(num / std::max(den, 1e-300)));
+      // The next block starts from the CPU's input to it.
+      if (cudaMemcpy(const_cast<float*>(d.data.data()), want.data(), want.size() * sizeof(float),
+                     cudaMemcpyHostToDevice) != cudaSuccess ||
+          cudaDeviceSynchronize() != cudaSuccess)
+        return absl::InternalError("cudaMemcpy of the CPU's hidden states failed");
+      return absl::OkStatus();
+    };
+    absl::Status s = (*gpu)->RunBlocks(&*x, nullptr, nullptr, after);
+    ASSERT_TRUE(s.ok()) << label << ": " << s;
+    ASSERT_TRUE((*gpu)->context()->Synchronize().ok());
+  }
+  ASSERT_TRUE(lm.SetQuantizeActivations(true).ok()) << label;
+  ASSERT_EQ(rel[1].size(), static_cast<size_t>(layers - 1));
+  ASSERT_EQ(rel[0].size(), rel[1].size());
+  for (int l = 0; l + 1 < layers; ++l) {
+    std::printf("%s block %d: device vs CPU update %.3g; without activation quantization on the device %.3g\n",
+                label.c_str(), l, rel[1][l], rel[0][l]);
+    EXPECT_LE(rel[1][l], max_rel) << label << " block " << l;
+    EXPECT_LE(rel[1][l], max_share * rel[0][l]) << label << " block " << l;
+  }
 }
 
 TEST_F(CudaActivationQuantTest, KernelMatchesCpuBitForBit) {
@@ -157,11 +222,13 @@ TEST_F(CudaActivationQuantTest, KernelMatchesCpuBitForBit) {
 }
 
 // The fixture with static fp8 input scales and an fp8 kv cache (calibrated: `input_scale`, `k_scale`, `v_scale`), the
-// checkpoint whose CPU and CUDA perplexities differed most on an H100 (docs/accuracy.md): both runtimes quantize with
-// the same arithmetic (the kernel test above, bit for bit), so they may differ only where the last-bit differences of
-// their fp32 GEMMs and attention flip a rounding, within the tolerance of the other schemes; the weights-only figures
-// agree to 1e-6.
-TEST_F(CudaActivationQuantTest, FixtureFp8StaticKvPerplexityMatchesCpu) {
+// checkpoint whose CPU and CUDA perplexities differ most (docs/accuracy.md). Both runtimes quantize with the same
+// arithmetic (the kernel test above, bit for bit), and block by block from the same input they agree far inside the
+// quantization's own effect. Over whole forward passes a rounding flip from the fp32 GEMMs' other summation order
+// moves a cached key or value by a whole fp8 step, which every later query reads: the two perplexities are then two
+// draws of the quantization noise (on H100s 0.03 % to 0.1 % apart in mean NLL over these 4 windows), held to 0.3 %;
+// the weights-only figures agree to 1e-6.
+TEST_F(CudaActivationQuantTest, FixtureFp8StaticKvMatchesCpu) {
   const std::string fixture = testing_util::FixtureDir();
   if (fixture.empty()) GTEST_SKIP() << "../shared/models/llmc-fixture-llama not found (set LLMC_SHARED_DIR to run)";
   const std::string calibration = testing_util::SharedDir() + "/data/calibration.txt";
@@ -186,7 +253,8 @@ TEST_F(CudaActivationQuantTest, FixtureFp8StaticKvPerplexityMatchesCpu) {
   std::vector<int32_t> ids = testing_util::ReadJson(testing_util::TestDataDir() + "/fixture_reference.json")
                                  ["eval_first_windows_ids"]
                                      .get<std::vector<int32_t>>();
-  ExpectCudaPerplexityMatchesCpu(**lm, ids, "FP8 static + kv");
+  ExpectCudaBlocksMatchCpu(**lm, ids, 2, 512, 1e-3, 0.05, "FP8 static + kv");
+  ExpectCudaPerplexityMatchesCpu(**lm, ids, "FP8 static + kv", 3e-3);
   std::error_code ec;
   std::filesystem::remove_all(tmpl, ec);
 }
