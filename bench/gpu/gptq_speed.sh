@@ -42,5 +42,5 @@ print(json.dumps({"card": rows[0][0] if rows else "?", "wall_seconds": t1 - t0, 
                   "peak_host_rss_bytes": r["peak_rss_bytes"], "samples": s["calibration"]["samples"],
                   "tokens": s["calibration"]["tokens"], "blocks": len(s["blocks"]), "setup": s.get("setup"),
                   "block_seconds_mean": {k: sum(b.get(k, 0) for b in s["blocks"]) / len(s["blocks"])
-                                         for k in ("load_s", "calibrate_s", "solve_s", "propagate_s", "finish_s", "commit_s")}}, indent=1))
+                                         for k in ("load_s", "calibrate_s", "solve_s", "propagate_s", "finish_s", "commit_s", "commit_wait_s")}}, indent=1))
 PY

@@ -136,7 +136,12 @@ absl::Status ModuleSolver::Solve(LinearWeight* lw, int group, DType wdtype, std:
   // Encoding, the report's error and the writes run beside the next solves (and the propagation).
   LLMC_ASSIGN_OR_RETURN(auto extras, ExtraTensors(lw->name, group, cols, wdtype));
   const std::string name = lw->name;
-  auto finish = [this, name, rows, cols, wdtype, &wa, &grp, st, orig, qw, bufs, quantizer, info, extras,
+  int64_t batch;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    batch = batch_;
+  }
+  auto finish = [this, batch, name, rows, cols, wdtype, &wa, &grp, st, orig, qw, bufs, quantizer, info, extras,
                  emit]() -> absl::Status {
     // A large module (the last ones of a block are the MLP's, and the block's end waits for them) is encoded and
     // measured on several threads; the pool's other threads finish the block's smaller modules meanwhile.
@@ -199,16 +204,20 @@ absl::Status ModuleSolver::Solve(LinearWeight* lw, int group, DType wdtype, std:
     ReturnBuffer(std::move(*orig));
     ReturnBuffer(std::move(*qw));
     std::lock_guard<std::mutex> lock(mu_);
-    reports_[name] = *info;
+    reports_[batch][name] = *info;
     return absl::OkStatus();
   };
   if (!pool_) return finish();
-  pool_->Submit([this, finish] {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++writing_[batch];
+  }
+  pool_->Submit([this, batch, finish] {
     absl::Status s = finish();
-    if (!s.ok()) {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (error_.ok()) error_ = s;
-    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!s.ok() && error_.ok()) error_ = s;
+    if (--writing_[batch] == 0) writing_.erase(batch);
+    written_.notify_all();
   });
   return absl::OkStatus();
 }
@@ -246,8 +255,25 @@ absl::Status ModuleSolver::Finish(json* modules) {
   Wait();
   std::lock_guard<std::mutex> lock(mu_);
   LLMC_RETURN_IF_ERROR(error_);
-  for (auto& [name, info] : reports_) modules->push_back(std::move(info));
+  for (auto& [batch, reports] : reports_)
+    for (auto& [name, info] : reports) modules->push_back(std::move(info));
   reports_.clear();
+  return absl::OkStatus();
+}
+
+int64_t ModuleSolver::Seal() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return batch_++;
+}
+
+absl::Status ModuleSolver::Finish(int64_t batch, json* modules) {
+  std::unique_lock<std::mutex> lock(mu_);
+  written_.wait(lock, [&] { return writing_.count(batch) == 0; });
+  LLMC_RETURN_IF_ERROR(error_);
+  auto it = reports_.find(batch);
+  if (it == reports_.end()) return absl::OkStatus();
+  for (auto& [name, info] : it->second) modules->push_back(std::move(info));
+  reports_.erase(it);
   return absl::OkStatus();
 }
 

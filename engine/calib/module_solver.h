@@ -5,6 +5,7 @@
 // encoding and writing run on a pool of host threads beside the next solves.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -53,8 +54,16 @@ class ModuleSolver {
   // Waits until the modules solved so far are written.
   void Wait();
   // Wait()s; then the first error of a module written on the pool, or OK, with the finished modules' report
-  // entries appended to `modules` in name order.
+  // entries appended to `modules` (batch by batch, each in name order).
   absl::Status Finish(nlohmann::json* modules);
+
+  // Batches: the modules solved since the last Seal() (a decoder block's) form a batch, whose writing can be
+  // waited for alone while the next batch is being solved. Seal() returns the batch's id and starts the next.
+  int64_t Seal();
+  // Waits until batch `batch`'s modules are written; then the first error of any module written on the pool, or
+  // OK, with the batch's report entries appended to `modules` in name order. May run on another thread than
+  // Solve(), one call at a time.
+  absl::Status Finish(int64_t batch, nlohmann::json* modules);
 
  private:
   // The scale of a static input (per tensor, symmetric) from its observed range, as the library's observer computes
@@ -77,8 +86,11 @@ class ModuleSolver {
   int finish_threads_ = 1;  // threads that encode and measure one large module
   std::unique_ptr<ThreadPool> pool_;
   std::mutex mu_;
+  std::condition_variable written_;                  // a batch's count of modules in writing went down
   absl::Status error_;                               // guarded by mu_
-  std::map<std::string, nlohmann::json> reports_;    // guarded by mu_
+  int64_t batch_ = 0;                                // guarded by mu_: the batch Solve() adds to
+  std::map<int64_t, int> writing_;                   // guarded by mu_: modules on the pool, per batch
+  std::map<int64_t, std::map<std::string, nlohmann::json>> reports_;  // guarded by mu_: per batch, by name
   std::vector<std::vector<float>> spare_;            // guarded by mu_
   size_t spare_bytes_ = 0;                           // guarded by mu_
 };

@@ -5,12 +5,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <future>
 #include <map>
 #include <mutex>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "engine/tensor/model_dtype.h"
 
 namespace llmc {
@@ -156,6 +158,39 @@ TEST(ModuleSolverTest, ErrorsOfThePoolSurfaceInFinish) {
     EXPECT_THAT(std::string(s.message()), HasSubstr("up_proj: saw no calibration tokens"));
     EXPECT_TRUE(modules.empty());
   }
+}
+
+// Batches (a decoder block's modules): a batch is finished on its own while an earlier one is still being written,
+// and each Finish(batch) reports its batch's modules only.
+TEST(ModuleSolverTest, ABatchFinishesAloneWhileAnEarlierOneIsStillWritten) {
+  CompressionRecipe r = Recipe("GPTQModifier: {scheme: W4A16}\n");
+  HostGptqBackend backend;
+  ModuleSolver solver(r, *r.quant, &backend, DType::kBF16, 2, /*background=*/true);
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  EmitFn emit = [&](const std::string& name, absl::Span<const uint8_t>) {
+    if (absl::StartsWith(name, "model.layers.0.")) released.wait();  // batch 0 is held until released
+    return absl::OkStatus();
+  };
+  std::vector<std::string> warnings;
+  GroupStats s1 = Stats(1), s2 = Stats(2);
+  LinearWeight a = Linear("model.layers.0.mlp.up_proj", 3), b = Linear("model.layers.1.mlp.up_proj", 4);
+  ASSERT_TRUE(solver.Solve(&a, 0, DType::kBF16, std::nullopt, &s1, nullptr, nlohmann::json(), emit, &warnings).ok());
+  const int64_t first = solver.Seal();
+  ASSERT_TRUE(solver.Solve(&b, 0, DType::kBF16, std::nullopt, &s2, nullptr, nlohmann::json(), emit, &warnings).ok());
+  const int64_t second = solver.Seal();
+  EXPECT_NE(first, second);
+  nlohmann::json m1 = nlohmann::json::array(), m0 = nlohmann::json::array();
+  ASSERT_TRUE(solver.Finish(second, &m1).ok());  // returns while batch 0 still waits in its emit
+  ASSERT_EQ(m1.size(), 1u);
+  EXPECT_EQ(m1[0]["name"], "model.layers.1.mlp.up_proj");
+  release.set_value();
+  ASSERT_TRUE(solver.Finish(first, &m0).ok());
+  ASSERT_EQ(m0.size(), 1u);
+  EXPECT_EQ(m0[0]["name"], "model.layers.0.mlp.up_proj");
+  nlohmann::json rest = nlohmann::json::array();
+  ASSERT_TRUE(solver.Finish(&rest).ok());
+  EXPECT_TRUE(rest.empty());
 }
 
 }  // namespace

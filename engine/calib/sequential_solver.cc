@@ -246,16 +246,27 @@ class SequentialSolver::Impl {
     if (resume < 0 || resume > layers)
       return absl::InvalidArgumentError(absl::StrCat("resume block ", resume, " outside [0, ", layers, "]"));
     t_start_ = NowSeconds();
-    // A finished block's durability point (io.block_done: flushing the output to disk, recording the block as done)
-    // runs on its own thread while the next block computes; one is in flight at a time, so they are recorded in
-    // order and a resume point is never ahead of what is on disk. Its duration goes to that block's commit_s.
-    std::future<absl::StatusOr<double>> commit;
+    // A finished block's commit -- waiting for its modules still being written on the pool, then its durability
+    // point (io.block_done: flushing the output to disk, recording the block as done) -- runs on its own thread
+    // while the next block computes. One is in flight at a time, so blocks are recorded in order and a resume point
+    // is never ahead of what is on disk. The block's report gets the commit's duration (commit_s) and how long the
+    // next block then waited for it (commit_wait_s).
+    struct Committed {
+      json modules = json::array();
+      double seconds = 0;
+    };
+    std::future<absl::StatusOr<Committed>> commit;
     size_t commit_entry = 0;
     auto wait_commit = [&]() -> absl::Status {
       if (!commit.valid()) return absl::OkStatus();
-      absl::StatusOr<double> s = commit.get();
-      LLMC_RETURN_IF_ERROR(s.status());
-      if (commit_entry < blocks_.size()) blocks_[commit_entry]["commit_s"] = *s;
+      const double t = NowSeconds();
+      absl::StatusOr<Committed> c = commit.get();
+      LLMC_RETURN_IF_ERROR(c.status());
+      for (json& m : c->modules) modules_.push_back(std::move(m));
+      json& blk = blocks_[commit_entry];
+      blk["commit_s"] = c->seconds;
+      blk["commit_wait_s"] = NowSeconds() - t;
+      if (std::getenv("LLMC_VERBOSE")) std::fprintf(stderr, "llmc: block %s\n", blk.dump().c_str());
       return absl::OkStatus();
     };
     for (int64_t l = 0; l < layers; ++l) {
@@ -267,14 +278,17 @@ class SequentialSolver::Impl {
       LLMC_RETURN_IF_ERROR(RunLayer(static_cast<int>(l), io.emit, progress, io.cancel));
       if (io.cancel && io.cancel->load()) return absl::CancelledError("compression cancelled");
       LLMC_RETURN_IF_ERROR(wait_commit());
-      if (io.block_done) {
-        commit_entry = blocks_.size() - 1;
-        commit = std::async(std::launch::async, [&io, l]() -> absl::StatusOr<double> {
-          const double t = NowSeconds();
-          LLMC_RETURN_IF_ERROR(io.block_done(static_cast<int>(l)));
-          return NowSeconds() - t;
-        });
-      }
+      commit_entry = blocks_.size() - 1;
+      commit = std::async(std::launch::async, [this, &io, l, batch = sealed_batch_,
+                                               hooks = std::move(sealed_hooks_)]() -> absl::StatusOr<Committed> {
+        const double t = NowSeconds();
+        Committed c;
+        if (batch >= 0) LLMC_RETURN_IF_ERROR(module_solver_->Finish(batch, &c.modules));
+        if (io.block_done) LLMC_RETURN_IF_ERROR(io.block_done(static_cast<int>(l)));
+        c.seconds = NowSeconds() - t;
+        return c;
+      });
+      sealed_batch_ = -1;
     }
     LLMC_RETURN_IF_ERROR(wait_commit());
     if (progress) {
@@ -508,7 +522,9 @@ class SequentialSolver::Impl {
     // Modules still being written read qhooks' statistics: they must be done before it goes, on every return path.
     struct WaitForModules {
       ModuleSolver* solver;
-      ~WaitForModules() { solver->Wait(); }
+      ~WaitForModules() {
+        if (solver) solver->Wait();
+      }
     } wait_for_modules{module_solver_.get()};
     if (!qw.empty()) {
       t = NowSeconds();
@@ -551,6 +567,15 @@ class SequentialSolver::Impl {
     }
     blk["solve_s"] = NowSeconds() - t;
     totals_.solve += NowSeconds() - t;
+    // The solves are done with the Hessians (and the other per-channel sums): free them (on the device too) before
+    // the propagation. What the modules still being written read -- token counts and ranges -- stays.
+    if (qhooks)
+      for (auto& [group, st] : qhooks->stats()) {
+        st.hessian.reset();
+        st.device_hessian.reset();
+        st.row_norm.reset();
+        st.captured = std::vector<float>();
+      }
     if (cancel && cancel->load()) return absl::OkStatus();
 
     // 5. Propagate with the compressed weights.
@@ -561,15 +586,22 @@ class SequentialSolver::Impl {
     totals_.propagate += NowSeconds() - t;
     backend_->ReportBlock(&blk);
 
-    // 6. The block's other tensors: norms and biases (as modified by smoothing), anything else as stored. The wait
-    // for the modules still being finished (packed, measured, written) on the pool is timed with them.
+    // 6. The block's other tensors: norms and biases (as modified by smoothing), anything else as stored. With one
+    // rank the modules still being finished (packed, measured, written) on the pool are left to the block's commit,
+    // which waits for them beside the next block (Run); their statistics go with it. Several ranks have finished
+    // theirs in SolveShared.
     t = NowSeconds();
-    LLMC_RETURN_IF_ERROR(module_solver_->Finish(&modules_));
     if (writes_) LLMC_RETURN_IF_ERROR(EmitRest(L, *block, emit));
+    if (comm_->size() == 1) {
+      sealed_batch_ = module_solver_->Seal();
+      sealed_hooks_ = std::move(qhooks);
+      wait_for_modules.solver = nullptr;
+    } else {
+      LLMC_RETURN_IF_ERROR(module_solver_->Finish(&modules_));
+    }
     blk["finish_s"] = NowSeconds() - t;
     if (comm_->size() > 1) blk["communicate_s"] = metered_->stats().seconds - comm_at_start;
     blk["rss_bytes"] = PeakRssBytes();
-    if (std::getenv("LLMC_VERBOSE")) std::fprintf(stderr, "llmc: block %d %s\n", L, blk.dump().c_str());
     blocks_.push_back(blk);
     return absl::OkStatus();
   }
@@ -813,6 +845,11 @@ class SequentialSolver::Impl {
   json ranks_ = json::array();                    // every rank's figures (after a run on several ranks)
   std::unique_ptr<CausalLm> lm_;
   std::unique_ptr<BlockBackend> backend_;  // holds this rank's activations
+  // The last block's modules still being written (ModuleSolver batch, -1: none) and the statistics they read: the
+  // block's commit waits for them (Run). Declared before module_solver_, whose destructor waits for the pool, so
+  // that they outlive any module still being written.
+  int64_t sealed_batch_ = -1;
+  std::unique_ptr<CalibHooks> sealed_hooks_;
   std::unique_ptr<ModuleSolver> module_solver_;
   int64_t max_len_ = 0;
   int64_t num_tokens_ = 0, num_samples_ = 0;
