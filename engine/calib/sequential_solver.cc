@@ -27,6 +27,7 @@
 #include "engine/calib/stored_block.h"
 #include "engine/model/causal_lm.h"
 #include "engine/model/moe.h"
+#include "engine/quant/simd_kernels.h"
 #include "engine/quant/weight_quantizer.h"
 #include "engine/tensor/model_dtype.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -404,26 +405,15 @@ class SequentialSolver::Impl {
       block = std::move(*r);
       blk["prefetched"] = true;
     } else {
-      LLMC_ASSIGN_OR_RETURN(block, lm_->LoadBlock(L));
+      LLMC_ASSIGN_OR_RETURN(block, LoadCheckedBlock(L));
     }
     blk["load_s"] = NowSeconds() - t;
-    // Load (read, convert, dequantize) block L+1 on the host while the GPU works on block L. Only where nothing
-    // else uses the runtime's CPU thread pool meanwhile (kv cache and AWQ observers do).
+    // Load (read, convert, dequantize, check) block L+1 on the host while the GPU works on block L. Only where
+    // nothing else uses the runtime's CPU thread pool meanwhile (kv cache and AWQ observers do).
     if (backend_->runs_off_host() && !cfg_.kv_cache_scheme && !recipe_.awq && L + 1 < layers) {
       prefetch_layer_ = L + 1;
-      prefetch_ = std::async(std::launch::async, [this, next = L + 1] { return lm_->LoadBlock(next); });
+      prefetch_ = std::async(std::launch::async, [this, next = L + 1] { return LoadCheckedBlock(next); });
     }
-    for (const LinearWeight* lw : block->linears())
-      for (const std::vector<float>* v : {&lw->weight, &lw->bias})
-        for (float x : *v)
-          if (!std::isfinite(x))
-            return absl::InvalidArgumentError(absl::StrCat(lw->name, (v == &lw->weight ? ".weight" : ".bias"),
-                                                           ": contains NaN or Inf; fix the checkpoint or ignore the module"));
-    for (const std::vector<float>* v : {&block->input_norm, &block->post_attention_norm, &block->q_norm, &block->k_norm,
-                                        &block->pre_feedforward_norm, &block->post_feedforward_norm})
-      for (float x : *v)
-        if (!std::isfinite(x))
-          return absl::InvalidArgumentError(absl::StrCat(lm_->spec().layout.LayerPrefix(L), ": a norm weight contains NaN or Inf; fix the checkpoint"));
 
     // 1. Smoothing (SmoothQuant) from the block's input statistics.
     if (recipe_.smoothquant) {
@@ -604,6 +594,25 @@ class SequentialSolver::Impl {
     blk["rss_bytes"] = PeakRssBytes();
     blocks_.push_back(blk);
     return absl::OkStatus();
+  }
+
+  // Block L as the runtime loads it, refused when a weight, bias or norm is not finite (the error names it).
+  absl::StatusOr<std::unique_ptr<DecoderBlock>> LoadCheckedBlock(int L) const {
+    LLMC_ASSIGN_OR_RETURN(std::unique_ptr<DecoderBlock> block, lm_->LoadBlock(L));
+    auto finite = [](const std::vector<float>& v) {
+      return simd::AllFinite32(reinterpret_cast<const uint32_t*>(v.data()), static_cast<int64_t>(v.size()));
+    };
+    for (const LinearWeight* lw : block->linears())
+      for (const std::vector<float>* v : {&lw->weight, &lw->bias})
+        if (!finite(*v))
+          return absl::InvalidArgumentError(absl::StrCat(lw->name, (v == &lw->weight ? ".weight" : ".bias"),
+                                                         ": contains NaN or Inf; fix the checkpoint or ignore the module"));
+    for (const std::vector<float>* v : {&block->input_norm, &block->post_attention_norm, &block->q_norm, &block->k_norm,
+                                        &block->pre_feedforward_norm, &block->post_feedforward_norm})
+      if (!finite(*v))
+        return absl::InvalidArgumentError(absl::StrCat(lm_->spec().layout.LayerPrefix(L),
+                                                       ": a norm weight contains NaN or Inf; fix the checkpoint"));
+    return block;
   }
 
   // AWQ's search on `block`, scaled in place on every rank; its choices go to blk["awq"].

@@ -420,6 +420,27 @@ TEST_F(SequentialSolverTest, NonFiniteBlockOutputFailsNamingTheBlock) {
   EXPECT_FALSE(fs::exists(tmp_.path() + "/inf"));
 }
 
+// A weight or a norm that is not finite in the checkpoint is refused before its block is calibrated, naming it.
+TEST_F(SequentialSolverTest, NonFiniteWeightsAreRefusedNamingTheTensor) {
+  const std::string model = tmp_.path() + "/model";
+  fs::copy(model_, model, fs::copy_options::recursive);
+  ASSERT_TRUE(SetTensorElement(model, "model.layers.1.self_attn.k_proj.weight", 5,
+                               std::numeric_limits<float>::quiet_NaN(), 1).ok());
+  auto s = Compress("GPTQModifier: {scheme: W4A16, ignore: [lm_head]}\n", "nanw", 4, 64, model);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.status().message()),
+              HasSubstr("model.layers.1.self_attn.k_proj.weight: contains NaN or Inf"));
+  EXPECT_FALSE(fs::exists(tmp_.path() + "/nanw"));
+  fs::remove_all(model);
+  fs::copy(model_, model, fs::copy_options::recursive);
+  ASSERT_TRUE(SetTensorElement(model, "model.layers.3.post_attention_layernorm.weight", 7,
+                               std::numeric_limits<float>::infinity(), 1).ok());
+  auto n = Compress("GPTQModifier: {scheme: W4A16, ignore: [lm_head]}\n", "infn", 4, 64, model);
+  ASSERT_FALSE(n.ok());
+  EXPECT_THAT(std::string(n.status().message()), HasSubstr("model.layers.3.: a norm weight contains NaN or Inf"));
+  EXPECT_FALSE(fs::exists(tmp_.path() + "/infn"));
+}
+
 TEST_F(SequentialSolverTest, ClearErrors) {
   // No dataset file.
   dataset_ = tmp_.path() + "/missing.txt";
