@@ -119,7 +119,7 @@ class SequentialSolver::Impl {
     setup_["embed_s"] = NowSeconds() - t_backend;  // the backend's start and the embedding of every sample
     // Solved modules are encoded and written beside the next solves while the blocks run off the host.
     module_solver_ = std::make_unique<ModuleSolver>(recipe_, cfg_, backend_.get(), dtype_, opt_.threads,
-                                                    backend_->runs_off_host());
+                                                    opt_.background_writes.value_or(backend_->runs_off_host()));
     return CheckRecipe();
   }
 

@@ -43,6 +43,10 @@ struct SequentialOptions {
   // propagates); false: each expert sees its routed tokens only, and an expert no token chose is quantized
   // round-to-nearest (a warning says which). Unset: true. Set on a dense model: INVALID_ARGUMENT.
   std::optional<bool> moe_calibrate_all_experts;
+  // Whether solved modules are encoded and written on a pool of host threads beside the next solves, and a block's
+  // last ones beside the next block (its commit waits for them). Unset: where the blocks run off the host (cuda).
+  // The output is the same bytes either way.
+  std::optional<bool> background_writes;
 };
 
 class SequentialSolver : public LayerSolver {

@@ -15,6 +15,7 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -48,7 +49,8 @@ class SequentialSolverTest : public ::testing::Test {
 
   // Compresses the fixture with `recipe_yaml` into tmp/name; returns the summary.
   absl::StatusOr<CompressSummary> Compress(const std::string& recipe_yaml, const std::string& name, int samples = 8,
-                                           int seq_len = 128, const std::string& model = "") {
+                                           int seq_len = 128, const std::string& model = "",
+                                           std::optional<bool> background_writes = std::nullopt) {
     auto recipe = ParseCompressionRecipe(recipe_yaml, "test.yaml");
     if (!recipe.ok()) return recipe.status();
     if (auto s = ResolveRecipe(&*recipe); !s.ok()) return s;
@@ -58,6 +60,7 @@ class SequentialSolverTest : public ::testing::Test {
     const QuantConfig& cfg = r.quant ? *r.quant : kEmpty;
     SequentialOptions so;
     so.model_path = model.empty() ? model_ : model;
+    so.background_writes = background_writes;
     so.dataset = dataset_;
     so.calibration.num_samples = samples;
     so.calibration.seq_len = seq_len;
@@ -328,6 +331,41 @@ TEST_F(SequentialSolverTest, ABlocksCommitRunsBesideTheNextBlock) {
   for (const auto& b : rep["solve"]["blocks"]) {
     ASSERT_TRUE(b.contains("commit_s")) << b.dump();
     EXPECT_GE(b["commit_s"].get<double>(), 0.0);
+  }
+}
+
+// Modules written on the host pool, a block's last ones beside the next block (the path of the GPU backend),
+// give the bytes and the report entries of modules written inline: GPTQ with g_idx, and static FP8 input and kv
+// scales, whose ranges the deferred writes read after their block has gone.
+TEST_F(SequentialSolverTest, BackgroundWritesGiveTheSameBytes) {
+  for (const char* recipe : {"GPTQModifier: {scheme: W4A16, ignore: [lm_head], actorder: group}\n",
+                             "QuantizationModifier: {scheme: FP8, ignore: [lm_head], kv_cache_scheme: {num_bits: 8, "
+                             "type: float, strategy: tensor, dynamic: false, symmetric: true}}\n"}) {
+    auto inline_ = Compress(recipe, "inline", 4, 64, "", false);
+    auto pooled = Compress(recipe, "pooled", 4, 64, "", true);
+    ASSERT_TRUE(inline_.ok() && pooled.ok()) << inline_.status() << " " << pooled.status();
+    int files = 0;
+    for (const auto& e : fs::directory_iterator(tmp_.path() + "/inline")) {
+      const std::string name = e.path().filename().string();
+      if (e.path().extension() != ".safetensors") continue;
+      std::ifstream a(e.path(), std::ios::binary), b(tmp_.path() + "/pooled/" + name, std::ios::binary);
+      std::string sa((std::istreambuf_iterator<char>(a)), {}), sb((std::istreambuf_iterator<char>(b)), {});
+      EXPECT_TRUE(sa == sb) << name << " differs with background writes: " << recipe;
+      ++files;
+    }
+    EXPECT_GT(files, 0);
+    auto modules = [&](const std::string& dir) {
+      std::ifstream f(dir + "/compression_report.json");
+      const nlohmann::json rep = nlohmann::json::parse(f);
+      std::vector<std::string> names;
+      for (const auto& m : rep["solve"]["modules"]) names.push_back(m["name"]);
+      return names;
+    };
+    const std::vector<std::string> a = modules(tmp_.path() + "/inline"), b = modules(tmp_.path() + "/pooled");
+    EXPECT_EQ(a.size(), 6u * 7u);
+    EXPECT_EQ(a, b) << recipe;
+    fs::remove_all(tmp_.path() + "/inline");
+    fs::remove_all(tmp_.path() + "/pooled");
   }
 }
 
