@@ -47,6 +47,9 @@ class DeviceCalibHooks : public CudaLinearHooks {
     last_group_.clear();
   }
   bool SeeAllExperts() const override { return host_->SeeAllExperts(); }
+  // The device Hessians in bf16 read the runner's bf16 copy alone; the host statistics and the other precisions
+  // read the fp32 input.
+  bool NeedsFp32Input() const override { return need_host_ || precision_ != cuda::GemmPrecision::kBf16; }
 
   absl::Status OnDeviceInput(const LinearWeight& w, const float* input, const uint16_t* input_bf16, int64_t tokens,
                              cudaStream_t stream) override {

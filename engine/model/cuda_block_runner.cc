@@ -3,14 +3,17 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/parallel.h"
 #include "common/status_macros.h"
 #include "engine/backend/cuda/activation_quant_kernels.h"
 #include "engine/backend/cuda/attention_kernels.h"
 #include "engine/backend/cuda/model_kernels.h"
 #include "engine/model/cpu_ops.h"
 #include "engine/model/cuda_status.h"
+#include "engine/tensor/dtype.h"
 
 namespace llmc {
 
@@ -36,7 +39,6 @@ absl::StatusOr<std::unique_ptr<CudaBlockWeights>> CudaBlockWeights::Create(const
   b->precision_ = precision;
   b->ctx_ = ctx;
   const int64_t H = spec.hidden_size, Q = spec.q_size(), KV = spec.kv_size(), I = spec.intermediate_size;
-  const bool bf16 = precision == cuda::GemmPrecision::kBf16;
   LLMC_ASSIGN_OR_RETURN(b->input_norm_, DeviceArray<float>::Create(H, "input_layernorm"));
   LLMC_ASSIGN_OR_RETURN(b->post_norm_, DeviceArray<float>::Create(H, "post_attention_layernorm"));
   if (spec.sandwich_norms) {
@@ -86,9 +88,7 @@ absl::StatusOr<std::unique_ptr<CudaBlockWeights>> CudaBlockWeights::Create(const
         LLMC_RETURN_IF_ERROR(b->CreateLinear(&b->shared_expert_gate_, "shared_expert_gate", 1, H, false, &largest));
     }
   }
-  if (bf16) {
-    LLMC_ASSIGN_OR_RETURN(b->staging_, DeviceArray<float>::Create(largest, "bf16 conversion staging"));
-  }
+  b->largest_ = largest;
   LLMC_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&b->ready_, cudaEventDisableTiming));
   LLMC_CUDA_RETURN_IF_ERROR(cudaEventCreateWithFlags(&b->released_, cudaEventDisableTiming));
   return b;
@@ -120,6 +120,10 @@ CudaBlockWeights::~CudaBlockWeights() {
   }
   if (ready_ != nullptr) cudaEventDestroy(ready_);
   if (released_ != nullptr) cudaEventDestroy(released_);
+  for (Stage& st : stages_) {
+    if (st.done != nullptr) cudaEventDestroy(st.done);
+    if (st.host != nullptr) cudaFreeHost(st.host);
+  }
 }
 
 uint64_t CudaBlockWeights::device_bytes() const {
@@ -179,15 +183,74 @@ absl::Status CudaBlockWeights::UploadLinear(const LinearWeight& src, Linear* dst
   dst->meta.layer = src.layer;
   dst->meta.input_quant = src.input_quant;
   dst->meta.output_quant = src.output_quant;
+  LLMC_RETURN_IF_ERROR(CopyWeights(src.weight, dst));
+  return CopyIn(&dst->bias, src.bias, ctx_->upload_stream());
+}
+
+namespace {
+constexpr size_t kStageBytes = size_t{32} << 20;
+constexpr int kNumStages = 4;
+}  // namespace
+
+absl::Status CudaBlockWeights::CopyWeights(const std::vector<float>& src, Linear* dst) {
+  if (src.empty()) return absl::OkStatus();
   cudaStream_t s = ctx_->upload_stream();
-  if (precision_ == cuda::GemmPrecision::kBf16) {
-    LLMC_RETURN_IF_ERROR(CopyIn(&staging_, src.weight, s));
-    LLMC_CUDA_STR_RETURN_IF_ERROR(
-        cuda::FloatToBf16Device(staging_.data(), static_cast<int64_t>(src.weight.size()), dst->w16.data(), s));
-  } else {
-    LLMC_RETURN_IF_ERROR(CopyIn(&dst->w32, src.weight, s));
+  const bool bf16 = precision_ == cuda::GemmPrecision::kBf16;
+  if (stages_.empty() && !pageable_) {
+    for (int i = 0; i < kNumStages && !pageable_; ++i) {
+      Stage st;
+      if (cudaHostAlloc(&st.host, kStageBytes, cudaHostAllocDefault) != cudaSuccess) {
+        cudaGetLastError();  // clear it: later calls must not report the failed allocation
+        pageable_ = true;
+        break;
+      }
+      if (cudaEventCreateWithFlags(&st.done, cudaEventDisableTiming) != cudaSuccess) {
+        cudaFreeHost(st.host);
+        return absl::InternalError("cudaEventCreateWithFlags failed for the weight upload");
+      }
+      stages_.push_back(st);
+    }
+    if (pageable_) {
+      for (Stage& st : stages_) {
+        cudaEventDestroy(st.done);
+        cudaFreeHost(st.host);
+      }
+      stages_.clear();
+    }
   }
-  return CopyIn(&dst->bias, src.bias, s);
+  if (pageable_) {
+    if (!bf16) return CopyIn(&dst->w32, src, s);
+    if (staging_.size() == 0) LLMC_RETURN_IF_ERROR(staging_.Reserve(largest_, "bf16 conversion staging"));
+    LLMC_RETURN_IF_ERROR(CopyIn(&staging_, src, s));
+    LLMC_CUDA_STR_RETURN_IF_ERROR(
+        cuda::FloatToBf16Device(staging_.data(), static_cast<int64_t>(src.size()), dst->w16.data(), s));
+    return absl::OkStatus();
+  }
+  const size_t elem = bf16 ? sizeof(uint16_t) : sizeof(float);
+  char* dev = bf16 ? reinterpret_cast<char*>(dst->w16.data()) : reinterpret_cast<char*>(dst->w32.data());
+  const int64_t n = static_cast<int64_t>(src.size()), per = static_cast<int64_t>(kStageBytes / elem);
+  const int threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency() / 2, 1u, 8u));
+  for (int64_t i0 = 0; i0 < n; i0 += per) {
+    const int64_t m = std::min(per, n - i0);
+    Stage& st = stages_[next_stage_];
+    next_stage_ = (next_stage_ + 1) % stages_.size();
+    LLMC_CUDA_RETURN_IF_ERROR(cudaEventSynchronize(st.done));  // the copy that last read this piece has finished
+    const float* from = src.data() + i0;
+    if (bf16) {
+      uint16_t* to = static_cast<uint16_t*>(st.host);
+      const int64_t each = (m + threads - 1) / threads;
+      LLMC_RETURN_IF_ERROR(ParallelFor(threads, threads, [&](int64_t t) {
+        const int64_t end = std::min(m, (t + 1) * each);
+        for (int64_t i = t * each; i < end; ++i) to[i] = FloatToBF16(from[i]);
+        return absl::OkStatus();
+      }));
+    } else {
+      ParallelCopy(st.host, from, static_cast<size_t>(m) * sizeof(float), threads);
+    }
+    LLMC_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(dev + i0 * elem, st.host, m * elem, cudaMemcpyHostToDevice, s));
+    LLMC_CUDA_RETURN_IF_ERROR(cudaEventRecord(st.done, s));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CudaBlockWeights::Upload(const DecoderBlock& block) {
@@ -471,6 +534,15 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
   }
   cudaStream_t s = ctx_->stream();
   auto xb_or = [&](const float* in, int64_t n) { return ToBf16(p, in, n); };
+  // bf16 mode: the norms and the MLP activation write the bf16 copy their GEMMs read straight into xb_, and their
+  // fp32 output only where something reads it (hooks that want fp32 inputs, quantized inputs, the MoE MLP).
+  const bool bf16 = p == cuda::GemmPrecision::kBf16;
+  const bool fp32_inputs = !bf16 || quantized_input || (hooks != nullptr && hooks->NeedsFp32Input());
+  auto bf16_out = [&](int64_t n) -> absl::StatusOr<uint16_t*> {
+    if (!bf16) return nullptr;
+    if (n > xb_.size()) return absl::InternalError("CudaBlockRunner: bf16 scratch was not reserved");
+    return xb_.data();
+  };
   LLMC_CUDA_RETURN_IF_ERROR(cudaStreamWaitEvent(s, w->ready_, 0));
   const int layer = w->layer_;
   const bool local = spec.local_rope && &spec.rope_for(layer) == &spec.rope_local;
@@ -482,8 +554,9 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
     const int64_t rows = seqs * T;
     float* xc = x->row(s0 * T);
     // Attention.
-    LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::RmsNormDevice(xc, rows, H, w->input_norm_.data(), eps, normed_.data(), s));
-    LLMC_ASSIGN_OR_RETURN(const uint16_t* nb, xb_or(normed_.data(), rows * H));
+    LLMC_ASSIGN_OR_RETURN(uint16_t* nb, bf16_out(rows * H));
+    LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::RmsNormDevice(xc, rows, H, w->input_norm_.data(), eps,
+                                                      fp32_inputs ? normed_.data() : nullptr, s, nb));
     LLMC_RETURN_IF_ERROR(Mark("input norm"));
     if (spec.fused_projections) {
       LLMC_RETURN_IF_ERROR(Linear(w->q_, p, normed_.data(), nb, rows, fused_.data(), hooks));
@@ -555,9 +628,14 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
       LLMC_CUDA_STR_RETURN_IF_ERROR(
           cuda::RmsNormDevice(proj_.data(), rows, H, w->post_norm_.data(), eps, proj_.data(), s));
     LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::AddDevice(xc, proj_.data(), rows * H, s));
-    // MLP.
+    // MLP (the MoE MLP reads the fp32 norm and converts what its GEMMs read itself).
+    uint16_t* mb = nullptr;
+    if (!w->moe_layer_) {
+      LLMC_ASSIGN_OR_RETURN(mb, bf16_out(rows * H));
+    }
     LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::RmsNormDevice(
-        xc, rows, H, spec.sandwich_norms ? w->pre_ff_norm_.data() : w->post_norm_.data(), eps, normed_.data(), s));
+        xc, rows, H, spec.sandwich_norms ? w->pre_ff_norm_.data() : w->post_norm_.data(), eps,
+        fp32_inputs || w->moe_layer_ ? normed_.data() : nullptr, s, mb));
     if (w->moe_layer_) {
       LLMC_RETURN_IF_ERROR(Mark("residual and norm"));
       LLMC_RETURN_IF_ERROR(RunMoe(w, rows, hooks));
@@ -565,7 +643,6 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
       LLMC_RETURN_IF_ERROR(Mark("MoE MLP and residual"));
       continue;
     }
-    LLMC_ASSIGN_OR_RETURN(const uint16_t* mb, xb_or(normed_.data(), rows * H));
     LLMC_RETURN_IF_ERROR(Mark("residual and norm"));
     if (spec.fused_projections) {
       LLMC_RETURN_IF_ERROR(Linear(w->gate_, p, normed_.data(), mb, rows, fused_.data(), hooks));
@@ -576,13 +653,14 @@ absl::Status CudaBlockRunner::Run(CudaBlockWeights* w, DeviceHiddenStates* x, Cu
       LLMC_RETURN_IF_ERROR(Linear(w->up_, p, normed_.data(), mb, rows, up_.data(), hooks));
     }
     LLMC_RETURN_IF_ERROR(Mark("gate/up projections"));
+    LLMC_ASSIGN_OR_RETURN(uint16_t* gb, bf16_out(rows * I));
+    float* act = fp32_inputs ? gate_.data() : nullptr;
     if (spec.activation == Activation::kGeluTanh) {
-      LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::GeluTanhGluDevice(gate_.data(), up_.data(), rows * I, gate_.data(), s));
+      LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::GeluTanhGluDevice(gate_.data(), up_.data(), rows * I, act, s, gb));
     } else {
-      LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::SwiGluDevice(gate_.data(), up_.data(), rows * I, gate_.data(), s));
+      LLMC_CUDA_STR_RETURN_IF_ERROR(cuda::SwiGluDevice(gate_.data(), up_.data(), rows * I, act, s, gb));
     }
     LLMC_RETURN_IF_ERROR(Mark("MLP activation"));
-    LLMC_ASSIGN_OR_RETURN(const uint16_t* gb, xb_or(gate_.data(), rows * I));
     LLMC_RETURN_IF_ERROR(Linear(w->down_, p, gate_.data(), gb, rows, proj_.data(), hooks));
     LLMC_RETURN_IF_ERROR(Mark("down projection"));
     if (spec.sandwich_norms)

@@ -56,6 +56,10 @@ class CudaLinearHooks {
                                      int64_t tokens, cudaStream_t stream) = 0;
   // As LinearHooks::SeeAllExperts: every expert of an MoE block runs on every token.
   virtual bool SeeAllExperts() const { return false; }
+  // Whether OnDeviceInput reads `input` (the fp32 values). A hook that reads only `input_bf16` returns false, and
+  // a bf16-mode block may then skip writing the fp32 copies of the inputs nothing else reads: `input` points at a
+  // buffer of the right size whose contents are unspecified, wherever `input_bf16` is given.
+  virtual bool NeedsFp32Input() const { return true; }
 };
 
 // Runs CPU LinearHooks on the device path: copies each input to host memory (synchronizing the stream) and calls
@@ -86,6 +90,10 @@ class CudaBlockWeights {
   // stream, after the last Run that used them has finished on the compute stream. Returns once the host data has
   // been copied out (the block may then be freed or changed); the transfer completes asynchronously, and Run
   // waits for it. INVALID_ARGUMENT when a tensor's size does not match the spec.
+  // The Linear weights go up through a few pinned pieces of host memory, filled on several threads while earlier
+  // pieces are on the bus; in bf16 mode they are rounded to bf16 on the host as they are filled (the device
+  // conversion's bits: round to nearest even), so half the bytes cross. Where the host cannot pin memory they are
+  // copied from pageable memory (and converted on the device).
   absl::Status Upload(const DecoderBlock& block);
 
   int layer() const { return layer_; }
@@ -104,6 +112,8 @@ class CudaBlockWeights {
   };
   CudaBlockWeights() = default;
   absl::Status UploadLinear(const LinearWeight& src, Linear* dst);
+  // `src` (one Linear's fp32 weights) into `dev` (fp32, or bf16 in bf16 mode) on the upload stream.
+  absl::Status CopyWeights(const std::vector<float>& src, Linear* dst);
 
   absl::Status CreateLinear(Linear* l, const std::string& name, int64_t out, int64_t in, bool bias,
                             int64_t* largest);
@@ -120,7 +130,17 @@ class CudaBlockWeights {
   bool moe_layer_ = false;
   // The block's kv-cache fake quantization (null: none), as DecoderBlock's.
   std::shared_ptr<const ActivationQuantizer> k_cache_quant_, v_cache_quant_;
-  DeviceArray<float> staging_;  // bf16: one Linear's fp32 weights before conversion
+  int64_t largest_ = 0;         // the largest Linear's weight count
+  DeviceArray<float> staging_;  // pageable fallback, bf16: one Linear's fp32 weights before conversion
+  // Pinned pieces the weights go up through (CopyWeights), used in turn; each one's event is recorded after the copy
+  // that reads it. Empty with pageable_ once pinning failed.
+  struct Stage {
+    void* host = nullptr;
+    cudaEvent_t done = nullptr;
+  };
+  std::vector<Stage> stages_;
+  size_t next_stage_ = 0;
+  bool pageable_ = false;
   cudaEvent_t ready_ = nullptr;     // recorded on the upload stream after Upload's copies
   cudaEvent_t released_ = nullptr;  // recorded on the compute stream after the last Run with these weights
 };

@@ -9,10 +9,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <random>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "engine/model/causal_lm.h"
@@ -21,6 +23,7 @@
 #include "engine/model/cuda_causal_lm.h"
 #include "engine/model/model_test_util.h"
 #include "engine/model/perplexity.h"
+#include "engine/tensor/dtype.h"
 #include "tests/gpu/cuda_test_util.h"
 
 namespace llmc {
@@ -148,6 +151,54 @@ TEST_P(CudaBlockTest, BlockMatchesRunDecoderBlock) {
   }
 }
 
+// Weights larger than one of the upload's pinned pieces (32 MiB: 8M fp32 or 16M bf16 values) cross in several
+// pieces, and a block's Linears cycle through the pieces more than once: tiny-llama3 with its MLP widened to more
+// than 16M weights per Linear, uploaded twice (the second upload reuses the pieces the first one's copies read),
+// against the CPU in fp32 and bf16.
+TEST(CudaBlockWeightsTest, WeightsWiderThanAnUploadPieceMatchCpu) {
+  LLMC_SKIP_WITHOUT_CUDA();
+  auto lm = OpenTiny("tiny-llama3");
+  ASSERT_NE(lm, nullptr);
+  ModelSpec spec = lm->spec();
+  spec.intermediate_size = (int64_t{1} << 24) / spec.hidden_size + 333;  // gate/up/down: > 16M weights each
+  const int64_t H = spec.hidden_size, I = spec.intermediate_size;
+  auto loaded = lm->LoadBlock(0);
+  ASSERT_TRUE(loaded.ok());
+  DecoderBlock block = std::move(**loaded);
+  uint32_t seed = 7;
+  for (LinearWeight* l : {&block.gate_proj, &block.up_proj, &block.down_proj}) {
+    const bool down = l == &block.down_proj;
+    l->out_features = down ? H : I;
+    l->in_features = down ? I : H;
+    l->weight = gpu_test::Normal(static_cast<size_t>(H * I), down ? 0.2f / std::sqrt(float(I)) : 0.05f, seed++);
+    if (!l->bias.empty()) l->bias = gpu_test::Normal(static_cast<size_t>(l->out_features), 0.1f, seed++);
+  }
+  const int64_t seqs = 2, T = 23;
+  auto x = lm->Embed(RandomIds(seqs * T, spec.vocab_size, 9), seqs, T);
+  ASSERT_TRUE(x.ok());
+  HiddenStates cpu = *x;
+  ASSERT_TRUE(RunDecoderBlock(spec, lm->Rope(T, 0), block, &cpu, nullptr, 8192, lm->context()).ok());
+  auto ctx = CudaContext::Create();
+  ASSERT_TRUE(ctx.ok()) << ctx.status();
+  for (auto [p, rel, max_rel] : {std::tuple{cuda::GemmPrecision::kFp32, 1e-5, 1e-4},
+                                 std::tuple{cuda::GemmPrecision::kBf16, 2e-2, 2e-1}}) {
+    auto w = CudaBlockWeights::Create(spec, p, ctx->get());
+    ASSERT_TRUE(w.ok()) << w.status();
+    auto runner = CudaBlockRunner::Create(spec, ctx->get());
+    ASSERT_TRUE(runner.ok());
+    for (int upload = 0; upload < 2; ++upload) {
+      ASSERT_TRUE((*w)->Upload(block).ok());
+      auto dx = UploadHiddenStates(*x, ctx->get());
+      ASSERT_TRUE(dx.ok());
+      ASSERT_TRUE((*runner)->Run(w->get(), &*dx).ok());
+      HiddenStates gpu;
+      ASSERT_TRUE(DownloadHiddenStates(*dx, ctx->get(), &gpu).ok());
+      ExpectClose(gpu.data, cpu.data, rel, max_rel,
+                  absl::StrCat("intermediate ", I, " ", cuda::GemmPrecisionName(p), " upload ", upload));
+    }
+  }
+}
+
 // Long sequences (several attention tiles, the llama3 rope table at 2048 positions) and the sliding window.
 TEST_P(CudaBlockTest, LongSequencesMatch) {
   auto lm = OpenTiny(GetParam());
@@ -231,6 +282,80 @@ TEST_P(CudaBlockTest, HooksSeeTheSameInputs) {
     }
     for (size_t i = 0; i < acc.size(); ++i) ref[i] = static_cast<float>(acc[i]);
     EXPECT_LE(RelNorm(gpu_test::ToHost(dh, in * in), ref), 1e-5) << name;
+  }
+}
+
+// Device hook that copies the bf16 input of every Linear to the host, and the fp32 one when it asks for it.
+struct Bf16InputHooks : CudaLinearHooks {
+  explicit Bf16InputHooks(bool want_fp32) : fp32(want_fp32) {}
+  bool fp32;
+  struct Call {
+    std::string name;
+    std::vector<uint16_t> bf16;
+    std::vector<float> f32;
+  };
+  std::vector<Call> calls;
+  bool NeedsFp32Input() const override { return fp32; }
+  absl::Status OnDeviceInput(const LinearWeight& w, const float* input, const uint16_t* input_bf16, int64_t tokens,
+                             cudaStream_t s) override {
+    if (input_bf16 == nullptr) return absl::InternalError(absl::StrCat(w.name, ": bf16 mode gave no bf16 input"));
+    const size_t n = static_cast<size_t>(tokens * w.in_features);
+    Call c{w.name, std::vector<uint16_t>(n), {}};
+    if (cudaMemcpyAsync(c.bf16.data(), input_bf16, n * 2, cudaMemcpyDeviceToHost, s) != cudaSuccess)
+      return absl::InternalError("copy");
+    if (fp32) {
+      c.f32.resize(n);
+      if (cudaMemcpyAsync(c.f32.data(), input, n * 4, cudaMemcpyDeviceToHost, s) != cudaSuccess)
+        return absl::InternalError("copy");
+    }
+    if (cudaStreamSynchronize(s) != cudaSuccess) return absl::InternalError("sync");
+    calls.push_back(std::move(c));
+    return absl::OkStatus();
+  }
+};
+
+// bf16 mode writes the fp32 outputs of the norms and of the MLP activation only where something reads them (hooks
+// that ask for fp32, quantized inputs, the MoE MLP); the GEMMs read the bf16 copies those kernels write. A block
+// run without hooks, with hooks that read only the bf16 inputs, and with hooks that read fp32 gives the same bits,
+// the hooks see the same bf16 inputs, and each is its fp32 input rounded to bf16.
+TEST_P(CudaBlockTest, Bf16ModeWritesFp32InputsOnlyWhereRead) {
+  auto lm = OpenTiny(GetParam());
+  ASSERT_NE(lm, nullptr);
+  const ModelSpec& spec = lm->spec();
+  auto ctx = CudaContext::Create();
+  ASSERT_TRUE(ctx.ok()) << ctx.status();
+  const int64_t seqs = 4, T = 19;
+  auto x = lm->Embed(RandomIds(seqs * T, spec.vocab_size, 5), seqs, T);
+  ASSERT_TRUE(x.ok());
+  auto block = lm->LoadBlock(spec.num_layers - 1);
+  ASSERT_TRUE(block.ok());
+  auto w = CudaBlockWeights::Create(spec, cuda::GemmPrecision::kBf16, ctx->get());
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE((*w)->Upload(**block).ok());
+  auto runner = CudaBlockRunner::Create(spec, ctx->get(), {.max_chunk_tokens = 2 * T});
+  ASSERT_TRUE(runner.ok());
+  Bf16InputHooks with_fp32(true), bf16_only(false);
+  std::vector<std::vector<float>> outs;
+  for (CudaLinearHooks* h : std::initializer_list<CudaLinearHooks*>{nullptr, &bf16_only, &with_fp32}) {
+    auto dx = UploadHiddenStates(*x, ctx->get());
+    ASSERT_TRUE(dx.ok());
+    ASSERT_TRUE((*runner)->Run(w->get(), &*dx, h).ok());
+    HiddenStates out;
+    ASSERT_TRUE(DownloadHiddenStates(*dx, ctx->get(), &out).ok());
+    outs.push_back(std::move(out.data));
+  }
+  ASSERT_EQ(outs[0].size(), outs[1].size());
+  ASSERT_EQ(outs[0].size(), outs[2].size());
+  EXPECT_EQ(std::memcmp(outs[0].data(), outs[1].data(), outs[0].size() * 4), 0) << "bf16-only hooks";
+  EXPECT_EQ(std::memcmp(outs[0].data(), outs[2].data(), outs[0].size() * 4), 0) << "fp32 hooks";
+  ASSERT_EQ(bf16_only.calls.size(), with_fp32.calls.size());
+  ASSERT_GE(with_fp32.calls.size(), (*block)->linears().size());
+  for (size_t i = 0; i < with_fp32.calls.size(); ++i) {
+    const auto& a = with_fp32.calls[i];
+    const auto& b = bf16_only.calls[i];
+    ASSERT_EQ(a.name, b.name);
+    ASSERT_EQ(a.bf16, b.bf16) << a.name;
+    for (size_t j = 0; j < a.f32.size(); ++j) ASSERT_EQ(a.bf16[j], FloatToBF16(a.f32[j])) << a.name << " at " << j;
   }
 }
 

@@ -13,6 +13,7 @@
 
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "engine/backend/cuda/attention_kernels.h"
@@ -528,12 +529,78 @@ TEST_F(CudaDecoderKernelsTest, FloatToBf16MatchesHostConversion) {
   auto db = ToDevice(std::vector<uint16_t>(x.size()));
   ASSERT_EQ(cuda::FloatToBf16Device(dx.data(), x.size(), db.data()), "");
   auto gpu = ToHost(db, x.size());
+  // Unaligned pointers take the one-value-per-thread path.
+  auto du = ToDevice(std::vector<uint16_t>(x.size()));
+  ASSERT_EQ(cuda::FloatToBf16Device(dx.data() + 1, x.size() - 1, du.data() + 1), "");
+  auto unaligned = ToHost(du, x.size());
   for (size_t i = 0; i < x.size(); ++i) {
+    if (i > 0) {
+      ASSERT_EQ(unaligned[i], gpu[i]) << "unaligned, at " << i;
+    }
     if (std::isnan(x[i])) {
       EXPECT_TRUE(std::isnan(BF16ToFloat(gpu[i])));
     } else {
       ASSERT_EQ(gpu[i], FloatToBF16(x[i])) << "at " << i << " (" << x[i] << ")";
     }
+  }
+}
+
+// The norms and MLP activations that also write the bf16 copy a bf16 GEMM reads: the copy has the bits of
+// FloatToBF16 of the fp32 output, the fp32 output is the same with or without it, and with `out` null the copy
+// is the same.
+TEST_F(CudaDecoderKernelsTest, NormsAndActivationsWriteTheirBf16CopyInTheSamePass) {
+  struct Case {
+    const char* what;
+    int64_t rows, dim;
+  };
+  const Case cases[] = {{"norm, block per row", 37, 4096}, {"norm, warp per row", 129, 128}, {"norm, odd", 3, 1025},
+                        {"swiglu", 1, 14336 * 3 + 5}, {"gelu", 1, 4099}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    const int64_t n = c.rows * c.dim;
+    auto x = Normal(n, 3.0f, 51);
+    auto y = Normal(n, 2.0f, 52);
+    auto wt = Normal(c.dim, 1.0f, 53);
+    x[0] = std::numeric_limits<float>::quiet_NaN();  // NaN stays NaN in both copies
+    auto dx = ToDevice(x), dy = ToDevice(y), dw = ToDevice(wt);
+    auto ref = ToDevice(std::vector<float>(n)), both = ToDevice(std::vector<float>(n));
+    auto b_both = ToDevice(std::vector<uint16_t>(n)), b_only = ToDevice(std::vector<uint16_t>(n));
+    const std::string w = c.what;
+    const bool norm = w.rfind("norm", 0) == 0;
+    // `off` > 0 (activations): every pointer moved by that many values, so the kernel takes its unaligned path.
+    auto run = [&](float* out, uint16_t* out_bf16, int64_t off = 0) {
+      if (norm) return cuda::RmsNormDevice(dx.data(), c.rows, c.dim, dw.data(), 1e-5f, out, nullptr, out_bf16);
+      const float *g = dx.data() + off, *u = dy.data() + off;
+      if (w == "swiglu") return cuda::SwiGluDevice(g, u, n - off, out, nullptr, out_bf16);
+      return cuda::GeluTanhGluDevice(g, u, n - off, out, nullptr, out_bf16);
+    };
+    ASSERT_EQ(run(ref.data(), nullptr), "");
+    ASSERT_EQ(run(both.data(), b_both.data()), "");
+    ASSERT_EQ(run(nullptr, b_only.data()), "");
+    EXPECT_NE(run(nullptr, nullptr), "");  // no output at all is refused
+    const auto r = ToHost(ref, n), f = ToHost(both, n);
+    const auto bb = ToHost(b_both, n), bo = ToHost(b_only, n);
+    ASSERT_EQ(std::memcmp(r.data(), f.data(), n * sizeof(float)), 0) << "fp32 output changed by the bf16 copy";
+    int64_t nans = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_EQ(bb[i], bo[i]) << "at " << i;
+      if (std::isnan(r[i])) {
+        ++nans;
+        EXPECT_TRUE(std::isnan(BF16ToFloat(bb[i]))) << "at " << i;
+      } else {
+        ASSERT_EQ(bb[i], FloatToBF16(r[i])) << "at " << i << " (" << r[i] << ")";
+      }
+    }
+    EXPECT_GE(nans, 1);
+    if (norm) continue;
+    // The unaligned path (one value per thread) gives the aligned path's bits (four values per thread).
+    auto un = ToDevice(std::vector<float>(n));
+    auto unb = ToDevice(std::vector<uint16_t>(n));
+    ASSERT_EQ(run(un.data() + 1, unb.data() + 1, 1), "");
+    const auto uf = ToHost(un, n);
+    const auto ub = ToHost(unb, n);
+    ASSERT_EQ(std::memcmp(uf.data() + 1, r.data() + 1, (n - 1) * sizeof(float)), 0) << "unaligned fp32";
+    ASSERT_EQ(std::memcmp(ub.data() + 1, bb.data() + 1, (n - 1) * sizeof(uint16_t)), 0) << "unaligned bf16";
   }
 }
 

@@ -16,9 +16,24 @@ constexpr int kThreads = 256;
 
 unsigned Blocks(int64_t n, int threads = kThreads) { return static_cast<unsigned>((n + threads - 1) / threads); }
 
+// bf16(f), round to nearest even; a NaN stays a quiet NaN (FloatToBf16Device's arithmetic, shared by every kernel
+// that also writes a bf16 copy of its output).
+__device__ __forceinline__ uint16_t Bf16Rne(float f) {
+  uint32_t u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+// Stores y into out[i] and its bf16 copy into out_bf16[i], each when not null.
+__device__ __forceinline__ void Store(float* out, uint16_t* out_bf16, int64_t i, float y) {
+  if (out != nullptr) out[i] = y;
+  if (out_bf16 != nullptr) out_bf16[i] = Bf16Rne(y);
+}
+
 // One block per row: sum of squares in double (as the CPU reference), then the scaled product.
 __global__ void RmsNormKernel(const float* __restrict__ x, int64_t dim, const float* __restrict__ w, float eps,
-                              float* out) {
+                              float* out, uint16_t* out_bf16) {
   const int64_t r = blockIdx.x;
   const float* xr = x + r * dim;
   double ss = 0;
@@ -31,13 +46,14 @@ __global__ void RmsNormKernel(const float* __restrict__ x, int64_t dim, const fl
     __syncthreads();
   }
   const float inv = static_cast<float>(1.0 / sqrt(static_cast<double>(static_cast<float>(part[0] / dim)) + eps));
-  float* o = out + r * dim;
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) o[i] = __fmul_rn(w[i], __fmul_rn(xr[i], inv));
+  float* o = out == nullptr ? nullptr : out + r * dim;
+  uint16_t* ob = out_bf16 == nullptr ? nullptr : out_bf16 + r * dim;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) Store(o, ob, i, __fmul_rn(w[i], __fmul_rn(xr[i], inv)));
 }
 
 // One warp per row, for short rows (q/k norms over head_dim: many rows of 64-256 values).
 __global__ void RmsNormWarpKernel(const float* __restrict__ x, int64_t rows, int64_t dim, const float* __restrict__ w,
-                                  float eps, float* out) {
+                                  float eps, float* out, uint16_t* out_bf16) {
   const int64_t r = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (r >= rows) return;
@@ -46,24 +62,59 @@ __global__ void RmsNormWarpKernel(const float* __restrict__ x, int64_t rows, int
   for (int64_t i = lane; i < dim; i += 32) ss += static_cast<double>(xr[i]) * xr[i];
   for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
   const float inv = static_cast<float>(1.0 / sqrt(static_cast<double>(static_cast<float>(ss / dim)) + eps));
-  float* o = out + r * dim;
-  for (int64_t i = lane; i < dim; i += 32) o[i] = __fmul_rn(w[i], __fmul_rn(xr[i], inv));
+  float* o = out == nullptr ? nullptr : out + r * dim;
+  uint16_t* ob = out_bf16 == nullptr ? nullptr : out_bf16 + r * dim;
+  for (int64_t i = lane; i < dim; i += 32) Store(o, ob, i, __fmul_rn(w[i], __fmul_rn(xr[i], inv)));
 }
 
-__global__ void SwiGluKernel(const float* __restrict__ gate, const float* __restrict__ up, int64_t n, float* out) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  const float g = gate[i];
-  out[i] = g / (1.0f + expf(-g)) * up[i];
-}
+__device__ __forceinline__ float SwiGluValue(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
-__global__ void GeluTanhGluKernel(const float* __restrict__ gate, const float* __restrict__ up, int64_t n,
-                                  float* out) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  const float x = gate[i];
+__device__ __forceinline__ float GeluTanhGluValue(float x, float u) {
   const float inner = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-  out[i] = 0.5f * x * (1.0f + tanhf(inner)) * up[i];
+  return 0.5f * x * (1.0f + tanhf(inner)) * u;
+}
+
+// out[i] = F(gate[i], up[i]), four values per thread through 16-byte loads and stores (the bf16 copy through
+// 8-byte ones); the last thread also does the n % 4 values past the last group of four. Needs gate, up and out
+// 16-byte aligned and out_bf16 8-byte aligned (the caller falls back to GluKernel otherwise).
+template <float (*F)(float, float)>
+__global__ void GluKernel4(const float* __restrict__ gate, const float* __restrict__ up, int64_t n, float* out,
+                           uint16_t* out_bf16) {
+  const int64_t q = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x, quads = n / 4;
+  if (q > quads) return;
+  if (q < quads) {
+    const float4 g = reinterpret_cast<const float4*>(gate)[q], u = reinterpret_cast<const float4*>(up)[q];
+    const float4 y = make_float4(F(g.x, u.x), F(g.y, u.y), F(g.z, u.z), F(g.w, u.w));
+    if (out != nullptr) reinterpret_cast<float4*>(out)[q] = y;
+    if (out_bf16 != nullptr) {
+      ushort4 b;
+      b.x = Bf16Rne(y.x);
+      b.y = Bf16Rne(y.y);
+      b.z = Bf16Rne(y.z);
+      b.w = Bf16Rne(y.w);
+      reinterpret_cast<ushort4*>(out_bf16)[q] = b;
+    }
+    return;
+  }
+  for (int64_t i = quads * 4; i < n; ++i) Store(out, out_bf16, i, F(gate[i], up[i]));
+}
+
+// One value per thread, for any alignment.
+template <float (*F)(float, float)>
+__global__ void GluKernel(const float* __restrict__ gate, const float* __restrict__ up, int64_t n, float* out,
+                          uint16_t* out_bf16) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) Store(out, out_bf16, i, F(gate[i], up[i]));
+}
+
+bool Aligned(const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
+
+template <float (*F)(float, float)>
+void LaunchGlu(const float* gate, const float* up, int64_t n, float* out, uint16_t* out_bf16, cudaStream_t stream) {
+  if (Aligned(gate, 16) && Aligned(up, 16) && Aligned(out, 16) && Aligned(out_bf16, 8))
+    GluKernel4<F><<<Blocks(n / 4 + 1), kThreads, 0, stream>>>(gate, up, n, out, out_bf16);
+  else
+    GluKernel<F><<<Blocks(n), kThreads, 0, stream>>>(gate, up, n, out, out_bf16);
 }
 
 __global__ void SoftcapKernel(float* x, int64_t n, float cap) {
@@ -161,14 +212,25 @@ __global__ void TokenNllKernel(const float* __restrict__ logits, int64_t vocab, 
 
 __global__ void FloatToBf16Kernel(const float* __restrict__ in, int64_t n, uint16_t* out) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  uint32_t u = __float_as_uint(in[i]);
-  if ((u & 0x7fffffffu) > 0x7f800000u) {  // NaN stays a quiet NaN
-    out[i] = static_cast<uint16_t>((u >> 16) | 0x40u);
+  if (i < n) out[i] = Bf16Rne(in[i]);
+}
+
+// Four values per thread (16-byte loads, 8-byte stores; `in` 16-byte and `out` 8-byte aligned); the last thread
+// also converts the n % 4 values past the last group of four.
+__global__ void FloatToBf16Kernel4(const float* __restrict__ in, int64_t n, uint16_t* out) {
+  const int64_t q = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x, quads = n / 4;
+  if (q > quads) return;
+  if (q < quads) {
+    const float4 v = reinterpret_cast<const float4*>(in)[q];
+    ushort4 b;
+    b.x = Bf16Rne(v.x);
+    b.y = Bf16Rne(v.y);
+    b.z = Bf16Rne(v.z);
+    b.w = Bf16Rne(v.w);
+    reinterpret_cast<ushort4*>(out)[q] = b;
     return;
   }
-  u += 0x7fffu + ((u >> 16) & 1u);
-  out[i] = static_cast<uint16_t>(u >> 16);
+  for (int64_t i = quads * 4; i < n; ++i) out[i] = Bf16Rne(in[i]);
 }
 
 __global__ void Bf16ToFloatKernel(const uint16_t* __restrict__ in, int64_t n, float* __restrict__ out) {
@@ -215,28 +277,33 @@ struct DeviceBuffers {
 }  // namespace
 
 std::string RmsNormDevice(const float* x, int64_t rows, int64_t dim, const float* weight, float eps, float* out,
-                          cudaStream_t stream) {
+                          cudaStream_t stream, uint16_t* out_bf16) {
   if (rows < 0 || dim <= 0 || rows > 0x7fffffff) return "RmsNormDevice: invalid shape";
+  if (out == nullptr && out_bf16 == nullptr) return "RmsNormDevice: no output";
   if (rows == 0) return "";
   if (dim <= 512) {
-    RmsNormWarpKernel<<<Blocks(rows * 32), kThreads, 0, stream>>>(x, rows, dim, weight, eps, out);
+    RmsNormWarpKernel<<<Blocks(rows * 32), kThreads, 0, stream>>>(x, rows, dim, weight, eps, out, out_bf16);
   } else {
-    RmsNormKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, dim, weight, eps, out);
+    RmsNormKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, dim, weight, eps, out, out_bf16);
   }
   LLMC_CUDA_TRY(cudaGetLastError());
   return "";
 }
 
-std::string SwiGluDevice(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream) {
+std::string SwiGluDevice(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream,
+                         uint16_t* out_bf16) {
   if (n <= 0) return n == 0 ? "" : "SwiGluDevice: invalid size";
-  SwiGluKernel<<<Blocks(n), kThreads, 0, stream>>>(gate, up, n, out);
+  if (out == nullptr && out_bf16 == nullptr) return "SwiGluDevice: no output";
+  LaunchGlu<SwiGluValue>(gate, up, n, out, out_bf16, stream);
   LLMC_CUDA_TRY(cudaGetLastError());
   return "";
 }
 
-std::string GeluTanhGluDevice(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream) {
+std::string GeluTanhGluDevice(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream,
+                              uint16_t* out_bf16) {
   if (n <= 0) return n == 0 ? "" : "GeluTanhGluDevice: invalid size";
-  GeluTanhGluKernel<<<Blocks(n), kThreads, 0, stream>>>(gate, up, n, out);
+  if (out == nullptr && out_bf16 == nullptr) return "GeluTanhGluDevice: no output";
+  LaunchGlu<GeluTanhGluValue>(gate, up, n, out, out_bf16, stream);
   LLMC_CUDA_TRY(cudaGetLastError());
   return "";
 }
@@ -320,7 +387,10 @@ std::string TokenNllDevice(const float* logits, int64_t rows, int64_t vocab, con
 
 std::string FloatToBf16Device(const float* in, int64_t n, uint16_t* out, cudaStream_t stream) {
   if (n <= 0) return n == 0 ? "" : "FloatToBf16Device: invalid size";
-  FloatToBf16Kernel<<<Blocks(n), kThreads, 0, stream>>>(in, n, out);
+  if (Aligned(in, 16) && Aligned(out, 8))
+    FloatToBf16Kernel4<<<Blocks(n / 4 + 1), kThreads, 0, stream>>>(in, n, out);
+  else
+    FloatToBf16Kernel<<<Blocks(n), kThreads, 0, stream>>>(in, n, out);
   LLMC_CUDA_TRY(cudaGetLastError());
   return "";
 }

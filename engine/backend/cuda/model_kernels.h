@@ -15,16 +15,22 @@
 
 namespace llmc::cuda {
 
+// The next three also write `out_bf16`, when not null, with the bf16 copy of every output value (FloatToBf16Device's
+// rounding: the same bits as converting `out` afterwards, without reading it again). `out` may then be null, when
+// only the bf16 copy is needed (a bf16 GEMM's input); one of the two must be given.
+//
 // out [rows, dim] = x [rows, dim] * rsqrt(mean(x^2) + eps) * weight [dim]. `out` may alias `x`. The sum of
 // squares is taken in double, as the CPU reference.
 std::string RmsNormDevice(const float* x, int64_t rows, int64_t dim, const float* weight, float eps, float* out,
-                          cudaStream_t stream = nullptr);
+                          cudaStream_t stream = nullptr, uint16_t* out_bf16 = nullptr);
 // out[i] = gate[i] / (1 + exp(-gate[i])) * up[i]. `out` may alias either input.
-std::string SwiGluDevice(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream = nullptr);
+std::string SwiGluDevice(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream = nullptr,
+                         uint16_t* out_bf16 = nullptr);
 
 // out[i] = gelu_tanh(gate[i]) * up[i] (PyTorch's gelu(approximate="tanh") in fp32, as the CPU GeluTanhGlu).
 // `out` may alias either input.
-std::string GeluTanhGluDevice(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream = nullptr);
+std::string GeluTanhGluDevice(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream = nullptr,
+                              uint16_t* out_bf16 = nullptr);
 // x[i] = cap * tanh(x[i] / cap) for n elements (logit softcapping, as the CPU Softcap). cap > 0.
 std::string SoftcapDevice(float* x, int64_t n, float cap, cudaStream_t stream = nullptr);
 
