@@ -51,6 +51,43 @@ __global__ void RmsNormKernel(const float* __restrict__ x, int64_t dim, const fl
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) Store(o, ob, i, __fmul_rn(w[i], __fmul_rn(xr[i], inv)));
 }
 
+// RmsNormKernel with 16-byte loads and stores (8-byte for the bf16 copy): dim a multiple of 4, x, w and out
+// 16-byte aligned, out_bf16 8-byte aligned.
+__global__ void RmsNormKernel4(const float* __restrict__ x, int64_t dim, const float* __restrict__ w, float eps,
+                               float* out, uint16_t* out_bf16) {
+  const int64_t r = blockIdx.x, quads = dim / 4;
+  const float4* xr = reinterpret_cast<const float4*>(x + r * dim);
+  double ss = 0;
+  for (int64_t i = threadIdx.x; i < quads; i += blockDim.x) {
+    const float4 v = xr[i];
+    ss += static_cast<double>(v.x) * v.x + static_cast<double>(v.y) * v.y + static_cast<double>(v.z) * v.z +
+          static_cast<double>(v.w) * v.w;
+  }
+  __shared__ double part[kThreads];
+  part[threadIdx.x] = ss;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
+    __syncthreads();
+  }
+  const float inv = static_cast<float>(1.0 / sqrt(static_cast<double>(static_cast<float>(part[0] / dim)) + eps));
+  const float4* w4 = reinterpret_cast<const float4*>(w);
+  for (int64_t i = threadIdx.x; i < quads; i += blockDim.x) {
+    const float4 v = xr[i], g = w4[i];
+    const float4 y = make_float4(__fmul_rn(g.x, __fmul_rn(v.x, inv)), __fmul_rn(g.y, __fmul_rn(v.y, inv)),
+                                 __fmul_rn(g.z, __fmul_rn(v.z, inv)), __fmul_rn(g.w, __fmul_rn(v.w, inv)));
+    if (out != nullptr) reinterpret_cast<float4*>(out + r * dim)[i] = y;
+    if (out_bf16 != nullptr) {
+      ushort4 b;
+      b.x = Bf16Rne(y.x);
+      b.y = Bf16Rne(y.y);
+      b.z = Bf16Rne(y.z);
+      b.w = Bf16Rne(y.w);
+      reinterpret_cast<ushort4*>(out_bf16 + r * dim)[i] = b;
+    }
+  }
+}
+
 // One warp per row, for short rows (q/k norms over head_dim: many rows of 64-256 values).
 __global__ void RmsNormWarpKernel(const float* __restrict__ x, int64_t rows, int64_t dim, const float* __restrict__ w,
                                   float eps, float* out, uint16_t* out_bf16) {
@@ -283,6 +320,8 @@ std::string RmsNormDevice(const float* x, int64_t rows, int64_t dim, const float
   if (rows == 0) return "";
   if (dim <= 512) {
     RmsNormWarpKernel<<<Blocks(rows * 32), kThreads, 0, stream>>>(x, rows, dim, weight, eps, out, out_bf16);
+  } else if (dim % 4 == 0 && Aligned(x, 16) && Aligned(weight, 16) && Aligned(out, 16) && Aligned(out_bf16, 8)) {
+    RmsNormKernel4<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, dim, weight, eps, out, out_bf16);
   } else {
     RmsNormKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, dim, weight, eps, out, out_bf16);
   }
