@@ -127,9 +127,10 @@ UpdateDiff CompareUpdates(const std::vector<float>& got, const std::vector<float
 // input near a rounding boundary); each flip moves the tokens that read it by up to a few percent, so the norm over
 // all tokens of two correct runtimes differs by 1e-4..7e-3 on this fixture, a draw of rounding luck. A missing or
 // misplaced quantization (of the kv cache, or of any Linear's input) moves every token: the median goes from
-// ~1e-6 (rounding) to 1.5e-2 or more. The check proves it can see that on the CPU: the same block with its kv
-// cache and o_proj input left unquantized must exceed the bound tenfold. `lm` is left with activation
-// quantization on.
+// ~1e-6 (rounding at that level) to 1.5e-2 or more. (Rounding noise of 1e-5 in every input already moves the median
+// to 1e-3 and beyond: the runtimes must agree to about the GEMMs' fp32 order for this to hold.) The check proves its
+// footing on the CPU: the same block with its input moved by 1e-6 stays under a tenth of the bound, and with its kv
+// cache and o_proj input left unquantized exceeds it tenfold. `lm` is left with activation quantization on.
 void ExpectCudaBlocksMatchCpu(CausalLm& lm, const std::vector<int32_t>& ids, int64_t num_seqs, int64_t seq_len,
                               double max_median, double max_share, const std::string& label) {
   ASSERT_TRUE(lm.SetQuantizeActivations(true).ok()) << label;
@@ -145,15 +146,19 @@ void ExpectCudaBlocksMatchCpu(CausalLm& lm, const std::vector<int32_t>& ids, int
   for (int l = 0; l + 1 < layers; ++l) {
     auto block = lm.LoadBlock(l);
     ASSERT_TRUE(block.ok()) << block.status();
-    HiddenStates moved = cpu[l];
     std::mt19937 rng(static_cast<uint32_t>(l + 1));
     std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
-    for (float& v : moved.data) v *= 1.0f + 1e-6f * unit(rng);
-    ASSERT_TRUE(lm.RunBlock(**block, &moved).ok()) << label;
-    const UpdateDiff noise = CompareUpdates(moved.data, cpu[l + 1].data, cpu[l].data, hidden);
-    std::printf("%s block %d: the CPU with its input moved by 1e-6, median token %.3g (norm %.3g)\n", label.c_str(),
-                l, noise.median, noise.norm);
-    EXPECT_LE(noise.median, max_median / 10) << label << " block " << l << ": rounding noise near the bound";
+    for (float eps : {1e-6f, 1e-5f}) {  // the second only printed: how fast the median grows with the noise
+      HiddenStates moved = cpu[l];
+      for (float& v : moved.data) v *= 1.0f + eps * unit(rng);
+      ASSERT_TRUE(lm.RunBlock(**block, &moved).ok()) << label;
+      const UpdateDiff noise = CompareUpdates(moved.data, cpu[l + 1].data, cpu[l].data, hidden);
+      std::printf("%s block %d: the CPU with its input moved by %g, median token %.3g (norm %.3g)\n", label.c_str(),
+                  l, eps, noise.median, noise.norm);
+      if (eps == 1e-6f) {
+        EXPECT_LE(noise.median, max_median / 10) << label << " block " << l << ": rounding noise near the bound";
+      }
+    }
     ASSERT_NE((*block)->o_proj.input_quant, nullptr) << label << ": the o_proj input is not quantized";
     (*block)->o_proj.input_quant = nullptr;
     (*block)->k_cache_quant = nullptr;
@@ -305,7 +310,7 @@ TEST_F(CudaActivationQuantTest, FixtureFp8StaticKvMatchesCpu) {
   std::vector<int32_t> ids = testing_util::ReadJson(testing_util::TestDataDir() + "/fixture_reference.json")
                                  ["eval_first_windows_ids"]
                                      .get<std::vector<int32_t>>();
-  ExpectCudaBlocksMatchCpu(**lm, ids, 2, 512, 1e-4, 0.01, "FP8 static + kv");
+  ExpectCudaBlocksMatchCpu(**lm, ids, 2, 512, 1e-3, 0.05, "FP8 static + kv");
   ExpectCudaPerplexityMatchesCpu(**lm, ids, "FP8 static + kv", 3e-3);
   std::error_code ec;
   std::filesystem::remove_all(tmpl, ec);
