@@ -31,13 +31,9 @@ __device__ __forceinline__ void Store(float* out, uint16_t* out_bf16, int64_t i,
   if (out_bf16 != nullptr) out_bf16[i] = Bf16Rne(y);
 }
 
-// One block per row: sum of squares in double (as the CPU reference), then the scaled product.
-__global__ void RmsNormKernel(const float* __restrict__ x, int64_t dim, const float* __restrict__ w, float eps,
-                              float* out, uint16_t* out_bf16) {
-  const int64_t r = blockIdx.x;
-  const float* xr = x + r * dim;
-  double ss = 0;
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) ss += static_cast<double>(xr[i]) * xr[i];
+// 1 / sqrt(mean of squares + eps) of a row, from each thread's part `ss` of its sum of squares (in double), summed
+// over the block of kThreads threads; every thread gets the value.
+__device__ float BlockInvRms(double ss, int64_t dim, float eps) {
   __shared__ double part[kThreads];
   part[threadIdx.x] = ss;
   __syncthreads();
@@ -45,7 +41,27 @@ __global__ void RmsNormKernel(const float* __restrict__ x, int64_t dim, const fl
     if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
     __syncthreads();
   }
-  const float inv = static_cast<float>(1.0 / sqrt(static_cast<double>(static_cast<float>(part[0] / dim)) + eps));
+  return static_cast<float>(1.0 / sqrt(static_cast<double>(static_cast<float>(part[0] / dim)) + eps));
+}
+
+// The bf16 copies of four values, as one 8-byte store at p (8-byte aligned).
+__device__ __forceinline__ void StoreBf16x4(uint16_t* p, float4 y) {
+  ushort4 b;
+  b.x = Bf16Rne(y.x);
+  b.y = Bf16Rne(y.y);
+  b.z = Bf16Rne(y.z);
+  b.w = Bf16Rne(y.w);
+  *reinterpret_cast<ushort4*>(p) = b;
+}
+
+// One block per row: sum of squares in double (as the CPU reference), then the scaled product.
+__global__ void RmsNormKernel(const float* __restrict__ x, int64_t dim, const float* __restrict__ w, float eps,
+                              float* out, uint16_t* out_bf16) {
+  const int64_t r = blockIdx.x;
+  const float* xr = x + r * dim;
+  double ss = 0;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) ss += static_cast<double>(xr[i]) * xr[i];
+  const float inv = BlockInvRms(ss, dim, eps);
   float* o = out == nullptr ? nullptr : out + r * dim;
   uint16_t* ob = out_bf16 == nullptr ? nullptr : out_bf16 + r * dim;
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) Store(o, ob, i, __fmul_rn(w[i], __fmul_rn(xr[i], inv)));
@@ -63,28 +79,14 @@ __global__ void RmsNormKernel4(const float* __restrict__ x, int64_t dim, const f
     ss += static_cast<double>(v.x) * v.x + static_cast<double>(v.y) * v.y + static_cast<double>(v.z) * v.z +
           static_cast<double>(v.w) * v.w;
   }
-  __shared__ double part[kThreads];
-  part[threadIdx.x] = ss;
-  __syncthreads();
-  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) part[threadIdx.x] += part[threadIdx.x + s];
-    __syncthreads();
-  }
-  const float inv = static_cast<float>(1.0 / sqrt(static_cast<double>(static_cast<float>(part[0] / dim)) + eps));
+  const float inv = BlockInvRms(ss, dim, eps);
   const float4* w4 = reinterpret_cast<const float4*>(w);
   for (int64_t i = threadIdx.x; i < quads; i += blockDim.x) {
     const float4 v = xr[i], g = w4[i];
     const float4 y = make_float4(__fmul_rn(g.x, __fmul_rn(v.x, inv)), __fmul_rn(g.y, __fmul_rn(v.y, inv)),
                                  __fmul_rn(g.z, __fmul_rn(v.z, inv)), __fmul_rn(g.w, __fmul_rn(v.w, inv)));
     if (out != nullptr) reinterpret_cast<float4*>(out + r * dim)[i] = y;
-    if (out_bf16 != nullptr) {
-      ushort4 b;
-      b.x = Bf16Rne(y.x);
-      b.y = Bf16Rne(y.y);
-      b.z = Bf16Rne(y.z);
-      b.w = Bf16Rne(y.w);
-      reinterpret_cast<ushort4*>(out_bf16 + r * dim)[i] = b;
-    }
+    if (out_bf16 != nullptr) StoreBf16x4(out_bf16 + r * dim + 4 * i, y);
   }
 }
 
@@ -123,14 +125,7 @@ __global__ void GluKernel4(const float* __restrict__ gate, const float* __restri
     const float4 g = reinterpret_cast<const float4*>(gate)[q], u = reinterpret_cast<const float4*>(up)[q];
     const float4 y = make_float4(F(g.x, u.x), F(g.y, u.y), F(g.z, u.z), F(g.w, u.w));
     if (out != nullptr) reinterpret_cast<float4*>(out)[q] = y;
-    if (out_bf16 != nullptr) {
-      ushort4 b;
-      b.x = Bf16Rne(y.x);
-      b.y = Bf16Rne(y.y);
-      b.z = Bf16Rne(y.z);
-      b.w = Bf16Rne(y.w);
-      reinterpret_cast<ushort4*>(out_bf16)[q] = b;
-    }
+    if (out_bf16 != nullptr) StoreBf16x4(out_bf16 + 4 * q, y);
     return;
   }
   for (int64_t i = quads * 4; i < n; ++i) Store(out, out_bf16, i, F(gate[i], up[i]));
@@ -258,13 +253,7 @@ __global__ void FloatToBf16Kernel4(const float* __restrict__ in, int64_t n, uint
   const int64_t q = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x, quads = n / 4;
   if (q > quads) return;
   if (q < quads) {
-    const float4 v = reinterpret_cast<const float4*>(in)[q];
-    ushort4 b;
-    b.x = Bf16Rne(v.x);
-    b.y = Bf16Rne(v.y);
-    b.z = Bf16Rne(v.z);
-    b.w = Bf16Rne(v.w);
-    reinterpret_cast<ushort4*>(out)[q] = b;
+    StoreBf16x4(out + 4 * q, reinterpret_cast<const float4*>(in)[q]);
     return;
   }
   for (int64_t i = quads * 4; i < n; ++i) out[i] = Bf16Rne(in[i]);
